@@ -6,9 +6,17 @@
 //! Cartesian undersampling keeps whole columns (the width axis is the phase-encode axis), as
 //! fastMRI does.
 
-pub mod error;
-
-pub use error::{Error, Result};
 
 /// Single-precision complex number used for all k-space and image data.
 pub type C32 = rustfft::num_complex::Complex32;
+pub mod coils;
+pub mod error;
+pub mod fft;
+pub mod mask;
+pub mod metrics;
+pub mod recon;
+pub mod schedule;
+pub mod sense;
+pub mod simulate;
+
+pub use error::{Error, Result};

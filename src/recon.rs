@@ -1,0 +1,81 @@
+//! Classical reconstructions, the floor every learned method is compared with: the zero-filled
+//! image `A_S^H y` and CG-SENSE, conjugate gradients on the normal equations
+//! `(A_S^H A_S + lambda I) x = A_S^H y`.
+
+use crate::mask::Mask;
+use crate::sense::Operator;
+use crate::{Error, Result, C32};
+use ndarray::{Array2, ArrayView3, Zip};
+
+/// Options for [`cg_sense`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CgOptions {
+    /// Tikhonov weight `lambda >= 0`.
+    pub lambda: f32,
+    /// Maximum number of CG iterations.
+    pub iterations: usize,
+    /// Stop when the residual norm falls below `tolerance` times the initial one.
+    pub tolerance: f32,
+}
+
+impl Default for CgOptions {
+    fn default() -> Self {
+        CgOptions {
+            lambda: 0.0,
+            iterations: 30,
+            tolerance: 1e-6,
+        }
+    }
+}
+
+/// The zero-filled (coil-combined) image `A_S^H y`.
+pub fn zero_filled(op: &dyn Operator, y: ArrayView3<C32>, mask: &Mask) -> Array2<C32> {
+    op.adjoint(y, Some(mask))
+}
+
+fn dot(a: &Array2<C32>, b: &Array2<C32>) -> f64 {
+    Zip::from(a)
+        .and(b)
+        .fold(0.0, |acc, x, y| acc + (x.conj() * y).re as f64)
+}
+
+/// CG-SENSE: conjugate gradients on `(A_S^H A_S + lambda I) x = A_S^H y`, starting from zero.
+/// Returns the image and the number of iterations run.
+pub fn cg_sense(
+    op: &dyn Operator,
+    y: ArrayView3<C32>,
+    mask: &Mask,
+    opts: CgOptions,
+) -> Result<(Array2<C32>, usize)> {
+    if !(opts.lambda >= 0.0 && opts.lambda.is_finite()) {
+        return Err(Error::invalid(format!(
+            "the Tikhonov weight must be finite and >= 0, got {}",
+            opts.lambda
+        )));
+    }
+    let b = op.adjoint(y, Some(mask));
+    let mut x = Array2::<C32>::zeros(b.dim());
+    let mut r = b.clone();
+    let mut p = r.clone();
+    let mut rr = dot(&r, &r);
+    let stop = rr * (opts.tolerance as f64).powi(2);
+    let mut done = 0;
+    for _ in 0..opts.iterations {
+        if rr <= stop || rr == 0.0 {
+            break;
+        }
+        let mut ap = op.normal(p.view(), Some(mask));
+        if opts.lambda > 0.0 {
+            Zip::from(&mut ap).and(&p).for_each(|a, &p| *a += p * opts.lambda);
+        }
+        let alpha = (rr / dot(&p, &ap)) as f32;
+        Zip::from(&mut x).and(&p).for_each(|x, &p| *x += p * alpha);
+        Zip::from(&mut r).and(&ap).for_each(|r, &a| *r -= a * alpha);
+        let rr_new = dot(&r, &r);
+        let beta = (rr_new / rr) as f32;
+        Zip::from(&mut p).and(&r).for_each(|p, &r| *p = r + *p * beta);
+        rr = rr_new;
+        done += 1;
+    }
+    Ok((x, done))
+}

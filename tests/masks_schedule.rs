@@ -1,0 +1,162 @@
+//! Masks (fastMRI semantics, determinism, coverage-aware tiling) and the noise schedule
+//! against values computed independently with NumPy.
+
+use msm::mask::{self, acs_range, Acs, CoverageSampler, Mask, PartialKind};
+use msm::schedule::Schedule;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+#[test]
+fn random_cartesian_keeps_acs_and_the_expected_fraction() {
+    for &(w, r, acs) in &[(128usize, 4.0, 20usize), (256, 4.0, 20), (128, 8.0, 10), (320, 6.0, 26)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let acs_cols = acs_range(w, Acs::Lines(acs));
+        assert_eq!(acs_cols.len(), acs);
+        let mut total = 0.0;
+        for _ in 0..1000 {
+            let m = mask::random_cartesian(w, r, Acs::Lines(acs), &mut rng).unwrap();
+            assert!(acs_cols.clone().all(|j| m[j]), "ACS column missing");
+            total += m.iter().filter(|&&k| k).count() as f64 / w as f64;
+        }
+        let mean = total / 1000.0;
+        assert!(
+            (mean - 1.0 / r).abs() < 0.02,
+            "w={w} R={r}: mean kept fraction {mean:.4}, expected {:.4}",
+            1.0 / r
+        );
+    }
+}
+
+#[test]
+fn acs_is_centred_like_fastmri() {
+    // fastMRI: pad = (num_cols - num_low_freqs + 1) // 2.
+    assert_eq!(acs_range(128, Acs::Lines(20)), 54..74);
+    assert_eq!(acs_range(127, Acs::Lines(20)), 54..74);
+    assert_eq!(acs_range(368, Acs::Fraction(0.08)), 170..199);
+}
+
+#[test]
+fn same_seed_same_mask_different_seed_different_mask() {
+    let draw = |seed| {
+        mask::random_cartesian(128, 4.0, Acs::Lines(20), &mut ChaCha8Rng::seed_from_u64(seed))
+            .unwrap()
+    };
+    assert_eq!(draw(3), draw(3));
+    assert_ne!(draw(3), draw(4));
+}
+
+#[test]
+fn equispaced_keeps_every_rth_column_and_acs() {
+    let m = mask::equispaced(64, 4, Acs::Lines(8), 1).unwrap();
+    for (j, &k) in m.iter().enumerate() {
+        let expected = j % 4 == 1 || (28..36).contains(&j);
+        assert_eq!(k, expected, "column {j}");
+    }
+}
+
+#[test]
+fn bad_mask_parameters_are_refused() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    assert!(mask::random_cartesian(128, 0.5, Acs::Lines(20), &mut rng).is_err());
+    assert!(mask::random_cartesian(128, 8.0, Acs::Lines(20), &mut rng).is_err());
+    assert!(mask::equispaced(128, 0, Acs::Lines(20), 0).is_err());
+    let m = Mask::Columns(vec![true; 100]);
+    let e = m.check_shape(128, 128).unwrap_err().to_string();
+    assert!(e.contains("100") && e.contains("128"), "{e}");
+}
+
+#[test]
+fn coverage_sampler_tiles_all_columns_within_its_bound() {
+    let kind = PartialKind::Columns {
+        width: 128,
+        accel: 4.0,
+        acs: Acs::Lines(20),
+    };
+    let mut s = CoverageSampler::new(kind).unwrap();
+    // 108 free columns, 12 free per mask: ceil(108/12) + 1 = 10 draws.
+    assert_eq!(s.coverage_bound(), 10);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let masks: Vec<Mask> = (0..200).map(|_| s.next_mask(&mut rng)).collect();
+    for m in &masks {
+        assert!((m.fraction() - 0.25).abs() < 1e-9, "every partial mask keeps 1/R");
+        assert!((54..74).all(|j| m.keeps(0, j)), "ACS in every partial mask");
+    }
+    let bound = s.coverage_bound();
+    for start in 0..masks.len() - bound {
+        let mut seen = [false; 128];
+        for m in &masks[start..start + bound] {
+            for (j, s) in seen.iter_mut().enumerate() {
+                *s |= m.keeps(0, j);
+            }
+        }
+        assert!(seen.iter().all(|&v| v), "window at {start} misses a column");
+    }
+    // A plain i.i.d. sampler needs far more draws: compare the mean coverage time.
+    let mut iid_draws = 0;
+    let mut rng2 = ChaCha8Rng::seed_from_u64(11);
+    for _ in 0..50 {
+        let mut seen = [false; 128];
+        let mut n = 0;
+        while !seen.iter().all(|&v| v) {
+            let m = mask::random_cartesian(128, 4.0, Acs::Lines(20), &mut rng2).unwrap();
+            for (j, s) in seen.iter_mut().enumerate() {
+                *s |= m[j];
+            }
+            n += 1;
+        }
+        iid_draws += n;
+    }
+    assert!(iid_draws as f64 / 50.0 > bound as f64, "i.i.d. masks covered faster than tiling");
+}
+
+#[test]
+fn coverage_sampler_blocks_cover_the_image() {
+    let kind = PartialKind::Blocks {
+        height: 32,
+        width: 32,
+        block: 4,
+        accel: 2.0,
+    };
+    let mut s = CoverageSampler::new(kind).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let a = s.next_mask(&mut rng);
+    let b = s.next_mask(&mut rng);
+    // Two masks of half the blocks each, drawn without repeats, tile the image exactly.
+    for i in 0..32 {
+        for j in 0..32 {
+            assert!(a.keeps(i, j) ^ b.keeps(i, j), "({i},{j}) covered {} times", a.keeps(i, j) as u8 + b.keeps(i, j) as u8);
+        }
+    }
+}
+
+#[test]
+fn schedule_matches_numpy() {
+    // np.cumprod(1 - np.linspace(1e-4, 0.02, 1000, dtype=np.float64))[[0, 499, 999]]
+    let s = Schedule::reference();
+    let expected = [(0usize, 0.9999f64), (499, 0.0785872429), (999, 4.03582977e-05)];
+    for (t, ab) in expected {
+        let got = s.alpha_bar(t);
+        assert!(
+            ((got - ab) / ab).abs() < 1e-8,
+            "ab_{t} = {got:e}, NumPy gives {ab:e}"
+        );
+    }
+    assert!((s.beta(0) - 1e-4).abs() < 1e-15 && (s.beta(999) - 0.02).abs() < 1e-15);
+    let t = 300;
+    let sigma = ((1.0 - s.alpha_bar(t)) / s.alpha_bar(t)).sqrt();
+    assert!((s.sigma(t) - sigma).abs() < 1e-12);
+    assert_eq!(s.timestep_for_sigma(s.sigma(123)), 123);
+}
+
+#[test]
+fn respacing_picks_the_stated_steps() {
+    let s = Schedule::reference();
+    let r = s.respace(200).unwrap();
+    assert_eq!(r.len(), 200);
+    assert_eq!(&r[..3], &[0, 5, 10]);
+    assert_eq!(*r.last().unwrap(), 995);
+    assert_eq!(s.respace(1000).unwrap(), (0..1000).collect::<Vec<_>>());
+    assert_eq!(s.respace(3).unwrap(), vec![0, 333, 666]);
+    assert!(s.respace(0).is_err());
+    assert!(s.respace(1001).is_err());
+}
