@@ -6,7 +6,6 @@
 //! Cartesian undersampling keeps whole columns (the width axis is the phase-encode axis), as
 //! fastMRI does.
 
-
 /// Single-precision complex number used for all k-space and image data.
 pub type C32 = rustfft::num_complex::Complex32;
 pub mod coils;

@@ -187,7 +187,11 @@ impl Operator for ImageDomain {
     }
 
     fn adjoint(&self, y: ArrayView3<C32>, mask: Option<&Mask>) -> Array2<C32> {
-        assert_eq!(y.dim(), (1, self.height, self.width), "measurement shape mismatch");
+        assert_eq!(
+            y.dim(),
+            (1, self.height, self.width),
+            "measurement shape mismatch"
+        );
         let mut tmp = y.to_owned();
         if let Some(m) = mask {
             apply_mask(&mut tmp, m);
