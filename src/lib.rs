@@ -11,6 +11,7 @@ pub type C32 = rustfft::num_complex::Complex32;
 pub mod coils;
 pub mod error;
 pub mod fft;
+pub mod io;
 pub mod mask;
 pub mod metrics;
 pub mod recon;
