@@ -153,7 +153,7 @@ pub fn equispaced(width: usize, accel: usize, acs: Acs, offset: usize) -> Result
     }
     let acs_cols = acs_range(width, acs);
     Ok((0..width)
-        .map(|j| acs_cols.contains(&j) || (j + accel - offset % accel) % accel == 0)
+        .map(|j| acs_cols.contains(&j) || (j + accel - offset % accel).is_multiple_of(accel))
         .collect())
 }
 
