@@ -6,7 +6,9 @@
 //! Cartesian undersampling keeps whole columns (the width axis is the phase-encode axis), as
 //! fastMRI does.
 
+pub mod denoiser;
 pub mod error;
+pub mod onnx;
 
 pub use error::{Error, Result};
 
