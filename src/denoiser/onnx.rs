@@ -5,7 +5,8 @@
 //! `eps` [N, 2, H, W], all f32) before building anything, then builds one optimized f32 plan for
 //! a single image (N = 1): tract's fast convolution path is for batch 1, so a batch runs image by
 //! image. Weights stored as f16 are cast to f32 once at load time (tract folds the `Cast` nodes),
-//! so all computing is f32.
+//! so all computing is f32. tract's direct spatial convolution is off by default (see
+//! `build_plan`; the environment variable `TRACT_DISABLE_DIRECT_SPATIAL=0` turns it on).
 //!
 //! Each call takes a run state from a pool (one per thread that is running the model at that
 //! moment) and puts it back afterwards, so concurrent calls from rayon workers never share a state
@@ -22,6 +23,7 @@ use prost::Message;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
 use tract_onnx::pb::{type_proto, ModelProto, ValueInfoProto};
+use tract_onnx::prelude::tract_data::knobs::KnobScope;
 use tract_onnx::prelude::*;
 
 use super::{check_batch, Denoiser};
@@ -312,7 +314,13 @@ fn check_interface(path: &Path, proto: &ModelProto, meta: &ModelMeta) -> Result<
     Ok(x_index)
 }
 
-/// Builds the optimized batch-1 f32 plan.
+/// The tract knob that turns off its direct spatial convolution.
+const DIRECT_SPATIAL_KNOB: &str = "TRACT_DISABLE_DIRECT_SPATIAL";
+
+/// Builds the optimized batch-1 f32 plan. tract's direct spatial convolution (chosen for 3x3
+/// convolutions on rows of 128 points or more) measured 2 to 3 times slower than its im2col path
+/// on this project's x86 machines (`benches/denoiser.rs`), so it is turned off unless the
+/// environment sets `TRACT_DISABLE_DIRECT_SPATIAL` itself (`=0` turns it back on).
 fn build_plan(
     path: &Path,
     proto: &ModelProto,
@@ -339,12 +347,19 @@ fn build_plan(
     let (h, w) = (meta.height, meta.width);
     let x_fact = InferenceFact::dt_shape(f32::datum_type(), tvec![1, 2, h, w]);
     let t_fact = InferenceFact::dt_shape(f32::datum_type(), tvec![1]);
-    let model = parsed
-        .model
-        .with_input_fact(x_index, x_fact)
-        .and_then(|m| m.with_input_fact(1 - x_index, t_fact))
-        .and_then(|m| m.into_optimized())
-        .map_err(tract_err)?;
+    let optimize = || {
+        parsed
+            .model
+            .with_input_fact(x_index, x_fact)
+            .and_then(|m| m.with_input_fact(1 - x_index, t_fact))
+            .and_then(|m| m.into_optimized())
+    };
+    let model = if std::env::var_os(DIRECT_SPATIAL_KNOB).is_some() {
+        optimize()
+    } else {
+        KnobScope::new([(DIRECT_SPATIAL_KNOB, "1")]).and_then(|scope| scope.enter(optimize))
+    }
+    .map_err(tract_err)?;
     let out = model.output_fact(0).map_err(tract_err)?;
     let expected: TVec<TDim> = tvec![1.into(), 2.into(), h.into(), w.into()];
     if out.datum_type != f32::datum_type() || out.shape.dims() != &expected[..] {
