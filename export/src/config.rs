@@ -79,10 +79,14 @@ impl UNetConfig {
             return Err(Error::invalid("unet config: channel_mult is empty; expected at least one level, e.g. [1, 2, 2, 4]"));
         }
         if self.num_res_blocks == 0 {
-            return Err(Error::invalid("unet config: num_res_blocks is 0; expected at least 1"));
+            return Err(Error::invalid(
+                "unet config: num_res_blocks is 0; expected at least 1",
+            ));
         }
         if self.in_channels == 0 {
-            return Err(Error::invalid("unet config: in_channels is 0; expected 2 (real, imaginary)"));
+            return Err(Error::invalid(
+                "unet config: in_channels is 0; expected 2 (real, imaginary)",
+            ));
         }
         if self.out_channels != self.in_channels && self.out_channels != 2 * self.in_channels {
             return Err(Error::invalid(format!(
@@ -98,7 +102,7 @@ impl UNetConfig {
         }
         let levels = self.channel_mult.len();
         let factor = 1usize << (levels - 1);
-        if self.image_size == 0 || self.image_size % factor != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(factor) {
             return Err(Error::invalid(format!(
                 "unet config: image_size {} must be a positive multiple of {factor} (halved {} times by {levels} levels)",
                 self.image_size,
@@ -107,7 +111,7 @@ impl UNetConfig {
         }
         for (level, &mult) in self.channel_mult.iter().enumerate() {
             let ch = self.model_channels * mult;
-            if ch == 0 || ch % GROUPS != 0 {
+            if ch == 0 || !ch.is_multiple_of(GROUPS) {
                 return Err(Error::invalid(format!(
                     "unet config: level {level} has {ch} channels (model_channels {} x channel_mult {mult}), \
                      which is not a positive multiple of {GROUPS} as GroupNorm({GROUPS}) requires",
@@ -128,7 +132,10 @@ impl UNetConfig {
         // Heads: every attention block (chosen levels and the middle block) must split evenly.
         let mut attn_channels: Vec<(String, usize, usize)> = Vec::new();
         for (level, &mult) in self.channel_mult.iter().enumerate() {
-            if self.attention_resolutions.contains(&(self.image_size >> level)) {
+            if self
+                .attention_resolutions
+                .contains(&(self.image_size >> level))
+            {
                 let ch = self.model_channels * mult;
                 attn_channels.push((format!("level {level}"), ch, self.num_heads));
                 attn_channels.push((

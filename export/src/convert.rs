@@ -15,12 +15,19 @@ use msm::{Error, Result};
 /// Reads a safetensors state_dict (any float dtype) into [`Weights`].
 pub fn read_state_dict(path: &Path) -> Result<Weights> {
     if !path.exists() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "state_dict not found")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "state_dict not found"),
+        ));
     }
     let entries = Tensor::read_safetensors(path)
         .map_err(|e| Error::format(path, format!("not a readable safetensors state_dict: {e}")))?;
-    tensors_to_weights(entries.iter().map(|(n, t)| (n.strip_prefix("module.").unwrap_or(n), t)))
-        .map_err(|e| Error::format(path, e.to_string()))
+    tensors_to_weights(
+        entries
+            .iter()
+            .map(|(n, t)| (n.strip_prefix("module.").unwrap_or(n), t)),
+    )
+    .map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Checks that `w` holds every parameter of `cfg` with the right shape (and nothing unexpected
@@ -32,7 +39,8 @@ pub fn check_state_dict(cfg: &UNetConfig, w: &Weights, path: &Path) -> Result<()
     let expected = vs.variables();
     for (name, t) in &expected {
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        w.get(name, &shape).map_err(|e| Error::format(path, e.to_string()))?;
+        w.get(name, &shape)
+            .map_err(|e| Error::format(path, e.to_string()))?;
     }
     if let Some(extra) = w.names().find(|n| !expected.contains_key(*n)) {
         return Err(Error::format(

@@ -61,7 +61,10 @@ pub struct LossParts {
 pub fn complex_randn(like: &Tensor) -> Tensor {
     let size = like.size();
     let opts = (Kind::Float, like.device());
-    Tensor::complex(&Tensor::randn(size.as_slice(), opts), &Tensor::randn(size.as_slice(), opts))
+    Tensor::complex(
+        &Tensor::randn(size.as_slice(), opts),
+        &Tensor::randn(size.as_slice(), opts),
+    )
 }
 
 /// Sum of |z|^2 over all entries (real scalar).
@@ -77,7 +80,12 @@ pub fn x0_from_eps(u: &Tensor, eps: &Tensor, ab: f64) -> Tensor {
 
 /// Runs `net` (eps prediction, `[B, 2, H, W]`, `[B]` -> `[B, 2, H, W]`) on complex `u` at step `t`
 /// and returns x0.
-pub fn net_x0(net: &dyn Fn(&Tensor, &Tensor) -> Tensor, u: &Tensor, t: usize, sched: &Schedule) -> Tensor {
+pub fn net_x0(
+    net: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    u: &Tensor,
+    t: usize,
+    sched: &Schedule,
+) -> Tensor {
     let b = u.size()[0];
     let tt = Tensor::full([b], t as f64, (Kind::Float, u.device()));
     let eps = net(&to_channels(u), &tt);
@@ -87,7 +95,15 @@ pub fn net_x0(net: &dyn Fn(&Tensor, &Tensor) -> Tensor, u: &Tensor, t: usize, sc
 /// The SURE estimate of the per-real-value MSE of a denoiser f applied to `y` (noise std `eta`):
 /// |f(y) - y|^2 / M - eta^2 + (2 eta^2 / (tau M)) <probe, f(y + tau probe) - f(y)>, with `probe`
 /// standard Gaussian on the M measured real values (zero elsewhere).
-pub fn sure(y: &Tensor, f_y: &Tensor, f_probe: &Tensor, probe: &Tensor, eta: f64, tau: f64, m: f64) -> Tensor {
+pub fn sure(
+    y: &Tensor,
+    f_y: &Tensor,
+    f_probe: &Tensor,
+    probe: &Tensor,
+    eta: f64,
+    tau: f64,
+    m: f64,
+) -> Tensor {
     let fit = sq_norm(&(f_y - y)) / m;
     let div = (probe.conj() * (f_probe - f_y)).real().sum(Kind::Float);
     fit - eta * eta + div * (2.0 * eta * eta / (tau * m))
@@ -134,7 +150,14 @@ pub fn noisy_loss(
     // The network as a denoiser of the eta-noisy measurement itself, at the step whose sigma is eta.
     let t_eta = sched.step_for_sigma(eta);
     let ab_eta = sched.alpha_bar(t_eta);
-    let denoise = |y: &Tensor| op.forward(&net_x0(net, &op.adjoint(&(y * ab_eta.sqrt())), t_eta, sched));
+    let denoise = |y: &Tensor| {
+        op.forward(&net_x0(
+            net,
+            &op.adjoint(&(y * ab_eta.sqrt())),
+            t_eta,
+            sched,
+        ))
+    };
     let y1 = denoise(&s);
     let probe = op.restrict(probe);
     let y2 = denoise(&(&s + &probe * opts.sure_tau));

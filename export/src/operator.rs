@@ -64,7 +64,11 @@ impl Operator {
 
     /// A_S^H y: masked k-space `[B, Nc, H, W]` -> coil-combined image `[B, H, W]`.
     pub fn adjoint(&self, y: &Tensor) -> Tensor {
-        (ifft2c(&(y * &self.mask)) * self.maps.conj()).sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)
+        (ifft2c(&(y * &self.mask)) * self.maps.conj()).sum_dim_intlist(
+            [1i64].as_slice(),
+            false,
+            None::<Kind>,
+        )
     }
 
     /// Number of real measured values (2 per measured complex entry), over the whole batch.

@@ -91,9 +91,13 @@ impl TrainConfig {
     pub fn from_json_file(path: &Path) -> Result<TrainConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let cfg: TrainConfig = serde_json::from_str(&text).map_err(|e| {
-            Error::format(path, format!("not a valid training config (JSON with TrainConfig fields): {e}"))
+            Error::format(
+                path,
+                format!("not a valid training config (JSON with TrainConfig fields): {e}"),
+            )
         })?;
-        cfg.validate().map_err(|e| Error::format(path, e.to_string()))?;
+        cfg.validate()
+            .map_err(|e| Error::format(path, e.to_string()))?;
         Ok(cfg)
     }
 
@@ -113,10 +117,18 @@ impl TrainConfig {
             )));
         }
         if self.batch_size == 0 || self.respaced_steps == 0 || self.respaced_steps > 1000 {
-            return Err(Error::invalid("batch_size must be >= 1 and respaced_steps in 1..=1000"));
+            return Err(Error::invalid(
+                "batch_size must be >= 1 and respaced_steps in 1..=1000",
+            ));
         }
-        if !(self.lr > 0.0) || !(0.0..1.0).contains(&self.ema_decay) || self.grad_clip < 0.0 {
-            return Err(Error::invalid("lr must be > 0, ema_decay in [0, 1), grad_clip >= 0"));
+        if self.lr.is_nan()
+            || self.lr <= 0.0
+            || !(0.0..1.0).contains(&self.ema_decay)
+            || self.grad_clip < 0.0
+        {
+            return Err(Error::invalid(
+                "lr must be > 0, ema_decay in [0, 1), grad_clip >= 0",
+            ));
         }
         Ok(())
     }
@@ -223,7 +235,11 @@ impl Trainer {
 
     /// Current weights, by state_dict name.
     pub fn weights(&self) -> Vec<(String, Tensor)> {
-        self.names.iter().cloned().zip(self.params.iter().map(|p| p.detach().copy())).collect()
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.params.iter().map(|p| p.detach().copy()))
+            .collect()
     }
 
     /// EMA weights as a state_dict for export.
@@ -275,7 +291,11 @@ impl Trainer {
                 .iter()
                 .map(|p| {
                     let g = p.grad();
-                    if g.defined() { g.square().sum(Kind::Double).double_value(&[]) } else { 0.0 }
+                    if g.defined() {
+                        g.square().sum(Kind::Double).double_value(&[])
+                    } else {
+                        0.0
+                    }
                 })
                 .sum();
             let norm = sq.sqrt();
@@ -301,7 +321,8 @@ impl Trainer {
                 let g = g * clip;
                 self.adam_m[i] = &self.adam_m[i] * b1 + &g * (1.0 - b1);
                 self.adam_v[i] = &self.adam_v[i] * b2 + g.square() * (1.0 - b2);
-                let update = (&self.adam_m[i] / bc1) / ((&self.adam_v[i] / bc2).sqrt() + cfg.adam_eps);
+                let update =
+                    (&self.adam_m[i] / bc1) / ((&self.adam_v[i] / bc2).sqrt() + cfg.adam_eps);
                 let new = &*p * (1.0 - cfg.lr * cfg.weight_decay) - update * cfg.lr;
                 p.copy_(&new);
                 self.ema[i] = &self.ema[i] * decay + &*p * (1.0 - decay);
@@ -334,10 +355,15 @@ impl Trainer {
             entries.push((format!("adam_m.{n}"), self.adam_m[i].copy()));
             entries.push((format!("adam_v.{n}"), self.adam_v[i].copy()));
         }
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
             ".{}.tmp{}",
-            path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             std::process::id()
         ));
         Tensor::write_safetensors(&entries, &tmp)
@@ -350,21 +376,33 @@ impl Trainer {
     pub fn resume(cfg: &TrainConfig, path: &Path) -> Result<Trainer> {
         let mut tr = Trainer::new(cfg)?;
         if !path.exists() {
-            return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found")));
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
+            ));
         }
         let entries = Tensor::read_safetensors(path).map_err(|e| {
             Error::format(path, format!("not a readable checkpoint (expected a safetensors file written by msm-train): {e}"))
         })?;
         let map: std::collections::HashMap<String, Tensor> = entries.into_iter().collect();
-        let meta_t = map
-            .get("__meta")
-            .ok_or_else(|| Error::format(path, "checkpoint has no `__meta` entry; not written by msm-train"))?;
+        let meta_t = map.get("__meta").ok_or_else(|| {
+            Error::format(
+                path,
+                "checkpoint has no `__meta` entry; not written by msm-train",
+            )
+        })?;
         let bytes = Vec::<u8>::try_from(meta_t.reshape([-1]))
             .map_err(|e| Error::format(path, format!("bad `__meta` entry: {e}")))?;
         let meta: CheckpointMeta = serde_json::from_slice(&bytes)
             .map_err(|e| Error::format(path, format!("bad `__meta` JSON: {e}")))?;
         if meta.format != CHECKPOINT_FORMAT {
-            return Err(Error::format(path, format!("checkpoint format `{}`, expected `{CHECKPOINT_FORMAT}`", meta.format)));
+            return Err(Error::format(
+                path,
+                format!(
+                    "checkpoint format `{}`, expected `{CHECKPOINT_FORMAT}`",
+                    meta.format
+                ),
+            ));
         }
         let mut same = meta.config.clone();
         same.steps = cfg.steps;
@@ -383,7 +421,9 @@ impl Trainer {
                 let want = tr.params[i].size();
                 let get = |prefix: &str| -> Result<&Tensor> {
                     let key = format!("{prefix}.{n}");
-                    let t = map.get(&key).ok_or_else(|| Error::format(path, format!("checkpoint lacks `{key}`")))?;
+                    let t = map
+                        .get(&key)
+                        .ok_or_else(|| Error::format(path, format!("checkpoint lacks `{key}`")))?;
                     if t.size() != want {
                         return Err(Error::format(
                             path,

@@ -12,8 +12,8 @@ use msm::Result;
 /// `t * 10000^(-i/half)`, zero-padded to `dim` when odd. `t`: `[N]` float.
 pub fn timestep_embedding(t: &Tensor, dim: usize) -> Tensor {
     let half = (dim / 2) as i64;
-    let freqs = (Tensor::arange(half, (Kind::Float, t.device())) * (-(10000f64.ln()) / half as f64))
-        .exp();
+    let freqs =
+        (Tensor::arange(half, (Kind::Float, t.device())) * (-(10000f64.ln()) / half as f64)).exp();
     let args = t.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
     let emb = Tensor::cat(&[args.cos(), args.sin()], 1);
     if dim % 2 == 1 {
@@ -76,7 +76,11 @@ struct ResBlock {
 
 impl ResBlock {
     fn new(p: nn::Path, cin: usize, cout: usize, updown: UpDown, cfg: &UNetConfig) -> Self {
-        let emb_out = if cfg.use_scale_shift_norm { 2 * cout } else { cout };
+        let emb_out = if cfg.use_scale_shift_norm {
+            2 * cout
+        } else {
+            cout
+        };
         ResBlock {
             in_norm: group_norm(&p / "in_layers" / 0, cin),
             in_conv: conv3(&p / "in_layers" / 2, cin, cout, 1, false),
@@ -161,7 +165,11 @@ impl AttentionBlock {
             )
         } else {
             let p = qkv.reshape([b * self.heads, 3 * ch, t]).split(ch, 1);
-            (p[0].shallow_clone(), p[1].shallow_clone(), p[2].shallow_clone())
+            (
+                p[0].shallow_clone(),
+                p[1].shallow_clone(),
+                p[2].shallow_clone(),
+            )
         };
         let scale = 1.0 / (ch as f64).sqrt().sqrt();
         let w = (q * scale).transpose(1, 2).matmul(&(k * scale));
@@ -175,8 +183,8 @@ impl AttentionBlock {
 #[derive(Debug)]
 enum Unit {
     Conv(nn::Conv2D),
-    Res(ResBlock),
-    Attn(AttentionBlock),
+    Res(Box<ResBlock>),
+    Attn(Box<AttentionBlock>),
     Pool,
     Up(Option<nn::Conv2D>),
 }
@@ -185,10 +193,15 @@ impl Unit {
     fn new(p: nn::Path, layer: &Layer, cfg: &UNetConfig) -> Unit {
         match *layer {
             Layer::Conv { cin, cout } => Unit::Conv(conv3(p, cin, cout, 1, false)),
-            Layer::Res { cin, cout, updown } => Unit::Res(ResBlock::new(p, cin, cout, updown, cfg)),
-            Layer::Attn { ch, heads } => {
-                Unit::Attn(AttentionBlock::new(p, ch, heads, cfg.use_new_attention_order))
+            Layer::Res { cin, cout, updown } => {
+                Unit::Res(Box::new(ResBlock::new(p, cin, cout, updown, cfg)))
             }
+            Layer::Attn { ch, heads } => Unit::Attn(Box::new(AttentionBlock::new(
+                p,
+                ch,
+                heads,
+                cfg.use_new_attention_order,
+            ))),
             Layer::Down { ch, conv: true } => Unit::Conv(conv3(&p / "op", ch, ch, 2, false)),
             Layer::Down { conv: false, .. } => Unit::Pool,
             Layer::Up { ch, conv } => Unit::Up(conv.then(|| conv3(&p / "conv", ch, ch, 1, false))),

@@ -48,7 +48,10 @@ fn fft2c_equals_naive_centred_dft() {
                 }
             }
             let (gr, gi) = cval(&y, &[k, l]);
-            assert!((gr - re * scale).abs() < 1e-5 && (gi - im * scale).abs() < 1e-5, "({k},{l})");
+            assert!(
+                (gr - re * scale).abs() < 1e-5 && (gi - im * scale).abs() < 1e-5,
+                "({k},{l})"
+            );
         }
     }
     let back = ifft2c(&y);
@@ -61,18 +64,26 @@ fn adjoint_is_the_adjoint_of_forward() {
     tch::manual_seed(4);
     let (b, nc, h, w) = (2, 3, 8, 10);
     let maps = crandn(&[b, nc, h, w]);
-    let mask = Tensor::from_slice(&[1f32, 0., 1., 1., 0., 0., 1., 0., 1., 1., 0., 1., 1., 0., 0., 1., 1., 0., 1., 0.])
-        .reshape([b, w]);
+    let mask = Tensor::from_slice(&[
+        1f32, 0., 1., 1., 0., 0., 1., 0., 1., 1., 0., 1., 1., 0., 0., 1., 1., 0., 1., 0.,
+    ])
+    .reshape([b, w]);
     let op = Operator::new(&maps, &mask);
     let x = crandn(&[b, h, w]);
     let y = crandn(&[b, nc, h, w]);
     let (l1, l2) = inner(&op.forward(&x), &y);
     let (r1, r2) = inner(&x, &op.adjoint(&y));
     let scale = l1.abs() + l2.abs();
-    assert!((l1 - r1).abs() < 1e-4 * scale && (l2 - r2).abs() < 1e-4 * scale, "<Ax,y> {l1},{l2} vs <x,A^H y> {r1},{r2}");
+    assert!(
+        (l1 - r1).abs() < 1e-4 * scale && (l2 - r2).abs() < 1e-4 * scale,
+        "<Ax,y> {l1},{l2} vs <x,A^H y> {r1},{r2}"
+    );
     // The forward output is zero on unmeasured columns.
     let ax = op.forward(&x);
-    assert_eq!(ax.select(0, 0).select(2, 1).abs().max().double_value(&[]), 0.0);
+    assert_eq!(
+        ax.select(0, 0).select(2, 1).abs().max().double_value(&[]),
+        0.0
+    );
     assert_eq!(op.measured_reals(), 2.0 * (nc * h) as f64 * 11.0);
 }
 
@@ -87,10 +98,18 @@ fn noiseless_loss_is_eps_loss_on_measured_entries() {
     tch::manual_seed(5);
     let (b, h, w) = (2, 8, 8);
     let maps = Tensor::ones([b, 1, h, w], (Kind::ComplexFloat, Device::Cpu));
-    let mask = Tensor::from_slice(&[1f32, 1., 0., 1., 0., 0., 1., 0., 0., 1., 1., 1., 0., 1., 0., 0.]).reshape([b, w]);
+    let mask = Tensor::from_slice(&[
+        1f32, 1., 0., 1., 0., 0., 1., 0., 0., 1., 1., 1., 0., 1., 0., 0.,
+    ])
+    .reshape([b, w]);
     let op = Operator::new(&maps, &mask);
     let kspace = op.restrict(&crandn(&[b, 1, h, w]));
-    let batch = MeasBatch { kspace: kspace.shallow_clone(), maps, mask, eta: 0.0 };
+    let batch = MeasBatch {
+        kspace: kspace.shallow_clone(),
+        maps,
+        mask,
+        eta: 0.0,
+    };
     let sched = Schedule::reference();
     for t in [0usize, 250, 995] {
         let n = crandn(&[b, 1, h, w]);
@@ -101,8 +120,16 @@ fn noiseless_loss_is_eps_loss_on_measured_entries() {
         let tt = Tensor::full([b], t as f64, (Kind::Float, Device::Cpu));
         let eps = toy_net(&msm_export::operator::to_channels(&u), &tt);
         let eps_k = op.forward(&msm_export::operator::from_channels(&eps));
-        let want = (eps_k - op.restrict(&n)).abs().square().sum(Kind::Double).double_value(&[]) / op.measured_reals();
-        assert!((loss - want).abs() < 1e-4 * want, "t {t}: loss {loss} vs eps loss {want}");
+        let want = (eps_k - op.restrict(&n))
+            .abs()
+            .square()
+            .sum(Kind::Double)
+            .double_value(&[])
+            / op.measured_reals();
+        assert!(
+            (loss - want).abs() < 1e-4 * want,
+            "t {t}: loss {loss} vs eps loss {want}"
+        );
     }
 }
 
@@ -118,12 +145,33 @@ fn noisy_loss_tends_to_noiseless_loss_as_eta_vanishes() {
     let n = crandn(&[b, nc, h, w]);
     let probe = crandn(&[b, nc, h, w]);
     let t = 400;
-    let clean = MeasBatch { kspace: kspace.shallow_clone(), maps: maps.shallow_clone(), mask: mask.shallow_clone(), eta: 0.0 };
-    let noisy = MeasBatch { kspace, maps, mask, eta: 1e-7 };
+    let clean = MeasBatch {
+        kspace: kspace.shallow_clone(),
+        maps: maps.shallow_clone(),
+        mask: mask.shallow_clone(),
+        eta: 0.0,
+    };
+    let noisy = MeasBatch {
+        kspace,
+        maps,
+        mask,
+        eta: 1e-7,
+    };
     let a = noiseless_loss(&toy_net, &clean, &sched, t, &n).double_value(&[]);
-    let parts = noisy_loss(&toy_net, &noisy, &sched, t, &n, &probe, &LossOptions::default());
+    let parts = noisy_loss(
+        &toy_net,
+        &noisy,
+        &sched,
+        t,
+        &n,
+        &probe,
+        &LossOptions::default(),
+    );
     let m = parts.main.double_value(&[]);
-    assert!((a - m).abs() < 1e-4 * a, "noiseless {a} vs noisy(eta->0) {m}");
+    assert!(
+        (a - m).abs() < 1e-4 * a,
+        "noiseless {a} vs noisy(eta->0) {m}"
+    );
     let total = parts.total.double_value(&[]);
     let s = parts.sure.expect("sure term").double_value(&[]);
     assert!((total - (m + 0.05 * s)).abs() < 1e-5 * total.abs().max(1.0));
@@ -135,8 +183,12 @@ fn sure_expectation_matches_true_mse_of_linear_denoiser() {
     // measured entries. E[SURE] must equal E|f(y) - z|^2 / M.
     tch::manual_seed(8);
     let (h, w) = (16i64, 16i64);
-    let mask = Tensor::from_slice(&(0..w).map(|j| if j % 3 == 0 { 0f32 } else { 1. }).collect::<Vec<_>>())
-        .view([1, 1, 1, w]);
+    let mask = Tensor::from_slice(
+        &(0..w)
+            .map(|j| if j % 3 == 0 { 0f32 } else { 1. })
+            .collect::<Vec<_>>(),
+    )
+    .view([1, 1, 1, w]);
     let z = crandn(&[1, 1, h, w]) * &mask;
     let m = 2.0 * h as f64 * mask.sum(Kind::Double).double_value(&[]);
     let f = |y: &Tensor| (y * 0.6 + y.roll([1i64], [2i64]) * 0.3) * &mask;
@@ -149,9 +201,23 @@ fn sure_expectation_matches_true_mse_of_linear_denoiser() {
         let probe = crandn(&[1, 1, h, w]) * &mask;
         let fy = f(&y);
         let est = sure(&y, &fy, &f(&(&y + &probe * tau)), &probe, eta, tau, m).double_value(&[]);
-        let mse = (&fy - &z).abs().square().sum(Kind::Double).double_value(&[]) / m;
+        let mse = (&fy - &z)
+            .abs()
+            .square()
+            .sum(Kind::Double)
+            .double_value(&[])
+            / m;
         diffs.push(est - mse);
-        fit_only.push((&fy - &y).abs().square().sum(Kind::Double).double_value(&[]) / m - eta * eta - mse);
+        fit_only.push(
+            (&fy - &y)
+                .abs()
+                .square()
+                .sum(Kind::Double)
+                .double_value(&[])
+                / m
+                - eta * eta
+                - mse,
+        );
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let sd = |v: &[f64]| {
@@ -159,10 +225,17 @@ fn sure_expectation_matches_true_mse_of_linear_denoiser() {
         (v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
     };
     let se = sd(&diffs) / (draws as f64).sqrt();
-    assert!(mean(&diffs).abs() < 4.0 * se, "E[SURE] - MSE = {} (standard error {se})", mean(&diffs));
+    assert!(
+        mean(&diffs).abs() < 4.0 * se,
+        "E[SURE] - MSE = {} (standard error {se})",
+        mean(&diffs)
+    );
     // The divergence term matters: without it the estimate is biased far beyond that error.
     let bias = mean(&fit_only);
-    assert!(bias.abs() > 10.0 * se, "the check has no power: bias without divergence {bias}, se {se}");
+    assert!(
+        bias.abs() > 10.0 * se,
+        "the check has no power: bias without divergence {bias}, se {se}"
+    );
 }
 
 #[test]
@@ -171,7 +244,9 @@ fn schedule_matches_guided_diffusion_linear() {
     assert_eq!(s.len(), 1000);
     // ab_0 = 1 - 1e-4; ab_999 = prod(1 - linspace(1e-4, 0.02, 1000)) ~ 4.0358e-5.
     assert!((s.alpha_bar(0) - 0.9999).abs() < 1e-12);
-    let direct: f64 = (0..1000).map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0)).product();
+    let direct: f64 = (0..1000)
+        .map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0))
+        .product();
     assert!((s.alpha_bar(999) - direct).abs() < 1e-15);
     assert_eq!(s.respaced(200)[..3], [0, 5, 10]);
     assert_eq!(*s.respaced(200).last().unwrap(), 995);

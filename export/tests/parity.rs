@@ -74,12 +74,25 @@ fn tract_run(path: &Path, x: &Tensor, t: &Tensor) -> Vec<f32> {
     let out = model
         .run(tvec!(xt.into_tensor().into(), tt.into_tensor().into()))
         .expect("tract runs the model");
-    out[0].to_plain_array_view::<f32>().expect("f32 output").iter().copied().collect()
+    out[0]
+        .to_plain_array_view::<f32>()
+        .expect("f32 output")
+        .iter()
+        .copied()
+        .collect()
 }
 
 fn write_npy(path: &Path, shape: &[i64], data: &[f32]) {
-    let dims = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
-    let dims = if shape.len() == 1 { format!("{dims},") } else { dims };
+    let dims = shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let dims = if shape.len() == 1 {
+        format!("{dims},")
+    } else {
+        dims
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -111,9 +124,17 @@ fn check(cfg: &UNetConfig, weights: WeightType, tol: f64, ort: bool) {
     let got = tract_run(&path, &x, &t);
     let err = rel_l2(&got, &exp);
     eprintln!("tract vs tch ({weights:?}): rel L2 {err:.3e}");
-    assert!(err < tol, "tract vs tch: rel L2 {err:.3e} >= {tol:e} for {weights:?} {}", cfg.describe());
+    assert!(
+        err < tol,
+        "tract vs tch: rel L2 {err:.3e} >= {tol:e} for {weights:?} {}",
+        cfg.describe()
+    );
     if ort {
-        let (xp, tp, ep) = (dir.path().join("x.npy"), dir.path().join("t.npy"), dir.path().join("eps.npy"));
+        let (xp, tp, ep) = (
+            dir.path().join("x.npy"),
+            dir.path().join("t.npy"),
+            dir.path().join("eps.npy"),
+        );
         write_npy(&xp, &x.size(), &to_vec(&x));
         write_npy(&tp, &[n], &to_vec(&t));
         write_npy(&ep, &expected.size(), &exp);
@@ -124,9 +145,16 @@ fn check(cfg: &UNetConfig, weights: WeightType, tol: f64, ort: bool) {
             .arg(tol.to_string())
             .output()
             .expect("python3 runs");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         eprintln!("{text}");
-        assert!(out.status.success(), "onnxruntime check failed ({weights:?}): {text}");
+        assert!(
+            out.status.success(),
+            "onnxruntime check failed ({weights:?}): {text}"
+        );
     }
 }
 
@@ -192,12 +220,18 @@ fn state_dict_names_follow_guided_diffusion() {
         ("input_blocks.1.0.emb_layers.1.weight", vec![64, 128]),
         ("input_blocks.1.0.out_layers.3.weight", vec![32, 32, 3, 3]),
         ("input_blocks.2.0.in_layers.2.weight", vec![32, 32, 3, 3]),
-        ("input_blocks.3.0.skip_connection.weight", vec![64, 32, 1, 1]),
+        (
+            "input_blocks.3.0.skip_connection.weight",
+            vec![64, 32, 1, 1],
+        ),
         ("input_blocks.3.1.qkv.weight", vec![192, 64, 1]),
         ("input_blocks.3.1.proj_out.weight", vec![64, 64, 1]),
         ("middle_block.1.norm.weight", vec![64]),
         ("middle_block.2.out_layers.3.bias", vec![64]),
-        ("output_blocks.0.0.skip_connection.weight", vec![64, 128, 1, 1]),
+        (
+            "output_blocks.0.0.skip_connection.weight",
+            vec![64, 128, 1, 1],
+        ),
         ("output_blocks.1.2.in_layers.2.weight", vec![64, 64, 3, 3]),
         ("output_blocks.3.0.in_layers.0.weight", vec![64]),
         ("out.0.weight", vec![32]),

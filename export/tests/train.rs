@@ -35,13 +35,19 @@ fn tiny() -> TrainConfig {
 
 fn have_volume() -> bool {
     let ok = std::path::Path::new(DEFAULT_VOLUME).exists();
-    assert!(ok, "{DEFAULT_VOLUME} is missing: install the Debian package mricron-data");
+    assert!(
+        ok,
+        "{DEFAULT_VOLUME} is missing: install the Debian package mricron-data"
+    );
     ok
 }
 
 /// Mean loss over fixed evaluation minibatches (steps far beyond the training range).
 fn eval(tr: &Trainer) -> f64 {
-    (0..24).map(|i| tr.eval_loss(1_000_000 + i).unwrap()).sum::<f64>() / 24.0
+    (0..24)
+        .map(|i| tr.eval_loss(1_000_000 + i).unwrap())
+        .sum::<f64>()
+        / 24.0
 }
 
 #[test]
@@ -55,9 +61,15 @@ fn short_training_lowers_the_loss() {
     let mut lines = Vec::new();
     tr.run(dir.path(), |l| lines.push(l.to_string())).unwrap();
     let after = eval(&tr);
-    assert!(after < 0.8 * before, "loss did not drop: before {before:.5}, after {after:.5}");
+    assert!(
+        after < 0.8 * before,
+        "loss did not drop: before {before:.5}, after {after:.5}"
+    );
     let log = std::fs::read_to_string(dir.path().join("train.log")).unwrap();
-    assert!(log.contains("examples/s") && log.contains("step 120/120"), "log: {log}");
+    assert!(
+        log.contains("examples/s") && log.contains("step 120/120"),
+        "log: {log}"
+    );
     assert!(dir.path().join("checkpoint.safetensors").exists());
 }
 
@@ -93,8 +105,20 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     let ea = full.ema_weights().unwrap();
     let eb = resumed.ema_weights().unwrap();
     for n in ea.names() {
-        let shape: Vec<usize> = a.iter().find(|(k, _)| k == n).unwrap().1.size().iter().map(|&d| d as usize).collect();
-        assert_eq!(ea.get(n, &shape).unwrap(), eb.get(n, &shape).unwrap(), "EMA {n}");
+        let shape: Vec<usize> = a
+            .iter()
+            .find(|(k, _)| k == n)
+            .unwrap()
+            .1
+            .size()
+            .iter()
+            .map(|&d| d as usize)
+            .collect();
+        assert_eq!(
+            ea.get(n, &shape).unwrap(),
+            eb.get(n, &shape).unwrap(),
+            "EMA {n}"
+        );
     }
 }
 
@@ -108,9 +132,12 @@ fn loader_yields_undersampled_measurements_only() {
         let (c, h, w) = m.kspace().dim();
         assert_eq!((c, h, w), (4, 32, 32));
         let kept = m.mask().iter().filter(|&&k| k).count();
-        assert!(kept >= 4 && kept < 20, "kept {kept} of 32 columns");
+        assert!((4..20).contains(&kept), "kept {kept} of 32 columns");
         for (j, &keep) in m.mask().iter().enumerate() {
-            let energy: f32 = (0..c).flat_map(|ci| (0..h).map(move |i| (ci, i))).map(|(ci, i)| m.kspace()[(ci, i, j)].norm_sqr()).sum();
+            let energy: f32 = (0..c)
+                .flat_map(|ci| (0..h).map(move |i| (ci, i)))
+                .map(|(ci, i)| m.kspace()[(ci, i, j)].norm_sqr())
+                .sum();
             assert_eq!(energy > 0.0, keep, "column {j}");
         }
         // Maps are normalised: sum_c |C_c|^2 = 1.
@@ -122,7 +149,10 @@ fn loader_yields_undersampled_measurements_only() {
     assert_eq!(ms[0].kspace(), again[0].kspace());
     assert_ne!(ms[0].mask(), loader.batch(1, 1, 1)[0].mask());
     // The held-out block is refused if it does not fit the volume.
-    let bad = DataConfig { held_out_axial: [170, 400], ..cfg };
+    let bad = DataConfig {
+        held_out_axial: [170, 400],
+        ..cfg
+    };
     let e = Loader::open(&bad).unwrap_err().to_string();
     assert!(e.contains("held-out"), "{e}");
 }
@@ -133,17 +163,26 @@ fn bad_inputs_give_clear_errors() {
     let mut cfg = tiny();
     cfg.unet.model_channels = 48;
     let e = Trainer::new(&cfg).unwrap_err().to_string();
-    assert!(e.contains("48 channels") && e.contains("GroupNorm(32)"), "{e}");
+    assert!(
+        e.contains("48 channels") && e.contains("GroupNorm(32)"),
+        "{e}"
+    );
     // Attention at a resolution that never occurs.
     let mut cfg = tiny();
     cfg.unet.attention_resolutions = vec![12];
     let e = Trainer::new(&cfg).unwrap_err().to_string();
-    assert!(e.contains("attention resolution 12 never occurs") && e.contains("[32, 16]"), "{e}");
+    assert!(
+        e.contains("attention resolution 12 never occurs") && e.contains("[32, 16]"),
+        "{e}"
+    );
     // Missing data file.
     let mut cfg = tiny();
     cfg.data.volume = PathBuf::from("/nonexistent/ch2.nii.gz");
     let e = Trainer::new(&cfg).unwrap_err().to_string();
-    assert!(e.contains("/nonexistent/ch2.nii.gz") && e.contains("mricron-data"), "{e}");
+    assert!(
+        e.contains("/nonexistent/ch2.nii.gz") && e.contains("mricron-data"),
+        "{e}"
+    );
     // Corrupted checkpoint.
     have_volume();
     let dir = tempfile::tempdir().unwrap();
@@ -157,16 +196,24 @@ fn bad_inputs_give_clear_errors() {
     let bad = dir.path().join("truncated.safetensors");
     std::fs::write(&bad, &bytes).unwrap();
     let e = Trainer::resume(&cfg, &bad).unwrap_err().to_string();
-    assert!(e.contains("truncated.safetensors") && e.contains("not a readable checkpoint"), "{e}");
+    assert!(
+        e.contains("truncated.safetensors") && e.contains("not a readable checkpoint"),
+        "{e}"
+    );
     std::fs::write(&bad, b"garbage").unwrap();
     let e = Trainer::resume(&cfg, &bad).unwrap_err().to_string();
-    assert!(e.contains("truncated.safetensors") && e.contains("not a readable checkpoint"), "{e}");
+    assert!(
+        e.contains("truncated.safetensors") && e.contains("not a readable checkpoint"),
+        "{e}"
+    );
     // A checkpoint of another architecture.
     let mut other = cfg.clone();
     other.unet.num_res_blocks = 2;
     let e = Trainer::resume(&other, &ckpt).unwrap_err().to_string();
     assert!(e.contains("different configuration"), "{e}");
     // Missing checkpoint.
-    let e = Trainer::resume(&cfg, &dir.path().join("none.safetensors")).unwrap_err().to_string();
+    let e = Trainer::resume(&cfg, &dir.path().join("none.safetensors"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("none.safetensors"), "{e}");
 }

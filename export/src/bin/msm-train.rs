@@ -13,7 +13,10 @@ use msm_export::onnx::{freeze, Provenance};
 use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
 
 #[derive(Parser)]
-#[command(name = "msm-train", about = "Train MSM priors from undersampled measurements only; freeze them to ONNX")]
+#[command(
+    name = "msm-train",
+    about = "Train MSM priors from undersampled measurements only; freeze them to ONNX"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -79,7 +82,12 @@ enum Cmd {
     PrintConfig,
 }
 
-fn export_run(tr: &Trainer, out: &std::path::Path, weights: WeightType, command: String) -> msm::Result<()> {
+fn export_run(
+    tr: &Trainer,
+    out: &std::path::Path,
+    weights: WeightType,
+    command: String,
+) -> msm::Result<()> {
     let cfg = tr.config();
     let prov = Provenance {
         data: Some(cfg.data.clone()),
@@ -103,9 +111,21 @@ fn run(cli: Cli) -> msm::Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     match cli.cmd {
         Cmd::PrintConfig => {
-            println!("{}", serde_json::to_string_pretty(&TrainConfig::default()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&TrainConfig::default()).unwrap_or_default()
+            );
         }
-        Cmd::Train { config, out, steps, seed, noise_eta, resume, threads, export } => {
+        Cmd::Train {
+            config,
+            out,
+            steps,
+            seed,
+            noise_eta,
+            resume,
+            threads,
+            export,
+        } => {
             let mut cfg = match &config {
                 Some(p) => TrainConfig::from_json_file(p)?,
                 None => TrainConfig::default(),
@@ -132,7 +152,12 @@ fn run(cli: Cli) -> msm::Result<()> {
             } else {
                 Trainer::new(&cfg)?
             };
-            eprintln!("training from step {} to {} in {}", tr.step_count(), cfg.steps, out.display());
+            eprintln!(
+                "training from step {} to {} in {}",
+                tr.step_count(),
+                cfg.steps,
+                out.display()
+            );
             tr.run(&out, |line| eprintln!("{line}"))?;
             if export {
                 let path = out.join("model.onnx");
@@ -143,20 +168,36 @@ fn run(cli: Cli) -> msm::Result<()> {
         Cmd::Export { run, out, f32 } => {
             let cfg = TrainConfig::from_json_file(&run.join("config.json"))?;
             let tr = Trainer::resume(&cfg, &checkpoint_path(&run))?;
-            let wt = if f32 { WeightType::F32 } else { WeightType::F16 };
+            let wt = if f32 {
+                WeightType::F32
+            } else {
+                WeightType::F16
+            };
             export_run(&tr, &out, wt, command)?;
             eprintln!("wrote {}", out.display());
         }
-        Cmd::Convert { state_dict, arch, out, f32 } => {
+        Cmd::Convert {
+            state_dict,
+            arch,
+            out,
+            f32,
+        } => {
             let cfg = UNetConfig::from_json_file(&arch)?;
             let w = read_state_dict(&state_dict)?;
             check_state_dict(&cfg, &w, &state_dict)?;
             let prov = Provenance {
                 command: Some(command),
-                notes: vec![format!("converted from the state_dict {}", state_dict.display())],
+                notes: vec![format!(
+                    "converted from the state_dict {}",
+                    state_dict.display()
+                )],
                 ..Default::default()
             };
-            let wt = if f32 { WeightType::F32 } else { WeightType::F16 };
+            let wt = if f32 {
+                WeightType::F32
+            } else {
+                WeightType::F16
+            };
             freeze(&cfg, &w, wt, &prov, &out)?;
             eprintln!("wrote {}", out.display());
         }

@@ -121,7 +121,10 @@ impl std::fmt::Debug for Loader {
 
 /// Mixes a seed and a counter into an independent 64-bit seed (splitmix64).
 pub fn mix_seed(seed: u64, counter: u64) -> u64 {
-    let mut z = seed ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x632B_E59B_D9B4_E019);
+    let mut z = seed
+        ^ counter
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(0x632B_E59B_D9B4_E019);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -139,8 +142,12 @@ impl Loader {
             ));
         }
         let vol = nifti::read_volume(&cfg.volume)?;
-        let sim = sim::Simulator::new(vol, cfg).map_err(|e| Error::format(&cfg.volume, e.to_string()))?;
-        Ok(Loader { sim, cfg: cfg.clone() })
+        let sim =
+            sim::Simulator::new(vol, cfg).map_err(|e| Error::format(&cfg.volume, e.to_string()))?;
+        Ok(Loader {
+            sim,
+            cfg: cfg.clone(),
+        })
     }
 
     /// The configuration.
@@ -177,7 +184,9 @@ fn check(cfg: &DataConfig) -> Result<()> {
             cfg.image_size, cfg.coils
         )));
     }
-    if !(cfg.acceleration >= 1.0) || cfg.acs_lines > cfg.image_size
+    if cfg.acceleration.is_nan()
+        || cfg.acceleration < 1.0
+        || cfg.acs_lines > cfg.image_size
         || cfg.acs_lines as f64 > cfg.image_size as f64 / cfg.acceleration
     {
         return Err(Error::invalid(format!(
@@ -186,7 +195,10 @@ fn check(cfg: &DataConfig) -> Result<()> {
         )));
     }
     if !(cfg.noise_eta >= 0.0 && cfg.noise_eta.is_finite()) {
-        return Err(Error::invalid(format!("data config: noise_eta {} must be >= 0", cfg.noise_eta)));
+        return Err(Error::invalid(format!(
+            "data config: noise_eta {} must be >= 0",
+            cfg.noise_eta
+        )));
     }
     Ok(())
 }
@@ -208,9 +220,16 @@ fn complex_tensor(arrays: &[&Array3<C32>], device: Device) -> Tensor {
 
 /// Stacks measurements (same size, same eta) into a device batch.
 pub fn to_batch(ms: &[Measurement], device: Device) -> Result<MeasBatch> {
-    let first = ms.first().ok_or_else(|| Error::invalid("empty minibatch"))?;
-    if ms.iter().any(|m| m.kspace.dim() != first.kspace.dim() || m.eta != first.eta) {
-        return Err(Error::invalid("minibatch mixes k-space sizes or noise levels"));
+    let first = ms
+        .first()
+        .ok_or_else(|| Error::invalid("empty minibatch"))?;
+    if ms
+        .iter()
+        .any(|m| m.kspace.dim() != first.kspace.dim() || m.eta != first.eta)
+    {
+        return Err(Error::invalid(
+            "minibatch mixes k-space sizes or noise levels",
+        ));
     }
     let ks: Vec<&Array3<C32>> = ms.iter().map(|m| &m.kspace).collect();
     let maps: Vec<&Array3<C32>> = ms.iter().map(|m| &m.maps).collect();
@@ -229,4 +248,3 @@ pub fn to_batch(ms: &[Measurement], device: Device) -> Result<MeasBatch> {
         eta: first.eta,
     })
 }
-

@@ -24,30 +24,52 @@ pub fn read_volume(path: &Path) -> Result<Array3<f32>> {
     if bytes.len() < 352 {
         return Err(Error::format(
             path,
-            format!("{} bytes is too short for a NIfTI-1 file (header is 348 bytes)", bytes.len()),
+            format!(
+                "{} bytes is too short for a NIfTI-1 file (header is 348 bytes)",
+                bytes.len()
+            ),
         ));
     }
     let le = i32::from_le_bytes(bytes[0..4].try_into().unwrap_or_default()) == 348;
     let be = i32::from_be_bytes(bytes[0..4].try_into().unwrap_or_default()) == 348;
     if !le && !be {
-        return Err(Error::format(path, "sizeof_hdr is not 348: not a NIfTI-1 file"));
+        return Err(Error::format(
+            path,
+            "sizeof_hdr is not 348: not a NIfTI-1 file",
+        ));
     }
     let i16_at = |o: usize| {
         let b = [bytes[o], bytes[o + 1]];
-        if le { i16::from_le_bytes(b) } else { i16::from_be_bytes(b) }
+        if le {
+            i16::from_le_bytes(b)
+        } else {
+            i16::from_be_bytes(b)
+        }
     };
     let f32_at = |o: usize| {
         let b = [bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]];
-        if le { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) }
+        if le {
+            f32::from_le_bytes(b)
+        } else {
+            f32::from_be_bytes(b)
+        }
     };
     let ndim = i16_at(40);
     if !(3..=7).contains(&ndim) {
-        return Err(Error::format(path, format!("dim[0] = {ndim}; expected a 3-D volume")));
+        return Err(Error::format(
+            path,
+            format!("dim[0] = {ndim}; expected a 3-D volume"),
+        ));
     }
-    let dims: Vec<usize> = (1..=3).map(|i| i16_at(40 + 2 * i).max(0) as usize).collect();
+    let dims: Vec<usize> = (1..=3)
+        .map(|i| i16_at(40 + 2 * i).max(0) as usize)
+        .collect();
     for i in 4..=ndim as usize {
         if i16_at(40 + 2 * i) > 1 {
-            return Err(Error::format(path, "volume has more than 3 non-trivial dimensions; expected one 3-D volume"));
+            return Err(Error::format(
+                path,
+                "volume has more than 3 non-trivial dimensions; expected one 3-D volume",
+            ));
         }
     }
     let datatype = i16_at(70);
@@ -86,29 +108,50 @@ pub fn read_volume(path: &Path) -> Result<Array3<f32>> {
             2 => c[0] as f32,
             4 => {
                 let b = [c[0], c[1]];
-                (if le { i16::from_le_bytes(b) } else { i16::from_be_bytes(b) }) as f32
+                (if le {
+                    i16::from_le_bytes(b)
+                } else {
+                    i16::from_be_bytes(b)
+                }) as f32
             }
             512 => {
                 let b = [c[0], c[1]];
-                (if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) }) as f32
+                (if le {
+                    u16::from_le_bytes(b)
+                } else {
+                    u16::from_be_bytes(b)
+                }) as f32
             }
             8 => {
                 let b = [c[0], c[1], c[2], c[3]];
-                (if le { i32::from_le_bytes(b) } else { i32::from_be_bytes(b) }) as f32
+                (if le {
+                    i32::from_le_bytes(b)
+                } else {
+                    i32::from_be_bytes(b)
+                }) as f32
             }
             16 => {
                 let b = [c[0], c[1], c[2], c[3]];
-                if le { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) }
+                if le {
+                    f32::from_le_bytes(b)
+                } else {
+                    f32::from_be_bytes(b)
+                }
             }
             _ => {
                 let b: [u8; 8] = c.try_into().unwrap_or_default();
-                (if le { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) }) as f32
+                (if le {
+                    f64::from_le_bytes(b)
+                } else {
+                    f64::from_be_bytes(b)
+                }) as f32
             }
         };
         v * slope + inter
     };
     // NIfTI stores x fastest: element (x, y, z) is at x + nx (y + ny z).
-    Ok(Array3::from_shape_fn((dims[0], dims[1], dims[2]), |(x, y, z)| {
-        value(x + dims[0] * (y + dims[1] * z))
-    }))
+    Ok(Array3::from_shape_fn(
+        (dims[0], dims[1], dims[2]),
+        |(x, y, z)| value(x + dims[0] * (y + dims[1] * z)),
+    ))
 }

@@ -136,7 +136,11 @@ impl Simulator {
         }
         let peak = zf.iter().fold(0.0f32, |m, v| m.max(v.norm()));
         let target: f64 = rng.random_range(0.8..1.2);
-        let gain = if peak > 0.0 { (target / peak as f64) as f32 } else { 1.0 };
+        let gain = if peak > 0.0 {
+            (target / peak as f64) as f32
+        } else {
+            1.0
+        };
         let eta = self.cfg.noise_eta;
         k.indexed_iter_mut().for_each(|((_, _, j), v)| {
             if mask[j] {
@@ -215,7 +219,12 @@ fn smooth_phase<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Array2<f32> {
 
 /// A random Cartesian column mask (fastMRI style): the ACS block is kept, every other column with
 /// the probability that makes the expected fraction 1 / `accel`.
-pub(super) fn random_mask<R: Rng + ?Sized>(w: usize, accel: f64, acs: usize, rng: &mut R) -> Vec<bool> {
+pub(super) fn random_mask<R: Rng + ?Sized>(
+    w: usize,
+    accel: f64,
+    acs: usize,
+    rng: &mut R,
+) -> Vec<bool> {
     let pad = (w - acs).div_ceil(2);
     let prob = if w == acs {
         0.0
@@ -245,7 +254,10 @@ pub(super) fn birdcage(ncoils: usize, h: usize, w: usize) -> Array3<C32> {
     });
     for y in 0..h {
         for x in 0..w {
-            let rss = (0..ncoils).map(|c| maps[(c, y, x)].norm_sqr()).sum::<f32>().sqrt();
+            let rss = (0..ncoils)
+                .map(|c| maps[(c, y, x)].norm_sqr())
+                .sum::<f32>()
+                .sqrt();
             for c in 0..ncoils {
                 maps[(c, y, x)] /= rss;
             }

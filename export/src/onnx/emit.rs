@@ -116,7 +116,14 @@ impl Emitter<'_> {
         Ok(self.g.node("Add", &[&y, &beta], &[]))
     }
 
-    fn conv3(&mut self, prefix: &str, x: &str, cin: usize, cout: usize, stride: i64) -> Result<String> {
+    fn conv3(
+        &mut self,
+        prefix: &str,
+        x: &str,
+        cin: usize,
+        cout: usize,
+        stride: i64,
+    ) -> Result<String> {
         let w = self.weight(&format!("{prefix}.weight"), &[cout, cin, 3, 3])?;
         let b = self.weight(&format!("{prefix}.bias"), &[cout])?;
         Ok(self.g.node(
@@ -133,7 +140,11 @@ impl Emitter<'_> {
     fn conv1x1(&mut self, prefix: &str, x: &str, cin: usize, cout: usize) -> Result<String> {
         let w = self.weight(&format!("{prefix}.weight"), &[cout, cin, 1, 1])?;
         let b = self.weight(&format!("{prefix}.bias"), &[cout])?;
-        Ok(self.g.node("Conv", &[x, &w, &b], &[("kernel_shape", Attr::Ints(vec![1, 1]))]))
+        Ok(self.g.node(
+            "Conv",
+            &[x, &w, &b],
+            &[("kernel_shape", Attr::Ints(vec![1, 1]))],
+        ))
     }
 
     /// Linear layer on `[N, din]` using rows `rows` of the weight `[dout_total, din]`.
@@ -146,14 +157,22 @@ impl Emitter<'_> {
         rows: std::ops::Range<usize>,
         suffix: &str,
     ) -> Result<String> {
-        let w = self.w.get(&format!("{prefix}.weight"), &[dout_total, din])?;
+        let w = self
+            .w
+            .get(&format!("{prefix}.weight"), &[dout_total, din])?;
         let b = self.w.get(&format!("{prefix}.bias"), &[dout_total])?;
         let wr = w[rows.start * din..rows.end * din].to_vec();
         let br = b[rows.clone()].to_vec();
         let n = rows.len();
-        let wn = self.g.weight(&format!("{prefix}.weight{suffix}"), &[n, din], &wr)?;
-        let bn = self.g.weight(&format!("{prefix}.bias{suffix}"), &[n], &br)?;
-        Ok(self.g.node("Gemm", &[x, &wn, &bn], &[("transB", Attr::Int(1))]))
+        let wn = self
+            .g
+            .weight(&format!("{prefix}.weight{suffix}"), &[n, din], &wr)?;
+        let bn = self
+            .g
+            .weight(&format!("{prefix}.bias{suffix}"), &[n], &br)?;
+        Ok(self
+            .g
+            .node("Gemm", &[x, &wn, &bn], &[("transB", Attr::Int(1))]))
     }
 
     fn resample(&mut self, x: &str, c: i64, h: i64, w: i64, updown: UpDown) -> String {
@@ -241,7 +260,10 @@ impl Emitter<'_> {
         let hc = ch / heads;
         let flat = self.reshape(x, &[0, c, t]);
         let n = self.group_norm(&format!("{p}.norm"), &flat, &[c, t])?;
-        let wqkv = self.w.get(&format!("{p}.qkv.weight"), &[3 * ch, ch, 1])?.to_vec();
+        let wqkv = self
+            .w
+            .get(&format!("{p}.qkv.weight"), &[3 * ch, ch, 1])?
+            .to_vec();
         let bqkv = self.w.get(&format!("{p}.qkv.bias"), &[3 * ch])?.to_vec();
         // Row of the qkv output holding part `part` (0 q, 1 k, 2 v) of channel `i` of head `h`.
         let row = |part: usize, h: usize, i: usize| {
@@ -262,8 +284,12 @@ impl Emitter<'_> {
                     bm.push(bqkv[r]);
                 }
             }
-            let wn = self.g.weight(&format!("{p}.qkv.weight.{name}"), &[ch, ch], &wm)?;
-            let bn = self.g.weight(&format!("{p}.qkv.bias.{name}"), &[ch, 1], &bm)?;
+            let wn = self
+                .g
+                .weight(&format!("{p}.qkv.weight.{name}"), &[ch, ch], &wm)?;
+            let bn = self
+                .g
+                .weight(&format!("{p}.qkv.bias.{name}"), &[ch, 1], &bm)?;
             let y = self.g.node("MatMul", &[&wn, &n], &[]);
             let y = self.g.node("Add", &[&y, &bn], &[]);
             qkv.push(self.reshape(&y, &[-1, hc as i64, t]));
@@ -277,7 +303,9 @@ impl Emitter<'_> {
                 .const_f32(&sname, &[1], &[(1.0 / (hc as f64).sqrt()) as f32]);
         }
         let logits = self.g.node("Mul", &[&logits, &sname], &[]);
-        let wts = self.g.node("Softmax", &[&logits], &[("axis", Attr::Int(-1))]);
+        let wts = self
+            .g
+            .node("Softmax", &[&logits], &[("axis", Attr::Int(-1))]);
         let wtt = self.g.node("Transpose", &[&wts], &perm);
         let a = self.g.node("MatMul", &[&qkv[2], &wtt], &[]);
         let a = self.reshape(&a, &[-1, c, t]);
@@ -289,7 +317,14 @@ impl Emitter<'_> {
         Ok(self.reshape(&y, &[0, c, res, res]))
     }
 
-    fn layer(&mut self, p: &str, layer: &Layer, x: &str, emb: &str, res: &mut i64) -> Result<String> {
+    fn layer(
+        &mut self,
+        p: &str,
+        layer: &Layer,
+        x: &str,
+        emb: &str,
+        res: &mut i64,
+    ) -> Result<String> {
         match *layer {
             Layer::Conv { cin, cout } => self.conv3(p, x, cin, cout, 1),
             Layer::Res { cin, cout, updown } => {
@@ -323,7 +358,14 @@ impl Emitter<'_> {
         }
     }
 
-    fn block(&mut self, p: &str, layers: &[Layer], x: &str, emb: &str, res: &mut i64) -> Result<String> {
+    fn block(
+        &mut self,
+        p: &str,
+        layers: &[Layer],
+        x: &str,
+        emb: &str,
+        res: &mut i64,
+    ) -> Result<String> {
         let mut h = x.to_string();
         for (j, l) in layers.iter().enumerate() {
             h = self.layer(&format!("{p}.{j}"), l, &h, emb, res)?;
@@ -345,9 +387,17 @@ pub fn emit_unet(
     let mut g = Graph::new(weights);
     let size = cfg.image_size as i64;
     let cin = cfg.in_channels as i64;
-    g.input("x", &[None, Some(cin), Some(size), Some(size)], &["N", "", "", ""]);
+    g.input(
+        "x",
+        &[None, Some(cin), Some(size), Some(size)],
+        &["N", "", "", ""],
+    );
     g.input("t", &[None], &["N"]);
-    g.output("eps", &[None, Some(cin), Some(size), Some(size)], &["N", "", "", ""]);
+    g.output(
+        "eps",
+        &[None, Some(cin), Some(size), Some(size)],
+        &["N", "", "", ""],
+    );
     let gn_scale = g.const_f32("gn_ones", &[GROUPS], &[1.0; GROUPS]);
     let gn_bias = g.const_f32("gn_zeros", &[GROUPS], &[0.0; GROUPS]);
     let mut e = Emitter {
@@ -389,7 +439,13 @@ pub fn emit_unet(
         h = e.block(&format!("input_blocks.{i}"), b, &h, &emb_silu, &mut res)?;
         hs.push(h.clone());
     }
-    h = e.block("middle_block", &layout.middle_block, &h, &emb_silu, &mut res)?;
+    h = e.block(
+        "middle_block",
+        &layout.middle_block,
+        &h,
+        &emb_silu,
+        &mut res,
+    )?;
     for (i, b) in layout.output_blocks.iter().enumerate() {
         let skip = hs.pop().expect("one skip per output block");
         let cat = e.g.node("Concat", &[&h, &skip], &[("axis", Attr::Int(1))]);
@@ -404,7 +460,8 @@ pub fn emit_unet(
     let keep = cfg.in_channels;
     let wk = wo[..keep * layout.out_ch * 9].to_vec();
     let bk = bo[..keep].to_vec();
-    let wn = e.g.weight("out.2.weight", &[keep, layout.out_ch, 3, 3], &wk)?;
+    let wn =
+        e.g.weight("out.2.weight", &[keep, layout.out_ch, 3, 3], &wk)?;
     let bn = e.g.weight("out.2.bias", &[keep], &bk)?;
     e.g.node_named(
         "Conv",

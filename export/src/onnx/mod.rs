@@ -65,7 +65,12 @@ pub fn git_commit() -> String {
 }
 
 /// The `metadata_props` of a model.
-pub fn metadata(cfg: &UNetConfig, sched: &Schedule, prov: &Provenance, weights: WeightType) -> Vec<(String, String)> {
+pub fn metadata(
+    cfg: &UNetConfig,
+    sched: &Schedule,
+    prov: &Provenance,
+    weights: WeightType,
+) -> Vec<(String, String)> {
     let mut m: Vec<(String, String)> = Vec::new();
     let mut put = |k: &str, v: String| m.push((format!("msm.{k}"), v));
     put("format_version", "1".into());
@@ -113,11 +118,17 @@ pub fn metadata(cfg: &UNetConfig, sched: &Schedule, prov: &Provenance, weights: 
         );
     }
     put("architecture", cfg.describe());
-    put("unet_config", serde_json::to_string(cfg).unwrap_or_default());
-    put("weights", match weights {
-        WeightType::F16 => "f16 initializers cast to f32".into(),
-        WeightType::F32 => "f32 initializers".into(),
-    });
+    put(
+        "unet_config",
+        serde_json::to_string(cfg).unwrap_or_default(),
+    );
+    put(
+        "weights",
+        match weights {
+            WeightType::F16 => "f16 initializers cast to f32".into(),
+            WeightType::F32 => "f32 initializers".into(),
+        },
+    );
     if let Some(s) = prov.steps_trained {
         put("steps_trained", s.to_string());
     }
@@ -161,7 +172,13 @@ pub fn model_card(meta: &[(String, String)], prov: &Provenance) -> String {
 }
 
 /// Writes the ONNX model of `cfg` with weights `w` to `path` and its card beside it.
-pub fn freeze(cfg: &UNetConfig, w: &Weights, weights: WeightType, prov: &Provenance, path: &Path) -> Result<()> {
+pub fn freeze(
+    cfg: &UNetConfig,
+    w: &Weights,
+    weights: WeightType,
+    prov: &Provenance,
+    path: &Path,
+) -> Result<()> {
     let meta = metadata(cfg, &Schedule::reference(), prov, weights);
     let model = emit_unet(cfg, w, weights, &meta)?;
     write_model(&model, path)?;
