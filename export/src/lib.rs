@@ -2,10 +2,13 @@
 //! multi-coil measurements only (tch / libtorch), and freezes them to ONNX for the `msm` runtime.
 //!
 //! - [`config`], [`layout`], [`unet`]: the guided-diffusion `UNetModel` with state_dict names.
-//! - [`operator`], [`schedule`], [`loss`]: the measurement operator and the MSM losses.
-//! - [`data`]: simulated scanner measurements; clean images are unreachable by construction.
+//! - [`operator`], [`loss`]: the measurement operator in tch and the MSM losses (the noise
+//!   schedule is the runtime's [`msm::schedule::Schedule`]).
+//! - [`data`]: simulated scanner measurements (on the runtime's NIfTI reader, masks, coil maps,
+//!   phase, noise and SENSE operator); clean images are unreachable by construction.
 //! - [`train`]: AdamW, EMA, clipping, checkpoint and resume.
-//! - [`onnx`]: the ONNX emitter, metadata and model card; [`convert`]: state_dict -> ONNX.
+//! - [`onnx`]: the ONNX emitter (on the runtime's `OnnxBuilder` and `ModelMeta`), the input
+//!   scale, the model card; [`convert`]: state_dict -> ONNX.
 
 pub mod config;
 pub mod convert;
@@ -14,6 +17,5 @@ pub mod layout;
 pub mod loss;
 pub mod onnx;
 pub mod operator;
-pub mod schedule;
 pub mod train;
 pub mod unet;

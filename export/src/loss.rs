@@ -12,7 +12,7 @@
 use tch::{Kind, Tensor};
 
 use crate::operator::{from_channels, to_channels, Operator};
-use crate::schedule::Schedule;
+use msm::schedule::Schedule;
 
 /// A minibatch of measurements on the device: all a scanner gives, nothing else.
 #[derive(Debug)]
@@ -148,7 +148,7 @@ pub fn noisy_loss(
     let w = ab / (1.0 - ab);
 
     // The network as a denoiser of the eta-noisy measurement itself, at the step whose sigma is eta.
-    let t_eta = sched.step_for_sigma(eta);
+    let t_eta = sched.timestep_for_sigma(eta);
     let ab_eta = sched.alpha_bar(t_eta);
     let denoise = |y: &Tensor| {
         op.forward(&net_x0(

@@ -18,8 +18,8 @@ use crate::config::UNetConfig;
 use crate::data::{mix_seed, to_batch, DataConfig, Loader};
 use crate::loss::{msm_loss, LossOptions};
 use crate::onnx::emit::Weights;
-use crate::schedule::Schedule;
 use crate::unet::UNet;
+use msm::schedule::Schedule;
 use msm::{Error, Result};
 
 /// Everything that defines a training run.
@@ -233,6 +233,11 @@ impl Trainer {
         &self.sched
     }
 
+    /// The training data.
+    pub fn loader(&self) -> &Loader {
+        &self.loader
+    }
+
     /// Current weights, by state_dict name.
     pub fn weights(&self) -> Vec<(String, Tensor)> {
         self.names
@@ -254,10 +259,12 @@ impl Trainer {
     }
 
     fn loss_at(&self, step: u64) -> Result<(Tensor, usize)> {
-        let ms = self.loader.batch(self.cfg.seed, step, self.cfg.batch_size);
+        let ms = self
+            .loader
+            .batch(self.cfg.seed, step, self.cfg.batch_size)?;
         let batch = to_batch(&ms, Device::Cpu)?;
         let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(self.cfg.seed ^ 0x7431_5eed, step));
-        let steps = self.sched.respaced(self.cfg.respaced_steps);
+        let steps = self.sched.respace(self.cfg.respaced_steps)?;
         let t = steps[rng.random_range(0..steps.len())];
         tch::manual_seed((mix_seed(self.cfg.seed, step) >> 1) as i64);
         let opts = LossOptions {

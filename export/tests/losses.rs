@@ -1,8 +1,15 @@
-//! The tch operator against independent references, and the MSM loss algebra.
+//! The tch operator against independent references and against the runtime's SENSE operator,
+//! and the MSM loss algebra.
 
+use msm::mask::Mask;
+use msm::schedule::Schedule;
+use msm::sense::{Operator as _, Sense};
+use msm::C32;
 use msm_export::loss::{noiseless_loss, noisy_loss, sure, LossOptions, MeasBatch};
 use msm_export::operator::{fft2c, ifft2c, Operator};
-use msm_export::schedule::Schedule;
+use ndarray::{Array2, Array3};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 fn crandn(shape: &[i64]) -> Tensor {
@@ -85,6 +92,93 @@ fn adjoint_is_the_adjoint_of_forward() {
         0.0
     );
     assert_eq!(op.measured_reals(), 2.0 * (nc * h) as f64 * 11.0);
+}
+
+fn crandn_nd<Sh: ndarray::ShapeBuilder>(
+    shape: Sh,
+    rng: &mut ChaCha8Rng,
+) -> ndarray::Array<C32, Sh::Dim> {
+    ndarray::Array::from_shape_simple_fn(shape, || {
+        C32::new(
+            rng.random_range(-1.0f32..1.0),
+            rng.random_range(-1.0f32..1.0),
+        )
+    })
+}
+
+/// Complex ndarray -> complex tch tensor of the same shape.
+fn to_tensor<D: ndarray::Dimension>(a: &ndarray::Array<C32, D>) -> Tensor {
+    let flat: Vec<f32> = a.iter().flat_map(|v| [v.re, v.im]).collect();
+    let mut shape: Vec<i64> = a.shape().iter().map(|&d| d as i64).collect();
+    shape.push(2);
+    Tensor::from_slice(&flat).reshape(shape).view_as_complex()
+}
+
+/// Complex tch tensor -> flat values in row-major order.
+fn to_values(t: &Tensor) -> Vec<C32> {
+    let re = Vec::<f32>::try_from(t.real().contiguous().reshape([-1])).unwrap();
+    let im = Vec::<f32>::try_from(t.imag().contiguous().reshape([-1])).unwrap();
+    re.into_iter()
+        .zip(im)
+        .map(|(r, i)| C32::new(r, i))
+        .collect()
+}
+
+fn rel_err(a: &[C32], b: &[C32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).norm_sqr() as f64)
+        .sum();
+    let den: f64 = b.iter().map(|y| y.norm_sqr() as f64).sum();
+    (num / den).sqrt()
+}
+
+#[test]
+fn tch_operator_equals_runtime_sense_operator() {
+    // Odd and even sizes, so that the centring shifts of both FFTs are exercised; each batch
+    // item has its own maps and column mask.
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (nc, h, w) in [(3usize, 12usize, 9usize), (4, 16, 16), (2, 7, 10)] {
+        let b = 2;
+        let maps: Vec<Array3<C32>> = (0..b).map(|_| crandn_nd((nc, h, w), &mut rng)).collect();
+        let masks: Vec<Vec<bool>> = (0..b)
+            .map(|_| (0..w).map(|_| rng.random_bool(0.5)).collect())
+            .collect();
+        let xs: Vec<Array2<C32>> = (0..b).map(|_| crandn_nd((h, w), &mut rng)).collect();
+        let ys: Vec<Array3<C32>> = (0..b).map(|_| crandn_nd((nc, h, w), &mut rng)).collect();
+        let stack = |parts: Vec<Tensor>| Tensor::stack(&parts, 0);
+        let maps_t = stack(maps.iter().map(to_tensor).collect());
+        let mask_t = Tensor::from_slice(
+            &masks
+                .iter()
+                .flatten()
+                .map(|&k| if k { 1.0f32 } else { 0.0 })
+                .collect::<Vec<_>>(),
+        )
+        .reshape([b as i64, w as i64]);
+        let op = Operator::new(&maps_t, &mask_t);
+        let fwd = op.forward(&stack(xs.iter().map(to_tensor).collect()));
+        let adj = op.adjoint(&stack(ys.iter().map(to_tensor).collect()));
+        for i in 0..b {
+            let sense = Sense::new(maps[i].clone()).unwrap();
+            let mask = Mask::Columns(masks[i].clone());
+            let want_fwd = sense.forward(xs[i].view(), Some(&mask));
+            let want_adj = sense.adjoint(ys[i].view(), Some(&mask));
+            let got_fwd = to_values(&fwd.select(0, i as i64));
+            let got_adj = to_values(&adj.select(0, i as i64));
+            let (ef, ea) = (
+                rel_err(&got_fwd, want_fwd.as_slice().unwrap()),
+                rel_err(&got_adj, want_adj.as_slice().unwrap()),
+            );
+            eprintln!("({nc}, {h}, {w}) item {i}: forward {ef:.2e}, adjoint {ea:.2e}");
+            assert!(
+                ef < 1e-5 && ea < 1e-5,
+                "({nc}, {h}, {w}) item {i}: forward rel err {ef:.2e}, adjoint rel err {ea:.2e}"
+            );
+        }
+    }
 }
 
 /// A fixed, non-trivial "network": eps = 0.3 x + 0.2 roll(x) + 0.05 t/1000.
@@ -236,20 +330,4 @@ fn sure_expectation_matches_true_mse_of_linear_denoiser() {
         bias.abs() > 10.0 * se,
         "the check has no power: bias without divergence {bias}, se {se}"
     );
-}
-
-#[test]
-fn schedule_matches_guided_diffusion_linear() {
-    let s = Schedule::reference();
-    assert_eq!(s.len(), 1000);
-    // ab_0 = 1 - 1e-4; ab_999 = prod(1 - linspace(1e-4, 0.02, 1000)) ~ 4.0358e-5.
-    assert!((s.alpha_bar(0) - 0.9999).abs() < 1e-12);
-    let direct: f64 = (0..1000)
-        .map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0))
-        .product();
-    assert!((s.alpha_bar(999) - direct).abs() < 1e-15);
-    assert_eq!(s.respaced(200)[..3], [0, 5, 10]);
-    assert_eq!(*s.respaced(200).last().unwrap(), 995);
-    let t = s.step_for_sigma(0.1);
-    assert!((s.sigma(t) - 0.1).abs() <= (s.sigma(t + 1) - s.sigma(t)).abs());
 }

@@ -1,15 +1,17 @@
-//! The tch UNet and its exported ONNX graph agree, run in tract (and in onnxruntime through
-//! `tests/ort_check.py`), with f32 and f16 weights, over architecture variants.
+//! The tch UNet and its exported ONNX graph agree, run in tract through the runtime's
+//! `OnnxDenoiser` (and in onnxruntime through `tests/ort_check.py`), with f32 and f16 weights,
+//! over architecture variants.
 
 use std::path::Path;
 
+use msm::denoiser::{Denoiser, OnnxDenoiser};
+use msm::onnx::{ModelMeta, WeightType};
 use msm_export::config::UNetConfig;
 use msm_export::onnx::emit::emit_unet;
-use msm_export::onnx::graph::{write_model, WeightType};
 use msm_export::train::tensors_to_weights;
 use msm_export::unet::UNet;
+use ndarray::ArrayView4;
 use tch::{nn, Device, Kind, Tensor};
-use tract_onnx::prelude::*;
 
 fn tiny(f: impl FnOnce(&mut UNetConfig)) -> UNetConfig {
     let mut c = UNetConfig {
@@ -60,25 +62,15 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
+/// Runs the model file with the runtime's tract executor.
 fn tract_run(path: &Path, x: &Tensor, t: &Tensor) -> Vec<f32> {
-    let xs: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
-    let model = tract_onnx::onnx()
-        .model_for_path(path)
-        .expect("tract reads the model")
-        .into_optimized()
-        .expect("tract optimises the model")
-        .into_runnable()
-        .expect("runnable");
-    let xt = tract_ndarray::ArrayD::from_shape_vec(xs, to_vec(x)).expect("shape");
-    let tt = tract_ndarray::Array1::from_vec(to_vec(t)).into_dyn();
-    let out = model
-        .run(tvec!(xt.into_tensor().into(), tt.into_tensor().into()))
-        .expect("tract runs the model");
-    out[0]
-        .to_plain_array_view::<f32>()
-        .expect("f32 output")
-        .iter()
-        .copied()
+    let net = OnnxDenoiser::load(path).expect("the runtime loads the model");
+    let dims: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
+    let xs = to_vec(x);
+    let view = ArrayView4::from_shape((dims[0], dims[1], dims[2], dims[3]), &xs).expect("shape");
+    net.predict_eps(view, &to_vec(t))
+        .expect("the runtime runs the model")
+        .into_iter()
         .collect()
 }
 
@@ -115,11 +107,11 @@ fn check(cfg: &UNetConfig, weights: WeightType, tol: f64, ort: bool) {
     let expected = tch::no_grad(|| net.eps(&x, &t, false));
     let vars = vs.variables();
     let w = tensors_to_weights(vars.iter().map(|(k, v)| (k.as_str(), v))).expect("weights");
-    let meta = vec![("msm.test".to_string(), "1".to_string())];
+    let meta = ModelMeta::new(cfg.image_size, cfg.image_size);
     let model = emit_unet(cfg, &w, weights, &meta).expect("emit");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("model.onnx");
-    write_model(&model, &path).expect("write");
+    model.write(&path).expect("write");
     let exp = to_vec(&expected);
     let got = tract_run(&path, &x, &t);
     let err = rel_l2(&got, &exp);

@@ -3,8 +3,13 @@
 
 use std::path::PathBuf;
 
+use msm::denoiser::OnnxDenoiser;
+use msm::mask::Mask;
+use msm::onnx::WeightType;
+use msm::sense::{Operator, Sense};
 use msm_export::config::UNetConfig;
-use msm_export::data::{DataConfig, Loader, DEFAULT_VOLUME};
+use msm_export::data::{DataConfig, Loader, DEFAULT_VOLUME, SCALE_DRAWS, SCALE_KEY};
+use msm_export::onnx::export_run;
 use msm_export::train::{TrainConfig, Trainer};
 
 fn tiny() -> TrainConfig {
@@ -127,7 +132,7 @@ fn loader_yields_undersampled_measurements_only() {
     have_volume();
     let cfg = tiny().data;
     let loader = Loader::open(&cfg).unwrap();
-    let ms = loader.batch(1, 0, 3);
+    let ms = loader.batch(1, 0, 3).unwrap();
     for m in &ms {
         let (c, h, w) = m.kspace().dim();
         assert_eq!((c, h, w), (4, 32, 32));
@@ -145,9 +150,9 @@ fn loader_yields_undersampled_measurements_only() {
         assert!((s - 1.0).abs() < 1e-4);
     }
     // Same seed and step, same data; another step, other data.
-    let again = loader.batch(1, 0, 3);
+    let again = loader.batch(1, 0, 3).unwrap();
     assert_eq!(ms[0].kspace(), again[0].kspace());
-    assert_ne!(ms[0].mask(), loader.batch(1, 1, 1)[0].mask());
+    assert_ne!(ms[0].mask(), loader.batch(1, 1, 1).unwrap()[0].mask());
     // The held-out block is refused if it does not fit the volume.
     let bad = DataConfig {
         held_out_axial: [170, 400],
@@ -155,6 +160,62 @@ fn loader_yields_undersampled_measurements_only() {
     };
     let e = Loader::open(&bad).unwrap_err().to_string();
     assert!(e.contains("held-out"), "{e}");
+}
+
+/// The 99th percentile by a full sort, nearest rank (the smallest value with at least 99% of
+/// the values at or below it).
+fn p99_by_sorting(mut v: Vec<f32>) -> f64 {
+    v.sort_by(f32::total_cmp);
+    let rank = (0.99 * v.len() as f64).ceil() as usize;
+    v[rank - 1] as f64
+}
+
+#[test]
+fn export_records_the_runtime_input_scale() {
+    have_volume();
+    let mut cfg = tiny();
+    cfg.steps = 2;
+    let mut tr = Trainer::new(&cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    tr.run(dir.path(), |_| {}).unwrap();
+    let path = dir.path().join("model.onnx");
+    let written = export_run(&tr, &path, WeightType::F16, "test".into()).unwrap();
+
+    // The runtime reads the model and its metadata.
+    let model = OnnxDenoiser::load(&path).unwrap();
+    let meta = model.meta();
+    assert_eq!(meta, &written);
+    assert_eq!((meta.height, meta.coils), (32, Some(4)));
+    assert_eq!(meta.train_acs_lines, 4);
+    assert_eq!(meta.steps_trained, Some(2));
+    assert!(meta.held_out_slices.as_deref().unwrap().contains("80..100"));
+    let scale: f64 = meta.extra[SCALE_KEY].parse().unwrap();
+
+    // Recomputed independently: the median over the draws of step u64::MAX of the 99th
+    // percentile of |A_S^H s| (coil-combined with the maps, as the runtime does).
+    let ms = tr.loader().batch(cfg.seed, u64::MAX, SCALE_DRAWS).unwrap();
+    let mut p99s: Vec<f64> = ms
+        .iter()
+        .map(|m| {
+            let op = Sense::new(m.maps().clone()).unwrap();
+            let zf = op.adjoint(m.kspace().view(), Some(&Mask::Columns(m.mask().to_vec())));
+            p99_by_sorting(zf.iter().map(|v| v.norm()).collect())
+        })
+        .collect();
+    p99s.sort_by(f64::total_cmp);
+    let median = 0.5 * (p99s[SCALE_DRAWS / 2 - 1] + p99s[SCALE_DRAWS / 2]);
+    assert!(
+        (scale - median).abs() <= 1e-12 * median,
+        "metadata {scale} vs recomputed {median}"
+    );
+    // Noiseless draws are scaled so that the zero-filled maximum is at most 1.2, and a brain
+    // slice fills well over 1% of the grid.
+    assert!(0.05 < scale && scale <= 1.2, "scale {scale}");
+    let card = std::fs::read_to_string(dir.path().join("model.md")).unwrap();
+    assert!(
+        card.contains(SCALE_KEY) && card.contains("64 training draws"),
+        "{card}"
+    );
 }
 
 #[test]

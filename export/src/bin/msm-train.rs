@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use msm::onnx::WeightType;
 use msm_export::config::UNetConfig;
 use msm_export::convert::{check_state_dict, read_state_dict};
-use msm_export::onnx::graph::WeightType;
-use msm_export::onnx::{freeze, Provenance};
+use msm_export::onnx::{export_run, freeze, Provenance};
 use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
 
 #[derive(Parser)]
@@ -77,34 +77,21 @@ enum Cmd {
         /// Store f32 weights instead of f16.
         #[arg(long)]
         f32: bool,
+        /// The 99th percentile of the zero-filled magnitude of the data the network was trained
+        /// on, on the network's input scale (written as `msm.scale_p99`; default: not recorded).
+        #[arg(long)]
+        scale_p99: Option<f64>,
     },
     /// Print the default training config as JSON.
     PrintConfig,
 }
 
-fn export_run(
-    tr: &Trainer,
-    out: &std::path::Path,
-    weights: WeightType,
-    command: String,
-) -> msm::Result<()> {
-    let cfg = tr.config();
-    let prov = Provenance {
-        data: Some(cfg.data.clone()),
-        steps_trained: Some(tr.step_count()),
-        final_loss: tr.last_loss(),
-        command: Some(command),
-        notes: vec![
-            format!(
-                "optimizer AdamW lr {} betas {:?} weight decay {}, batch {}, grad clip {}, EMA {} (warm-up {}), seed {}, \
-                 timesteps from {} respaced steps",
-                cfg.lr, cfg.adam_betas, cfg.weight_decay, cfg.batch_size, cfg.grad_clip, cfg.ema_decay,
-                cfg.ema_warmup, cfg.seed, cfg.respaced_steps
-            ),
-            format!("training config: `{}`", serde_json::to_string(cfg).unwrap_or_default()),
-        ],
-    };
-    freeze(&cfg.unet, &tr.ema_weights()?, weights, &prov, out)
+fn weight_type(f32: bool) -> WeightType {
+    if f32 {
+        WeightType::F32
+    } else {
+        WeightType::F16
+    }
 }
 
 fn run(cli: Cli) -> msm::Result<()> {
@@ -146,7 +133,7 @@ fn run(cli: Cli) -> msm::Result<()> {
             std::fs::create_dir_all(&out).map_err(|e| msm::Error::io(&out, e))?;
             let cfg_path = out.join("config.json");
             let json = serde_json::to_string_pretty(&cfg).unwrap_or_default();
-            msm_export::onnx::graph::write_atomic(&cfg_path, json.as_bytes())?;
+            msm::io::atomic::write_atomic(&cfg_path, |f| f.write_all(json.as_bytes()))?;
             let mut tr = if resume {
                 Trainer::resume(&cfg, &checkpoint_path(&out))?
             } else {
@@ -168,12 +155,7 @@ fn run(cli: Cli) -> msm::Result<()> {
         Cmd::Export { run, out, f32 } => {
             let cfg = TrainConfig::from_json_file(&run.join("config.json"))?;
             let tr = Trainer::resume(&cfg, &checkpoint_path(&run))?;
-            let wt = if f32 {
-                WeightType::F32
-            } else {
-                WeightType::F16
-            };
-            export_run(&tr, &out, wt, command)?;
+            export_run(&tr, &out, weight_type(f32), command)?;
             eprintln!("wrote {}", out.display());
         }
         Cmd::Convert {
@@ -181,24 +163,32 @@ fn run(cli: Cli) -> msm::Result<()> {
             arch,
             out,
             f32,
+            scale_p99,
         } => {
+            if let Some(v) = scale_p99.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(msm::Error::invalid(format!(
+                    "--scale-p99 {v}: expected a finite number > 0"
+                )));
+            }
             let cfg = UNetConfig::from_json_file(&arch)?;
             let w = read_state_dict(&state_dict)?;
             check_state_dict(&cfg, &w, &state_dict)?;
+            let mut notes = vec![
+                format!("converted from the state_dict {}", state_dict.display()),
+                "training data and masks unknown: the training-mask entries of the metadata are \
+                 the MSM reference settings (random Cartesian, R = 4, 20 ACS lines per 256)"
+                    .to_string(),
+            ];
+            if scale_p99.is_some() {
+                notes.push("input scale given on the command line (--scale-p99)".to_string());
+            }
             let prov = Provenance {
+                scale_p99,
                 command: Some(command),
-                notes: vec![format!(
-                    "converted from the state_dict {}",
-                    state_dict.display()
-                )],
+                notes,
                 ..Default::default()
             };
-            let wt = if f32 {
-                WeightType::F32
-            } else {
-                WeightType::F16
-            };
-            freeze(&cfg, &w, wt, &prov, &out)?;
+            freeze(&cfg, &w, weight_type(f32), &prov, &out)?;
             eprintln!("wrote {}", out.display());
         }
     }

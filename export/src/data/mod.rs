@@ -1,16 +1,21 @@
 //! Training data: what a scanner gives, and nothing more.
 //!
-//! A [`Loader`] opens a magnitude volume (Colin27 `ch2.nii.gz` from `mricron-data`) and yields
-//! [`Measurement`]s: undersampled (zero outside the mask), optionally noisy, multi-coil k-space
-//! with its column mask and coil maps. The clean slice exists only inside the private simulator
-//! module and is dropped there; neither `Measurement` nor `Loader` has any way to return it, so the
-//! trainer cannot reach a clean image by construction.
+//! A [`Loader`] opens a magnitude volume (Colin27 `ch2.nii.gz` from `mricron-data`, read with
+//! [`msm::io::nifti::read_nifti`]) and yields [`Measurement`]s: undersampled (zero outside the
+//! mask), optionally noisy, multi-coil k-space with its column mask and coil maps. The clean
+//! slice exists only inside the private simulator module and is dropped there; neither
+//! `Measurement` nor `Loader` has any way to return it, so the trainer cannot reach a clean image
+//! by construction.
+//!
+//! Slices are cut with [`msm::io::nifti::Volume::slice`], so they have the display orientation
+//! the runtime's `msm simulate` uses (axial: anterior at the top, the subject's left-right along
+//! the width, which is the phase-encode axis).
 //!
 //! Held out: the block of axial slices `held_out_axial` (NIfTI k index, half-open) is never drawn,
 //! and it is cut out of the volume before coronal and sagittal slices are taken (the parts above
 //! and below are joined), so no voxel of the held-out block is ever seen in training.
 
-mod nifti;
+mod scale;
 mod sim;
 
 use std::path::PathBuf;
@@ -22,21 +27,13 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::loss::MeasBatch;
+use msm::io::nifti::{read_nifti, Plane};
 use msm::{Error, Result, C32};
+
+pub use scale::{zero_filled_p99, ScaleEstimate, SCALE_DRAWS, SCALE_KEY};
 
 /// Where the Debian package `mricron-data` installs the Colin27 template.
 pub const DEFAULT_VOLUME: &str = "/usr/share/mricron/templates/ch2.nii.gz";
-
-/// Slice orientation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Orientation {
-    /// Fixed z (k).
-    Axial,
-    /// Fixed y (j).
-    Coronal,
-    /// Fixed x (i).
-    Sagittal,
-}
 
 /// How measurements are simulated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +56,10 @@ pub struct DataConfig {
     pub held_out_axial: [usize; 2],
     /// Largest in-plane rotation in degrees.
     pub max_rotation_deg: f64,
+    /// Range `[low, high]` of the smooth random phase's largest deviation from its mean, in
+    /// radians; each example draws its strength uniformly from it (see
+    /// [`msm::simulate::smooth_phase`]; the runtime's `msm simulate` uses pi/2).
+    pub phase_strength: [f64; 2],
 }
 
 impl Default for DataConfig {
@@ -72,6 +73,7 @@ impl Default for DataConfig {
             noise_eta: 0.0,
             held_out_axial: [80, 100],
             max_rotation_deg: 10.0,
+            phase_strength: [1.0, 3.0],
         }
     }
 }
@@ -141,7 +143,7 @@ impl Loader {
                  `ch2.nii.gz` (Debian package mricron-data: `apt-get install mricron-data`)",
             ));
         }
-        let vol = nifti::read_volume(&cfg.volume)?;
+        let vol = read_nifti(&cfg.volume)?;
         let sim =
             sim::Simulator::new(vol, cfg).map_err(|e| Error::format(&cfg.volume, e.to_string()))?;
         Ok(Loader {
@@ -156,24 +158,31 @@ impl Loader {
     }
 
     /// How many distinct training slices each orientation offers.
-    pub fn slice_counts(&self) -> [(Orientation, usize); 3] {
+    pub fn slice_counts(&self) -> [(Plane, usize); 3] {
         self.sim.slice_counts()
     }
 
     /// One measurement drawn with `rng`.
-    pub fn example(&self, rng: &mut ChaCha8Rng) -> Measurement {
+    pub fn example(&self, rng: &mut ChaCha8Rng) -> Result<Measurement> {
         self.sim.simulate(rng)
     }
 
     /// The minibatch of training step `step` for run seed `seed`: example i uses its own RNG
     /// seeded from (seed, step, i), so a resumed run sees the same data.
-    pub fn batch(&self, seed: u64, step: u64, size: usize) -> Vec<Measurement> {
+    pub fn batch(&self, seed: u64, step: u64, size: usize) -> Result<Vec<Measurement>> {
         (0..size)
             .map(|i| {
                 let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(mix_seed(seed, step), i as u64));
                 self.example(&mut rng)
             })
             .collect()
+    }
+
+    /// The input scale the runtime normalises to: the median over `draws` training draws of
+    /// the 99th percentile of the zero-filled magnitude ([`zero_filled_p99`]). The draws are the
+    /// minibatch of step `u64::MAX` (a step no run trains) for run seed `seed`.
+    pub fn scale_p99(&self, seed: u64, draws: usize) -> Result<ScaleEstimate> {
+        ScaleEstimate::from_measurements(&self.batch(seed, u64::MAX, draws)?, seed)
     }
 }
 
@@ -192,6 +201,12 @@ fn check(cfg: &DataConfig) -> Result<()> {
         return Err(Error::invalid(format!(
             "data config: acceleration {} with {} ACS lines does not fit width {} (need R >= 1 and ACS <= width / R)",
             cfg.acceleration, cfg.acs_lines, cfg.image_size
+        )));
+    }
+    let [lo, hi] = cfg.phase_strength;
+    if !(lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi) {
+        return Err(Error::invalid(format!(
+            "data config: phase_strength [{lo}, {hi}] must be finite with 0 <= low <= high"
         )));
     }
     if !(cfg.noise_eta >= 0.0 && cfg.noise_eta.is_finite()) {

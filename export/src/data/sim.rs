@@ -1,139 +1,142 @@
 //! The acquisition simulator (private to `data`): slices of the training volume -> measurements.
 //! The clean slice lives only inside [`Simulator::simulate`]; what leaves is a [`Measurement`].
+//!
+//! Shared with the runtime: slices are cut with [`Volume::slice`] (display orientation), the
+//! coil maps are [`msm::coils::birdcage`], masks [`msm::mask::random_cartesian`], the smooth
+//! phase [`msm::simulate::smooth_phase`], the noise [`msm::simulate::add_noise`] and the
+//! operator [`msm::sense::Sense`]. The geometric augmentation (zoom, rotation, flips) is one
+//! bilinear warp of the source slice ([`Warp`]); without zoom, rotation or flips it samples the
+//! same points as [`msm::simulate::resample`] (tested below), so training slices and the
+//! runtime's simulated slices share one geometry.
 
 use std::f64::consts::PI;
-use std::sync::Arc;
 
-use ndarray::{s, Array2, Array3, Axis};
+use ndarray::{Array2, ArrayView2, Zip};
 use rand::{Rng, RngExt};
-use rand_distr::StandardNormal;
-use rustfft::{Fft, FftPlanner};
 
-use super::{DataConfig, Measurement, Orientation};
+use super::{DataConfig, Measurement};
+use msm::io::nifti::{Plane, Volume};
+use msm::mask::{random_cartesian, Acs, Mask};
+use msm::sense::{Operator, Sense};
+use msm::simulate::{add_noise, smooth_phase};
 use msm::{Error, Result, C32};
+
+/// The planes slices are drawn from, in the order the simulator picks them.
+const PLANES: [Plane; 3] = [Plane::Axial, Plane::Coronal, Plane::Sagittal];
 
 /// Training volume and the slices that may be drawn from it.
 pub(super) struct Simulator {
-    /// Volume normalised to max 1, indexed `[x, y, z]`.
-    vol: Array3<f32>,
+    /// Volume normalised to max 1 (for axial slices outside the held-out block).
+    vol: Volume,
     /// The volume with the held-out axial slab removed (for coronal and sagittal slices).
-    excised: Array3<f32>,
-    axial: Vec<usize>,
-    coronal: Vec<usize>,
-    sagittal: Vec<usize>,
+    excised: Volume,
+    /// Drawable slice indices per plane, in the order of [`PLANES`].
+    slices: [Vec<usize>; 3],
     cfg: DataConfig,
-    fft: Arc<dyn Fft<f32>>,
-    ifft: Arc<dyn Fft<f32>>,
-    maps: Array3<C32>,
+    op: Sense,
 }
 
-fn occupied(slice: ndarray::ArrayView2<f32>) -> bool {
+/// Whether at least 15% of a slice's pixels exceed 10% of the volume maximum (1).
+fn occupied(slice: ArrayView2<f32>) -> bool {
     let n = slice.len().max(1);
     slice.iter().filter(|&&v| v > 0.1).count() as f64 / n as f64 >= 0.15
 }
 
 impl Simulator {
-    pub(super) fn new(vol: Array3<f32>, cfg: &DataConfig) -> Result<Simulator> {
-        let (nx, ny, nz) = vol.dim();
+    pub(super) fn new(vol: Volume, cfg: &DataConfig) -> Result<Simulator> {
+        let nz = vol.slice_count(Plane::Axial);
         let (h0, h1) = (cfg.held_out_axial[0], cfg.held_out_axial[1]);
         if h0 > h1 || h1 > nz {
             return Err(Error::invalid(format!(
                 "held-out axial block {h0}..{h1} is not inside the volume's {nz} axial slices"
             )));
         }
-        let max = vol.iter().fold(0.0f32, |m, &v| m.max(v));
+        let max = vol.data.iter().fold(0.0f32, |m, &v| m.max(v));
         if max <= 0.0 {
             return Err(Error::invalid("training volume is empty (all voxels <= 0)"));
         }
-        let vol = vol.mapv(|v| v.max(0.0) / max);
+        let vol = Volume {
+            data: vol.data.mapv(|v| v.max(0.0) / max),
+            voxel_size: vol.voxel_size,
+        };
         let keep: Vec<usize> = (0..nz).filter(|z| !(h0..h1).contains(z)).collect();
-        let excised = vol.select(Axis(2), &keep);
-        let axial = keep
-            .iter()
-            .copied()
-            .filter(|&z| occupied(vol.slice(s![.., .., z])))
-            .collect::<Vec<_>>();
-        let coronal = (0..ny)
-            .filter(|&y| occupied(excised.slice(s![.., y, ..])))
-            .collect::<Vec<_>>();
-        let sagittal = (0..nx)
-            .filter(|&x| occupied(excised.slice(s![x, .., ..])))
-            .collect::<Vec<_>>();
-        if axial.is_empty() || coronal.is_empty() || sagittal.is_empty() {
+        let excised = Volume {
+            data: vol.data.select(ndarray::Axis(2), &keep),
+            voxel_size: vol.voxel_size,
+        };
+        let drawable = |v: &Volume, plane: Plane, allowed: &dyn Fn(usize) -> bool| {
+            (0..v.slice_count(plane))
+                .filter(|&i| allowed(i))
+                .filter(|&i| v.slice(plane, i).is_ok_and(|s| occupied(s.view())))
+                .collect::<Vec<_>>()
+        };
+        let slices = [
+            drawable(&vol, Plane::Axial, &|z| !(h0..h1).contains(&z)),
+            drawable(&excised, Plane::Coronal, &|_| true),
+            drawable(&excised, Plane::Sagittal, &|_| true),
+        ];
+        if slices.iter().any(|s| s.is_empty()) {
             return Err(Error::invalid(
-                "training volume has no slice with at least 15% of its pixels above 10% of the maximum in some orientation",
+                "training volume has no slice with at least 15% of its pixels above 10% of the \
+                 maximum in some orientation",
             ));
         }
         let n = cfg.image_size;
-        let mut planner = FftPlanner::new();
+        let op = Sense::new(msm::coils::birdcage(cfg.coils, n, n)?)?;
         Ok(Simulator {
             vol,
             excised,
-            axial,
-            coronal,
-            sagittal,
-            fft: planner.plan_fft_forward(n),
-            ifft: planner.plan_fft_inverse(n),
-            maps: birdcage(cfg.coils, n, n),
+            slices,
             cfg: cfg.clone(),
+            op,
         })
     }
 
-    pub(super) fn slice_counts(&self) -> [(Orientation, usize); 3] {
-        [
-            (Orientation::Axial, self.axial.len()),
-            (Orientation::Coronal, self.coronal.len()),
-            (Orientation::Sagittal, self.sagittal.len()),
-        ]
+    pub(super) fn slice_counts(&self) -> [(Plane, usize); 3] {
+        [0, 1, 2].map(|i| (PLANES[i], self.slices[i].len()))
     }
 
-    fn draw_slice<R: Rng + ?Sized>(&self, rng: &mut R) -> Array2<f32> {
-        match rng.random_range(0..3) {
-            0 => {
-                let z = self.axial[rng.random_range(0..self.axial.len())];
-                self.vol.slice(s![.., .., z]).to_owned()
-            }
-            1 => {
-                let y = self.coronal[rng.random_range(0..self.coronal.len())];
-                self.excised.slice(s![.., y, ..]).to_owned()
-            }
-            _ => {
-                let x = self.sagittal[rng.random_range(0..self.sagittal.len())];
-                self.excised.slice(s![x, .., ..]).to_owned()
-            }
-        }
+    fn draw_slice<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Array2<f32>> {
+        let p = rng.random_range(0..3);
+        let list = &self.slices[p];
+        let index = list[rng.random_range(0..list.len())];
+        let source = if PLANES[p] == Plane::Axial {
+            &self.vol
+        } else {
+            &self.excised
+        };
+        source.slice(PLANES[p], index)
     }
 
     /// One simulated scan: slice, augmentation, phase, coils, FFT, mask, scaling, noise.
-    pub(super) fn simulate<R: Rng + ?Sized>(&self, rng: &mut R) -> Measurement {
+    pub(super) fn simulate<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Measurement> {
         let n = self.cfg.image_size;
-        let src = self.draw_slice(rng);
-        let image = augment(&src, n, self.cfg.max_rotation_deg, rng);
-        let phase = smooth_phase(n, rng);
-        let x = Array2::from_shape_fn((n, n), |(i, j)| {
-            C32::from_polar(image[(i, j)], phase[(i, j)])
-        });
-        let mask = random_mask(n, self.cfg.acceleration, self.cfg.acs_lines, rng);
-        let mut k = Array3::<C32>::zeros((self.cfg.coils, n, n));
-        for (c, mut kc) in k.outer_iter_mut().enumerate() {
-            let mut coil = &self.maps.index_axis(Axis(0), c) * &x;
-            fft2c(&mut coil, &self.fft);
-            for ((_, j), v) in coil.indexed_iter_mut() {
-                if !mask[j] {
-                    *v = C32::new(0.0, 0.0);
-                }
-            }
-            kc.assign(&coil);
-        }
-        // Scanner gain: scale so that the zero-filled image's maximum is about 1.
-        let mut zf = Array2::<C32>::zeros((n, n));
-        for (c, kc) in k.outer_iter().enumerate() {
-            let mut im = kc.to_owned();
-            fft2c(&mut im, &self.ifft);
-            for ((i, j), v) in im.indexed_iter() {
-                zf[(i, j)] += self.maps[(c, i, j)].conj() * v;
-            }
-        }
+        let src = self.draw_slice(rng)?;
+        let warp = Warp::random(self.cfg.max_rotation_deg, rng);
+        let gamma: f64 = rng.random_range(0.8..1.25);
+        let image = warp
+            .apply(src.view(), n)
+            .mapv(|v| (v.max(0.0) as f64).powf(gamma) as f32);
+        let [lo, hi] = self.cfg.phase_strength;
+        let strength = if hi > lo {
+            rng.random_range(lo..hi)
+        } else {
+            lo
+        };
+        let phase = smooth_phase(n, n, strength, rng);
+        let x = Zip::from(&image)
+            .and(&phase)
+            .map_collect(|&m, &p| C32::from_polar(m, p));
+        let cols = random_cartesian(
+            n,
+            self.cfg.acceleration,
+            Acs::Lines(self.cfg.acs_lines),
+            rng,
+        )?;
+        let mask = Mask::Columns(cols.clone());
+        let mut k = self.op.forward(x.view(), Some(&mask));
+        // Scanner gain: scale so that the zero-filled image's maximum is 0.8 to 1.2.
+        let zf = self.op.adjoint(k.view(), Some(&mask));
         let peak = zf.iter().fold(0.0f32, |m, v| m.max(v.norm()));
         let target: f64 = rng.random_range(0.8..1.2);
         let gain = if peak > 0.0 {
@@ -141,50 +144,64 @@ impl Simulator {
         } else {
             1.0
         };
-        let eta = self.cfg.noise_eta;
-        k.indexed_iter_mut().for_each(|((_, _, j), v)| {
-            if mask[j] {
-                *v *= gain;
-                if eta > 0.0 {
-                    let re: f64 = rng.sample(StandardNormal);
-                    let im: f64 = rng.sample(StandardNormal);
-                    *v += C32::new((re * eta) as f32, (im * eta) as f32);
-                }
-            }
-        });
-        Measurement {
+        k.mapv_inplace(|v| v * gain);
+        add_noise(&mut k, &mask, self.cfg.noise_eta, rng);
+        Ok(Measurement {
             kspace: k,
-            maps: self.maps.clone(),
-            mask,
-            eta,
-        }
+            maps: self.op.maps().clone(),
+            mask: cols,
+            eta: self.cfg.noise_eta,
+        })
     }
 }
 
-/// Resamples `src` onto an `n x n` grid covering its larger side, with a random zoom (0.9 to 1.1),
-/// rotation (up to `max_deg`), flips of both axes and a contrast change (gamma 0.8 to 1.25).
-fn augment<R: Rng + ?Sized>(src: &Array2<f32>, n: usize, max_deg: f64, rng: &mut R) -> Array2<f32> {
-    let (a, b) = src.dim();
-    let zoom: f64 = rng.random_range(0.9..1.1);
-    let theta = rng.random_range(-max_deg..=max_deg) * PI / 180.0;
-    let fi = if rng.random_bool(0.5) { -1.0 } else { 1.0 };
-    let fj = if rng.random_bool(0.5) { -1.0 } else { 1.0 };
-    let gamma: f64 = rng.random_range(0.8..1.25);
-    let scale = a.max(b) as f64 / n as f64 * zoom;
-    let c = (n as f64 - 1.0) / 2.0;
-    let (ca, cb) = ((a as f64 - 1.0) / 2.0, (b as f64 - 1.0) / 2.0);
-    let (cs, sn) = (theta.cos(), theta.sin());
-    Array2::from_shape_fn((n, n), |(i, j)| {
-        let di = (i as f64 - c) * scale * fi;
-        let dj = (j as f64 - c) * scale * fj;
-        let si = ca + cs * di - sn * dj;
-        let sj = cb + sn * di + cs * dj;
-        let v = bilinear(src, si, sj);
-        (v.max(0.0) as f64).powf(gamma) as f32
-    })
+/// A random zoom, rotation and flips of a slice, resampled onto the `n x n` training grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Warp {
+    /// Field of view relative to the slice's larger side (1: the whole side).
+    zoom: f64,
+    /// Rotation in radians.
+    theta: f64,
+    /// Flip of the rows (-1) or not (1).
+    flip_rows: f64,
+    /// Flip of the columns (-1) or not (1).
+    flip_cols: f64,
 }
 
-fn bilinear(src: &Array2<f32>, y: f64, x: f64) -> f32 {
+impl Warp {
+    /// A random warp: zoom 0.9 to 1.1, rotation up to `max_deg` either way, each axis flipped
+    /// with probability 1/2.
+    fn random<R: Rng + ?Sized>(max_deg: f64, rng: &mut R) -> Warp {
+        let zoom = rng.random_range(0.9..1.1);
+        let theta = rng.random_range(-max_deg..=max_deg) * PI / 180.0;
+        let flip_rows = if rng.random_bool(0.5) { -1.0 } else { 1.0 };
+        let flip_cols = if rng.random_bool(0.5) { -1.0 } else { 1.0 };
+        Warp {
+            zoom,
+            theta,
+            flip_rows,
+            flip_cols,
+        }
+    }
+
+    /// Bilinear resampling of `src` onto an `n x n` grid covering its larger side (centred, as
+    /// [`msm::simulate::resample`] pads to a square), warped; outside the slice is 0.
+    fn apply(&self, src: ArrayView2<f32>, n: usize) -> Array2<f32> {
+        let (a, b) = src.dim();
+        let scale = a.max(b) as f64 / n as f64 * self.zoom;
+        let c = (n as f64 - 1.0) / 2.0;
+        let (ca, cb) = ((a as f64 - 1.0) / 2.0, (b as f64 - 1.0) / 2.0);
+        let (cs, sn) = (self.theta.cos(), self.theta.sin());
+        Array2::from_shape_fn((n, n), |(i, j)| {
+            let di = (i as f64 - c) * scale * self.flip_rows;
+            let dj = (j as f64 - c) * scale * self.flip_cols;
+            bilinear(src, ca + cs * di - sn * dj, cb + sn * di + cs * dj)
+        })
+    }
+}
+
+/// Bilinear interpolation at `(y, x)`; neighbours outside the image count as 0.
+fn bilinear(src: ArrayView2<f32>, y: f64, x: f64) -> f32 {
     let (h, w) = src.dim();
     let (y0, x0) = (y.floor(), x.floor());
     let (fy, fx) = ((y - y0) as f32, (x - x0) as f32);
@@ -201,86 +218,56 @@ fn bilinear(src: &Array2<f32>, y: f64, x: f64) -> f32 {
         + at(y0 + 1.0, x0 + 1.0) * fy * fx
 }
 
-/// A smooth random phase: a random quadratic polynomial over [-1, 1]^2.
-fn smooth_phase<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Array2<f32> {
-    let a0 = rng.random_range(-PI..PI);
-    let lin: [f64; 2] = [rng.random_range(-1.5..1.5), rng.random_range(-1.5..1.5)];
-    let quad: [f64; 3] = [
-        rng.random_range(-0.75..0.75),
-        rng.random_range(-0.75..0.75),
-        rng.random_range(-0.75..0.75),
-    ];
-    let c = (n as f64 - 1.0) / 2.0;
-    Array2::from_shape_fn((n, n), |(i, j)| {
-        let (y, x) = ((i as f64 - c) / c, (j as f64 - c) / c);
-        (a0 + lin[0] * x + lin[1] * y + quad[0] * x * x + quad[1] * y * y + quad[2] * x * y) as f32
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A random Cartesian column mask (fastMRI style): the ACS block is kept, every other column with
-/// the probability that makes the expected fraction 1 / `accel`.
-pub(super) fn random_mask<R: Rng + ?Sized>(
-    w: usize,
-    accel: f64,
-    acs: usize,
-    rng: &mut R,
-) -> Vec<bool> {
-    let pad = (w - acs).div_ceil(2);
-    let prob = if w == acs {
-        0.0
-    } else {
-        ((w as f64 / accel - acs as f64) / (w - acs) as f64).clamp(0.0, 1.0)
-    };
-    (0..w)
-        .map(|j| {
-            let draw: f64 = rng.random();
-            (pad..pad + acs).contains(&j) || draw < prob
-        })
-        .collect()
-}
-
-/// Birdcage coil maps (SigPy's model, coils on a circle of radius 1.5), normalised so that
-/// sum_c |C_c|^2 = 1 at every pixel.
-pub(super) fn birdcage(ncoils: usize, h: usize, w: usize) -> Array3<C32> {
-    let nc = ncoils as f64;
-    let mut maps = Array3::from_shape_fn((ncoils, h, w), |(c, y, x)| {
-        let angle = c as f64 * 2.0 * PI / nc;
-        let (cx, cy) = (1.5 * angle.cos(), 1.5 * angle.sin());
-        let xc = (x as f64 - w as f64 / 2.0) / (w as f64 / 2.0) - cx;
-        let yc = (y as f64 - h as f64 / 2.0) / (h as f64 / 2.0) - cy;
-        let rr = (xc * xc + yc * yc).sqrt().max(1e-6);
-        let phi = xc.atan2(-yc) - angle;
-        C32::from_polar((1.0 / rr) as f32, phi as f32)
-    });
-    for y in 0..h {
-        for x in 0..w {
-            let rss = (0..ncoils)
-                .map(|c| maps[(c, y, x)].norm_sqr())
-                .sum::<f32>()
-                .sqrt();
-            for c in 0..ncoils {
-                maps[(c, y, x)] /= rss;
+    /// Without zoom, rotation or flips the warp samples the slice at the points the runtime's
+    /// `resample` uses (pad to a square, pixel centres aligned), so both agree away from the
+    /// border (where they treat the outside differently).
+    #[test]
+    fn identity_warp_equals_runtime_resample() {
+        let src = Array2::from_shape_fn((37, 29), |(i, j)| {
+            ((i * 7 + j * 13) % 17) as f32 + 0.1 * (i as f32).sin()
+        });
+        let identity = Warp {
+            zoom: 1.0,
+            theta: 0.0,
+            flip_rows: 1.0,
+            flip_cols: 1.0,
+        };
+        for n in [24, 64] {
+            let ours = identity.apply(src.view(), n);
+            let runtime = msm::simulate::resample(src.view(), n, n);
+            let scale = 37.0 / n as f64;
+            let c = (n as f64 - 1.0) / 2.0;
+            let mut compared = 0;
+            for ((i, j), v) in ours.indexed_iter() {
+                let y = 18.0 + (i as f64 - c) * scale;
+                let x = 14.0 + (j as f64 - c) * scale;
+                if (0.0..=36.0).contains(&y) && (0.0..=28.0).contains(&x) {
+                    assert!((v - runtime[(i, j)]).abs() < 1e-4, "n {n} ({i}, {j})");
+                    compared += 1;
+                }
             }
+            assert!(compared > n * n / 2, "only {compared} interior pixels");
         }
     }
-    maps
-}
 
-/// Centred orthonormal 2-D DFT in place (square grid): ifftshift, FFT of rows and columns
-/// with 1/sqrt(N) each, fftshift. A forward plan gives F, an inverse plan F^H.
-pub(super) fn fft2c(x: &mut Array2<C32>, plan: &Arc<dyn Fft<f32>>) {
-    let n = x.nrows();
-    let half = n / 2;
-    let scale = 1.0 / (n as f32).sqrt();
-    // ifftshift, transform, fftshift along each axis in turn.
-    for axis in [Axis(0), Axis(1)] {
-        for mut lane in x.lanes_mut(axis) {
-            let mut buf: Vec<C32> = (0..n).map(|i| lane[(i + half) % n]).collect();
-            plan.process(&mut buf);
-            let up = n - half;
-            for i in 0..n {
-                lane[i] = buf[(i + up) % n] * scale;
-            }
-        }
+    /// Flips mirror the grid exactly.
+    #[test]
+    fn flips_mirror_the_grid() {
+        let src = Array2::from_shape_fn((20, 20), |(i, j)| (i * 20 + j) as f32);
+        let mut w = Warp {
+            zoom: 1.0,
+            theta: 0.0,
+            flip_rows: 1.0,
+            flip_cols: 1.0,
+        };
+        let plain = w.apply(src.view(), 20);
+        assert_eq!(plain, src);
+        w.flip_rows = -1.0;
+        let flipped = w.apply(src.view(), 20);
+        assert_eq!(flipped, src.slice(ndarray::s![..;-1, ..]));
     }
 }

@@ -1,4 +1,5 @@
-//! Emits the guided-diffusion UNet as an ONNX graph (opset 17) from a state_dict.
+//! Emits the guided-diffusion UNet as an ONNX graph (opset 17) from a state_dict, with the
+//! runtime's [`OnnxBuilder`].
 //!
 //! Graph interface: inputs `x` `[N, 2, H, W]` f32 and `t` `[N]` f32 (timestep on the 0..999 scale),
 //! output `eps` `[N, 2, H, W]`. `N` is symbolic; `H = W = image_size` are fixed.
@@ -8,11 +9,11 @@
 //! pooling = AveragePool; attention = MatMul / Softmax with q, k, v weights split per head at export
 //! time (legacy or new order); scale-shift conditioning uses the two halves of `emb_layers.1`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::config::{UNetConfig, GROUPS};
 use crate::layout::{Layer, Layout, UpDown};
-use crate::onnx::graph::{Attr, Graph, WeightType};
+use msm::onnx::{Attr, Dim, ModelMeta, OnnxBuilder, WeightType};
 use msm::{Error, Result};
 
 /// A state_dict: parameter name -> (shape, values in row-major order).
@@ -52,26 +53,34 @@ impl Weights {
 }
 
 struct Emitter<'a> {
-    g: Graph,
+    g: OnnxBuilder,
+    /// Shared constants already added (shapes, scales).
+    consts: HashSet<String>,
     w: &'a Weights,
     cfg: &'a UNetConfig,
-    gn_scale: String,
-    gn_bias: String,
 }
 
 impl Emitter<'_> {
     fn weight(&mut self, name: &str, shape: &[usize]) -> Result<String> {
         let data = self.w.get(name, shape)?.to_vec();
-        self.g.weight(name, shape, &data)
+        self.g.add_weight(name, shape, &data)
     }
 
     /// A weight read as `src_shape` and stored reshaped to `dst_shape` (same element count).
     fn weight_as(&mut self, name: &str, src: &[usize], dst: &[usize]) -> Result<String> {
         let data = self.w.get(name, src)?.to_vec();
-        self.g.weight(name, dst, &data)
+        self.g.add_weight(name, dst, &data)
     }
 
-    fn shape(&mut self, dims: &[i64]) -> String {
+    /// An exact f32 constant shared by name (kept f32 whatever the weight type).
+    fn const_f32(&mut self, name: &str, dims: &[usize], data: &[f32]) -> Result<String> {
+        if self.consts.insert(name.to_string()) {
+            self.g.add_weight_as(name, dims, data, WeightType::F32)?;
+        }
+        Ok(name.to_string())
+    }
+
+    fn shape(&mut self, dims: &[i64]) -> Result<String> {
         let name = format!(
             "shape_{}",
             dims.iter()
@@ -79,41 +88,47 @@ impl Emitter<'_> {
                 .collect::<Vec<_>>()
                 .join("_")
         );
-        if !self.g.has(&name) {
-            self.g.const_i64(&name, dims);
+        if self.consts.insert(name.clone()) {
+            self.g.add_i64(&name, &[dims.len()], dims)?;
         }
-        name
+        Ok(name)
     }
 
-    fn reshape(&mut self, x: &str, dims: &[i64]) -> String {
-        let s = self.shape(dims);
-        self.g.node("Reshape", &[x, &s], &[])
+    fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attr>) -> Result<String> {
+        self.g.op(op, inputs, attrs)
     }
 
-    fn silu(&mut self, x: &str) -> String {
-        let s = self.g.node("Sigmoid", &[x], &[]);
-        self.g.node("Mul", &[x, &s], &[])
+    fn reshape(&mut self, x: &str, dims: &[i64]) -> Result<String> {
+        let s = self.shape(dims)?;
+        self.node("Reshape", &[x, &s], vec![])
     }
 
-    /// GroupNorm(32) of `x` whose shape is `[N, dims...]` (`dims` without N).
+    fn silu(&mut self, x: &str) -> Result<String> {
+        let s = self.node("Sigmoid", &[x], vec![])?;
+        self.node("Mul", &[x, &s], vec![])
+    }
+
+    /// GroupNorm(32) of `x` whose shape is `[N, dims...]` (`dims` without N), in the opset-17
+    /// form Reshape to `[N, 32, -1]` -> InstanceNormalization -> Reshape -> per-channel affine.
     fn group_norm(&mut self, prefix: &str, x: &str, dims: &[i64]) -> Result<String> {
         let c = dims[0] as usize;
-        let grouped = self.reshape(x, &[0, GROUPS as i64, -1]);
-        let (sc, bi) = (self.gn_scale.clone(), self.gn_bias.clone());
-        let normed = self.g.node(
+        let grouped = self.reshape(x, &[0, GROUPS as i64, -1])?;
+        let sc = self.const_f32("gn_ones", &[GROUPS], &[1.0; GROUPS])?;
+        let bi = self.const_f32("gn_zeros", &[GROUPS], &[0.0; GROUPS])?;
+        let normed = self.node(
             "InstanceNormalization",
             &[&grouped, &sc, &bi],
-            &[("epsilon", Attr::Float(1e-5))],
-        );
+            vec![Attr::float("epsilon", 1e-5)],
+        )?;
         let mut full = vec![0i64];
         full.extend_from_slice(dims);
-        let back = self.reshape(&normed, &full);
+        let back = self.reshape(&normed, &full)?;
         let mut affine = vec![c];
         affine.extend(std::iter::repeat_n(1, dims.len() - 1));
         let gamma = self.weight_as(&format!("{prefix}.weight"), &[c], &affine)?;
         let beta = self.weight_as(&format!("{prefix}.bias"), &[c], &affine)?;
-        let y = self.g.node("Mul", &[&back, &gamma], &[]);
-        Ok(self.g.node("Add", &[&y, &beta], &[]))
+        let y = self.node("Mul", &[&back, &gamma], vec![])?;
+        self.node("Add", &[&y, &beta], vec![])
     }
 
     fn conv3(
@@ -126,25 +141,25 @@ impl Emitter<'_> {
     ) -> Result<String> {
         let w = self.weight(&format!("{prefix}.weight"), &[cout, cin, 3, 3])?;
         let b = self.weight(&format!("{prefix}.bias"), &[cout])?;
-        Ok(self.g.node(
+        self.node(
             "Conv",
             &[x, &w, &b],
-            &[
-                ("kernel_shape", Attr::Ints(vec![3, 3])),
-                ("pads", Attr::Ints(vec![1, 1, 1, 1])),
-                ("strides", Attr::Ints(vec![stride, stride])),
+            vec![
+                Attr::ints("kernel_shape", &[3, 3]),
+                Attr::ints("pads", &[1, 1, 1, 1]),
+                Attr::ints("strides", &[stride, stride]),
             ],
-        ))
+        )
     }
 
     fn conv1x1(&mut self, prefix: &str, x: &str, cin: usize, cout: usize) -> Result<String> {
         let w = self.weight(&format!("{prefix}.weight"), &[cout, cin, 1, 1])?;
         let b = self.weight(&format!("{prefix}.bias"), &[cout])?;
-        Ok(self.g.node(
+        self.node(
             "Conv",
             &[x, &w, &b],
-            &[("kernel_shape", Attr::Ints(vec![1, 1]))],
-        ))
+            vec![Attr::ints("kernel_shape", &[1, 1])],
+        )
     }
 
     /// Linear layer on `[N, din]` using rows `rows` of the weight `[dout_total, din]`.
@@ -166,30 +181,28 @@ impl Emitter<'_> {
         let n = rows.len();
         let wn = self
             .g
-            .weight(&format!("{prefix}.weight{suffix}"), &[n, din], &wr)?;
+            .add_weight(&format!("{prefix}.weight{suffix}"), &[n, din], &wr)?;
         let bn = self
             .g
-            .weight(&format!("{prefix}.bias{suffix}"), &[n], &br)?;
-        Ok(self
-            .g
-            .node("Gemm", &[x, &wn, &bn], &[("transB", Attr::Int(1))]))
+            .add_weight(&format!("{prefix}.bias{suffix}"), &[n], &br)?;
+        self.node("Gemm", &[x, &wn, &bn], vec![Attr::int("transB", 1)])
     }
 
-    fn resample(&mut self, x: &str, c: i64, h: i64, w: i64, updown: UpDown) -> String {
+    fn resample(&mut self, x: &str, c: i64, h: i64, w: i64, updown: UpDown) -> Result<String> {
         match updown {
-            UpDown::None => x.to_string(),
+            UpDown::None => Ok(x.to_string()),
             UpDown::Up => {
-                let r = self.reshape(x, &[0, c, h, 1, w, 1]);
-                let e = self.shape(&[1, 1, 1, 2, 1, 2]);
-                let ex = self.g.node("Expand", &[&r, &e], &[]);
+                let r = self.reshape(x, &[0, c, h, 1, w, 1])?;
+                let e = self.shape(&[1, 1, 1, 2, 1, 2])?;
+                let ex = self.node("Expand", &[&r, &e], vec![])?;
                 self.reshape(&ex, &[0, c, 2 * h, 2 * w])
             }
-            UpDown::Down => self.g.node(
+            UpDown::Down => self.node(
                 "AveragePool",
                 &[x],
-                &[
-                    ("kernel_shape", Attr::Ints(vec![2, 2])),
-                    ("strides", Attr::Ints(vec![2, 2])),
+                vec![
+                    Attr::ints("kernel_shape", &[2, 2]),
+                    Attr::ints("strides", &[2, 2]),
                 ],
             ),
         }
@@ -208,9 +221,9 @@ impl Emitter<'_> {
     ) -> Result<String> {
         let (ci, co) = (cin as i64, cout as i64);
         let h = self.group_norm(&format!("{p}.in_layers.0"), x, &[ci, res, res])?;
-        let h = self.silu(&h);
-        let h = self.resample(&h, ci, res, res, updown);
-        let xs = self.resample(x, ci, res, res, updown);
+        let h = self.silu(&h)?;
+        let h = self.resample(&h, ci, res, res, updown)?;
+        let xs = self.resample(x, ci, res, res, updown)?;
         let r = match updown {
             UpDown::None => res,
             UpDown::Up => 2 * res,
@@ -219,46 +232,39 @@ impl Emitter<'_> {
         let h = self.conv3(&format!("{p}.in_layers.2"), &h, cin, cout, 1)?;
         let ted = self.cfg.time_embed_dim();
         let emb_p = format!("{p}.emb_layers.1");
-        let axes = self.shape(&[2, 3]);
+        let axes = self.shape(&[2, 3])?;
         let h = if self.cfg.use_scale_shift_norm {
             let scale = self.linear_rows(&emb_p, emb_silu, ted, 2 * cout, 0..cout, ".scale")?;
             let shift =
                 self.linear_rows(&emb_p, emb_silu, ted, 2 * cout, cout..2 * cout, ".shift")?;
-            let scale = self.g.node("Unsqueeze", &[&scale, &axes], &[]);
-            let shift = self.g.node("Unsqueeze", &[&shift, &axes], &[]);
+            let scale = self.node("Unsqueeze", &[&scale, &axes], vec![])?;
+            let shift = self.node("Unsqueeze", &[&shift, &axes], vec![])?;
             let n = self.group_norm(&format!("{p}.out_layers.0"), &h, &[co, r, r])?;
-            let one = self.one();
-            let s1 = self.g.node("Add", &[&scale, &one], &[]);
-            let m = self.g.node("Mul", &[&n, &s1], &[]);
-            self.g.node("Add", &[&m, &shift], &[])
+            let one = self.const_f32("one", &[1], &[1.0])?;
+            let s1 = self.node("Add", &[&scale, &one], vec![])?;
+            let m = self.node("Mul", &[&n, &s1], vec![])?;
+            self.node("Add", &[&m, &shift], vec![])?
         } else {
             let e = self.linear_rows(&emb_p, emb_silu, ted, cout, 0..cout, "")?;
-            let e = self.g.node("Unsqueeze", &[&e, &axes], &[]);
-            let s = self.g.node("Add", &[&h, &e], &[]);
+            let e = self.node("Unsqueeze", &[&e, &axes], vec![])?;
+            let s = self.node("Add", &[&h, &e], vec![])?;
             self.group_norm(&format!("{p}.out_layers.0"), &s, &[co, r, r])?
         };
-        let h = self.silu(&h);
+        let h = self.silu(&h)?;
         let h = self.conv3(&format!("{p}.out_layers.3"), &h, cout, cout, 1)?;
         let skip = if cin == cout {
             xs
         } else {
             self.conv1x1(&format!("{p}.skip_connection"), &xs, cin, cout)?
         };
-        Ok(self.g.node("Add", &[&skip, &h], &[]))
-    }
-
-    fn one(&mut self) -> String {
-        if !self.g.has("one") {
-            self.g.const_f32("one", &[1], &[1.0]);
-        }
-        "one".into()
+        self.node("Add", &[&skip, &h], vec![])
     }
 
     fn attention(&mut self, p: &str, x: &str, ch: usize, heads: usize, res: i64) -> Result<String> {
         let c = ch as i64;
         let t = res * res;
         let hc = ch / heads;
-        let flat = self.reshape(x, &[0, c, t]);
+        let flat = self.reshape(x, &[0, c, t])?;
         let n = self.group_norm(&format!("{p}.norm"), &flat, &[c, t])?;
         let wqkv = self
             .w
@@ -266,8 +272,9 @@ impl Emitter<'_> {
             .to_vec();
         let bqkv = self.w.get(&format!("{p}.qkv.bias"), &[3 * ch])?.to_vec();
         // Row of the qkv output holding part `part` (0 q, 1 k, 2 v) of channel `i` of head `h`.
+        let new_order = self.cfg.use_new_attention_order;
         let row = |part: usize, h: usize, i: usize| {
-            if self.cfg.use_new_attention_order {
+            if new_order {
                 part * ch + h * hc + i
             } else {
                 h * 3 * hc + part * hc + i
@@ -286,35 +293,33 @@ impl Emitter<'_> {
             }
             let wn = self
                 .g
-                .weight(&format!("{p}.qkv.weight.{name}"), &[ch, ch], &wm)?;
+                .add_weight(&format!("{p}.qkv.weight.{name}"), &[ch, ch], &wm)?;
             let bn = self
                 .g
-                .weight(&format!("{p}.qkv.bias.{name}"), &[ch, 1], &bm)?;
-            let y = self.g.node("MatMul", &[&wn, &n], &[]);
-            let y = self.g.node("Add", &[&y, &bn], &[]);
-            qkv.push(self.reshape(&y, &[-1, hc as i64, t]));
+                .add_weight(&format!("{p}.qkv.bias.{name}"), &[ch, 1], &bm)?;
+            let y = self.node("MatMul", &[&wn, &n], vec![])?;
+            let y = self.node("Add", &[&y, &bn], vec![])?;
+            qkv.push(self.reshape(&y, &[-1, hc as i64, t])?);
         }
-        let perm = [("perm", Attr::Ints(vec![0, 2, 1]))];
-        let qt = self.g.node("Transpose", &[&qkv[0]], &perm);
-        let logits = self.g.node("MatMul", &[&qt, &qkv[1]], &[]);
-        let sname = format!("attn_scale_{hc}");
-        if !self.g.has(&sname) {
-            self.g
-                .const_f32(&sname, &[1], &[(1.0 / (hc as f64).sqrt()) as f32]);
-        }
-        let logits = self.g.node("Mul", &[&logits, &sname], &[]);
-        let wts = self
-            .g
-            .node("Softmax", &[&logits], &[("axis", Attr::Int(-1))]);
-        let wtt = self.g.node("Transpose", &[&wts], &perm);
-        let a = self.g.node("MatMul", &[&qkv[2], &wtt], &[]);
-        let a = self.reshape(&a, &[-1, c, t]);
+        let perm = || vec![Attr::ints("perm", &[0, 2, 1])];
+        let qt = self.node("Transpose", &[&qkv[0]], perm())?;
+        let logits = self.node("MatMul", &[&qt, &qkv[1]], vec![])?;
+        let scale = self.const_f32(
+            &format!("attn_scale_{hc}"),
+            &[1],
+            &[(1.0 / (hc as f64).sqrt()) as f32],
+        )?;
+        let logits = self.node("Mul", &[&logits, &scale], vec![])?;
+        let wts = self.node("Softmax", &[&logits], vec![Attr::int("axis", -1)])?;
+        let wtt = self.node("Transpose", &[&wts], perm())?;
+        let a = self.node("MatMul", &[&qkv[2], &wtt], vec![])?;
+        let a = self.reshape(&a, &[-1, c, t])?;
         let wp = self.weight_as(&format!("{p}.proj_out.weight"), &[ch, ch, 1], &[ch, ch])?;
         let bp = self.weight_as(&format!("{p}.proj_out.bias"), &[ch], &[ch, 1])?;
-        let y = self.g.node("MatMul", &[&wp, &a], &[]);
-        let y = self.g.node("Add", &[&y, &bp], &[]);
-        let y = self.g.node("Add", &[&flat, &y], &[]);
-        Ok(self.reshape(&y, &[0, c, res, res]))
+        let y = self.node("MatMul", &[&wp, &a], vec![])?;
+        let y = self.node("Add", &[&y, &bp], vec![])?;
+        let y = self.node("Add", &[&flat, &y], vec![])?;
+        self.reshape(&y, &[0, c, res, res])
     }
 
     fn layer(
@@ -341,13 +346,13 @@ impl Emitter<'_> {
                 let y = if conv {
                     self.conv3(&format!("{p}.op"), x, ch, ch, 2)?
                 } else {
-                    self.resample(x, ch as i64, *res, *res, UpDown::Down)
+                    self.resample(x, ch as i64, *res, *res, UpDown::Down)?
                 };
                 *res /= 2;
                 Ok(y)
             }
             Layer::Up { ch, conv } => {
-                let y = self.resample(x, ch as i64, *res, *res, UpDown::Up);
+                let y = self.resample(x, ch as i64, *res, *res, UpDown::Up)?;
                 *res *= 2;
                 if conv {
                     self.conv3(&format!("{p}.conv"), &y, ch, ch, 1)
@@ -375,37 +380,49 @@ impl Emitter<'_> {
 }
 
 /// Builds the ONNX model of the UNet `cfg` with the parameters `w` (a guided-diffusion
-/// state_dict), weights stored as `weights`, and `metadata` as `metadata_props`.
+/// state_dict), weights stored as `weights`, and `meta` as `metadata_props`. The network must
+/// take 2 channels (real, imaginary), as the runtime does; its image size must be the one of
+/// `meta`.
 pub fn emit_unet(
     cfg: &UNetConfig,
     w: &Weights,
     weights: WeightType,
-    metadata: &[(String, String)],
-) -> Result<tract_onnx::pb::ModelProto> {
+    meta: &ModelMeta,
+) -> Result<OnnxBuilder> {
     cfg.validate()?;
+    if cfg.in_channels != 2 {
+        return Err(Error::invalid(format!(
+            "the network takes {} input channels; an MSM model for the runtime takes 2 (real, \
+             imaginary)",
+            cfg.in_channels
+        )));
+    }
+    if (meta.height, meta.width) != (cfg.image_size, cfg.image_size) {
+        return Err(Error::invalid(format!(
+            "model metadata says {}x{} images but the network is built for {s}x{s}",
+            meta.height,
+            meta.width,
+            s = cfg.image_size
+        )));
+    }
     let layout = Layout::new(cfg);
-    let mut g = Graph::new(weights);
-    let size = cfg.image_size as i64;
-    let cin = cfg.in_channels as i64;
-    g.input(
-        "x",
-        &[None, Some(cin), Some(size), Some(size)],
-        &["N", "", "", ""],
-    );
-    g.input("t", &[None], &["N"]);
-    g.output(
-        "eps",
-        &[None, Some(cin), Some(size), Some(size)],
-        &["N", "", "", ""],
-    );
-    let gn_scale = g.const_f32("gn_ones", &[GROUPS], &[1.0; GROUPS]);
-    let gn_bias = g.const_f32("gn_zeros", &[GROUPS], &[0.0; GROUPS]);
+    let mut g = OnnxBuilder::new("msm_unet", weights);
+    let size = cfg.image_size;
+    let image = [
+        Dim::Batch,
+        Dim::Fixed(cfg.in_channels),
+        Dim::Fixed(size),
+        Dim::Fixed(size),
+    ];
+    g.add_input("x", &image)?;
+    g.add_input("t", &[Dim::Batch])?;
+    g.add_output("eps", &image);
+    g.set_meta(meta);
     let mut e = Emitter {
         g,
+        consts: HashSet::new(),
         w,
         cfg,
-        gn_scale,
-        gn_bias,
     };
 
     // Timestep embedding.
@@ -414,25 +431,25 @@ pub fn emit_unet(
     let freqs: Vec<f32> = (0..half)
         .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
         .collect();
-    let fr = e.g.const_f32("time_freqs", &[1, half], &freqs);
-    let ax1 = e.shape(&[1]);
-    let tt = e.g.node("Unsqueeze", &["t", &ax1], &[]);
-    let args = e.g.node("Mul", &[&tt, &fr], &[]);
-    let cos = e.g.node("Cos", &[&args], &[]);
-    let sin = e.g.node("Sin", &[&args], &[]);
-    let mut temb = e.g.node("Concat", &[&cos, &sin], &[("axis", Attr::Int(1))]);
+    let fr = e.const_f32("time_freqs", &[1, half], &freqs)?;
+    let ax1 = e.shape(&[1])?;
+    let tt = e.node("Unsqueeze", &["t", &ax1], vec![])?;
+    let args = e.node("Mul", &[&tt, &fr], vec![])?;
+    let cos = e.node("Cos", &[&args], vec![])?;
+    let sin = e.node("Sin", &[&args], vec![])?;
+    let mut temb = e.node("Concat", &[&cos, &sin], vec![Attr::int("axis", 1)])?;
     if mc % 2 == 1 {
-        let pads = e.shape(&[0, 0, 0, 1]);
-        temb = e.g.node("Pad", &[&temb, &pads], &[]);
+        let pads = e.shape(&[0, 0, 0, 1])?;
+        temb = e.node("Pad", &[&temb, &pads], vec![])?;
     }
     let ted = cfg.time_embed_dim();
     let h = e.linear_rows("time_embed.0", &temb, mc, ted, 0..ted, "")?;
-    let h = e.silu(&h);
+    let h = e.silu(&h)?;
     let emb = e.linear_rows("time_embed.2", &h, ted, ted, 0..ted, "")?;
     // Every residual block starts its emb_layers with SiLU: compute it once.
-    let emb_silu = e.silu(&emb);
+    let emb_silu = e.silu(&emb)?;
 
-    let mut res = size;
+    let mut res = size as i64;
     let mut hs = Vec::new();
     let mut h = "x".to_string();
     for (i, b) in layout.input_blocks.iter().enumerate() {
@@ -448,12 +465,13 @@ pub fn emit_unet(
     )?;
     for (i, b) in layout.output_blocks.iter().enumerate() {
         let skip = hs.pop().expect("one skip per output block");
-        let cat = e.g.node("Concat", &[&h, &skip], &[("axis", Attr::Int(1))]);
+        let cat = e.node("Concat", &[&h, &skip], vec![Attr::int("axis", 1)])?;
         h = e.block(&format!("output_blocks.{i}"), b, &cat, &emb_silu, &mut res)?;
     }
     let oc = layout.out_ch as i64;
-    let h = e.group_norm("out.0", &h, &[oc, size, size])?;
-    let h = e.silu(&h);
+    let side = size as i64;
+    let h = e.group_norm("out.0", &h, &[oc, side, side])?;
+    let h = e.silu(&h)?;
     // Keep only the eps channels of a learned-variance network.
     let wo = w.get("out.2.weight", &[cfg.out_channels, layout.out_ch, 3, 3])?;
     let bo = w.get("out.2.bias", &[cfg.out_channels])?;
@@ -461,16 +479,16 @@ pub fn emit_unet(
     let wk = wo[..keep * layout.out_ch * 9].to_vec();
     let bk = bo[..keep].to_vec();
     let wn =
-        e.g.weight("out.2.weight", &[keep, layout.out_ch, 3, 3], &wk)?;
-    let bn = e.g.weight("out.2.bias", &[keep], &bk)?;
-    e.g.node_named(
+        e.g.add_weight("out.2.weight", &[keep, layout.out_ch, 3, 3], &wk)?;
+    let bn = e.g.add_weight("out.2.bias", &[keep], &bk)?;
+    e.g.add_node(
         "Conv",
         &[&h, &wn, &bn],
-        &[
-            ("kernel_shape", Attr::Ints(vec![3, 3])),
-            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+        &["eps"],
+        vec![
+            Attr::ints("kernel_shape", &[3, 3]),
+            Attr::ints("pads", &[1, 1, 1, 1]),
         ],
-        "eps",
-    );
-    Ok(e.g.into_model("msm_unet", metadata))
+    )?;
+    Ok(e.g)
 }

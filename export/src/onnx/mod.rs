@@ -1,17 +1,25 @@
-//! Freezing a UNet to ONNX: the graph emitter, the metadata (`msm.*` keys, as read by the
-//! runtime's `msm::onnx::meta::ModelMeta`) and the model card written beside the file.
+//! Freezing a UNet to ONNX: the graph emitter ([`emit`], on the runtime's
+//! [`msm::onnx::OnnxBuilder`]), the metadata (the runtime's [`ModelMeta`], with the trainer's own
+//! keys in [`ModelMeta::extra`]) and the model card written beside the file.
 
 pub mod emit;
-pub mod graph;
 
 use std::path::{Path, PathBuf};
 
 use crate::config::UNetConfig;
-use crate::data::DataConfig;
-use crate::schedule::Schedule;
+use crate::data::{DataConfig, SCALE_DRAWS, SCALE_KEY};
+use crate::train::Trainer;
 use emit::{emit_unet, Weights};
-use graph::{write_atomic, write_model, WeightType};
+use msm::onnx::{ModelMeta, WeightType};
+use msm::schedule::Schedule;
 use msm::Result;
+
+/// Metadata key of the UNet architecture as JSON ([`UNetConfig`] fields).
+pub const UNET_CONFIG_KEY: &str = "msm.unet_config";
+/// Metadata key saying how the training k-space was scaled.
+pub const INPUT_NORMALISATION_KEY: &str = "msm.input_normalisation";
+/// Metadata key saying how the weights are stored.
+pub const WEIGHTS_KEY: &str = "msm.weights";
 
 /// Provenance of a trained model, recorded in the metadata and the card.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +30,9 @@ pub struct Provenance {
     pub steps_trained: Option<u64>,
     /// Loss at the end of training.
     pub final_loss: Option<f64>,
+    /// The input scale the runtime normalises k-space to (`msm.scale_p99`; None: unknown, and
+    /// the runtime does not rescale unless told to).
+    pub scale_p99: Option<f64>,
     /// The command that trained it.
     pub command: Option<String>,
     /// Free-form notes for the card (training settings, where the weights came from).
@@ -64,79 +75,68 @@ pub fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The `metadata_props` of a model.
+/// The metadata of a model of architecture `cfg` trained with schedule `sched`.
 pub fn metadata(
     cfg: &UNetConfig,
     sched: &Schedule,
     prov: &Provenance,
     weights: WeightType,
-) -> Vec<(String, String)> {
-    let mut m: Vec<(String, String)> = Vec::new();
-    let mut put = |k: &str, v: String| m.push((format!("msm.{k}"), v));
-    put("format_version", "1".into());
-    put("image_height", cfg.image_size.to_string());
-    put("image_width", cfg.image_size.to_string());
-    put("channels", cfg.in_channels.to_string());
-    put("prediction", "eps".into());
-    put("schedule", "linear".into());
-    put("beta_start", sched.beta_start().to_string());
-    put("beta_end", sched.beta_end().to_string());
-    put("num_timesteps", sched.len().to_string());
-    let data = prov.data.clone().unwrap_or_default();
-    put("train_mask", "random".into());
-    put("train_acceleration", data.acceleration.to_string());
-    put("train_acs_lines", data.acs_lines.to_string());
-    put("train_noise_eta", data.noise_eta.to_string());
-    if prov.data.is_some() {
-        put("coils", data.coils.to_string());
-        put(
-            "data_source",
-            format!(
-                "{} (Colin27 T1, mricron-data); simulated {}-coil birdcage acquisitions, random Cartesian R = {} \
-                 with {} ACS columns, smooth random phase, flips, rotations up to {} deg, zero-filled max scaled \
-                 to 0.8-1.2, noise std {} per real component",
-                data.volume.display(),
-                data.coils,
-                data.acceleration,
-                data.acs_lines,
-                data.max_rotation_deg,
-                data.noise_eta
-            ),
-        );
-        put(
-            "held_out_slices",
-            format!(
-                "axial slices k = {}..{} (half-open, 0-based NIfTI index) of {}; never used in training",
-                data.held_out_axial[0],
-                data.held_out_axial[1],
-                data.volume.display()
-            ),
-        );
-        put(
-            "input_normalisation",
-            "k-space scaled so that max |A_S^H s| is about 1 (0.8-1.2) before noise".into(),
-        );
-    }
-    put("architecture", cfg.describe());
-    put(
-        "unet_config",
+) -> ModelMeta {
+    let mut m = ModelMeta::new(cfg.image_size, cfg.image_size);
+    m.beta_start = sched.beta(0);
+    m.beta_end = sched.beta(sched.len() - 1);
+    m.num_timesteps = sched.len();
+    let mut extra = |k: &str, v: String| m.extra.insert(k.to_string(), v);
+    extra(
+        UNET_CONFIG_KEY,
         serde_json::to_string(cfg).unwrap_or_default(),
     );
-    put(
-        "weights",
+    extra(
+        WEIGHTS_KEY,
         match weights {
             WeightType::F16 => "f16 initializers cast to f32".into(),
             WeightType::F32 => "f32 initializers".into(),
         },
     );
-    if let Some(s) = prov.steps_trained {
-        put("steps_trained", s.to_string());
+    if let Some(s) = prov.scale_p99 {
+        extra(SCALE_KEY, s.to_string());
     }
-    if let Some(l) = prov.final_loss {
-        put("final_loss", l.to_string());
+    if let Some(data) = &prov.data {
+        extra(
+            INPUT_NORMALISATION_KEY,
+            "k-space scaled so that max |A_S^H s| is 0.8 to 1.2 (uniform) before noise".into(),
+        );
+        m.train_acceleration = data.acceleration;
+        m.train_acs_lines = data.acs_lines;
+        m.train_noise_eta = data.noise_eta;
+        m.coils = Some(data.coils);
+        m.data_source = Some(format!(
+            "{} (Colin27 T1, mricron-data); simulated {}-coil birdcage acquisitions, random \
+             Cartesian R = {} with {} ACS columns, axial/coronal/sagittal slices, smooth random \
+             phase of strength {} to {} rad, flips, zoom 0.9-1.1, rotations up to {} deg, gamma \
+             0.8-1.25, zero-filled max scaled to 0.8-1.2, noise std {} per real component",
+            data.volume.display(),
+            data.coils,
+            data.acceleration,
+            data.acs_lines,
+            data.phase_strength[0],
+            data.phase_strength[1],
+            data.max_rotation_deg,
+            data.noise_eta
+        ));
+        m.held_out_slices = Some(format!(
+            "axial slices k = {}..{} (half-open, 0-based NIfTI index) of {}; never used in \
+             training",
+            data.held_out_axial[0],
+            data.held_out_axial[1],
+            data.volume.display()
+        ));
     }
-    put("git_commit", git_commit());
-    put("created", now_rfc3339());
+    m.architecture = Some(cfg.describe());
+    m.steps_trained = prov.steps_trained;
+    m.final_loss = prov.final_loss;
+    m.git_commit = Some(git_commit());
+    m.created = Some(now_rfc3339());
     m
 }
 
@@ -146,16 +146,27 @@ pub fn card_path(onnx: &Path) -> PathBuf {
 }
 
 /// Markdown model card from the metadata.
-pub fn model_card(meta: &[(String, String)], prov: &Provenance) -> String {
+pub fn model_card(meta: &ModelMeta, prov: &Provenance) -> String {
     let mut s = String::from("# MSM model card\n\n");
     s.push_str(
-        "A measurement-score diffusion (MSM) prior: a guided-diffusion UNet predicting the noise (eps) \
-         of a zero-filled multi-coil image, trained only on undersampled measurements (no clean image, \
-         no fully sampled scan). Interface: inputs `x` [N, 2, H, W] f32 (real, imaginary) and `t` [N] f32 \
-         (timestep on the 0..999 scale); output `eps` [N, 2, H, W]. ONNX opset 17.\n\n",
+        "A measurement-score diffusion (MSM) prior: a guided-diffusion UNet predicting the noise \
+         (eps) of a zero-filled multi-coil image, trained only on undersampled measurements (no \
+         clean image, no fully sampled scan). Interface: inputs `x` [N, 2, H, W] f32 (real, \
+         imaginary) and `t` [N] f32 (timestep on the 0..999 scale); output `eps` [N, 2, H, W]. \
+         ONNX opset 17.\n\n",
     );
+    match prov.scale_p99 {
+        Some(v) => s.push_str(&format!(
+            "Input scale: the runtime multiplies acquired k-space so that the 99th percentile of \
+             the zero-filled magnitude |A_P^H y| equals `{SCALE_KEY}` = {v}.\n\n"
+        )),
+        None => s.push_str(&format!(
+            "Input scale: unknown (`{SCALE_KEY}` is not set); give the runtime a scale target \
+             yourself.\n\n"
+        )),
+    }
     if let Some(c) = &prov.command {
-        s.push_str(&format!("## How it was trained\n\n```\n{c}\n```\n\n"));
+        s.push_str(&format!("## How it was made\n\n```\n{c}\n```\n\n"));
     }
     if !prov.notes.is_empty() {
         s.push_str("## Notes\n\n");
@@ -165,22 +176,64 @@ pub fn model_card(meta: &[(String, String)], prov: &Provenance) -> String {
         s.push('\n');
     }
     s.push_str("## Metadata (`metadata_props`)\n\n| key | value |\n|---|---|\n");
-    for (k, v) in meta {
+    for (k, v) in meta.to_props() {
         s.push_str(&format!("| `{k}` | {} |\n", v.replace('|', "\\|")));
     }
     s
 }
 
-/// Writes the ONNX model of `cfg` with weights `w` to `path` and its card beside it.
+/// Writes the ONNX model of `cfg` with weights `w` to `path` and its card beside it (both
+/// atomically); returns the metadata written.
 pub fn freeze(
     cfg: &UNetConfig,
     w: &Weights,
     weights: WeightType,
     prov: &Provenance,
     path: &Path,
-) -> Result<()> {
+) -> Result<ModelMeta> {
     let meta = metadata(cfg, &Schedule::reference(), prov, weights);
-    let model = emit_unet(cfg, w, weights, &meta)?;
-    write_model(&model, path)?;
-    write_atomic(&card_path(path), model_card(&meta, prov).as_bytes())
+    emit_unet(cfg, w, weights, &meta)?.write(path)?;
+    let card = model_card(&meta, prov);
+    msm::io::atomic::write_atomic(card_path(path), |f| f.write_all(card.as_bytes()))?;
+    Ok(meta)
+}
+
+/// Freezes the EMA weights of a training run to `path` (with its card), the input scale
+/// estimated from [`SCALE_DRAWS`] training draws; `command` is recorded as how it was made.
+pub fn export_run(
+    tr: &Trainer,
+    path: &Path,
+    weights: WeightType,
+    command: String,
+) -> Result<ModelMeta> {
+    let cfg = tr.config();
+    let scale = tr.loader().scale_p99(cfg.seed, SCALE_DRAWS)?;
+    let prov = Provenance {
+        data: Some(cfg.data.clone()),
+        steps_trained: Some(tr.step_count()),
+        final_loss: tr.last_loss(),
+        scale_p99: Some(scale.median),
+        command: Some(command),
+        notes: vec![
+            format!(
+                "optimizer AdamW lr {} betas {:?} weight decay {}, batch {}, grad clip {}, EMA {} \
+                 (warm-up {}), seed {}, timesteps from {} respaced steps",
+                cfg.lr,
+                cfg.adam_betas,
+                cfg.weight_decay,
+                cfg.batch_size,
+                cfg.grad_clip,
+                cfg.ema_decay,
+                cfg.ema_warmup,
+                cfg.seed,
+                cfg.respaced_steps
+            ),
+            format!("input scale `{SCALE_KEY}`: {}", scale.describe()),
+            format!(
+                "training config: `{}`",
+                serde_json::to_string(cfg).unwrap_or_default()
+            ),
+        ],
+    };
+    freeze(&cfg.unet, &tr.ema_weights()?, weights, &prov, path)
 }
