@@ -31,13 +31,16 @@ pub fn read_state_dict(path: &Path) -> Result<Weights> {
 }
 
 /// Checks that `w` holds every parameter of `cfg` with the right shape (and nothing unexpected
-/// that would suggest a different architecture), naming the first mismatch.
+/// that would suggest a different architecture), naming the first mismatch in name order.
 pub fn check_state_dict(cfg: &UNetConfig, w: &Weights, path: &Path) -> Result<()> {
     tch::manual_seed(0);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     crate::unet::UNet::new(&vs.root(), cfg)?;
     let expected = vs.variables();
-    for (name, t) in &expected {
+    let mut names: Vec<&String> = expected.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &expected[name];
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         w.get(name, &shape)
             .map_err(|e| Error::format(path, e.to_string()))?;
