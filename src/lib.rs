@@ -6,15 +6,16 @@
 //! Cartesian undersampling keeps whole columns (the width axis is the phase-encode axis), as
 //! fastMRI does.
 
-
 /// Single-precision complex number used for all k-space and image data.
 pub type C32 = rustfft::num_complex::Complex32;
 pub mod coils;
+pub mod denoiser;
 pub mod error;
 pub mod fft;
 pub mod mask;
 pub mod metrics;
 pub mod recon;
+pub mod sampler;
 pub mod schedule;
 pub mod sense;
 pub mod simulate;
