@@ -109,7 +109,10 @@ impl Fft2 {
                 Some(s) => self.transform(s, dir),
                 None => {
                     let mut owned = coil.to_owned();
-                    self.transform(owned.as_slice_mut().expect("owned array is contiguous"), dir);
+                    self.transform(
+                        owned.as_slice_mut().expect("owned array is contiguous"),
+                        dir,
+                    );
                     coil.assign(&owned);
                 }
             });

@@ -8,12 +8,15 @@
 
 /// Single-precision complex number used for all k-space and image data.
 pub type C32 = rustfft::num_complex::Complex32;
+
 pub mod coils;
 pub mod denoiser;
 pub mod error;
 pub mod fft;
+pub mod io;
 pub mod mask;
 pub mod metrics;
+pub mod onnx;
 pub mod recon;
 pub mod sampler;
 pub mod schedule;

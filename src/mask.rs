@@ -153,7 +153,7 @@ pub fn equispaced(width: usize, accel: usize, acs: Acs, offset: usize) -> Result
     }
     let acs_cols = acs_range(width, acs);
     Ok((0..width)
-        .map(|j| acs_cols.contains(&j) || (j + accel - offset % accel) % accel == 0)
+        .map(|j| acs_cols.contains(&j) || (j + accel - offset % accel).is_multiple_of(accel))
         .collect())
 }
 
@@ -224,8 +224,10 @@ pub enum PartialKind {
 /// are drawn uniformly among those not yet covered since the last full coverage; when fewer
 /// remain than a mask needs, all of them are taken, coverage restarts, and the rest of the mask
 /// is drawn from the fresh pool. Successive masks therefore tile all units: with `n` free units
-/// and `m` free units per mask, every unit is covered within `ceil(n / m)` draws of the start of
-/// a cycle, so any `ceil(n / m) + 1` consecutive draws cover every unit.
+/// and `m` free units per mask, a coverage cycle spans at most `B = 1 + ceil((n - 1) / m)`
+/// draws and covers every unit, so any `2B - 1` consecutive draws cover every unit
+/// (for 128 columns at R = 4 with 20 ACS lines: n = 108, m = 12, B = 10, window 19; i.i.d.
+/// masks need about 40 draws on average).
 #[derive(Clone, Debug)]
 pub struct CoverageSampler {
     kind: PartialKind,
@@ -280,13 +282,15 @@ impl CoverageSampler {
         &self.kind
     }
 
-    /// Number of consecutive draws that always cover every unit: `ceil(n / m) + 1`, with `n`
-    /// free units and `m` free units per mask (1 when nothing is free).
+    /// Number of consecutive draws that always cover every unit: `2B - 1` with
+    /// `B = 1 + ceil((n - 1) / m)` the longest coverage cycle, `n` free units and `m` free units
+    /// per mask (1 when nothing is free).
     pub fn coverage_bound(&self) -> usize {
         if self.free.is_empty() {
             1
         } else {
-            self.free.len().div_ceil(self.per_mask) + 1
+            let cycle = 1 + (self.free.len() - 1).div_ceil(self.per_mask);
+            2 * cycle - 1
         }
     }
 

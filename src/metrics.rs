@@ -33,11 +33,7 @@ pub fn ls_scale(reference: ArrayView2<C32>, image: ArrayView2<C32>) -> C32 {
 }
 
 /// Compares `image` with `reference` (complex), optionally after least-squares complex scaling.
-pub fn compare(
-    reference: ArrayView2<C32>,
-    image: ArrayView2<C32>,
-    scale: bool,
-) -> Result<Quality> {
+pub fn compare(reference: ArrayView2<C32>, image: ArrayView2<C32>, scale: bool) -> Result<Quality> {
     if reference.dim() != image.dim() {
         return Err(Error::invalid(format!(
             "reference is {}x{} but image is {}x{}",
@@ -75,7 +71,9 @@ pub fn psnr(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
 pub fn nmse(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
     let (num, den) = Zip::from(&reference)
         .and(&image)
-        .fold((0.0, 0.0), |(n, d), &r, &x| (n + (r - x) * (r - x), d + r * r));
+        .fold((0.0, 0.0), |(n, d), &r, &x| {
+            (n + (r - x) * (r - x), d + r * r)
+        });
     num / den
 }
 
@@ -108,7 +106,9 @@ pub fn ssim(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
             (0..=2 * RADIUS).map(|k| g[k] * a[(i, j + k)]).sum::<f64>()
         });
         Array2::from_shape_fn((h - 2 * RADIUS, w - 2 * RADIUS), |(i, j)| {
-            (0..=2 * RADIUS).map(|k| g[k] * rows[(i + k, j)]).sum::<f64>()
+            (0..=2 * RADIUS)
+                .map(|k| g[k] * rows[(i + k, j)])
+                .sum::<f64>()
         })
     };
     let x = reference.to_owned();

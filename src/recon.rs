@@ -66,14 +66,18 @@ pub fn cg_sense(
         }
         let mut ap = op.normal(p.view(), Some(mask));
         if opts.lambda > 0.0 {
-            Zip::from(&mut ap).and(&p).for_each(|a, &p| *a += p * opts.lambda);
+            Zip::from(&mut ap)
+                .and(&p)
+                .for_each(|a, &p| *a += p * opts.lambda);
         }
         let alpha = (rr / dot(&p, &ap)) as f32;
         Zip::from(&mut x).and(&p).for_each(|x, &p| *x += p * alpha);
         Zip::from(&mut r).and(&ap).for_each(|r, &a| *r -= a * alpha);
         let rr_new = dot(&r, &r);
         let beta = (rr_new / rr) as f32;
-        Zip::from(&mut p).and(&r).for_each(|p, &r| *p = r + *p * beta);
+        Zip::from(&mut p)
+            .and(&r)
+            .for_each(|p, &r| *p = r + *p * beta);
         rr = rr_new;
         done += 1;
     }

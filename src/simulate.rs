@@ -109,7 +109,9 @@ pub fn smooth_phase<R: Rng + ?Sized>(
     strength: f64,
     rng: &mut R,
 ) -> Array2<f32> {
-    let a: Vec<f64> = (0..6).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
+    let a: Vec<f64> = (0..6)
+        .map(|_| rng.sample::<f64, _>(StandardNormal))
+        .collect();
     let offset: f64 = rng.random_range(-std::f64::consts::PI..std::f64::consts::PI);
     let raw = Array2::from_shape_fn((height, width), |(i, j)| {
         let y = 2.0 * (i as f64 + 0.5) / height as f64 - 1.0;

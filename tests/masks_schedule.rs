@@ -8,7 +8,12 @@ use rand_chacha::ChaCha8Rng;
 
 #[test]
 fn random_cartesian_keeps_acs_and_the_expected_fraction() {
-    for &(w, r, acs) in &[(128usize, 4.0, 20usize), (256, 4.0, 20), (128, 8.0, 10), (320, 6.0, 26)] {
+    for &(w, r, acs) in &[
+        (128usize, 4.0, 20usize),
+        (256, 4.0, 20),
+        (128, 8.0, 10),
+        (320, 6.0, 26),
+    ] {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let acs_cols = acs_range(w, Acs::Lines(acs));
         assert_eq!(acs_cols.len(), acs);
@@ -38,8 +43,13 @@ fn acs_is_centred_like_fastmri() {
 #[test]
 fn same_seed_same_mask_different_seed_different_mask() {
     let draw = |seed| {
-        mask::random_cartesian(128, 4.0, Acs::Lines(20), &mut ChaCha8Rng::seed_from_u64(seed))
-            .unwrap()
+        mask::random_cartesian(
+            128,
+            4.0,
+            Acs::Lines(20),
+            &mut ChaCha8Rng::seed_from_u64(seed),
+        )
+        .unwrap()
     };
     assert_eq!(draw(3), draw(3));
     assert_ne!(draw(3), draw(4));
@@ -73,12 +83,16 @@ fn coverage_sampler_tiles_all_columns_within_its_bound() {
         acs: Acs::Lines(20),
     };
     let mut s = CoverageSampler::new(kind).unwrap();
-    // 108 free columns, 12 free per mask: ceil(108/12) + 1 = 10 draws.
-    assert_eq!(s.coverage_bound(), 10);
+    // 108 free columns, 12 free per mask: cycles of at most B = 1 + ceil(107/12) = 10 draws,
+    // so any 2B - 1 = 19 consecutive draws cover every column.
+    assert_eq!(s.coverage_bound(), 19);
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let masks: Vec<Mask> = (0..200).map(|_| s.next_mask(&mut rng)).collect();
     for m in &masks {
-        assert!((m.fraction() - 0.25).abs() < 1e-9, "every partial mask keeps 1/R");
+        assert!(
+            (m.fraction() - 0.25).abs() < 1e-9,
+            "every partial mask keeps 1/R"
+        );
         assert!((54..74).all(|j| m.keeps(0, j)), "ACS in every partial mask");
     }
     let bound = s.coverage_bound();
@@ -106,7 +120,10 @@ fn coverage_sampler_tiles_all_columns_within_its_bound() {
         }
         iid_draws += n;
     }
-    assert!(iid_draws as f64 / 50.0 > bound as f64, "i.i.d. masks covered faster than tiling");
+    assert!(
+        iid_draws as f64 / 50.0 > bound as f64,
+        "i.i.d. masks covered faster than tiling"
+    );
 }
 
 #[test]
@@ -124,7 +141,11 @@ fn coverage_sampler_blocks_cover_the_image() {
     // Two masks of half the blocks each, drawn without repeats, tile the image exactly.
     for i in 0..32 {
         for j in 0..32 {
-            assert!(a.keeps(i, j) ^ b.keeps(i, j), "({i},{j}) covered {} times", a.keeps(i, j) as u8 + b.keeps(i, j) as u8);
+            assert!(
+                a.keeps(i, j) ^ b.keeps(i, j),
+                "({i},{j}) covered {} times",
+                a.keeps(i, j) as u8 + b.keeps(i, j) as u8
+            );
         }
     }
 }
@@ -133,7 +154,11 @@ fn coverage_sampler_blocks_cover_the_image() {
 fn schedule_matches_numpy() {
     // np.cumprod(1 - np.linspace(1e-4, 0.02, 1000, dtype=np.float64))[[0, 499, 999]]
     let s = Schedule::reference();
-    let expected = [(0usize, 0.9999f64), (499, 0.0785872429), (999, 4.03582977e-05)];
+    let expected = [
+        (0usize, 0.9999f64),
+        (499, 0.0785872429),
+        (999, 4.03582977e-05),
+    ];
     for (t, ab) in expected {
         let got = s.alpha_bar(t);
         assert!(

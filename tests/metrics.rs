@@ -77,13 +77,16 @@ fn ssim_matches_direct_definition() {
 #[test]
 fn least_squares_scaling_undoes_a_complex_factor() {
     let r = image(24, 24, 4).mapv(|v| C32::new(v as f32, 0.5 * v as f32));
-    let a = C32::new(0.3, -1.2);
+    let a = C32::new(0.3, -2.5);
     let x = r.mapv(|v| v / a);
     let s = ls_scale(r.view(), x.view());
     assert!((s - a).norm() < 1e-4, "{s} vs {a}");
     let q = compare(r.view(), x.view(), true).unwrap();
-    assert!(q.psnr > 80.0 && (q.ssim - 1.0).abs() < 1e-4 && q.nmse < 1e-8, "{q:?}");
+    assert!(
+        q.psnr > 80.0 && (q.ssim - 1.0).abs() < 1e-4 && q.nmse < 1e-8,
+        "{q:?}"
+    );
     let q0 = compare(r.view(), x.view(), false).unwrap();
-    assert!(q0.psnr < 20.0);
+    assert!(q0.psnr < 25.0, "unscaled PSNR {:.2} should be low", q0.psnr);
     assert!(compare(r.view(), Array2::zeros((3, 3)).view(), false).is_err());
 }

@@ -66,7 +66,11 @@ fn naive_centred_dft(x: &Array2<C32>, inverse: bool) -> Array2<C32> {
 }
 
 fn rel_err(a: &Array2<C32>, b: &Array2<C32>) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).norm_sqr() as f64).sum();
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).norm_sqr() as f64)
+        .sum();
     let den: f64 = b.iter().map(|y| y.norm_sqr() as f64).sum();
     (num / den).sqrt()
 }
@@ -100,7 +104,11 @@ fn fft_forward_then_inverse_is_identity() {
         let mut y = x.clone();
         fft.forward_coils(&mut y);
         fft.inverse_coils(&mut y);
-        let num: f64 = x.iter().zip(&y).map(|(a, b)| (a - b).norm_sqr() as f64).sum();
+        let num: f64 = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).norm_sqr() as f64)
+            .sum();
         let den: f64 = x.iter().map(|a| a.norm_sqr() as f64).sum();
         let e = (num / den).sqrt();
         assert!(e < 1e-5, "{h}x{w}: round trip error {e:e}");
@@ -176,7 +184,12 @@ fn image_domain_adjoint_identity() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let op = ImageDomain::new(20, 30);
     let blocks = mask::random_blocks(20, 30, 4, 2.0, &mut rng).unwrap();
-    check_adjoint(&op, Some(&Mask::Pattern(blocks)), &mut rng, "image domain, blocks");
+    check_adjoint(
+        &op,
+        Some(&Mask::Pattern(blocks)),
+        &mut rng,
+        "image domain, blocks",
+    );
     check_adjoint(&op, None, &mut rng, "image domain, full");
 }
 
@@ -218,7 +231,10 @@ fn cg_sense_recovers_the_image_from_full_data_and_improves_on_zero_filled() {
     };
     let (cg, iters) = cg_sense(&op, y.view(), &m, opts).unwrap();
     let (e_zf, e_cg) = (rel_err(&zf, &x), rel_err(&cg, &x));
-    assert!(e_cg < 1e-3, "CG-SENSE error {e_cg:e} after {iters} iterations");
+    assert!(
+        e_cg < 1e-3,
+        "CG-SENSE error {e_cg:e} after {iters} iterations"
+    );
     assert!(e_zf > 0.3, "zero-filled error {e_zf} unexpectedly small");
     // The normal equations hold at the solution: A^H A x = A^H y.
     let lhs = op.normal(cg.view(), Some(&m));

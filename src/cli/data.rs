@@ -1,0 +1,124 @@
+//! Reading and writing the CLI's arrays by file extension: `.npy` (NumPy), `.png` (magnitude
+//! preview, write only for complex data), anything else a BART `.cfl/.hdr` pair.
+
+use msm::io::{cfl, npy, png};
+use msm::mask::Mask;
+use msm::{Error, Result, C32};
+use ndarray::{Array2, Array3, Ix1, Ix2, Ix3};
+use std::path::Path;
+
+/// File kinds the CLI understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// NumPy `.npy`.
+    Npy,
+    /// PNG picture.
+    Png,
+    /// BART `.cfl/.hdr`.
+    Cfl,
+}
+
+/// The kind of `path`, from its extension.
+pub fn kind(path: &Path) -> Kind {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+    {
+        Some(e) if e == "npy" => Kind::Npy,
+        Some(e) if e == "png" => Kind::Png,
+        _ => Kind::Cfl,
+    }
+}
+
+/// Reads multi-coil data `(coils, H, W)` (k-space or maps). A 2-D file is one coil.
+pub fn read_coils(path: &Path) -> Result<Array3<C32>> {
+    match kind(path) {
+        Kind::Npy => match npy::read_npy(path)?.shape().len() {
+            2 => Ok(npy::read_npy_as::<C32, Ix2>(path)?.insert_axis(ndarray::Axis(0))),
+            _ => npy::read_npy_as::<C32, Ix3>(path),
+        },
+        Kind::Png => Err(Error::format(
+            path,
+            "a PNG cannot hold complex multi-coil data; expected a .cfl or .npy file",
+        )),
+        Kind::Cfl => cfl::read_coils(path),
+    }
+}
+
+/// Reads a complex image `(H, W)` (PNG gives a real image).
+pub fn read_image(path: &Path) -> Result<Array2<C32>> {
+    match kind(path) {
+        Kind::Npy => npy::read_npy_as::<C32, Ix2>(path),
+        Kind::Png => Ok(png::read_png(path)?.mapv(|v| C32::new(v, 0.0))),
+        Kind::Cfl => cfl::read_image(path),
+    }
+}
+
+/// Writes a complex image: `.npy` complex64, `.png` magnitude (auto window), else `.cfl`.
+pub fn write_image(path: &Path, image: &Array2<C32>) -> Result<()> {
+    match kind(path) {
+        Kind::Npy => npy::write_npy(path, image),
+        Kind::Png => png::write_png(path, &image.mapv(|v| v.norm()), png::Window::Auto),
+        Kind::Cfl => cfl::write_image(path, image),
+    }
+}
+
+/// Reads a sampling mask for k-space `height x width`: a vector over the width (columns), or a
+/// 2-D pattern. A pattern whose columns are each all kept or all skipped becomes a column
+/// mask. Values are kept where non-zero.
+pub fn read_mask(path: &Path, height: usize, width: usize) -> Result<Mask> {
+    let mask = match kind(path) {
+        Kind::Npy => match npy::read_npy(path)?.shape().len() {
+            1 => Mask::Columns(
+                npy::read_npy_as::<f32, Ix1>(path)?
+                    .iter()
+                    .map(|&v| v != 0.0)
+                    .collect(),
+            ),
+            _ => Mask::Pattern(npy::read_npy_as::<f32, Ix2>(path)?.mapv(|v| v != 0.0)),
+        },
+        Kind::Png => Mask::Pattern(png::read_png(path)?.mapv(|v| v > 0.5)),
+        Kind::Cfl => cfl::read_mask(path)?,
+    };
+    let mask = simplify(mask);
+    mask.check_shape(height, width).map_err(|e| {
+        Error::format(
+            path,
+            format!("{e}; expected a mask for {height}x{width} k-space"),
+        )
+    })?;
+    Ok(mask)
+}
+
+/// Turns a 2-D pattern that keeps whole columns into a column mask.
+pub fn simplify(mask: Mask) -> Mask {
+    match mask {
+        Mask::Pattern(p) if p.nrows() > 0 => {
+            let cols: Vec<bool> = p.columns().into_iter().map(|c| c[0]).collect();
+            let whole = p
+                .columns()
+                .into_iter()
+                .zip(&cols)
+                .all(|(c, &k)| c.iter().all(|&v| v == k));
+            if whole {
+                Mask::Columns(cols)
+            } else {
+                Mask::Pattern(p)
+            }
+        }
+        m => m,
+    }
+}
+
+/// The mask implied by k-space itself: entries that are non-zero in any coil.
+pub fn mask_from_kspace(kspace: &Array3<C32>) -> Mask {
+    let (_, h, w) = kspace.dim();
+    let mut p = Array2::from_elem((h, w), false);
+    for coil in kspace.outer_iter() {
+        ndarray::Zip::from(&mut p)
+            .and(&coil)
+            .for_each(|m, v| *m |= v.re != 0.0 || v.im != 0.0);
+    }
+    simplify(Mask::Pattern(p))
+}

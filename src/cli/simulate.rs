@@ -1,0 +1,178 @@
+//! `msm simulate`: a simulated undersampled multi-coil acquisition from a magnitude image.
+
+use msm::io::{cfl, nifti, npy, png};
+use msm::mask::Acs;
+use msm::simulate::{simulate, Pattern, SimOptions};
+use msm::{Error, Result};
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+
+/// Options of `msm simulate`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Magnitude image: NIfTI volume (.nii, .nii.gz), PNG, or 2-D .npy (real or complex).
+    pub input: PathBuf,
+    /// Output prefix: writes <prefix>_ksp, <prefix>_maps, <prefix>_mask, <prefix>_ref (.cfl/.hdr).
+    pub output: PathBuf,
+    /// Slice plane of a NIfTI volume.
+    #[arg(long, value_enum, default_value_t = PlaneArg::Axial)]
+    pub plane: PlaneArg,
+    /// Slice index in that plane (default: the middle slice).
+    #[arg(long)]
+    pub slice: Option<usize>,
+    /// Grid size (square); overridden by --height/--width.
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    /// Grid height (readout).
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// Grid width (phase encode).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Number of coils (birdcage maps).
+    #[arg(long, default_value_t = 8)]
+    pub coils: usize,
+    /// Acceleration R.
+    #[arg(long, default_value_t = 4.0)]
+    pub accel: f64,
+    /// Number of fully sampled central (ACS) lines.
+    #[arg(long, default_value_t = 20)]
+    pub acs: usize,
+    /// Sampling pattern.
+    #[arg(long, value_enum, default_value_t = PatternArg::Random)]
+    pub pattern: PatternArg,
+    /// Noise std of the real and of the imaginary part of each measured k-space entry
+    /// (image peak is 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f64,
+    /// Random seed (phase, mask, noise).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also write .npy copies of every output.
+    #[arg(long)]
+    pub npy: bool,
+    /// Also write a PNG of the reference magnitude.
+    #[arg(long)]
+    pub png: bool,
+}
+
+/// Slice planes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PlaneArg {
+    /// Fixed z.
+    Axial,
+    /// Fixed y.
+    Coronal,
+    /// Fixed x.
+    Sagittal,
+}
+
+/// Sampling patterns.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PatternArg {
+    /// fastMRI random columns plus ACS.
+    Random,
+    /// Every R-th column plus ACS.
+    Equispaced,
+}
+
+/// Loads a magnitude slice from a NIfTI volume, PNG or 2-D `.npy`.
+pub fn load_magnitude(path: &Path, plane: PlaneArg, slice: Option<usize>) -> Result<Array2<f32>> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        let vol = nifti::read_nifti(path)?;
+        let plane = match plane {
+            PlaneArg::Axial => nifti::Plane::Axial,
+            PlaneArg::Coronal => nifti::Plane::Coronal,
+            PlaneArg::Sagittal => nifti::Plane::Sagittal,
+        };
+        let index = slice.unwrap_or(vol.slice_count(plane) / 2);
+        vol.slice(plane, index)
+            .map_err(|e| Error::format(path, e.to_string()))
+    } else if name.ends_with(".png") {
+        png::read_png(path)
+    } else if name.ends_with(".npy") {
+        Ok(match npy::read_npy(path)? {
+            npy::NpyArray::Real(a) => a
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|_| Error::format(path, "expected a 2-D image"))?
+                .mapv(f32::abs),
+            npy::NpyArray::Complex(a) => a
+                .into_dimensionality::<ndarray::Ix2>()
+                .map_err(|_| Error::format(path, "expected a 2-D image"))?
+                .mapv(|v| v.norm()),
+        })
+    } else {
+        Err(Error::format(
+            path,
+            "unknown input type; expected .nii, .nii.gz, .png or .npy",
+        ))
+    }
+}
+
+fn suffixed(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Runs `msm simulate`.
+pub fn run(a: Args) -> Result<()> {
+    let image = load_magnitude(&a.input, a.plane, a.slice)?;
+    let opts = SimOptions {
+        height: a.height.unwrap_or(a.size),
+        width: a.width.unwrap_or(a.size),
+        coils: a.coils,
+        accel: a.accel,
+        acs: Acs::Lines(a.acs),
+        pattern: match a.pattern {
+            PatternArg::Random => Pattern::Random,
+            PatternArg::Equispaced => Pattern::Equispaced,
+        },
+        noise_std: a.noise,
+        ..SimOptions::default()
+    };
+    if opts.height == 0 || opts.width == 0 {
+        return Err(Error::invalid("the grid size must be at least 1x1"));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    if image.iter().all(|&v| v == 0.0) {
+        return Err(Error::format(
+            &a.input,
+            "the image is all zero; expected a magnitude image with signal",
+        ));
+    }
+    let acq = simulate(image.view(), &opts, &mut rng)?;
+    let mask = msm::mask::Mask::Columns(acq.mask.clone());
+    let p = |s: &str| suffixed(&a.output, s);
+    cfl::write_coils(p("_ksp"), &acq.kspace)?;
+    cfl::write_coils(p("_maps"), &acq.maps)?;
+    cfl::write_mask(p("_mask"), &mask)?;
+    cfl::write_image(p("_ref"), &acq.reference)?;
+    if a.npy {
+        npy::write_npy(p("_ksp.npy"), &acq.kspace)?;
+        npy::write_npy(p("_maps.npy"), &acq.maps)?;
+        let cols = ndarray::Array1::from_iter(acq.mask.iter().map(|&k| k as u8 as f32));
+        npy::write_npy(p("_mask.npy"), &cols)?;
+        npy::write_npy(p("_ref.npy"), &acq.reference)?;
+    }
+    if a.png {
+        png::write_png(
+            p("_ref.png"),
+            &acq.reference.mapv(|v| v.norm()),
+            png::Window::Auto,
+        )?;
+    }
+    eprintln!(
+        "simulated {}x{} k-space, {} coils, {:.1}% of columns kept (R = {}), noise std {}",
+        opts.height,
+        opts.width,
+        opts.coils,
+        100.0 * mask.fraction(),
+        a.accel,
+        a.noise
+    );
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Atomic file writes: data goes to a uniquely named temporary file in the destination's folder,
+//! is flushed and synced, and is then renamed over the destination. On any error the temporary
+//! file is removed, so a failed write never leaves partial output (and never clobbers an existing
+//! file with a half-written one).
+
+use crate::{Error, Result};
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Writes `path` atomically: `write` receives a buffered writer to a temporary file beside `path`;
+/// if it returns `Ok`, the file is flushed, synced and renamed to `path`.
+///
+/// Any error (from `write`, the flush, the sync or the rename) removes the temporary file and is
+/// reported as [`Error::io`] naming `path`. Writers that fail for a reason other than I/O (an
+/// encoder error, say) should return `std::io::Error::other(message)`.
+pub fn write_atomic<F>(path: impl AsRef<Path>, write: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    let path = path.as_ref();
+    let (temp, file) = TempFile::create(path)?;
+    fill(path, file, write)?;
+    temp.commit()
+}
+
+/// Writes two files that belong together (a BART `.hdr`/`.cfl` pair, say) atomically: both are
+/// written to temporary files and synced first; only then is `first` renamed into place, then
+/// `second`. On any error both temporary files are removed, and if `second` cannot be renamed
+/// after `first` was, the new `first` is removed again so that no mismatched pair survives.
+pub fn write_atomic_pair<F, G>(
+    first: impl AsRef<Path>,
+    write_first: F,
+    second: impl AsRef<Path>,
+    write_second: G,
+) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+    G: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    let (first, second) = (first.as_ref(), second.as_ref());
+    let (temp_first, file_first) = TempFile::create(first)?;
+    let (temp_second, file_second) = TempFile::create(second)?;
+    fill(first, file_first, write_first)?;
+    fill(second, file_second, write_second)?;
+    temp_first.commit()?;
+    if let Err(e) = temp_second.commit() {
+        // Best effort: the new `first` must not outlive its missing partner.
+        let _ = fs::remove_file(first);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Runs `write` on a buffered writer to `file`, then flushes and syncs it; errors name `dest`.
+fn fill<F>(dest: &Path, file: File, write: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    let mut buffered = BufWriter::new(file);
+    write(&mut buffered)
+        .and_then(|()| buffered.into_inner().map_err(|e| e.into_error()))
+        .and_then(|file| file.sync_all())
+        .map_err(|e| Error::io(dest, e))
+}
+
+/// A temporary file beside its destination; removed on drop unless committed.
+struct TempFile {
+    dest: PathBuf,
+    temp: PathBuf,
+    committed: bool,
+}
+
+impl TempFile {
+    /// Creates a new, uniquely named, empty temporary file in the folder of `dest`.
+    fn create(dest: &Path) -> Result<(Self, File)> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = dest.file_name().ok_or_else(|| {
+            Error::io(
+                dest,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),
+            )
+        })?;
+        let folder = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let mut temp_name = OsString::from(".");
+            temp_name.push(name);
+            temp_name.push(format!(".{}.{n}.tmp", std::process::id()));
+            let temp = folder.join(temp_name);
+            match OpenOptions::new().write(true).create_new(true).open(&temp) {
+                Ok(file) => {
+                    let temp = TempFile {
+                        dest: dest.to_path_buf(),
+                        temp,
+                        committed: false,
+                    };
+                    return Ok((temp, file));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(dest, e)),
+            }
+        }
+    }
+
+    /// Renames the temporary file to its destination and syncs the folder (best effort).
+    fn commit(mut self) -> Result<()> {
+        fs::rename(&self.temp, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        self.committed = true;
+        if let Some(folder) = self.temp.parent() {
+            if let Ok(dir) = File::open(folder) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}

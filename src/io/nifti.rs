@@ -1,0 +1,413 @@
+//! NIfTI-1 magnitude volumes (`.nii` and `.nii.gz`).
+//!
+//! Reading accepts single-file NIfTI-1 (`n+1` magic) in either byte order (detected from
+//! `sizeof_hdr == 348`), gzip-compressed or not (detected from the content), with datatypes
+//! uint8, int8, int16, uint16, int32, float32 and float64. Values are scaled by
+//! `scl_slope`/`scl_inter` (a slope of 0 or a non-finite slope means no scaling) and the data is
+//! read from `vox_offset`. The volume is indexed `[x, y, z]`, NIfTI's voxel indices `i, j, k`
+//! (`i` fastest on disk). The qform/sform orientation is not applied.
+//!
+//! Writing produces a little-endian float32 single-file NIfTI-1 volume (gzip-compressed at the
+//! fast level when the file name ends in `.gz`), with the voxel sizes in `pixdim` and a diagonal
+//! qform and sform (voxel axes = RAS world axes, origin at voxel 0).
+//!
+//! # Display orientation of slices
+//! [`Volume::slice`] assumes the voxel axes point (approximately) to the subject's Right,
+//! Anterior and Superior (RAS, as in MNI templates such as Colin27 `ch2.nii.gz`). Slices are
+//! oriented as viewers show them in neurological convention (subject's left on the image's
+//! left): axial slices have anterior at the top and `x` increasing to the right; coronal slices
+//! have superior at the top and `x` increasing to the right; sagittal slices have superior at
+//! the top and `y` (anterior) increasing to the right. Row 0 is the top of the image.
+
+use super::{atomic, first_non_finite};
+use crate::{Error, Result};
+use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
+use ndarray::{s, Array2, Array3, Axis, ShapeBuilder};
+use std::io::{Read, Write};
+use std::path::Path;
+
+const HEADER_SIZE: usize = 348;
+/// Offset of the voxel data in files this module writes (header plus 4 extension bytes).
+const DATA_OFFSET: usize = 352;
+
+/// A 3-D magnitude volume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    /// Voxel values indexed `[x, y, z]` (NIfTI `i, j, k`), after scaling.
+    pub data: Array3<f32>,
+    /// Voxel sizes along x, y and z (`pixdim[1..4]`, usually millimetres), as stored.
+    pub voxel_size: [f32; 3],
+}
+
+/// The plane of a 2-D slice through a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// A slice at fixed z (index along the third axis).
+    Axial,
+    /// A slice at fixed y (index along the second axis).
+    Coronal,
+    /// A slice at fixed x (index along the first axis).
+    Sagittal,
+}
+
+impl Volume {
+    /// Number of slices in `plane` (the size of the volume along the axis it fixes).
+    pub fn slice_count(&self, plane: Plane) -> usize {
+        self.data.len_of(Axis(plane.axis()))
+    }
+
+    /// The slice `index` in `plane`, oriented for display (see the module documentation):
+    /// axial `(ny, nx)`, coronal `(nz, nx)`, sagittal `(nz, ny)`. Errors if `index` is out of
+    /// range.
+    pub fn slice(&self, plane: Plane, index: usize) -> Result<Array2<f32>> {
+        let count = self.slice_count(plane);
+        if index >= count {
+            return Err(Error::invalid(format!(
+                "{plane:?} slice {index} is out of range: the volume {:?} has {count} slices in \
+                 that plane (0..{count})",
+                self.data.dim()
+            )));
+        }
+        let section = self.data.index_axis(Axis(plane.axis()), index);
+        // `section` is indexed [x, y], [x, z] or [y, z]: put the second axis on the rows, top
+        // row = largest coordinate.
+        Ok(section.t().slice(s![..;-1, ..]).to_owned())
+    }
+}
+
+impl Plane {
+    fn axis(self) -> usize {
+        match self {
+            Plane::Sagittal => 0,
+            Plane::Coronal => 1,
+            Plane::Axial => 2,
+        }
+    }
+}
+
+/// Supported on-disk datatypes.
+#[derive(Clone, Copy)]
+enum Datatype {
+    U8,
+    I8,
+    I16,
+    U16,
+    I32,
+    F32,
+    F64,
+}
+
+impl Datatype {
+    fn from_code(code: i16) -> std::result::Result<Self, String> {
+        Ok(match code {
+            2 => Datatype::U8,
+            256 => Datatype::I8,
+            4 => Datatype::I16,
+            512 => Datatype::U16,
+            8 => Datatype::I32,
+            16 => Datatype::F32,
+            64 => Datatype::F64,
+            other => {
+                let name = match other {
+                    0 => "unknown",
+                    1 => "binary",
+                    32 => "complex64",
+                    128 => "rgb24",
+                    768 => "uint32",
+                    1024 => "int64",
+                    1280 => "uint64",
+                    1536 => "float128",
+                    1792 => "complex128",
+                    2048 => "complex256",
+                    2304 => "rgba32",
+                    _ => "not a NIfTI-1 code",
+                };
+                return Err(format!(
+                    "unsupported datatype {other} ({name}); expected uint8, int8, int16, uint16, \
+                     int32, float32 or float64"
+                ));
+            }
+        })
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Datatype::U8 | Datatype::I8 => 1,
+            Datatype::I16 | Datatype::U16 => 2,
+            Datatype::I32 | Datatype::F32 => 4,
+            Datatype::F64 => 8,
+        }
+    }
+}
+
+/// Reads fields of a header in its byte order.
+struct Fields<'a> {
+    bytes: &'a [u8],
+    big_endian: bool,
+}
+
+impl Fields<'_> {
+    fn array<const N: usize>(&self, at: usize) -> [u8; N] {
+        let mut a = [0; N];
+        a.copy_from_slice(&self.bytes[at..at + N]);
+        if self.big_endian {
+            a.reverse();
+        }
+        a
+    }
+    fn i16(&self, at: usize) -> i16 {
+        i16::from_le_bytes(self.array(at))
+    }
+    fn i32(&self, at: usize) -> i32 {
+        i32::from_le_bytes(self.array(at))
+    }
+    fn f32(&self, at: usize) -> f32 {
+        f32::from_le_bytes(self.array(at))
+    }
+    fn f64(&self, at: usize) -> f64 {
+        f64::from_le_bytes(self.array(at))
+    }
+}
+
+/// Reads a NIfTI-1 volume from a `.nii` or `.nii.gz` file.
+///
+/// Errors (each naming the file): a bad `sizeof_hdr` or magic, an unsupported datatype (named),
+/// more than three dimensions above 1, data shorter than the dimensions need, and NaN or
+/// infinite voxel values (with the position of the first one).
+pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
+    let path = path.as_ref();
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| Error::format(path, format!("corrupt gzip stream: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    if bytes.len() < HEADER_SIZE {
+        return Err(Error::format(
+            path,
+            format!(
+                "file has {} bytes, shorter than a NIfTI-1 header ({HEADER_SIZE} bytes)",
+                bytes.len()
+            ),
+        ));
+    }
+    let sizeof_le = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let big_endian = match (sizeof_le, sizeof_le.swap_bytes()) {
+        (348, _) => false,
+        (_, 348) => true,
+        (n, m) if n == 540 || m == 540 => {
+            return Err(Error::format(
+                path,
+                "NIfTI-2 header (sizeof_hdr 540) is not supported; expected NIfTI-1 (348)",
+            ))
+        }
+        (n, _) => {
+            return Err(Error::format(
+                path,
+                format!("bad sizeof_hdr {n}; expected 348 (a NIfTI-1 header)"),
+            ))
+        }
+    };
+    let h = Fields {
+        bytes: &bytes,
+        big_endian,
+    };
+    match &bytes[344..348] {
+        b"n+1\0" => {}
+        b"ni1\0" => {
+            return Err(Error::format(
+                path,
+                "a header of a NIfTI .hdr/.img pair; expected a single-file .nii (magic n+1)",
+            ))
+        }
+        m => {
+            return Err(Error::format(
+                path,
+                format!("bad magic {m:?}; expected \"n+1\\0\" (single-file NIfTI-1)"),
+            ))
+        }
+    }
+    let dim: Vec<i16> = (0..8).map(|i| h.i16(40 + 2 * i)).collect();
+    let ndim = dim[0];
+    if !(1..=7).contains(&ndim) {
+        return Err(Error::format(
+            path,
+            format!("bad dim[0] = {ndim}; expected 1 to 7 dimensions (dim = {dim:?})"),
+        ));
+    }
+    let ndim = ndim as usize;
+    if let Some(d) = dim[1..=ndim].iter().find(|&&d| d < 1) {
+        return Err(Error::format(
+            path,
+            format!("dimension size {d} in dim = {dim:?}; expected sizes of at least 1"),
+        ));
+    }
+    if dim[4..=ndim.max(3)].iter().any(|&d| d != 1) {
+        return Err(Error::format(
+            path,
+            format!(
+                "{ndim}-D data with dim = {dim:?}; expected a 3-D volume (dimensions above the \
+                 third must be 1)"
+            ),
+        ));
+    }
+    let size = |i: usize| if i <= ndim { dim[i] as usize } else { 1 };
+    let (nx, ny, nz) = (size(1), size(2), size(3));
+    let datatype = Datatype::from_code(h.i16(70)).map_err(|msg| Error::format(path, msg))?;
+    let vox_offset = h.f32(108);
+    let offset = if vox_offset == 0.0 {
+        DATA_OFFSET
+    } else if vox_offset.is_finite() && vox_offset >= HEADER_SIZE as f32 {
+        vox_offset as usize
+    } else {
+        return Err(Error::format(
+            path,
+            format!("bad vox_offset {vox_offset}; expected at least {HEADER_SIZE}"),
+        ));
+    };
+    let count = nx * ny * nz;
+    let needed = count * datatype.size();
+    let available = bytes.len().saturating_sub(offset);
+    if available < needed {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated data: {nx}x{ny}x{nz} voxels need {needed} bytes from offset {offset}, \
+                 the file has {available}"
+            ),
+        ));
+    }
+    let (mut slope, mut inter) = (h.f32(112), h.f32(116));
+    if slope == 0.0 || !slope.is_finite() {
+        (slope, inter) = (1.0, 0.0);
+    }
+    if !inter.is_finite() {
+        inter = 0.0;
+    }
+    let data = Fields {
+        bytes: &bytes[offset..offset + needed],
+        big_endian,
+    };
+    let size = datatype.size();
+    let values: Vec<f32> = (0..count)
+        .map(|n| {
+            let at = n * size;
+            let v = match datatype {
+                Datatype::U8 => data.bytes[at] as f64,
+                Datatype::I8 => data.bytes[at] as i8 as f64,
+                Datatype::I16 => data.i16(at) as f64,
+                Datatype::U16 => data.i16(at) as u16 as f64,
+                Datatype::I32 => data.i32(at) as f64,
+                Datatype::F32 => data.f32(at) as f64,
+                Datatype::F64 => data.f64(at),
+            };
+            (v * slope as f64 + inter as f64) as f32
+        })
+        .collect();
+    if let Some(n) = first_non_finite(values.iter().copied()) {
+        return Err(Error::format(
+            path,
+            format!(
+                "non-finite value at voxel [{}, {}, {}]; expected finite numbers",
+                n % nx,
+                n / nx % ny,
+                n / (nx * ny)
+            ),
+        ));
+    }
+    let data = Array3::from_shape_vec((nx, ny, nz).f(), values)
+        .map_err(|e| Error::format(path, e.to_string()))?
+        .as_standard_layout()
+        .into_owned();
+    Ok(Volume {
+        data,
+        voxel_size: [h.f32(80), h.f32(84), h.f32(88)],
+    })
+}
+
+/// Writes `volume` as a little-endian float32 NIfTI-1 file, gzip-compressed when `path` ends in
+/// `.gz`, atomically.
+///
+/// Errors: a dimension of 0 or above 32767, a non-positive or non-finite voxel size, a
+/// non-finite value, or an I/O failure.
+pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
+    let path = path.as_ref();
+    let (nx, ny, nz) = volume.data.dim();
+    let invalid = |msg: String| Error::invalid(format!("{}: {msg}", path.display()));
+    let dims: Vec<i16> = [nx, ny, nz]
+        .iter()
+        .map(|&n| i16::try_from(n).ok().filter(|&n| n > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            invalid(format!(
+                "cannot write a {nx}x{ny}x{nz} volume: NIfTI-1 sizes are 1 to 32767"
+            ))
+        })?;
+    if volume
+        .voxel_size
+        .iter()
+        .any(|&v| !(v.is_finite() && v > 0.0))
+    {
+        return Err(invalid(format!(
+            "voxel sizes {:?} must be positive and finite",
+            volume.voxel_size
+        )));
+    }
+    if let Some(n) = first_non_finite(volume.data.t().iter().copied()) {
+        return Err(invalid(format!(
+            "refusing to write a non-finite value at voxel [{}, {}, {}]",
+            n % nx,
+            n / nx % ny,
+            n / (nx * ny)
+        )));
+    }
+    let [vx, vy, vz] = volume.voxel_size;
+    let mut header = vec![0u8; DATA_OFFSET];
+    let mut put = |at: usize, bytes: &[u8]| header[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, &(HEADER_SIZE as i32).to_le_bytes());
+    put(38, b"r");
+    for (i, d) in [3, dims[0], dims[1], dims[2], 1, 1, 1, 1]
+        .iter()
+        .enumerate()
+    {
+        put(40 + 2 * i, &d.to_le_bytes());
+    }
+    put(70, &16i16.to_le_bytes()); // datatype float32
+    put(72, &32i16.to_le_bytes()); // bitpix
+    for (i, p) in [1.0f32, vx, vy, vz, 0.0, 0.0, 0.0, 0.0].iter().enumerate() {
+        put(76 + 4 * i, &p.to_le_bytes());
+    }
+    put(108, &(DATA_OFFSET as f32).to_le_bytes());
+    put(112, &1.0f32.to_le_bytes()); // scl_slope
+    put(123, &[2]); // xyzt_units: millimetres
+    put(252, &1i16.to_le_bytes()); // qform_code: scanner
+    put(254, &1i16.to_le_bytes()); // sform_code: scanner
+    for (row, v) in [vx, vy, vz].iter().enumerate() {
+        let mut srow = [0.0f32; 4];
+        srow[row] = *v;
+        for (i, s) in srow.iter().enumerate() {
+            put(280 + 16 * row + 4 * i, &s.to_le_bytes());
+        }
+    }
+    put(344, b"n+1\0");
+    let mut bytes = header;
+    bytes.reserve(volume.data.len() * 4);
+    for v in volume.data.t().iter() {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let gzip = path.extension().is_some_and(|e| e == "gz");
+    atomic::write_atomic(path, |w| {
+        if gzip {
+            let mut encoder = GzEncoder::new(w, flate2::Compression::fast());
+            encoder.write_all(&bytes)?;
+            encoder.finish().map(|_| ())
+        } else {
+            w.write_all(&bytes)
+        }
+    })
+}

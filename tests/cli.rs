@@ -1,0 +1,367 @@
+//! The `msm` binary end to end: simulate -> recon -> metrics, BART as an independent peer
+//! (when `bart` is on PATH; CI installs it), and bad input (clear error, non-zero exit, no
+//! output left behind).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn msm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args(args)
+        .output()
+        .expect("run msm")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = msm(args);
+    assert!(
+        out.status.success(),
+        "msm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = msm(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "msm {args:?} should fail");
+    assert_eq!(out.status.code(), Some(1), "exit code for {args:?}: {err}");
+    assert!(!err.contains("panicked"), "msm {args:?} panicked: {err}");
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "error for {args:?} should mention {n:?}: {err}"
+        );
+    }
+}
+
+fn has_bart() -> bool {
+    Command::new("bart")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn bart(args: &[&str]) {
+    let out = Command::new("bart").args(args).output().expect("run bart");
+    assert!(
+        out.status.success(),
+        "bart {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A phantom magnitude image written as .npy through the library (no external data needed).
+fn phantom_npy(dir: &Path) -> PathBuf {
+    let img = ndarray::Array2::from_shape_fn((96, 80), |(i, j)| {
+        let (y, x) = ((i as f32 - 48.0) / 40.0, (j as f32 - 40.0) / 34.0);
+        let r = x * x + y * y;
+        if r < 1.0 {
+            0.6 + 0.4 * ((5.0 * x).sin() * (3.0 * y).cos()).abs()
+        } else {
+            0.0
+        }
+    });
+    let p = dir.join("phantom.npy");
+    msm::io::npy::write_npy(&p, &img).unwrap();
+    p
+}
+
+fn cfl_values(base: &Path) -> Vec<msm::C32> {
+    msm::io::cfl::read_array(base).unwrap().data
+}
+
+#[test]
+fn simulate_recon_metrics_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = phantom_npy(dir.path());
+    let pre = dir.path().join("acq");
+    ok(&[
+        "simulate",
+        "--size",
+        "64",
+        "--acs",
+        "8",
+        "--coils",
+        "4",
+        "--seed",
+        "3",
+        "--npy",
+        s(&input),
+        s(&pre),
+    ]);
+    for suffix in ["_ksp", "_maps", "_mask", "_ref"] {
+        for ext in [".cfl", ".hdr", ".npy"] {
+            let f = dir.path().join(format!("acq{suffix}{ext}"));
+            assert!(f.exists(), "{} missing", f.display());
+        }
+    }
+    // Same seed, same bytes.
+    let pre2 = dir.path().join("again");
+    ok(&[
+        "simulate",
+        "--size",
+        "64",
+        "--acs",
+        "8",
+        "--coils",
+        "4",
+        "--seed",
+        "3",
+        s(&input),
+        s(&pre2),
+    ]);
+    assert_eq!(
+        std::fs::read(dir.path().join("acq_ksp.cfl")).unwrap(),
+        std::fs::read(dir.path().join("again_ksp.cfl")).unwrap()
+    );
+    let ksp = dir.path().join("acq_ksp");
+    let maps = dir.path().join("acq_maps");
+    let zf = dir.path().join("zf");
+    let cg = dir.path().join("cg.npy");
+    ok(&[
+        "recon",
+        "--method",
+        "zero-filled",
+        s(&ksp),
+        s(&maps),
+        s(&zf),
+    ]);
+    ok(&[
+        "recon",
+        "--method",
+        "cg-sense",
+        "--mask",
+        s(&dir.path().join("acq_mask")),
+        s(&ksp),
+        s(&maps),
+        s(&cg),
+    ]);
+    ok(&[
+        "recon",
+        "--method",
+        "cg-sense",
+        s(&ksp),
+        s(&maps),
+        s(&dir.path().join("cg.png")),
+    ]);
+    let reference = dir.path().join("acq_ref");
+    let score = |img: &Path| -> f64 {
+        let out = ok(&["metrics", "--json", "--scale", s(&reference), s(img)]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let v = text
+            .split("\"psnr\": ")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        v.trim().parse().unwrap()
+    };
+    let (p_zf, p_cg) = (score(&zf), score(&cg));
+    assert!(
+        p_cg > p_zf + 2.0,
+        "CG-SENSE {p_cg:.2} dB should beat zero-filled {p_zf:.2} dB"
+    );
+}
+
+#[test]
+fn zero_filled_matches_bart() {
+    if !has_bart() {
+        eprintln!("SKIPPED: bart is not installed (apt-get install bart)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = phantom_npy(dir.path());
+    let pre = dir.path().join("acq");
+    ok(&[
+        "simulate",
+        "--size",
+        "128",
+        "--coils",
+        "8",
+        "--seed",
+        "9",
+        s(&input),
+        s(&pre),
+    ]);
+    let ksp = dir.path().join("acq_ksp");
+    let maps = dir.path().join("acq_maps");
+    let ours = dir.path().join("ours");
+    ok(&[
+        "recon",
+        "--method",
+        "zero-filled",
+        s(&ksp),
+        s(&maps),
+        s(&ours),
+    ]);
+    let coil_img = dir.path().join("coilimg");
+    let theirs = dir.path().join("theirs");
+    bart(&["fft", "-u", "-i", "3", s(&ksp), s(&coil_img)]);
+    bart(&["fmac", "-C", "-s", "8", s(&coil_img), s(&maps), s(&theirs)]);
+    let (a, b) = (cfl_values(&ours), cfl_values(&theirs));
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).norm_sqr() as f64)
+        .sum();
+    let den: f64 = b.iter().map(|y| y.norm_sqr() as f64).sum();
+    let rel = (num / den).sqrt();
+    assert!(
+        rel < 1e-5,
+        "msm vs BART zero-filled: relative error {rel:e}"
+    );
+}
+
+#[test]
+fn reads_bart_phantom_kspace() {
+    if !has_bart() {
+        eprintln!("SKIPPED: bart is not installed (apt-get install bart)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ksp = dir.path().join("ph");
+    let maps = dir.path().join("sens");
+    bart(&["phantom", "-k", "-s", "8", "-x", "64", s(&ksp)]);
+    bart(&["phantom", "-S", "8", "-x", "64", s(&maps)]);
+    let img = dir.path().join("img.npy");
+    ok(&[
+        "recon",
+        "--method",
+        "zero-filled",
+        s(&ksp),
+        s(&maps),
+        s(&img),
+    ]);
+    let v: ndarray::Array2<msm::C32> = msm::io::npy::read_npy_as(&img).unwrap();
+    assert_eq!(v.dim(), (64, 64));
+    assert!(v.iter().any(|z| z.norm() > 0.0));
+}
+
+fn write_text(p: &Path, t: &str) {
+    std::fs::write(p, t).unwrap();
+}
+
+fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = phantom_npy(d);
+    let pre = d.join("acq");
+    ok(&[
+        "simulate",
+        "--size",
+        "32",
+        "--acs",
+        "4",
+        "--coils",
+        "2",
+        s(&input),
+        s(&pre),
+    ]);
+    let ksp = d.join("acq_ksp");
+    let maps = d.join("acq_maps");
+    let out = d.join("out");
+    let before = dir_entries(d);
+
+    // Missing file.
+    fails(
+        &["recon", s(&d.join("nope")), s(&maps), s(&out)],
+        &["nope.hdr"],
+    );
+    // Truncated .cfl.
+    let trunc = d.join("trunc");
+    std::fs::copy(d.join("acq_ksp.hdr"), d.join("trunc.hdr")).unwrap();
+    let bytes = std::fs::read(d.join("acq_ksp.cfl")).unwrap();
+    std::fs::write(d.join("trunc.cfl"), &bytes[..bytes.len() - 8]).unwrap();
+    fails(
+        &["recon", s(&trunc), s(&maps), s(&out)],
+        &["trunc.cfl", "bytes"],
+    );
+    // Header dimensions that do not match the data size.
+    let wrong = d.join("wrong");
+    std::fs::copy(d.join("acq_ksp.cfl"), d.join("wrong.cfl")).unwrap();
+    write_text(
+        &d.join("wrong.hdr"),
+        "# Dimensions\n32 32 1 3 1 1 1 1 1 1 1 1 1 1 1 1\n",
+    );
+    fails(
+        &["recon", s(&wrong), s(&maps), s(&out)],
+        &["wrong.cfl", "size mismatch"],
+    );
+    // Non-numeric header.
+    let nonnum = d.join("nonnum");
+    std::fs::copy(d.join("acq_ksp.cfl"), d.join("nonnum.cfl")).unwrap();
+    write_text(&d.join("nonnum.hdr"), "# Dimensions\n32 x 1 2\n");
+    fails(&["recon", s(&nonnum), s(&maps), s(&out)], &["nonnum.hdr"]);
+    // Mask whose length does not match the k-space.
+    let short = d.join("short.npy");
+    msm::io::npy::write_npy(&short, &ndarray::Array1::<f32>::ones(20)).unwrap();
+    fails(
+        &["recon", "--mask", s(&short), s(&ksp), s(&maps), s(&out)],
+        &["short.npy", "20", "32"],
+    );
+    // NaN in k-space.
+    let nan = d.join("nan");
+    std::fs::copy(d.join("acq_ksp.hdr"), d.join("nan.hdr")).unwrap();
+    let mut b = bytes.clone();
+    b[8 * 5..8 * 5 + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(d.join("nan.cfl"), &b).unwrap();
+    fails(
+        &["recon", s(&nan), s(&maps), s(&out)],
+        &["nan.cfl", "non-finite"],
+    );
+    // Coil count mismatch between k-space and maps.
+    let pre3 = d.join("three");
+    ok(&[
+        "simulate",
+        "--size",
+        "32",
+        "--acs",
+        "4",
+        "--coils",
+        "3",
+        s(&input),
+        s(&pre3),
+    ]);
+    fails(
+        &["recon", s(&ksp), s(&d.join("three_maps")), s(&out)],
+        &["three_maps", "shape"],
+    );
+    // Unknown simulate input.
+    fails(
+        &["simulate", s(&d.join("x.txt")), s(&d.join("sim"))],
+        &["x.txt"],
+    );
+
+    // No output of any failed command survives (no `out*`, no temporary files).
+    let after = dir_entries(d);
+    let new: Vec<&String> = after.iter().filter(|f| !before.contains(f)).collect();
+    for f in &new {
+        assert!(
+            f.starts_with("trunc")
+                || f.starts_with("wrong")
+                || f.starts_with("nonnum")
+                || f.starts_with("nan")
+                || f.starts_with("short")
+                || f.starts_with("three"),
+            "unexpected file left behind: {f}"
+        );
+    }
+}
