@@ -30,7 +30,7 @@ use crate::loss::MeasBatch;
 use msm::io::nifti::{read_nifti, Plane};
 use msm::{Error, Result, C32};
 
-pub use scale::{zero_filled_p99, ScaleEstimate, SCALE_DRAWS, SCALE_KEY};
+pub use scale::{ScaleEstimate, SCALE_DRAWS, SCALE_KEY};
 
 /// Where the Debian package `mricron-data` installs the Colin27 template.
 pub const DEFAULT_VOLUME: &str = "/usr/share/mricron/templates/ch2.nii.gz";
@@ -179,8 +179,9 @@ impl Loader {
     }
 
     /// The input scale the runtime normalises to: the median over `draws` training draws of
-    /// the 99th percentile of the zero-filled magnitude ([`zero_filled_p99`]). The draws are the
-    /// minibatch of step `u64::MAX` (a step no run trains) for run seed `seed`.
+    /// the 99th percentile of the zero-filled magnitude ([`msm::sampler::scale::robust_max`]).
+    /// The draws are the minibatch of step `u64::MAX` (a step no run trains) for run seed
+    /// `seed`.
     pub fn scale_p99(&self, seed: u64, draws: usize) -> Result<ScaleEstimate> {
         ScaleEstimate::from_measurements(&self.batch(seed, u64::MAX, draws)?, seed)
     }

@@ -4,36 +4,21 @@
 //! acquired k-space `y` by the factor that brings the 99th percentile (nearest rank) of the
 //! zero-filled magnitude `|A_P^H y|` (coil-combined with the maps) to a target, which it reads
 //! from the model's metadata key [`SCALE_KEY`]. At export the trainer estimates that statistic
-//! on its own training draws, computed the same way: [`zero_filled_p99`] on each measurement as
-//! delivered (undersampled, with its noise and scanner gain), then the median over
-//! [`SCALE_DRAWS`] seeded draws.
-
-use ndarray::ArrayView3;
+//! on its own training draws with the runtime's own function,
+//! [`msm::sampler::scale::robust_max`], on each measurement as delivered (undersampled, with its
+//! noise and scanner gain), then takes the median over [`SCALE_DRAWS`] seeded draws.
 
 use super::Measurement;
 use msm::mask::Mask;
-use msm::sense::{Operator, Sense};
-use msm::{Error, Result, C32};
+use msm::sampler::scale::robust_max;
+use msm::sense::Sense;
+use msm::{Error, Result};
 
 /// Metadata key of the training scale (read by the runtime's `msm reconstruct`).
 pub const SCALE_KEY: &str = "msm.scale_p99";
 
 /// Number of training draws the exported scale is the median of.
 pub const SCALE_DRAWS: usize = 64;
-
-/// The 99th percentile (nearest rank: the value at sorted position `ceil(0.99 n) - 1`) of the
-/// zero-filled magnitude `|A_S^H y|` for k-space `y`, operator `op` and mask `mask`, as the
-/// runtime's scale normalisation computes it.
-pub fn zero_filled_p99(op: &dyn Operator, y: ArrayView3<C32>, mask: &Mask) -> f64 {
-    let u = op.adjoint(y, Some(mask));
-    let mut mags: Vec<f32> = u.iter().map(|v| v.norm()).collect();
-    if mags.is_empty() {
-        return 0.0;
-    }
-    let rank = ((0.99 * mags.len() as f64).ceil() as usize).clamp(1, mags.len()) - 1;
-    let (_, v, _) = mags.select_nth_unstable_by(rank, f32::total_cmp);
-    *v as f64
-}
 
 /// The training scale estimated from a set of draws.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +43,7 @@ impl ScaleEstimate {
             .iter()
             .map(|m| {
                 let op = Sense::new(m.maps().clone())?;
-                Ok(zero_filled_p99(
+                Ok(robust_max(
                     &op,
                     m.kspace().view(),
                     &Mask::Columns(m.mask().to_vec()),
