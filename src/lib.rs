@@ -18,6 +18,7 @@ pub mod mask;
 pub mod metrics;
 pub mod onnx;
 pub mod recon;
+pub mod sampler;
 pub mod schedule;
 pub mod sense;
 pub mod simulate;

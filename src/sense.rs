@@ -136,16 +136,20 @@ impl Operator for Sense {
         }
         self.fft.inverse_coils(&mut tmp);
         let (nc, h, w) = self.maps.dim();
+        let maps = self.maps.as_slice().expect("maps are in standard layout");
+        let coil_images = tmp.as_slice().expect("fresh array is contiguous");
         let mut out = Array2::zeros((h, w));
-        out.axis_iter_mut(Axis(0))
-            .into_par_iter()
+        out.as_slice_mut()
+            .expect("fresh array is contiguous")
+            .par_chunks_mut(w)
             .enumerate()
-            .for_each(|(r, mut row)| {
+            .for_each(|(r, row)| {
                 for c in 0..nc {
-                    let t = tmp.index_axis(Axis(0), c);
-                    let m = self.maps.index_axis(Axis(0), c);
-                    for (j, o) in row.iter_mut().enumerate() {
-                        *o += m[(r, j)].conj() * t[(r, j)];
+                    let off = c * h * w + r * w;
+                    let m = &maps[off..off + w];
+                    let t = &coil_images[off..off + w];
+                    for ((o, m), t) in row.iter_mut().zip(m).zip(t) {
+                        *o += m.conj() * t;
                     }
                 }
             });

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# CI for the trainer (msm-export): installs libtorch 2.13.0 through PyTorch's wheel, numpy and
+# onnxruntime, the Colin27 volume (mricron-data), then builds and runs the trainer's tests.
+# Idempotent: every install step is skipped when already satisfied. Run from anywhere.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import torch, sys; sys.exit(0 if torch.__version__.split("+")[0] == "2.13.0" else 1)' 2>/dev/null; then
+    pip install --quiet torch==2.13.0
+fi
+python3 -c 'import numpy, onnxruntime' 2>/dev/null || pip install --quiet numpy onnxruntime
+if [ ! -e /usr/share/mricron/templates/ch2.nii.gz ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mricron-data
+fi
+
+# tch links against the libtorch inside the torch wheel (its folder is embedded as an rpath by
+# export/build.rs; LD_LIBRARY_PATH is set as well for tools that load it differently).
+export LIBTORCH_USE_PYTORCH=1
+TORCH_LIB="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="${TORCH_LIB}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+cargo test --release -p msm-export

@@ -1,0 +1,250 @@
+//! Training data: what a scanner gives, and nothing more.
+//!
+//! A [`Loader`] opens a magnitude volume (Colin27 `ch2.nii.gz` from `mricron-data`) and yields
+//! [`Measurement`]s: undersampled (zero outside the mask), optionally noisy, multi-coil k-space
+//! with its column mask and coil maps. The clean slice exists only inside the private simulator
+//! module and is dropped there; neither `Measurement` nor `Loader` has any way to return it, so the
+//! trainer cannot reach a clean image by construction.
+//!
+//! Held out: the block of axial slices `held_out_axial` (NIfTI k index, half-open) is never drawn,
+//! and it is cut out of the volume before coronal and sagittal slices are taken (the parts above
+//! and below are joined), so no voxel of the held-out block is ever seen in training.
+
+mod nifti;
+mod sim;
+
+use std::path::PathBuf;
+
+use ndarray::Array3;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::loss::MeasBatch;
+use msm::{Error, Result, C32};
+
+/// Where the Debian package `mricron-data` installs the Colin27 template.
+pub const DEFAULT_VOLUME: &str = "/usr/share/mricron/templates/ch2.nii.gz";
+
+/// Slice orientation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orientation {
+    /// Fixed z (k).
+    Axial,
+    /// Fixed y (j).
+    Coronal,
+    /// Fixed x (i).
+    Sagittal,
+}
+
+/// How measurements are simulated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// The magnitude volume (NIfTI-1).
+    pub volume: PathBuf,
+    /// Grid size (square).
+    pub image_size: usize,
+    /// Receive coils.
+    pub coils: usize,
+    /// Acceleration R of the random Cartesian masks.
+    pub acceleration: f64,
+    /// Central (ACS) columns always kept.
+    pub acs_lines: usize,
+    /// Measurement noise std per real component (0: noiseless), on the scale where the
+    /// zero-filled image's maximum is about 1.
+    pub noise_eta: f64,
+    /// Held-out axial slices `[first, end)` (NIfTI k index); never used in training.
+    pub held_out_axial: [usize; 2],
+    /// Largest in-plane rotation in degrees.
+    pub max_rotation_deg: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            volume: PathBuf::from(DEFAULT_VOLUME),
+            image_size: 128,
+            coils: 8,
+            acceleration: 4.0,
+            acs_lines: 10,
+            noise_eta: 0.0,
+            held_out_axial: [80, 100],
+            max_rotation_deg: 10.0,
+        }
+    }
+}
+
+/// One scan as a scanner delivers it. No field holds, or can give back, a clean image.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    kspace: Array3<C32>,
+    maps: Array3<C32>,
+    mask: Vec<bool>,
+    eta: f64,
+}
+
+impl Measurement {
+    /// Undersampled k-space `(coils, H, W)`, zero on unmeasured columns.
+    pub fn kspace(&self) -> &Array3<C32> {
+        &self.kspace
+    }
+
+    /// Coil maps `(coils, H, W)`.
+    pub fn maps(&self) -> &Array3<C32> {
+        &self.maps
+    }
+
+    /// Column mask over the width axis.
+    pub fn mask(&self) -> &[bool] {
+        &self.mask
+    }
+
+    /// Noise std per real component.
+    pub fn eta(&self) -> f64 {
+        self.eta
+    }
+}
+
+/// Yields simulated measurements from the training slices of a volume.
+pub struct Loader {
+    sim: sim::Simulator,
+    cfg: DataConfig,
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// Mixes a seed and a counter into an independent 64-bit seed (splitmix64).
+pub fn mix_seed(seed: u64, counter: u64) -> u64 {
+    let mut z = seed
+        ^ counter
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(0x632B_E59B_D9B4_E019);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Loader {
+    /// Opens the volume of `cfg` and checks the configuration.
+    pub fn open(cfg: &DataConfig) -> Result<Loader> {
+        check(cfg)?;
+        if !cfg.volume.exists() {
+            return Err(Error::format(
+                &cfg.volume,
+                "training volume not found; expected a NIfTI-1 magnitude volume such as Colin27 \
+                 `ch2.nii.gz` (Debian package mricron-data: `apt-get install mricron-data`)",
+            ));
+        }
+        let vol = nifti::read_volume(&cfg.volume)?;
+        let sim =
+            sim::Simulator::new(vol, cfg).map_err(|e| Error::format(&cfg.volume, e.to_string()))?;
+        Ok(Loader {
+            sim,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DataConfig {
+        &self.cfg
+    }
+
+    /// How many distinct training slices each orientation offers.
+    pub fn slice_counts(&self) -> [(Orientation, usize); 3] {
+        self.sim.slice_counts()
+    }
+
+    /// One measurement drawn with `rng`.
+    pub fn example(&self, rng: &mut ChaCha8Rng) -> Measurement {
+        self.sim.simulate(rng)
+    }
+
+    /// The minibatch of training step `step` for run seed `seed`: example i uses its own RNG
+    /// seeded from (seed, step, i), so a resumed run sees the same data.
+    pub fn batch(&self, seed: u64, step: u64, size: usize) -> Vec<Measurement> {
+        (0..size)
+            .map(|i| {
+                let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(mix_seed(seed, step), i as u64));
+                self.example(&mut rng)
+            })
+            .collect()
+    }
+}
+
+fn check(cfg: &DataConfig) -> Result<()> {
+    if cfg.image_size < 8 || cfg.coils == 0 {
+        return Err(Error::invalid(format!(
+            "data config: image_size {} and coils {} must be >= 8 and >= 1",
+            cfg.image_size, cfg.coils
+        )));
+    }
+    if cfg.acceleration.is_nan()
+        || cfg.acceleration < 1.0
+        || cfg.acs_lines > cfg.image_size
+        || cfg.acs_lines as f64 > cfg.image_size as f64 / cfg.acceleration
+    {
+        return Err(Error::invalid(format!(
+            "data config: acceleration {} with {} ACS lines does not fit width {} (need R >= 1 and ACS <= width / R)",
+            cfg.acceleration, cfg.acs_lines, cfg.image_size
+        )));
+    }
+    if !(cfg.noise_eta >= 0.0 && cfg.noise_eta.is_finite()) {
+        return Err(Error::invalid(format!(
+            "data config: noise_eta {} must be >= 0",
+            cfg.noise_eta
+        )));
+    }
+    Ok(())
+}
+
+fn complex_tensor(arrays: &[&Array3<C32>], device: Device) -> Tensor {
+    let (c, h, w) = arrays[0].dim();
+    let mut flat = Vec::with_capacity(arrays.len() * c * h * w * 2);
+    for a in arrays {
+        for v in a.iter() {
+            flat.push(v.re);
+            flat.push(v.im);
+        }
+    }
+    Tensor::from_slice(&flat)
+        .reshape([arrays.len() as i64, c as i64, h as i64, w as i64, 2])
+        .view_as_complex()
+        .to_device(device)
+}
+
+/// Stacks measurements (same size, same eta) into a device batch.
+pub fn to_batch(ms: &[Measurement], device: Device) -> Result<MeasBatch> {
+    let first = ms
+        .first()
+        .ok_or_else(|| Error::invalid("empty minibatch"))?;
+    if ms
+        .iter()
+        .any(|m| m.kspace.dim() != first.kspace.dim() || m.eta != first.eta)
+    {
+        return Err(Error::invalid(
+            "minibatch mixes k-space sizes or noise levels",
+        ));
+    }
+    let ks: Vec<&Array3<C32>> = ms.iter().map(|m| &m.kspace).collect();
+    let maps: Vec<&Array3<C32>> = ms.iter().map(|m| &m.maps).collect();
+    let w = first.mask.len();
+    let mask: Vec<f32> = ms
+        .iter()
+        .flat_map(|m| m.mask.iter().map(|&b| if b { 1.0 } else { 0.0 }))
+        .collect();
+    Ok(MeasBatch {
+        kspace: complex_tensor(&ks, device),
+        maps: complex_tensor(&maps, device),
+        mask: Tensor::from_slice(&mask)
+            .reshape([ms.len() as i64, w as i64])
+            .to_kind(Kind::Float)
+            .to_device(device),
+        eta: first.eta,
+    })
+}

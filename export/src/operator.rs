@@ -1,0 +1,80 @@
+//! The multi-coil MRI operator in tch (MSM.md section 1): A_S x = S F C x and its adjoint
+//! A_S^H y = sum_c conj(C_c) F^H (S y_c), with F the centred orthonormal 2-D DFT.
+//!
+//! Batched: images `[B, H, W]` complex, k-space and maps `[B, Nc, H, W]` complex, masks `[B, W]`
+//! (1 keeps a phase-encode column of the width axis, 0 drops it).
+
+use tch::{Kind, Tensor};
+
+/// Centred orthonormal 2-D DFT over the last two axes: ifftshift, fft2 (ortho), fftshift.
+pub fn fft2c(x: &Tensor) -> Tensor {
+    x.fft_ifftshift(Some([-2i64, -1].as_slice()))
+        .fft_fft2(None::<&[i64]>, [-2i64, -1], "ortho")
+        .fft_fftshift(Some([-2i64, -1].as_slice()))
+}
+
+/// Inverse of [`fft2c`]: ifftshift, ifft2 (ortho), fftshift.
+pub fn ifft2c(x: &Tensor) -> Tensor {
+    x.fft_ifftshift(Some([-2i64, -1].as_slice()))
+        .fft_ifft2(None::<&[i64]>, [-2i64, -1], "ortho")
+        .fft_fftshift(Some([-2i64, -1].as_slice()))
+}
+
+/// Complex `[B, H, W]` -> real `[B, 2, H, W]` (real, imaginary channels).
+pub fn to_channels(x: &Tensor) -> Tensor {
+    x.view_as_real().permute([0, 3, 1, 2]).contiguous()
+}
+
+/// Real `[B, 2, H, W]` -> complex `[B, H, W]`.
+pub fn from_channels(x: &Tensor) -> Tensor {
+    Tensor::complex(&x.select(1, 0), &x.select(1, 1))
+}
+
+/// A_S for a batch: coil maps and column masks.
+#[derive(Debug)]
+pub struct Operator {
+    maps: Tensor,
+    mask: Tensor,
+}
+
+impl Operator {
+    /// `maps` `[B, Nc, H, W]` complex, `mask` `[B, W]` real (0 or 1).
+    pub fn new(maps: &Tensor, mask: &Tensor) -> Operator {
+        let mask = mask.to_kind(Kind::Float).unsqueeze(1).unsqueeze(1);
+        Operator {
+            maps: maps.shallow_clone(),
+            mask,
+        }
+    }
+
+    /// The column mask broadcast to `[B, 1, 1, W]`.
+    pub fn mask(&self) -> &Tensor {
+        &self.mask
+    }
+
+    /// S applied to multi-coil k-space.
+    pub fn restrict(&self, y: &Tensor) -> Tensor {
+        y * &self.mask
+    }
+
+    /// A_S x: image `[B, H, W]` -> masked multi-coil k-space `[B, Nc, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        fft2c(&(&self.maps * x.unsqueeze(1))) * &self.mask
+    }
+
+    /// A_S^H y: masked k-space `[B, Nc, H, W]` -> coil-combined image `[B, H, W]`.
+    pub fn adjoint(&self, y: &Tensor) -> Tensor {
+        (ifft2c(&(y * &self.mask)) * self.maps.conj()).sum_dim_intlist(
+            [1i64].as_slice(),
+            false,
+            None::<Kind>,
+        )
+    }
+
+    /// Number of real measured values (2 per measured complex entry), over the whole batch.
+    pub fn measured_reals(&self) -> f64 {
+        let size = self.maps.size();
+        let (nc, h) = (size[1], size[2]);
+        2.0 * (nc * h) as f64 * self.mask.sum(Kind::Double).double_value(&[])
+    }
+}

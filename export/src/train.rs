@@ -1,0 +1,503 @@
+//! The training loop: AdamW, EMA of weights, gradient clipping, seeds, checkpoint and resume.
+//!
+//! Determinism: parameters are initialised from `seed`; everything random in step `k` (the
+//! minibatch, the timestep, the diffusion noise and SURE probe) is seeded from (`seed`, `k`), and the
+//! optimizer state is part of the checkpoint, so a run resumed at step k continues exactly as the
+//! uninterrupted run would.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::UNetConfig;
+use crate::data::{mix_seed, to_batch, DataConfig, Loader};
+use crate::loss::{msm_loss, LossOptions};
+use crate::onnx::emit::Weights;
+use crate::schedule::Schedule;
+use crate::unet::UNet;
+use msm::{Error, Result};
+
+/// Everything that defines a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Network architecture.
+    pub unet: UNetConfig,
+    /// Measurement simulation.
+    pub data: DataConfig,
+    /// Total optimizer steps.
+    pub steps: u64,
+    /// Examples per minibatch.
+    pub batch_size: usize,
+    /// AdamW learning rate (reference: 5e-5 for MRI).
+    pub lr: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// AdamW (beta1, beta2).
+    pub adam_betas: [f64; 2],
+    /// AdamW epsilon.
+    pub adam_eps: f64,
+    /// EMA decay of the exported weights (reference: 0.9999).
+    pub ema_decay: f64,
+    /// Use min(ema_decay, (1 + k) / (10 + k)) at step k, so short runs get a useful average.
+    pub ema_warmup: bool,
+    /// Clip the global gradient norm to this value (0: no clipping).
+    pub grad_clip: f64,
+    /// Run seed.
+    pub seed: u64,
+    /// Number K of respaced timesteps the training timestep is drawn from.
+    pub respaced_steps: usize,
+    /// SURE probe size.
+    pub sure_tau: f64,
+    /// SURE weight.
+    pub sure_weight: f64,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
+    /// Print and log a progress line every this many steps.
+    pub log_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            unet: UNetConfig::default(),
+            data: DataConfig::default(),
+            steps: 20_000,
+            batch_size: 4,
+            lr: 1e-4,
+            weight_decay: 0.0,
+            adam_betas: [0.9, 0.999],
+            adam_eps: 1e-8,
+            ema_decay: 0.9999,
+            ema_warmup: true,
+            grad_clip: 1.0,
+            seed: 0,
+            respaced_steps: 200,
+            sure_tau: 0.005,
+            sure_weight: 0.05,
+            checkpoint_every: 500,
+            log_every: 10,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a JSON config (missing fields take the defaults) and validates it.
+    pub fn from_json_file(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let cfg: TrainConfig = serde_json::from_str(&text).map_err(|e| {
+            Error::format(
+                path,
+                format!("not a valid training config (JSON with TrainConfig fields): {e}"),
+            )
+        })?;
+        cfg.validate()
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        Ok(cfg)
+    }
+
+    /// Checks the architecture, the data settings against it, and the optimizer settings.
+    pub fn validate(&self) -> Result<()> {
+        self.unet.validate()?;
+        if self.unet.image_size != self.data.image_size {
+            return Err(Error::invalid(format!(
+                "unet.image_size {} differs from data.image_size {}",
+                self.unet.image_size, self.data.image_size
+            )));
+        }
+        if self.unet.in_channels != 2 {
+            return Err(Error::invalid(format!(
+                "unet.in_channels is {}; MRI training needs 2 (real, imaginary)",
+                self.unet.in_channels
+            )));
+        }
+        if self.batch_size == 0 || self.respaced_steps == 0 || self.respaced_steps > 1000 {
+            return Err(Error::invalid(
+                "batch_size must be >= 1 and respaced_steps in 1..=1000",
+            ));
+        }
+        if self.lr.is_nan()
+            || self.lr <= 0.0
+            || !(0.0..1.0).contains(&self.ema_decay)
+            || self.grad_clip < 0.0
+        {
+            return Err(Error::invalid(
+                "lr must be > 0, ema_decay in [0, 1), grad_clip >= 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Statistics of one optimizer step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    /// Step number after this step (1-based).
+    pub step: u64,
+    /// Timestep used.
+    pub t: usize,
+    /// Total loss.
+    pub loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointMeta {
+    format: String,
+    step: u64,
+    last_loss: Option<f64>,
+    config: TrainConfig,
+}
+
+const CHECKPOINT_FORMAT: &str = "msm-export checkpoint 1";
+
+/// A training run in memory.
+pub struct Trainer {
+    cfg: TrainConfig,
+    _vs: nn::VarStore,
+    net: UNet,
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    adam_m: Vec<Tensor>,
+    adam_v: Vec<Tensor>,
+    ema: Vec<Tensor>,
+    step: u64,
+    last_loss: Option<f64>,
+    sched: Schedule,
+    loader: Loader,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer").field("step", &self.step).finish()
+    }
+}
+
+impl Trainer {
+    /// A fresh run: parameters initialised from `cfg.seed`, data volume opened.
+    pub fn new(cfg: &TrainConfig) -> Result<Trainer> {
+        cfg.validate()?;
+        let loader = Loader::open(&cfg.data)?;
+        tch::manual_seed(cfg.seed as i64);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = UNet::new(&vs.root(), &cfg.unet)?;
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let (names, params): (Vec<String>, Vec<Tensor>) = vars.into_iter().unzip();
+        let zeros = |ps: &[Tensor]| ps.iter().map(|p| p.zeros_like()).collect::<Vec<_>>();
+        let ema = tch::no_grad(|| params.iter().map(|p| p.detach().copy()).collect());
+        Ok(Trainer {
+            cfg: cfg.clone(),
+            adam_m: zeros(&params),
+            adam_v: zeros(&params),
+            ema,
+            names,
+            params,
+            _vs: vs,
+            net,
+            step: 0,
+            last_loss: None,
+            sched: Schedule::reference(),
+            loader,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// Steps done.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Loss of the last step.
+    pub fn last_loss(&self) -> Option<f64> {
+        self.last_loss
+    }
+
+    /// The network (current, not EMA, weights).
+    pub fn net(&self) -> &UNet {
+        &self.net
+    }
+
+    /// The noise schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.sched
+    }
+
+    /// Current weights, by state_dict name.
+    pub fn weights(&self) -> Vec<(String, Tensor)> {
+        self.names
+            .iter()
+            .cloned()
+            .zip(self.params.iter().map(|p| p.detach().copy()))
+            .collect()
+    }
+
+    /// EMA weights as a state_dict for export.
+    pub fn ema_weights(&self) -> Result<Weights> {
+        tensors_to_weights(self.names.iter().map(|s| s.as_str()).zip(self.ema.iter()))
+    }
+
+    /// Evaluates the loss of the minibatch of step `step` with the current weights (no update).
+    pub fn eval_loss(&self, step: u64) -> Result<f64> {
+        let (loss, _) = tch::no_grad(|| self.loss_at(step))?;
+        Ok(loss.double_value(&[]))
+    }
+
+    fn loss_at(&self, step: u64) -> Result<(Tensor, usize)> {
+        let ms = self.loader.batch(self.cfg.seed, step, self.cfg.batch_size);
+        let batch = to_batch(&ms, Device::Cpu)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(self.cfg.seed ^ 0x7431_5eed, step));
+        let steps = self.sched.respaced(self.cfg.respaced_steps);
+        let t = steps[rng.random_range(0..steps.len())];
+        tch::manual_seed((mix_seed(self.cfg.seed, step) >> 1) as i64);
+        let opts = LossOptions {
+            sure_tau: self.cfg.sure_tau,
+            sure_weight: self.cfg.sure_weight,
+        };
+        let net = |x: &Tensor, tt: &Tensor| self.net.eps(x, tt, true);
+        let parts = msm_loss(&net, &batch, &self.sched, t, &opts);
+        Ok((parts.total, t))
+    }
+
+    /// One optimizer step.
+    pub fn train_step(&mut self) -> Result<StepStats> {
+        for p in &mut self.params {
+            p.zero_grad();
+        }
+        let (loss, t) = self.loss_at(self.step)?;
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            return Err(Error::invalid(format!(
+                "loss is {loss_value} at step {} (t = {t}); lower the learning rate",
+                self.step
+            )));
+        }
+        loss.backward();
+        let k = self.step + 1;
+        let cfg = &self.cfg;
+        let grad_norm = tch::no_grad(|| {
+            let sq: f64 = self
+                .params
+                .iter()
+                .map(|p| {
+                    let g = p.grad();
+                    if g.defined() {
+                        g.square().sum(Kind::Double).double_value(&[])
+                    } else {
+                        0.0
+                    }
+                })
+                .sum();
+            let norm = sq.sqrt();
+            let clip = if cfg.grad_clip > 0.0 && norm > cfg.grad_clip {
+                cfg.grad_clip / (norm + 1e-6)
+            } else {
+                1.0
+            };
+            let [b1, b2] = cfg.adam_betas;
+            let bc1 = 1.0 - b1.powi(k as i32);
+            let bc2 = 1.0 - b2.powi(k as i32);
+            let decay = if cfg.ema_warmup {
+                cfg.ema_decay.min((1.0 + k as f64) / (10.0 + k as f64))
+            } else {
+                cfg.ema_decay
+            };
+            for i in 0..self.params.len() {
+                let p = &mut self.params[i];
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g = g * clip;
+                self.adam_m[i] = &self.adam_m[i] * b1 + &g * (1.0 - b1);
+                self.adam_v[i] = &self.adam_v[i] * b2 + g.square() * (1.0 - b2);
+                let update =
+                    (&self.adam_m[i] / bc1) / ((&self.adam_v[i] / bc2).sqrt() + cfg.adam_eps);
+                let new = &*p * (1.0 - cfg.lr * cfg.weight_decay) - update * cfg.lr;
+                p.copy_(&new);
+                self.ema[i] = &self.ema[i] * decay + &*p * (1.0 - decay);
+            }
+            norm
+        });
+        self.step = k;
+        self.last_loss = Some(loss_value);
+        Ok(StepStats {
+            step: k,
+            t,
+            loss: loss_value,
+            grad_norm,
+        })
+    }
+
+    /// Writes parameters, EMA, optimizer state, step and config to a safetensors file (atomic).
+    pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        let meta = CheckpointMeta {
+            format: CHECKPOINT_FORMAT.into(),
+            step: self.step,
+            last_loss: self.last_loss,
+            config: self.cfg.clone(),
+        };
+        let json = serde_json::to_vec(&meta).map_err(|e| Error::invalid(e.to_string()))?;
+        let mut entries: Vec<(String, Tensor)> = vec![("__meta".into(), Tensor::from_slice(&json))];
+        for (i, n) in self.names.iter().enumerate() {
+            entries.push((format!("model.{n}"), self.params[i].detach().copy()));
+            entries.push((format!("ema.{n}"), self.ema[i].copy()));
+            entries.push((format!("adam_m.{n}"), self.adam_m[i].copy()));
+            entries.push((format!("adam_v.{n}"), self.adam_v[i].copy()));
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp{}",
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        Tensor::write_safetensors(&entries, &tmp)
+            .map_err(|e| Error::format(&tmp, format!("cannot write checkpoint: {e}")))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Resumes a run from `path`, written by [`Trainer::save_checkpoint`] for the same
+    /// configuration (the step count may differ: a run can be extended).
+    pub fn resume(cfg: &TrainConfig, path: &Path) -> Result<Trainer> {
+        let mut tr = Trainer::new(cfg)?;
+        if !path.exists() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
+            ));
+        }
+        let entries = Tensor::read_safetensors(path).map_err(|e| {
+            Error::format(path, format!("not a readable checkpoint (expected a safetensors file written by msm-train): {e}"))
+        })?;
+        let map: std::collections::HashMap<String, Tensor> = entries.into_iter().collect();
+        let meta_t = map.get("__meta").ok_or_else(|| {
+            Error::format(
+                path,
+                "checkpoint has no `__meta` entry; not written by msm-train",
+            )
+        })?;
+        let bytes = Vec::<u8>::try_from(meta_t.reshape([-1]))
+            .map_err(|e| Error::format(path, format!("bad `__meta` entry: {e}")))?;
+        let meta: CheckpointMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::format(path, format!("bad `__meta` JSON: {e}")))?;
+        if meta.format != CHECKPOINT_FORMAT {
+            return Err(Error::format(
+                path,
+                format!(
+                    "checkpoint format `{}`, expected `{CHECKPOINT_FORMAT}`",
+                    meta.format
+                ),
+            ));
+        }
+        let mut same = meta.config.clone();
+        same.steps = cfg.steps;
+        same.checkpoint_every = cfg.checkpoint_every;
+        same.log_every = cfg.log_every;
+        if &same != cfg {
+            return Err(Error::format(
+                path,
+                "checkpoint was written with a different configuration (architecture, data or optimizer); \
+                 resume with the config stored in it",
+            ));
+        }
+        tch::no_grad(|| -> Result<()> {
+            for i in 0..tr.names.len() {
+                let n = tr.names[i].clone();
+                let want = tr.params[i].size();
+                let get = |prefix: &str| -> Result<&Tensor> {
+                    let key = format!("{prefix}.{n}");
+                    let t = map
+                        .get(&key)
+                        .ok_or_else(|| Error::format(path, format!("checkpoint lacks `{key}`")))?;
+                    if t.size() != want {
+                        return Err(Error::format(
+                            path,
+                            format!("`{key}` has shape {:?}, expected {want:?}", t.size()),
+                        ));
+                    }
+                    Ok(t)
+                };
+                tr.params[i].copy_(get("model")?);
+                tr.ema[i] = get("ema")?.copy();
+                tr.adam_m[i] = get("adam_m")?.copy();
+                tr.adam_v[i] = get("adam_v")?.copy();
+            }
+            Ok(())
+        })?;
+        tr.step = meta.step;
+        tr.last_loss = meta.last_loss;
+        Ok(tr)
+    }
+
+    /// Trains until `cfg.steps`, checkpointing to `out/checkpoint.safetensors`, appending progress
+    /// lines to `out/train.log` and passing each to `progress`.
+    pub fn run(&mut self, out: &Path, mut progress: impl FnMut(&str)) -> Result<()> {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let log_path = out.join("train.log");
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(&log_path, e))?;
+        let ckpt = checkpoint_path(out);
+        let mut window = (Instant::now(), 0u64, 0.0f64);
+        while self.step < self.cfg.steps {
+            let st = self.train_step()?;
+            window.1 += 1;
+            window.2 += st.loss;
+            if st.step % self.cfg.log_every.max(1) == 0 || st.step == self.cfg.steps {
+                let secs = window.0.elapsed().as_secs_f64().max(1e-9);
+                let line = format!(
+                    "step {}/{} loss {:.6} (mean of last {}: {:.6}) t {} grad_norm {:.3} {:.2} examples/s",
+                    st.step,
+                    self.cfg.steps,
+                    st.loss,
+                    window.1,
+                    window.2 / window.1 as f64,
+                    st.t,
+                    st.grad_norm,
+                    (window.1 as f64 * self.cfg.batch_size as f64) / secs
+                );
+                writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
+                progress(&line);
+                window = (Instant::now(), 0, 0.0);
+            }
+            if st.step % self.cfg.checkpoint_every.max(1) == 0 || st.step == self.cfg.steps {
+                self.save_checkpoint(&ckpt)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint file of a run folder.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("checkpoint.safetensors")
+}
+
+/// Converts named tch tensors into a [`Weights`] state_dict (f32).
+pub fn tensors_to_weights<'a>(it: impl Iterator<Item = (&'a str, &'a Tensor)>) -> Result<Weights> {
+    let mut w = Weights::new();
+    for (n, t) in it {
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let data = Vec::<f32>::try_from(t.detach().to_kind(Kind::Float).contiguous().reshape([-1]))
+            .map_err(|e| Error::invalid(format!("parameter {n}: {e}")))?;
+        w.insert(n, shape, data);
+    }
+    Ok(w)
+}

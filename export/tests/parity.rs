@@ -1,0 +1,243 @@
+//! The tch UNet and its exported ONNX graph agree, run in tract (and in onnxruntime through
+//! `tests/ort_check.py`), with f32 and f16 weights, over architecture variants.
+
+use std::path::Path;
+
+use msm_export::config::UNetConfig;
+use msm_export::onnx::emit::emit_unet;
+use msm_export::onnx::graph::{write_model, WeightType};
+use msm_export::train::tensors_to_weights;
+use msm_export::unet::UNet;
+use tch::{nn, Device, Kind, Tensor};
+use tract_onnx::prelude::*;
+
+fn tiny(f: impl FnOnce(&mut UNetConfig)) -> UNetConfig {
+    let mut c = UNetConfig {
+        image_size: 16,
+        model_channels: 32,
+        channel_mult: vec![1, 2],
+        num_res_blocks: 1,
+        attention_resolutions: vec![8],
+        num_head_channels: Some(32),
+        ..UNetConfig::default()
+    };
+    f(&mut c);
+    c
+}
+
+/// A network with every parameter random (the zero-initialised convs too).
+fn random_net(cfg: &UNetConfig, seed: i64) -> (nn::VarStore, UNet) {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = UNet::new(&vs.root(), cfg).expect("valid config");
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            let r = Tensor::randn_like(&t);
+            let v = if name.ends_with("in_layers.0.weight")
+                || name.ends_with("out_layers.0.weight")
+                || name.ends_with("norm.weight")
+                || name == "out.0.weight"
+            {
+                r * 0.2 + 1.0
+            } else {
+                let fan_in: i64 = t.size().iter().skip(1).product::<i64>().max(1);
+                r / (fan_in as f64).sqrt()
+            };
+            t.copy_(&v);
+        }
+    });
+    (vs, net)
+}
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.contiguous().reshape([-1])).expect("f32 tensor")
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+fn tract_run(path: &Path, x: &Tensor, t: &Tensor) -> Vec<f32> {
+    let xs: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
+    let model = tract_onnx::onnx()
+        .model_for_path(path)
+        .expect("tract reads the model")
+        .into_optimized()
+        .expect("tract optimises the model")
+        .into_runnable()
+        .expect("runnable");
+    let xt = tract_ndarray::ArrayD::from_shape_vec(xs, to_vec(x)).expect("shape");
+    let tt = tract_ndarray::Array1::from_vec(to_vec(t)).into_dyn();
+    let out = model
+        .run(tvec!(xt.into_tensor().into(), tt.into_tensor().into()))
+        .expect("tract runs the model");
+    out[0]
+        .to_plain_array_view::<f32>()
+        .expect("f32 output")
+        .iter()
+        .copied()
+        .collect()
+}
+
+fn write_npy(path: &Path, shape: &[i64], data: &[f32]) {
+    let dims = shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let dims = if shape.len() == 1 {
+        format!("{dims},")
+    } else {
+        dims
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).expect("write npy");
+}
+
+/// Exports `cfg` and compares tch with tract (and onnxruntime when `ort` is set).
+fn check(cfg: &UNetConfig, weights: WeightType, tol: f64, ort: bool) {
+    let (vs, net) = random_net(cfg, 7);
+    let n = 2;
+    let s = cfg.image_size as i64;
+    let x = Tensor::randn([n, 2, s, s], (Kind::Float, Device::Cpu));
+    let t = Tensor::from_slice(&[17.0f32, 940.0]);
+    let expected = tch::no_grad(|| net.eps(&x, &t, false));
+    let vars = vs.variables();
+    let w = tensors_to_weights(vars.iter().map(|(k, v)| (k.as_str(), v))).expect("weights");
+    let meta = vec![("msm.test".to_string(), "1".to_string())];
+    let model = emit_unet(cfg, &w, weights, &meta).expect("emit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.onnx");
+    write_model(&model, &path).expect("write");
+    let exp = to_vec(&expected);
+    let got = tract_run(&path, &x, &t);
+    let err = rel_l2(&got, &exp);
+    eprintln!("tract vs tch ({weights:?}): rel L2 {err:.3e}");
+    assert!(
+        err < tol,
+        "tract vs tch: rel L2 {err:.3e} >= {tol:e} for {weights:?} {}",
+        cfg.describe()
+    );
+    if ort {
+        let (xp, tp, ep) = (
+            dir.path().join("x.npy"),
+            dir.path().join("t.npy"),
+            dir.path().join("eps.npy"),
+        );
+        write_npy(&xp, &x.size(), &to_vec(&x));
+        write_npy(&tp, &[n], &to_vec(&t));
+        write_npy(&ep, &expected.size(), &exp);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_check.py");
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .args([&path, &xp, &tp, &ep])
+            .arg(tol.to_string())
+            .output()
+            .expect("python3 runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{text}");
+        assert!(
+            out.status.success(),
+            "onnxruntime check failed ({weights:?}): {text}"
+        );
+    }
+}
+
+#[test]
+fn default_variant_matches_in_tract_and_onnxruntime_f32() {
+    check(&tiny(|_| {}), WeightType::F32, 1e-4, true);
+}
+
+#[test]
+fn default_variant_matches_in_tract_and_onnxruntime_f16() {
+    check(&tiny(|_| {}), WeightType::F16, 5e-3, true);
+}
+
+#[test]
+fn plain_resampling_no_scale_shift_matches() {
+    check(
+        &tiny(|c| {
+            c.use_scale_shift_norm = false;
+            c.resblock_updown = false;
+            c.conv_resample = true;
+        }),
+        WeightType::F32,
+        1e-4,
+        false,
+    );
+}
+
+#[test]
+fn pooling_without_conv_new_attention_order_heads_matches() {
+    check(
+        &tiny(|c| {
+            c.resblock_updown = false;
+            c.conv_resample = false;
+            c.use_new_attention_order = true;
+            c.num_head_channels = None;
+            c.num_heads = 2;
+            c.channel_mult = vec![1, 2, 2];
+            c.num_res_blocks = 2;
+            c.attention_resolutions = vec![8, 4];
+        }),
+        WeightType::F32,
+        1e-4,
+        false,
+    );
+}
+
+#[test]
+fn learned_sigma_network_exports_eps_channels_only() {
+    check(&tiny(|c| c.out_channels = 4), WeightType::F32, 1e-4, false);
+}
+
+#[test]
+fn state_dict_names_follow_guided_diffusion() {
+    let cfg = tiny(|_| {});
+    let (vs, _) = random_net(&cfg, 1);
+    let vars = vs.variables();
+    for (name, shape) in [
+        ("time_embed.0.weight", vec![128, 32]),
+        ("time_embed.2.bias", vec![128]),
+        ("input_blocks.0.0.weight", vec![32, 2, 3, 3]),
+        ("input_blocks.1.0.in_layers.0.weight", vec![32]),
+        ("input_blocks.1.0.in_layers.2.weight", vec![32, 32, 3, 3]),
+        ("input_blocks.1.0.emb_layers.1.weight", vec![64, 128]),
+        ("input_blocks.1.0.out_layers.3.weight", vec![32, 32, 3, 3]),
+        ("input_blocks.2.0.in_layers.2.weight", vec![32, 32, 3, 3]),
+        (
+            "input_blocks.3.0.skip_connection.weight",
+            vec![64, 32, 1, 1],
+        ),
+        ("input_blocks.3.1.qkv.weight", vec![192, 64, 1]),
+        ("input_blocks.3.1.proj_out.weight", vec![64, 64, 1]),
+        ("middle_block.1.norm.weight", vec![64]),
+        ("middle_block.2.out_layers.3.bias", vec![64]),
+        (
+            "output_blocks.0.0.skip_connection.weight",
+            vec![64, 128, 1, 1],
+        ),
+        ("output_blocks.1.2.in_layers.2.weight", vec![64, 64, 3, 3]),
+        ("output_blocks.3.0.in_layers.0.weight", vec![64]),
+        ("out.0.weight", vec![32]),
+        ("out.2.weight", vec![2, 32, 3, 3]),
+    ] {
+        let t = vars.get(name).unwrap_or_else(|| panic!("missing {name}"));
+        assert_eq!(t.size(), shape, "{name}");
+    }
+}
