@@ -1,8 +1,13 @@
 //! Subcommands of the `msm` binary.
 
 mod data;
+mod demo;
+mod generate;
 mod metrics;
+mod model;
+mod progress;
 mod recon;
+mod reconstruct;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +29,12 @@ enum Command {
     Recon(recon::Args),
     /// PSNR / SSIM / NMSE of an image against a reference.
     Metrics(metrics::Args),
+    /// MSM posterior sampling of undersampled multi-coil k-space with an ONNX model.
+    Reconstruct(reconstruct::Args),
+    /// Unconditional samples from an ONNX model (PNG grid and .npy).
+    Generate(generate::Args),
+    /// The main job: held-out brain slices, simulated 4x scans, every method side by side.
+    Demo(demo::Args),
 }
 
 /// Runs the parsed command line.
@@ -32,5 +43,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Simulate(a) => simulate::run(a),
         Command::Recon(a) => recon::run(a),
         Command::Metrics(a) => metrics::run(a),
+        Command::Reconstruct(a) => reconstruct::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Demo(a) => demo::run(a),
     }
 }

@@ -1,6 +1,7 @@
 //! Sampler options, their defaults, and the checks made before any work starts.
 
 use crate::mask::{Acs, Mask, PartialKind};
+use crate::onnx::meta::ModelMeta;
 use crate::schedule::Schedule;
 use crate::sense::Operator;
 use crate::{Error, Result};
@@ -53,6 +54,17 @@ pub fn reference_partial_kind(width: usize) -> PartialKind {
     }
 }
 
+/// The partial masks a model was trained with, from its metadata: random columns at the
+/// training acceleration with the training ACS block (the coverage-aware sampler draws its
+/// free columns at random whatever the training pattern was).
+pub fn model_partial_kind(meta: &ModelMeta) -> PartialKind {
+    PartialKind::Columns {
+        width: meta.width,
+        accel: meta.train_acceleration,
+        acs: Acs::Lines(meta.train_acs_lines),
+    }
+}
+
 /// Options of the MSM samplers ([`crate::sampler::generate`], [`crate::sampler::reconstruct`]).
 #[derive(Clone)]
 pub struct SamplerOptions {
@@ -70,7 +82,7 @@ pub struct SamplerOptions {
     /// Seed of every random draw (masks and noise).
     pub seed: u64,
     /// Partial masks; `None` = the reference training masks ([`reference_partial_kind`]) for
-    /// the operator's width.
+    /// the operator's width. For an ONNX model, [`model_partial_kind`] gives its own.
     pub partial: Option<PartialKind>,
     /// Sequential or parallel evaluation of the partial scores.
     pub mode: Mode,

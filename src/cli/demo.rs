@@ -1,0 +1,355 @@
+//! `msm demo`: the main job. Held-out slices of the Colin27 brain (Debian package
+//! `mricron-data`) are turned into simulated 4x accelerated 8-coil scans and reconstructed with
+//! zero-filled, CG-SENSE, BART `pics` l1-wavelet (when `bart` is on PATH) and MSM posterior
+//! sampling with the shipped model. Prints a table and writes a PNG panel per slice.
+
+use super::{model, progress};
+use msm::io::{cfl, nifti, npy, png};
+use msm::mask::{Acs, Mask};
+use msm::metrics::{compare, ls_scale, Quality};
+use msm::recon::{cg_sense, zero_filled, CgOptions};
+use msm::sampler::{self, NetworkPrior, ReconOptions, SamplerOptions};
+use msm::sense::Sense;
+use msm::simulate::{simulate, Pattern, SimOptions};
+use msm::{Error, Result, C32};
+use ndarray::{Array2, Ix2};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Where Debian's `mricron-data` installs the Colin27 volume.
+pub const COLIN27: &str = "/usr/share/mricron/templates/ch2.nii.gz";
+/// A held-out slice shipped with the repository, used when `mricron-data` is missing.
+pub const SHIPPED_SLICE: &str = "models/examples/colin27-axial-90.npy";
+/// Regularisation weights tried for BART's l1-wavelet on the first slice.
+const BART_LAMBDAS: [f64; 4] = [0.001, 0.003, 0.01, 0.03];
+
+/// Options of `msm demo`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Output folder for the panels and the results table.
+    #[arg(long, default_value = "msm-demo")]
+    pub out: PathBuf,
+    /// Number of held-out slices (evenly spread over the held-out block).
+    #[arg(long, default_value_t = 1)]
+    pub slices: usize,
+    /// Magnitude volume to draw slices from (default: Colin27 from mricron-data).
+    #[arg(long)]
+    pub volume: Option<PathBuf>,
+    /// Acceleration R of the simulated scans.
+    #[arg(long, default_value_t = 4.0)]
+    pub accel: f64,
+    /// ACS lines of the simulated scans.
+    #[arg(long, default_value_t = 20)]
+    pub acs: usize,
+    /// Coils of the simulated scans.
+    #[arg(long, default_value_t = 8)]
+    pub coils: usize,
+    /// Measurement noise std (real and imaginary parts; image peak 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f64,
+    /// Posterior samples per slice (their std is the uncertainty map).
+    #[arg(long, default_value_t = 2)]
+    pub samples: usize,
+    /// Data-consistency step lambda of MSM.
+    #[arg(long, default_value_t = 1.0)]
+    pub lambda: f64,
+    /// CG-SENSE iterations.
+    #[arg(long, default_value_t = 10)]
+    pub cg_iters: usize,
+    /// Skip BART even when it is installed.
+    #[arg(long)]
+    pub no_bart: bool,
+    #[command(flatten)]
+    pub sampler: model::SamplerArgs,
+}
+
+/// One method's result on one slice.
+struct Row {
+    method: String,
+    quality: Quality,
+    seconds: f64,
+}
+
+fn bart_available() -> bool {
+    Command::new("bart")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The held-out axial block from the model metadata ("k = A..B"), else 80..100.
+fn held_out(meta: &msm::onnx::ModelMeta) -> (usize, usize) {
+    let parse = |s: &str| -> Option<(usize, usize)> {
+        let rest = s.split("k = ").nth(1)?;
+        let (a, b) = rest.split_once("..")?;
+        let b: String = b.chars().take_while(|c| c.is_ascii_digit()).collect();
+        Some((a.trim().parse().ok()?, b.parse().ok()?))
+    };
+    meta.held_out_slices
+        .as_deref()
+        .and_then(parse)
+        .filter(|(a, b)| a < b)
+        .unwrap_or((80, 100))
+}
+
+/// The slices to reconstruct: `(label, magnitude image)`.
+fn load_slices(a: &Args, block: (usize, usize)) -> Result<Vec<(String, Array2<f32>)>> {
+    let volume = a.volume.clone().unwrap_or_else(|| PathBuf::from(COLIN27));
+    if !volume.exists() {
+        eprintln!(
+            "note: {} not found. Install the real brain data with `sudo apt-get install \
+             mricron-data`; using the shipped example slice {SHIPPED_SLICE} instead.",
+            volume.display()
+        );
+        let img = npy::read_npy_as::<f32, Ix2>(SHIPPED_SLICE)?;
+        return Ok(vec![("axial 90 (shipped)".to_string(), img)]);
+    }
+    let vol = nifti::read_nifti(&volume)?;
+    let n = a.slices.max(1);
+    let (lo, hi) = block;
+    let count = vol.slice_count(nifti::Plane::Axial);
+    if hi > count {
+        return Err(Error::format(
+            &volume,
+            format!("the held-out block {lo}..{hi} exceeds the volume's {count} axial slices"),
+        ));
+    }
+    (0..n)
+        .map(|i| {
+            let k = lo + (hi - lo) * (2 * i + 1) / (2 * n);
+            Ok((format!("axial {k}"), vol.slice(nifti::Plane::Axial, k)?))
+        })
+        .collect()
+}
+
+fn scaled(reference: &Array2<C32>, image: &Array2<C32>) -> Array2<f32> {
+    let s = ls_scale(reference.view(), image.view());
+    image.mapv(|v| (v * s).norm())
+}
+
+/// Runs BART pics l1-wavelet with weight `lambda` on files under `dir`.
+fn bart_pics(dir: &Path, lambda: f64) -> Result<Array2<C32>> {
+    let out = dir.join(format!("pics_{lambda}"));
+    let status = Command::new("bart")
+        .arg("pics")
+        .arg("-R")
+        .arg(format!("W:7:0:{lambda}"))
+        .arg(dir.join("ksp"))
+        .arg(dir.join("maps"))
+        .arg(&out)
+        .output()
+        .map_err(|e| Error::io("bart", e))?;
+    if !status.status.success() {
+        return Err(Error::invalid(format!(
+            "bart pics failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        )));
+    }
+    cfl::read_image(&out)
+}
+
+/// Runs `msm demo`.
+pub fn run(a: Args) -> Result<()> {
+    let (net, opts) = model::load(&a.sampler, 0.85, 30, None)?;
+    let meta = net.meta().clone();
+    let (h, w) = (meta.height, meta.width);
+    let slices = load_slices(&a, held_out(&meta))?;
+    let use_bart = !a.no_bart && bart_available();
+    if !use_bart && !a.no_bart {
+        eprintln!("note: `bart` not on PATH (sudo apt-get install bart); skipping BART pics");
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let work = tempfile_dir(&a.out)?;
+    let prior = NetworkPrior::new(net);
+    let mut bart_lambda = None;
+    let mut table: Vec<(String, Vec<Row>)> = Vec::new();
+    for (si, (label, image)) in slices.iter().enumerate() {
+        let sim = SimOptions {
+            height: h,
+            width: w,
+            coils: a.coils,
+            accel: a.accel,
+            acs: Acs::Lines(a.acs),
+            pattern: Pattern::Random,
+            noise_std: a.noise,
+            ..SimOptions::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1000 + si as u64);
+        let acq = simulate(image.view(), &sim, &mut rng)?;
+        let mask = Mask::Columns(acq.mask.clone());
+        let op = Sense::new(acq.maps.clone())?;
+        let reference = &acq.reference;
+        let mut rows = Vec::new();
+        let mut images: Vec<(String, Array2<C32>)> = Vec::new();
+
+        let t = Instant::now();
+        let zf = zero_filled(&op, acq.kspace.view(), &mask);
+        rows.push(row("zero-filled", reference, &zf, t)?);
+        images.push(("zero-filled".into(), zf));
+
+        let t = Instant::now();
+        let cg_opts = CgOptions {
+            iterations: a.cg_iters,
+            ..CgOptions::default()
+        };
+        let (cg, _) = cg_sense(&op, acq.kspace.view(), &mask, cg_opts)?;
+        rows.push(row("CG-SENSE", reference, &cg, t)?);
+        images.push(("CG-SENSE".into(), cg));
+
+        if use_bart {
+            cfl::write_coils(work.join("ksp"), &acq.kspace)?;
+            cfl::write_coils(work.join("maps"), &acq.maps)?;
+            let lambda = match bart_lambda {
+                Some(l) => l,
+                None => {
+                    let mut best = (f64::NEG_INFINITY, BART_LAMBDAS[0]);
+                    for &l in &BART_LAMBDAS {
+                        let img = bart_pics(&work, l)?;
+                        let q = compare(reference.view(), img.view(), true)?;
+                        eprintln!("BART l1-wavelet lambda {l}: {:.2} dB", q.psnr);
+                        if q.psnr > best.0 {
+                            best = (q.psnr, l);
+                        }
+                    }
+                    eprintln!("BART lambda fixed at {} (best on the first slice)", best.1);
+                    bart_lambda = Some(best.1);
+                    best.1
+                }
+            };
+            let t = Instant::now();
+            let img = bart_pics(&work, lambda)?;
+            rows.push(row(&format!("BART l1-wavelet ({lambda})"), reference, &img, t)?);
+            images.push(("BART".into(), img));
+        }
+
+        let t = Instant::now();
+        let (cb, bar) = progress::bar(a.sampler.quiet, &format!("MSM {label}"));
+        let sopts = SamplerOptions {
+            progress: cb,
+            seed: opts.seed.wrapping_add(si as u64),
+            ..opts.clone()
+        };
+        let ropts = ReconOptions {
+            samples: a.samples.max(1),
+            lambda: a.lambda,
+            scale_target: scale_target(&meta),
+        };
+        let msm_out =
+            sampler::reconstruct(&prior, &op, acq.kspace.view(), &mask, &sopts, &ropts)?;
+        bar.finish_and_clear();
+        rows.push(row(
+            &format!("MSM (K={}, w={}, {} samples)", sopts.steps, sopts.partials, ropts.samples),
+            reference,
+            &msm_out.mean,
+            t,
+        )?);
+        images.push(("MSM".into(), msm_out.mean.clone()));
+
+        write_panel(&a.out, si, reference, &images, &msm_out.std)?;
+        table.push((label.clone(), rows));
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let text = format_table(&table);
+    println!("{text}");
+    let results = a.out.join("results.md");
+    msm::io::atomic::write_atomic(&results, |f| f.write_all(text.as_bytes()))?;
+    eprintln!(
+        "wrote {} and {} panel(s) in {}",
+        results.display(),
+        table.len(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn scale_target(meta: &msm::onnx::ModelMeta) -> Option<f64> {
+    meta.extra
+        .get(super::reconstruct::SCALE_KEY)
+        .and_then(|v| v.parse().ok())
+}
+
+fn row(method: &str, reference: &Array2<C32>, image: &Array2<C32>, t: Instant) -> Result<Row> {
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(Row {
+        method: method.to_string(),
+        quality: compare(reference.view(), image.view(), true)?,
+        seconds,
+    })
+}
+
+fn tempfile_dir(out: &Path) -> Result<PathBuf> {
+    let dir = out.join(format!(".work-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
+}
+
+/// Panel: top row reference and each method (LS-scaled magnitudes, one window), bottom row
+/// the error magnitudes x5 and the MSM uncertainty (std) x5.
+fn write_panel(
+    out: &Path,
+    index: usize,
+    reference: &Array2<C32>,
+    images: &[(String, Array2<C32>)],
+    std: &Array2<f32>,
+) -> Result<()> {
+    let r = reference.mapv(|v| v.norm());
+    let mut tiles = vec![r.clone()];
+    let mut errs = vec![std.mapv(|v| 5.0 * v)];
+    for (_, img) in images {
+        let s = scaled(reference, img);
+        errs.push((&s - &r).mapv(|v| 5.0 * v.abs()));
+        tiles.push(s);
+    }
+    let cols = tiles.len();
+    tiles.extend(errs);
+    let grid = png::tile(&tiles, cols, 2)?;
+    let peak = r.iter().cloned().fold(0.0f32, f32::max).max(1e-12);
+    png::write_png(
+        out.join(format!("slice{index}.png")),
+        &grid,
+        png::Window::Fixed(0.0, peak),
+    )
+}
+
+fn format_table(table: &[(String, Vec<Row>)]) -> String {
+    let mut s = String::new();
+    s.push_str("| slice | method | PSNR (dB) | SSIM | NMSE | seconds |\n");
+    s.push_str("|---|---|---|---|---|---|\n");
+    for (label, rows) in table {
+        for r in rows {
+            s.push_str(&format!(
+                "| {label} | {} | {:.2} | {:.4} | {:.4} | {:.2} |\n",
+                r.method, r.quality.psnr, r.quality.ssim, r.quality.nmse, r.seconds
+            ));
+        }
+    }
+    if table.len() > 1 {
+        s.push_str("\nMean (std) over slices:\n\n| method | PSNR (dB) | SSIM | NMSE | seconds |\n|---|---|---|---|---|\n");
+        let n_methods = table[0].1.len();
+        for m in 0..n_methods {
+            let vals = |f: &dyn Fn(&Row) -> f64| -> (f64, f64) {
+                let v: Vec<f64> = table.iter().map(|(_, rows)| f(&rows[m])).collect();
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
+                (mean, var.sqrt())
+            };
+            let (p, ps) = vals(&|r| r.quality.psnr);
+            let (q, qs) = vals(&|r| r.quality.ssim);
+            let (e, es) = vals(&|r| r.quality.nmse);
+            let (t, _) = vals(&|r| r.seconds);
+            s.push_str(&format!(
+                "| {} | {p:.2} ({ps:.2}) | {q:.4} ({qs:.4}) | {e:.4} ({es:.4}) | {t:.2} |\n",
+                table[0].1[m].method
+            ));
+        }
+    }
+    s.push_str(
+        "\nMagnitude images after least-squares complex scaling onto the reference; PSNR peak = \
+         reference max. Panels: top row reference and methods, bottom row MSM uncertainty (std) \
+         and |error|, both x5.\n",
+    );
+    s
+}

@@ -1,0 +1,86 @@
+//! Options shared by the commands that run a model: which model, and the sampler settings.
+
+use msm::denoiser::OnnxDenoiser;
+use msm::mask::{Acs, PartialKind};
+use msm::sampler::{Mode, SamplerOptions};
+use msm::schedule::Schedule;
+use msm::{Error, Result};
+use std::path::PathBuf;
+
+/// The shipped model, relative to the repository (or set `--model`).
+pub const DEFAULT_MODEL: &str = "models/msm-brain-128.onnx";
+
+/// Sampler options on the command line.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplerArgs {
+    /// ONNX model with MSM metadata.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Sampling steps K (default: 200 for `reconstruct` and `generate`, fewer for `demo`).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Partial scores per step w.
+    #[arg(long, default_value_t = 3)]
+    pub partials: usize,
+    /// DDIM eta (default: 0.85 for reconstruction, 1.0 for generation).
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// How the w partial scores of a step are evaluated.
+    #[arg(long, value_enum, default_value_t = ModeArg::Parallel)]
+    pub mode: ModeArg,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Sampler modes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ModeArg {
+    /// The w partial scores of a step on the same state, on parallel workers.
+    Parallel,
+    /// The paper's Algorithm 1: one partial score after another.
+    Sequential,
+}
+
+/// Loads the model and builds sampler options from its metadata and the arguments; partial
+/// masks are `width` columns wide (default: the model's width).
+pub fn load(
+    a: &SamplerArgs,
+    default_eta: f64,
+    default_steps: usize,
+    width: Option<usize>,
+) -> Result<(OnnxDenoiser, SamplerOptions)> {
+    if !a.model.exists() {
+        return Err(Error::format(
+            &a.model,
+            format!(
+                "model file not found; pass --model <file.onnx> (the shipped model is {DEFAULT_MODEL}, run from the repository root)"
+            ),
+        ));
+    }
+    let net = OnnxDenoiser::load(&a.model)?;
+    let m = net.meta().clone();
+    let schedule = Schedule::linear(m.num_timesteps, m.beta_start, m.beta_end)
+        .map_err(|e| Error::format(&a.model, format!("schedule metadata: {e}")))?;
+    let opts = SamplerOptions {
+        steps: a.steps.unwrap_or(default_steps),
+        partials: a.partials,
+        eta: a.eta.unwrap_or(default_eta),
+        seed: a.seed,
+        partial: Some(PartialKind::Columns {
+            width: width.unwrap_or(m.width),
+            accel: m.train_acceleration,
+            acs: Acs::Lines(m.train_acs_lines),
+        }),
+        mode: match a.mode {
+            ModeArg::Parallel => Mode::Parallel,
+            ModeArg::Sequential => Mode::Sequential,
+        },
+        schedule,
+        ..SamplerOptions::default()
+    };
+    Ok((net, opts))
+}

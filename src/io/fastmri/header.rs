@@ -1,0 +1,371 @@
+//! The ISMRMRD XML header that fastMRI files keep in their `ismrmrd_header` dataset, reduced to
+//! what reconstruction needs: the encoded and reconstructed matrix sizes of the first
+//! `<encoding>` (as fastMRI's own loader reads them).
+//!
+//! The parser is a small hand-written one for the subset of XML that ISMRMRD headers use:
+//! elements, attributes (skipped), text, comments, processing instructions, a DOCTYPE and CDATA
+//! sections. Namespace prefixes on element names are ignored. It checks that tags nest and close
+//! properly, so a truncated or corrupted header is an error rather than a silently wrong size.
+
+use std::fmt;
+
+/// Matrix sizes from an ISMRMRD header, `(x, y, z)` as the header lists them.
+///
+/// In fastMRI files `x` is the readout direction, which is the k-space height axis, and `y` the
+/// phase-encode direction, the width axis: a knee file has `kspace` `(slices, coils, 640, 368)`
+/// with an encoded matrix of `x = 640, y = 368` and a recon matrix of `320 x 320`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IsmrmrdHeader {
+    /// `encoding/encodedSpace/matrixSize` `(x, y, z)`.
+    pub encoded_size: (usize, usize, usize),
+    /// `encoding/reconSpace/matrixSize` `(x, y, z)`.
+    pub recon_size: (usize, usize, usize),
+}
+
+impl IsmrmrdHeader {
+    /// Parses the header text. The error (no file name; the caller adds it) says what is
+    /// missing or malformed.
+    pub fn parse(xml: &str) -> Result<Self, HeaderError> {
+        let root = parse_document(xml)?;
+        if root.name != "ismrmrdHeader" {
+            return Err(HeaderError(format!(
+                "root element is <{}>, expected <ismrmrdHeader>",
+                root.name
+            )));
+        }
+        let encoding = root.child("encoding").ok_or_else(|| {
+            HeaderError("no <encoding> element under <ismrmrdHeader>".to_string())
+        })?;
+        Ok(IsmrmrdHeader {
+            encoded_size: matrix_size(encoding, "encodedSpace")?,
+            recon_size: matrix_size(encoding, "reconSpace")?,
+        })
+    }
+}
+
+/// Why an ISMRMRD header could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderError(pub String);
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `encoding/<space>/matrixSize` as `(x, y, z)`; `z` defaults to 1 when absent.
+fn matrix_size(encoding: &Element, space: &str) -> Result<(usize, usize, usize), HeaderError> {
+    let matrix = encoding
+        .child(space)
+        .and_then(|s| s.child("matrixSize"))
+        .ok_or_else(|| HeaderError(format!("no <encoding>/<{space}>/<matrixSize> element")))?;
+    let axis = |name: &str, required: bool| -> Result<Option<usize>, HeaderError> {
+        let Some(el) = matrix.child(name) else {
+            return if required {
+                Err(HeaderError(format!(
+                    "no <{name}> in <encoding>/<{space}>/<matrixSize>"
+                )))
+            } else {
+                Ok(None)
+            };
+        };
+        let text = el.text.trim();
+        match text.parse::<usize>() {
+            Ok(v) if v > 0 => Ok(Some(v)),
+            _ => Err(HeaderError(format!(
+                "<encoding>/<{space}>/<matrixSize>/<{name}> is {text:?}, expected a positive integer"
+            ))),
+        }
+    };
+    let x = axis("x", true)?.unwrap_or(1);
+    let y = axis("y", true)?.unwrap_or(1);
+    let z = axis("z", false)?.unwrap_or(1);
+    Ok((x, y, z))
+}
+
+/// One XML element: its local name (prefix removed), children and concatenated direct text.
+#[derive(Debug, Default)]
+struct Element {
+    name: String,
+    children: Vec<Element>,
+    text: String,
+}
+
+impl Element {
+    /// The first child element called `name`.
+    fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+}
+
+/// Parses a whole document and returns its root element.
+fn parse_document(xml: &str) -> Result<Element, HeaderError> {
+    let mut p = Parser { s: xml, pos: 0 };
+    // Byte-order mark.
+    p.eat("\u{feff}");
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    loop {
+        let Some(lt) = p.rest().find('<') else {
+            match stack.last_mut() {
+                Some(top) => top.text.push_str(p.rest()),
+                None if !p.rest().trim().is_empty() => {
+                    return Err(p.error("text outside the root element"));
+                }
+                None => {}
+            }
+            break;
+        };
+        let text = &p.rest()[..lt];
+        match stack.last_mut() {
+            Some(top) => top.text.push_str(text),
+            None if !text.trim().is_empty() => {
+                return Err(p.error("text outside the root element"));
+            }
+            None => {}
+        }
+        p.pos += lt;
+        if p.eat("<!--") {
+            p.skip_past("-->", "unterminated comment")?;
+        } else if p.eat("<?") {
+            p.skip_past("?>", "unterminated processing instruction")?;
+        } else if p.eat("<![CDATA[") {
+            let end = p
+                .rest()
+                .find("]]>")
+                .ok_or_else(|| p.error("unterminated CDATA section"))?;
+            let data = &p.rest()[..end];
+            match stack.last_mut() {
+                Some(top) => top.text.push_str(data),
+                None => return Err(p.error("CDATA outside the root element")),
+            }
+            p.pos += end + 3;
+        } else if p.eat("<!") {
+            // DOCTYPE (no internal subset with nested '>' in ISMRMRD headers).
+            p.skip_past(">", "unterminated declaration")?;
+        } else if p.eat("</") {
+            let name = p.name()?;
+            p.skip_space();
+            if !p.eat(">") {
+                return Err(p.error(&format!("malformed closing tag </{name}")));
+            }
+            let el = stack
+                .pop()
+                .ok_or_else(|| p.error(&format!("closing tag </{name}> without an opening tag")))?;
+            if el.name != local(&name) {
+                return Err(p.error(&format!(
+                    "closing tag </{name}> does not match <{}>",
+                    el.name
+                )));
+            }
+            match stack.last_mut() {
+                Some(parent) => parent.children.push(el),
+                None => {
+                    if root.is_some() {
+                        return Err(p.error("more than one root element"));
+                    }
+                    root = Some(el);
+                }
+            }
+        } else {
+            p.pos += 1; // '<'
+            let name = p.name()?;
+            let self_closing = p.skip_attributes(&name)?;
+            let el = Element {
+                name: local(&name).to_string(),
+                ..Element::default()
+            };
+            if stack.is_empty() && root.is_some() {
+                return Err(p.error("more than one root element"));
+            }
+            if self_closing {
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(el),
+                    None => root = Some(el),
+                }
+            } else {
+                stack.push(el);
+            }
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(HeaderError(format!(
+            "XML ends inside <{}> (truncated header?)",
+            open.name
+        )));
+    }
+    root.ok_or_else(|| HeaderError("no XML element found".to_string()))
+}
+
+/// The name without a namespace prefix.
+fn local(name: &str) -> &str {
+    name.rsplit(':').next().unwrap_or(name)
+}
+
+/// A cursor over the document.
+struct Parser<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn rest(&self) -> &'a str {
+        &self.s[self.pos..]
+    }
+
+    /// Consumes `token` if the input continues with it.
+    fn eat(&mut self, token: &str) -> bool {
+        if self.rest().starts_with(token) {
+            self.pos += token.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn skip_past(&mut self, token: &str, what: &str) -> Result<(), HeaderError> {
+        let end = self.rest().find(token).ok_or_else(|| self.error(what))?;
+        self.pos += end + token.len();
+        Ok(())
+    }
+
+    fn skip_space(&mut self) {
+        let rest = self.rest();
+        self.pos += rest.len() - rest.trim_start().len();
+    }
+
+    /// An element name (letters, digits, `_ - . :`).
+    fn name(&mut self) -> Result<String, HeaderError> {
+        let rest = self.rest();
+        let len = rest
+            .find(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+            .unwrap_or(rest.len());
+        if len == 0 {
+            return Err(self.error("expected an element name after '<'"));
+        }
+        self.pos += len;
+        Ok(rest[..len].to_string())
+    }
+
+    /// Skips the attributes of an opening tag up to and including `>` or `/>`; returns whether
+    /// the tag closes itself.
+    fn skip_attributes(&mut self, element: &str) -> Result<bool, HeaderError> {
+        loop {
+            self.skip_space();
+            if self.eat("/>") {
+                return Ok(true);
+            }
+            if self.eat(">") {
+                return Ok(false);
+            }
+            if self.rest().is_empty() {
+                return Err(self.error(&format!("unterminated tag <{element} (truncated header?)")));
+            }
+            let name = self.name()?;
+            self.skip_space();
+            if !self.eat("=") {
+                return Err(self.error(&format!("attribute {name} of <{element}> has no value")));
+            }
+            self.skip_space();
+            let quote = match self.rest().chars().next() {
+                Some(q @ ('"' | '\'')) => q,
+                _ => {
+                    return Err(
+                        self.error(&format!("attribute {name} of <{element}> is not quoted"))
+                    )
+                }
+            };
+            self.pos += 1;
+            let end = self
+                .rest()
+                .find(quote)
+                .ok_or_else(|| self.error(&format!("unterminated value of attribute {name}")))?;
+            self.pos += end + 1;
+        }
+    }
+
+    /// An error at the current position, with its line number.
+    fn error(&self, what: &str) -> HeaderError {
+        let line = self.s[..self.pos].matches('\n').count() + 1;
+        HeaderError(format!("malformed XML at line {line}: {what}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KNEE: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD" xmlns:xs="http://www.w3.org/2001/XMLSchema">
+  <!-- comment with <tags> inside -->
+  <studyInformation><studyTime>12:00:00</studyTime></studyInformation>
+  <encoding>
+    <trajectory>cartesian</trajectory>
+    <encodedSpace>
+      <matrixSize><x>640</x><y>368</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>280</x><y>280</y><z>4.5</z></fieldOfView_mm>
+    </encodedSpace>
+    <reconSpace>
+      <matrixSize><x>320</x><y>320</y><z>1</z></matrixSize>
+    </reconSpace>
+    <encodingLimits><kspace_encoding_step_1><minimum>0</minimum></kspace_encoding_step_1></encodingLimits>
+  </encoding>
+  <encoding><encodedSpace><matrixSize><x>1</x><y>1</y></matrixSize></encodedSpace>
+    <reconSpace><matrixSize><x>1</x><y>1</y></matrixSize></reconSpace></encoding>
+  <empty attr='v'/>
+</ismrmrdHeader>
+"#;
+
+    #[test]
+    fn reads_the_first_encoding() {
+        let h = IsmrmrdHeader::parse(KNEE).unwrap();
+        assert_eq!(h.encoded_size, (640, 368, 1));
+        assert_eq!(h.recon_size, (320, 320, 1));
+    }
+
+    #[test]
+    fn prefixed_names_cdata_and_missing_z() {
+        let xml = "<ns:ismrmrdHeader xmlns:ns='x'><ns:encoding><ns:encodedSpace><ns:matrixSize>\
+                   <ns:x><![CDATA[64]]></ns:x><ns:y> 48 </ns:y></ns:matrixSize></ns:encodedSpace>\
+                   <ns:reconSpace><ns:matrixSize><ns:x>32</ns:x><ns:y>32</ns:y></ns:matrixSize>\
+                   </ns:reconSpace></ns:encoding></ns:ismrmrdHeader>";
+        let h = IsmrmrdHeader::parse(xml).unwrap();
+        assert_eq!(h.encoded_size, (64, 48, 1));
+        assert_eq!(h.recon_size, (32, 32, 1));
+    }
+
+    #[test]
+    fn malformed_headers_are_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("", "no XML element"),
+            ("not xml at all", "text outside the root"),
+            (&KNEE[..KNEE.find("<reconSpace>").unwrap()], "truncated"),
+            (
+                "<ismrmrdHeader><encoding></ismrmrdHeader>",
+                "does not match",
+            ),
+            ("<a/>", "expected <ismrmrdHeader>"),
+            ("<ismrmrdHeader></ismrmrdHeader>", "no <encoding>"),
+            (
+                "<ismrmrdHeader><encoding><encodedSpace><matrixSize><x>6.5</x><y>2</y>\
+                 </matrixSize></encodedSpace></encoding></ismrmrdHeader>",
+                "expected a positive integer",
+            ),
+            (
+                "<ismrmrdHeader><encoding><encodedSpace><matrixSize><x>6</x><y>2</y>\
+                 </matrixSize></encodedSpace></encoding></ismrmrdHeader>",
+                "<reconSpace>",
+            ),
+            ("<ismrmrdHeader a=1></ismrmrdHeader>", "not quoted"),
+            (
+                "<ismrmrdHeader><!-- x </ismrmrdHeader>",
+                "unterminated comment",
+            ),
+            ("<a></a><b></b>", "more than one root"),
+        ];
+        for (xml, needle) in cases {
+            let err = IsmrmrdHeader::parse(xml).unwrap_err().0;
+            assert!(err.contains(needle), "{xml:?}: {err:?} lacks {needle:?}");
+        }
+    }
+}
