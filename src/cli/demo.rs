@@ -221,7 +221,12 @@ pub fn run(a: Args) -> Result<()> {
             };
             let t = Instant::now();
             let img = bart_pics(&work, lambda)?;
-            rows.push(row(&format!("BART l1-wavelet ({lambda})"), reference, &img, t)?);
+            rows.push(row(
+                &format!("BART l1-wavelet ({lambda})"),
+                reference,
+                &img,
+                t,
+            )?);
             images.push(("BART".into(), img));
         }
 
@@ -237,11 +242,13 @@ pub fn run(a: Args) -> Result<()> {
             lambda: a.lambda,
             scale_target: scale_target(&meta),
         };
-        let msm_out =
-            sampler::reconstruct(&prior, &op, acq.kspace.view(), &mask, &sopts, &ropts)?;
+        let msm_out = sampler::reconstruct(&prior, &op, acq.kspace.view(), &mask, &sopts, &ropts)?;
         bar.finish_and_clear();
         rows.push(row(
-            &format!("MSM (K={}, w={}, {} samples)", sopts.steps, sopts.partials, ropts.samples),
+            &format!(
+                "MSM (K={}, w={}, {} samples)",
+                sopts.steps, sopts.partials, ropts.samples
+            ),
             reference,
             &msm_out.mean,
             t,

@@ -41,7 +41,10 @@ pub fn run(a: Args) -> Result<()> {
     };
     let op = Sense::new(maps)?;
     let (cb, bar) = progress::bar(a.sampler.quiet, "generate");
-    let opts = msm::sampler::SamplerOptions { progress: cb, ..opts };
+    let opts = msm::sampler::SamplerOptions {
+        progress: cb,
+        ..opts
+    };
     let prior = NetworkPrior::new(net);
     let out = sampler::generate(&prior, &op, &opts, a.count)?;
     bar.finish_and_clear();

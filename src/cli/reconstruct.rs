@@ -94,7 +94,10 @@ pub fn run(a: Args) -> Result<()> {
             .get(SCALE_KEY)
             .map(|v| {
                 v.parse::<f64>().map_err(|_| {
-                    Error::format(&a.sampler.model, format!("{SCALE_KEY} = {v:?} is not a number"))
+                    Error::format(
+                        &a.sampler.model,
+                        format!("{SCALE_KEY} = {v:?} is not a number"),
+                    )
                 })
             })
             .transpose()?,

@@ -1,0 +1,285 @@
+//! `msm reconstruct` and `msm generate` end to end on a tiny ONNX model built in the test, and
+//! their bad-input handling: clear error, exit code 1, no panic, no output file.
+
+use msm::onnx::{Dim, ModelMeta, OnnxBuilder, WeightType};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn msm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args(args)
+        .output()
+        .expect("run msm")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = msm(args);
+    assert!(
+        out.status.success(),
+        "msm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = msm(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code for {args:?}: {err}");
+    assert!(!err.contains("panicked"), "msm {args:?} panicked: {err}");
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "error for {args:?} should mention {n:?}: {err}"
+        );
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// eps = a * x + c * t (a shrinking denoiser with a timestep term), `size x size`, with or
+/// without MSM metadata.
+fn tiny_model(path: &Path, size: usize, with_meta: bool) {
+    let dims = [
+        Dim::Batch,
+        Dim::Fixed(2),
+        Dim::Fixed(size),
+        Dim::Fixed(size),
+    ];
+    let mut b = OnnxBuilder::new("tiny", WeightType::F16);
+    b.add_input("x", &dims).unwrap();
+    b.add_input("t", &[Dim::Batch]).unwrap();
+    let a = b.add_weight("a", &[1], &[0.5]).unwrap();
+    let c = b.add_weight("c", &[1], &[1e-4]).unwrap();
+    let shape = b.add_i64("tshape", &[4], &[-1, 1, 1, 1]).unwrap();
+    let ax = b.op("Mul", &["x", &a], vec![]).unwrap();
+    let t4 = b.op("Reshape", &["t", &shape], vec![]).unwrap();
+    let ct = b.op("Mul", &[&t4, &c], vec![]).unwrap();
+    b.add_node("Add", &[&ax, &ct], &["eps"], vec![]).unwrap();
+    b.add_output("eps", &dims);
+    if with_meta {
+        let mut m = ModelMeta::new(size, size);
+        m.train_acs_lines = 4;
+        b.set_meta(&m);
+    }
+    b.write(path).unwrap();
+}
+
+fn phantom(dir: &Path) -> PathBuf {
+    let img = ndarray::Array2::from_shape_fn((40, 40), |(i, j)| {
+        let (y, x) = ((i as f32 - 20.0) / 16.0, (j as f32 - 20.0) / 14.0);
+        if x * x + y * y < 1.0 {
+            0.5 + 0.5 * (4.0 * x).cos().abs()
+        } else {
+            0.0
+        }
+    });
+    let p = dir.join("phantom.npy");
+    msm::io::npy::write_npy(&p, &img).unwrap();
+    p
+}
+
+fn setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let model = dir.join("tiny.onnx");
+    tiny_model(&model, 32, true);
+    let pre = dir.join("acq");
+    ok(&[
+        "simulate",
+        "--size",
+        "32",
+        "--acs",
+        "4",
+        "--coils",
+        "4",
+        s(&phantom(dir)),
+        s(&pre),
+    ]);
+    (model, dir.join("acq_ksp"), dir.join("acq_maps"))
+}
+
+#[test]
+fn reconstruct_and_generate_run_end_to_end_and_are_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (model, ksp, maps) = setup(d);
+    for (name, mode) in [("par", "parallel"), ("seq", "sequential")] {
+        let out = d.join(format!("{name}.npy"));
+        let std = d.join(format!("{name}_std.png"));
+        let args = [
+            "reconstruct",
+            "--model",
+            s(&model),
+            "--steps",
+            "6",
+            "--samples",
+            "2",
+            "--mode",
+            mode,
+            "--seed",
+            "5",
+            "--quiet",
+            "--std",
+            s(&std),
+            s(&ksp),
+            s(&maps),
+            s(&out),
+        ];
+        ok(&args);
+        assert!(std.exists());
+        let img: ndarray::Array2<msm::C32> = msm::io::npy::read_npy_as(&out).unwrap();
+        assert_eq!(img.dim(), (32, 32));
+        assert!(img.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
+        // Same seed, same bytes.
+        let again = d.join(format!("{name}_again.npy"));
+        let mut args2 = args;
+        args2[args2.len() - 1] = s(&again);
+        ok(&args2);
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+    }
+    let gen = d.join("gen");
+    ok(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--steps",
+        "4",
+        "--count",
+        "3",
+        "--quiet",
+        s(&gen),
+    ]);
+    let stack: ndarray::Array3<msm::C32> = msm::io::npy::read_npy_as(d.join("gen.npy")).unwrap();
+    assert_eq!(stack.dim(), (3, 32, 32));
+    assert!(d.join("gen.png").exists());
+}
+
+#[test]
+fn reconstruct_refuses_bad_input_without_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (model, ksp, maps) = setup(d);
+    let out = d.join("out.npy");
+    let run = |extra: &[&str], needles: &[&str]| {
+        let mut args = vec!["reconstruct", "--quiet", "--steps", "3"];
+        args.extend_from_slice(extra);
+        fails(&args, needles);
+        assert!(
+            !out.exists(),
+            "output written despite the error ({extra:?})"
+        );
+    };
+    // Model size differs from the data.
+    let small = d.join("small.onnx");
+    tiny_model(&small, 16, true);
+    run(
+        &["--model", s(&small), s(&ksp), s(&maps), s(&out)],
+        &["16", "32"],
+    );
+    // Not an ONNX file.
+    let junk = d.join("junk.onnx");
+    std::fs::write(&junk, b"this is not a model").unwrap();
+    run(
+        &["--model", s(&junk), s(&ksp), s(&maps), s(&out)],
+        &["junk.onnx", "not an ONNX model"],
+    );
+    // ONNX without MSM metadata.
+    let bare = d.join("bare.onnx");
+    tiny_model(&bare, 32, false);
+    run(
+        &["--model", s(&bare), s(&ksp), s(&maps), s(&out)],
+        &["bare.onnx", "msm."],
+    );
+    // Missing model.
+    run(
+        &[
+            "--model",
+            s(&d.join("none.onnx")),
+            s(&ksp),
+            s(&maps),
+            s(&out),
+        ],
+        &["none.onnx"],
+    );
+    // w = 0, K = 0, K larger than the schedule.
+    run(
+        &[
+            "--model",
+            s(&model),
+            "--partials",
+            "0",
+            s(&ksp),
+            s(&maps),
+            s(&out),
+        ],
+        &["w"],
+    );
+    fails(
+        &[
+            "reconstruct",
+            "--quiet",
+            "--model",
+            s(&model),
+            "--steps",
+            "0",
+            s(&ksp),
+            s(&maps),
+            s(&out),
+        ],
+        &["steps"],
+    );
+    fails(
+        &[
+            "reconstruct",
+            "--quiet",
+            "--model",
+            s(&model),
+            "--steps",
+            "1001",
+            s(&ksp),
+            s(&maps),
+            s(&out),
+        ],
+        &["1001"],
+    );
+    // A mask shorter than the k-space width.
+    let short = d.join("short.npy");
+    msm::io::npy::write_npy(&short, &ndarray::Array1::<f32>::ones(20)).unwrap();
+    run(
+        &[
+            "--model",
+            s(&model),
+            "--mask",
+            s(&short),
+            s(&ksp),
+            s(&maps),
+            s(&out),
+        ],
+        &["short.npy", "20", "32"],
+    );
+    // Coil maps with another coil count.
+    let pre = d.join("two");
+    ok(&[
+        "simulate",
+        "--size",
+        "32",
+        "--acs",
+        "4",
+        "--coils",
+        "2",
+        s(&phantom(d)),
+        s(&pre),
+    ]);
+    run(
+        &[
+            "--model",
+            s(&model),
+            s(&ksp),
+            s(&d.join("two_maps")),
+            s(&out),
+        ],
+        &["two_maps", "coils"],
+    );
+    assert!(!out.exists());
+}
