@@ -2,39 +2,11 @@
 //! (when `bart` is on PATH; CI installs it), and bad input (clear error, non-zero exit, no
 //! output left behind).
 
+mod common;
+
+use common::{fails, ok, s};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn msm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args(args)
-        .output()
-        .expect("run msm")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = msm(args);
-    assert!(
-        out.status.success(),
-        "msm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn fails(args: &[&str], needles: &[&str]) {
-    let out = msm(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "msm {args:?} should fail");
-    assert_eq!(out.status.code(), Some(1), "exit code for {args:?}: {err}");
-    assert!(!err.contains("panicked"), "msm {args:?} panicked: {err}");
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "error for {args:?} should mention {n:?}: {err}"
-        );
-    }
-}
+use std::process::Command;
 
 fn has_bart() -> bool {
     Command::new("bart")
@@ -50,10 +22,6 @@ fn bart(args: &[&str]) {
         "bart {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// A phantom magnitude image written as .npy through the library (no external data needed).

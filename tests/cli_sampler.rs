@@ -1,43 +1,11 @@
 //! `msm reconstruct` and `msm generate` end to end on a tiny ONNX model built in the test, and
 //! their bad-input handling: clear error, exit code 1, no panic, no output file.
 
+mod common;
+
+use common::{fails, ok, s};
 use msm::onnx::{Dim, ModelMeta, OnnxBuilder, WeightType};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn msm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args(args)
-        .output()
-        .expect("run msm")
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = msm(args);
-    assert!(
-        out.status.success(),
-        "msm {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn fails(args: &[&str], needles: &[&str]) {
-    let out = msm(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit code for {args:?}: {err}");
-    assert!(!err.contains("panicked"), "msm {args:?} panicked: {err}");
-    for n in needles {
-        assert!(
-            err.contains(n),
-            "error for {args:?} should mention {n:?}: {err}"
-        );
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// eps = a * x + c * t (a shrinking denoiser with a timestep term), `size x size`, with or
 /// without MSM metadata.

@@ -3,6 +3,7 @@
 
 use msm::io::{cfl, npy, png};
 use msm::mask::Mask;
+use msm::sense::Sense;
 use msm::{Error, Result, C32};
 use ndarray::{Array2, Array3, Ix1, Ix2, Ix3};
 use std::path::Path;
@@ -121,4 +122,44 @@ pub fn mask_from_kspace(kspace: &Array3<C32>) -> Mask {
             .for_each(|m, v| *m |= v.re != 0.0 || v.im != 0.0);
     }
     simplify(Mask::Pattern(p))
+}
+
+/// An acquisition read from files: k-space, its SENSE operator and the sampling mask.
+pub struct Acquisition {
+    /// Multi-coil k-space `(coils, H, W)`.
+    pub kspace: Array3<C32>,
+    /// The SENSE operator built from the coil maps.
+    pub op: Sense,
+    /// The sampling mask (`--mask`, or the non-zero entries of the k-space).
+    pub mask: Mask,
+}
+
+/// Reads k-space and coil maps (which must have the same shape) and the mask (from `mask`, or
+/// the non-zero entries of the k-space).
+pub fn read_acquisition(kspace: &Path, maps: &Path, mask: Option<&Path>) -> Result<Acquisition> {
+    let ksp = read_coils(kspace)?;
+    let m = read_coils(maps)?;
+    if m.dim() != ksp.dim() {
+        return Err(Error::format(
+            maps,
+            format!(
+                "coil maps have shape (coils, H, W) = {:?} but the k-space {} has {:?}; expected \
+                 the same shape",
+                m.dim(),
+                kspace.display(),
+                ksp.dim()
+            ),
+        ));
+    }
+    let (_, h, w) = ksp.dim();
+    let mask = match mask {
+        Some(p) => read_mask(p, h, w)?,
+        None => mask_from_kspace(&ksp),
+    };
+    let op = Sense::new(m).map_err(|e| Error::format(maps, e.to_string()))?;
+    Ok(Acquisition {
+        kspace: ksp,
+        op,
+        mask,
+    })
 }

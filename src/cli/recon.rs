@@ -2,8 +2,7 @@
 
 use super::data;
 use msm::recon::{cg_sense, zero_filled, CgOptions};
-use msm::sense::Sense;
-use msm::{Error, Result};
+use msm::Result;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -42,26 +41,9 @@ pub enum Method {
 
 /// Runs `msm recon`.
 pub fn run(a: Args) -> Result<()> {
-    let kspace = data::read_coils(&a.kspace)?;
-    let maps = data::read_coils(&a.maps)?;
-    if maps.dim() != kspace.dim() {
-        return Err(Error::format(
-            &a.maps,
-            format!(
-                "coil maps have shape (coils, H, W) = {:?} but the k-space {} has {:?}; expected \
-                 the same shape",
-                maps.dim(),
-                a.kspace.display(),
-                kspace.dim()
-            ),
-        ));
-    }
+    let data::Acquisition { kspace, op, mask } =
+        data::read_acquisition(&a.kspace, &a.maps, a.mask.as_deref())?;
     let (_, h, w) = kspace.dim();
-    let mask = match &a.mask {
-        Some(p) => data::read_mask(p, h, w)?,
-        None => data::mask_from_kspace(&kspace),
-    };
-    let op = Sense::new(maps).map_err(|e| Error::format(&a.maps, e.to_string()))?;
     let start = Instant::now();
     let image = match a.method {
         Method::ZeroFilled => zero_filled(&op, kspace.view(), &mask),
@@ -81,13 +63,9 @@ pub fn run(a: Args) -> Result<()> {
         a.method,
         h,
         w,
-        op_coils(&op),
+        kspace.dim().0,
         100.0 * mask.count(h) as f64 / (h * w) as f64,
         secs
     );
     Ok(())
-}
-
-fn op_coils(op: &Sense) -> usize {
-    op.maps().dim().0
 }

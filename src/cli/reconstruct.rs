@@ -3,7 +3,6 @@
 use super::{data, model, progress};
 use msm::io::{cfl, npy, png};
 use msm::sampler::{self, NetworkPrior, ReconOptions, Stats};
-use msm::sense::Sense;
 use msm::{Error, Result, C32};
 use ndarray::Array2;
 use std::path::{Path, PathBuf};
@@ -65,24 +64,9 @@ pub fn report(stats: &Stats) {
 
 /// Runs `msm reconstruct`.
 pub fn run(a: Args) -> Result<()> {
-    let kspace = data::read_coils(&a.kspace)?;
-    let maps = data::read_coils(&a.maps)?;
-    if maps.dim() != kspace.dim() {
-        return Err(Error::format(
-            &a.maps,
-            format!(
-                "coil maps have shape (coils, H, W) = {:?} but the k-space {} has {:?}; expected the same shape",
-                maps.dim(),
-                a.kspace.display(),
-                kspace.dim()
-            ),
-        ));
-    }
+    let data::Acquisition { kspace, op, mask } =
+        data::read_acquisition(&a.kspace, &a.maps, a.mask.as_deref())?;
     let (_, h, w) = kspace.dim();
-    let mask = match &a.mask {
-        Some(p) => data::read_mask(p, h, w)?,
-        None => data::mask_from_kspace(&kspace),
-    };
     let (net, opts) = model::load(&a.sampler, 0.85, 200, Some(w))?;
     net.check_data(h, w, 2)
         .map_err(|e| Error::format(&a.kspace, e.to_string()))?;
@@ -102,7 +86,6 @@ pub fn run(a: Args) -> Result<()> {
             })
             .transpose()?,
     };
-    let op = Sense::new(maps).map_err(|e| Error::format(&a.maps, e.to_string()))?;
     let (cb, bar) = progress::bar(a.sampler.quiet, "reconstruct");
     let opts = msm::sampler::SamplerOptions {
         progress: cb,
