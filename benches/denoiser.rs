@@ -7,59 +7,13 @@
 //!
 //! Net: conv3x3 2->32, 32->64, 64->64, 64->32, 32->2 with SiLU between, plus a t-dependent bias.
 
-use std::path::Path;
+mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use msm::denoiser::{Denoiser, OnnxDenoiser};
-use msm::onnx::builder::{Attr, Dim, OnnxBuilder, WeightType};
-use msm::onnx::meta::ModelMeta;
 use ndarray::Array4;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-const CHANNELS: [usize; 6] = [2, 32, 64, 64, 32, 2];
-
-fn write_net(path: &Path, size: usize) {
-    let mut rng = ChaCha8Rng::seed_from_u64(size as u64);
-    let dims = [
-        Dim::Batch,
-        Dim::Fixed(2),
-        Dim::Fixed(size),
-        Dim::Fixed(size),
-    ];
-    let mut b = OnnxBuilder::new("bench", WeightType::F16);
-    b.add_input("x", &dims).unwrap();
-    b.add_input("t", &[Dim::Batch]).unwrap();
-    let mut h = "x".to_string();
-    for (l, io) in CHANNELS.windows(2).enumerate() {
-        let (ci, co) = (io[0], io[1]);
-        let scale = (1.0 / (ci * 9) as f32).sqrt();
-        let w: Vec<f32> = (0..co * ci * 9)
-            .map(|_| rng.random_range(-scale..scale))
-            .collect();
-        let w = b.add_weight(&format!("w{l}"), &[co, ci, 3, 3], &w).unwrap();
-        let bias = b
-            .add_weight(&format!("b{l}"), &[co], &vec![0.01; co])
-            .unwrap();
-        let attrs = vec![
-            Attr::ints("kernel_shape", &[3, 3]),
-            Attr::ints("pads", &[1, 1, 1, 1]),
-        ];
-        h = b.op("Conv", &[&h, &w, &bias], attrs).unwrap();
-        if l + 2 < CHANNELS.len() {
-            let s = b.op("Sigmoid", &[&h], vec![]).unwrap();
-            h = b.op("Mul", &[&h, &s], vec![]).unwrap();
-        }
-    }
-    let axes = b.add_i64("axes", &[3], &[1, 2, 3]).unwrap();
-    let tc = b.op("Unsqueeze", &["t", &axes], vec![]).unwrap();
-    let k = b.add_weight("k", &[1], &[1e-3]).unwrap();
-    let tb = b.op("Mul", &[&tc, &k], vec![]).unwrap();
-    b.add_node("Add", &[&h, &tb], &["eps"], vec![]).unwrap();
-    b.add_output("eps", &dims);
-    b.set_meta(&ModelMeta::new(size, size));
-    b.write(path).unwrap();
-}
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
@@ -67,7 +21,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     for size in [64, 128] {
         let path = dir.path().join(format!("net{size}.onnx"));
-        write_net(&path, size);
+        common::write_net(&path, size, size as u64);
         // The loader turns tract's direct spatial convolution off unless the environment sets
         // TRACT_DISABLE_DIRECT_SPATIAL; set it to 0 to measure the convolution tract picks itself.
         let default = OnnxDenoiser::load(&path).unwrap();

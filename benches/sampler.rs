@@ -7,22 +7,17 @@
 //! Each timed call runs 2 steps (one full step plus the first step's start-up and the final
 //! adjoint), so a step is about half of the reported time.
 
-use std::path::Path;
+mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use msm::coils;
 use msm::denoiser::{Denoiser, OnnxDenoiser};
-use msm::onnx::builder::{Attr, Dim, OnnxBuilder, WeightType};
-use msm::onnx::meta::ModelMeta;
 use msm::sampler::{generate, Mode, NetworkPrior, PartialDenoiser, SamplerOptions};
 use msm::sense::Sense;
 use msm::Result;
 use ndarray::{Array4, ArrayView4};
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 const SIZE: usize = 128;
-const CHANNELS: [usize; 6] = [2, 32, 64, 64, 32, 2];
 
 struct ZeroNet;
 
@@ -35,53 +30,11 @@ impl Denoiser for ZeroNet {
     }
 }
 
-fn write_net(path: &Path) {
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let dims = [
-        Dim::Batch,
-        Dim::Fixed(2),
-        Dim::Fixed(SIZE),
-        Dim::Fixed(SIZE),
-    ];
-    let mut b = OnnxBuilder::new("bench", WeightType::F16);
-    b.add_input("x", &dims).unwrap();
-    b.add_input("t", &[Dim::Batch]).unwrap();
-    let mut h = "x".to_string();
-    for (l, io) in CHANNELS.windows(2).enumerate() {
-        let (ci, co) = (io[0], io[1]);
-        let scale = (1.0 / (ci * 9) as f32).sqrt();
-        let w: Vec<f32> = (0..co * ci * 9)
-            .map(|_| rng.random_range(-scale..scale))
-            .collect();
-        let w = b.add_weight(&format!("w{l}"), &[co, ci, 3, 3], &w).unwrap();
-        let bias = b
-            .add_weight(&format!("b{l}"), &[co], &vec![0.01; co])
-            .unwrap();
-        let attrs = vec![
-            Attr::ints("kernel_shape", &[3, 3]),
-            Attr::ints("pads", &[1, 1, 1, 1]),
-        ];
-        h = b.op("Conv", &[&h, &w, &bias], attrs).unwrap();
-        if l + 2 < CHANNELS.len() {
-            let s = b.op("Sigmoid", &[&h], vec![]).unwrap();
-            h = b.op("Mul", &[&h, &s], vec![]).unwrap();
-        }
-    }
-    let axes = b.add_i64("axes", &[3], &[1, 2, 3]).unwrap();
-    let tc = b.op("Unsqueeze", &["t", &axes], vec![]).unwrap();
-    let k = b.add_weight("k", &[1], &[1e-3]).unwrap();
-    let tb = b.op("Mul", &[&tc, &k], vec![]).unwrap();
-    b.add_node("Add", &[&h, &tb], &["eps"], vec![]).unwrap();
-    b.add_output("eps", &dims);
-    b.set_meta(&ModelMeta::new(SIZE, SIZE));
-    b.write(path).unwrap();
-}
-
 fn step(c: &mut Criterion) {
     let op = Sense::new(coils::birdcage(8, SIZE, SIZE).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("conv.onnx");
-    write_net(&path);
+    common::write_net(&path, SIZE, 1);
     let conv = NetworkPrior::new(OnnxDenoiser::load(&path).unwrap());
     let zero = NetworkPrior::new(ZeroNet);
     let priors: [(&str, &dyn PartialDenoiser); 2] = [("convnet", &conv), ("zeronet", &zero)];
