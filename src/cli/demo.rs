@@ -240,7 +240,7 @@ pub fn run(a: Args) -> Result<()> {
         let ropts = ReconOptions {
             samples: a.samples.max(1),
             lambda: a.lambda,
-            scale_target: scale_target(&meta),
+            scale_target: meta.scale_p99(&a.sampler.model)?,
         };
         let msm_out = sampler::reconstruct(&prior, &op, acq.kspace.view(), &mask, &sopts, &ropts)?;
         bar.finish_and_clear();
@@ -270,12 +270,6 @@ pub fn run(a: Args) -> Result<()> {
         a.out.display()
     );
     Ok(())
-}
-
-fn scale_target(meta: &msm::onnx::ModelMeta) -> Option<f64> {
-    meta.extra
-        .get(super::reconstruct::SCALE_KEY)
-        .and_then(|v| v.parse().ok())
 }
 
 fn row(method: &str, reference: &Array2<C32>, image: &Array2<C32>, t: Instant) -> Result<Row> {

@@ -7,9 +7,6 @@ use msm::{Error, Result, C32};
 use ndarray::Array2;
 use std::path::{Path, PathBuf};
 
-/// Metadata key holding the 99th percentile of the zero-filled magnitude of the training data.
-pub const SCALE_KEY: &str = "msm.scale_p99";
-
 /// Options of `msm reconstruct`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -72,19 +69,7 @@ pub fn run(a: Args) -> Result<()> {
         .map_err(|e| Error::format(&a.kspace, e.to_string()))?;
     let scale_target = match a.scale_target {
         Some(s) => Some(s),
-        None => net
-            .meta()
-            .extra
-            .get(SCALE_KEY)
-            .map(|v| {
-                v.parse::<f64>().map_err(|_| {
-                    Error::format(
-                        &a.sampler.model,
-                        format!("{SCALE_KEY} = {v:?} is not a number"),
-                    )
-                })
-            })
-            .transpose()?,
+        None => net.meta().scale_p99(&a.sampler.model)?,
     };
     let (cb, bar) = progress::bar(a.sampler.quiet, "reconstruct");
     let opts = msm::sampler::SamplerOptions {

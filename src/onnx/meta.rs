@@ -48,6 +48,11 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Prefix of every key this module reads or writes.
 pub const KEY_PREFIX: &str = "msm.";
 
+/// Key (kept in [`ModelMeta::extra`]) of the training scale: the 99th percentile of the
+/// zero-filled magnitude `|A_P^H y|` of the training data, which the posterior sampler
+/// normalises acquired k-space to.
+pub const SCALE_P99_KEY: &str = "msm.scale_p99";
+
 /// What the network output means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prediction {
@@ -181,6 +186,19 @@ pub struct ModelMeta {
 }
 
 impl ModelMeta {
+    /// The training scale [`SCALE_P99_KEY`], if the model records one; an unparsable value is
+    /// an error naming the model file `path`.
+    pub fn scale_p99(&self, path: &Path) -> Result<Option<f64>> {
+        self.extra
+            .get(SCALE_P99_KEY)
+            .map(|v| {
+                v.parse::<f64>().map_err(|_| {
+                    Error::format(path, format!("{SCALE_P99_KEY} = {v:?} is not a number"))
+                })
+            })
+            .transpose()
+    }
+
     /// Metadata for a `height` x `width` model with the reference settings of the MSM paper:
     /// eps prediction, linear beta schedule 1e-4 to 0.02 over 1000 steps, random Cartesian
     /// training masks at R = 4 with 20 ACS lines per 256 columns (rounded, at least 1), and

@@ -15,7 +15,7 @@ use msm::sense::Sense;
 use msm::{Error, Result};
 
 /// Metadata key of the training scale (read by the runtime's `msm reconstruct`).
-pub const SCALE_KEY: &str = "msm.scale_p99";
+pub use msm::onnx::meta::SCALE_P99_KEY as SCALE_KEY;
 
 /// Number of training draws the exported scale is the median of.
 pub const SCALE_DRAWS: usize = 64;
