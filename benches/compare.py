@@ -272,6 +272,26 @@ def under_load():
     return training, load1
 
 
+class Interference(threading.Thread):
+    """Polls every 5 s for other heavy work (the training job, compilers) while timing."""
+
+    PATTERN = "msm-train train|rustc|cargo build|cargo test|cargo bench"
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.seen = set()
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.wait(5.0):
+            p = subprocess.run(["pgrep", "-af", self.PATTERN], capture_output=True, text=True)
+            for line in p.stdout.splitlines():
+                pid, _, cmd = line.partition(" ")
+                if int(pid) != os.getpid() and "pgrep" not in cmd:
+                    self.seen.add(cmd.split()[0].rsplit("/", 1)[-1] + " " +
+                                  " ".join(cmd.split()[1:3]))
+
+
 def simulate(a, prefix):
     cmd = [MSM, "simulate", a.image, prefix, "--npy", "--seed", str(a.sim_seed)]
     rc, out, err, _, _ = run_child(cmd)
@@ -462,8 +482,10 @@ def report(res):
                  + (f", {fmt(res['msm_bench'].get('network_gflop'), '.2f')} by msm bench"
                     if res.get("msm_bench") else "") + ")")
     if res.get("under_load"):
-        lines.append("**WARNING: taken under load (training job running or load average > 0.5); "
-                     "these timings are not results.**")
+        lines.append("**WARNING: taken under load (training job or compiler running, or load "
+                     "average > 0.5"
+                     + (f"; seen: {', '.join(res['interference'])}" if res.get("interference")
+                        else "") + "); these timings are not results.**")
     bench = res.get("msm_bench")
     if bench and bench.get("sgemm_peak_gflops"):
         p = bench["sgemm_peak_gflops"]
@@ -675,6 +697,8 @@ def main():
         coil = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(ksp * pat, axes=(-2, -1)),
                                             norm="ortho"), axes=(-2, -1))
         res["psnr_zero_filled_db"] = psnr(ref, np.sum(np.conj(maps) * coil, axis=0))
+        watch = Interference()
+        watch.start()
         if not a.skip_eval:
             bench = msm_bench(a, log)
             res["msm_bench"] = bench
@@ -707,6 +731,12 @@ def main():
             res["final_dc"] = a.final_dc
             res["msm_reconstruct_backend"] = a.msm_backend or "default"
             res["recon"] = recon_figures(a, files, log)
+        watch.stop.set()
+        res["interference"] = sorted(watch.seen)
+        if watch.seen:
+            res["under_load"] = True
+            log("WARNING: other heavy work ran during the measurements: "
+                + "; ".join(sorted(watch.seen)))
         text = report(res)
         print(text)
         res["table_markdown"] = text
