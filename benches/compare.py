@@ -273,23 +273,53 @@ def under_load():
 
 
 class Interference(threading.Thread):
-    """Polls every 5 s for other heavy work (the training job, compilers) while timing."""
-
-    PATTERN = "msm-train train|rustc|cargo build|cargo test|cargo bench"
+    """Polls every 5 s for other processes that used more than 0.25 s of CPU since the last
+    poll (the training job, compilers, anything), outside this benchmark's process tree."""
 
     def __init__(self):
         super().__init__(daemon=True)
         self.seen = set()
         self.stop = threading.Event()
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu(self):
+        out = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    st = f.read()
+                fields = st[st.rfind(")") + 2:].split()
+                # fields[1] = ppid, [11] utime, [12] stime (after the state at [0])
+                out[int(pid)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / self.tick,
+                                 st[st.find("(") + 1:st.rfind(")")])
+            except (OSError, IndexError, ValueError):
+                pass
+        return out
+
+    def ours(self, procs):
+        mine = {os.getpid()}
+        changed = True
+        while changed:
+            changed = False
+            for pid, (ppid, _, _) in procs.items():
+                if ppid in mine and pid not in mine:
+                    mine.add(pid)
+                    changed = True
+        return mine
 
     def run(self):
+        last = self.cpu()
         while not self.stop.wait(5.0):
-            p = subprocess.run(["pgrep", "-af", self.PATTERN], capture_output=True, text=True)
-            for line in p.stdout.splitlines():
-                pid, _, cmd = line.partition(" ")
-                if int(pid) != os.getpid() and "pgrep" not in cmd:
-                    self.seen.add(cmd.split()[0].rsplit("/", 1)[-1] + " " +
-                                  " ".join(cmd.split()[1:3]))
+            now = self.cpu()
+            mine = self.ours(now)
+            for pid, (_, t, name) in now.items():
+                if pid in mine or pid not in last:
+                    continue
+                if t - last[pid][1] > 0.25:
+                    self.seen.add(name)
+            last = now
 
 
 def simulate(a, prefix):
