@@ -22,5 +22,6 @@ pub mod sampler;
 pub mod schedule;
 pub mod sense;
 pub mod simulate;
+pub mod volume;
 
 pub use error::{Error, Result};

@@ -3,37 +3,8 @@
 
 mod common;
 
-use common::{fails, ok, s};
-use msm::onnx::{Dim, ModelMeta, OnnxBuilder, WeightType};
+use common::{fails, ok, s, tiny_model};
 use std::path::{Path, PathBuf};
-
-/// eps = a * x + c * t (a shrinking denoiser with a timestep term), `size x size`, with or
-/// without MSM metadata.
-fn tiny_model(path: &Path, size: usize, with_meta: bool) {
-    let dims = [
-        Dim::Batch,
-        Dim::Fixed(2),
-        Dim::Fixed(size),
-        Dim::Fixed(size),
-    ];
-    let mut b = OnnxBuilder::new("tiny", WeightType::F16);
-    b.add_input("x", &dims).unwrap();
-    b.add_input("t", &[Dim::Batch]).unwrap();
-    let a = b.add_weight("a", &[1], &[0.5]).unwrap();
-    let c = b.add_weight("c", &[1], &[1e-4]).unwrap();
-    let shape = b.add_i64("tshape", &[4], &[-1, 1, 1, 1]).unwrap();
-    let ax = b.op("Mul", &["x", &a], vec![]).unwrap();
-    let t4 = b.op("Reshape", &["t", &shape], vec![]).unwrap();
-    let ct = b.op("Mul", &[&t4, &c], vec![]).unwrap();
-    b.add_node("Add", &[&ax, &ct], &["eps"], vec![]).unwrap();
-    b.add_output("eps", &dims);
-    if with_meta {
-        let mut m = ModelMeta::new(size, size);
-        m.train_acs_lines = 4;
-        b.set_meta(&m);
-    }
-    b.write(path).unwrap();
-}
 
 fn phantom(dir: &Path) -> PathBuf {
     let img = ndarray::Array2::from_shape_fn((40, 40), |(i, j)| {

@@ -32,6 +32,49 @@ pub fn kind(path: &Path) -> Kind {
     }
 }
 
+/// Whether `path` names an HDF5 file (`.h5`, `.hdf5`): fastMRI / ISMRMRD k-space.
+pub fn is_hdf5(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("h5") || e.eq_ignore_ascii_case("hdf5"))
+}
+
+/// Checks before any work that multi-coil data can be written to `path` (not a PNG, an existing
+/// folder).
+pub fn check_coils_output(path: &Path) -> Result<()> {
+    if kind(path) == Kind::Png {
+        return Err(Error::format(
+            path,
+            "a PNG cannot hold complex multi-coil data; expected a .cfl or .npy file",
+        ));
+    }
+    check_folder(path)
+}
+
+/// Checks that the folder `path` would be written in exists, so that a long run does not fail
+/// at its end.
+pub fn check_folder(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => Err(Error::format(
+            path,
+            format!(
+                "cannot be written: the folder {} does not exist; expected an existing folder",
+                p.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes multi-coil data `(coils, H, W)`: `.npy` complex64, else BART `[H, W, 1, coils]`.
+pub fn write_coils(path: &Path, data: &Array3<C32>) -> Result<()> {
+    check_coils_output(path)?;
+    match kind(path) {
+        Kind::Npy => npy::write_npy(path, data),
+        _ => cfl::write_coils(path, data),
+    }
+}
+
 /// Reads multi-coil data `(coils, H, W)` (k-space or maps). A 2-D file is one coil.
 pub fn read_coils(path: &Path) -> Result<Array3<C32>> {
     match kind(path) {

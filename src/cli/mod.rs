@@ -1,7 +1,9 @@
 //! Subcommands of the `msm` binary.
 
+mod coilmaps;
 mod data;
 mod demo;
+mod ecalib;
 mod generate;
 mod metrics;
 mod model;
@@ -9,6 +11,7 @@ mod progress;
 mod recon;
 mod reconstruct;
 mod simulate;
+mod volume;
 
 use clap::{Parser, Subcommand};
 use msm::Result;
@@ -27,9 +30,12 @@ enum Command {
     Simulate(simulate::Args),
     /// Classical reconstruction: zero-filled or CG-SENSE.
     Recon(recon::Args),
+    /// Coil sensitivity maps from the ACS: ESPIRiT (as BART ecalib -m1) or ratio maps.
+    Ecalib(ecalib::Args),
     /// PSNR / SSIM / NMSE of an image against a reference.
     Metrics(metrics::Args),
-    /// MSM posterior sampling of undersampled multi-coil k-space with an ONNX model.
+    /// MSM posterior sampling of undersampled multi-coil k-space with an ONNX model (one slice,
+    /// or every slice of a fastMRI / ISMRMRD .h5 file).
     Reconstruct(reconstruct::Args),
     /// Unconditional samples from an ONNX model (PNG grid and .npy).
     Generate(generate::Args),
@@ -42,6 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Simulate(a) => simulate::run(a),
         Command::Recon(a) => recon::run(a),
+        Command::Ecalib(a) => ecalib::run(a),
         Command::Metrics(a) => metrics::run(a),
         Command::Reconstruct(a) => reconstruct::run(a),
         Command::Generate(a) => generate::run(a),

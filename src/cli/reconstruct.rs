@@ -1,6 +1,8 @@
-//! `msm reconstruct`: MSM posterior sampling of undersampled multi-coil k-space.
+//! `msm reconstruct`: MSM posterior sampling of undersampled multi-coil k-space: one slice
+//! (`.cfl`/`.npy`), or every slice of a fastMRI / ISMRMRD `.h5` file ([`super::volume`]).
 
-use super::{data, model, progress};
+use super::{coilmaps, data, model, progress, volume};
+use msm::denoiser::OnnxDenoiser;
 use msm::io::{cfl, npy, png};
 use msm::sampler::{self, NetworkPrior, ReconOptions, Stats};
 use msm::{Error, Result, C32};
@@ -9,14 +11,20 @@ use std::path::{Path, PathBuf};
 
 /// Options of `msm reconstruct`.
 #[derive(clap::Args, Debug)]
+#[command(
+    override_usage = "msm reconstruct [OPTIONS] <KSPACE> <MAPS> <OUTPUT>\n       \
+                            msm reconstruct [OPTIONS] <SCAN.h5> [MAPS] <OUTPUT>"
+)]
 pub struct Args {
-    /// Multi-coil k-space (.cfl [H, W, 1, coils] or .npy (coils, H, W)).
-    pub kspace: PathBuf,
-    /// Coil maps, same layout as the k-space.
-    pub maps: PathBuf,
-    /// Output image: the posterior mean (.cfl, .npy, or .png magnitude).
-    pub output: PathBuf,
-    /// Sampling mask (vector over the width or 2-D pattern); default: the non-zero entries.
+    /// KSPACE [MAPS] OUTPUT. One slice: k-space (.cfl [H, W, 1, coils] or .npy (coils, H, W)),
+    /// coil maps in the same layout, and the output image, the posterior mean (.cfl, .npy, or
+    /// .png magnitude). A fastMRI / ISMRMRD .h5 volume: MAPS is optional (default: estimated per
+    /// slice from the ACS, --maps-method) and OUTPUT is a volume: .nii / .nii.gz (magnitude),
+    /// .npy (complex, (slices, H, W)) or .cfl (complex, slices along BART dim 13).
+    #[arg(num_args = 2..=3, required = true, value_name = "FILES")]
+    pub files: Vec<PathBuf>,
+    /// Sampling mask (vector over the width or 2-D pattern); default: the non-zero entries (for
+    /// .h5 input: the file's `mask` dataset, else the columns with data, per slice).
     #[arg(long)]
     pub mask: Option<PathBuf>,
     /// Data-consistency step lambda (1 = replace the estimate by the data on acquired entries).
@@ -32,6 +40,22 @@ pub struct Args {
     /// (default: the model's training scale from its metadata, else no scaling).
     #[arg(long)]
     pub scale_target: Option<f64>,
+    /// .h5 input: the slices to reconstruct, `a..b` (a to b - 1), `a..`, `..b` or one index
+    /// `a` (default: all).
+    #[arg(long)]
+    pub slices: Option<String>,
+    /// .h5 input without maps: how the coil maps of each slice are estimated from its ACS.
+    #[arg(long, value_enum, default_value_t = coilmaps::Method::Espirit)]
+    pub maps_method: coilmaps::Method,
+    #[command(flatten)]
+    pub maps_opts: coilmaps::MapsArgs,
+    /// .h5 input: write the volume here too (another format: .nii, .nii.gz, .npy or .cfl).
+    #[arg(long)]
+    pub also: Option<PathBuf>,
+    /// .h5 input: discard the finished slices of an earlier run (in <OUTPUT>.parts/) and
+    /// start over.
+    #[arg(long)]
+    pub restart: bool,
     #[command(flatten)]
     pub sampler: model::SamplerArgs,
 }
@@ -59,32 +83,65 @@ pub fn report(stats: &Stats) {
     );
 }
 
-/// Runs `msm reconstruct`.
-pub fn run(a: Args) -> Result<()> {
-    let data::Acquisition { kspace, op, mask } =
-        data::read_acquisition(&a.kspace, &a.maps, a.mask.as_deref())?;
-    let (_, h, w) = kspace.dim();
-    let (net, opts) = model::load(&a.sampler, 0.85, 200, Some(w))?;
-    net.check_data(h, w, 2)
-        .map_err(|e| Error::format(&a.kspace, e.to_string()))?;
+/// The posterior-sampling options of the command line; the scale target defaults to the
+/// model's training scale (its metadata), else none.
+pub fn recon_options(a: &Args, net: &OnnxDenoiser) -> Result<ReconOptions> {
     let scale_target = match a.scale_target {
         Some(s) => Some(s),
         None => net.meta().scale_p99(&a.sampler.model)?,
     };
+    Ok(ReconOptions {
+        samples: a.samples,
+        lambda: a.lambda,
+        scale_target,
+    })
+}
+
+/// Runs `msm reconstruct`.
+pub fn run(a: Args) -> Result<()> {
+    let (kspace_path, maps_path, output) = match &a.files[..] {
+        [k, o] => (k.clone(), None, o.clone()),
+        [k, m, o] => (k.clone(), Some(m.clone()), o.clone()),
+        _ => unreachable!("clap takes 2 or 3 paths"),
+    };
+    if data::is_hdf5(&kspace_path) {
+        return volume::run(&a, &kspace_path, maps_path.as_deref(), &output);
+    }
+    let volume_only = [
+        ("--slices", a.slices.is_some()),
+        ("--also", a.also.is_some()),
+        ("--restart", a.restart),
+    ];
+    if let Some((flag, _)) = volume_only.iter().find(|(_, given)| *given) {
+        return Err(Error::format(
+            &kspace_path,
+            format!("{flag} applies to .h5 volumes; this k-space is one slice"),
+        ));
+    }
+    let Some(maps_path) = maps_path else {
+        return Err(Error::format(
+            &kspace_path,
+            "coil maps are needed for .cfl / .npy k-space: msm reconstruct <kspace> <maps> \
+             <output> (estimate them with msm ecalib <kspace> <maps>); only .h5 input estimates \
+             them itself",
+        ));
+    };
+    let data::Acquisition { kspace, op, mask } =
+        data::read_acquisition(&kspace_path, &maps_path, a.mask.as_deref())?;
+    let (_, h, w) = kspace.dim();
+    let (net, opts) = model::load(&a.sampler, 0.85, 200, Some(w))?;
+    net.check_data(h, w, 2)
+        .map_err(|e| Error::format(&kspace_path, e.to_string()))?;
+    let recon = recon_options(&a, &net)?;
     let (cb, bar) = progress::bar(a.sampler.quiet, "reconstruct");
     let opts = msm::sampler::SamplerOptions {
         progress: cb,
         ..opts
     };
-    let recon = ReconOptions {
-        samples: a.samples,
-        lambda: a.lambda,
-        scale_target,
-    };
     let prior = NetworkPrior::new(net);
     let out = sampler::reconstruct(&prior, &op, kspace.view(), &mask, &opts, &recon)?;
     bar.finish_and_clear();
-    data::write_image(&a.output, &out.mean)?;
+    data::write_image(&output, &out.mean)?;
     if let Some(p) = &a.std {
         write_real(p, &out.std)?;
     }

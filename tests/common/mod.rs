@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use msm::onnx::{Dim, ModelMeta, OnnxBuilder, WeightType};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -42,4 +43,32 @@ pub fn fails(args: &[&str], needles: &[&str]) {
 /// A path as `&str`.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// eps = a * x + c * t (a shrinking denoiser with a timestep term), `size x size`, with or
+/// without MSM metadata.
+pub fn tiny_model(path: &Path, size: usize, with_meta: bool) {
+    let dims = [
+        Dim::Batch,
+        Dim::Fixed(2),
+        Dim::Fixed(size),
+        Dim::Fixed(size),
+    ];
+    let mut b = OnnxBuilder::new("tiny", WeightType::F16);
+    b.add_input("x", &dims).unwrap();
+    b.add_input("t", &[Dim::Batch]).unwrap();
+    let a = b.add_weight("a", &[1], &[0.5]).unwrap();
+    let c = b.add_weight("c", &[1], &[1e-4]).unwrap();
+    let shape = b.add_i64("tshape", &[4], &[-1, 1, 1, 1]).unwrap();
+    let ax = b.op("Mul", &["x", &a], vec![]).unwrap();
+    let t4 = b.op("Reshape", &["t", &shape], vec![]).unwrap();
+    let ct = b.op("Mul", &[&t4, &c], vec![]).unwrap();
+    b.add_node("Add", &[&ax, &ct], &["eps"], vec![]).unwrap();
+    b.add_output("eps", &dims);
+    if with_meta {
+        let mut m = ModelMeta::new(size, size);
+        m.train_acs_lines = 4;
+        b.set_meta(&m);
+    }
+    b.write(path).unwrap();
 }

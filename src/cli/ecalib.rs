@@ -1,0 +1,119 @@
+//! `msm ecalib`: coil sensitivity maps from the ACS of one slice, as BART `ecalib -m1`.
+
+use super::coilmaps::{MapsArgs, Method};
+use super::{data, reconstruct};
+use msm::io::fastmri::{detect_mask, FastMriFile};
+use msm::mask::Mask;
+use msm::{Error, Result, C32};
+use ndarray::Array3;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options of `msm ecalib`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Multi-coil k-space: .cfl [H, W, 1, coils], .npy (coils, H, W), or a fastMRI / ISMRMRD
+    /// .h5 file (one slice of it, --slice).
+    pub kspace: PathBuf,
+    /// Output coil maps (coils, H, W): .npy, else .cfl [H, W, 1, coils].
+    pub maps: PathBuf,
+    /// Estimator.
+    #[arg(long, value_enum, default_value_t = Method::Espirit)]
+    pub method: Method,
+    /// Slice of a .h5 file (default 0).
+    #[arg(long)]
+    pub slice: Option<usize>,
+    /// Sampling mask (vector over the width or 2-D pattern); default: the .h5 file's `mask`
+    /// dataset, else the non-zero entries of the k-space.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Also write ESPIRiT's eigenvalue map (H, W) here (.npy, .png or .cfl).
+    #[arg(long)]
+    pub eigenvalues: Option<PathBuf>,
+    #[command(flatten)]
+    pub opts: MapsArgs,
+}
+
+/// K-space of one slice and its mask (`None`: the non-zero entries).
+fn read_input(a: &Args) -> Result<(Array3<C32>, Option<Mask>, String)> {
+    if data::is_hdf5(&a.kspace) {
+        let file = FastMriFile::open(&a.kspace)?;
+        let index = a.slice.unwrap_or(0);
+        let kspace = file.slice_kspace(index)?;
+        let (_, h, w) = kspace.dim();
+        let mask = match &a.mask {
+            Some(p) => data::read_mask(p, h, w)?,
+            None => Mask::Columns(match file.mask() {
+                Some(m) => m.to_vec(),
+                None => detect_mask(kspace.view()),
+            }),
+        };
+        let what = format!("slice {index} of {} slices", file.num_slices());
+        return Ok((kspace, Some(mask), what));
+    }
+    if a.slice.is_some() {
+        return Err(Error::format(
+            &a.kspace,
+            "--slice applies to .h5 input; this file holds one slice",
+        ));
+    }
+    let kspace = data::read_coils(&a.kspace)?;
+    let (_, h, w) = kspace.dim();
+    let mask = a
+        .mask
+        .as_deref()
+        .map(|p| data::read_mask(p, h, w))
+        .transpose()?;
+    Ok((kspace, mask, "one slice".to_string()))
+}
+
+/// Runs `msm ecalib`.
+pub fn run(a: Args) -> Result<()> {
+    data::check_coils_output(&a.maps)?;
+    if let Some(p) = &a.eigenvalues {
+        if a.method != Method::Espirit {
+            return Err(Error::invalid(
+                "--eigenvalues needs --method espirit (ratio maps have no eigenvalues)",
+            ));
+        }
+        data::check_folder(p)?;
+    }
+    let (kspace, mask, what) = read_input(&a)?;
+    let start = Instant::now();
+    let est = a
+        .opts
+        .estimate(a.method, kspace.view(), mask.as_ref())
+        .map_err(|e| in_file(&a.kspace, &what, e))?;
+    let secs = start.elapsed().as_secs_f64();
+    data::write_coils(&a.maps, &est.maps)?;
+    if let (Some(p), Some(ev)) = (&a.eigenvalues, &est.eigenvalues) {
+        reconstruct::write_real(p, ev)?;
+    }
+    let (nc, h, w) = kspace.dim();
+    let region = est
+        .region
+        .map(|r| {
+            format!(
+                ", calibration region {}x{} (rows {:?}, columns {:?}), {} kernels",
+                r.height(),
+                r.width(),
+                r.rows,
+                r.cols,
+                est.kernels
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "{}: {nc} coils, {h}x{w} ({what}){region}, {secs:.3} s",
+        a.opts.describe(a.method)
+    );
+    Ok(())
+}
+
+/// An estimation error of `file` (the library's errors name no file).
+pub fn in_file(file: &Path, what: &str, e: Error) -> Error {
+    match e {
+        Error::Invalid(msg) => Error::format(file, format!("{what}: coil maps: {msg}")),
+        other => other,
+    }
+}

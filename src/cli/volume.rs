@@ -1,0 +1,425 @@
+//! `msm reconstruct` on a fastMRI / ISMRMRD `.h5` file: every selected slice, resumable.
+//!
+//! Per slice: read its k-space, take the mask (`--mask`, the file's `mask`, or the columns that
+//! hold data), bring the k-space to the model's grid ([`msm::volume::GridPlan`]), estimate coil
+//! maps from the ACS (or take them from the maps file), run posterior sampling seeded with
+//! [`msm::volume::slice_seed`], bring the image to the output grid and store it in
+//! `<output>.parts/` ([`msm::volume::Parts`]). When every selected slice is there, the volume is
+//! written (atomically) and the parts folder removed.
+
+use super::coilmaps::{MapsArgs, Method};
+use super::reconstruct::{recon_options, Args};
+use super::{data, model, progress};
+use msm::denoiser::OnnxDenoiser;
+use msm::io::fastmri::{detect_mask, FastMriFile};
+use msm::io::{cfl, npy};
+use msm::mask::Mask;
+use msm::sampler::{self, NetworkPrior, Progress, ReconOptions, SamplerOptions, Stats};
+use msm::sense::Sense;
+use msm::volume::{slice_seed, write_volume, GridPlan, Manifest, Parts, VolumeFormat};
+use msm::{Error, Result, C32};
+use ndarray::{s, Array2, Array4, Ix3, Ix4, ShapeBuilder};
+use rayon::prelude::*;
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+/// Where each slice's sampling mask comes from.
+enum MaskSource {
+    /// One column mask for every slice (`--mask`, or the file's `mask` dataset).
+    Fixed(Vec<bool>),
+    /// The columns of each slice that hold data.
+    Detect,
+}
+
+/// Where each slice's coil maps come from.
+enum MapsSource {
+    /// A maps file on the scan's grid: one set for all slices, or one per slice of the file.
+    File(Array4<C32>),
+    /// Estimated from each slice's ACS.
+    Estimate(Method, MapsArgs),
+}
+
+/// Everything the slices share.
+struct Context {
+    file: FastMriFile,
+    plan: GridPlan,
+    mask: MaskSource,
+    maps: MapsSource,
+    prior: NetworkPrior<OnnxDenoiser>,
+    opts: SamplerOptions,
+    recon: ReconOptions,
+    /// The run's seed (`--seed`); slice `i` is seeded with `slice_seed(seed, i)`.
+    seed: u64,
+}
+
+/// Runs `msm reconstruct` on the `.h5` file `kspace`, with optional maps, writing `output`.
+pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Result<()> {
+    // Everything that can be checked is checked before the first slice is read.
+    let mut outputs = vec![(output.to_path_buf(), VolumeFormat::of(output)?)];
+    if let Some(p) = &a.also {
+        outputs.push((p.clone(), VolumeFormat::of(p)?));
+    }
+    for (p, _) in &outputs {
+        data::check_folder(p)?;
+    }
+    if let Some(p) = &a.std {
+        return Err(Error::format(
+            p,
+            "--std is not available for .h5 volumes; expected it only with one-slice input",
+        ));
+    }
+    let file = FastMriFile::open(kspace)?;
+    let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
+    let (h0, w0) = file.kspace_size();
+    let (net, opts) = model::load(&a.sampler, 0.85, 200, Some(w0))?;
+    let (hm, wm) = (net.meta().height, net.meta().width);
+    let plan = GridPlan::new((h0, w0), file.recon_size(), (hm, wm)).map_err(|e| {
+        Error::format(
+            kspace,
+            format!("does not fit the model {}: {e}", a.sampler.model.display()),
+        )
+    })?;
+    net.check_data(hm, wm, 2)?;
+    let recon = recon_options(a, &net)?;
+    let mask = match (&a.mask, file.mask()) {
+        (Some(p), _) => match data::read_mask(p, h0, w0)? {
+            Mask::Columns(c) => MaskSource::Fixed(c),
+            Mask::Pattern(_) => {
+                return Err(Error::format(
+                    p,
+                    "is a 2-D pattern that does not keep whole columns; .h5 volumes need a \
+                     column mask (one entry per k-space column)",
+                ))
+            }
+        },
+        (None, Some(m)) => MaskSource::Fixed(m.to_vec()),
+        (None, None) => MaskSource::Detect,
+    };
+    let maps_source = match maps {
+        Some(p) => MapsSource::File(read_maps(p, &file)?),
+        None => MapsSource::Estimate(a.maps_method, a.maps_opts.clone()),
+    };
+    let manifest = manifest(a, &opts, &recon, &file, &plan, maps)?;
+    let parts = Parts::open(output, manifest, plan.output, a.restart)?;
+    let quiet = a.sampler.quiet;
+    let say = |msg: String| {
+        if !quiet {
+            eprintln!("{msg}");
+        }
+    };
+    if let Some(msg) = plan.describe() {
+        say(format!("{}: {msg}", kspace.display()));
+    }
+    let todo: Vec<usize> = range
+        .clone()
+        .filter(|i| parts.done().binary_search(i).is_err())
+        .collect();
+    let done_before = range.len() - todo.len();
+    if done_before > 0 {
+        say(format!(
+            "{}: {done_before} of {} slices already done, {} to reconstruct",
+            parts.dir().display(),
+            range.len(),
+            todo.len()
+        ));
+    }
+    let ctx = Context {
+        file,
+        plan,
+        mask,
+        maps: maps_source,
+        prior: NetworkPrior::new(net),
+        opts,
+        recon,
+        seed: a.sampler.seed,
+    };
+    let parallel = rayon::current_num_threads() > ctx.opts.partials && todo.len() > 1;
+    if parallel {
+        say(format!(
+            "{} slices across {} threads (more threads than the {} partial scores per step)",
+            todo.len(),
+            rayon::current_num_threads(),
+            ctx.opts.partials
+        ));
+    }
+    let finished = AtomicUsize::new(0);
+    let one = |index: usize, bar: bool| -> Result<()> {
+        let start = Instant::now();
+        let (cb, pb) = progress::bar(quiet || !bar, &format!("slice {index}"));
+        let (image, stats) = ctx.slice(index, cb)?;
+        pb.finish_and_clear();
+        parts.write(index, &image)?;
+        let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
+        if !quiet {
+            eprintln!(
+                "slice {index} done in {:.1} s, {} network calls ({n} of {} this run, {} left)",
+                start.elapsed().as_secs_f64(),
+                stats.denoisings,
+                todo.len(),
+                todo.len() - n
+            );
+        }
+        Ok(())
+    };
+    if parallel {
+        todo.par_iter().try_for_each(|&i| one(i, false))?;
+    } else {
+        for &i in &todo {
+            one(i, true)?;
+        }
+    }
+    let images = range
+        .clone()
+        .map(|i| parts.read(i))
+        .collect::<Result<Vec<Array2<C32>>>>()?;
+    for (p, format) in &outputs {
+        write_volume(p, *format, &images)?;
+    }
+    parts.clear()?;
+    let (ho, wo) = ctx.plan.output;
+    say(format!(
+        "wrote {} ({} slices {}..{}, {ho}x{wo})",
+        outputs
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" and "),
+        range.len(),
+        range.start,
+        range.end
+    ));
+    Ok(())
+}
+
+impl Context {
+    /// Reconstructs slice `index` on the output grid.
+    fn slice(&self, index: usize, progress: Option<Progress>) -> Result<(Array2<C32>, Stats)> {
+        let path = self.file.path();
+        let in_slice = |e: Error| match e {
+            Error::Invalid(msg) => Error::format(path, format!("slice {index}: {msg}")),
+            other => other,
+        };
+        let k0 = self.file.slice_kspace(index)?;
+        let columns = match &self.mask {
+            MaskSource::Fixed(c) => c.clone(),
+            MaskSource::Detect => detect_mask(k0.view()),
+        };
+        if !columns.iter().any(|&c| c) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "slice {index} holds no k-space sample (every value is zero); expected \
+                     acquired columns"
+                ),
+            ));
+        }
+        let mask = Mask::Columns(columns);
+        let kspace = self.plan.kspace_to_model(k0.view());
+        let maps = match &self.maps {
+            MapsSource::File(all) => {
+                let set = if all.dim().0 == 1 { 0 } else { index };
+                self.plan.maps_to_model(all.slice(s![set, .., .., ..]))
+            }
+            MapsSource::Estimate(method, opts) => {
+                let what = format!("slice {index}");
+                opts.estimate(*method, kspace.view(), Some(&mask))
+                    .map_err(|e| super::ecalib::in_file(path, &what, e))?
+                    .maps
+            }
+        };
+        let op = Sense::new(maps).map_err(in_slice)?;
+        let opts = SamplerOptions {
+            seed: slice_seed(self.seed, index),
+            progress,
+            ..self.opts.clone()
+        };
+        let prior = &self.prior;
+        let out = sampler::reconstruct(prior, &op, kspace.view(), &mask, &opts, &self.recon)
+            .map_err(in_slice)?;
+        Ok((self.plan.image_to_output(out.mean.view()), out.stats))
+    }
+}
+
+/// The slice range of `--slices` (`a..b`, `a..`, `..b`, `a`) within `0..count`.
+fn parse_slices(text: Option<&str>, count: usize, file: &Path) -> Result<Range<usize>> {
+    let Some(text) = text else {
+        return Ok(0..count);
+    };
+    let bad = |why: String| {
+        Error::format(
+            file,
+            format!(
+                "--slices {text:?}: {why}; expected a..b (slices a to b - 1), a.., ..b or one \
+                 index, within the file's {count} slices (0..{count})"
+            ),
+        )
+    };
+    let number = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| bad(format!("{s:?} is not a slice index")))
+    };
+    let range = match text.split_once("..") {
+        Some((a, b)) => {
+            let start = if a.trim().is_empty() { 0 } else { number(a)? };
+            let end = if b.trim().is_empty() {
+                count
+            } else {
+                number(b)?
+            };
+            start..end
+        }
+        None => {
+            let i = number(text)?;
+            i..i + 1
+        }
+    };
+    if range.is_empty() {
+        return Err(bad("the range is empty".to_string()));
+    }
+    if range.end > count {
+        return Err(bad(format!("slice {} is out of range", range.end - 1)));
+    }
+    Ok(range)
+}
+
+/// A user's coil maps for the volume, `(sets, coils, H0, W0)` with one set or one per slice.
+fn read_maps(path: &Path, file: &FastMriFile) -> Result<Array4<C32>> {
+    let (h0, w0) = file.kspace_size();
+    let (slices, coils) = (file.num_slices(), file.coils());
+    let maps: Array4<C32> = match data::kind(path) {
+        data::Kind::Npy => match npy::read_npy(path)?.shape().len() {
+            3 => npy::read_npy_as::<C32, Ix3>(path)?.insert_axis(ndarray::Axis(0)),
+            _ => npy::read_npy_as::<C32, Ix4>(path)?,
+        },
+        data::Kind::Png => {
+            return Err(Error::format(
+                path,
+                "a PNG cannot hold coil maps; expected .cfl or .npy",
+            ))
+        }
+        data::Kind::Cfl => {
+            let array = cfl::read_array(path)?;
+            let slice_dim = msm::volume::output::BART_SLICE_DIM;
+            if let Some(d) = (0..array.dims.len())
+                .find(|&d| ![0, 1, 3, slice_dim].contains(&d) && array.dim(d) != 1)
+            {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "has dimensions {:?} with {} along BART dimension {d}; expected coil maps \
+                         [H, W, 1, coils] with slices along dimension 13 (SLICE)",
+                        array.dims,
+                        array.dim(d)
+                    ),
+                ));
+            }
+            let (h, w, c, n) = (
+                array.dim(0),
+                array.dim(1),
+                array.dim(3),
+                array.dim(slice_dim),
+            );
+            // Column-major [h, w, c, n] read as (h, w, c, n) with Fortran strides.
+            Array4::from_shape_vec((h, w, c, n).f(), array.data)
+                .map_err(|e| Error::format(path, e.to_string()))?
+                .permuted_axes([3, 2, 0, 1])
+                .as_standard_layout()
+                .into_owned()
+        }
+    };
+    let (n, c, h, w) = maps.dim();
+    if (c, h, w) != (coils, h0, w0) || (n != 1 && n != slices) {
+        return Err(Error::format(
+            path,
+            format!(
+                "coil maps have shape (sets, coils, H, W) = {:?}; expected ({slices} or 1, \
+                 {coils}, {h0}, {w0}) for the k-space of {}",
+                maps.dim(),
+                file.path().display()
+            ),
+        ));
+    }
+    Ok(maps)
+}
+
+/// The settings that decide every slice's result (module [`msm::volume::parts`]).
+fn manifest(
+    a: &Args,
+    opts: &SamplerOptions,
+    recon: &ReconOptions,
+    file: &FastMriFile,
+    plan: &GridPlan,
+    maps: Option<&Path>,
+) -> Result<Manifest> {
+    let mut m = Manifest::new();
+    m.add("msm", env!("CARGO_PKG_VERSION"));
+    m.add("input", identity(file.path(), false)?);
+    m.add("model", identity(&a.sampler.model, true)?);
+    m.add("model grid", format!("{:?}", plan.model));
+    m.add("output grid", format!("{:?}", plan.output));
+    m.add("steps", opts.steps);
+    m.add("partials", opts.partials);
+    m.add("eta", opts.eta);
+    m.add("mode", format!("{:?}", opts.mode));
+    m.add("seed", opts.seed);
+    m.add("renoise", opts.renoise);
+    m.add("write-back noise", format!("{:?}", opts.writeback_noise));
+    m.add("partial masks", format!("{:?}", opts.partial));
+    m.add("posterior", format!("{recon:?}"));
+    m.add(
+        "mask",
+        match (&a.mask, file.mask()) {
+            (Some(p), _) => format!("file {}", identity(p, true)?),
+            (None, Some(_)) => "the file's mask dataset".to_string(),
+            (None, None) => "detected per slice".to_string(),
+        },
+    );
+    m.add(
+        "maps",
+        match maps {
+            Some(p) => format!("file {}", identity(p, true)?),
+            None => format!(
+                "estimated per slice: {}",
+                a.maps_opts.describe(a.maps_method)
+            ),
+        },
+    );
+    Ok(m)
+}
+
+/// A file's identity for the manifest: its absolute path and size, and with `checksum` an
+/// FNV-1a 64-bit hash of its bytes (a `.cfl` base name: of its `.cfl`).
+fn identity(path: &Path, checksum: bool) -> Result<String> {
+    let path: PathBuf = if data::kind(path) == data::Kind::Cfl && !path.exists() {
+        cfl::pair_paths(path).0
+    } else {
+        path.to_path_buf()
+    };
+    let abs = std::fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
+    let size = std::fs::metadata(&abs)
+        .map_err(|e| Error::io(&path, e))?
+        .len();
+    if !checksum {
+        return Ok(format!("{} ({size} bytes)", abs.display()));
+    }
+    let mut f = std::fs::File::open(&abs).map_err(|e| Error::io(&path, e))?;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(&path, e))?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(format!(
+        "{} ({size} bytes, fnv1a64 {hash:016x})",
+        abs.display()
+    ))
+}

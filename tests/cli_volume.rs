@@ -1,0 +1,440 @@
+//! `msm reconstruct` on fastMRI-layout `.h5` volumes and `msm ecalib`, end to end through the
+//! binary: files written by h5py (`tests/volume/make_files.py`), a tiny ONNX model built here.
+//! Covers the whole-volume outputs and their axis layout, the model-grid fit, resuming a killed
+//! run to the same bytes, and bad input (clear error naming the file, exit code 1, no panic, no
+//! output). Needs `python3` with `h5py` and `numpy` (CI installs them); without them each test
+//! prints a note and returns, except on CI (environment variable `CI` set), where that fails.
+
+mod common;
+
+use common::{fails, ok, s, tiny_model};
+use msm::io::fastmri::{detect_mask, FastMriFile};
+use msm::io::{cfl, nifti, npy};
+use msm::mask::Mask;
+use msm::volume::Parts;
+use msm::C32;
+use ndarray::{Array2, Array3, Axis};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temporary folder with the files of `make_files.py` and the tiny 32 x 32 model, or `None`
+/// (with a note) when h5py is not installed.
+fn fixtures() -> Option<(tempfile::TempDir, PathBuf)> {
+    let probe = Command::new("python3")
+        .args(["-c", "import h5py, numpy"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with h5py and numpy is required on CI (python3 -m pip install h5py numpy)"
+        );
+        eprintln!("note: skipping .h5 volume test: python3 with h5py and numpy is not available");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/volume/make_files.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "make_files.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model = dir.path().join("tiny.onnx");
+    tiny_model(&model, 32, true);
+    Some((dir, model))
+}
+
+/// The complex volume of a `.cfl` written by `reconstruct`, as `(slices, H, W)`.
+fn read_cfl_volume(path: &Path) -> Array3<C32> {
+    let a = cfl::read_array(path).unwrap();
+    let (h, w, n) = (a.dim(0), a.dim(1), a.dim(13));
+    assert_eq!(
+        a.data.len(),
+        h * w * n,
+        "only READ, PHS1 and SLICE are non-trivial"
+    );
+    Array3::from_shape_fn((n, h, w), |(k, r, c)| a.data[r + h * c + h * w * k])
+}
+
+/// Pearson correlation of two images' values.
+fn correlation(a: &Array2<f32>, b: &Array2<f32>) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (
+        a.iter().map(|&v| v as f64).sum::<f64>() / n,
+        b.iter().map(|&v| v as f64).sum::<f64>() / n,
+    );
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64 - ma, y as f64 - mb);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa * bb).sqrt()
+}
+
+/// Arguments of a small, fast volume reconstruction.
+fn recon_args<'a>(model: &'a Path, steps: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "reconstruct",
+        "--model",
+        s(model),
+        "--steps",
+        steps,
+        "--seed",
+        "3",
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
+#[test]
+fn h5_volume_reconstructs_to_nifti_and_cfl_on_the_recon_grid() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let scan = d.join("scan.h5");
+    let nii = d.join("vol.nii.gz");
+    let cfl_out = d.join("vol.cfl");
+    // 60 steps: with the toy denoiser the chain needs some steps to settle on the data.
+    let out = ok(&recon_args(
+        &model,
+        "60",
+        &[s(&scan), s(&nii), "--also", s(&cfl_out)],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The readout oversampling is removed to reach the model's 32 rows, and said so.
+    assert!(err.contains("from 40 to 32 rows"), "{err}");
+    assert!(err.contains("slice 5 done"), "{err}");
+    assert!(
+        !Parts::dir_for(&nii).exists(),
+        "parts folder removed after assembly"
+    );
+
+    let complex = read_cfl_volume(&cfl_out);
+    assert_eq!(complex.dim(), (6, 32, 32));
+    let mag = nifti::read_nifti(&nii).unwrap();
+    assert_eq!(
+        mag.data.dim(),
+        (32, 32, 6),
+        "NIfTI [i, j, k] = (row, column, slice)"
+    );
+    for ((k, r, c), v) in complex.indexed_iter() {
+        assert!((mag.data[(r, c, k)] - v.norm()).abs() <= 1e-5 * (1.0 + v.norm()));
+    }
+    // Each slice matches the file's fully sampled reference of the same slice (and not the
+    // others: the slices are in the file's order).
+    let rss = FastMriFile::open(&scan)
+        .unwrap()
+        .reconstruction_rss()
+        .unwrap()
+        .unwrap();
+    for k in 0..6 {
+        let got = complex.index_axis(Axis(0), k).mapv(|v| v.norm());
+        let corr: Vec<f64> = (0..6)
+            .map(|j| correlation(&got, &rss.index_axis(Axis(0), j).to_owned()))
+            .collect();
+        eprintln!("slice {k}: correlation with the references {corr:.4?}");
+        assert!(corr[k] > 0.93, "slice {k}: {corr:?}");
+        let best = (0..6).max_by(|&a, &b| corr[a].total_cmp(&corr[b])).unwrap();
+        assert_eq!(
+            best, k,
+            "slice {k} looks most like reference {best}: {corr:?}"
+        );
+    }
+
+    // A subset of the slices, run on its own, gives the same slices bit for bit (each slice is
+    // seeded from the seed and its index, not from the run order).
+    let sub = d.join("sub.npy");
+    ok(&recon_args(
+        &model,
+        "60",
+        &["--quiet", "--slices", "2..4", s(&scan), s(&sub)],
+    ));
+    let sub: Array3<C32> = npy::read_npy_as(&sub).unwrap();
+    assert_eq!(sub.dim(), (2, 32, 32));
+    for k in 0..2 {
+        assert_eq!(
+            sub.index_axis(Axis(0), k),
+            complex.index_axis(Axis(0), k + 2)
+        );
+    }
+}
+
+/// Runs `msm` with `RAYON_NUM_THREADS=threads`, asserting success; returns its stderr.
+fn ok_with_threads(args: &[&str], threads: usize) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "msm {args:?} failed: {err}");
+    err
+}
+
+#[test]
+fn slices_in_parallel_give_the_same_bytes_as_one_after_another() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let scan = d.join("scan.h5");
+    let (one, three) = (d.join("one.npy"), d.join("three.npy"));
+    // w = 1 partial score: with 3 threads there are more cores than partial scores, so the
+    // slices run in parallel; with 1 thread they run one after another.
+    let err1 = ok_with_threads(
+        &recon_args(&model, "20", &["--partials", "1", s(&scan), s(&one)]),
+        1,
+    );
+    let err3 = ok_with_threads(
+        &recon_args(&model, "20", &["--partials", "1", s(&scan), s(&three)]),
+        3,
+    );
+    assert!(!err1.contains("slices across"), "{err1}");
+    assert!(err3.contains("6 slices across 3 threads"), "{err3}");
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&three).unwrap());
+}
+
+#[test]
+fn h5_without_header_or_mask_and_given_maps_or_ratio_maps() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let plain = d.join("plain.h5");
+    // Masks detected per slice, ratio maps: the k-space grid is the output grid.
+    let out = d.join("ratio.npy");
+    ok(&recon_args(
+        &model,
+        "4",
+        &["--quiet", "--maps-method", "ratio", s(&plain), s(&out)],
+    ));
+    let v: Array3<C32> = npy::read_npy_as(&out).unwrap();
+    assert_eq!(v.dim(), (2, 32, 32));
+    assert!(v.iter().all(|x| x.re.is_finite() && x.im.is_finite()));
+    assert!(v.iter().any(|x| x.norm() > 0.0));
+
+    // ESPIRiT maps of slice 1 by `msm ecalib`, then used for both slices; the maps equal the
+    // library's on the same slice and detected mask.
+    let maps = d.join("maps.npy");
+    let ev = d.join("ev.npy");
+    ok(&[
+        "ecalib",
+        "--slice",
+        "1",
+        "--eigenvalues",
+        s(&ev),
+        s(&plain),
+        s(&maps),
+    ]);
+    let got: Array3<C32> = npy::read_npy_as(&maps).unwrap();
+    let k = FastMriFile::open(&plain).unwrap().slice_kspace(1).unwrap();
+    let mask = Mask::Columns(detect_mask(k.view()));
+    let want = msm::coils::espirit(k.view(), Some(&mask), &Default::default()).unwrap();
+    assert_eq!(got, want);
+    let ev: Array2<f32> = npy::read_npy_as(&ev).unwrap();
+    assert_eq!(ev.dim(), (32, 32));
+    let with_maps = d.join("given.cfl");
+    ok(&recon_args(
+        &model,
+        "4",
+        &["--quiet", s(&plain), s(&maps), s(&with_maps)],
+    ));
+    assert_eq!(read_cfl_volume(&with_maps).dim(), (2, 32, 32));
+
+    // Ratio maps through ecalib from a one-slice .cfl: unit norm over the coils.
+    let ksp = d.join("slice0");
+    cfl::write_coils(&ksp, &k).unwrap();
+    let ratio = d.join("ratio_maps.cfl");
+    ok(&["ecalib", "--method", "ratio", s(&ksp), s(&ratio)]);
+    let r = cfl::read_coils(&ratio).unwrap();
+    let norms = r.map_axis(Axis(0), |c| c.iter().map(|v| v.norm_sqr()).sum::<f32>());
+    assert!(norms.iter().all(|&n| (n - 1.0).abs() < 1e-4), "{norms:?}");
+}
+
+/// Waits until `dir` holds at least one finished slice, or the process ends.
+fn wait_for_a_part(child: &mut std::process::Child, dir: &Path) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        let parts = std::fs::read_dir(dir)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("slice-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if parts > 0 {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+#[test]
+fn killed_volume_run_resumes_to_the_same_bytes() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let scan = d.join("scan.h5");
+    let (reference, ref_cfl) = (d.join("ref.nii"), d.join("ref.cfl"));
+    let steps = "60";
+    ok(&recon_args(
+        &model,
+        steps,
+        &["--quiet", s(&scan), s(&reference), "--also", s(&ref_cfl)],
+    ));
+
+    let (out, out_cfl) = (d.join("run.nii"), d.join("run.cfl"));
+    let parts = Parts::dir_for(&out);
+    let args = recon_args(
+        &model,
+        steps,
+        &["--quiet", s(&scan), s(&out), "--also", s(&out_cfl)],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let caught = wait_for_a_part(&mut child, &parts);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(caught, "the run ended before its first slice was stored");
+    let stored: Vec<String> = std::fs::read_dir(&parts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("slice-"))
+        .collect();
+    eprintln!(
+        "killed with {} of 6 slices stored: {stored:?}",
+        stored.len()
+    );
+    assert!(!stored.is_empty() && stored.len() < 6, "{stored:?}");
+    assert!(
+        !out.exists() && !out_cfl.exists(),
+        "no volume from a killed run"
+    );
+    assert!(parts.join("manifest.txt").exists());
+
+    // Other settings on the same parts: refused, naming what differs; nothing written.
+    let mut other = args.clone();
+    let seed = other.iter().position(|&a| a == "--seed").unwrap();
+    other[seed + 1] = "4";
+    fails(&other, &["seed: 3 -> 4", "--restart", "manifest.txt"]);
+    assert!(!out.exists());
+
+    // The rerun skips the stored slices and gives the uninterrupted run's bytes.
+    let mut resume = args.clone();
+    resume.retain(|&a| a != "--quiet");
+    let log = ok(&resume);
+    let err = String::from_utf8_lossy(&log.stderr);
+    assert!(
+        err.contains(&format!("{} of 6 slices already done", stored.len())),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&reference).unwrap()
+    );
+    let (a, b) = (cfl::pair_paths(&out_cfl), cfl::pair_paths(&ref_cfl));
+    assert_eq!(std::fs::read(a.0).unwrap(), std::fs::read(b.0).unwrap());
+    assert_eq!(std::fs::read(a.1).unwrap(), std::fs::read(b.1).unwrap());
+    assert!(!parts.exists());
+
+    // --restart discards parts made with other settings and starts over.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args(&other)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let caught = wait_for_a_part(&mut child, &parts);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(caught && parts.join("manifest.txt").exists());
+    let mut restart = args.clone();
+    restart.push("--restart");
+    ok(&restart);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&reference).unwrap()
+    );
+}
+
+#[test]
+fn bad_h5_input_gives_clear_errors_and_no_output() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let out = d.join("out.nii");
+    let check = |file: &str, extra: &[&str], needles: &[&str]| {
+        let input = d.join(file);
+        let mut args = recon_args(&model, "3", &["--quiet"]);
+        args.extend_from_slice(extra);
+        args.push(s(&input));
+        args.push(s(&out));
+        let mut all = vec![file];
+        all.extend_from_slice(needles);
+        fails(&args, &all);
+        assert!(!out.exists(), "{file}: output written");
+        assert!(!Parts::dir_for(&out).exists(), "{file}: parts folder left");
+    };
+    check("no_kspace.h5", &[], &["no `kspace` dataset", "image"]);
+    check("real_kspace.h5", &[], &["real numbers", "expected complex"]);
+    check("zero_coils.h5", &[], &["zero coils"]);
+    check("bad_header.h5", &[], &["`ismrmrd_header` cannot be parsed"]);
+    check(
+        "small_acs.h5",
+        &[],
+        &["slice 0", "calibration region is", "kernel is 6x6"],
+    );
+    check("wide.h5", &[], &["32x30", "widths differ", "tiny.onnx"]);
+    check("tall.h5", &[], &["48x32", "at least 48 rows"]);
+    check(
+        "scan.h5",
+        &["--slices", "4..9"],
+        &["--slices", "out of range", "6 slices"],
+    );
+    check("scan.h5", &["--slices", "3..3"], &["empty"]);
+    check("missing.h5", &[], &["No such file"]);
+    // The same ACS problem through ecalib.
+    let maps = d.join("maps.cfl");
+    fails(
+        &["ecalib", s(&d.join("small_acs.h5")), s(&maps)],
+        &["small_acs.h5", "kernel is 6x6"],
+    );
+    fails(
+        &["ecalib", "--slice", "7", s(&d.join("scan.h5")), s(&maps)],
+        &["scan.h5", "slice 7 is out of range"],
+    );
+    assert!(!maps.exists() && !d.join("maps.hdr").exists());
+    // A volume cannot be a PNG; a one-slice k-space needs maps.
+    let png = d.join("vol.png");
+    fails(
+        &recon_args(&model, "3", &[s(&d.join("scan.h5")), s(&png)]),
+        &["vol.png", "PNG cannot hold a volume"],
+    );
+    assert!(!png.exists());
+    let ksp = d.join("one");
+    cfl::write_coils(&ksp, &Array3::<C32>::ones((2, 32, 32))).unwrap();
+    fails(
+        &recon_args(&model, "3", &[s(&ksp), s(&d.join("one_out.npy"))]),
+        &["coil maps are needed", "msm ecalib"],
+    );
+    let out = common::msm(&["reconstruct", "--help"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--maps-method"));
+}
