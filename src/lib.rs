@@ -22,6 +22,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod sense;
 pub mod simulate;
+pub mod unet;
 pub mod volume;
 
 pub use error::{Error, Result};

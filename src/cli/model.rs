@@ -1,6 +1,6 @@
 //! Options shared by the commands that run a model: which model, and the sampler settings.
 
-use msm::denoiser::OnnxDenoiser;
+use msm::denoiser::{Backend, OnnxDenoiser};
 use msm::mask::{Acs, PartialKind};
 use msm::sampler::{Mode, SamplerOptions};
 use msm::schedule::Schedule;
@@ -34,6 +34,31 @@ pub struct SamplerArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Network executor: `native` (this project's UNet kernels; for models written by
+    /// msm-train), `tract` (any ONNX graph), or `auto` (native when the file allows it).
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+}
+
+/// Network executors on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum BackendArg {
+    /// Native when the model file is a graph it runs exactly, else tract.
+    Auto,
+    /// The native UNet executor.
+    Native,
+    /// tract.
+    Tract,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Backend {
+        match b {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Native => Backend::Native,
+            BackendArg::Tract => Backend::Tract,
+        }
+    }
 }
 
 /// Sampler modes.
@@ -61,7 +86,7 @@ pub fn load(
             ),
         ));
     }
-    let net = OnnxDenoiser::load(&a.model)?;
+    let net = OnnxDenoiser::load_with(&a.model, a.backend.into())?;
     let m = net.meta().clone();
     let schedule = Schedule::linear(m.num_timesteps, m.beta_start, m.beta_end)
         .map_err(|e| Error::format(&a.model, format!("schedule metadata: {e}")))?;

@@ -2,7 +2,7 @@
 //! imaginary) and a timestep, it returns its estimate of the noise in them.
 //!
 //! [`Denoiser`] is the abstraction the sampler and trainer code against; [`onnx::OnnxDenoiser`]
-//! runs a model file with tract.
+//! runs a model file, on the native UNet executor or on tract ([`Backend`]).
 
 pub mod onnx;
 
@@ -10,7 +10,7 @@ use ndarray::{Array4, ArrayView4};
 
 use crate::{Error, Result};
 
-pub use self::onnx::OnnxDenoiser;
+pub use self::onnx::{Backend, OnnxDenoiser};
 
 /// A network that predicts the noise in a batch of partial zero-filled images.
 ///

@@ -1,4 +1,10 @@
-//! [`OnnxDenoiser`]: an MSM model file run with tract.
+//! [`OnnxDenoiser`]: an MSM model file, run by the native UNet executor or by tract.
+//!
+//! Two executors ([`Backend`]): a file that is exactly the guided-diffusion graph this project's
+//! emitter writes (checked node by node, see [`crate::unet::from_onnx`]) runs on the native
+//! executor ([`crate::unet::NativeUNet`]: the same function on SIMD matrix kernels, several
+//! times faster than tract here; `docs/performance.md`); any other MSM model file runs on
+//! tract. [`Backend::Auto`] (the default) picks the native one when it can.
 //!
 //! Loading reads the file through a memory map, checks that it is an ONNX model, reads and checks
 //! its MSM metadata ([`ModelMeta`]) and its interface (inputs `x` [N, 2, H, W] and `t` [N], output
@@ -35,6 +41,7 @@ use tract_onnx::tract_core::transform::get_transform;
 
 use super::{check_batch, Denoiser};
 use crate::onnx::meta::ModelMeta;
+use crate::unet::{native_from_proto, NativeUNet};
 use crate::{Error, Result};
 
 /// Name of the image input.
@@ -44,15 +51,47 @@ pub const INPUT_T: &str = "t";
 /// Name of the noise-estimate output.
 pub const OUTPUT_EPS: &str = "eps";
 
-/// An MSM noise-prediction network loaded from an ONNX file and run with tract.
-pub struct OnnxDenoiser {
-    path: PathBuf,
-    meta: ModelMeta,
+/// Which executor runs a model file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The native executor when the file is a graph it runs exactly, tract otherwise.
+    #[default]
+    Auto,
+    /// tract, for any MSM model file.
+    Tract,
+    /// The native UNet executor; loading fails for a file it cannot run exactly.
+    Native,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Tract => "tract",
+            Backend::Native => "native",
+        })
+    }
+}
+
+/// tract's optimized plan with its pool of run states.
+struct TractEngine {
     plan: Arc<TypedSimplePlan>,
     /// Position of `x` among the plan inputs (`t` is the other one).
     x_index: usize,
     /// Idle run states; a call takes one (or makes one when none is idle) and returns it.
     states: Mutex<Vec<TypedSimpleState>>,
+}
+
+enum Engine {
+    Tract(TractEngine),
+    Native(Box<NativeUNet>),
+}
+
+/// An MSM noise-prediction network loaded from an ONNX file.
+pub struct OnnxDenoiser {
+    path: PathBuf,
+    meta: ModelMeta,
+    engine: Engine,
 }
 
 impl std::fmt::Debug for OnnxDenoiser {
@@ -65,8 +104,14 @@ impl std::fmt::Debug for OnnxDenoiser {
 }
 
 impl OnnxDenoiser {
-    /// Loads the model file `path` (see the module documentation for what is checked).
+    /// Loads the model file `path` with [`Backend::Auto`] (see the module documentation for
+    /// what is checked).
     pub fn load(path: impl AsRef<Path>) -> Result<OnnxDenoiser> {
+        Self::load_with(path, Backend::Auto)
+    }
+
+    /// Loads the model file `path` to run on `backend`.
+    pub fn load_with(path: impl AsRef<Path>, backend: Backend) -> Result<OnnxDenoiser> {
         let path = path.as_ref();
         let proto = read_proto(path)?;
         let meta = ModelMeta::from_props(
@@ -81,15 +126,49 @@ impl OnnxDenoiser {
             .as_ref()
             .ok_or_else(|| not_onnx(path, "the protobuf holds no graph"))?;
         let x_index = check_interface(path, graph, &meta)?;
-        let plan = build_plan(path, &proto, &meta, x_index)?;
+        let native = match backend {
+            Backend::Tract => None,
+            Backend::Auto => native_from_proto(&proto, &meta).ok(),
+            Backend::Native => Some(native_from_proto(&proto, &meta).map_err(|e| {
+                Error::format(
+                    path,
+                    format!(
+                        "the native executor cannot run this model ({e}); expected a UNet \
+                         written by msm-train, or use the tract backend"
+                    ),
+                )
+            })?),
+        };
+        let engine = match native {
+            Some(n) => Engine::Native(Box::new(n)),
+            None => Engine::Tract(TractEngine {
+                plan: build_plan(path, &proto, &meta, x_index)?,
+                x_index,
+                states: Mutex::new(Vec::new()),
+            }),
+        };
         drop(proto);
         Ok(OnnxDenoiser {
             path: path.to_path_buf(),
             meta,
-            plan,
-            x_index,
-            states: Mutex::new(Vec::new()),
+            engine,
         })
+    }
+
+    /// The executor the model runs on ([`Backend::Tract`] or [`Backend::Native`]).
+    pub fn backend(&self) -> Backend {
+        match self.engine {
+            Engine::Tract(_) => Backend::Tract,
+            Engine::Native(_) => Backend::Native,
+        }
+    }
+
+    /// The native network, when the model runs on it.
+    pub fn native(&self) -> Option<&NativeUNet> {
+        match &self.engine {
+            Engine::Native(n) => Some(n),
+            Engine::Tract(_) => None,
+        }
     }
 
     /// The model's metadata.
@@ -123,16 +202,18 @@ impl OnnxDenoiser {
     fn run_error(&self, e: impl std::fmt::Display) -> Error {
         Error::format(&self.path, format!("running the model failed: {e}"))
     }
+}
 
-    /// Runs one image [1, 2, H, W] at timestep `t` through `state`, appending the result to `out`.
+impl TractEngine {
+    /// Runs one image [1, 2, h, w] at timestep `t` through `state`, appending the result to `out`.
     fn run_one(
         &self,
         state: &mut TypedSimpleState,
+        (h, w): (usize, usize),
         image: &[f32],
         t: f32,
         out: &mut Vec<f32>,
     ) -> TractResult<()> {
-        let (h, w) = (self.meta.height, self.meta.width);
         let x = Tensor::from_shape(&[1, 2, h, w], image)?.into_tvalue();
         let t = Tensor::from_shape(&[1], &[t])?.into_tvalue();
         let inputs = if self.x_index == 0 {
@@ -162,30 +243,37 @@ impl Denoiser for OnnxDenoiser {
             )));
         }
         let n = x.dim().0;
-        let per_image = 2 * self.meta.height * self.meta.width;
-        let idle = self.states.lock().ok().and_then(|mut pool| pool.pop());
-        let mut state = match idle {
-            Some(s) => s,
-            None => self.plan.spawn().map_err(|e| self.run_error(e))?,
-        };
+        let size = (self.meta.height, self.meta.width);
+        let per_image = 2 * size.0 * size.1;
         let mut out = Vec::with_capacity(n * per_image);
-        let mut copy = Vec::new();
-        for (i, &ti) in t.iter().enumerate() {
+        let image = |i: usize| -> std::borrow::Cow<'_, [f32]> {
             let item = x.index_axis(Axis(0), i);
-            let image = match item.as_slice() {
-                Some(s) => s,
-                None => {
-                    copy.clear();
-                    copy.extend(item.iter().copied());
-                    &copy[..]
+            match item.to_slice() {
+                Some(s) => std::borrow::Cow::Borrowed(s),
+                None => std::borrow::Cow::Owned(item.iter().copied().collect()),
+            }
+        };
+        match &self.engine {
+            Engine::Native(net) => {
+                for (i, &ti) in t.iter().enumerate() {
+                    out.extend(net.eps(&image(i), ti).map_err(|e| self.run_error(e))?);
                 }
-            };
-            // A state that failed mid-run is dropped rather than returned to the pool.
-            self.run_one(&mut state, image, ti, &mut out)
-                .map_err(|e| self.run_error(format!("{e:#}")))?;
-        }
-        if let Ok(mut pool) = self.states.lock() {
-            pool.push(state);
+            }
+            Engine::Tract(tr) => {
+                let idle = tr.states.lock().ok().and_then(|mut pool| pool.pop());
+                let mut state = match idle {
+                    Some(s) => s,
+                    None => tr.plan.spawn().map_err(|e| self.run_error(e))?,
+                };
+                for (i, &ti) in t.iter().enumerate() {
+                    // A state that failed mid-run is dropped rather than returned to the pool.
+                    tr.run_one(&mut state, size, &image(i), ti, &mut out)
+                        .map_err(|e| self.run_error(format!("{e:#}")))?;
+                }
+                if let Ok(mut pool) = tr.states.lock() {
+                    pool.push(state);
+                }
+            }
         }
         if out.len() != n * per_image {
             return Err(self.run_error(format!(

@@ -15,7 +15,7 @@ use msm::schedule::Schedule;
 use msm::Result;
 
 /// Metadata key of the UNet architecture as JSON ([`UNetConfig`] fields).
-pub const UNET_CONFIG_KEY: &str = "msm.unet_config";
+pub use msm::unet::UNET_CONFIG_KEY;
 /// Metadata key saying how the training k-space was scaled.
 pub const INPUT_NORMALISATION_KEY: &str = "msm.input_normalisation";
 /// Metadata key saying how the weights are stored.

@@ -1,0 +1,1013 @@
+//! The few kernels the guided-diffusion UNet needs, for one image at a time: matrix products on
+//! the `gemm` crate (runtime-dispatched SIMD kernels, pure Rust), 3x3 and 1x1 convolutions as
+//! products over column blocks of the input, GroupNorm with the optional scale-shift and SiLU
+//! fused into one pass, and a vectorisable exponential for SiLU and softmax.
+//!
+//! Activations are `[channels, height, width]` row-major `f32` slices.
+//!
+//! Element-wise loops are compiled twice on x86-64: for the baseline target and with AVX2 + FMA
+//! enabled (chosen at run time), so a default build runs wide vector code on machines that have
+//! it and still runs everywhere else.
+
+/// Buffers of released activations, kept per thread for the next ones: a pass allocates
+/// tens of megabytes in short-lived buffers, and fresh pages from the system cost a page fault
+/// and a clearing each (measured at a tenth of a pass), while reused ones are warm.
+mod pool {
+    use std::cell::RefCell;
+
+    /// Buffers kept per thread at most.
+    const KEEP: usize = 16;
+    /// Values kept per thread at most (32 MiB).
+    const KEEP_VALUES: usize = 8 << 20;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty buffer with capacity for at least `len` values.
+    pub fn take(len: usize) -> Vec<f32> {
+        FREE.with(|f| {
+            let mut f = f.borrow_mut();
+            // The smallest kept buffer that is large enough.
+            let best = f
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.capacity() >= len)
+                .min_by_key(|(_, v)| v.capacity())
+                .map(|(i, _)| i);
+            match best {
+                Some(i) => {
+                    let mut v = f.swap_remove(i);
+                    v.clear();
+                    v
+                }
+                None => Vec::with_capacity(len),
+            }
+        })
+    }
+
+    /// Gives a buffer back for reuse.
+    pub fn give(v: Vec<f32>) {
+        if v.capacity() == 0 || v.capacity() > KEEP_VALUES {
+            return;
+        }
+        FREE.with(|f| {
+            let mut f = f.borrow_mut();
+            // Make room by dropping smaller buffers: large ones are the expensive ones to remake.
+            loop {
+                let held: usize = f.iter().map(Vec::capacity).sum();
+                if f.len() < KEEP && held + v.capacity() <= KEEP_VALUES {
+                    break;
+                }
+                match f.iter().enumerate().min_by_key(|(_, b)| b.capacity()) {
+                    Some((i, b)) if b.capacity() < v.capacity() => {
+                        f.swap_remove(i);
+                    }
+                    _ => return,
+                }
+            }
+            f.push(v);
+        });
+    }
+}
+
+pub use pool::give as recycle;
+
+/// A buffer of `len` zeros (from the pool).
+pub fn zeros(len: usize) -> Vec<f32> {
+    let mut v = pool::take(len);
+    v.resize(len, 0.0);
+    v
+}
+
+/// A buffer holding `rows` rows of `n` values, row `i` filled with `fill[i]` (from the pool).
+fn rows_filled(fill: &[f32], n: usize) -> Vec<f32> {
+    let mut v = pool::take(fill.len() * n);
+    for &b in fill {
+        v.extend(std::iter::repeat_n(b, n));
+    }
+    v
+}
+
+/// Largest im2col block, in floats (1 MiB): the block of the unrolled input that one matrix
+/// product reads stays in the core's L2 cache.
+const COL_BLOCK: usize = 256 * 1024;
+
+/// A strided view of a matrix: `data[offset + i * rs + j * cs]` is entry `(i, j)`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl View<'_> {
+    /// Whether an `rows x cols` matrix fits in the slice.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || self.data.len() > (rows - 1) * self.rs + (cols - 1) * self.cs
+    }
+}
+
+/// `dst[m, n] = (accumulate ? dst : 0) + lhs[m, k] * rhs[k, n]`, dst row-major with row stride
+/// `dst_rs`, on `threads` threads.
+///
+/// # Panics
+/// If a slice is too short for the given sizes and strides.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dst.len() >= (m - 1) * dst_rs + n,
+        "matrix product: dst too short"
+    );
+    assert!(lhs.fits(m, k), "matrix product: lhs too short");
+    assert!(rhs.fits(k, n), "matrix product: rhs too short");
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above keep every access of the m x n, m x k and k x n views (with
+    // the strides given) inside the slices; dst is borrowed mutably, so it aliases neither.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `dst[m, n] = (accumulate ? dst : 0) + lhs[m, k] * rhs[k, n]` for row-major matrices with
+/// row strides `dst_rs`, `lhs_rs`, `rhs_rs` (column stride 1), on one thread.
+///
+/// # Panics
+/// If a slice is too short for the given sizes and strides.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    accumulate: bool,
+) {
+    let lhs = View {
+        data: lhs,
+        rs: lhs_rs,
+        cs: 1,
+    };
+    let rhs = View {
+        data: rhs,
+        rs: rhs_rs,
+        cs: 1,
+    };
+    product(m, n, k, dst, dst_rs, accumulate, lhs, rhs, 1);
+}
+
+/// `dst[m, n] = lhs[m, k] * rhs[n, k]^T` (rhs given row-major as `[n, k]`), overwriting dst.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bt(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+) {
+    let lhs = View {
+        data: lhs,
+        rs: lhs_rs,
+        cs: 1,
+    };
+    let rhs = View {
+        data: rhs,
+        rs: 1,
+        cs: rhs_rs,
+    };
+    product(m, n, k, dst, n, false, lhs, rhs, 1);
+}
+
+/// `dst[m, n] = lhs[k, m]^T * rhs[k, n]` (lhs given row-major as `[k, m]`), overwriting dst.
+pub fn matmul_at(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], rhs: &[f32]) {
+    let lhs = View {
+        data: lhs,
+        rs: 1,
+        cs: m,
+    };
+    let rhs = View {
+        data: rhs,
+        rs: n,
+        cs: 1,
+    };
+    product(m, n, k, dst, n, false, lhs, rhs, 1);
+}
+
+/// The f32 matrix-product rate of this machine: GFLOP/s of an `n x n x n` product on
+/// `threads` threads, the median of `repeats` runs after one warm-up (the peak the network's
+/// rate is set against in `msm bench`).
+pub fn product_rate(n: usize, threads: usize, repeats: usize) -> f64 {
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let mut run = || {
+        let t = std::time::Instant::now();
+        let lhs = View {
+            data: &a,
+            rs: n,
+            cs: 1,
+        };
+        let rhs = View {
+            data: &b,
+            rs: n,
+            cs: 1,
+        };
+        product(n, n, n, &mut c, n, false, lhs, rhs, threads);
+        2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64() / 1e9
+    };
+    run();
+    let mut v: Vec<f64> = (0..repeats.max(1)).map(|_| run()).collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Output block of a 3x3 convolution, in floats (256 KiB): the block and the input rows
+/// its nine products read stay in the core's L2 cache.
+const OUT_BLOCK: usize = 64 * 1024;
+
+/// A 2-D convolution with a square kernel of size 1 or 3 (padding `k / 2`), stride 1 or 2.
+///
+/// A 3x3 stride-1 convolution runs as nine accumulated matrix products, one per kernel tap,
+/// each reading the zero-padded input shifted by that tap in place (an implicit im2col: no
+/// unrolled copy of the input is made); other shapes unroll blocks of the input (im2col).
+#[derive(Debug, Clone)]
+pub struct Conv {
+    /// Weights `[cout, cin * k * k]` (the ONNX `[cout, cin, k, k]` order).
+    weight: Vec<f32>,
+    /// The same weights per tap, `[k * k, cout, cin]`.
+    taps: Vec<f32>,
+    /// Bias `[cout]`.
+    bias: Vec<f32>,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel size (1 or 3).
+    pub k: usize,
+    /// Stride (1 or 2).
+    pub stride: usize,
+}
+
+impl Conv {
+    /// A convolution with weights `[cout, cin, k, k]` (row-major) and bias `[cout]`.
+    ///
+    /// # Panics
+    /// If the lengths do not match the sizes.
+    pub fn new(
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+    ) -> Conv {
+        assert_eq!(weight.len(), cout * cin * k * k, "conv weight length");
+        assert_eq!(bias.len(), cout, "conv bias length");
+        let kk = k * k;
+        let mut taps = vec![0.0f32; weight.len()];
+        for co in 0..cout {
+            for ci in 0..cin {
+                for t in 0..kk {
+                    taps[(t * cout + co) * cin + ci] = weight[(co * cin + ci) * kk + t];
+                }
+            }
+        }
+        Conv {
+            weight,
+            taps,
+            bias,
+            cin,
+            cout,
+            k,
+            stride,
+        }
+    }
+
+    /// Number of parameters.
+    pub fn len(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+
+    /// Whether the convolution has no parameters (never, for a valid one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Output size for an input of `h x w`.
+    pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let p = self.k / 2;
+        (
+            (h + 2 * p - self.k) / self.stride + 1,
+            (w + 2 * p - self.k) / self.stride + 1,
+        )
+    }
+
+    /// Convolves `x` (`[cin, h, w]`); returns `[cout, oh, ow]`.
+    pub fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), self.cin * h * w);
+        let (oh, ow) = self.out_size(h, w);
+        let npix = oh * ow;
+        let mut out = rows_filled(&self.bias, npix);
+        if self.k == 1 && self.stride == 1 {
+            matmul(
+                self.cout,
+                npix,
+                self.cin,
+                &mut out,
+                npix,
+                &self.weight,
+                self.cin,
+                x,
+                npix,
+                true,
+            );
+            return out;
+        }
+        if self.k == 3 && self.stride == 1 {
+            self.implicit3x3(x, h, w, &mut out);
+            return out;
+        }
+        let kk = self.cin * self.k * self.k;
+        let rows = (COL_BLOCK / (kk * ow)).clamp(1, oh);
+        let mut col = zeros(kk * rows * ow);
+        let mut y0 = 0;
+        while y0 < oh {
+            let nr = rows.min(oh - y0);
+            let n = nr * ow;
+            self.im2col(x, h, w, y0, nr, ow, &mut col[..kk * n]);
+            matmul(
+                self.cout,
+                n,
+                kk,
+                &mut out[y0 * ow..],
+                npix,
+                &self.weight,
+                kk,
+                &col[..kk * n],
+                n,
+                true,
+            );
+            y0 += nr;
+        }
+        recycle(col);
+        out
+    }
+
+    /// 3x3, stride 1, padding 1: `out` (`[cout, h, w]`, holding the bias) += the convolution.
+    fn implicit3x3(&self, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        let (cin, cout) = (self.cin, self.cout);
+        let (hp, wp) = (h + 2, w + 2);
+        let plane = hp * wp;
+        // Zero-padded input, two values of slack at the end: the last row's two columns past
+        // the image read them (into outputs that are dropped).
+        let mut xp = pool::take(cin * plane + 2);
+        for ci in 0..cin {
+            xp.extend(std::iter::repeat_n(0.0, wp));
+            for row in x[ci * h * w..(ci + 1) * h * w].chunks_exact(w) {
+                xp.push(0.0);
+                xp.extend_from_slice(row);
+                xp.push(0.0);
+            }
+            xp.extend(std::iter::repeat_n(0.0, wp));
+        }
+        xp.extend([0.0, 0.0]);
+        // Output rows of a block, computed on the padded width (two extra columns a row).
+        let rows = (OUT_BLOCK / (cout.max(cin) * wp)).clamp(1, h);
+        let mut blk = pool::take(cout * rows * wp);
+        let mut y0 = 0;
+        while y0 < h {
+            let nr = rows.min(h - y0);
+            let n = nr * wp;
+            blk.clear();
+            for &b in &self.bias {
+                blk.extend(std::iter::repeat_n(b, n));
+            }
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let t = ky * 3 + kx;
+                    let off = (y0 + ky) * wp + kx;
+                    matmul(
+                        cout,
+                        n,
+                        cin,
+                        &mut blk,
+                        n,
+                        &self.taps[t * cout * cin..(t + 1) * cout * cin],
+                        cin,
+                        &xp[off..],
+                        plane,
+                        true,
+                    );
+                }
+            }
+            // The block holds the bias already; replace the output rows by it.
+            for co in 0..cout {
+                for r in 0..nr {
+                    let o = (co * h + y0 + r) * w;
+                    out[o..o + w].copy_from_slice(&blk[co * n + r * wp..co * n + r * wp + w]);
+                }
+            }
+            y0 += nr;
+        }
+        recycle(blk);
+        recycle(xp);
+    }
+
+    /// Unrolls output rows `y0..y0 + nr` (width `ow`) into `col` `[cin * k * k, nr * ow]`.
+    #[allow(clippy::too_many_arguments)]
+    fn im2col(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        y0: usize,
+        nr: usize,
+        ow: usize,
+        col: &mut [f32],
+    ) {
+        let (k, s) = (self.k, self.stride);
+        let pad = (k / 2) as isize;
+        let n = nr * ow;
+        for ci in 0..self.cin {
+            let plane = &x[ci * h * w..(ci + 1) * h * w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let r = (ci * k + ky) * k + kx;
+                    let dst = &mut col[r * n..(r + 1) * n];
+                    for oy in 0..nr {
+                        let d = &mut dst[oy * ow..(oy + 1) * ow];
+                        let iy = ((y0 + oy) * s) as isize + ky as isize - pad;
+                        if iy < 0 || iy >= h as isize {
+                            d.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                        let dx = kx as isize - pad;
+                        if s == 1 {
+                            // ix = ox + dx: a shifted copy with zeros at the borders.
+                            let lo = (-dx).max(0) as usize;
+                            let hi = (w as isize - dx).min(ow as isize).max(0) as usize;
+                            d[..lo].fill(0.0);
+                            if hi > lo {
+                                let a = (lo as isize + dx) as usize;
+                                d[lo..hi].copy_from_slice(&src[a..a + hi - lo]);
+                            }
+                            d[hi.max(lo)..].fill(0.0);
+                        } else {
+                            for (ox, v) in d.iter_mut().enumerate() {
+                                let ix = (ox * s) as isize + dx;
+                                *v = if ix >= 0 && ix < w as isize {
+                                    src[ix as usize]
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = W x + b` for a dense layer with weights `[dout, din]`.
+#[derive(Debug, Clone)]
+pub struct Dense {
+    /// Weights `[dout, din]`.
+    pub weight: Vec<f32>,
+    /// Bias `[dout]`.
+    pub bias: Vec<f32>,
+    /// Input size.
+    pub din: usize,
+    /// Output size.
+    pub dout: usize,
+}
+
+impl Dense {
+    /// `W x + b` for one vector `x` (`[din]`).
+    pub fn apply(&self, x: &[f32]) -> Vec<f32> {
+        debug_assert_eq!(x.len(), self.din);
+        self.weight
+            .chunks_exact(self.din)
+            .zip(&self.bias)
+            .map(|(row, &b)| dot(row, x) + b)
+            .collect()
+    }
+
+    /// `W x + b` for the columns of `x` (`[din, n]`); returns `[dout, n]`.
+    pub fn apply_cols(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let mut out = rows_filled(&self.bias, n);
+        matmul(
+            self.dout,
+            n,
+            self.din,
+            &mut out,
+            n,
+            &self.weight,
+            self.din,
+            x,
+            n,
+            true,
+        );
+        out
+    }
+}
+
+/// Dot product with 16 independent partial sums (vectorisable; summation order fixed).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// GroupNorm parameters: groups of consecutive channels, epsilon 1e-5, per-channel affine.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    /// Scale `[channels]`.
+    pub gamma: Vec<f32>,
+    /// Shift `[channels]`.
+    pub beta: Vec<f32>,
+    /// Number of groups.
+    pub groups: usize,
+}
+
+/// What follows the normalisation in the same pass.
+#[derive(Debug, Clone, Copy)]
+pub struct NormEpilogue<'a> {
+    /// `y * (1 + scale[c]) + shift[c]` after the affine (guided-diffusion's scale-shift norm).
+    pub scale_shift: Option<(&'a [f32], &'a [f32])>,
+    /// SiLU at the end.
+    pub silu: bool,
+}
+
+impl GroupNorm {
+    /// Normalises `x` (`[c, plane]` with `plane` values per channel) into a new buffer.
+    pub fn forward(&self, x: &[f32], plane: usize, epi: NormEpilogue) -> Vec<f32> {
+        let c = self.gamma.len();
+        debug_assert_eq!(x.len(), c * plane);
+        let per = c / self.groups;
+        let mut out = zeros(x.len());
+        for g in 0..self.groups {
+            let xs = &x[g * per * plane..(g + 1) * per * plane];
+            let (mean, var) = mean_var(xs);
+            let inv = 1.0 / (var + 1e-5).sqrt();
+            for j in 0..per {
+                let ch = g * per + j;
+                let mut a = (inv * f64::from(self.gamma[ch])) as f32;
+                let mut b =
+                    (f64::from(self.beta[ch]) - mean * inv * f64::from(self.gamma[ch])) as f32;
+                if let Some((scale, shift)) = epi.scale_shift {
+                    let s1 = 1.0 + scale[ch];
+                    a *= s1;
+                    b = b * s1 + shift[ch];
+                }
+                let src = &xs[j * plane..(j + 1) * plane];
+                let dst = &mut out[ch * plane..(ch + 1) * plane];
+                affine(dst, src, a, b, epi.silu);
+            }
+        }
+        out
+    }
+}
+
+/// Mean and (population) variance in one pass: sums of the values and of their squares, in
+/// f32 over chunks of 512 values and in f64 across chunks, so that the variance keeps about
+/// 16 significant digits against the 7 of the data (no cancellation at UNet group sizes).
+fn mean_var(x: &[f32]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let (s, q) = sums(x);
+    let mean = s / n;
+    (mean, (q / n - mean * mean).max(0.0))
+}
+
+macro_rules! simd_dispatch {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident, $avx:ident) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `$avx` is compiled for.
+                    unsafe { $avx($($arg),*) };
+                    return;
+                }
+            }
+            $generic($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn $avx($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+    };
+}
+
+macro_rules! simd_dispatch_ret {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => $generic:ident, $avx:ident) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `$avx` is compiled for.
+                    return unsafe { $avx($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn $avx($($arg: $ty),*) -> $ret {
+            $generic($($arg),*)
+        }
+    };
+}
+
+simd_dispatch! {
+    /// `dst = a * src + b`, then SiLU if `silu`.
+    pub fn affine(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) => affine_generic, affine_avx2
+}
+
+#[inline(always)]
+fn affine_generic(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) {
+    if silu {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = silu1(a * s + b);
+        }
+    } else {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = a * s + b;
+        }
+    }
+}
+
+simd_dispatch_ret! {
+    fn sums(x: &[f32]) -> (f64, f64) => sums_generic, sums_avx2
+}
+
+#[inline(always)]
+fn sums_generic(x: &[f32]) -> (f64, f64) {
+    // f32 partial sums over chunks of 512 values (16 lanes of 32 each), added up in f64.
+    let (mut s, mut q) = (0.0f64, 0.0f64);
+    for chunk in x.chunks(512) {
+        let mut ls = [0.0f32; 16];
+        let mut lq = [0.0f32; 16];
+        let c = chunk.chunks_exact(16);
+        for &v in c.remainder() {
+            s += f64::from(v);
+            q += f64::from(v) * f64::from(v);
+        }
+        for ch in c {
+            for i in 0..16 {
+                ls[i] += ch[i];
+                lq[i] += ch[i] * ch[i];
+            }
+        }
+        s += ls.iter().map(|&v| f64::from(v)).sum::<f64>();
+        q += lq.iter().map(|&v| f64::from(v)).sum::<f64>();
+    }
+    (s, q)
+}
+
+simd_dispatch! {
+    /// SiLU in place: `x * sigmoid(x)`.
+    pub fn silu(x: &mut [f32]) => silu_generic, silu_avx2
+}
+
+#[inline(always)]
+fn silu_generic(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = silu1(*v);
+    }
+}
+
+simd_dispatch! {
+    /// Softmax of each row of `x` (`[rows, n]`) in place, scaling the logits by `scale` first.
+    pub fn softmax_rows(x: &mut [f32], n: usize, scale: f32) => softmax_generic, softmax_avx2
+}
+
+#[inline(always)]
+fn softmax_generic(x: &mut [f32], n: usize, scale: f32) {
+    for row in x.chunks_exact_mut(n) {
+        let mut mx = [f32::NEG_INFINITY; 16];
+        let c = row.chunks_exact(16);
+        let tail = c
+            .remainder()
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for ch in c {
+            for i in 0..16 {
+                mx[i] = mx[i].max(ch[i]);
+            }
+        }
+        let m = mx.iter().fold(tail, |a, &b| a.max(b)) * scale;
+        let mut acc = [0.0f32; 16];
+        let mut cm = row.chunks_exact_mut(16);
+        for ch in &mut cm {
+            for i in 0..16 {
+                ch[i] = exp(ch[i] * scale - m);
+                acc[i] += ch[i];
+            }
+        }
+        let mut s = 0.0f32;
+        for v in cm.into_remainder() {
+            *v = exp(*v * scale - m);
+            s += *v;
+        }
+        let inv = 1.0 / (acc.iter().sum::<f32>() + s);
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+/// `x * sigmoid(x)`.
+#[inline(always)]
+fn silu1(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+/// `e^x` to about 2 ulp for |x| < 87 (0 below, +inf-free large value above), branch-free so
+/// that loops over it vectorise: `2^k * p(r)` with `x = k ln 2 + r`, `|r| <= ln 2 / 2`, and a
+/// degree-6 polynomial for `e^r`.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // 1.5 * 2^23: adding it rounds to the nearest integer, held in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * LOG2E + MAGIC;
+    let k = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let kf = t - MAGIC;
+    let r = x - kf * LN2_HI - kf * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    // 2^k by building the exponent bits; k + 127 is in 1..=254 after the clamp.
+    let two_k = f32::from_bits(((k + 127) as u32) << 23);
+    p * two_k
+}
+
+/// Nearest-neighbour 2x upsampling of `x` (`[c, h, w]`).
+pub fn upsample2(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = zeros(c * 4 * h * w);
+    for ch in 0..c {
+        for y in 0..h {
+            let src = &x[(ch * h + y) * w..(ch * h + y + 1) * w];
+            let base = (ch * 2 * h + 2 * y) * 2 * w;
+            let row = &mut out[base..base + 2 * w];
+            for (pair, &v) in row.chunks_exact_mut(2).zip(src) {
+                pair[0] = v;
+                pair[1] = v;
+            }
+            out.copy_within(base..base + 2 * w, base + 2 * w);
+        }
+    }
+    out
+}
+
+/// 2x2 average pooling, stride 2, of `x` (`[c, h, w]`, even `h` and `w`).
+pub fn avgpool2(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = zeros(c * oh * ow);
+    for ch in 0..c {
+        for y in 0..oh {
+            let r0 = &x[(ch * h + 2 * y) * w..(ch * h + 2 * y + 1) * w];
+            let r1 = &x[(ch * h + 2 * y + 1) * w..(ch * h + 2 * y + 2) * w];
+            let dst = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
+            for (ox, d) in dst.iter_mut().enumerate() {
+                *d = (r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1]) * 0.25;
+            }
+        }
+    }
+    out
+}
+
+/// Adds `b` to `a` element-wise.
+pub fn add_assign(a: &mut [f32], b: &[f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std_to_a_few_ulp() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = f64::from(x).exp();
+            let got = f64::from(exp(x));
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 5e-7, "worst relative error of exp: {worst:e}");
+        assert_eq!(exp(-200.0), exp(-87.0));
+    }
+
+    #[test]
+    fn conv_matches_direct_loops() {
+        // Odd sizes, both strides, and a block smaller than the image (several blocks).
+        for &(cin, cout, h, w, k, stride) in &[
+            (3, 5, 7, 9, 3, 1),
+            (4, 2, 8, 6, 3, 2),
+            (6, 3, 5, 4, 1, 1),
+            (40, 7, 70, 30, 3, 1),
+        ] {
+            let n = cin * k * k;
+            let weight: Vec<f32> = (0..cout * n)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 9.0)
+                .collect();
+            let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 0.1 - 0.2).collect();
+            let x: Vec<f32> = (0..cin * h * w)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 7.0)
+                .collect();
+            let conv = Conv::new(weight, bias, cin, cout, k, stride);
+            let (oh, ow) = conv.out_size(h, w);
+            let got = conv.forward(&x, h, w);
+            let p = (k / 2) as isize;
+            for co in 0..cout {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut s = f64::from(conv.bias[co]);
+                        for ci in 0..cin {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = (oy * stride) as isize + ky as isize - p;
+                                    let ix = (ox * stride) as isize + kx as isize - p;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let wv = conv.weight[co * n + (ci * k + ky) * k + kx];
+                                    let xv = x[(ci * h + iy as usize) * w + ix as usize];
+                                    s += f64::from(wv) * f64::from(xv);
+                                }
+                            }
+                        }
+                        let g = got[(co * oh + oy) * ow + ox];
+                        assert!(
+                            (f64::from(g) - s).abs() < 1e-4 * (1.0 + s.abs()),
+                            "conv {cin}->{cout} {h}x{w} k{k} s{stride}: ({co},{oy},{ox}) {g} vs {s}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn group_norm_matches_definition() {
+        let (c, plane, groups) = (8, 10, 4);
+        let x: Vec<f32> = (0..c * plane)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0 + 1.0)
+            .collect();
+        let gn = GroupNorm {
+            gamma: (0..c).map(|i| 0.5 + i as f32 * 0.1).collect(),
+            beta: (0..c).map(|i| i as f32 * -0.05).collect(),
+            groups,
+        };
+        let scale: Vec<f32> = (0..c).map(|i| i as f32 * 0.02).collect();
+        let shift: Vec<f32> = (0..c).map(|i| 0.3 - i as f32 * 0.01).collect();
+        let got = gn.forward(
+            &x,
+            plane,
+            NormEpilogue {
+                scale_shift: Some((&scale, &shift)),
+                silu: true,
+            },
+        );
+        let per = c / groups;
+        for g in 0..groups {
+            let xs: Vec<f64> = x[g * per * plane..(g + 1) * per * plane]
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+            for j in 0..per * plane {
+                let ch = g * per + j / plane;
+                let n = (xs[j] - mean) / (var + 1e-5).sqrt();
+                let y = (n * f64::from(gn.gamma[ch]) + f64::from(gn.beta[ch]))
+                    * (1.0 + f64::from(scale[ch]))
+                    + f64::from(shift[ch]);
+                let want = y / (1.0 + (-y).exp());
+                let have = f64::from(got[g * per * plane + j]);
+                assert!((have - want).abs() < 1e-5, "{have} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_match() {
+        let n = 37;
+        let mut x: Vec<f32> = (0..3 * n).map(|i| (i as f32 * 0.71).cos() * 20.0).collect();
+        let orig = x.clone();
+        softmax_rows(&mut x, n, 0.5);
+        for r in 0..3 {
+            let row: Vec<f64> = orig[r * n..(r + 1) * n]
+                .iter()
+                .map(|&v| f64::from(v) * 0.5)
+                .collect();
+            let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = row.iter().map(|v| (v - m).exp()).sum();
+            for j in 0..n {
+                let want = (row[j] - m).exp() / z;
+                assert!((f64::from(x[r * n + j]) - want).abs() < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_products_match_plain() {
+        let (m, n, k) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5 - 3.0).collect(); // [m, k]
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32).sqrt()).collect(); // [k, n]
+        let mut want = vec![0.0f32; m * n];
+        matmul(m, n, k, &mut want, n, &a, k, &b, n, false);
+        // b^T as [n, k]
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let mut got = vec![0.0f32; m * n];
+        matmul_bt(m, n, k, &mut got, &a, k, &bt, k);
+        let close = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .all(|(a, b)| (a - b).abs() < 1e-5 * (1.0 + b.abs()))
+        };
+        assert!(close(&got, &want), "{got:?} vs {want:?}");
+        // a^T as [k, m]
+        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let mut got2 = vec![0.0f32; m * n];
+        matmul_at(m, n, k, &mut got2, &at, &b);
+        assert!(close(&got2, &want), "{got2:?} vs {want:?}");
+        for i in 0..m {
+            for j in 0..n {
+                let s: f32 = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
+                assert!((want[i * n + j] - s).abs() < 1e-4);
+            }
+        }
+    }
+}

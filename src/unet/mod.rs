@@ -1,0 +1,22 @@
+//! The guided-diffusion `UNetModel` family MSM priors use: its architecture ([`config`]), its
+//! block layout ([`layout`]), the ONNX graph this project writes for it ([`emit`]), and a native
+//! executor for that graph ([`native`], on the SIMD kernels in [`kernels`]) that
+//! [`crate::denoiser::OnnxDenoiser`] uses instead of tract when a model file is exactly such a
+//! graph ([`from_onnx`]).
+//!
+//! The trainer (`export/`) builds its tch network and its ONNX files from the same [`config`],
+//! [`layout`] and [`emit`], so parameter names and graph forms cannot drift apart.
+
+pub mod config;
+pub mod emit;
+pub mod from_onnx;
+pub mod kernels;
+pub mod layout;
+pub mod native;
+
+pub use config::UNetConfig;
+pub use from_onnx::{native_from_proto, unet_config, NotNative};
+pub use native::NativeUNet;
+
+/// Metadata key of the UNet architecture as JSON ([`UNetConfig`] fields).
+pub const UNET_CONFIG_KEY: &str = "msm.unet_config";

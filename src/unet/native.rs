@@ -1,0 +1,652 @@
+//! [`NativeUNet`]: the guided-diffusion UNet run directly on this crate's kernels
+//! ([`super::kernels`]), one image at a time.
+//!
+//! It computes the same function as the ONNX graph [`super::emit`] writes for the same
+//! [`UNetConfig`] and weights (the graph form tract runs), op for op in the same order:
+//! the timestep embedding, the residual blocks (GroupNorm, SiLU, resampling, 3x3 convolutions,
+//! scale-shift conditioning, 1x1 skip), the attention blocks (q, k, v per head, softmax), the
+//! skip concatenations and the output head. What differs is only rounding: GroupNorm statistics
+//! are summed in f64, the affine, scale-shift and SiLU are fused into one pass, and the
+//! exponential is a polynomial (about 2 ulp).
+
+use super::config::{UNetConfig, GROUPS};
+use super::kernels::{
+    add_assign, avgpool2, matmul_at, matmul_bt, recycle, silu, softmax_rows, upsample2, zeros,
+    Conv, Dense, GroupNorm, NormEpilogue,
+};
+use super::layout::{Layer, Layout, UpDown};
+use crate::{Error, Result};
+
+/// Where [`NativeUNet::new`] gets its parameters: `get(name, shape)` returns the f32 values of
+/// the weight `name` (the emitted graph's weight names, see [`super::emit`]) and checks that it
+/// has shape `shape`.
+pub trait WeightSource {
+    /// The values of weight `name`, which must have shape `shape`.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+}
+
+/// A residual block.
+#[derive(Debug, Clone)]
+struct ResBlock {
+    in_norm: GroupNorm,
+    in_conv: Conv,
+    /// `emb_layers.1`: `[2 cout, ted]` (scale rows, then shift rows) or `[cout, ted]`.
+    emb: Dense,
+    out_norm: GroupNorm,
+    out_conv: Conv,
+    skip: Option<Conv>,
+    updown: UpDown,
+    scale_shift: bool,
+}
+
+/// An attention block.
+#[derive(Debug, Clone)]
+struct Attention {
+    norm: GroupNorm,
+    /// q, k and v weights `[ch, ch]` with rows ordered head by head.
+    q: Dense,
+    k: Dense,
+    v: Dense,
+    proj: Dense,
+    heads: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Unit {
+    Conv(Conv),
+    Res(Box<ResBlock>),
+    Attn(Box<Attention>),
+    /// Plain downsampling: a stride-2 convolution, or average pooling.
+    Down(Option<Conv>),
+    /// Plain upsampling, optionally followed by a convolution.
+    Up(Option<Conv>),
+}
+
+/// The guided-diffusion UNet with its weights in f32, ready to run.
+#[derive(Debug, Clone)]
+pub struct NativeUNet {
+    cfg: UNetConfig,
+    time0: Dense,
+    time2: Dense,
+    input_blocks: Vec<Vec<Unit>>,
+    middle: Vec<Unit>,
+    output_blocks: Vec<Vec<Unit>>,
+    out_norm: GroupNorm,
+    out_conv: Conv,
+}
+
+/// An activation `[c, h, w]`.
+struct Act {
+    data: Vec<f32>,
+    c: usize,
+    h: usize,
+    w: usize,
+}
+
+fn norm(src: &dyn WeightSource, prefix: &str, dims: &[usize]) -> Result<GroupNorm> {
+    Ok(GroupNorm {
+        gamma: src.get(&format!("{prefix}.weight"), dims)?,
+        beta: src.get(&format!("{prefix}.bias"), dims)?,
+        groups: GROUPS,
+    })
+}
+
+fn conv(
+    src: &dyn WeightSource,
+    prefix: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+) -> Result<Conv> {
+    Ok(Conv::new(
+        src.get(&format!("{prefix}.weight"), &[cout, cin, k, k])?,
+        src.get(&format!("{prefix}.bias"), &[cout])?,
+        cin,
+        cout,
+        k,
+        stride,
+    ))
+}
+
+fn dense(
+    src: &dyn WeightSource,
+    weight: &str,
+    bias: &str,
+    dout: usize,
+    din: usize,
+    bias_dims: &[usize],
+) -> Result<Dense> {
+    Ok(Dense {
+        weight: src.get(weight, &[dout, din])?,
+        bias: src.get(bias, bias_dims)?,
+        din,
+        dout,
+    })
+}
+
+impl NativeUNet {
+    /// Builds the network `cfg` (validated here) with the weights from `src`; fails if a weight
+    /// is missing or has another shape than the configuration implies.
+    pub fn new(cfg: &UNetConfig, src: &dyn WeightSource) -> Result<NativeUNet> {
+        cfg.validate()?;
+        if cfg.in_channels != 2 {
+            return Err(Error::invalid(format!(
+                "the network takes {} input channels; MSM models take 2 (real, imaginary)",
+                cfg.in_channels
+            )));
+        }
+        let layout = Layout::new(cfg);
+        let mc = cfg.model_channels;
+        let ted = cfg.time_embed_dim();
+        let time0 = dense(
+            src,
+            "time_embed.0.weight",
+            "time_embed.0.bias",
+            ted,
+            mc,
+            &[ted],
+        )?;
+        let time2 = dense(
+            src,
+            "time_embed.2.weight",
+            "time_embed.2.bias",
+            ted,
+            ted,
+            &[ted],
+        )?;
+        let block = |p: &str, layers: &[Layer]| -> Result<Vec<Unit>> {
+            layers
+                .iter()
+                .enumerate()
+                .map(|(j, l)| unit(cfg, src, &format!("{p}.{j}"), l))
+                .collect()
+        };
+        let input_blocks = layout
+            .input_blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| block(&format!("input_blocks.{i}"), b))
+            .collect::<Result<_>>()?;
+        let middle = block("middle_block", &layout.middle_block)?;
+        let output_blocks = layout
+            .output_blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| block(&format!("output_blocks.{i}"), b))
+            .collect::<Result<_>>()?;
+        let oc = layout.out_ch;
+        Ok(NativeUNet {
+            cfg: cfg.clone(),
+            time0,
+            time2,
+            input_blocks,
+            middle,
+            output_blocks,
+            out_norm: norm(src, "out.0", &[oc, 1, 1])?,
+            out_conv: conv(src, "out.2", oc, cfg.in_channels, 3, 1)?,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &UNetConfig {
+        &self.cfg
+    }
+
+    /// Number of f32 parameters held.
+    pub fn parameter_count(&self) -> usize {
+        fn conv_n(c: &Conv) -> usize {
+            c.len()
+        }
+        fn dense_n(d: &Dense) -> usize {
+            d.weight.len() + d.bias.len()
+        }
+        fn norm_n(n: &GroupNorm) -> usize {
+            n.gamma.len() + n.beta.len()
+        }
+        let unit_n = |u: &Unit| match u {
+            Unit::Conv(c) => conv_n(c),
+            Unit::Res(r) => {
+                norm_n(&r.in_norm)
+                    + conv_n(&r.in_conv)
+                    + dense_n(&r.emb)
+                    + norm_n(&r.out_norm)
+                    + conv_n(&r.out_conv)
+                    + r.skip.as_ref().map_or(0, conv_n)
+            }
+            Unit::Attn(a) => {
+                norm_n(&a.norm) + dense_n(&a.q) + dense_n(&a.k) + dense_n(&a.v) + dense_n(&a.proj)
+            }
+            Unit::Down(c) | Unit::Up(c) => c.as_ref().map_or(0, conv_n),
+        };
+        let blocks: usize = self
+            .input_blocks
+            .iter()
+            .chain(std::iter::once(&self.middle))
+            .chain(&self.output_blocks)
+            .flatten()
+            .map(unit_n)
+            .sum();
+        dense_n(&self.time0)
+            + dense_n(&self.time2)
+            + blocks
+            + norm_n(&self.out_norm)
+            + conv_n(&self.out_conv)
+    }
+
+    /// Floating-point operations of one pass for one image (multiply-adds count two; the
+    /// matrix products and convolutions only, which are all but a fraction of a percent).
+    pub fn flops(&self) -> f64 {
+        fn conv_f(c: &Conv, h: usize, w: usize) -> (f64, usize, usize) {
+            let (oh, ow) = c.out_size(h, w);
+            let f = 2.0 * (c.cout * c.cin * c.k * c.k * oh * ow) as f64;
+            (f, oh, ow)
+        }
+        fn unit_f(u: &Unit, c: &mut usize, h: &mut usize, w: &mut usize) -> f64 {
+            match u {
+                Unit::Conv(k) | Unit::Down(Some(k)) => {
+                    let (f, oh, ow) = conv_f(k, *h, *w);
+                    (*c, *h, *w) = (k.cout, oh, ow);
+                    f
+                }
+                Unit::Down(None) => {
+                    (*h, *w) = (*h / 2, *w / 2);
+                    0.0
+                }
+                Unit::Up(k) => {
+                    (*h, *w) = (*h * 2, *w * 2);
+                    k.as_ref().map_or(0.0, |k| conv_f(k, *h, *w).0)
+                }
+                Unit::Res(r) => {
+                    let (mut hh, mut ww) = (*h, *w);
+                    match r.updown {
+                        UpDown::Up => (hh, ww) = (hh * 2, ww * 2),
+                        UpDown::Down => (hh, ww) = (hh / 2, ww / 2),
+                        UpDown::None => {}
+                    }
+                    let mut f = conv_f(&r.in_conv, hh, ww).0 + conv_f(&r.out_conv, hh, ww).0;
+                    f += r.skip.as_ref().map_or(0.0, |s| conv_f(s, hh, ww).0);
+                    f += 2.0 * (r.emb.din * r.emb.dout) as f64;
+                    (*c, *h, *w) = (r.in_conv.cout, hh, ww);
+                    f
+                }
+                Unit::Attn(_) => {
+                    let t = (*h * *w) as f64;
+                    let ch = *c as f64;
+                    // q, k, v and the projection; logits and the weighted sum per head.
+                    4.0 * 2.0 * ch * ch * t + 2.0 * 2.0 * ch * t * t
+                }
+            }
+        }
+        let s = self.cfg.image_size;
+        let (mut c, mut h, mut w) = (self.cfg.in_channels, s, s);
+        let mut total =
+            2.0 * (self.time0.din * self.time0.dout + self.time2.din * self.time2.dout) as f64;
+        let mut skips = Vec::new();
+        for b in &self.input_blocks {
+            for u in b {
+                total += unit_f(u, &mut c, &mut h, &mut w);
+            }
+            skips.push(c);
+        }
+        for u in &self.middle {
+            total += unit_f(u, &mut c, &mut h, &mut w);
+        }
+        for b in &self.output_blocks {
+            c += skips.pop().unwrap_or(0);
+            for u in b {
+                total += unit_f(u, &mut c, &mut h, &mut w);
+            }
+        }
+        total + conv_f(&self.out_conv, h, w).0
+    }
+
+    /// The noise estimate for one image `x` (`[2, H, W]` row-major, `H = W = image_size`) at
+    /// timestep `t`; returns `[2, H, W]`.
+    pub fn eps(&self, x: &[f32], t: f32) -> Result<Vec<f32>> {
+        let s = self.cfg.image_size;
+        let c = self.cfg.in_channels;
+        if x.len() != c * s * s {
+            return Err(Error::invalid(format!(
+                "native UNet input has {} values; expected {c} x {s} x {s}",
+                x.len()
+            )));
+        }
+        let emb = self.time_embedding(t);
+        let mut h = Act {
+            data: x.to_vec(),
+            c,
+            h: s,
+            w: s,
+        };
+        let mut skips: Vec<Act> = Vec::with_capacity(self.input_blocks.len());
+        for b in &self.input_blocks {
+            for u in b {
+                h = run_unit(u, h, &emb);
+            }
+            let mut copy = zeros(0);
+            copy.extend_from_slice(&h.data);
+            skips.push(Act { data: copy, ..h });
+        }
+        for u in &self.middle {
+            h = run_unit(u, h, &emb);
+        }
+        for b in &self.output_blocks {
+            let skip = skips.pop().ok_or_else(|| {
+                Error::invalid("native UNet: decoder has more blocks than the encoder")
+            })?;
+            let mut data = zeros(0);
+            data.reserve(h.data.len() + skip.data.len());
+            data.extend_from_slice(&h.data);
+            data.extend_from_slice(&skip.data);
+            recycle(h.data);
+            recycle(skip.data);
+            h = Act {
+                data,
+                c: h.c + skip.c,
+                h: h.h,
+                w: h.w,
+            };
+            for u in b {
+                h = run_unit(u, h, &emb);
+            }
+        }
+        let plane = h.h * h.w;
+        let n = self.out_norm.forward(
+            &h.data,
+            plane,
+            NormEpilogue {
+                scale_shift: None,
+                silu: true,
+            },
+        );
+        recycle(h.data);
+        let out = self.out_conv.forward(&n, h.h, h.w);
+        recycle(n);
+        Ok(out)
+    }
+
+    /// SiLU of the timestep embedding: `silu(W2 silu(W0 [cos, sin](t f) + b0) + b2)`, which every
+    /// residual block's `emb_layers` starts with.
+    fn time_embedding(&self, t: f32) -> Vec<f32> {
+        let mc = self.cfg.model_channels;
+        let half = mc / 2;
+        let args: Vec<f32> = (0..half)
+            .map(|i| t * (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
+            .collect();
+        let mut e: Vec<f32> = args.iter().map(|a| a.cos()).collect();
+        e.extend(args.iter().map(|a| a.sin()));
+        e.resize(mc, 0.0);
+        let mut h = self.time0.apply(&e);
+        silu(&mut h);
+        let mut emb = self.time2.apply(&h);
+        silu(&mut emb);
+        emb
+    }
+}
+
+fn unit(cfg: &UNetConfig, src: &dyn WeightSource, p: &str, layer: &Layer) -> Result<Unit> {
+    Ok(match *layer {
+        Layer::Conv { cin, cout } => Unit::Conv(conv(src, p, cin, cout, 3, 1)?),
+        Layer::Res { cin, cout, updown } => {
+            let ted = cfg.time_embed_dim();
+            let emb_p = format!("{p}.emb_layers.1");
+            let emb = if cfg.use_scale_shift_norm {
+                let sc = dense(
+                    src,
+                    &format!("{emb_p}.weight.scale"),
+                    &format!("{emb_p}.bias.scale"),
+                    cout,
+                    ted,
+                    &[cout],
+                )?;
+                let sh = dense(
+                    src,
+                    &format!("{emb_p}.weight.shift"),
+                    &format!("{emb_p}.bias.shift"),
+                    cout,
+                    ted,
+                    &[cout],
+                )?;
+                Dense {
+                    weight: [sc.weight, sh.weight].concat(),
+                    bias: [sc.bias, sh.bias].concat(),
+                    din: ted,
+                    dout: 2 * cout,
+                }
+            } else {
+                dense(
+                    src,
+                    &format!("{emb_p}.weight"),
+                    &format!("{emb_p}.bias"),
+                    cout,
+                    ted,
+                    &[cout],
+                )?
+            };
+            Unit::Res(Box::new(ResBlock {
+                in_norm: norm(src, &format!("{p}.in_layers.0"), &[cin, 1, 1])?,
+                in_conv: conv(src, &format!("{p}.in_layers.2"), cin, cout, 3, 1)?,
+                emb,
+                out_norm: norm(src, &format!("{p}.out_layers.0"), &[cout, 1, 1])?,
+                out_conv: conv(src, &format!("{p}.out_layers.3"), cout, cout, 3, 1)?,
+                skip: if cin == cout {
+                    None
+                } else {
+                    Some(conv(src, &format!("{p}.skip_connection"), cin, cout, 1, 1)?)
+                },
+                updown,
+                scale_shift: cfg.use_scale_shift_norm,
+            }))
+        }
+        Layer::Attn { ch, heads } => {
+            let qkv = |part: &str| {
+                dense(
+                    src,
+                    &format!("{p}.qkv.weight.{part}"),
+                    &format!("{p}.qkv.bias.{part}"),
+                    ch,
+                    ch,
+                    &[ch, 1],
+                )
+            };
+            Unit::Attn(Box::new(Attention {
+                norm: norm(src, &format!("{p}.norm"), &[ch, 1])?,
+                q: qkv("q")?,
+                k: qkv("k")?,
+                v: qkv("v")?,
+                proj: dense(
+                    src,
+                    &format!("{p}.proj_out.weight"),
+                    &format!("{p}.proj_out.bias"),
+                    ch,
+                    ch,
+                    &[ch, 1],
+                )?,
+                heads,
+            }))
+        }
+        Layer::Down { ch, conv: true } => {
+            Unit::Down(Some(conv(src, &format!("{p}.op"), ch, ch, 3, 2)?))
+        }
+        Layer::Down { conv: false, .. } => Unit::Down(None),
+        Layer::Up { ch, conv: true } => {
+            Unit::Up(Some(conv(src, &format!("{p}.conv"), ch, ch, 3, 1)?))
+        }
+        Layer::Up { conv: false, .. } => Unit::Up(None),
+    })
+}
+
+fn resample(a: Act, updown: UpDown) -> Act {
+    let out = match updown {
+        UpDown::None => return a,
+        UpDown::Up => Act {
+            data: upsample2(&a.data, a.c, a.h, a.w),
+            c: a.c,
+            h: 2 * a.h,
+            w: 2 * a.w,
+        },
+        UpDown::Down => Act {
+            data: avgpool2(&a.data, a.c, a.h, a.w),
+            c: a.c,
+            h: a.h / 2,
+            w: a.w / 2,
+        },
+    };
+    recycle(a.data);
+    out
+}
+
+fn run_conv(c: &Conv, a: &Act) -> Act {
+    let (oh, ow) = c.out_size(a.h, a.w);
+    Act {
+        data: c.forward(&a.data, a.h, a.w),
+        c: c.cout,
+        h: oh,
+        w: ow,
+    }
+}
+
+/// Runs `u` on `x` (whose buffer it gives back to the pool).
+fn run_unit(u: &Unit, x: Act, emb: &[f32]) -> Act {
+    let conv_then_recycle = |c: &Conv, x: Act| {
+        let y = run_conv(c, &x);
+        recycle(x.data);
+        y
+    };
+    match u {
+        Unit::Conv(c) | Unit::Down(Some(c)) => conv_then_recycle(c, x),
+        Unit::Res(r) => run_res(r, x, emb),
+        Unit::Attn(a) => run_attention(a, x),
+        Unit::Down(None) => resample(x, UpDown::Down),
+        Unit::Up(c) => {
+            let y = resample(x, UpDown::Up);
+            match c {
+                Some(c) => conv_then_recycle(c, y),
+                None => y,
+            }
+        }
+    }
+}
+
+fn run_res(r: &ResBlock, x: Act, emb: &[f32]) -> Act {
+    let plane = x.h * x.w;
+    let hn = r.in_norm.forward(
+        &x.data,
+        plane,
+        NormEpilogue {
+            scale_shift: None,
+            silu: true,
+        },
+    );
+    let h = resample(
+        Act {
+            data: hn,
+            c: x.c,
+            h: x.h,
+            w: x.w,
+        },
+        r.updown,
+    );
+    let xs = resample(x, r.updown);
+    let hc = run_conv(&r.in_conv, &h);
+    recycle(h.data);
+    let h = hc;
+    let plane = h.h * h.w;
+    let e = r.emb.apply(emb);
+    let cout = r.in_conv.cout;
+    let hn = if r.scale_shift {
+        let n = r.out_norm.forward(
+            &h.data,
+            plane,
+            NormEpilogue {
+                scale_shift: Some((&e[..cout], &e[cout..])),
+                silu: true,
+            },
+        );
+        recycle(h.data);
+        n
+    } else {
+        let mut hd = h.data;
+        for (row, &v) in hd.chunks_exact_mut(plane).zip(&e) {
+            row.iter_mut().for_each(|x| *x += v);
+        }
+        let n = r.out_norm.forward(
+            &hd,
+            plane,
+            NormEpilogue {
+                scale_shift: None,
+                silu: true,
+            },
+        );
+        recycle(hd);
+        n
+    };
+    let hn = Act {
+        data: hn,
+        c: cout,
+        h: h.h,
+        w: h.w,
+    };
+    let mut out = run_conv(&r.out_conv, &hn);
+    recycle(hn.data);
+    match &r.skip {
+        Some(s) => {
+            let sk = run_conv(s, &xs);
+            add_assign(&mut out.data, &sk.data);
+            recycle(sk.data);
+        }
+        None => add_assign(&mut out.data, &xs.data),
+    }
+    recycle(xs.data);
+    out
+}
+
+fn run_attention(a: &Attention, x: Act) -> Act {
+    let (c, t) = (x.c, x.h * x.w);
+    let n = a.norm.forward(
+        &x.data,
+        t,
+        NormEpilogue {
+            scale_shift: None,
+            silu: false,
+        },
+    );
+    let q = a.q.apply_cols(&n, t);
+    let k = a.k.apply_cols(&n, t);
+    let v = a.v.apply_cols(&n, t);
+    let hc = c / a.heads;
+    let scale = 1.0 / (hc as f32).sqrt();
+    let mut att = zeros(c * t);
+    let mut w = zeros(t * t);
+    for head in 0..a.heads {
+        let qh = &q[head * hc * t..(head + 1) * hc * t];
+        let kh = &k[head * hc * t..(head + 1) * hc * t];
+        let vh = &v[head * hc * t..(head + 1) * hc * t];
+        // logits[tq, tk] = sum_i q[i, tq] k[i, tk]
+        matmul_at(t, t, hc, &mut w, qh, kh);
+        softmax_rows(&mut w, t, scale);
+        // a[i, tq] = sum_tk v[i, tk] w[tq, tk]
+        matmul_bt(
+            hc,
+            t,
+            t,
+            &mut att[head * hc * t..(head + 1) * hc * t],
+            vh,
+            t,
+            &w,
+            t,
+        );
+    }
+    let mut y = a.proj.apply_cols(&att, t);
+    add_assign(&mut y, &x.data);
+    for b in [n, q, k, v, att, w, x.data] {
+        recycle(b);
+    }
+    Act {
+        data: y,
+        c: x.c,
+        h: x.h,
+        w: x.w,
+    }
+}
