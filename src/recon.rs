@@ -47,6 +47,38 @@ pub fn cg_sense(
     mask: &Mask,
     opts: CgOptions,
 ) -> Result<(Array2<C32>, usize)> {
+    cg_solve(op, y, mask, None, opts)
+}
+
+/// Data consistency for an estimate `x0`: CG on the same normal equations started from `x0`,
+/// so that after `opts.iterations` steps the image fits the acquired data `y` more closely
+/// while keeping what `x0` holds outside the range the data constrain (CG only moves `x0`
+/// within the Krylov space of `A_S^H A_S` built on the initial residual). Returns the image
+/// and the number of iterations run.
+pub fn cg_refine(
+    op: &dyn Operator,
+    y: ArrayView3<C32>,
+    mask: &Mask,
+    x0: &Array2<C32>,
+    opts: CgOptions,
+) -> Result<(Array2<C32>, usize)> {
+    if x0.dim() != op.image_shape() {
+        return Err(Error::invalid(format!(
+            "the start image is {:?}; the operator's images are {:?}",
+            x0.dim(),
+            op.image_shape()
+        )));
+    }
+    cg_solve(op, y, mask, Some(x0), opts)
+}
+
+fn cg_solve(
+    op: &dyn Operator,
+    y: ArrayView3<C32>,
+    mask: &Mask,
+    x0: Option<&Array2<C32>>,
+    opts: CgOptions,
+) -> Result<(Array2<C32>, usize)> {
     if !(opts.lambda >= 0.0 && opts.lambda.is_finite()) {
         return Err(Error::invalid(format!(
             "the Tikhonov weight must be finite and >= 0, got {}",
@@ -54,11 +86,24 @@ pub fn cg_sense(
         )));
     }
     let b = op.adjoint(y, Some(mask));
-    let mut x = Array2::<C32>::zeros(b.dim());
-    let mut r = b.clone();
+    let (mut x, mut r) = match x0 {
+        None => (Array2::<C32>::zeros(b.dim()), b.clone()),
+        Some(x0) => {
+            // r = b - (A^H A + lambda I) x0
+            let mut ax = op.normal(x0.view(), Some(mask));
+            if opts.lambda > 0.0 {
+                Zip::from(&mut ax)
+                    .and(x0)
+                    .for_each(|a, &p| *a += p * opts.lambda);
+            }
+            let mut r = b.clone();
+            Zip::from(&mut r).and(&ax).for_each(|r, &a| *r -= a);
+            (x0.clone(), r)
+        }
+    };
     let mut p = r.clone();
     let mut rr = dot(&r, &r);
-    let stop = rr * (opts.tolerance as f64).powi(2);
+    let stop = dot(&b, &b) * (opts.tolerance as f64).powi(2);
     let mut done = 0;
     for _ in 0..opts.iterations {
         if rr <= stop || rr == 0.0 {

@@ -68,7 +68,13 @@ struct Outcome {
     rms_y: f64,
 }
 
-fn posterior_run(mode: Mode, partials: usize, steps: usize, partial: PartialKind) -> Outcome {
+fn posterior_run(
+    mode: Mode,
+    partials: usize,
+    steps: usize,
+    partial: PartialKind,
+    final_dc: usize,
+) -> Outcome {
     let c = case(21);
     let prior = c.p.prior();
     let exact = posterior_mean(&c.p, &c.rows, &c.y_rows, NOISE);
@@ -83,6 +89,7 @@ fn posterior_run(mode: Mode, partials: usize, steps: usize, partial: PartialKind
     };
     let recon = ReconOptions {
         samples: 64,
+        final_dc,
         ..ReconOptions::default()
     };
     let acq = Mask::Columns(ACQ.to_vec());
@@ -119,7 +126,7 @@ fn exact_score_posterior_matches_closed_form() {
         accel: 1.0,
         acs: Acs::Lines(0),
     };
-    let o = posterior_run(Mode::Parallel, 1, 200, full);
+    let o = posterior_run(Mode::Parallel, 1, 200, full, 0);
     let msg = format!(
         "posterior mean relative error {:.4} (prior mean {:.4}); worst data residual {:.2} \
          noise std (data rms {:.1})",
@@ -137,7 +144,7 @@ fn exact_score_posterior_matches_closed_form() {
 #[test]
 fn msm_posterior_approaches_closed_form() {
     for mode in [Mode::Parallel, Mode::Sequential] {
-        let o = posterior_run(mode, 3, 200, kind());
+        let o = posterior_run(mode, 3, 200, kind(), 0);
         let msg = format!(
             "{mode:?}: posterior mean relative error {:.4} (prior mean {:.4}); worst data \
              residual {:.2} noise std (data rms {:.1})",
@@ -146,6 +153,25 @@ fn msm_posterior_approaches_closed_form() {
         println!("MSM w = 3, K = 200, 64 samples: {msg}");
         assert!(o.rel < 0.3 && o.rel < 0.4 * o.prior_rel, "{msg}");
         assert!(o.dc < 0.25 * o.rms_y, "{msg}");
+    }
+}
+
+/// Final data consistency (a few CG iterations on the normal equations from each sample)
+/// brings the MSM samples onto the data to the noise level, as the exact-score sampler's are,
+/// without moving the posterior mean away from the closed form.
+#[test]
+fn final_data_consistency_fits_the_data_to_the_noise_level() {
+    for mode in [Mode::Parallel, Mode::Sequential] {
+        let plain = posterior_run(mode, 3, 200, kind(), 0);
+        let dc = posterior_run(mode, 3, 200, kind(), 10);
+        let msg = format!(
+            "{mode:?}: worst data residual {:.2} -> {:.2} noise std; posterior mean relative \
+             error {:.4} -> {:.4} (prior mean {:.4})",
+            plain.dc, dc.dc, plain.rel, dc.rel, dc.prior_rel
+        );
+        println!("MSM w = 3, K = 200, 64 samples, final DC 10 iterations: {msg}");
+        assert!(dc.dc < 2.0, "{msg}");
+        assert!(dc.rel <= plain.rel * 1.05, "{msg}");
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Args {
     /// CG-SENSE iterations.
     #[arg(long, default_value_t = 10)]
     pub cg_iters: usize,
+    /// CG iterations of final data consistency on each MSM sample (0: none).
+    #[arg(long, default_value_t = ReconOptions::default().final_dc)]
+    pub final_dc: usize,
     /// Skip BART even when it is installed.
     #[arg(long)]
     pub no_bart: bool,
@@ -241,6 +244,7 @@ pub fn run(a: Args) -> Result<()> {
             samples: a.samples.max(1),
             lambda: a.lambda,
             scale_target: meta.scale_p99(&a.sampler.model)?,
+            final_dc: a.final_dc,
         };
         let msm_out = sampler::reconstruct(&prior, &op, acq.kspace.view(), &mask, &sopts, &ropts)?;
         bar.finish_and_clear();

@@ -33,6 +33,9 @@ pub struct Args {
     /// Number of posterior samples (their mean is the output).
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
+    /// Conjugate-gradient iterations of final data consistency on each sample (0: none).
+    #[arg(long, default_value_t = ReconOptions::default().final_dc)]
+    pub final_dc: usize,
     /// Write the pixel-wise standard deviation of the samples' magnitude here (.png, .npy, .cfl).
     #[arg(long)]
     pub std: Option<PathBuf>,
@@ -94,6 +97,7 @@ pub fn recon_options(a: &Args, net: &OnnxDenoiser) -> Result<ReconOptions> {
         samples: a.samples,
         lambda: a.lambda,
         scale_target,
+        final_dc: a.final_dc,
     })
 }
 

@@ -189,6 +189,14 @@ pub struct ReconOptions {
     /// `|A_P^H y|` equals this value (the scale the model was trained on); results are
     /// returned on the input's scale.
     pub scale_target: Option<f64>,
+    /// Conjugate-gradient iterations of data consistency applied to every sample at the end
+    /// ([`crate::recon::cg_refine`] on `A_P^H A_P x = A_P^H y` from the sample; 0: none).
+    /// The chain's own data-consistency step acts on partial k-space estimates, and the
+    /// coil-combined image `A^H z_hat` of a multi-coil estimate need not reproduce the data
+    /// exactly; this step brings the samples back onto the data to the noise level. Default
+    /// 10: with the exact Gaussian prior it cut the worst data residual from 7 to 0.3 noise
+    /// stds and the posterior-mean error from 0.24 to 0.07 (`tests/sampler_posterior.rs`).
+    pub final_dc: usize,
 }
 
 impl Default for ReconOptions {
@@ -197,6 +205,7 @@ impl Default for ReconOptions {
             samples: 1,
             lambda: 1.0,
             scale_target: None,
+            final_dc: 10,
         }
     }
 }

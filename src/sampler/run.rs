@@ -6,6 +6,7 @@ use super::partial::PartialDenoiser;
 use super::scale;
 use super::stats::Stats;
 use crate::mask::{CoverageSampler, Mask, PartialKind};
+use crate::recon::{cg_refine, CgOptions};
 use crate::sense::{apply_mask, Operator};
 use crate::{Error, Result, C32};
 use ndarray::{Array2, Array3, ArrayView3, Zip};
@@ -404,7 +405,20 @@ pub fn reconstruct(
         acq: &acq_pattern,
         lambda: recon.lambda as f32,
     });
-    let (mut samples, stats) = run_chains(&sh, recon.samples)?;
+    let (mut samples, mut stats) = run_chains(&sh, recon.samples)?;
+    if recon.final_dc > 0 {
+        let start = Instant::now();
+        let cg = CgOptions {
+            iterations: recon.final_dc,
+            ..CgOptions::default()
+        };
+        for s in &mut samples {
+            *s = cg_refine(op, ys.view(), acq, s, cg)?.0;
+        }
+        let spent = start.elapsed();
+        stats.operators += spent;
+        stats.wall += spent;
+    }
     let inv = (1.0 / factor) as f32;
     for s in &mut samples {
         s.mapv_inplace(|v| v * inv);
