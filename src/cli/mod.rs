@@ -1,5 +1,6 @@
 //! Subcommands of the `msm` binary.
 
+mod bench;
 mod coilmaps;
 mod data;
 mod demo;
@@ -41,6 +42,8 @@ enum Command {
     Generate(generate::Args),
     /// The main job: held-out brain slices, simulated 4x scans, every method side by side.
     Demo(demo::Args),
+    /// Speed of this runtime on one model and one simulated slice (table, --json).
+    Bench(bench::Args),
 }
 
 /// Runs the parsed command line.
@@ -53,5 +56,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reconstruct(a) => reconstruct::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
