@@ -365,6 +365,9 @@ fn manifest(
     m.add("partials", opts.partials);
     m.add("eta", opts.eta);
     m.add("mode", format!("{:?}", opts.mode));
+    // The executor changes the last bits of the numbers; `auto` resolves the same way for the
+    // same model file (whose checksum is recorded above).
+    m.add("backend", format!("{:?}", a.sampler.backend));
     m.add("seed", opts.seed);
     m.add("renoise", opts.renoise);
     m.add("write-back noise", format!("{:?}", opts.writeback_noise));
