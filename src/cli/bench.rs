@@ -7,10 +7,10 @@
 use super::model::DEFAULT_MODEL;
 use super::progress;
 use msm::denoiser::{Backend, Denoiser, OnnxDenoiser};
-use msm::mask::{Acs, Mask, PartialKind};
+use msm::mask::{Acs, Mask};
 use msm::metrics::compare;
 use msm::recon::zero_filled;
-use msm::sampler::{self, pack, NetworkPrior, ReconOptions, SamplerOptions};
+use msm::sampler::{self, model_partial_kind, pack, NetworkPrior, ReconOptions, SamplerOptions};
 use msm::schedule::Schedule;
 use msm::sense::Sense;
 use msm::simulate::{simulate, SimOptions};
@@ -131,10 +131,6 @@ pub fn run(a: Args) -> Result<()> {
             "--partials, --repeats and --steps must be at least 1",
         ));
     }
-    let mut backends = vec![Backend::Native];
-    if !a.no_tract {
-        backends.push(Backend::Tract);
-    }
     eprintln!("measuring the f32 matrix-product peak ...");
     let peak1 = product_rate(1024, 1, a.repeats);
     let peak2 = product_rate(1024, 2, a.repeats);
@@ -200,11 +196,7 @@ pub fn run(a: Args) -> Result<()> {
                     partials: a.partials,
                     eta: 0.85,
                     seed: 0,
-                    partial: Some(PartialKind::Columns {
-                        width: w,
-                        accel: meta.train_acceleration,
-                        acs: Acs::Lines(meta.train_acs_lines),
-                    }),
+                    partial: Some(model_partial_kind(&meta)),
                     schedule: schedule.clone(),
                     progress: cb,
                     ..SamplerOptions::default()

@@ -73,6 +73,11 @@ mod pool {
 
 pub use pool::give as recycle;
 
+/// An empty buffer with capacity for at least `len` values (from the pool).
+pub fn buffer(len: usize) -> Vec<f32> {
+    pool::take(len)
+}
+
 /// A buffer of `len` zeros (from the pool).
 pub fn zeros(len: usize) -> Vec<f32> {
     let mut v = pool::take(len);

@@ -11,8 +11,8 @@
 
 use super::config::{UNetConfig, GROUPS};
 use super::kernels::{
-    add_assign, avgpool2, matmul_at, matmul_bt, recycle, silu, softmax_rows, upsample2, zeros,
-    Conv, Dense, GroupNorm, NormEpilogue,
+    add_assign, avgpool2, buffer, matmul_at, matmul_bt, recycle, silu, softmax_rows, upsample2,
+    zeros, Conv, Dense, GroupNorm, NormEpilogue,
 };
 use super::layout::{Layer, Layout, UpDown};
 use crate::{Error, Result};
@@ -324,7 +324,7 @@ impl NativeUNet {
             for u in b {
                 h = run_unit(u, h, &emb);
             }
-            let mut copy = zeros(0);
+            let mut copy = buffer(h.data.len());
             copy.extend_from_slice(&h.data);
             skips.push(Act { data: copy, ..h });
         }
@@ -335,8 +335,7 @@ impl NativeUNet {
             let skip = skips.pop().ok_or_else(|| {
                 Error::invalid("native UNet: decoder has more blocks than the encoder")
             })?;
-            let mut data = zeros(0);
-            data.reserve(h.data.len() + skip.data.len());
+            let mut data = buffer(h.data.len() + skip.data.len());
             data.extend_from_slice(&h.data);
             data.extend_from_slice(&skip.data);
             recycle(h.data);
