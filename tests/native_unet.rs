@@ -169,6 +169,22 @@ fn native_matches_tract_on_the_shipped_model() {
         "the shipped model runs natively"
     );
     let tract = OnnxDenoiser::load_with(&path, Backend::Tract).unwrap();
+    let packed = shipped_example_input();
+    for t in [0.0f32, 250.0, 999.0] {
+        let a = native.predict_eps(packed.view(), &[t]).unwrap();
+        let b = tract.predict_eps(packed.view(), &[t]).unwrap();
+        let err = rel_max(&a, &b);
+        println!("shipped model, t = {t}: native vs tract max error {err:.2e} of the output range");
+        assert!(
+            err < 1e-4,
+            "t = {t}: native differs from tract by {err:.2e}"
+        );
+    }
+}
+
+/// The zero-filled image of a simulated scan of the shipped example slice, scaled to peak 1,
+/// as the network's input.
+fn shipped_example_input() -> Array4<f32> {
     let slice: ndarray::Array2<f32> = msm::io::npy::read_npy_as::<f32, ndarray::Ix2>(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/examples/colin27-axial-90.npy"),
     )
@@ -187,17 +203,7 @@ fn native_matches_tract_on_the_shipped_model() {
         &msm::mask::Mask::Columns(acq.mask.clone()),
     );
     let peak = zf.iter().map(|v| v.norm()).fold(0.0f32, f32::max);
-    let packed = msm::sampler::pack(&zf.mapv(|v| v / peak));
-    for t in [0.0f32, 250.0, 999.0] {
-        let a = native.predict_eps(packed.view(), &[t]).unwrap();
-        let b = tract.predict_eps(packed.view(), &[t]).unwrap();
-        let err = rel_max(&a, &b);
-        println!("shipped model, t = {t}: native vs tract max error {err:.2e} of the output range");
-        assert!(
-            err < 1e-4,
-            "t = {t}: native differs from tract by {err:.2e}"
-        );
-    }
+    msm::sampler::pack(&zf.mapv(|v| v / peak))
 }
 
 #[test]
@@ -278,4 +284,60 @@ fn concurrent_native_calls_match_serial_calls() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(serial, parallel, "native calls must not share state");
+}
+
+/// The bf16 tile executor against the f32 one on the shipped model, on the realistic input the
+/// f32 test uses: close (bf16 keeps 8 significant bits; sums stay f32), deterministic, and the
+/// same from concurrent calls. Where the CPU has no AMX, loading it must fail with a clear error.
+#[test]
+fn bf16_tiles_stay_close_to_f32_on_the_shipped_model() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/msm-brain-128.onnx");
+    if !msm::unet::native::bf16_tiles_available() {
+        let err = OnnxDenoiser::load_with(&path, Backend::NativeBf16)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AMX-BF16"), "{err}");
+        eprintln!("no AMX-BF16 on this CPU: bf16 tile executor not exercised");
+        return;
+    }
+    let f32net = OnnxDenoiser::load_with(&path, Backend::Native).unwrap();
+    let bf16net = OnnxDenoiser::load_with(&path, Backend::NativeBf16).unwrap();
+    assert_eq!(bf16net.backend(), Backend::NativeBf16);
+    let x = shipped_example_input();
+    for t in [0.0f32, 250.0, 999.0] {
+        let a = bf16net.predict_eps(x.view(), &[t]).unwrap();
+        let b = f32net.predict_eps(x.view(), &[t]).unwrap();
+        let err = rel_max(&a, &b);
+        let rms = rel_rms(&a, &b);
+        println!("shipped model, t = {t}: bf16 vs f32 max error {err:.2e}, rms {rms:.2e}");
+        assert!(
+            err < 5e-2 && rms < 2e-2,
+            "t = {t}: bf16 tiles differ from f32 by {err:.2e} (max), {rms:.2e} (rms)"
+        );
+        assert_eq!(
+            a,
+            bf16net.predict_eps(x.view(), &[t]).unwrap(),
+            "repeatable"
+        );
+    }
+    let serial = bf16net.predict_eps(x.view(), &[500.0]).unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| bf16net.predict_eps(x.view(), &[500.0]).unwrap()))
+            .collect();
+        for h in handles {
+            assert_eq!(
+                h.join().unwrap(),
+                serial,
+                "threads must not share tile state"
+            );
+        }
+    });
+}
+
+/// Root-mean-square of a - b over that of b.
+fn rel_rms(a: &Array4<f32>, b: &Array4<f32>) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let s: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (d / s.max(1e-24)).sqrt()
 }

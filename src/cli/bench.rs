@@ -156,6 +156,14 @@ pub fn run(a: Args) -> Result<()> {
 
     let mut nets = Vec::new();
     let mut loaded = vec![(Backend::Native, native)];
+    if msm::unet::native::bf16_tiles_available() {
+        loaded.push((
+            Backend::NativeBf16,
+            OnnxDenoiser::load_with(&a.model, Backend::NativeBf16)?,
+        ));
+    } else {
+        eprintln!("no AMX-BF16 on this CPU: native-bf16 not measured");
+    }
     if !a.no_tract {
         let t = Instant::now();
         let tract = OnnxDenoiser::load_with(&a.model, Backend::Tract)?;

@@ -35,7 +35,8 @@ pub struct SamplerArgs {
     #[arg(long)]
     pub quiet: bool,
     /// Network executor: `native` (this project's UNet kernels; for models written by
-    /// msm-train), `tract` (any ONNX graph), or `auto` (native when the file allows it).
+    /// msm-train), `native-bf16` (the same with bf16 convolutions on AMX tiles, where the CPU
+    /// has them), `tract` (any ONNX graph), or `auto` (native when the file allows it).
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
 }
@@ -47,6 +48,8 @@ pub enum BackendArg {
     Auto,
     /// The native UNet executor.
     Native,
+    /// The native executor with bf16 3x3 convolutions on AMX tiles (Intel Xeon 4th gen+).
+    NativeBf16,
     /// tract.
     Tract,
 }
@@ -56,6 +59,7 @@ impl From<BackendArg> for Backend {
         match b {
             BackendArg::Auto => Backend::Auto,
             BackendArg::Native => Backend::Native,
+            BackendArg::NativeBf16 => Backend::NativeBf16,
             BackendArg::Tract => Backend::Tract,
         }
     }

@@ -61,6 +61,10 @@ pub enum Backend {
     Tract,
     /// The native UNet executor; loading fails for a file it cannot run exactly.
     Native,
+    /// The native executor with its 3x3 convolutions in bf16 on AMX tiles (f32 accumulation;
+    /// inputs and weights rounded to 8 significant bits). Loading fails on a CPU without
+    /// AMX-BF16 or for a file the native executor cannot run.
+    NativeBf16,
 }
 
 impl std::fmt::Display for Backend {
@@ -69,6 +73,7 @@ impl std::fmt::Display for Backend {
             Backend::Auto => "auto",
             Backend::Tract => "tract",
             Backend::Native => "native",
+            Backend::NativeBf16 => "native-bf16",
         })
     }
 }
@@ -129,15 +134,21 @@ impl OnnxDenoiser {
         let native = match backend {
             Backend::Tract => None,
             Backend::Auto => native_from_proto(&proto, &meta).ok(),
-            Backend::Native => Some(native_from_proto(&proto, &meta).map_err(|e| {
-                Error::format(
-                    path,
-                    format!(
-                        "the native executor cannot run this model ({e}); expected a UNet \
-                         written by msm-train, or use the tract backend"
-                    ),
-                )
-            })?),
+            Backend::Native | Backend::NativeBf16 => {
+                let mut n = native_from_proto(&proto, &meta).map_err(|e| {
+                    Error::format(
+                        path,
+                        format!(
+                            "the native executor cannot run this model ({e}); expected a UNet \
+                             written by msm-train, or use the tract backend"
+                        ),
+                    )
+                })?;
+                if backend == Backend::NativeBf16 {
+                    n.use_bf16_tiles()?;
+                }
+                Some(n)
+            }
         };
         let engine = match native {
             Some(n) => Engine::Native(Box::new(n)),
@@ -155,10 +166,12 @@ impl OnnxDenoiser {
         })
     }
 
-    /// The executor the model runs on ([`Backend::Tract`] or [`Backend::Native`]).
+    /// The executor the model runs on ([`Backend::Tract`], [`Backend::Native`] or
+    /// [`Backend::NativeBf16`]).
     pub fn backend(&self) -> Backend {
-        match self.engine {
+        match &self.engine {
             Engine::Tract(_) => Backend::Tract,
+            Engine::Native(n) if n.uses_bf16_tiles() => Backend::NativeBf16,
             Engine::Native(_) => Backend::Native,
         }
     }

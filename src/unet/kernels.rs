@@ -124,7 +124,7 @@ fn product(
     n: usize,
     k: usize,
     dst: &mut [f32],
-    dst_rs: usize,
+    (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     lhs: View,
     rhs: View,
@@ -134,7 +134,7 @@ fn product(
         return;
     }
     assert!(
-        dst.len() >= (m - 1) * dst_rs + n,
+        dst.len() > (m - 1) * dst_rs + (n - 1) * dst_cs,
         "matrix product: dst too short"
     );
     assert!(lhs.fits(m, k), "matrix product: lhs too short");
@@ -152,7 +152,7 @@ fn product(
             n,
             k,
             dst.as_mut_ptr(),
-            1,
+            dst_cs as isize,
             dst_rs as isize,
             accumulate,
             lhs.data.as_ptr(),
@@ -199,7 +199,7 @@ pub fn matmul(
         rs: rhs_rs,
         cs: 1,
     };
-    product(m, n, k, dst, dst_rs, accumulate, lhs, rhs, 1);
+    product(m, n, k, dst, (dst_rs, 1), accumulate, lhs, rhs, 1);
 }
 
 /// `dst[m, n] = lhs[m, k] * rhs[n, k]^T` (rhs given row-major as `[n, k]`), overwriting dst.
@@ -224,7 +224,7 @@ pub fn matmul_bt(
         rs: 1,
         cs: rhs_rs,
     };
-    product(m, n, k, dst, n, false, lhs, rhs, 1);
+    product(m, n, k, dst, (n, 1), false, lhs, rhs, 1);
 }
 
 /// `dst[m, n] = lhs[k, m]^T * rhs[k, n]` (lhs given row-major as `[k, m]`), overwriting dst.
@@ -239,7 +239,7 @@ pub fn matmul_at(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], rhs
         rs: n,
         cs: 1,
     };
-    product(m, n, k, dst, n, false, lhs, rhs, 1);
+    product(m, n, k, dst, (n, 1), false, lhs, rhs, 1);
 }
 
 /// The f32 matrix-product rate of this machine: GFLOP/s of an `n x n x n` product on
@@ -261,7 +261,7 @@ pub fn product_rate(n: usize, threads: usize, repeats: usize) -> f64 {
             rs: n,
             cs: 1,
         };
-        product(n, n, n, &mut c, n, false, lhs, rhs, threads);
+        product(n, n, n, &mut c, (n, 1), false, lhs, rhs, threads);
         2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64() / 1e9
     };
     run();
@@ -269,6 +269,9 @@ pub fn product_rate(n: usize, threads: usize, repeats: usize) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// Fewest input channels for which a 3x3 convolution runs as nine per-tap products.
+const MIN_IMPLICIT_CIN: usize = 16;
 
 /// Output block of a 3x3 convolution, in floats (256 KiB): the block and the input rows
 /// its nine products read stay in the core's L2 cache.
@@ -295,6 +298,9 @@ pub struct Conv {
     pub k: usize,
     /// Stride (1 or 2).
     pub stride: usize,
+    /// The bf16 tile form, when [`Conv::use_bf16_tiles`] made one.
+    #[cfg(target_arch = "x86_64")]
+    tiles: Option<super::amx::TileConv>,
 }
 
 impl Conv {
@@ -329,7 +335,28 @@ impl Conv {
             cout,
             k,
             stride,
+            #[cfg(target_arch = "x86_64")]
+            tiles: None,
         }
+    }
+
+    /// Runs this convolution in bf16 on AMX tiles from now on, if it is a 3x3 stride-1 one
+    /// whose channel counts fit and the CPU has them; returns whether it does. Inputs of a size
+    /// the tiles do not fit still run in f32.
+    pub fn use_bf16_tiles(&mut self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::amx::{available, TileConv};
+            if self.k == 3
+                && self.stride == 1
+                && TileConv::fits_channels(self.cin, self.cout)
+                && available()
+            {
+                self.tiles = Some(TileConv::new(&self.taps, &self.bias, self.cin, self.cout));
+                return true;
+            }
+        }
+        false
     }
 
     /// Number of parameters.
@@ -356,6 +383,14 @@ impl Conv {
         debug_assert_eq!(x.len(), self.cin * h * w);
         let (oh, ow) = self.out_size(h, w);
         let npix = oh * ow;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = &self.tiles {
+            if super::amx::TileConv::fits_size(h, w) {
+                let mut out = buffer(self.cout * npix);
+                t.forward(x, h, w, None, &mut out);
+                return out;
+            }
+        }
         let mut out = rows_filled(&self.bias, npix);
         if self.k == 1 && self.stride == 1 {
             matmul(
@@ -372,7 +407,9 @@ impl Conv {
             );
             return out;
         }
-        if self.k == 3 && self.stride == 1 {
+        // With few input channels the nine per-tap products (k = cin) would each sweep the
+        // whole output; one product over the unrolled input (k = 9 cin) sweeps it once.
+        if self.k == 3 && self.stride == 1 && self.cin >= MIN_IMPLICIT_CIN {
             self.implicit3x3(x, h, w, &mut out);
             return out;
         }
@@ -399,6 +436,32 @@ impl Conv {
             y0 += nr;
         }
         recycle(col);
+        out
+    }
+
+    /// Convolves `a x + b` per input channel (`coef[ci] = [a, b]`, then SiLU if `silu`): a
+    /// normalisation's output, which the bf16 tile path applies while packing its input instead
+    /// of writing it out first.
+    pub fn forward_normed(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        coef: &[[f32; 2]],
+        silu: bool,
+    ) -> Vec<f32> {
+        debug_assert_eq!(coef.len(), self.cin);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(t) = &self.tiles {
+            if super::amx::TileConv::fits_size(h, w) {
+                let mut out = buffer(self.cout * h * w);
+                t.forward(x, h, w, Some((coef, silu)), &mut out);
+                return out;
+            }
+        }
+        let n = apply_coefficients(x, h * w, coef, silu);
+        let out = self.forward(&n, h, w);
+        recycle(n);
         out
     }
 
@@ -435,18 +498,8 @@ impl Conv {
                 for kx in 0..3 {
                     let t = ky * 3 + kx;
                     let off = (y0 + ky) * wp + kx;
-                    matmul(
-                        cout,
-                        n,
-                        cin,
-                        &mut blk,
-                        n,
-                        &self.taps[t * cout * cin..(t + 1) * cout * cin],
-                        cin,
-                        &xp[off..],
-                        plane,
-                        true,
-                    );
+                    let tap = &self.taps[t * cout * cin..(t + 1) * cout * cin];
+                    matmul(cout, n, cin, &mut blk, n, tap, cin, &xp[off..], plane, true);
                 }
             }
             // The block holds the bias already; replace the output rows by it.
@@ -597,18 +650,17 @@ pub struct NormEpilogue<'a> {
 }
 
 impl GroupNorm {
-    /// Normalises `x` (`[c, plane]` with `plane` values per channel) into a new buffer.
-    pub fn forward(&self, x: &[f32], plane: usize, epi: NormEpilogue) -> Vec<f32> {
+    /// Per-channel `[a, b]` such that the normalised channel `ch` is `a x + b` (the scale-shift
+    /// of `epi` included; its SiLU is not).
+    pub fn coefficients(&self, x: &[f32], plane: usize, epi: NormEpilogue) -> Vec<[f32; 2]> {
         let c = self.gamma.len();
         debug_assert_eq!(x.len(), c * plane);
         let per = c / self.groups;
-        let mut out = zeros(x.len());
+        let mut coef = Vec::with_capacity(c);
         for g in 0..self.groups {
-            let xs = &x[g * per * plane..(g + 1) * per * plane];
-            let (mean, var) = mean_var(xs);
+            let (mean, var) = mean_var(&x[g * per * plane..(g + 1) * per * plane]);
             let inv = 1.0 / (var + 1e-5).sqrt();
-            for j in 0..per {
-                let ch = g * per + j;
+            for ch in g * per..(g + 1) * per {
                 let mut a = (inv * f64::from(self.gamma[ch])) as f32;
                 let mut b =
                     (f64::from(self.beta[ch]) - mean * inv * f64::from(self.gamma[ch])) as f32;
@@ -617,13 +669,30 @@ impl GroupNorm {
                     a *= s1;
                     b = b * s1 + shift[ch];
                 }
-                let src = &xs[j * plane..(j + 1) * plane];
-                let dst = &mut out[ch * plane..(ch + 1) * plane];
-                affine(dst, src, a, b, epi.silu);
+                coef.push([a, b]);
             }
         }
-        out
+        coef
     }
+
+    /// Normalises `x` (`[c, plane]` with `plane` values per channel) into a new buffer.
+    pub fn forward(&self, x: &[f32], plane: usize, epi: NormEpilogue) -> Vec<f32> {
+        let coef = self.coefficients(x, plane, epi);
+        apply_coefficients(x, plane, &coef, epi.silu)
+    }
+}
+
+/// `a x + b` per channel of `x` (`[c, plane]`), then SiLU if `silu`, into a new buffer.
+pub fn apply_coefficients(x: &[f32], plane: usize, coef: &[[f32; 2]], silu: bool) -> Vec<f32> {
+    let mut out = zeros(x.len());
+    for ((dst, src), &[a, b]) in out
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(plane))
+        .zip(coef)
+    {
+        affine(dst, src, a, b, silu);
+    }
+    out
 }
 
 /// Mean and (population) variance in one pass: sums of the values and of their squares, in
@@ -691,7 +760,7 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn affine_generic(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) {
+pub(super) fn affine_generic(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) {
     if silu {
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = silu1(a * s + b);

@@ -7,6 +7,8 @@
 //! The trainer (`export/`) builds its tch network and its ONNX files from the same [`config`],
 //! [`layout`] and [`emit`], so parameter names and graph forms cannot drift apart.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod config;
 pub mod emit;
 pub mod from_onnx;
