@@ -413,14 +413,14 @@ def bench_rows(j):
     return rows
 
 
-def recon_msm(a, files, threads, out):
+def recon_msm(a, files, threads, out, backend):
     cmd = [MSM, "reconstruct", files["ksp"], files["maps"], out, "--mask", files["mask"],
            "--model", a.model, "--steps", str(a.steps), "--partials", str(a.partials),
            "--samples", str(a.samples), "--seed", str(a.seed)]
     if a.final_dc_flag:
         cmd += ["--final-dc", str(a.final_dc)]
-    if a.msm_backend:
-        cmd += ["--backend", a.msm_backend]
+    if backend:
+        cmd += ["--backend", backend]
     rc, so, se, wall, rss = run_child(cmd, env={"RAYON_NUM_THREADS": str(threads),
                                                 **thread_env(threads)})
     if rc != 0:
@@ -431,7 +431,7 @@ def recon_msm(a, files, threads, out):
                                                               se.find("\n", m.end())].strip())}
 
 
-def recon_torch(a, files, threads, out):
+def recon_torch(a, files, threads, out, _backend=None):
     js = out + ".json"
     cmd = [sys.executable, os.path.join(HERE, "torch_msm.py"), "--model", a.model,
            "--kspace", files["ksp"], "--maps", files["maps"], "--mask", files["mask"],
@@ -453,16 +453,19 @@ def recon_torch(a, files, threads, out):
 def recon_figures(a, files, log):
     ref = np.load(files["ref"])
     rows = []
-    for runtime, fn in (("msm", recon_msm), ("pytorch", recon_torch)):
+    runtimes = [("msm", recon_msm, b) for b in a.msm_backend.split(",")]
+    runtimes.append(("pytorch", recon_torch, None))
+    for runtime, fn, backend in runtimes:
         if runtime == "msm" and not os.path.exists(MSM):
             continue
         for threads in (1, 2):
             runs = []
             psnr_db = None
             for r in range(a.repeats):
-                out = os.path.join(a.workdir, f"recon_{runtime}_{threads}_{r}.npy")
-                log(f"reconstruction: {runtime}, {threads} thread(s), run {r + 1}/{a.repeats}")
-                res = fn(a, files, threads, out)
+                name = runtime + (f"-{backend}" if backend else "")
+                out = os.path.join(a.workdir, f"recon_{name}_{threads}_{r}.npy")
+                log(f"reconstruction: {name}, {threads} thread(s), run {r + 1}/{a.repeats}")
+                res = fn(a, files, threads, out, backend)
                 if "error" in res:
                     log(f"  failed: {res['error']}")
                     runs.append(res)
@@ -471,7 +474,7 @@ def recon_figures(a, files, log):
                     psnr_db = psnr(ref, np.load(out))
                 runs.append(res)
             ok = [r for r in runs if "error" not in r]
-            row = {"runtime": runtime, "threads": threads, "steps": a.steps,
+            row = {"runtime": runtime, "backend": backend, "threads": threads, "steps": a.steps,
                    "partials": a.partials, "samples": a.samples, "runs": len(ok),
                    "median_seconds": median([r["seconds"] for r in ok]),
                    "median_process_seconds": median([r["process_seconds"] for r in ok]),
@@ -533,9 +536,10 @@ def report(res):
         lines.append("### One network evaluation (ms per image, median)")
         lines.append("")
         lines.append("| threads | batch | onnxruntime intra-op | onnxruntime 2 x 1-thread | "
-                     "PyTorch (best format) | msm native | msm tract | native / ort intra | "
-                     "native / ort best | native GFLOP/s (% of peak) |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+                     "PyTorch (best format) | msm native | msm native-bf16 | msm tract | "
+                     "native / ort intra | native / ort best | native-bf16 / ort best | "
+                     "native GFLOP/s (% of peak) |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         peaks = (bench or {}).get("sgemm_peak_gflops") or res.get("sgemm_peak_gflops_torch") or {}
         for threads in (1, 2):
             for batch in sorted({1, res["partials"]}):
@@ -549,6 +553,7 @@ def report(res):
                 tor = min(tors, key=lambda r: r["median_ms_per_eval"]) if tors else None
                 nat = find(ours, backend="native", threads=threads, batch=batch)
                 tra = find(ours, backend="tract", threads=threads, batch=batch)
+                bf = find(ours, backend="native-bf16", threads=threads, batch=batch)
                 g = lambda r: r["median_ms_per_eval"] if r else None
                 best = min([x for x in (g(ort_i), g(ort_w)) if x is not None], default=None)
                 gfs = (gf / (g(nat) / 1e3)) if (g(nat) and gf) else None
@@ -557,8 +562,9 @@ def report(res):
                 lines.append(
                     f"| {threads} | {batch} | {fmt(g(ort_i))} | "
                     f"{fmt(g(ort_w)) if threads == 2 else '-'} | {fmt(g(tor))} | "
-                    f"{fmt(g(nat))} | {fmt(g(tra))} | {fmt(ratio(g(nat), g(ort_i)), '.2f')} | "
-                    f"{fmt(ratio(g(nat), best), '.2f')} | {fmt(gfs, '.0f')}{share} |")
+                    f"{fmt(g(nat))} | {fmt(g(bf))} | {fmt(g(tra))} | "
+                    f"{fmt(ratio(g(nat), g(ort_i)), '.2f')} | {fmt(ratio(g(nat), best), '.2f')} | "
+                    f"{fmt(ratio(g(bf), best), '.2f')} | {fmt(gfs, '.0f')}{share} |")
         lines.append("")
         rss = {(r["runtime"], r["intra_op_threads"], r["workers"], r["batch"]): r["peak_rss_mib"]
                for r in ev}
@@ -578,18 +584,20 @@ def report(res):
         lines.append("")
         lines.append(f"Zero-filled PSNR {res['psnr_zero_filled_db']:.2f} dB.")
         lines.append("")
-        lines.append("| threads | msm s | msm PSNR dB | msm peak RSS MiB | PyTorch s | "
-                     "PyTorch PSNR dB | PyTorch peak RSS MiB | speed-up (PyTorch / msm) |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append("| threads | msm executor | msm s | msm PSNR dB | msm peak RSS MiB | "
+                     "PyTorch s | PyTorch PSNR dB | PyTorch peak RSS MiB | "
+                     "speed-up (PyTorch / msm) |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         for threads in (1, 2):
-            mo = next((r for r in rc if r["runtime"] == "msm" and r["threads"] == threads), {})
             to = next((r for r in rc if r["runtime"] == "pytorch" and r["threads"] == threads), {})
-            lines.append(
-                f"| {threads} | {fmt(mo.get('median_seconds'), '.2f')} | "
-                f"{fmt(mo.get('psnr_db'), '.2f')} | {fmt(mo.get('peak_rss_mib'), '.0f')} | "
-                f"{fmt(to.get('median_seconds'), '.2f')} | {fmt(to.get('psnr_db'), '.2f')} | "
-                f"{fmt(to.get('peak_rss_mib'), '.0f')} | "
-                f"{fmt(ratio(to.get('median_seconds'), mo.get('median_seconds')), '.2f')} |")
+            for mo in [r for r in rc if r["runtime"] == "msm" and r["threads"] == threads]:
+                lines.append(
+                    f"| {threads} | {mo.get('backend') or 'default'} | "
+                    f"{fmt(mo.get('median_seconds'), '.2f')} | "
+                    f"{fmt(mo.get('psnr_db'), '.2f')} | {fmt(mo.get('peak_rss_mib'), '.0f')} | "
+                    f"{fmt(to.get('median_seconds'), '.2f')} | {fmt(to.get('psnr_db'), '.2f')} | "
+                    f"{fmt(to.get('peak_rss_mib'), '.0f')} | "
+                    f"{fmt(ratio(to.get('median_seconds'), mo.get('median_seconds')), '.2f')} |")
         lines.append("")
         lines.append("Seconds exclude model loading (msm: the sampler's wall time from its timing "
                      "line; PyTorch: the sampling loop); peak RSS is the whole process.")
@@ -657,8 +665,9 @@ def main():
     ap.add_argument("--evals", type=int, default=10, help="timed evaluations per network figure")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--msm", help="the msm binary (default target/release/msm)")
-    ap.add_argument("--msm-backend", help="pass --backend to msm reconstruct (default: its own "
-                                          "default)")
+    ap.add_argument("--msm-backend", default="native,native-bf16",
+                    help="comma-separated --backend values of msm reconstruct, one row each "
+                         "(native-bf16 needs AMX; where it fails the row says why)")
     ap.add_argument("--workdir", help="keep the simulated slice and outputs here")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--skip-eval", action="store_true")
@@ -759,7 +768,7 @@ def main():
             elif not a.final_dc_flag and a.final_dc > 0:
                 raise SystemExit("msm reconstruct has no --final-dc; cannot match --final-dc")
             res["final_dc"] = a.final_dc
-            res["msm_reconstruct_backend"] = a.msm_backend or "default"
+            res["msm_reconstruct_backends"] = a.msm_backend.split(",")
             res["recon"] = recon_figures(a, files, log)
         watch.stop.set()
         res["interference"] = sorted(watch.seen)

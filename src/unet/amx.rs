@@ -114,13 +114,13 @@ impl TileConv {
     /// Whether a convolution with these channel counts can run on tiles (`cin` a multiple of
     /// 32, `cout` of 32).
     pub fn fits_channels(cin: usize, cout: usize) -> bool {
-        cin > 0 && cout > 0 && cin % 32 == 0 && cout % 32 == 0
+        cin > 0 && cout > 0 && cin.is_multiple_of(32) && cout.is_multiple_of(32)
     }
 
     /// Whether an `h x w` input can run on tiles (rows of whole 16-pixel blocks, an even
     /// number of blocks).
     pub fn fits_size(h: usize, w: usize) -> bool {
-        w > 0 && w % 16 == 0 && (h * w / 16) % 2 == 0
+        w > 0 && w.is_multiple_of(16) && (h * w / 16).is_multiple_of(2)
     }
 
     /// Packs weights `taps` (`[9, cout, cin]` f32) and `bias` (`[cout]`).

@@ -284,9 +284,11 @@ const OUT_BLOCK: usize = 64 * 1024;
 /// unrolled copy of the input is made); other shapes unroll blocks of the input (im2col).
 #[derive(Debug, Clone)]
 pub struct Conv {
-    /// Weights `[cout, cin * k * k]` (the ONNX `[cout, cin, k, k]` order).
+    /// Weights `[cout, cin * k * k]` (the ONNX `[cout, cin, k, k]` order); empty when the
+    /// convolution runs on `taps`.
     weight: Vec<f32>,
-    /// The same weights per tap, `[k * k, cout, cin]`.
+    /// The same weights per tap, `[k * k, cout, cin]`, for the nine-product form (else empty:
+    /// one copy of the weights is held, not two).
     taps: Vec<f32>,
     /// Bias `[cout]`.
     bias: Vec<f32>,
@@ -319,14 +321,19 @@ impl Conv {
         assert_eq!(weight.len(), cout * cin * k * k, "conv weight length");
         assert_eq!(bias.len(), cout, "conv bias length");
         let kk = k * k;
-        let mut taps = vec![0.0f32; weight.len()];
-        for co in 0..cout {
-            for ci in 0..cin {
-                for t in 0..kk {
-                    taps[(t * cout + co) * cin + ci] = weight[(co * cin + ci) * kk + t];
+        let (weight, taps) = if Self::per_tap(cin, k, stride) {
+            let mut taps = vec![0.0f32; weight.len()];
+            for co in 0..cout {
+                for ci in 0..cin {
+                    for t in 0..kk {
+                        taps[(t * cout + co) * cin + ci] = weight[(co * cin + ci) * kk + t];
+                    }
                 }
             }
-        }
+            (Vec::new(), taps)
+        } else {
+            (weight, Vec::new())
+        };
         Conv {
             weight,
             taps,
@@ -338,6 +345,12 @@ impl Conv {
             #[cfg(target_arch = "x86_64")]
             tiles: None,
         }
+    }
+
+    /// Whether a convolution of this shape runs as nine per-tap products over the padded
+    /// input (3x3, stride 1, enough input channels), else on an unrolled input.
+    fn per_tap(cin: usize, k: usize, stride: usize) -> bool {
+        k == 3 && stride == 1 && cin >= MIN_IMPLICIT_CIN
     }
 
     /// Runs this convolution in bf16 on AMX tiles from now on, if it is a 3x3 stride-1 one
@@ -361,7 +374,7 @@ impl Conv {
 
     /// Number of parameters.
     pub fn len(&self) -> usize {
-        self.weight.len() + self.bias.len()
+        self.cout * self.cin * self.k * self.k + self.bias.len()
     }
 
     /// Whether the convolution has no parameters (never, for a valid one).
@@ -409,7 +422,7 @@ impl Conv {
         }
         // With few input channels the nine per-tap products (k = cin) would each sweep the
         // whole output; one product over the unrolled input (k = 9 cin) sweeps it once.
-        if self.k == 3 && self.stride == 1 && self.cin >= MIN_IMPLICIT_CIN {
+        if Self::per_tap(self.cin, self.k, self.stride) {
             self.implicit3x3(x, h, w, &mut out);
             return out;
         }
@@ -960,14 +973,14 @@ mod tests {
             let x: Vec<f32> = (0..cin * h * w)
                 .map(|i| ((i * 5 % 11) as f32 - 5.0) / 7.0)
                 .collect();
-            let conv = Conv::new(weight, bias, cin, cout, k, stride);
+            let conv = Conv::new(weight.clone(), bias.clone(), cin, cout, k, stride);
             let (oh, ow) = conv.out_size(h, w);
             let got = conv.forward(&x, h, w);
             let p = (k / 2) as isize;
             for co in 0..cout {
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        let mut s = f64::from(conv.bias[co]);
+                        let mut s = f64::from(bias[co]);
                         for ci in 0..cin {
                             for ky in 0..k {
                                 for kx in 0..k {
@@ -976,7 +989,7 @@ mod tests {
                                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                         continue;
                                     }
-                                    let wv = conv.weight[co * n + (ci * k + ky) * k + kx];
+                                    let wv = weight[co * n + (ci * k + ky) * k + kx];
                                     let xv = x[(ci * h + iy as usize) * w + ix as usize];
                                     s += f64::from(wv) * f64::from(xv);
                                 }

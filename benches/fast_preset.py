@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Time to quality: PSNR and seconds of MSM posterior reconstruction over the sampling steps K and
+the partial scores w, against the reference setting K = 200, w = 3, to find the fast preset (the
+smallest K and w within 0.3 dB of the reference).
+
+Tuning slices are training slices of Colin27 (axial 60, 70 and 110 by default: outside the
+held-out block 80..99 that docs/results.md reports on), simulated by `msm simulate` (8 coils,
+R = 4 random Cartesian with ACS, seed per slice), reconstructed by `msm reconstruct` with the
+same sampler seed for every setting. PSNR as `msm demo` computes it: magnitude after the
+least-squares complex scaling onto the reference, peak = the reference's maximum.
+
+    python3 benches/fast_preset.py [--backend native-bf16] [--json docs/fast_preset.json]
+
+Needs a release build (target/release/msm), numpy and mricron-data. About 5 minutes on
+2 cores with native-bf16, about 12 with native.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MSM = os.path.join(ROOT, "target", "release", "msm")
+VOLUME = "/usr/share/mricron/templates/ch2.nii.gz"
+
+
+def read_cfl(prefix):
+    with open(prefix + ".hdr") as f:
+        lines = [l for l in f if not l.startswith("#")]
+    dims = [int(d) for d in lines[0].split()]
+    data = np.fromfile(prefix + ".cfl", dtype=np.complex64)
+    return data.reshape(dims, order="F")
+
+
+def psnr(ref, img):
+    ref = np.asarray(ref, dtype=np.complex128)
+    img = np.asarray(img, dtype=np.complex128)
+    scale = np.vdot(img, ref) / max(np.vdot(img, img).real, 1e-30)
+    err = np.abs(scale * img) - np.abs(ref)
+    peak = np.abs(ref).max()
+    return 10 * np.log10(peak**2 / np.mean(err**2))
+
+
+def run(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    return p.stderr
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "msm-brain-128.onnx"))
+    ap.add_argument("--volume", default=VOLUME)
+    ap.add_argument("--slices", default="60,70,110", help="axial slices (not 80..99)")
+    ap.add_argument("--steps", default="10,20,50,100,200")
+    ap.add_argument("--partials", default="1,2,3")
+    ap.add_argument("--backend", default="native-bf16")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tolerance", type=float, default=0.3, help="dB below the reference")
+    ap.add_argument("--json", help="write every figure here")
+    a = ap.parse_args()
+    slices = [int(s) for s in a.slices.split(",")]
+    held_out = [s for s in slices if 80 <= s < 100]
+    if held_out:
+        sys.exit(f"slices {held_out} are held out for docs/results.md; tune on others")
+    ks = [int(k) for k in a.steps.split(",")]
+    ws = [int(w) for w in a.partials.split(",")]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        refs = {}
+        for s in slices:
+            prefix = os.path.join(tmp, f"s{s}")
+            run([MSM, "simulate", a.volume, prefix, "--slice", str(s), "--accel", "4",
+                 "--seed", str(1000 + s)])
+            refs[s] = (prefix, read_cfl(prefix + "_ref").squeeze())
+        for k, w in itertools.product(ks, ws):
+            for s in slices:
+                prefix, ref = refs[s]
+                out = os.path.join(tmp, f"r{s}_{k}_{w}.npy")
+                p = subprocess.run(
+                    [MSM, "reconstruct", prefix + "_ksp", prefix + "_maps", out,
+                     "--mask", prefix + "_mask", "--model", a.model, "--steps", str(k),
+                     "--partials", str(w), "--samples", "1", "--seed", str(a.seed),
+                     "--backend", a.backend],
+                    capture_output=True, text=True, env=env)
+                if p.returncode != 0:
+                    sys.exit(f"msm reconstruct failed: {p.stderr[-2000:]}")
+                m = re.search(r"network calls in ([0-9.]+) s wall", p.stderr)
+                secs = float(m.group(1)) if m else float("nan")
+                rows.append({"slice": s, "steps": k, "partials": w, "seconds": secs,
+                             "psnr_db": psnr(ref, np.load(out))})
+                print(f"K = {k:3d}, w = {w}, slice {s}: {rows[-1]['psnr_db']:.2f} dB, "
+                      f"{secs:.1f} s", file=sys.stderr)
+    table = []
+    for k, w in itertools.product(ks, ws):
+        r = [x for x in rows if x["steps"] == k and x["partials"] == w]
+        table.append({"steps": k, "partials": w,
+                      "psnr_db": float(np.mean([x["psnr_db"] for x in r])),
+                      "seconds": float(np.mean([x["seconds"] for x in r]))})
+    ref = next((t for t in table if t["steps"] == 200 and t["partials"] == 3), None)
+    print(f"| K | w | mean PSNR (dB) | vs K = 200, w = 3 (dB) | seconds per slice "
+          f"({a.backend}, {a.threads} threads) |")
+    print("|---|---|---|---|---|")
+    for t in table:
+        d = t["psnr_db"] - ref["psnr_db"] if ref else float("nan")
+        t["delta_db"] = d
+        print(f"| {t['steps']} | {t['partials']} | {t['psnr_db']:.2f} | {d:+.2f} | "
+              f"{t['seconds']:.1f} |")
+    fast = None
+    if ref:
+        ok = [t for t in table if t["delta_db"] >= -a.tolerance]
+        fast = min(ok, key=lambda t: (t["seconds"], t["steps"], t["partials"]))
+        print(f"\nFast preset (least time within {a.tolerance} dB of K = 200, w = 3): "
+              f"K = {fast['steps']}, w = {fast['partials']} ({fast['psnr_db']:.2f} dB vs "
+              f"{ref['psnr_db']:.2f}; {fast['seconds']:.1f} s vs {ref['seconds']:.1f} s a slice)")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"model": os.path.relpath(a.model, ROOT), "slices": slices,
+                       "backend": a.backend, "threads": a.threads, "seed": a.seed,
+                       "rows": rows, "table": table, "fast": fast}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
