@@ -539,23 +539,32 @@ fn unit(cfg: &UNetConfig, src: &dyn WeightSource, p: &str, layer: &Layer) -> Res
     })
 }
 
-/// `a` upsampled (nearest, x2) or average-pooled (x2); `a` itself for [`UpDown::None`].
-fn resample(a: &Act, updown: UpDown) -> Option<Act> {
-    Some(match updown {
-        UpDown::None => return None,
-        UpDown::Up => Act {
+/// `a` upsampled (nearest, x2) when `up`, else average-pooled (x2).
+fn resample(a: &Act, up: bool) -> Act {
+    if up {
+        Act {
             data: upsample2(&a.data, a.c, a.h, a.w),
             c: a.c,
             h: 2 * a.h,
             w: 2 * a.w,
-        },
-        UpDown::Down => Act {
+        }
+    } else {
+        Act {
             data: avgpool2(&a.data, a.c, a.h, a.w),
             c: a.c,
             h: a.h / 2,
             w: a.w / 2,
-        },
-    })
+        }
+    }
+}
+
+/// `a` resampled as a residual block's `updown` says; `None` when it does not resample.
+fn resample_block(a: &Act, updown: UpDown) -> Option<Act> {
+    match updown {
+        UpDown::None => None,
+        UpDown::Up => Some(resample(a, true)),
+        UpDown::Down => Some(resample(a, false)),
+    }
 }
 
 fn run_conv(c: &Conv, a: &Act) -> Act {
@@ -586,9 +595,9 @@ fn run_unit(u: &Unit, x: &Act, emb: &[f32]) -> Act {
         Unit::Conv(c) | Unit::Down(Some(c)) => run_conv(c, x),
         Unit::Res(r) => run_res(r, x, emb),
         Unit::Attn(a) => run_attention(a, x),
-        Unit::Down(None) => resample(x, UpDown::Down).expect("a resampling"),
+        Unit::Down(None) => resample(x, false),
         Unit::Up(c) => {
-            let y = resample(x, UpDown::Up).expect("a resampling");
+            let y = resample(x, true);
             match c {
                 Some(c) => {
                     let z = run_conv(c, &y);
@@ -608,7 +617,7 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
         silu: true,
     };
     // The input, resampled when the block resamples.
-    let xs = resample(x, r.updown);
+    let xs = resample_block(x, r.updown);
     let h = match &xs {
         None => {
             // GroupNorm and SiLU go into the convolution's input packing.
@@ -621,13 +630,14 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
             }
         }
         Some(_) => {
+            let up = r.updown == UpDown::Up;
             let hn = Act {
                 data: r.in_norm.forward(&x.data, plane, no_scale_shift),
                 c: x.c,
                 h: x.h,
                 w: x.w,
             };
-            let hr = resample(&hn, r.updown).expect("a resampling");
+            let hr = resample(&hn, up);
             recycle(hn.data);
             let h = run_conv(&r.in_conv, &hr);
             recycle(hr.data);
