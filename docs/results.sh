@@ -3,19 +3,21 @@
 # (axial 80..99, never seen in training) at R = 4, 6 and 8 with the R = 4 model, then PSNR
 # against the steps K and the partial scores w, and sequential against parallel mode.
 # Needs mricron-data and bart (sudo apt-get install -y mricron-data bart) and a release build.
-# Usage: bash docs/results.sh [OUT_DIR]   (about 30 minutes on 2 cores)
+# Usage: bash docs/results.sh [OUT_DIR]   (about 30 minutes on 2 cores with the f32 executor;
+#        BACKEND=native-bf16 bash docs/results.sh, as docs/results.md was made: about 20)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-msm-results}
 MSM=./target/release/msm
 K=${K:-50}
+BACKEND=${BACKEND:-auto}
 mkdir -p "$OUT"
 
 run() { # name, then demo options
     local name=$1
     shift
     echo "== $name: msm demo $*" >&2
-    "$MSM" demo --quiet --out "$OUT/$name" "$@" > /dev/null
+    "$MSM" demo --quiet --backend "$BACKEND" --out "$OUT/$name" "$@" > /dev/null
 }
 
 # The main table: 20 held-out slices, R = 4, every method.
@@ -23,6 +25,8 @@ run r4 --slices 20 --accel 4 --steps "$K" --samples 1
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
 run r6 --slices 20 --accel 6 --steps "$K" --samples 1
 run r8 --slices 20 --accel 8 --steps "$K" --samples 1
+# The posterior mean of 4 samples at K = 20 (the sweep on tuning slices: +0.5 dB over 1 sample).
+run r4-k20-s4 --slices 20 --accel 4 --steps 20 --samples 4 --no-bart
 # PSNR against K and w, sequential against parallel, final data consistency (5 slices, R = 4).
 for k in 10 25 50 100 200; do
     run k$k --slices 5 --accel 4 --steps $k --samples 1 --no-bart

@@ -11,7 +11,6 @@ use msm::mask::{Acs, Mask};
 use msm::metrics::compare;
 use msm::recon::zero_filled;
 use msm::sampler::{self, model_partial_kind, pack, NetworkPrior, ReconOptions, SamplerOptions};
-use msm::schedule::Schedule;
 use msm::sense::Sense;
 use msm::simulate::{simulate, SimOptions};
 use msm::unet::kernels::product_rate;
@@ -186,7 +185,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let mut recons = Vec::new();
     if !a.no_recon {
-        let schedule = Schedule::linear(meta.num_timesteps, meta.beta_start, meta.beta_end)?;
+        let schedule = meta.schedule(&a.model)?;
         for (backend, net) in loaded {
             let prior = NetworkPrior::new(net);
             for threads in [1, 2] {

@@ -3,7 +3,6 @@
 use msm::denoiser::{Backend, OnnxDenoiser};
 use msm::mask::{Acs, PartialKind};
 use msm::sampler::{Mode, SamplerOptions};
-use msm::schedule::Schedule;
 use msm::{Error, Result};
 use std::path::PathBuf;
 
@@ -92,8 +91,7 @@ pub fn load(
     }
     let net = OnnxDenoiser::load_with(&a.model, a.backend.into())?;
     let m = net.meta().clone();
-    let schedule = Schedule::linear(m.num_timesteps, m.beta_start, m.beta_end)
-        .map_err(|e| Error::format(&a.model, format!("schedule metadata: {e}")))?;
+    let schedule = m.schedule(&a.model)?;
     let opts = SamplerOptions {
         steps: a.steps.unwrap_or(default_steps),
         partials: a.partials,

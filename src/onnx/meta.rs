@@ -40,6 +40,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::schedule::Schedule;
 use crate::{Error, Result};
 
 /// The newest metadata format this runtime reads and the one it writes.
@@ -197,6 +198,13 @@ impl ModelMeta {
                 })
             })
             .transpose()
+    }
+
+    /// The noise schedule the model was trained with; metadata that does not make a schedule is
+    /// an error naming the model file `path`.
+    pub fn schedule(&self, path: &Path) -> Result<Schedule> {
+        Schedule::linear(self.num_timesteps, self.beta_start, self.beta_end)
+            .map_err(|e| Error::format(path, format!("schedule metadata: {e}")))
     }
 
     /// Metadata for a `height` x `width` model with the reference settings of the MSM paper:

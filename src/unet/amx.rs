@@ -18,6 +18,7 @@
 //! never uses them.
 
 use std::arch::asm;
+use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 /// Whether this CPU and operating system run AMX bf16 tile instructions (asks the kernel for the
@@ -303,7 +304,12 @@ thread_local! {
 
 /// Packs `pre(x)` (`x` `[c, h, w]` f32, `pre` as in [`TileConv::forward`]) into `xq` as
 /// `[h + 2][c / 2][w + 2]` bf16 pairs (channel `2p` in the low half, `2p + 1` in the high half)
-/// with a zero border.
+/// with a zero border. `w` is a multiple of 16 ([`TileConv::fits_size`]).
+///
+/// One pass, 16 pixels of a channel pair at a time: affine, SiLU ([`silu16`]), rounding to
+/// bf16 and interleaving all stay in registers. Channel pair by channel pair: two sequential
+/// input streams (row by row through the planes) keep the hardware prefetchers ahead; the
+/// writes are `w + 2` contiguous values.
 ///
 /// The last tap of the last block reads up to the end of this buffer exactly: row
 /// `h + 1`, pair `c / 2 - 1`, column `w + 1`.
@@ -319,35 +325,82 @@ unsafe fn pack_input(
     let (wp, pairs) = (w + 2, c / 2);
     let row_stride = pairs * wp;
     let plane = h * w;
+    assert!(w.is_multiple_of(16) && x.len() >= c * plane);
     // Every value is written below (the buffer may hold another layout's values).
     xq.resize((h + 2) * row_stride, 0);
     xq[..row_stride].fill(0);
     xq[(h + 1) * row_stride..].fill(0);
-    let mut rows = [vec![0.0f32; w], vec![0.0f32; w]];
-    // Channel pair by channel pair: two sequential input streams (row by row through the
-    // planes) keep the hardware prefetchers ahead; the writes are `w + 2` contiguous values.
+    let (src, dst) = (x.as_ptr(), xq.as_mut_ptr());
     for p in 0..pairs {
+        let ([a0, b0], [a1, b1], silu) = match pre {
+            Some((coef, silu)) => (coef[2 * p], coef[2 * p + 1], silu),
+            None => ([1.0, 0.0], [1.0, 0.0], false),
+        };
+        let (a0, b0, a1, b1) = (
+            _mm512_set1_ps(a0),
+            _mm512_set1_ps(b0),
+            _mm512_set1_ps(a1),
+            _mm512_set1_ps(b1),
+        );
         for y in 0..h {
-            let src = |k: usize| &x[(2 * p + k) * plane + y * w..(2 * p + k) * plane + (y + 1) * w];
-            let (even, odd) = match pre {
-                Some((coef, silu)) => {
-                    for (k, row) in rows.iter_mut().enumerate() {
-                        let [a, b] = coef[2 * p + k];
-                        super::kernels::affine_generic(row, src(k), a, b, silu);
+            // SAFETY: rows `y` of channels `2p` and `2p + 1` lie inside `x` (length checked),
+            // and the padded row `y + 1` of pair `p` inside `xq` (resized above); `w` is a
+            // multiple of 16, so the vector loads and stores stay inside those rows.
+            unsafe {
+                let s0 = src.add(2 * p * plane + y * w);
+                let s1 = s0.add(plane);
+                let d = dst.add((y + 1) * row_stride + p * wp);
+                *d = 0;
+                *d.add(wp - 1) = 0;
+                for i in (0..w).step_by(16) {
+                    let mut e = _mm512_fmadd_ps(_mm512_loadu_ps(s0.add(i)), a0, b0);
+                    let mut o = _mm512_fmadd_ps(_mm512_loadu_ps(s1.add(i)), a1, b1);
+                    if silu {
+                        e = silu16(e);
+                        o = silu16(o);
                     }
-                    (&rows[0][..], &rows[1][..])
+                    let pair = _mm512_or_si512(
+                        _mm512_srli_epi32::<16>(bf16_high(e)),
+                        _mm512_and_si512(bf16_high(o), _mm512_set1_epi32(0xffff_0000_u32 as i32)),
+                    );
+                    _mm512_storeu_si512(d.add(1 + i).cast(), pair);
                 }
-                None => (src(0), src(1)),
-            };
-            let start = (y + 1) * row_stride + p * wp;
-            let dst = &mut xq[start..start + wp];
-            dst[0] = 0;
-            dst[wp - 1] = 0;
-            for ((d, &e), &o) in dst[1..wp - 1].iter_mut().zip(even).zip(odd) {
-                *d = u32::from(bf16(e)) | (u32::from(bf16(o)) << 16);
             }
         }
     }
+}
+
+/// [`bf16`] on 16 lanes: each lane's rounded bf16 in its high 16 bits (the low 16 are junk).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn bf16_high(v: __m512) -> __m512i {
+    let b = _mm512_castps_si512(v);
+    let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+    _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)))
+}
+
+/// SiLU `v / (1 + e^-v)` on 16 lanes, to about 1e-5 relative: `e^-v = 2^k p(r)` with a
+/// degree-5 polynomial on `|r| <= ln 2 / 2` and an approximate reciprocal (2^-14). The result
+/// is rounded to bf16 (2^-9) next, so this is ample, and it costs a fraction of the exact
+/// division.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn silu16(v: __m512) -> __m512 {
+    let x = _mm512_min_ps(
+        _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), v), _mm512_set1_ps(-87.0)),
+        _mm512_set1_ps(88.0),
+    );
+    let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 120.0);
+    for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let e = _mm512_scalef_ps(p, k);
+    _mm512_mul_ps(v, _mm512_rcp14_ps(_mm512_add_ps(e, _mm512_set1_ps(1.0))))
 }
 
 #[cfg(test)]
@@ -367,8 +420,17 @@ mod tests {
         assert_eq!(unbf16(bf16(-2.5)), -2.5);
     }
 
-    /// The tile convolution (with a per-channel affine and SiLU on its input) against direct
-    /// loops over the same bf16-rounded values.
+    fn lcg(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        }
+    }
+
+    /// The tile convolution against direct loops over the same bf16-rounded values.
     #[test]
     fn tiles_match_direct_loops_on_rounded_values() {
         if !available() {
@@ -376,26 +438,13 @@ mod tests {
             return;
         }
         for &(cin, cout, h, w) in &[(32, 32, 16, 16), (64, 96, 8, 32), (96, 64, 32, 16)] {
-            let mut s = 7u64;
-            let mut rnd = || {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            };
+            let mut rnd = lcg(7);
             let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
             let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
             let x: Vec<f32> = (0..cin * h * w).map(|_| rnd()).collect();
             let conv = TileConv::new(&taps, &bias, cin, cout);
-            let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
             let mut out = Vec::new();
-            conv.forward(&x, h, w, Some((&coef, true)), &mut out);
-            // The same f32 normalisation and SiLU as the packing (then rounded like it).
-            let pre = |ci: usize, v: f32| {
-                let mut u = [0.0f32];
-                crate::unet::kernels::affine_generic(&mut u, &[v], coef[ci][0], coef[ci][1], true);
-                u[0]
-            };
+            conv.forward(&x, h, w, None, &mut out);
             let r = |v: f32| unbf16(bf16(v));
             let mut worst = 0.0f32;
             for co in 0..cout {
@@ -409,7 +458,7 @@ mod tests {
                                 continue;
                             }
                             for ci in 0..cin {
-                                let xv = pre(ci, x[(ci * h + iy as usize) * w + ix as usize]);
+                                let xv = x[(ci * h + iy as usize) * w + ix as usize];
                                 acc += f64::from(r(taps[(t * cout + co) * cin + ci]) * r(xv));
                             }
                         }
@@ -422,6 +471,60 @@ mod tests {
                 worst < 1e-4,
                 "{cin}->{cout} at {h}x{w}: worst error {worst}"
             );
+        }
+    }
+
+    /// The packed input: the per-channel affine and SiLU in f32 (the exact formula), rounded
+    /// to bf16, within one bf16 step (2^-8 relative: the rounding plus the approximate SiLU),
+    /// channel pairs interleaved, zero border.
+    #[test]
+    fn packing_normalises_rounds_and_interleaves() {
+        if !available() {
+            eprintln!("no AMX on this CPU: packing not exercised");
+            return;
+        }
+        let (c, h, w) = (6, 5, 32);
+        let mut rnd = lcg(11);
+        // Values across the SiLU's range, both signs, up to |8|.
+        let x: Vec<f32> = (0..c * h * w).map(|_| 16.0 * rnd()).collect();
+        let coef: Vec<[f32; 2]> = (0..c).map(|_| [1.0 + rnd(), rnd()]).collect();
+        for silu in [false, true] {
+            let mut xq = vec![7u32; 3];
+            // SAFETY: AMX CPUs have AVX-512 F/BW (`available` checked them).
+            unsafe { pack_input(&x, c, h, w, Some((&coef, silu)), &mut xq) };
+            let (wp, pairs) = (w + 2, c / 2);
+            assert_eq!(xq.len(), (h + 2) * pairs * wp);
+            for yy in 0..h + 2 {
+                for p in 0..pairs {
+                    for xx in 0..wp {
+                        let v = xq[(yy * pairs + p) * wp + xx];
+                        let inside = (1..=h).contains(&yy) && (1..=w).contains(&xx);
+                        if !inside {
+                            assert_eq!(v, 0, "border at row {yy}, pair {p}, column {xx}");
+                            continue;
+                        }
+                        for k in 0..2 {
+                            let ch = 2 * p + k;
+                            let src = x[(ch * h + yy - 1) * w + xx - 1];
+                            let mut want = [0.0f32];
+                            crate::unet::kernels::affine_generic(
+                                &mut want,
+                                &[src],
+                                coef[ch][0],
+                                coef[ch][1],
+                                silu,
+                            );
+                            let got = unbf16((v >> (16 * k)) as u16);
+                            let tol = want[0].abs() / 256.0 + 1e-6;
+                            assert!(
+                                (got - want[0]).abs() <= tol,
+                                "channel {ch} at ({yy}, {xx}), silu {silu}: {got} vs {}",
+                                want[0]
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 }

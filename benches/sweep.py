@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Time to quality: PSNR and seconds of MSM posterior reconstruction over the sampling steps K and
-the partial scores w, against the reference setting K = 200, w = 3, to find the fast preset (the
-smallest K and w within 0.3 dB of the reference).
+"""Sampler sweep on tuning slices: PSNR and seconds of MSM posterior reconstruction over the
+sampling steps K, the partial scores w, the data-consistency step lambda, the DDIM eta and the
+number of posterior samples averaged. With K = 200, w = 3 in the grid it also names the fast
+preset: the least time within 0.3 dB of K = 200, w = 3 (other settings equal).
 
 Tuning slices are training slices of Colin27 (axial 60, 70 and 110 by default: outside the
 held-out block 80..99 that docs/results.md reports on), simulated by `msm simulate` (8 coils,
@@ -9,7 +10,8 @@ R = 4 random Cartesian with ACS, seed per slice), reconstructed by `msm reconstr
 same sampler seed for every setting. PSNR as `msm demo` computes it: magnitude after the
 least-squares complex scaling onto the reference, peak = the reference's maximum.
 
-    python3 benches/fast_preset.py [--backend native-bf16] [--json docs/fast_preset.json]
+    python3 benches/sweep.py --json docs/fast_preset.json            # K x w (the fast preset)
+    python3 benches/sweep.py --steps 20 --partials 3 --lambdas 1,2 --samples 1,4 --json x.json
 
 Needs a release build (target/release/msm), numpy and mricron-data. About 5 minutes on
 2 cores with native-bf16, about 12 with native.
@@ -62,6 +64,9 @@ def main():
     ap.add_argument("--slices", default="60,70,110", help="axial slices (not 80..99)")
     ap.add_argument("--steps", default="10,20,50,100,200")
     ap.add_argument("--partials", default="1,2,3")
+    ap.add_argument("--lambdas", default="1", help="data-consistency steps")
+    ap.add_argument("--etas", default="", help="DDIM eta values (default: the model's)")
+    ap.add_argument("--samples", default="1", help="posterior samples averaged")
     ap.add_argument("--backend", default="native-bf16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -74,6 +79,10 @@ def main():
         sys.exit(f"slices {held_out} are held out for docs/results.md; tune on others")
     ks = [int(k) for k in a.steps.split(",")]
     ws = [int(w) for w in a.partials.split(",")]
+    lams = [float(x) for x in a.lambdas.split(",")]
+    etas = [float(x) for x in a.etas.split(",")] if a.etas else [None]
+    ns = [int(x) for x in a.samples.split(",")]
+    grid = list(itertools.product(ks, ws, lams, etas, ns))
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,41 +92,53 @@ def main():
             run([MSM, "simulate", a.volume, prefix, "--slice", str(s), "--accel", "4",
                  "--seed", str(1000 + s)])
             refs[s] = (prefix, read_cfl(prefix + "_ref").squeeze())
-        for k, w in itertools.product(ks, ws):
+        for k, w, lam, eta, n in grid:
             for s in slices:
                 prefix, ref = refs[s]
-                out = os.path.join(tmp, f"r{s}_{k}_{w}.npy")
-                p = subprocess.run(
-                    [MSM, "reconstruct", prefix + "_ksp", prefix + "_maps", out,
-                     "--mask", prefix + "_mask", "--model", a.model, "--steps", str(k),
-                     "--partials", str(w), "--samples", "1", "--seed", str(a.seed),
-                     "--backend", a.backend],
-                    capture_output=True, text=True, env=env)
+                out = os.path.join(tmp, f"r{s}_{k}_{w}_{lam}_{eta}_{n}.npy")
+                cmd = [MSM, "reconstruct", prefix + "_ksp", prefix + "_maps", out,
+                       "--mask", prefix + "_mask", "--model", a.model, "--steps", str(k),
+                       "--partials", str(w), "--samples", str(n), "--lambda", str(lam),
+                       "--seed", str(a.seed), "--backend", a.backend]
+                if eta is not None:
+                    cmd += ["--eta", str(eta)]
+                p = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 if p.returncode != 0:
                     sys.exit(f"msm reconstruct failed: {p.stderr[-2000:]}")
                 m = re.search(r"network calls in ([0-9.]+) s wall", p.stderr)
                 secs = float(m.group(1)) if m else float("nan")
-                rows.append({"slice": s, "steps": k, "partials": w, "seconds": secs,
+                rows.append({"slice": s, "steps": k, "partials": w, "lambda": lam, "eta": eta,
+                             "samples": n, "seconds": secs,
                              "psnr_db": psnr(ref, np.load(out))})
-                print(f"K = {k:3d}, w = {w}, slice {s}: {rows[-1]['psnr_db']:.2f} dB, "
-                      f"{secs:.1f} s", file=sys.stderr)
+                print(f"K = {k:3d}, w = {w}, lambda = {lam}, eta = {eta}, samples = {n}, "
+                      f"slice {s}: {rows[-1]['psnr_db']:.2f} dB, {secs:.1f} s", file=sys.stderr)
     table = []
-    for k, w in itertools.product(ks, ws):
-        r = [x for x in rows if x["steps"] == k and x["partials"] == w]
-        table.append({"steps": k, "partials": w,
+    for k, w, lam, eta, n in grid:
+        r = [x for x in rows if (x["steps"], x["partials"], x["lambda"], x["eta"],
+                                 x["samples"]) == (k, w, lam, eta, n)]
+        table.append({"steps": k, "partials": w, "lambda": lam, "eta": eta, "samples": n,
                       "psnr_db": float(np.mean([x["psnr_db"] for x in r])),
                       "seconds": float(np.mean([x["seconds"] for x in r]))})
-    ref = next((t for t in table if t["steps"] == 200 and t["partials"] == 3), None)
-    print(f"| K | w | mean PSNR (dB) | vs K = 200, w = 3 (dB) | seconds per slice "
-          f"({a.backend}, {a.threads} threads) |")
-    print("|---|---|---|---|---|")
+
+    def reference(t):
+        """The K = 200, w = 3 row with t's other settings."""
+        return next((r for r in table if r["steps"] == 200 and r["partials"] == 3
+                     and (r["lambda"], r["eta"], r["samples"])
+                     == (t["lambda"], t["eta"], t["samples"])), None)
+
+    print(f"| K | w | lambda | eta | samples | mean PSNR (dB) | vs K = 200, w = 3 (dB) | "
+          f"seconds per slice ({a.backend}, {a.threads} threads) |")
+    print("|---|---|---|---|---|---|---|---|")
     for t in table:
+        ref = reference(t)
         d = t["psnr_db"] - ref["psnr_db"] if ref else float("nan")
         t["delta_db"] = d
-        print(f"| {t['steps']} | {t['partials']} | {t['psnr_db']:.2f} | {d:+.2f} | "
-              f"{t['seconds']:.1f} |")
+        eta = "model" if t["eta"] is None else t["eta"]
+        print(f"| {t['steps']} | {t['partials']} | {t['lambda']} | {eta} | {t['samples']} | "
+              f"{t['psnr_db']:.2f} | {d:+.2f} | {t['seconds']:.1f} |")
     fast = None
-    if ref:
+    ref = reference(table[0])
+    if ref and len(lams) == len(etas) == len(ns) == 1:
         ok = [t for t in table if t["delta_db"] >= -a.tolerance]
         fast = min(ok, key=lambda t: (t["seconds"], t["steps"], t["partials"]))
         print(f"\nFast preset (least time within {a.tolerance} dB of K = 200, w = 3): "
