@@ -22,9 +22,10 @@ const CARD: &str = "models/msm-brain-128.md";
 const EXAMPLE: &str = "models/examples/colin27-axial-90.npy";
 
 /// How much PSNR a 20-step reconstruction with the shipped model must gain over zero-filled on
-/// the shipped example slice (simulated 8-coil R = 4 scan, seeded). Measured with the 5400-step
-/// model: see the assertion message; this floor leaves room for backend rounding only.
-const MARGIN_DB: f64 = 0.3;
+/// the shipped example slice (simulated 8-coil R = 4 scan, seeded). Measured: +0.60 dB with the
+/// 5400-step model, +0.68 dB with the 8000-step one (21.87 against 21.19 dB); the floor leaves
+/// room for rounding differences between machines only. Raise it as the shipped model improves.
+const MARGIN_DB: f64 = 0.4;
 
 #[test]
 fn twenty_step_reconstruction_beats_zero_filled() {
