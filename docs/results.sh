@@ -3,9 +3,10 @@
 # (axial 80..99, never seen in training) at R = 4, 6 and 8 with the R = 4 model, then PSNR
 # against the steps K and the partial scores w, and sequential against parallel mode.
 # Needs mricron-data and bart (sudo apt-get install -y mricron-data bart) and a release build.
-# Usage: bash docs/results.sh [OUT_DIR]   (a setting whose OUT_DIR/NAME/results.md exists is kept)
-#   (about 30 minutes on 2 cores with the f32 executor;
-#        BACKEND=native-bf16 bash docs/results.sh, as docs/results.md was made: about 20)
+# Usage: [BACKEND=native-bf16] bash docs/results.sh [OUT_DIR]
+# About 30 minutes on 2 cores with the default (f32) executor, about 20 with native-bf16 (how
+# docs/results.md was made). A setting whose OUT_DIR/NAME/results.md exists from an earlier
+# run is kept, so an interrupted run continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-msm-results}

@@ -21,6 +21,8 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::kernels::{LN2_HI, LN2_LO};
+
 /// Whether this CPU and operating system run AMX bf16 tile instructions (asks the kernel for the
 /// tile state once per process).
 pub fn available() -> bool {
@@ -393,8 +395,8 @@ fn silu16(v: __m512) -> __m512 {
     let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
     );
-    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693_145_75), x);
-    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428_606_8e-6), r);
+    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_LO), r);
     let mut p = _mm512_set1_ps(1.0 / 120.0);
     for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
         p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));

@@ -872,14 +872,19 @@ fn silu1(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
 
+/// ln 2 split in two for the range reduction `r = x - k ln 2` of [`exp`] (and of the AMX
+/// packing's vector SiLU): `LN2_HI` has trailing zero bits, so `k * LN2_HI` is exact for the
+/// `|k| <= 127` that occur, and `LN2_LO` carries the rest.
+pub(super) const LN2_HI: f32 = 0.693_145_75;
+/// The low part of ln 2 (see [`LN2_HI`]).
+pub(super) const LN2_LO: f32 = 1.428_606_8e-6;
+
 /// `e^x` to about 2 ulp for |x| < 87 (0 below, +inf-free large value above), branch-free so
 /// that loops over it vectorise: `2^k * p(r)` with `x = k ln 2 + r`, `|r| <= ln 2 / 2`, and a
 /// degree-6 polynomial for `e^r`.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
     // 1.5 * 2^23: adding it rounds to the nearest integer, held in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
