@@ -341,3 +341,43 @@ fn rel_rms(a: &Array4<f32>, b: &Array4<f32>) -> f64 {
     let s: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
     (d / s.max(1e-24)).sqrt()
 }
+
+/// A pass cut into pieces for the rayon pool ([`msm::unet`]'s intra-op parallelism): the
+/// same bits on pools of 1, 2 and 3 threads, and when three calls share two threads (the
+/// sampler's w = 3 on two cores, where waiting workers run pieces of the other calls), for
+/// the f32 executor and, where the CPU has AMX, the bf16 one.
+#[test]
+fn pieces_give_the_same_bits_on_any_pool() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/msm-brain-128.onnx");
+    let mut backends = vec![Backend::Native];
+    if msm::unet::native::bf16_tiles_available() {
+        backends.push(Backend::NativeBf16);
+    }
+    let x = shipped_example_input();
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    for backend in backends {
+        let net = OnnxDenoiser::load_with(&path, backend).unwrap();
+        let one = pool(1).install(|| net.predict_eps(x.view(), &[400.0]).unwrap());
+        for threads in [2, 3] {
+            let got = pool(threads).install(|| net.predict_eps(x.view(), &[400.0]).unwrap());
+            assert_eq!(got, one, "{backend}: {threads} threads differ from 1");
+        }
+        let ts = [100.0f32, 400.0, 700.0];
+        let serial: Vec<Array4<f32>> = ts
+            .iter()
+            .map(|&t| net.predict_eps(x.view(), &[t]).unwrap())
+            .collect();
+        let shared: Vec<Array4<f32>> = pool(2).install(|| {
+            use rayon::prelude::*;
+            ts.par_iter()
+                .map(|&t| net.predict_eps(x.view(), &[t]).unwrap())
+                .collect()
+        });
+        assert_eq!(shared, serial, "{backend}: three calls on two threads");
+    }
+}

@@ -65,13 +65,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Median seconds per evaluation: `workers` threads at once, each evaluating a batch of
-/// `batch` images per round.
+/// Median seconds per evaluation: `workers` calls at once on a pool of `threads` threads,
+/// each evaluating a batch of `batch` images per round. With one call on two threads, the
+/// native executor splits each layer across both (intra-op pieces); two calls on two threads
+/// run one each.
 fn per_eval(
     net: &OnnxDenoiser,
     x: &Array4<f32>,
     batch: usize,
-    workers: usize,
+    (threads, workers): (usize, usize),
     repeats: usize,
 ) -> Result<f64> {
     let xb = ndarray::concatenate(ndarray::Axis(0), &vec![x.view(); batch])
@@ -80,7 +82,7 @@ fn per_eval(
     // A persistent pool, as the sampler's rayon workers are: the executor keeps buffers per
     // thread, so threads made afresh for every round would measure their first pass only.
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
+        .num_threads(threads)
         .build()
         .map_err(|e| Error::invalid(e.to_string()))?;
     let round = || -> Result<f64> {
@@ -110,6 +112,7 @@ fn peak_rss_mib() -> Option<f64> {
 struct NetRow {
     backend: Backend,
     threads: usize,
+    workers: usize,
     batch: usize,
     ms: f64,
     gflops: f64,
@@ -170,16 +173,22 @@ pub fn run(a: Args) -> Result<()> {
         loaded.push((Backend::Tract, tract));
     }
     for (backend, net) in &loaded {
-        for &(threads, batch) in &[(1, 1), (1, a.partials), (2, 1), (2, a.partials)] {
-            eprintln!("network: {backend}, {threads} worker(s), batch {batch} ...");
-            let s = per_eval(net, &x, batch, threads, a.repeats)?;
-            nets.push(NetRow {
-                backend: *backend,
-                threads,
-                batch,
-                ms: 1e3 * s,
-                gflops: gflop / s,
-            });
+        let configs = [(1, 1), (2, 1), (2, 2)];
+        for (threads, workers) in configs {
+            for batch in [1, a.partials] {
+                eprintln!(
+                    "network: {backend}, {threads} thread(s), {workers} call(s) at once, batch {batch} ..."
+                );
+                let s = per_eval(net, &x, batch, (threads, workers), a.repeats)?;
+                nets.push(NetRow {
+                    backend: *backend,
+                    threads,
+                    workers,
+                    batch,
+                    ms: 1e3 * s,
+                    gflops: gflop / s,
+                });
+            }
         }
     }
 
@@ -239,15 +248,16 @@ pub fn run(a: Args) -> Result<()> {
     );
     let _ = writeln!(
         t,
-        "| executor | workers | batch | ms per evaluation | GFLOP/s | share of the f32 peak per worker |"
+        "| executor | threads | calls at once | batch | ms per evaluation | GFLOP/s | share of the f32 peak per thread |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
     for r in &nets {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {:.1} | {:.0} | {:.0}% |",
+            "| {} | {} | {} | {} | {:.1} | {:.0} | {:.0}% |",
             r.backend,
             r.threads,
+            r.workers,
             r.batch,
             r.ms,
             r.gflops,
@@ -297,7 +307,8 @@ pub fn run(a: Args) -> Result<()> {
             "repeats": a.repeats,
             "network": nets.iter().map(|r| serde_json::json!({
                 "backend": r.backend.to_string(),
-                "workers": r.threads,
+                "threads": r.threads,
+                "workers": r.workers,
                 "batch": r.batch,
                 "median_ms_per_eval": r.ms,
                 "gflops": r.gflops,

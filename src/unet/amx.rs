@@ -22,6 +22,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::kernels::{LN2_HI, LN2_LO};
+use super::pieces::{self, Disjoint, PIECES};
 
 /// Whether this CPU and operating system run AMX bf16 tile instructions (asks the kernel for the
 /// tile state once per process).
@@ -181,28 +182,52 @@ impl TileConv {
         let len = self.cout * h * w;
         out.clear();
         out.reserve(len);
-        PACKED.with(|buf| {
-            let mut xq = buf.borrow_mut();
-            // SAFETY: AMX CPUs have AVX-512 F/BW ([`available`] checked them).
-            unsafe { pack_input(x, self.cin, h, w, pre, &mut xq) };
+        // The buffer leaves the thread-local while the pieces run: a worker waiting for them
+        // may run another call's convolution on this thread, which then packs into a buffer of
+        // its own.
+        let mut xq = PACKED.with(|buf| buf.take());
+        // SAFETY: AMX CPUs have AVX-512 F/BW ([`available`] checked them).
+        unsafe { pack_input(x, self.cin, h, w, pre, &mut xq) };
+        // Pieces: output channel blocks of 32, and ranges of pixel-block pairs in each.
+        let (cblocks, pairs) = (self.cout / 32, h * w / 32);
+        let parts = PIECES.div_ceil(cblocks).min(pairs);
+        let dst = Disjoint::new(out.as_mut_ptr());
+        let xq_ref = &xq;
+        pieces::run(cblocks * parts, |p| {
+            let cb = 32 * (p / parts);
+            let r = pieces::range(pairs, parts, p % parts);
             // SAFETY: sizes checked above; `run` reads inside `xq`, `self.tiles` and
-            // `self.bias` and writes exactly the `len` values of `out`'s reserved capacity
-            // (every channel block and every 16-pixel block of every row once).
-            unsafe {
-                self.run(&xq, h, w, out.as_mut_ptr());
-                out.set_len(len);
+            // `self.bias` and writes channels `cb..cb + 32` at the pixel blocks `2 r` of
+            // `out`'s reserved capacity, which no other piece writes.
+            unsafe { self.run(xq_ref, h, w, dst.ptr(), cb, r) };
+        });
+        // SAFETY: the pieces wrote every channel block at every pixel block: all `len` values.
+        unsafe { out.set_len(len) };
+        PACKED.with(|buf| {
+            if buf.borrow().capacity() < xq.capacity() {
+                buf.replace(xq);
             }
         });
     }
 
-    /// The tile loop. `xq` is [`pack_input`]'s layout for `h x w`.
-    unsafe fn run(&self, xq: &[u32], h: usize, w: usize, out: *mut f32) {
-        let (cin, cout) = (self.cin, self.cout);
+    /// The tile loop for output channels `cb..cb + 32` and the pairs `block_pairs` of 16-pixel
+    /// blocks (blocks `2 j` and `2 j + 1` for `j` in `block_pairs`). `xq` is [`pack_input`]'s layout
+    /// for `h x w`.
+    unsafe fn run(
+        &self,
+        xq: &[u32],
+        h: usize,
+        w: usize,
+        out: *mut f32,
+        cb: usize,
+        block_pairs: std::ops::Range<usize>,
+    ) {
+        let cin = self.cin;
+        let cout = self.cout;
         let (wp, pairs) = (w + 2, cin / 2);
         let row_stride = pairs * wp; // pairs per padded image row
         let kblocks = cin / 32;
         let plane = h * w;
-        let blocks = plane / 16;
         let a_stride = 64usize; // bytes per weight tile row
         let b_stride = wp * 4; // bytes between channel pairs
         let c_stride = plane * 4; // bytes between output channels
@@ -210,69 +235,67 @@ impl TileConv {
         debug_assert!(xq.len() >= (h + 2) * row_stride);
         let (xq, wt, bias) = (xq.as_ptr(), self.tiles.as_ptr(), self.bias.as_ptr());
         configure_tiles();
-        for cb in (0..cout).step_by(32) {
-            let bias0 = bias.add(cb * 16);
-            let bias1 = bias.add((cb + 16) * 16);
-            for j in (0..blocks).step_by(2) {
-                // Two 16-pixel blocks of output positions.
-                let (y0, x0) = (j * 16 / w, j * 16 % w);
-                let (y1, x1) = ((j + 1) * 16 / w, (j + 1) * 16 % w);
-                asm!(
-                    "tileloadd tmm0, [{b0} + {s}*1]",
-                    "tileloadd tmm1, [{b0} + {s}*1]",
-                    "tileloadd tmm2, [{b1} + {s}*1]",
-                    "tileloadd tmm3, [{b1} + {s}*1]",
-                    b0 = in(reg) bias0,
-                    b1 = in(reg) bias1,
-                    s = in(reg) bias_stride,
-                    options(nostack),
-                );
-                for t in 0..9 {
-                    let (ky, kx) = (t / 3, t % 3);
-                    let in0 = xq.add((y0 + ky) * row_stride + x0 + kx);
-                    let in1 = xq.add((y1 + ky) * row_stride + x1 + kx);
-                    let wt_t = wt.add((t * (cout / 16) + cb / 16) * kblocks * 512);
-                    for kb in 0..kblocks {
-                        let a0 = wt_t.add(kb * 512);
-                        let a1 = a0.add(kblocks * 512);
-                        let b0 = in0.add(kb * 16 * wp);
-                        let b1 = in1.add(kb * 16 * wp);
-                        asm!(
-                            "tileloadd tmm4, [{a0} + {sa}*1]",
-                            "tileloadd tmm5, [{a1} + {sa}*1]",
-                            "tileloadd tmm6, [{b0} + {sb}*1]",
-                            "tileloadd tmm7, [{b1} + {sb}*1]",
-                            "tdpbf16ps tmm0, tmm4, tmm6",
-                            "tdpbf16ps tmm1, tmm4, tmm7",
-                            "tdpbf16ps tmm2, tmm5, tmm6",
-                            "tdpbf16ps tmm3, tmm5, tmm7",
-                            a0 = in(reg) a0,
-                            a1 = in(reg) a1,
-                            b0 = in(reg) b0,
-                            b1 = in(reg) b1,
-                            sa = in(reg) a_stride,
-                            sb = in(reg) b_stride,
-                            options(nostack),
-                        );
-                    }
+        let bias0 = bias.add(cb * 16);
+        let bias1 = bias.add((cb + 16) * 16);
+        for j in block_pairs.map(|p| 2 * p) {
+            // Two 16-pixel blocks of output positions.
+            let (y0, x0) = (j * 16 / w, j * 16 % w);
+            let (y1, x1) = ((j + 1) * 16 / w, (j + 1) * 16 % w);
+            asm!(
+                "tileloadd tmm0, [{b0} + {s}*1]",
+                "tileloadd tmm1, [{b0} + {s}*1]",
+                "tileloadd tmm2, [{b1} + {s}*1]",
+                "tileloadd tmm3, [{b1} + {s}*1]",
+                b0 = in(reg) bias0,
+                b1 = in(reg) bias1,
+                s = in(reg) bias_stride,
+                options(nostack),
+            );
+            for t in 0..9 {
+                let (ky, kx) = (t / 3, t % 3);
+                let in0 = xq.add((y0 + ky) * row_stride + x0 + kx);
+                let in1 = xq.add((y1 + ky) * row_stride + x1 + kx);
+                let wt_t = wt.add((t * (cout / 16) + cb / 16) * kblocks * 512);
+                for kb in 0..kblocks {
+                    let a0 = wt_t.add(kb * 512);
+                    let a1 = a0.add(kblocks * 512);
+                    let b0 = in0.add(kb * 16 * wp);
+                    let b1 = in1.add(kb * 16 * wp);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0,
+                        a1 = in(reg) a1,
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b1,
+                        sa = in(reg) a_stride,
+                        sb = in(reg) b_stride,
+                        options(nostack),
+                    );
                 }
-                let c0 = out.add(cb * plane + y0 * w + x0);
-                let c1 = out.add(cb * plane + y1 * w + x1);
-                let c2 = c0.add(16 * plane);
-                let c3 = c1.add(16 * plane);
-                asm!(
-                    "tilestored [{c0} + {s}*1], tmm0",
-                    "tilestored [{c1} + {s}*1], tmm1",
-                    "tilestored [{c2} + {s}*1], tmm2",
-                    "tilestored [{c3} + {s}*1], tmm3",
-                    c0 = in(reg) c0,
-                    c1 = in(reg) c1,
-                    c2 = in(reg) c2,
-                    c3 = in(reg) c3,
-                    s = in(reg) c_stride,
-                    options(nostack),
-                );
             }
+            let c0 = out.add(cb * plane + y0 * w + x0);
+            let c1 = out.add(cb * plane + y1 * w + x1);
+            let c2 = c0.add(16 * plane);
+            let c3 = c1.add(16 * plane);
+            asm!(
+                "tilestored [{c0} + {s}*1], tmm0",
+                "tilestored [{c1} + {s}*1], tmm1",
+                "tilestored [{c2} + {s}*1], tmm2",
+                "tilestored [{c3} + {s}*1], tmm3",
+                c0 = in(reg) c0,
+                c1 = in(reg) c1,
+                c2 = in(reg) c2,
+                c3 = in(reg) c3,
+                s = in(reg) c_stride,
+                options(nostack),
+            );
         }
     }
 }

@@ -9,6 +9,8 @@
 //! enabled (chosen at run time), so a default build runs wide vector code on machines that have
 //! it and still runs everywhere else.
 
+use super::pieces::{self, Disjoint, PIECES};
+
 /// Buffers of released activations, kept per thread for the next ones: a pass allocates
 /// tens of megabytes in short-lived buffers, and fresh pages from the system cost a page fault
 /// and a clearing each (measured at a tenth of a pass), while reused ones are warm.
@@ -124,6 +126,43 @@ fn product(
     n: usize,
     k: usize,
     dst: &mut [f32],
+    dst_strides: (usize, usize),
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+    threads: usize,
+) {
+    // SAFETY: `dst` is borrowed mutably for the call and `dst.len()` is its length.
+    unsafe {
+        product_into(
+            m,
+            n,
+            k,
+            (dst.as_mut_ptr(), dst.len()),
+            dst_strides,
+            accumulate,
+            lhs,
+            rhs,
+            threads,
+        )
+    }
+}
+
+/// [`product`] into the `len` values at `dst`, which the caller may share with other threads
+/// that write other entries of the same buffer.
+///
+/// # Safety
+/// `dst` must be valid for reads and writes of `len` values for the call, and no other thread
+/// may access the entries this product writes (the `m x n` view with the given strides) during it.
+///
+/// # Panics
+/// If `len` or a slice is too short for the given sizes and strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, len): (*mut f32, usize),
     (dst_rs, dst_cs): (usize, usize),
     accumulate: bool,
     lhs: View,
@@ -134,7 +173,7 @@ fn product(
         return;
     }
     assert!(
-        dst.len() > (m - 1) * dst_rs + (n - 1) * dst_cs,
+        len > (m - 1) * dst_rs + (n - 1) * dst_cs,
         "matrix product: dst too short"
     );
     assert!(lhs.fits(m, k), "matrix product: lhs too short");
@@ -145,13 +184,14 @@ fn product(
         gemm::Parallelism::None
     };
     // SAFETY: the asserts above keep every access of the m x n, m x k and k x n views (with
-    // the strides given) inside the slices; dst is borrowed mutably, so it aliases neither.
+    // the strides given) inside `dst` and the slices; the caller keeps other threads off the
+    // entries written, and the read-only slices cannot alias the mutable destination.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             dst_cs as isize,
             dst_rs as isize,
             accumulate,
@@ -273,6 +313,9 @@ pub fn product_rate(n: usize, threads: usize, repeats: usize) -> f64 {
 /// Fewest input channels for which a 3x3 convolution runs as nine per-tap products.
 const MIN_IMPLICIT_CIN: usize = 16;
 
+/// Fewest pixels in a piece of a 1x1 convolution ([`super::pieces`]).
+const MIN_PIECE_COLUMNS: usize = 256;
+
 /// Output block of a 3x3 convolution, in floats (256 KiB): the block and the input rows
 /// its nine products read stay in the core's L2 cache.
 const OUT_BLOCK: usize = 64 * 1024;
@@ -391,7 +434,8 @@ impl Conv {
         )
     }
 
-    /// Convolves `x` (`[cin, h, w]`); returns `[cout, oh, ow]`.
+    /// Convolves `x` (`[cin, h, w]`); returns `[cout, oh, ow]`. Runs in pieces
+    /// ([`super::pieces`]): row blocks of the output, and for small images channel ranges too.
     pub fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), self.cin * h * w);
         let (oh, ow) = self.out_size(h, w);
@@ -404,51 +448,80 @@ impl Conv {
                 return out;
             }
         }
-        let mut out = rows_filled(&self.bias, npix);
-        if self.k == 1 && self.stride == 1 {
-            matmul(
-                self.cout,
-                npix,
-                self.cin,
-                &mut out,
-                npix,
-                &self.weight,
-                self.cin,
-                x,
-                npix,
-                true,
-            );
-            return out;
-        }
         // With few input channels the nine per-tap products (k = cin) would each sweep the
         // whole output; one product over the unrolled input (k = 9 cin) sweeps it once.
         if Self::per_tap(self.cin, self.k, self.stride) {
+            let mut out = buffer(self.cout * npix);
             self.implicit3x3(x, h, w, &mut out);
             return out;
         }
+        let mut out = rows_filled(&self.bias, npix);
+        let len = out.len();
+        let dst = Disjoint::new(out.as_mut_ptr());
+        let weight = |rs| View {
+            data: &self.weight,
+            rs,
+            cs: 1,
+        };
+        if self.k == 1 && self.stride == 1 {
+            // Pieces: ranges of pixels (columns of the product), every channel.
+            let parts = PIECES.min(npix.div_ceil(MIN_PIECE_COLUMNS));
+            pieces::run(parts, |p| {
+                let r = pieces::range(npix, parts, p);
+                let rhs = View {
+                    data: &x[r.start..],
+                    rs: npix,
+                    cs: 1,
+                };
+                // SAFETY: `out` (length `len`) outlives the pieces and piece `p` writes its
+                // columns `r` only.
+                unsafe {
+                    product_into(
+                        self.cout,
+                        r.len(),
+                        self.cin,
+                        (dst.ptr().add(r.start), len - r.start),
+                        (npix, 1),
+                        true,
+                        weight(self.cin),
+                        rhs,
+                        1,
+                    )
+                };
+            });
+            return out;
+        }
+        // Pieces: blocks of output rows, each unrolled into its own buffer.
         let kk = self.cin * self.k * self.k;
         let rows = (COL_BLOCK / (kk * ow)).clamp(1, oh);
-        let mut col = zeros(kk * rows * ow);
-        let mut y0 = 0;
-        while y0 < oh {
+        pieces::run(oh.div_ceil(rows), |b| {
+            let y0 = b * rows;
             let nr = rows.min(oh - y0);
             let n = nr * ow;
-            self.im2col(x, h, w, y0, nr, ow, &mut col[..kk * n]);
-            matmul(
-                self.cout,
-                n,
-                kk,
-                &mut out[y0 * ow..],
-                npix,
-                &self.weight,
-                kk,
-                &col[..kk * n],
-                n,
-                true,
-            );
-            y0 += nr;
-        }
-        recycle(col);
+            let mut col = zeros(kk * n);
+            self.im2col(x, h, w, y0, nr, ow, &mut col);
+            let rhs = View {
+                data: &col,
+                rs: n,
+                cs: 1,
+            };
+            // SAFETY: `out` (length `len`) outlives the pieces and block `b` writes its output
+            // rows `y0..y0 + nr` (columns `y0 * ow..(y0 + nr) * ow`) only.
+            unsafe {
+                product_into(
+                    self.cout,
+                    n,
+                    kk,
+                    (dst.ptr().add(y0 * ow), len - y0 * ow),
+                    (npix, 1),
+                    true,
+                    weight(kk),
+                    rhs,
+                    1,
+                )
+            };
+            recycle(col);
+        });
         out
     }
 
@@ -478,8 +551,10 @@ impl Conv {
         out
     }
 
-    /// 3x3, stride 1, padding 1: `out` (`[cout, h, w]`, holding the bias) += the convolution.
-    fn implicit3x3(&self, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+    /// 3x3, stride 1, padding 1: `out` (emptied, then `[cout, h, w]`) = the convolution plus
+    /// the bias. Pieces: blocks of output rows and, where an image has fewer blocks than
+    /// [`PIECES`], ranges of output channels (at least 8 each).
+    fn implicit3x3(&self, x: &[f32], h: usize, w: usize, out: &mut Vec<f32>) {
         let (cin, cout) = (self.cin, self.cout);
         let (hp, wp) = (h + 2, w + 2);
         let plane = hp * wp;
@@ -498,33 +573,50 @@ impl Conv {
         xp.extend([0.0, 0.0]);
         // Output rows of a block, computed on the padded width (two extra columns a row).
         let rows = (OUT_BLOCK / (cout.max(cin) * wp)).clamp(1, h);
-        let mut blk = pool::take(cout * rows * wp);
-        let mut y0 = 0;
-        while y0 < h {
+        let blocks = h.div_ceil(rows);
+        let parts = PIECES.div_ceil(blocks).min(cout.div_ceil(8));
+        let len = cout * h * w;
+        out.clear();
+        out.reserve(len);
+        let dst = Disjoint::new(out.as_mut_ptr());
+        pieces::run(blocks * parts, |p| {
+            let (b, channels) = (p / parts, pieces::range(cout, parts, p % parts));
+            let y0 = b * rows;
             let nr = rows.min(h - y0);
             let n = nr * wp;
-            blk.clear();
-            for &b in &self.bias {
+            let m = channels.len();
+            let mut blk = pool::take(m * n);
+            for &b in &self.bias[channels.clone()] {
                 blk.extend(std::iter::repeat_n(b, n));
             }
             for ky in 0..3 {
                 for kx in 0..3 {
                     let t = ky * 3 + kx;
                     let off = (y0 + ky) * wp + kx;
-                    let tap = &self.taps[t * cout * cin..(t + 1) * cout * cin];
-                    matmul(cout, n, cin, &mut blk, n, tap, cin, &xp[off..], plane, true);
+                    let tap = &self.taps[(t * cout + channels.start) * cin..][..m * cin];
+                    matmul(m, n, cin, &mut blk, n, tap, cin, &xp[off..], plane, true);
                 }
             }
-            // The block holds the bias already; replace the output rows by it.
-            for co in 0..cout {
+            for (i, co) in channels.enumerate() {
                 for r in 0..nr {
                     let o = (co * h + y0 + r) * w;
-                    out[o..o + w].copy_from_slice(&blk[co * n + r * wp..co * n + r * wp + w]);
+                    debug_assert!(o + w <= len);
+                    // SAFETY: `out` has capacity `len` and outlives the pieces; piece `p`
+                    // writes rows `y0..y0 + nr` of its channels only, so no two pieces
+                    // write the same values.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            blk.as_ptr().add(i * n + r * wp),
+                            dst.ptr().add(o),
+                            w,
+                        )
+                    };
                 }
             }
-            y0 += nr;
-        }
-        recycle(blk);
+            recycle(blk);
+        });
+        // SAFETY: the pieces wrote every row of every channel: all `len` values.
+        unsafe { out.set_len(len) };
         recycle(xp);
     }
 
@@ -669,9 +761,11 @@ impl GroupNorm {
         let c = self.gamma.len();
         debug_assert_eq!(x.len(), c * plane);
         let per = c / self.groups;
+        let stats = pieces::map(self.groups, |g| {
+            mean_var(&x[g * per * plane..(g + 1) * per * plane])
+        });
         let mut coef = Vec::with_capacity(c);
-        for g in 0..self.groups {
-            let (mean, var) = mean_var(&x[g * per * plane..(g + 1) * per * plane]);
+        for (g, &(mean, var)) in stats.iter().enumerate() {
             let inv = 1.0 / (var + 1e-5).sqrt();
             for ch in g * per..(g + 1) * per {
                 let mut a = (inv * f64::from(self.gamma[ch])) as f32;
@@ -698,13 +792,18 @@ impl GroupNorm {
 /// `a x + b` per channel of `x` (`[c, plane]`), then SiLU if `silu`, into a new buffer.
 pub fn apply_coefficients(x: &[f32], plane: usize, coef: &[[f32; 2]], silu: bool) -> Vec<f32> {
     let mut out = zeros(x.len());
-    for ((dst, src), &[a, b]) in out
-        .chunks_exact_mut(plane)
-        .zip(x.chunks_exact(plane))
-        .zip(coef)
-    {
-        affine(dst, src, a, b, silu);
-    }
+    let c = coef.len();
+    let parts = PIECES.min(c);
+    let dst = Disjoint::new(out.as_mut_ptr());
+    pieces::run(parts, |p| {
+        for ch in pieces::range(c, parts, p) {
+            // SAFETY: `out` holds `c * plane` values and outlives the pieces; piece `p`
+            // writes its channels only.
+            let d = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(ch * plane), plane) };
+            let [a, b] = coef[ch];
+            affine(d, &x[ch * plane..(ch + 1) * plane], a, b, silu);
+        }
+    });
     out
 }
 
@@ -939,9 +1038,16 @@ pub fn avgpool2(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
 
 /// Adds `b` to `a` element-wise.
 pub fn add_assign(a: &mut [f32], b: &[f32]) {
-    for (x, &y) in a.iter_mut().zip(b) {
-        *x += y;
-    }
+    let parts = PIECES.min(a.len().div_ceil(1 << 14));
+    let (n, dst) = (a.len().min(b.len()), Disjoint::new(a.as_mut_ptr()));
+    pieces::run(parts, |p| {
+        let r = pieces::range(n, parts, p);
+        // SAFETY: `a` outlives the pieces and piece `p` writes its range `r` only.
+        let a = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(r.start), r.len()) };
+        for (x, &y) in a.iter_mut().zip(&b[r]) {
+            *x += y;
+        }
+    });
 }
 
 #[cfg(test)]

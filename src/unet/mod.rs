@@ -15,6 +15,7 @@ pub mod from_onnx;
 pub mod kernels;
 pub mod layout;
 pub mod native;
+mod pieces;
 
 pub use config::UNetConfig;
 pub use from_onnx::{native_from_proto, unet_config, NotNative};
