@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sampler sweep on tuning slices: PSNR and seconds of MSM posterior reconstruction over the
 sampling steps K, the partial scores w, the data-consistency step lambda, the DDIM eta and the
-number of posterior samples averaged. With K = 200, w = 3 in the grid it also names the fast
+number of posterior samples averaged and the CG iterations of final data consistency. With K = 200, w = 3 in the grid it also names the fast
 preset: the least time within 0.3 dB of K = 200, w = 3 (other settings equal).
 
 Tuning slices are training slices of Colin27 (axial 60, 70 and 110 by default: outside the
@@ -68,9 +68,13 @@ def main():
     ap.add_argument("--lambdas", default="1", help="data-consistency steps")
     ap.add_argument("--etas", default="", help="DDIM eta values (default: the model's)")
     ap.add_argument("--samples", default="1", help="posterior samples averaged")
+    ap.add_argument("--final-dc", default="",
+                    help="CG iterations of final data consistency (default: msm's)")
     ap.add_argument("--backend", default="native-bf16")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise", type=float, default=0.0,
+                    help="measurement noise std of the simulated scans (image peak 1)")
     ap.add_argument("--tolerance", type=float, default=0.3, help="dB below the reference")
     ap.add_argument("--json", help="write every figure here")
     a = ap.parse_args()
@@ -83,7 +87,8 @@ def main():
     lams = [float(x) for x in a.lambdas.split(",")]
     etas = [float(x) for x in a.etas.split(",")] if a.etas else [None]
     ns = [int(x) for x in a.samples.split(",")]
-    grid = list(itertools.product(ks, ws, lams, etas, ns))
+    dcs = [int(x) for x in a.final_dc.split(",")] if a.final_dc else [None]
+    grid = list(itertools.product(ks, ws, lams, etas, ns, dcs))
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,52 +96,56 @@ def main():
         for s in slices:
             prefix = os.path.join(tmp, f"s{s}")
             run([MSM, "simulate", a.volume, prefix, "--slice", str(s), "--accel", "4",
-                 "--seed", str(1000 + s)])
+                 "--seed", str(1000 + s), "--noise", str(a.noise)])
             refs[s] = (prefix, read_cfl(prefix + "_ref").squeeze())
-        for k, w, lam, eta, n in grid:
+        for k, w, lam, eta, n, dc in grid:
             for s in slices:
                 prefix, ref = refs[s]
-                out = os.path.join(tmp, f"r{s}_{k}_{w}_{lam}_{eta}_{n}.npy")
+                out = os.path.join(tmp, f"r{s}_{k}_{w}_{lam}_{eta}_{n}_{dc}.npy")
                 cmd = [MSM, "reconstruct", prefix + "_ksp", prefix + "_maps", out,
                        "--mask", prefix + "_mask", "--model", a.model, "--steps", str(k),
                        "--partials", str(w), "--samples", str(n), "--lambda", str(lam),
                        "--seed", str(a.seed), "--backend", a.backend]
                 if eta is not None:
                     cmd += ["--eta", str(eta)]
+                if dc is not None:
+                    cmd += ["--final-dc", str(dc)]
                 m = re.search(r"network calls in ([0-9.]+) s wall", run(cmd, env))
                 secs = float(m.group(1)) if m else float("nan")
                 rows.append({"slice": s, "steps": k, "partials": w, "lambda": lam, "eta": eta,
-                             "samples": n, "seconds": secs,
+                             "samples": n, "final_dc": dc, "seconds": secs,
                              "psnr_db": psnr(ref, np.load(out))})
                 print(f"K = {k:3d}, w = {w}, lambda = {lam}, eta = {eta}, samples = {n}, "
-                      f"slice {s}: {rows[-1]['psnr_db']:.2f} dB, {secs:.1f} s", file=sys.stderr)
+                      f"final DC {dc}, slice {s}: {rows[-1]['psnr_db']:.2f} dB, {secs:.1f} s", file=sys.stderr)
     table = []
-    for k, w, lam, eta, n in grid:
+    for k, w, lam, eta, n, dc in grid:
         r = [x for x in rows if (x["steps"], x["partials"], x["lambda"], x["eta"],
-                                 x["samples"]) == (k, w, lam, eta, n)]
+                                 x["samples"], x["final_dc"]) == (k, w, lam, eta, n, dc)]
         table.append({"steps": k, "partials": w, "lambda": lam, "eta": eta, "samples": n,
+                      "final_dc": dc,
                       "psnr_db": float(np.mean([x["psnr_db"] for x in r])),
                       "seconds": float(np.mean([x["seconds"] for x in r]))})
 
     def reference(t):
         """The K = 200, w = 3 row with t's other settings."""
         return next((r for r in table if r["steps"] == 200 and r["partials"] == 3
-                     and (r["lambda"], r["eta"], r["samples"])
-                     == (t["lambda"], t["eta"], t["samples"])), None)
+                     and (r["lambda"], r["eta"], r["samples"], r["final_dc"])
+                     == (t["lambda"], t["eta"], t["samples"], t["final_dc"])), None)
 
-    print(f"| K | w | lambda | eta | samples | mean PSNR (dB) | vs K = 200, w = 3 (dB) | "
+    print(f"| K | w | lambda | eta | samples | final DC | mean PSNR (dB) | vs K = 200, w = 3 (dB) | "
           f"seconds per slice ({a.backend}, {a.threads} threads) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for t in table:
         ref = reference(t)
         d = t["psnr_db"] - ref["psnr_db"] if ref else float("nan")
         t["delta_db"] = d
         eta = "model" if t["eta"] is None else t["eta"]
-        print(f"| {t['steps']} | {t['partials']} | {t['lambda']} | {eta} | {t['samples']} | "
+        dc = "default" if t["final_dc"] is None else t["final_dc"]
+        print(f"| {t['steps']} | {t['partials']} | {t['lambda']} | {eta} | {t['samples']} | {dc} | "
               f"{t['psnr_db']:.2f} | {d:+.2f} | {t['seconds']:.1f} |")
     fast = None
     ref = reference(table[0])
-    if ref and len(lams) == len(etas) == len(ns) == 1:
+    if ref and len(lams) == len(etas) == len(ns) == len(dcs) == 1:
         ok = [t for t in table if t["delta_db"] >= -a.tolerance]
         fast = min(ok, key=lambda t: (t["seconds"], t["steps"], t["partials"]))
         print(f"\nFast preset (least time within {a.tolerance} dB of K = 200, w = 3): "
@@ -146,6 +155,7 @@ def main():
         with open(a.json, "w") as f:
             json.dump({"model": os.path.relpath(a.model, ROOT), "slices": slices,
                        "backend": a.backend, "threads": a.threads, "seed": a.seed,
+                       "noise": a.noise,
                        "rows": rows, "table": table, "fast": fast}, f, indent=1)
 
 

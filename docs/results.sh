@@ -3,7 +3,8 @@
 # (axial 80..99, never seen in training) at R = 4, 6 and 8 with the R = 4 model, then PSNR
 # against the steps K and the partial scores w, and sequential against parallel mode.
 # Needs mricron-data and bart (sudo apt-get install -y mricron-data bart) and a release build.
-# Usage: [BACKEND=native-bf16] bash docs/results.sh [OUT_DIR]
+# Usage: [BACKEND=native-bf16] [ONLY="r4 r6 ..."] bash docs/results.sh [OUT_DIR]
+# (ONLY: run just the named settings.)
 # About 30 minutes on 2 cores with the default (f32) executor, about 20 with native-bf16 (how
 # docs/results.md was made). A setting whose OUT_DIR/NAME/results.md exists from an earlier
 # run is kept, so an interrupted run continues where it stopped.
@@ -18,6 +19,9 @@ mkdir -p "$OUT"
 run() { # name, then demo options
     local name=$1
     shift
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+        return
+    fi
     if [ -e "$OUT/$name/results.md" ]; then # finished in an earlier run of this script
         echo "== $name: kept from an earlier run ($OUT/$name)" >&2
         return
@@ -26,8 +30,16 @@ run() { # name, then demo options
     "$MSM" demo --quiet --backend "$BACKEND" --out "$OUT/$name" "$@" > /dev/null
 }
 
-# The main table: 20 held-out slices, R = 4, every method.
+# The main table: 20 held-out slices, R = 4, every method. CG-SENSE's iterations and BART's
+# lambda and iterations are chosen on the first slice (demo's sweeps), MSM's settings on the
+# tuning slices (benches/sweep.py).
 run r4 --slices 20 --accel 4 --steps "$K" --samples 1
+# The same scans, MSM with 1000 CG iterations of final data consistency: on noiseless scans
+# the tuning slices gain up to there (benches/sweep.py --final-dc 100,300,1000).
+run r4-dc1000 --slices 20 --accel 4 --steps "$K" --samples 1 --final-dc 1000 --no-bart
+# Noisy scans (std 0.01 per real component, image peak 1): CG-SENSE semi-converges, and MSM's
+# final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
+run r4-noise --slices 20 --accel 4 --noise 0.01 --steps "$K" --samples 1 --final-dc 3
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
 run r6 --slices 20 --accel 6 --steps "$K" --samples 1
 # R = 8 keeps 16 of 128 columns, fewer than the 20 ACS lines used above: 10 ACS lines (the

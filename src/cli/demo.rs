@@ -25,6 +25,13 @@ pub const COLIN27: &str = "/usr/share/mricron/templates/ch2.nii.gz";
 pub const SHIPPED_SLICE: &str = "models/examples/colin27-axial-90.npy";
 /// Regularisation weights tried for BART's l1-wavelet on the first slice.
 const BART_LAMBDAS: [f64; 4] = [0.001, 0.003, 0.01, 0.03];
+/// Iteration limits (`pics -i`) tried for BART on the first slice, with each lambda: on
+/// noiseless data more iterations keep gaining (30 is BART's default).
+const BART_ITERS: [usize; 3] = [30, 100, 200];
+/// CG-SENSE iteration counts tried on the first slice: noiseless data gains up to hundreds of
+/// iterations, noisy data loses after a few (semi-convergence), so the count is chosen as
+/// BART's lambda is.
+const CG_ITERS: [usize; 8] = [5, 10, 20, 50, 100, 200, 500, 1000];
 
 /// Options of `msm demo`.
 #[derive(clap::Args, Debug)]
@@ -56,9 +63,10 @@ pub struct Args {
     /// Data-consistency step lambda of MSM.
     #[arg(long, default_value_t = 1.0)]
     pub lambda: f64,
-    /// CG-SENSE iterations.
-    #[arg(long, default_value_t = 10)]
-    pub cg_iters: usize,
+    /// CG-SENSE iterations (default: the best of 5, 10, 20, 50, 100, 200, 500, 1000 on the first
+    /// slice).
+    #[arg(long)]
+    pub cg_iters: Option<usize>,
     /// CG iterations of final data consistency on each MSM sample (0: none).
     #[arg(long, default_value_t = ReconOptions::default().final_dc)]
     pub final_dc: usize,
@@ -133,11 +141,14 @@ fn scaled(reference: &Array2<C32>, image: &Array2<C32>) -> Array2<f32> {
     image.mapv(|v| (v * s).norm())
 }
 
-/// Runs BART pics l1-wavelet with weight `lambda` on files under `dir`.
-fn bart_pics(dir: &Path, lambda: f64) -> Result<Array2<C32>> {
-    let out = dir.join(format!("pics_{lambda}"));
+/// Runs BART pics l1-wavelet with weight `lambda` and at most `iters` iterations on files
+/// under `dir`.
+fn bart_pics(dir: &Path, lambda: f64, iters: usize) -> Result<Array2<C32>> {
+    let out = dir.join(format!("pics_{lambda}_{iters}"));
     let status = Command::new("bart")
         .arg("pics")
+        .arg("-i")
+        .arg(iters.to_string())
         .arg("-R")
         .arg(format!("W:7:0:{lambda}"))
         .arg(dir.join("ksp"))
@@ -167,7 +178,8 @@ pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
     let work = tempfile_dir(&a.out)?;
     let prior = NetworkPrior::new(net);
-    let mut bart_lambda = None;
+    let mut bart_setting = None;
+    let mut cg_iters = a.cg_iters;
     let mut table: Vec<(String, Vec<Row>)> = Vec::new();
     for (si, (label, image)) in slices.iter().enumerate() {
         let sim = SimOptions {
@@ -193,39 +205,67 @@ pub fn run(a: Args) -> Result<()> {
         rows.push(row("zero-filled", reference, &zf, t)?);
         images.push(("zero-filled".into(), zf));
 
-        let t = Instant::now();
-        let cg_opts = CgOptions {
-            iterations: a.cg_iters,
-            ..CgOptions::default()
+        let cg_run = |iterations| {
+            let cg_opts = CgOptions {
+                iterations,
+                ..CgOptions::default()
+            };
+            cg_sense(&op, acq.kspace.view(), &mask, cg_opts).map(|r| r.0)
         };
-        let (cg, _) = cg_sense(&op, acq.kspace.view(), &mask, cg_opts)?;
-        rows.push(row("CG-SENSE", reference, &cg, t)?);
+        let iters = match cg_iters {
+            Some(n) => n,
+            None => {
+                let mut best = (f64::NEG_INFINITY, CG_ITERS[0]);
+                for &n in &CG_ITERS {
+                    let q = compare(reference.view(), cg_run(n)?.view(), true)?;
+                    eprintln!("CG-SENSE {n} iterations: {:.2} dB", q.psnr);
+                    if q.psnr > best.0 {
+                        best = (q.psnr, n);
+                    }
+                }
+                eprintln!(
+                    "CG-SENSE iterations fixed at {} (best on the first slice)",
+                    best.1
+                );
+                cg_iters = Some(best.1);
+                best.1
+            }
+        };
+        let t = Instant::now();
+        let cg = cg_run(iters)?;
+        rows.push(row(&format!("CG-SENSE ({iters} it.)"), reference, &cg, t)?);
         images.push(("CG-SENSE".into(), cg));
 
         if use_bart {
             cfl::write_coils(work.join("ksp"), &acq.kspace)?;
             cfl::write_coils(work.join("maps"), &acq.maps)?;
-            let lambda = match bart_lambda {
-                Some(l) => l,
+            let (lambda, iters) = match bart_setting {
+                Some(s) => s,
                 None => {
-                    let mut best = (f64::NEG_INFINITY, BART_LAMBDAS[0]);
+                    let mut best = (f64::NEG_INFINITY, (BART_LAMBDAS[0], BART_ITERS[0]));
                     for &l in &BART_LAMBDAS {
-                        let img = bart_pics(&work, l)?;
-                        let q = compare(reference.view(), img.view(), true)?;
-                        eprintln!("BART l1-wavelet lambda {l}: {:.2} dB", q.psnr);
-                        if q.psnr > best.0 {
-                            best = (q.psnr, l);
+                        for &n in &BART_ITERS {
+                            let img = bart_pics(&work, l, n)?;
+                            let q = compare(reference.view(), img.view(), true)?;
+                            eprintln!(
+                                "BART l1-wavelet lambda {l}, {n} iterations: {:.2} dB",
+                                q.psnr
+                            );
+                            if q.psnr > best.0 {
+                                best = (q.psnr, (l, n));
+                            }
                         }
                     }
-                    eprintln!("BART lambda fixed at {} (best on the first slice)", best.1);
-                    bart_lambda = Some(best.1);
+                    let (l, n) = best.1;
+                    eprintln!("BART fixed at lambda {l}, {n} iterations (best on the first slice)");
+                    bart_setting = Some(best.1);
                     best.1
                 }
             };
             let t = Instant::now();
-            let img = bart_pics(&work, lambda)?;
+            let img = bart_pics(&work, lambda, iters)?;
             rows.push(row(
-                &format!("BART l1-wavelet ({lambda})"),
+                &format!("BART l1-wavelet ({lambda}, {iters} it.)"),
                 reference,
                 &img,
                 t,
