@@ -34,8 +34,13 @@ pub struct TrainConfig {
     pub steps: u64,
     /// Examples per minibatch.
     pub batch_size: usize,
-    /// AdamW learning rate (reference: 5e-5 for MRI).
+    /// AdamW learning rate (reference: 5e-5 for MRI); the rate until `lr_decay_from`.
     pub lr: f64,
+    /// Learning rate at the last step (`steps`) of a cosine decay from `lr` that starts at
+    /// step `lr_decay_from`; `None`: `lr` throughout.
+    pub lr_final: Option<f64>,
+    /// Step at which the cosine decay to `lr_final` starts.
+    pub lr_decay_from: u64,
     /// AdamW decoupled weight decay.
     pub weight_decay: f64,
     /// AdamW (beta1, beta2).
@@ -70,6 +75,8 @@ impl Default for TrainConfig {
             steps: 20_000,
             batch_size: 4,
             lr: 1e-4,
+            lr_final: None,
+            lr_decay_from: 0,
             weight_decay: 0.0,
             adam_betas: [0.9, 0.999],
             adam_eps: 1e-8,
@@ -130,7 +137,29 @@ impl TrainConfig {
                 "lr must be > 0, ema_decay in [0, 1), grad_clip >= 0",
             ));
         }
+        if let Some(f) = self.lr_final {
+            if !(f > 0.0 && f <= self.lr) || self.lr_decay_from >= self.steps {
+                return Err(Error::invalid(format!(
+                    "lr_final must be in (0, lr = {}] and lr_decay_from below steps = {}; got \
+                     lr_final {f}, lr_decay_from {}",
+                    self.lr, self.steps, self.lr_decay_from
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The learning rate of optimizer step `k` (1-based): `lr` up to `lr_decay_from`, then a
+    /// cosine from `lr` down to `lr_final` at step `steps`.
+    pub fn lr_at(&self, k: u64) -> f64 {
+        match self.lr_final {
+            Some(f) if k > self.lr_decay_from => {
+                let span = (self.steps - self.lr_decay_from) as f64;
+                let done = ((k - self.lr_decay_from) as f64 / span).min(1.0);
+                f + 0.5 * (self.lr - f) * (1.0 + (std::f64::consts::PI * done).cos())
+            }
+            _ => self.lr,
+        }
     }
 }
 
@@ -156,6 +185,9 @@ struct CheckpointMeta {
 }
 
 const CHECKPOINT_FORMAT: &str = "msm-export checkpoint 1";
+
+/// Held while a trainer seeds tch's process-wide generator and draws from it.
+static TCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A training run in memory.
 pub struct Trainer {
@@ -184,9 +216,13 @@ impl Trainer {
     pub fn new(cfg: &TrainConfig) -> Result<Trainer> {
         cfg.validate()?;
         let loader = Loader::open(&cfg.data)?;
-        tch::manual_seed(cfg.seed as i64);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let net = UNet::new(&vs.root(), &cfg.unet)?;
+        let (vs, net) = {
+            let _rng = TCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+            tch::manual_seed(cfg.seed as i64);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = UNet::new(&vs.root(), &cfg.unet)?;
+            (vs, net)
+        };
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let (names, params): (Vec<String>, Vec<Tensor>) = vars.into_iter().unzip();
@@ -259,6 +295,9 @@ impl Trainer {
     }
 
     fn loss_at(&self, step: u64) -> Result<(Tensor, usize)> {
+        // tch's generator is one per process: hold it from the seeding to the last draw, so
+        // that trainers running side by side (tests) keep their streams.
+        let _rng = TCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
         let ms = self
             .loader
             .batch(self.cfg.seed, step, self.cfg.batch_size)?;
@@ -292,6 +331,7 @@ impl Trainer {
         loss.backward();
         let k = self.step + 1;
         let cfg = &self.cfg;
+        let lr = cfg.lr_at(k);
         let grad_norm = tch::no_grad(|| {
             let sq: f64 = self
                 .params
@@ -330,7 +370,7 @@ impl Trainer {
                 self.adam_v[i] = &self.adam_v[i] * b2 + g.square() * (1.0 - b2);
                 let update =
                     (&self.adam_m[i] / bc1) / ((&self.adam_v[i] / bc2).sqrt() + cfg.adam_eps);
-                let new = &*p * (1.0 - cfg.lr * cfg.weight_decay) - update * cfg.lr;
+                let new = &*p * (1.0 - lr * cfg.weight_decay) - update * lr;
                 p.copy_(&new);
                 self.ema[i] = &self.ema[i] * decay + &*p * (1.0 - decay);
             }
@@ -379,7 +419,8 @@ impl Trainer {
     }
 
     /// Resumes a run from `path`, written by [`Trainer::save_checkpoint`] for the same
-    /// configuration (the step count may differ: a run can be extended).
+    /// configuration. The step count and the learning-rate decay (`lr_final`,
+    /// `lr_decay_from`) may differ: a run can be extended, and given a decay to finish with.
     pub fn resume(cfg: &TrainConfig, path: &Path) -> Result<Trainer> {
         let mut tr = Trainer::new(cfg)?;
         if !path.exists() {
@@ -413,6 +454,8 @@ impl Trainer {
         }
         let mut same = meta.config.clone();
         same.steps = cfg.steps;
+        same.lr_final = cfg.lr_final;
+        same.lr_decay_from = cfg.lr_decay_from;
         same.checkpoint_every = cfg.checkpoint_every;
         same.log_every = cfg.log_every;
         if &same != cfg {
@@ -470,7 +513,7 @@ impl Trainer {
             if st.step % self.cfg.log_every.max(1) == 0 || st.step == self.cfg.steps {
                 let secs = window.0.elapsed().as_secs_f64().max(1e-9);
                 let line = format!(
-                    "step {}/{} loss {:.6} (mean of last {}: {:.6}) t {} grad_norm {:.3} {:.2} examples/s",
+                    "step {}/{} loss {:.6} (mean of last {}: {:.6}) t {} grad_norm {:.3} lr {:.2e} {:.2} examples/s",
                     st.step,
                     self.cfg.steps,
                     st.loss,
@@ -478,6 +521,7 @@ impl Trainer {
                     window.2 / window.1 as f64,
                     st.t,
                     st.grad_norm,
+                    self.cfg.lr_at(st.step),
                     (window.1 as f64 * self.cfg.batch_size as f64) / secs
                 );
                 writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;

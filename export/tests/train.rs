@@ -278,3 +278,82 @@ fn bad_inputs_give_clear_errors() {
         .to_string();
     assert!(e.contains("none.safetensors"), "{e}");
 }
+
+#[test]
+fn learning_rate_decays_by_cosine_to_its_final_value() {
+    let mut cfg = tiny();
+    cfg.steps = 100;
+    assert!(
+        (1..=100).all(|k| cfg.lr_at(k) == cfg.lr),
+        "constant without lr_final"
+    );
+    cfg.lr_final = Some(1e-5);
+    cfg.lr_decay_from = 60;
+    cfg.validate().unwrap();
+    assert!((1..=60).all(|k| cfg.lr_at(k) == cfg.lr));
+    let mid = cfg.lr_at(80);
+    assert!(
+        (mid - 0.5 * (cfg.lr + 1e-5)).abs() < 1e-12,
+        "midpoint {mid}"
+    );
+    assert!((cfg.lr_at(100) - 1e-5).abs() < 1e-15);
+    assert!(
+        (60..100).all(|k| cfg.lr_at(k + 1) < cfg.lr_at(k)),
+        "decreasing"
+    );
+    let mut bad = cfg.clone();
+    bad.lr_final = Some(2.0 * cfg.lr);
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("lr_final") && e.contains("0.002"), "{e}");
+    let mut bad = cfg.clone();
+    bad.lr_decay_from = 100;
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("lr_decay_from") && e.contains("steps = 100"),
+        "{e}"
+    );
+}
+
+/// A constant-rate run resumed with a decay to finish with continues exactly as a run made
+/// with that decay from the start (the rates agree up to the resume point), and the decay is
+/// applied (the weights differ from a constant-rate continuation).
+#[test]
+fn a_resumed_run_can_finish_with_a_decay() {
+    have_volume();
+    tch::set_num_threads(1);
+    let mut cfg = tiny();
+    cfg.steps = 3;
+    let mut decayed = cfg.clone();
+    decayed.steps = 6;
+    decayed.lr_final = Some(1e-5);
+    decayed.lr_decay_from = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let mut whole = Trainer::new(&decayed).unwrap();
+    whole.run(&dir.path().join("whole"), |_| {}).unwrap();
+    let mut first = Trainer::new(&cfg).unwrap();
+    first.run(&dir.path().join("split"), |_| {}).unwrap();
+    drop(first);
+    let ckpt = dir.path().join("split/checkpoint.safetensors");
+    // The step-3 checkpoint, kept for the constant-rate continuation (the resumed run
+    // overwrites its own).
+    let ckpt3 = dir.path().join("step3.safetensors");
+    std::fs::copy(&ckpt, &ckpt3).unwrap();
+    let mut resumed = Trainer::resume(&decayed, &ckpt).unwrap();
+    resumed.run(&dir.path().join("split"), |_| {}).unwrap();
+    let mut constant_cfg = cfg.clone();
+    constant_cfg.steps = 6;
+    let mut constant = Trainer::resume(&constant_cfg, &ckpt3).unwrap();
+    constant.run(&dir.path().join("constant"), |_| {}).unwrap();
+    let mut most = 0.0f64;
+    for (((na, ta), (_, tb)), (_, tc)) in whole
+        .weights()
+        .iter()
+        .zip(&resumed.weights())
+        .zip(&constant.weights())
+    {
+        let d = (ta - tb).abs().max().double_value(&[]);
+        assert_eq!(d, 0.0, "{na} differs by {d}");
+        most = most.max((ta - tc).abs().max().double_value(&[]));
+    }
+    assert!(most > 0.0, "the decay changed nothing");
+}

@@ -216,9 +216,13 @@ pub fn export_run(
         command: Some(command),
         notes: vec![
             format!(
-                "optimizer AdamW lr {} betas {:?} weight decay {}, batch {}, grad clip {}, EMA {} \
+                "optimizer AdamW lr {}{} betas {:?} weight decay {}, batch {}, grad clip {}, EMA {} \
                  (warm-up {}), seed {}, timesteps from {} respaced steps",
                 cfg.lr,
+                cfg.lr_final.map_or(String::new(), |f| format!(
+                    " (cosine decay to {f} from step {} to {})",
+                    cfg.lr_decay_from, cfg.steps
+                )),
                 cfg.adam_betas,
                 cfg.weight_decay,
                 cfg.batch_size,
