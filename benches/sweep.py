@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Sampler sweep on tuning slices: PSNR and seconds of MSM posterior reconstruction over the
-sampling steps K, the partial scores w, the data-consistency step lambda, the DDIM eta and the
-number of posterior samples averaged and the CG iterations of final data consistency. With K = 200, w = 3 in the grid it also names the fast
-preset: the least time within 0.3 dB of K = 200, w = 3 (other settings equal).
+sampling steps K, the partial scores w, the data-consistency step lambda, the DDIM eta, the
+number of posterior samples averaged and the CG iterations of final data consistency. With
+K = 200, w = 3 in the grid it also names the fast preset: the least time within 0.3 dB of
+K = 200, w = 3 (other settings equal).
 
 Tuning slices are training slices of Colin27 (axial 60, 70 and 110 by default: outside the
 held-out block 80..99 that docs/results.md reports on), simulated by `msm simulate` (8 coils,
@@ -116,7 +117,8 @@ def main():
                              "samples": n, "final_dc": dc, "seconds": secs,
                              "psnr_db": psnr(ref, np.load(out))})
                 print(f"K = {k:3d}, w = {w}, lambda = {lam}, eta = {eta}, samples = {n}, "
-                      f"final DC {dc}, slice {s}: {rows[-1]['psnr_db']:.2f} dB, {secs:.1f} s", file=sys.stderr)
+                      f"final DC {dc}, slice {s}: {rows[-1]['psnr_db']:.2f} dB, {secs:.1f} s",
+                      file=sys.stderr)
     table = []
     for k, w, lam, eta, n, dc in grid:
         r = [x for x in rows if (x["steps"], x["partials"], x["lambda"], x["eta"],
@@ -132,7 +134,8 @@ def main():
                      and (r["lambda"], r["eta"], r["samples"], r["final_dc"])
                      == (t["lambda"], t["eta"], t["samples"], t["final_dc"])), None)
 
-    print(f"| K | w | lambda | eta | samples | final DC | mean PSNR (dB) | vs K = 200, w = 3 (dB) | "
+    print(f"| K | w | lambda | eta | samples | final DC | mean PSNR (dB) | "
+          f"vs K = 200, w = 3 (dB) | "
           f"seconds per slice ({a.backend}, {a.threads} threads) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for t in table:
@@ -141,7 +144,8 @@ def main():
         t["delta_db"] = d
         eta = "model" if t["eta"] is None else t["eta"]
         dc = "default" if t["final_dc"] is None else t["final_dc"]
-        print(f"| {t['steps']} | {t['partials']} | {t['lambda']} | {eta} | {t['samples']} | {dc} | "
+        print(f"| {t['steps']} | {t['partials']} | {t['lambda']} | {eta} | {t['samples']} | "
+              f"{dc} | "
               f"{t['psnr_db']:.2f} | {d:+.2f} | {t['seconds']:.1f} |")
     fast = None
     ref = reference(table[0])
