@@ -21,7 +21,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::kernels::{LN2_HI, LN2_LO};
+use super::kernels::silu16;
 use super::pieces::{self, Disjoint, PIECES};
 
 /// Whether this CPU and operating system run AMX bf16 tile instructions (asks the kernel for the
@@ -381,8 +381,8 @@ unsafe fn pack_input(
                     let mut e = _mm512_fmadd_ps(_mm512_loadu_ps(s0.add(i)), a0, b0);
                     let mut o = _mm512_fmadd_ps(_mm512_loadu_ps(s1.add(i)), a1, b1);
                     if silu {
-                        e = silu16(e);
-                        o = silu16(o);
+                        e = silu16::<false>(e);
+                        o = silu16::<false>(o);
                     }
                     let pair = _mm512_or_si512(
                         _mm512_srli_epi32::<16>(bf16_high(e)),
@@ -402,30 +402,6 @@ fn bf16_high(v: __m512) -> __m512i {
     let b = _mm512_castps_si512(v);
     let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
     _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)))
-}
-
-/// SiLU `v / (1 + e^-v)` on 16 lanes, to about 1e-5 relative: `e^-v = 2^k p(r)` with a
-/// degree-5 polynomial on `|r| <= ln 2 / 2` and an approximate reciprocal (2^-14). The result
-/// is rounded to bf16 (2^-9) next, so this is ample, and it costs a fraction of the exact
-/// division.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn silu16(v: __m512) -> __m512 {
-    let x = _mm512_min_ps(
-        _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), v), _mm512_set1_ps(-87.0)),
-        _mm512_set1_ps(88.0),
-    );
-    let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-    );
-    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_HI), x);
-    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_LO), r);
-    let mut p = _mm512_set1_ps(1.0 / 120.0);
-    for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    let e = _mm512_scalef_ps(p, k);
-    _mm512_mul_ps(v, _mm512_rcp14_ps(_mm512_add_ps(e, _mm512_set1_ps(1.0))))
 }
 
 #[cfg(test)]

@@ -322,16 +322,17 @@ const OUT_BLOCK: usize = 64 * 1024;
 
 /// A 2-D convolution with a square kernel of size 1 or 3 (padding `k / 2`), stride 1 or 2.
 ///
-/// A 3x3 stride-1 convolution runs as nine accumulated matrix products, one per kernel tap,
-/// each reading the zero-padded input shifted by that tap in place (an implicit im2col: no
-/// unrolled copy of the input is made); other shapes unroll blocks of the input (im2col).
+/// A 3x3 stride-1 convolution runs on [`super::direct`]'s register-blocked AVX-512 kernel
+/// where the CPU has AVX-512F; elsewhere as nine accumulated matrix products, one per kernel
+/// tap, each reading the zero-padded input shifted by that tap in place (an implicit im2col:
+/// no unrolled copy of the input is made). Other shapes unroll blocks of the input (im2col).
 #[derive(Debug, Clone)]
 pub struct Conv {
     /// Weights `[cout, cin * k * k]` (the ONNX `[cout, cin, k, k]` order); empty when the
     /// convolution runs on `taps`.
     weight: Vec<f32>,
-    /// The same weights per tap, `[k * k, cout, cin]`, for the nine-product form (else empty:
-    /// one copy of the weights is held, not two).
+    /// The same weights per tap, `[k * k, cout, cin]`, for the direct and nine-product forms
+    /// (else empty: one copy of the weights is held, not two).
     taps: Vec<f32>,
     /// Bias `[cout]`.
     bias: Vec<f32>,
@@ -390,10 +391,23 @@ impl Conv {
         }
     }
 
-    /// Whether a convolution of this shape runs as nine per-tap products over the padded
-    /// input (3x3, stride 1, enough input channels), else on an unrolled input.
+    /// Whether a convolution of this shape holds its weights per tap: it runs on
+    /// [`super::direct`] (3x3, stride 1, AVX-512F) or as nine per-tap products over the padded
+    /// input (3x3, stride 1, enough input channels); else on an unrolled input.
     fn per_tap(cin: usize, k: usize, stride: usize) -> bool {
-        k == 3 && stride == 1 && cin >= MIN_IMPLICIT_CIN
+        k == 3 && stride == 1 && (cin >= MIN_IMPLICIT_CIN || Self::direct_available())
+    }
+
+    /// Whether 3x3 stride-1 convolutions run on [`super::direct`] here (AVX-512F).
+    fn direct_available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            super::direct::available()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
     }
 
     /// Runs this convolution in bf16 on AMX tiles from now on, if it is a 3x3 stride-1 one
@@ -436,6 +450,7 @@ impl Conv {
 
     /// Convolves `x` (`[cin, h, w]`); returns `[cout, oh, ow]`. Runs in pieces
     /// ([`super::pieces`]): row blocks of the output, and for small images channel ranges too.
+    /// The forms differ in summation order only (about 1e-6 relative on the shipped model).
     pub fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), self.cin * h * w);
         let (oh, ow) = self.out_size(h, w);
@@ -447,6 +462,12 @@ impl Conv {
                 t.forward(x, h, w, None, &mut out);
                 return out;
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.k == 3 && self.stride == 1 && Self::direct_available() {
+            let mut out = buffer(self.cout * npix);
+            super::direct::conv3x3(x, self.cin, h, w, &self.taps, &self.bias, None, &mut out);
+            return out;
         }
         // With few input channels the nine per-tap products (k = cin) would each sweep the
         // whole output; one product over the unrolled input (k = 9 cin) sweeps it once.
@@ -525,9 +546,21 @@ impl Conv {
         out
     }
 
+    /// The nine-product form of a 3x3 stride-1 convolution whatever the CPU (the form CPUs
+    /// without AVX-512F run), for benchmarks and tests that compare it with
+    /// [`super::direct`]; other shapes, and weights not held per tap, as [`Conv::forward`].
+    pub fn forward_products(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+        if self.k == 3 && self.stride == 1 && !self.taps.is_empty() {
+            let mut out = buffer(self.cout * h * w);
+            self.implicit3x3(x, h, w, &mut out);
+            return out;
+        }
+        self.forward(x, h, w)
+    }
+
     /// Convolves `a x + b` per input channel (`coef[ci] = [a, b]`, then SiLU if `silu`): a
-    /// normalisation's output, which the bf16 tile path applies while packing its input instead
-    /// of writing it out first.
+    /// normalisation's output, which the bf16 tile and direct paths apply while packing or
+    /// padding their input instead of writing it out first.
     pub fn forward_normed(
         &self,
         x: &[f32],
@@ -544,6 +577,13 @@ impl Conv {
                 t.forward(x, h, w, Some((coef, silu)), &mut out);
                 return out;
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.k == 3 && self.stride == 1 && Self::direct_available() {
+            let mut out = buffer(self.cout * h * w);
+            let pre = Some((coef, silu));
+            super::direct::conv3x3(x, self.cin, h, w, &self.taps, &self.bias, pre, &mut out);
+            return out;
         }
         let n = apply_coefficients(x, h * w, coef, silu);
         let out = self.forward(&n, h, w);
@@ -978,6 +1018,41 @@ pub(super) const LN2_HI: f32 = 0.693_145_75;
 /// The low part of ln 2 (see [`LN2_HI`]).
 pub(super) const LN2_LO: f32 = 1.428_606_8e-6;
 
+/// SiLU `v / (1 + e^-v)` on 16 lanes: `e^-v = 2^k p(r)` with a degree-5 polynomial on
+/// `|r| <= ln 2 / 2` (about 1e-7 relative), then the division as an approximate reciprocal
+/// (2^-14): refined by a Newton step to f32 accuracy if `EXACT` (the f32 path), else as it is,
+/// ample for the bf16 packing, whose rounding (2^-9) comes next.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) fn silu16<const EXACT: bool>(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let x = _mm512_min_ps(
+        _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), v), _mm512_set1_ps(-87.0)),
+        _mm512_set1_ps(88.0),
+    );
+    let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(1.0 / 120.0);
+    for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let e = _mm512_scalef_ps(p, k);
+    let d = _mm512_add_ps(e, _mm512_set1_ps(1.0));
+    let r = _mm512_rcp14_ps(d);
+    if EXACT {
+        // One Newton step, r (2 - d r): 2^-28, below f32's rounding, for 2 FMAs where the
+        // division costs several times as much.
+        let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)));
+        _mm512_mul_ps(v, r)
+    } else {
+        _mm512_mul_ps(v, r)
+    }
+}
+
 /// `e^x` to about 2 ulp for |x| < 87 (0 below, +inf-free large value above), branch-free so
 /// that loops over it vectorise: `2^k * p(r)` with `x = k ln 2 + r`, `|r| <= ln 2 / 2`, and a
 /// degree-6 polynomial for `e^r`.
@@ -1087,31 +1162,38 @@ mod tests {
                 .collect();
             let conv = Conv::new(weight.clone(), bias.clone(), cin, cout, k, stride);
             let (oh, ow) = conv.out_size(h, w);
-            let got = conv.forward(&x, h, w);
-            let p = (k / 2) as isize;
-            for co in 0..cout {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut s = f64::from(bias[co]);
-                        for ci in 0..cin {
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    let iy = (oy * stride) as isize + ky as isize - p;
-                                    let ix = (ox * stride) as isize + kx as isize - p;
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                        continue;
+            // The form this CPU runs and the nine-product form (the same on CPUs without
+            // AVX-512F).
+            for (form, got) in [
+                ("forward", conv.forward(&x, h, w)),
+                ("products", conv.forward_products(&x, h, w)),
+            ] {
+                let p = (k / 2) as isize;
+                for co in 0..cout {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut s = f64::from(bias[co]);
+                            for ci in 0..cin {
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let iy = (oy * stride) as isize + ky as isize - p;
+                                        let ix = (ox * stride) as isize + kx as isize - p;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize
+                                        {
+                                            continue;
+                                        }
+                                        let wv = weight[co * n + (ci * k + ky) * k + kx];
+                                        let xv = x[(ci * h + iy as usize) * w + ix as usize];
+                                        s += f64::from(wv) * f64::from(xv);
                                     }
-                                    let wv = weight[co * n + (ci * k + ky) * k + kx];
-                                    let xv = x[(ci * h + iy as usize) * w + ix as usize];
-                                    s += f64::from(wv) * f64::from(xv);
                                 }
                             }
-                        }
-                        let g = got[(co * oh + oy) * ow + ox];
-                        assert!(
+                            let g = got[(co * oh + oy) * ow + ox];
+                            assert!(
                             (f64::from(g) - s).abs() < 1e-4 * (1.0 + s.abs()),
-                            "conv {cin}->{cout} {h}x{w} k{k} s{stride}: ({co},{oy},{ox}) {g} vs {s}"
+                            "{form}: conv {cin}->{cout} {h}x{w} k{k} s{stride}: ({co},{oy},{ox}) {g} vs {s}"
                         );
+                        }
                     }
                 }
             }

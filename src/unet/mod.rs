@@ -10,6 +10,8 @@
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
 pub mod config;
+#[cfg(target_arch = "x86_64")]
+pub mod direct;
 pub mod emit;
 pub mod from_onnx;
 pub mod kernels;

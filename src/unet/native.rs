@@ -414,7 +414,7 @@ impl NativeUNet {
             }
         }
         let plane = h.h * h.w;
-        let n = self.out_norm.forward(
+        let coef = self.out_norm.coefficients(
             &h.data,
             plane,
             NormEpilogue {
@@ -422,9 +422,8 @@ impl NativeUNet {
                 silu: true,
             },
         );
+        let out = self.out_conv.forward_normed(&h.data, h.h, h.w, &coef, true);
         recycle(h.data);
-        let out = self.out_conv.forward(&n, h.h, h.w);
-        recycle(n);
         Ok(out)
     }
 

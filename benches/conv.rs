@@ -1,0 +1,63 @@
+//! 3x3 convolutions at the shipped UNet's layer shapes (`models/msm-brain-128.onnx`: base 32,
+//! multipliers 1, 2, 2, 4 at 128, 64, 32 and 16 pixels, and the decoder's concatenated inputs),
+//! one thread: the form `msm` runs (`Conv::forward`: the direct AVX-512 kernel of
+//! `src/unet/direct.rs` where the CPU has AVX-512F) against the nine per-tap matrix products
+//! on the `gemm` crate (`Conv::forward_products`, the form other CPUs run), side by side.
+//!
+//! Outputs go back to the executor's buffer pool after each call, as they do in a pass (fresh
+//! pages each call would add page faults a pass does not have).
+//!
+//! Throughput counts 2 flops per multiply-add (2 * 9 * cin * cout * h * w a call), so
+//! criterion's `Gelem/s` reads as GFLOP/s; compare it with `msm bench`'s matrix-product peak.
+//!
+//! Run: `cargo bench --bench conv`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use msm::unet::kernels::{recycle, Conv};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::hint::black_box;
+
+/// (input channels, output channels, image side).
+const SHAPES: [(usize, usize, usize); 6] = [
+    (32, 32, 128),
+    (64, 32, 128),
+    (64, 64, 64),
+    (64, 64, 32),
+    (128, 128, 16),
+    (256, 128, 16),
+];
+
+fn bench(c: &mut Criterion) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("conv3x3");
+    group.sample_size(20);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for (cin, cout, side) in SHAPES {
+        let weight: Vec<f32> = (0..cout * cin * 9)
+            .map(|_| rng.random_range(-0.1f32..0.1))
+            .collect();
+        let bias: Vec<f32> = (0..cout).map(|_| rng.random_range(-0.1f32..0.1)).collect();
+        let x: Vec<f32> = (0..cin * side * side)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let conv = Conv::new(weight, bias, cin, cout, 3, 1);
+        let id = format!("{cin}x{cout}@{side}");
+        group.throughput(Throughput::Elements(
+            (2 * 9 * cin * cout * side * side) as u64,
+        ));
+        group.bench_function(BenchmarkId::new("msm", &id), |b| {
+            b.iter(|| pool.install(|| recycle(black_box(conv.forward(&x, side, side)))))
+        });
+        group.bench_function(BenchmarkId::new("products", &id), |b| {
+            b.iter(|| pool.install(|| recycle(black_box(conv.forward_products(&x, side, side)))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,359 @@
+//! 3x3, stride-1, padding-1 convolutions in f32 computed directly on AVX-512 registers: no
+//! per-tap matrix products, so no packing of either operand per call.
+//!
+//! The input is copied once per call into a zero-padded, row-interleaved layout
+//! `[h + 2][cin][w + 2]` (for one output row, the three input rows of every channel lie
+//! together), with the layer's GroupNorm affine and SiLU applied on the way
+//! ([`Conv::forward_normed`](super::kernels::Conv::forward_normed) hands them over instead of
+//! writing a normalised copy first). A register block of the output is 8 output channels x
+//! 3 vectors of 16 pixels (24 accumulators): for each tap and input channel it loads 3 input
+//! vectors, broadcasts 8 weights straight from the `[9, cout, cin]` weights, and issues 24 FMAs.
+//! Rows of any width run (the last vector of a row is masked), so every 3x3 stride-1
+//! convolution of the UNet takes this path on CPUs with AVX-512F.
+//!
+//! Each output is the bias plus the products summed over taps (outer) and input channels
+//! (inner), in that order, whatever block or piece computes it: results are bit-identical
+//! for any cut into pieces ([`super::pieces`]) and any thread count.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::kernels::silu16;
+use super::pieces::{self, Disjoint, PIECES};
+
+/// Output channels of a register block.
+const M: usize = 8;
+/// Pixel vectors (16 pixels each) of a register block.
+const N: usize = 3;
+/// Input rows (all channels, padded width) a piece's band of output rows may read, in floats
+/// (256 KiB): a band's input stays in the core's L2 cache while every channel block sweeps it.
+const BAND_FLOATS: usize = 64 * 1024;
+
+/// Whether this CPU runs the AVX-512 kernels here (checked once per call site by the
+/// standard library's cached detection).
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+thread_local! {
+    /// The padded input of the last convolution on this thread (reused across calls).
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One pixel vector of the output: row `y`, columns `x0..x0 + 16` where `mask` has bits.
+#[derive(Clone, Copy)]
+struct Vector {
+    y: usize,
+    x0: usize,
+    mask: u16,
+}
+
+/// `out` (emptied, then `[cout, h, w]`) = the 3x3 convolution of `pre(x)` (`x` `[cin, h, w]`)
+/// with `taps` (`[9, cout, cin]`, tap `t = 3 ky + kx`) plus `bias`, where `pre = Some((coef,
+/// silu))` maps channel `ci` to `coef[ci][0] v + coef[ci][1]`, then SiLU if `silu`.
+///
+/// # Panics
+/// If the lengths do not match the sizes, or the CPU has no AVX-512F ([`available`]).
+#[allow(clippy::too_many_arguments)]
+pub fn conv3x3(
+    x: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    taps: &[f32],
+    bias: &[f32],
+    pre: Option<(&[[f32; 2]], bool)>,
+    out: &mut Vec<f32>,
+) {
+    assert!(available(), "direct 3x3 convolution needs AVX-512F");
+    let cout = bias.len();
+    assert_eq!(x.len(), cin * h * w, "direct conv input");
+    assert_eq!(taps.len(), 9 * cout * cin, "direct conv weights");
+    if let Some((coef, _)) = pre {
+        assert_eq!(coef.len(), cin, "direct conv input coefficients");
+    }
+    let len = cout * h * w;
+    out.clear();
+    out.reserve(len);
+    if len == 0 {
+        return;
+    }
+    // The buffer leaves the thread-local while the pieces run: a worker waiting for them may
+    // run another call's convolution on this thread, which then pads into a buffer of its own.
+    let mut xp = PADDED.with(|b| b.take());
+    pad(x, cin, h, w, pre, &mut xp);
+    let row = cin * (w + 2);
+    // Pieces: bands of output rows, and channel ranges where the bands are fewer than PIECES.
+    let rows = (BAND_FLOATS / row).saturating_sub(2).clamp(1, h);
+    let bands = h.div_ceil(rows);
+    let cblocks = cout.div_ceil(M);
+    let parts = PIECES.div_ceil(bands).min(cblocks);
+    let dst = Disjoint::new(out.as_mut_ptr());
+    let xp_ref = &xp;
+    pieces::run(bands * parts, |p| {
+        let y0 = (p / parts) * rows;
+        let ys = y0..(y0 + rows).min(h);
+        let blocks = pieces::range(cblocks, parts, p % parts);
+        let vectors: Vec<Vector> = ys
+            .flat_map(|y| {
+                (0..w).step_by(16).map(move |x0| Vector {
+                    y,
+                    x0,
+                    mask: if w - x0 >= 16 {
+                        u16::MAX
+                    } else {
+                        (1u16 << (w - x0)) - 1
+                    },
+                })
+            })
+            .collect();
+        for cb in blocks {
+            let co = cb * M;
+            for group in vectors.chunks(N) {
+                // SAFETY: AVX-512F checked above; `xp` is `pad`'s layout for `cin x h x w`,
+                // `taps` and `bias` hold `cout` channels, and this piece writes channels
+                // `co..co + M` (those below `cout`) at its rows only, inside `out`'s reserved
+                // capacity, which no other piece writes.
+                unsafe {
+                    let args = Block {
+                        xp: xp_ref.as_ptr(),
+                        row,
+                        wp: w + 2,
+                        cin,
+                        taps: taps.as_ptr(),
+                        bias: bias.as_ptr(),
+                        cout,
+                        co,
+                        out: dst.ptr(),
+                        plane: h * w,
+                        w,
+                    };
+                    match group.len() {
+                        3 => block::<3>(&args, group),
+                        2 => block::<2>(&args, group),
+                        _ => block::<1>(&args, group),
+                    }
+                }
+            }
+        }
+    });
+    // SAFETY: the pieces wrote every channel at every pixel: all `len` values.
+    unsafe { out.set_len(len) };
+    PADDED.with(|b| {
+        if b.borrow().capacity() < xp.capacity() {
+            b.replace(xp);
+        }
+    });
+}
+
+/// Copies `pre(x)` (`x` `[c, h, w]`) into `xp` as `[h + 2][c][w + 2]` with a zero border.
+fn pad(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    pre: Option<(&[[f32; 2]], bool)>,
+    xp: &mut Vec<f32>,
+) {
+    let wp = w + 2;
+    let row = c * wp;
+    // Every value is written below (the buffer may hold another call's values).
+    xp.resize((h + 2) * row, 0.0);
+    xp[..row].fill(0.0);
+    xp[(h + 1) * row..].fill(0.0);
+    let parts = PIECES.min(h);
+    let dst = Disjoint::new(xp.as_mut_ptr());
+    pieces::run(parts, |p| {
+        for y in pieces::range(h, parts, p) {
+            // SAFETY: padded row `y + 1` (`row` floats) lies inside `xp` (resized above) and
+            // only piece `p` writes it.
+            let d = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add((y + 1) * row), row) };
+            for ci in 0..c {
+                let (a, b, silu) = match pre {
+                    Some((coef, silu)) => (coef[ci][0], coef[ci][1], silu),
+                    None => (1.0, 0.0, false),
+                };
+                let dr = &mut d[ci * wp..(ci + 1) * wp];
+                dr[0] = 0.0;
+                dr[wp - 1] = 0.0;
+                let src = &x[(ci * h + y) * w..(ci * h + y + 1) * w];
+                // SAFETY: AVX-512F ([`conv3x3`] checked it).
+                unsafe { affine_row(&mut dr[1..=w], src, a, b, silu) };
+            }
+        }
+    });
+}
+
+/// `dst = a src + b`, then SiLU if `silu` ([`silu16`]), 16 values at a time (the tail masked).
+#[target_feature(enable = "avx512f")]
+fn affine_row(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) {
+    debug_assert_eq!(dst.len(), src.len());
+    let (va, vb) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i < n {
+        let mask: u16 = if n - i >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << (n - i)) - 1
+        };
+        // SAFETY: the mask keeps the load and store inside `src[i..n]` and `dst[i..n]`.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+            let mut v = _mm512_fmadd_ps(v, va, vb);
+            if silu {
+                v = silu16::<true>(v);
+            }
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, v);
+        }
+        i += 16;
+    }
+}
+
+/// What a register block reads and where it writes (see [`block`]).
+struct Block {
+    /// The padded input, [`pad`]'s layout.
+    xp: *const f32,
+    /// Floats per padded row of all channels (`cin * (w + 2)`).
+    row: usize,
+    /// Padded width `w + 2`.
+    wp: usize,
+    cin: usize,
+    /// `[9, cout, cin]`.
+    taps: *const f32,
+    bias: *const f32,
+    cout: usize,
+    /// First output channel of the block.
+    co: usize,
+    /// The output `[cout, h, w]`.
+    out: *mut f32,
+    /// `h * w`.
+    plane: usize,
+    w: usize,
+}
+
+/// Output channels `co..co + M` (those below `cout`; the others repeat channel `cout - 1`'s
+/// weights and are not stored) at the `V` pixel vectors `vs`.
+///
+/// # Safety
+/// AVX-512F; the pointers hold the layouts [`Block`] names, and the output rows of `vs` for
+/// these channels are this call's to write.
+#[target_feature(enable = "avx512f")]
+unsafe fn block<const V: usize>(a: &Block, vs: &[Vector]) {
+    let (cin, cout, co) = (a.cin, a.cout, a.co);
+    // Weight rows of the block's channels (tap 0); a tap adds `cout * cin`.
+    let wrow: [*const f32; M] = std::array::from_fn(|m| a.taps.add((co + m).min(cout - 1) * cin));
+    let mut acc = [[_mm512_setzero_ps(); V]; M];
+    for (m, accs) in acc.iter_mut().enumerate() {
+        let b = _mm512_set1_ps(*a.bias.add((co + m).min(cout - 1)));
+        *accs = [b; V];
+    }
+    let masks: [u16; V] = std::array::from_fn(|j| vs[j].mask);
+    // Output (y, x) reads padded rows y..y + 3 at columns x..x + 3.
+    let base: [*const f32; V] = std::array::from_fn(|j| a.xp.add(vs[j].y * a.row + vs[j].x0));
+    for t in 0..9 {
+        let off = (t / 3) * a.row + t % 3;
+        let wt = t * cout * cin;
+        for ci in 0..cin {
+            let x: [__m512; V] = std::array::from_fn(|j| {
+                _mm512_maskz_loadu_ps(masks[j], base[j].add(off + ci * a.wp))
+            });
+            for m in 0..M {
+                let wv = _mm512_set1_ps(*wrow[m].add(wt + ci));
+                for j in 0..V {
+                    acc[m][j] = _mm512_fmadd_ps(wv, x[j], acc[m][j]);
+                }
+            }
+        }
+    }
+    for (m, accs) in acc.iter().enumerate() {
+        if co + m >= cout {
+            break;
+        }
+        for (j, v) in vs.iter().enumerate() {
+            let o = a.out.add((co + m) * a.plane + v.y * a.w + v.x0);
+            _mm512_mask_storeu_ps(o, v.mask, accs[j]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        }
+    }
+
+    /// Against f64 loops over the definition (zero padding, bias, the affine and SiLU on the
+    /// input), on widths below, at and between multiples of 16, channel counts that leave a
+    /// partial block of 8, and a band cut (more rows than one band holds).
+    #[test]
+    fn matches_the_definition() {
+        if !available() {
+            eprintln!("no AVX-512F on this CPU: direct convolution not exercised");
+            return;
+        }
+        for &(cin, cout, h, w, pre) in &[
+            (2, 32, 5, 16, false),
+            (3, 5, 7, 9, true),
+            (16, 11, 4, 40, true),
+            (32, 2, 9, 32, false),
+            (64, 16, 40, 24, true),
+        ] {
+            let mut rnd = lcg(3);
+            let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
+            let x: Vec<f32> = (0..cin * h * w).map(|_| 8.0 * rnd()).collect();
+            let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
+            let mut out = vec![f32::NAN; 3];
+            conv3x3(
+                &x,
+                cin,
+                h,
+                w,
+                &taps,
+                &bias,
+                pre.then_some((&coef[..], true)),
+                &mut out,
+            );
+            assert_eq!(out.len(), cout * h * w);
+            let input = |ci: usize, y: usize, xx: usize| -> f64 {
+                let v = f64::from(x[(ci * h + y) * w + xx]);
+                if !pre {
+                    return v;
+                }
+                let u = f64::from(coef[ci][0]) * v + f64::from(coef[ci][1]);
+                u / (1.0 + (-u).exp())
+            };
+            for co in 0..cout {
+                for y in 0..h {
+                    for xx in 0..w {
+                        let mut s = f64::from(bias[co]);
+                        for t in 0..9 {
+                            let (iy, ix) = (y + t / 3, xx + t % 3);
+                            if iy < 1 || ix < 1 || iy > h || ix > w {
+                                continue;
+                            }
+                            for ci in 0..cin {
+                                let wv = f64::from(taps[(t * cout + co) * cin + ci]);
+                                s += wv * input(ci, iy - 1, ix - 1);
+                            }
+                        }
+                        let g = f64::from(out[(co * h + y) * w + xx]);
+                        assert!(
+                            (g - s).abs() < 1e-4 * (1.0 + s.abs()),
+                            "{cin}->{cout} {h}x{w} pre {pre}: ({co}, {y}, {xx}) {g} vs {s}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
