@@ -65,6 +65,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Print and log a progress line every this many steps.
     pub log_every: u64,
+    /// Where the run's weights started when it did not start from `seed`'s initialisation: the
+    /// checkpoint whose EMA weights [`Trainer::init_from`] copied (provenance, for the card).
+    pub init_from: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -89,6 +92,7 @@ impl Default for TrainConfig {
             sure_weight: 0.05,
             checkpoint_every: 500,
             log_every: 10,
+            init_from: None,
         }
     }
 }
@@ -423,41 +427,14 @@ impl Trainer {
     /// `lr_decay_from`) may differ: a run can be extended, and given a decay to finish with.
     pub fn resume(cfg: &TrainConfig, path: &Path) -> Result<Trainer> {
         let mut tr = Trainer::new(cfg)?;
-        if !path.exists() {
-            return Err(Error::io(
-                path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
-            ));
-        }
-        let entries = Tensor::read_safetensors(path).map_err(|e| {
-            Error::format(path, format!("not a readable checkpoint (expected a safetensors file written by msm-train): {e}"))
-        })?;
-        let map: std::collections::HashMap<String, Tensor> = entries.into_iter().collect();
-        let meta_t = map.get("__meta").ok_or_else(|| {
-            Error::format(
-                path,
-                "checkpoint has no `__meta` entry; not written by msm-train",
-            )
-        })?;
-        let bytes = Vec::<u8>::try_from(meta_t.reshape([-1]))
-            .map_err(|e| Error::format(path, format!("bad `__meta` entry: {e}")))?;
-        let meta: CheckpointMeta = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::format(path, format!("bad `__meta` JSON: {e}")))?;
-        if meta.format != CHECKPOINT_FORMAT {
-            return Err(Error::format(
-                path,
-                format!(
-                    "checkpoint format `{}`, expected `{CHECKPOINT_FORMAT}`",
-                    meta.format
-                ),
-            ));
-        }
+        let (meta, map) = read_checkpoint(path)?;
         let mut same = meta.config.clone();
         same.steps = cfg.steps;
         same.lr_final = cfg.lr_final;
         same.lr_decay_from = cfg.lr_decay_from;
         same.checkpoint_every = cfg.checkpoint_every;
         same.log_every = cfg.log_every;
+        same.init_from = cfg.init_from.clone();
         if &same != cfg {
             return Err(Error::format(
                 path,
@@ -491,6 +468,43 @@ impl Trainer {
         })?;
         tr.step = meta.step;
         tr.last_loss = meta.last_loss;
+        // Provenance stays with the run whether or not the resuming config repeats it.
+        tr.cfg.init_from = meta.config.init_from.or(tr.cfg.init_from);
+        Ok(tr)
+    }
+
+    /// A new run (step 0, fresh optimizer state, `cfg`'s data, schedule and seeds) whose
+    /// parameters and EMA start from the EMA weights of the checkpoint at `path`: fine-tuning
+    /// a trained prior for other data, e.g. noisy measurements. The architecture must match;
+    /// `cfg.init_from` should name `path` (the CLI sets it) so that the card says so.
+    pub fn init_from(cfg: &TrainConfig, path: &Path) -> Result<Trainer> {
+        let mut tr = Trainer::new(cfg)?;
+        let (meta, map) = read_checkpoint(path)?;
+        if meta.config.unet != cfg.unet {
+            return Err(Error::format(
+                path,
+                "checkpoint holds a different architecture (`unet` section) than the config; \
+                 fine-tuning needs the same network",
+            ));
+        }
+        tch::no_grad(|| -> Result<()> {
+            for i in 0..tr.names.len() {
+                let key = format!("ema.{}", tr.names[i]);
+                let t = map
+                    .get(&key)
+                    .ok_or_else(|| Error::format(path, format!("checkpoint lacks `{key}`")))?;
+                let want = tr.params[i].size();
+                if t.size() != want {
+                    return Err(Error::format(
+                        path,
+                        format!("`{key}` has shape {:?}, expected {want:?}", t.size()),
+                    ));
+                }
+                tr.params[i].copy_(t);
+                tr.ema[i] = t.copy();
+            }
+            Ok(())
+        })?;
         Ok(tr)
     }
 
@@ -534,6 +548,47 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// The metadata and tensors of a checkpoint written by [`Trainer::save_checkpoint`].
+fn read_checkpoint(
+    path: &Path,
+) -> Result<(CheckpointMeta, std::collections::HashMap<String, Tensor>)> {
+    if !path.exists() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
+        ));
+    }
+    let entries = Tensor::read_safetensors(path).map_err(|e| {
+        Error::format(
+            path,
+            format!(
+                "not a readable checkpoint (expected a safetensors file written by msm-train): {e}"
+            ),
+        )
+    })?;
+    let map: std::collections::HashMap<String, Tensor> = entries.into_iter().collect();
+    let meta_t = map.get("__meta").ok_or_else(|| {
+        Error::format(
+            path,
+            "checkpoint has no `__meta` entry; not written by msm-train",
+        )
+    })?;
+    let bytes = Vec::<u8>::try_from(meta_t.reshape([-1]))
+        .map_err(|e| Error::format(path, format!("bad `__meta` entry: {e}")))?;
+    let meta: CheckpointMeta = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::format(path, format!("bad `__meta` JSON: {e}")))?;
+    if meta.format != CHECKPOINT_FORMAT {
+        return Err(Error::format(
+            path,
+            format!(
+                "checkpoint format `{}`, expected `{CHECKPOINT_FORMAT}`",
+                meta.format
+            ),
+        ));
+    }
+    Ok((meta, map))
 }
 
 /// The checkpoint file of a run folder.

@@ -357,3 +357,63 @@ fn a_resumed_run_can_finish_with_a_decay() {
     }
     assert!(most > 0.0, "the decay changed nothing");
 }
+
+/// Fine-tuning: a run started from a checkpoint begins at step 0 with that checkpoint's EMA
+/// weights as both its parameters and its EMA, trains on its own data (here noisy
+/// measurements), keeps the provenance through a resume, and refuses another architecture.
+#[test]
+fn init_from_starts_a_new_run_from_a_checkpoints_ema() {
+    have_volume();
+    tch::set_num_threads(1);
+    let mut cfg = tiny();
+    cfg.steps = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = Trainer::new(&cfg).unwrap();
+    base.run(&dir.path().join("base"), |_| {}).unwrap();
+    let ckpt = dir.path().join("base/checkpoint.safetensors");
+    let ema = base.ema_weights().unwrap();
+
+    let mut noisy = cfg.clone();
+    noisy.data.noise_eta = 0.01;
+    noisy.seed = 7;
+    noisy.init_from = Some(ckpt.display().to_string());
+    let mut tuned = Trainer::init_from(&noisy, &ckpt).unwrap();
+    assert_eq!(tuned.step_count(), 0);
+    let start = tuned.weights();
+    let tuned_ema = tuned.ema_weights().unwrap();
+    for (n, t) in &start {
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let want = ema.get(n, &shape).unwrap();
+        let v = Vec::<f32>::try_from(t.reshape([-1])).unwrap();
+        assert_eq!(
+            v, want,
+            "{n}: parameters are not the checkpoint's EMA weights"
+        );
+        assert_eq!(
+            tuned_ema.get(n, &shape).unwrap(),
+            want,
+            "{n}: EMA not copied"
+        );
+    }
+    tuned.run(&dir.path().join("tuned"), |_| {}).unwrap();
+    assert_eq!(tuned.step_count(), 2);
+    let moved = tuned
+        .weights()
+        .iter()
+        .zip(&start)
+        .map(|((_, a), (_, b))| (a - b).abs().max().double_value(&[]))
+        .fold(0.0f64, f64::max);
+    assert!(moved > 0.0, "fine-tuning did not train");
+
+    // Resuming without repeating `init_from` keeps it.
+    let mut more = noisy.clone();
+    more.steps = 3;
+    more.init_from = None;
+    let resumed = Trainer::resume(&more, &dir.path().join("tuned/checkpoint.safetensors")).unwrap();
+    assert_eq!(resumed.config().init_from, noisy.init_from);
+
+    let mut other = noisy.clone();
+    other.unet.model_channels *= 2;
+    let e = Trainer::init_from(&other, &ckpt).unwrap_err().to_string();
+    assert!(e.contains("different architecture"), "{e}");
+}

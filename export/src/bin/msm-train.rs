@@ -42,8 +42,12 @@ enum Cmd {
         #[arg(long)]
         noise_eta: Option<f64>,
         /// Continue from OUT/checkpoint.safetensors.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "init_from")]
         resume: bool,
+        /// Start a new run (step 0, fresh optimizer) from the EMA weights of this checkpoint
+        /// (same architecture): fine-tuning, e.g. on noisy measurements.
+        #[arg(long)]
+        init_from: Option<PathBuf>,
         /// Torch intra-op threads.
         #[arg(long)]
         threads: Option<i32>,
@@ -110,6 +114,7 @@ fn run(cli: Cli) -> msm::Result<()> {
             seed,
             noise_eta,
             resume,
+            init_from,
             threads,
             export,
         } => {
@@ -129,6 +134,9 @@ fn run(cli: Cli) -> msm::Result<()> {
             if let Some(t) = threads {
                 tch::set_num_threads(t);
             }
+            if let Some(p) = &init_from {
+                cfg.init_from = Some(p.display().to_string());
+            }
             cfg.validate()?;
             std::fs::create_dir_all(&out).map_err(|e| msm::Error::io(&out, e))?;
             let cfg_path = out.join("config.json");
@@ -136,6 +144,8 @@ fn run(cli: Cli) -> msm::Result<()> {
             msm::io::atomic::write_atomic(&cfg_path, |f| f.write_all(json.as_bytes()))?;
             let mut tr = if resume {
                 Trainer::resume(&cfg, &checkpoint_path(&out))?
+            } else if let Some(p) = &init_from {
+                Trainer::init_from(&cfg, p)?
             } else {
                 Trainer::new(&cfg)?
             };

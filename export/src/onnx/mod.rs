@@ -214,7 +214,16 @@ pub fn export_run(
         final_loss: tr.last_loss(),
         scale_p99: Some(scale.median),
         command: Some(command),
-        notes: vec![
+        notes: cfg
+            .init_from
+            .iter()
+            .map(|p| {
+                format!(
+                    "fine-tuned: the weights started from the EMA weights of `{p}`; \
+                     `msm.steps_trained` counts this run's steps only"
+                )
+            })
+            .chain([
             format!(
                 "optimizer AdamW lr {}{} betas {:?} weight decay {}, batch {}, grad clip {}, EMA {} \
                  (warm-up {}), seed {}, timesteps from {} respaced steps",
@@ -237,7 +246,8 @@ pub fn export_run(
                 "training config: `{}`",
                 serde_json::to_string(cfg).unwrap_or_default()
             ),
-        ],
+        ])
+            .collect(),
     };
     freeze(&cfg.unet, &tr.ema_weights()?, weights, &prov, path)
 }
