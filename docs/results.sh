@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-msm-results}
-MSM=./target/release/msm
+MSM=${MSM:-./target/release/msm}
 K=${K:-50}
 BACKEND=${BACKEND:-auto}
 mkdir -p "$OUT"

@@ -17,7 +17,6 @@ use std::path::Path;
 use std::process::Command;
 
 const MODEL: &str = "models/msm-brain-128.onnx";
-const CARD: &str = "models/msm-brain-128.md";
 /// The shipped example: Colin27 axial slice 90, in the held-out block.
 const EXAMPLE: &str = "models/examples/colin27-axial-90.npy";
 
@@ -73,25 +72,51 @@ fn twenty_step_reconstruction_beats_zero_filled() {
 }
 
 #[test]
-fn shipped_model_loads_and_matches_its_card() {
-    let net = OnnxDenoiser::load(MODEL).expect("shipped model loads");
-    let m = net.meta();
-    assert_eq!((m.height, m.width, m.channels), (128, 128, 2));
-    let card = std::fs::read_to_string(CARD).expect("model card next to the model");
-    let steps = m.steps_trained.expect("steps trained recorded");
+fn shipped_models_load_and_match_their_cards() {
+    let mut models: Vec<_> = std::fs::read_dir("models")
+        .expect("models/ folder")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    models.sort();
     assert!(
-        card.contains(&format!("{steps}")),
-        "card does not state the {steps} training steps recorded in the model"
+        models.iter().any(|p| p == Path::new(MODEL)),
+        "{MODEL} is not shipped"
     );
-    assert!(card.contains(&format!("{}", m.train_acs_lines)));
-    let scale = m
-        .extra
-        .get("msm.scale_p99")
-        .expect("training scale recorded");
-    assert!(
-        card.contains(scale.as_str()),
-        "card does not state scale {scale}"
-    );
+    for path in &models {
+        let net = OnnxDenoiser::load(path).expect("shipped model loads");
+        let m = net.meta();
+        let name = path.display();
+        assert_eq!((m.height, m.width, m.channels), (128, 128, 2), "{name}");
+        let card = std::fs::read_to_string(path.with_extension("md"))
+            .unwrap_or_else(|e| panic!("no model card next to {name}: {e}"));
+        let steps = m.steps_trained.expect("steps trained recorded");
+        assert!(
+            card.contains(&format!("{steps}")),
+            "{name}: card does not state the {steps} training steps recorded in the model"
+        );
+        assert!(
+            card.contains(&format!("{} ACS", m.train_acs_lines)),
+            "{name}: card does not state the {} ACS lines",
+            m.train_acs_lines
+        );
+        assert!(
+            card.contains(&format!(
+                "noise std {} per real component",
+                m.train_noise_eta
+            )),
+            "{name}: card does not state the training noise {}",
+            m.train_noise_eta
+        );
+        let scale = m
+            .extra
+            .get("msm.scale_p99")
+            .expect("training scale recorded");
+        assert!(
+            card.contains(scale.as_str()),
+            "{name}: card does not state scale {scale}"
+        );
+    }
 }
 
 #[test]
