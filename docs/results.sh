@@ -40,6 +40,10 @@ run r4-dc1000 --slices 20 --accel 4 --steps "$K" --samples 1 --final-dc 1000 --n
 # Noisy scans (std 0.01 per real component, image peak 1): CG-SENSE semi-converges, and MSM's
 # final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
 run r4-noise --slices 20 --accel 4 --noise 0.01 --steps "$K" --samples 1 --final-dc 3
+# The same noisy scans with the prior fine-tuned on noisy measurements (its own card), MSM's
+# settings unchanged.
+run r4-noise-model --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 --noise 0.01 \
+    --steps "$K" --samples 1 --final-dc 3 --no-bart
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
 run r6 --slices 20 --accel 6 --steps "$K" --samples 1
 # R = 8 keeps 16 of 128 columns, fewer than the 20 ACS lines used above: 10 ACS lines (the
