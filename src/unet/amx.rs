@@ -407,6 +407,7 @@ fn bf16_high(v: __m512) -> __m512i {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unet::kernels::lcg;
 
     fn unbf16(v: u16) -> f32 {
         f32::from_bits(u32::from(v) << 16)
@@ -419,16 +420,6 @@ mod tests {
         assert_eq!(bf16(1.0 + 1.0 / 256.0), 0x3f80);
         assert_eq!(unbf16(bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
         assert_eq!(unbf16(bf16(-2.5)), -2.5);
-    }
-
-    fn lcg(seed: u64) -> impl FnMut() -> f32 {
-        let mut s = seed;
-        move || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        }
     }
 
     /// The tile convolution against direct loops over the same bf16-rounded values.

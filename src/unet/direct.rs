@@ -29,8 +29,7 @@ const N: usize = 3;
 /// (256 KiB): a band's input stays in the core's L2 cache while every channel block sweeps it.
 const BAND_FLOATS: usize = 64 * 1024;
 
-/// Whether this CPU runs the AVX-512 kernels here (checked once per call site by the
-/// standard library's cached detection).
+/// Whether this CPU runs the AVX-512 kernels here (the standard library caches the answer).
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
@@ -280,16 +279,7 @@ unsafe fn block<const V: usize>(a: &Block, vs: &[Vector]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lcg(seed: u64) -> impl FnMut() -> f32 {
-        let mut s = seed;
-        move || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-        }
-    }
+    use crate::unet::kernels::lcg;
 
     /// Against f64 loops over the definition (zero padding, bias, the affine and SiLU on the
     /// input), on widths below, at and between multiples of 16, channel counts that leave a

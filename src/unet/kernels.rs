@@ -455,18 +455,7 @@ impl Conv {
         debug_assert_eq!(x.len(), self.cin * h * w);
         let (oh, ow) = self.out_size(h, w);
         let npix = oh * ow;
-        #[cfg(target_arch = "x86_64")]
-        if let Some(t) = &self.tiles {
-            if super::amx::TileConv::fits_size(h, w) {
-                let mut out = buffer(self.cout * npix);
-                t.forward(x, h, w, None, &mut out);
-                return out;
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        if self.k == 3 && self.stride == 1 && Self::direct_available() {
-            let mut out = buffer(self.cout * npix);
-            super::direct::conv3x3(x, self.cin, h, w, &self.taps, &self.bias, None, &mut out);
+        if let Some(out) = self.forward_fused(x, h, w, None) {
             return out;
         }
         // With few input channels the nine per-tap products (k = cin) would each sweep the
@@ -570,25 +559,43 @@ impl Conv {
         silu: bool,
     ) -> Vec<f32> {
         debug_assert_eq!(coef.len(), self.cin);
-        #[cfg(target_arch = "x86_64")]
-        if let Some(t) = &self.tiles {
-            if super::amx::TileConv::fits_size(h, w) {
-                let mut out = buffer(self.cout * h * w);
-                t.forward(x, h, w, Some((coef, silu)), &mut out);
-                return out;
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        if self.k == 3 && self.stride == 1 && Self::direct_available() {
-            let mut out = buffer(self.cout * h * w);
-            let pre = Some((coef, silu));
-            super::direct::conv3x3(x, self.cin, h, w, &self.taps, &self.bias, pre, &mut out);
+        if let Some(out) = self.forward_fused(x, h, w, Some((coef, silu))) {
             return out;
         }
         let n = apply_coefficients(x, h * w, coef, silu);
         let out = self.forward(&n, h, w);
         recycle(n);
         out
+    }
+
+    /// The forms that apply `pre` (as in [`super::direct::conv3x3`]) while copying their input:
+    /// bf16 tiles when [`Conv::use_bf16_tiles`] made them and the size fits, else the direct
+    /// kernel for a 3x3 stride-1 convolution on AVX-512F; `None` when neither runs here.
+    fn forward_fused(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        pre: Option<(&[[f32; 2]], bool)>,
+    ) -> Option<Vec<f32>> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(t) = &self.tiles {
+                if super::amx::TileConv::fits_size(h, w) {
+                    let mut out = buffer(self.cout * h * w);
+                    t.forward(x, h, w, pre, &mut out);
+                    return Some(out);
+                }
+            }
+            if self.k == 3 && self.stride == 1 && Self::direct_available() {
+                let mut out = buffer(self.cout * h * w);
+                super::direct::conv3x3(x, self.cin, h, w, &self.taps, &self.bias, pre, &mut out);
+                return Some(out);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (x, h, w, pre);
+        None
     }
 
     /// 3x3, stride 1, padding 1: `out` (emptied, then `[cout, h, w]`) = the convolution plus
@@ -1042,15 +1049,13 @@ pub(super) fn silu16<const EXACT: bool>(v: std::arch::x86_64::__m512) -> std::ar
     }
     let e = _mm512_scalef_ps(p, k);
     let d = _mm512_add_ps(e, _mm512_set1_ps(1.0));
-    let r = _mm512_rcp14_ps(d);
+    let mut r = _mm512_rcp14_ps(d);
     if EXACT {
         // One Newton step, r (2 - d r): 2^-28, below f32's rounding, for 2 FMAs where the
         // division costs several times as much.
-        let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)));
-        _mm512_mul_ps(v, r)
-    } else {
-        _mm512_mul_ps(v, r)
+        r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)));
     }
+    _mm512_mul_ps(v, r)
 }
 
 /// `e^x` to about 2 ulp for |x| < 87 (0 below, +inf-free large value above), branch-free so
@@ -1123,6 +1128,19 @@ pub fn add_assign(a: &mut [f32], b: &[f32]) {
             *x += y;
         }
     });
+}
+
+/// A seeded stream of uniform values in [-0.5, 0.5) for the kernels' tests (no dependency on
+/// an RNG crate's stream staying the same).
+#[cfg(test)]
+pub(super) fn lcg(seed: u64) -> impl FnMut() -> f32 {
+    let mut s = seed;
+    move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
 }
 
 #[cfg(test)]
