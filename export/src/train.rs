@@ -446,19 +446,8 @@ impl Trainer {
             for i in 0..tr.names.len() {
                 let n = tr.names[i].clone();
                 let want = tr.params[i].size();
-                let get = |prefix: &str| -> Result<&Tensor> {
-                    let key = format!("{prefix}.{n}");
-                    let t = map
-                        .get(&key)
-                        .ok_or_else(|| Error::format(path, format!("checkpoint lacks `{key}`")))?;
-                    if t.size() != want {
-                        return Err(Error::format(
-                            path,
-                            format!("`{key}` has shape {:?}, expected {want:?}", t.size()),
-                        ));
-                    }
-                    Ok(t)
-                };
+                let get =
+                    |prefix: &str| checkpoint_tensor(&map, path, &format!("{prefix}.{n}"), &want);
                 tr.params[i].copy_(get("model")?);
                 tr.ema[i] = get("ema")?.copy();
                 tr.adam_m[i] = get("adam_m")?.copy();
@@ -490,16 +479,7 @@ impl Trainer {
         tch::no_grad(|| -> Result<()> {
             for i in 0..tr.names.len() {
                 let key = format!("ema.{}", tr.names[i]);
-                let t = map
-                    .get(&key)
-                    .ok_or_else(|| Error::format(path, format!("checkpoint lacks `{key}`")))?;
-                let want = tr.params[i].size();
-                if t.size() != want {
-                    return Err(Error::format(
-                        path,
-                        format!("`{key}` has shape {:?}, expected {want:?}", t.size()),
-                    ));
-                }
+                let t = checkpoint_tensor(&map, path, &key, &tr.params[i].size())?;
                 tr.params[i].copy_(t);
                 tr.ema[i] = t.copy();
             }
@@ -548,6 +528,25 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// Entry `key` of a checkpoint's tensors, which must have shape `want`.
+fn checkpoint_tensor<'a>(
+    map: &'a std::collections::HashMap<String, Tensor>,
+    path: &Path,
+    key: &str,
+    want: &[i64],
+) -> Result<&'a Tensor> {
+    let t = map
+        .get(key)
+        .ok_or_else(|| Error::format(path, format!("checkpoint lacks `{key}`")))?;
+    if t.size() != want {
+        return Err(Error::format(
+            path,
+            format!("`{key}` has shape {:?}, expected {want:?}", t.size()),
+        ));
+    }
+    Ok(t)
 }
 
 /// The metadata and tensors of a checkpoint written by [`Trainer::save_checkpoint`].

@@ -208,46 +208,47 @@ pub fn export_run(
 ) -> Result<ModelMeta> {
     let cfg = tr.config();
     let scale = tr.loader().scale_p99(cfg.seed, SCALE_DRAWS)?;
+    let mut notes: Vec<String> = cfg
+        .init_from
+        .iter()
+        .map(|p| {
+            format!(
+                "fine-tuned: the weights started from the EMA weights of `{p}`; \
+                 `msm.steps_trained` counts this run's steps only"
+            )
+        })
+        .collect();
+    notes.extend([
+        format!(
+            "optimizer AdamW lr {}{} betas {:?} weight decay {}, batch {}, grad clip {}, EMA {} \
+                 (warm-up {}), seed {}, timesteps from {} respaced steps",
+            cfg.lr,
+            cfg.lr_final.map_or(String::new(), |f| format!(
+                " (cosine decay to {f} from step {} to {})",
+                cfg.lr_decay_from, cfg.steps
+            )),
+            cfg.adam_betas,
+            cfg.weight_decay,
+            cfg.batch_size,
+            cfg.grad_clip,
+            cfg.ema_decay,
+            cfg.ema_warmup,
+            cfg.seed,
+            cfg.respaced_steps
+        ),
+        format!("input scale `{SCALE_KEY}`: {}", scale.describe()),
+        format!(
+            "training config: `{}`",
+            serde_json::to_string(cfg).unwrap_or_default()
+        ),
+    ]);
     let prov = Provenance {
         data: Some(cfg.data.clone()),
         steps_trained: Some(tr.step_count()),
         final_loss: tr.last_loss(),
         scale_p99: Some(scale.median),
         command: Some(command),
-        notes: cfg
-            .init_from
-            .iter()
-            .map(|p| {
-                format!(
-                    "fine-tuned: the weights started from the EMA weights of `{p}`; \
-                     `msm.steps_trained` counts this run's steps only"
-                )
-            })
-            .chain([
-            format!(
-                "optimizer AdamW lr {}{} betas {:?} weight decay {}, batch {}, grad clip {}, EMA {} \
-                 (warm-up {}), seed {}, timesteps from {} respaced steps",
-                cfg.lr,
-                cfg.lr_final.map_or(String::new(), |f| format!(
-                    " (cosine decay to {f} from step {} to {})",
-                    cfg.lr_decay_from, cfg.steps
-                )),
-                cfg.adam_betas,
-                cfg.weight_decay,
-                cfg.batch_size,
-                cfg.grad_clip,
-                cfg.ema_decay,
-                cfg.ema_warmup,
-                cfg.seed,
-                cfg.respaced_steps
-            ),
-            format!("input scale `{SCALE_KEY}`: {}", scale.describe()),
-            format!(
-                "training config: `{}`",
-                serde_json::to_string(cfg).unwrap_or_default()
-            ),
-        ])
-            .collect(),
+        notes,
     };
     freeze(&cfg.unet, &tr.ema_weights()?, weights, &prov, path)
 }
