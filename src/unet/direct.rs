@@ -98,37 +98,32 @@ pub fn conv3x3(
                 (0..w).step_by(16).map(move |x0| Vector {
                     y,
                     x0,
-                    mask: if w - x0 >= 16 {
-                        u16::MAX
-                    } else {
-                        (1u16 << (w - x0)) - 1
-                    },
+                    mask: lanes(w - x0),
                 })
             })
             .collect();
         for cb in blocks {
-            let co = cb * M;
+            let args = Block {
+                xp: xp_ref.as_ptr(),
+                row,
+                wp: w + 2,
+                cin,
+                taps: taps.as_ptr(),
+                bias: bias.as_ptr(),
+                cout,
+                co: cb * M,
+                out: dst.ptr(),
+                plane: h * w,
+                w,
+            };
             for group in vectors.chunks(N) {
                 // SAFETY: AVX-512F checked above; `xp` is `pad`'s layout for `cin x h x w`,
                 // `taps` and `bias` hold `cout` channels, and this piece writes channels
                 // `co..co + M` (those below `cout`) at its rows only, inside `out`'s reserved
                 // capacity, which no other piece writes.
                 unsafe {
-                    let args = Block {
-                        xp: xp_ref.as_ptr(),
-                        row,
-                        wp: w + 2,
-                        cin,
-                        taps: taps.as_ptr(),
-                        bias: bias.as_ptr(),
-                        cout,
-                        co,
-                        out: dst.ptr(),
-                        plane: h * w,
-                        w,
-                    };
                     match group.len() {
-                        3 => block::<3>(&args, group),
+                        N => block::<N>(&args, group),
                         2 => block::<2>(&args, group),
                         _ => block::<1>(&args, group),
                     }
@@ -191,11 +186,7 @@ fn affine_row(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) {
     let n = src.len().min(dst.len());
     let mut i = 0;
     while i < n {
-        let mask: u16 = if n - i >= 16 {
-            u16::MAX
-        } else {
-            (1u16 << (n - i)) - 1
-        };
+        let mask = lanes(n - i);
         // SAFETY: the mask keeps the load and store inside `src[i..n]` and `dst[i..n]`.
         unsafe {
             let v = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
@@ -206,6 +197,15 @@ fn affine_row(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) {
             _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, v);
         }
         i += 16;
+    }
+}
+
+/// The mask of the first `min(left, 16)` lanes of a vector (`left > 0`).
+fn lanes(left: usize) -> u16 {
+    if left >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << left) - 1
     }
 }
 
