@@ -675,7 +675,8 @@ def main():
     ap.add_argument("--msm", help="the msm binary (default target/release/msm)")
     ap.add_argument("--msm-backend", default="native,native-bf16",
                     help="comma-separated --backend values of msm reconstruct, one row each "
-                         "(native-bf16 needs AMX; where it fails the row says why)")
+                         "(native-bf16 needs bf16 units, AMX or AVX512-BF16; where it fails the "
+                         "row says why)")
     ap.add_argument("--workdir", help="keep the simulated slice and outputs here")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--skip-eval", action="store_true")

@@ -2,7 +2,9 @@
 //! multipliers 1, 2, 2, 4 at 128, 64, 32 and 16 pixels, and the decoder's concatenated inputs),
 //! one thread: the form `msm` runs (`Conv::forward`: the direct AVX-512 kernel of
 //! `src/unet/direct.rs` where the CPU has AVX-512F) against the nine per-tap matrix products
-//! on the `gemm` crate (`Conv::forward_products`, the form other CPUs run), side by side.
+//! on the `gemm` crate (`Conv::forward_products`, the form other CPUs run), side by side, and,
+//! where the CPU has bf16 units (AMX tiles or AVX512-BF16), the bf16 form `native-bf16` runs
+//! (`Conv::use_bf16`).
 //!
 //! Outputs go back to the executor's buffer pool after each call, as they do in a pass (fresh
 //! pages each call would add page faults a pass does not have).
@@ -13,7 +15,7 @@
 //! Run: `cargo bench --bench conv`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use msm::unet::kernels::{recycle, Conv};
+use msm::unet::kernels::{bf16_units, recycle, Conv};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
@@ -45,6 +47,8 @@ fn bench(c: &mut Criterion) {
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect();
         let conv = Conv::new(weight, bias, cin, cout, 3, 1);
+        let mut bf16 = conv.clone();
+        let bf16 = bf16.use_bf16().then_some(bf16);
         let id = format!("{cin}x{cout}@{side}");
         group.throughput(Throughput::Elements(
             (2 * 9 * cin * cout * side * side) as u64,
@@ -55,6 +59,12 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("products", &id), |b| {
             b.iter(|| pool.install(|| recycle(black_box(conv.forward_products(&x, side, side)))))
         });
+        if let Some(bf16) = &bf16 {
+            let name = format!("bf16-{}", bf16_units().unwrap_or("none").replace(' ', "-"));
+            group.bench_function(BenchmarkId::new(name, &id), |b| {
+                b.iter(|| pool.install(|| recycle(black_box(bf16.forward(&x, side, side)))))
+            });
+        }
     }
     group.finish();
 }

@@ -158,13 +158,13 @@ pub fn run(a: Args) -> Result<()> {
 
     let mut nets = Vec::new();
     let mut loaded = vec![(Backend::Native, native)];
-    if msm::unet::native::bf16_tiles_available() {
+    if msm::unet::native::bf16_available() {
         loaded.push((
             Backend::NativeBf16,
             OnnxDenoiser::load_with(&a.model, Backend::NativeBf16)?,
         ));
     } else {
-        eprintln!("no AMX-BF16 on this CPU: native-bf16 not measured");
+        eprintln!("no AMX-BF16 or AVX512-BF16 on this CPU: native-bf16 not measured");
     }
     if !a.no_tract {
         let t = Instant::now();
@@ -286,8 +286,9 @@ pub fn run(a: Args) -> Result<()> {
     if nets.iter().any(|r| r.backend == Backend::NativeBf16) {
         let _ = writeln!(
             t,
-            "\n(native-bf16 runs its 3x3 convolutions on the AMX tile units, whose bf16 rate is \
-             not bounded by the f32 peak, hence shares above 100%.)"
+            "\n(native-bf16 runs its 3x3 convolutions on the CPU's bf16 units ({}), whose rate \
+             is not bounded by the f32 peak: shares of it may exceed 100%.)",
+            msm::unet::kernels::bf16_units().unwrap_or("none")
         );
     }
     if let Some(m) = rss {

@@ -34,8 +34,8 @@ pub struct SamplerArgs {
     #[arg(long)]
     pub quiet: bool,
     /// Network executor: `native` (this project's UNet kernels; for models written by
-    /// msm-train), `native-bf16` (the same with bf16 convolutions on AMX tiles, where the CPU
-    /// has them), `tract` (any ONNX graph), or `auto` (native when the file allows it).
+    /// msm-train), `native-bf16` (the same with bf16 convolutions on AMX tiles or AVX512-BF16,
+    /// where the CPU has them), `tract` (any ONNX graph), or `auto` (native when the file allows it).
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
 }
@@ -47,7 +47,7 @@ pub enum BackendArg {
     Auto,
     /// The native UNet executor.
     Native,
-    /// The native executor with bf16 3x3 convolutions on AMX tiles (Intel Xeon 4th gen+).
+    /// The native executor with bf16 3x3 convolutions (AMX tiles or AVX512-BF16).
     NativeBf16,
     /// tract.
     Tract,

@@ -61,9 +61,9 @@ pub enum Backend {
     Tract,
     /// The native UNet executor; loading fails for a file it cannot run exactly.
     Native,
-    /// The native executor with its 3x3 convolutions in bf16 on AMX tiles (f32 accumulation;
-    /// inputs and weights rounded to 8 significant bits). Loading fails on a CPU without
-    /// AMX-BF16 or for a file the native executor cannot run.
+    /// The native executor with its 3x3 convolutions in bf16 on AMX tiles or AVX512-BF16
+    /// registers (f32 accumulation; inputs and weights rounded to 8 significant bits). Loading
+    /// fails on a CPU with neither or for a file the native executor cannot run.
     NativeBf16,
 }
 
@@ -145,7 +145,7 @@ impl OnnxDenoiser {
                     )
                 })?;
                 if backend == Backend::NativeBf16 {
-                    n.use_bf16_tiles()?;
+                    n.use_bf16()?;
                 }
                 Some(n)
             }
@@ -171,7 +171,7 @@ impl OnnxDenoiser {
     pub fn backend(&self) -> Backend {
         match &self.engine {
             Engine::Tract(_) => Backend::Tract,
-            Engine::Native(n) if n.uses_bf16_tiles() => Backend::NativeBf16,
+            Engine::Native(n) if n.uses_bf16() => Backend::NativeBf16,
             Engine::Native(_) => Backend::Native,
         }
     }

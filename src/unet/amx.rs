@@ -8,20 +8,20 @@
 //!
 //! Layouts (bf16 values as bit patterns):
 //! - weights, packed once: `[tap][cout / 16][cin / 32][16 rows][32]`, contiguous 1 KiB tiles;
-//! - the input, packed per call from the f32 `[cin, h, w]` activation, zero-padded by one pixel
-//!   and with channel pairs interleaved (the layout the instruction reads its second operand in):
-//!   `[h + 2][cin / 2][w + 2]` of `u32`, each the pair (channel `2p`, channel `2p + 1`). A tap `(ky, kx)` is then a fixed offset into it, so the nine
-//!   taps read the same packed input shifted in place (no unrolled copy).
+//! - the input, packed per call from the f32 `[cin, h, w]` activation by
+//!   [`super::bf16::pack_pairs`]: zero-padded by one pixel, channel pairs interleaved (the
+//!   layout the instruction reads its second operand in), `[h + 2][cin / 2][w + 2]` of `u32`. A
+//!   tap `(ky, kx)` is then a fixed offset into it, so the nine taps read the same packed input
+//!   shifted in place (no unrolled copy).
 //!
 //! The tile registers are not known to the compiler; every `asm!` block here saves nothing in
 //! them across blocks other than what the kernel itself loaded, and code outside this module
 //! never uses them.
 
 use std::arch::asm;
-use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::kernels::silu16;
+use super::bf16::{bf16, pack_pairs};
 use super::pieces::{self, Disjoint, PIECES};
 
 /// Whether this CPU and operating system run AMX bf16 tile instructions (asks the kernel for the
@@ -76,13 +76,6 @@ fn request_tile_state() -> bool {
 #[cfg(not(target_os = "linux"))]
 fn request_tile_state() -> bool {
     false
-}
-
-/// f32 to bf16, rounding to nearest even (finite values; activations and weights are).
-#[inline(always)]
-fn bf16(x: f32) -> u16 {
-    let b = x.to_bits();
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
 /// The tile configuration: palette 1, eight tiles of 16 rows of 64 bytes.
@@ -187,7 +180,7 @@ impl TileConv {
         // its own.
         let mut xq = PACKED.with(|buf| buf.take());
         // SAFETY: AMX CPUs have AVX-512 F/BW ([`available`] checked them).
-        unsafe { pack_input(x, self.cin, h, w, pre, &mut xq) };
+        unsafe { pack_pairs(x, self.cin, h, w, pre, &mut xq) };
         // Pieces: output channel blocks of 32, and ranges of pixel-block pairs in each.
         let (cblocks, pairs) = (self.cout / 32, h * w / 32);
         let parts = PIECES.div_ceil(cblocks).min(pairs);
@@ -211,7 +204,7 @@ impl TileConv {
     }
 
     /// The tile loop for output channels `cb..cb + 32` and the pairs `block_pairs` of 16-pixel
-    /// blocks (blocks `2 j` and `2 j + 1` for `j` in `block_pairs`). `xq` is [`pack_input`]'s layout
+    /// blocks (blocks `2 j` and `2 j + 1` for `j` in `block_pairs`). `xq` is [`pack_pairs`]'s layout
     /// for `h x w`.
     unsafe fn run(
         &self,
@@ -327,100 +320,11 @@ thread_local! {
     static PACKED: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Packs `pre(x)` (`x` `[c, h, w]` f32, `pre` as in [`TileConv::forward`]) into `xq` as
-/// `[h + 2][c / 2][w + 2]` bf16 pairs (channel `2p` in the low half, `2p + 1` in the high half)
-/// with a zero border. `w` is a multiple of 16 ([`TileConv::fits_size`]).
-///
-/// One pass, 16 pixels of a channel pair at a time: affine, SiLU ([`silu16`]), rounding to
-/// bf16 and interleaving all stay in registers. Channel pair by channel pair: two sequential
-/// input streams (row by row through the planes) keep the hardware prefetchers ahead; the
-/// writes are `w + 2` contiguous values.
-///
-/// The last tap of the last block reads up to the end of this buffer exactly: row
-/// `h + 1`, pair `c / 2 - 1`, column `w + 1`.
-#[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
-unsafe fn pack_input(
-    x: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    pre: Option<(&[[f32; 2]], bool)>,
-    xq: &mut Vec<u32>,
-) {
-    let (wp, pairs) = (w + 2, c / 2);
-    let row_stride = pairs * wp;
-    let plane = h * w;
-    assert!(w.is_multiple_of(16) && x.len() >= c * plane);
-    // Every value is written below (the buffer may hold another layout's values).
-    xq.resize((h + 2) * row_stride, 0);
-    xq[..row_stride].fill(0);
-    xq[(h + 1) * row_stride..].fill(0);
-    let (src, dst) = (x.as_ptr(), xq.as_mut_ptr());
-    for p in 0..pairs {
-        let ([a0, b0], [a1, b1], silu) = match pre {
-            Some((coef, silu)) => (coef[2 * p], coef[2 * p + 1], silu),
-            None => ([1.0, 0.0], [1.0, 0.0], false),
-        };
-        let (a0, b0, a1, b1) = (
-            _mm512_set1_ps(a0),
-            _mm512_set1_ps(b0),
-            _mm512_set1_ps(a1),
-            _mm512_set1_ps(b1),
-        );
-        for y in 0..h {
-            // SAFETY: rows `y` of channels `2p` and `2p + 1` lie inside `x` (length checked),
-            // and the padded row `y + 1` of pair `p` inside `xq` (resized above); `w` is a
-            // multiple of 16, so the vector loads and stores stay inside those rows.
-            unsafe {
-                let s0 = src.add(2 * p * plane + y * w);
-                let s1 = s0.add(plane);
-                let d = dst.add((y + 1) * row_stride + p * wp);
-                *d = 0;
-                *d.add(wp - 1) = 0;
-                for i in (0..w).step_by(16) {
-                    let mut e = _mm512_fmadd_ps(_mm512_loadu_ps(s0.add(i)), a0, b0);
-                    let mut o = _mm512_fmadd_ps(_mm512_loadu_ps(s1.add(i)), a1, b1);
-                    if silu {
-                        e = silu16::<false>(e);
-                        o = silu16::<false>(o);
-                    }
-                    let pair = _mm512_or_si512(
-                        _mm512_srli_epi32::<16>(bf16_high(e)),
-                        _mm512_and_si512(bf16_high(o), _mm512_set1_epi32(0xffff_0000_u32 as i32)),
-                    );
-                    _mm512_storeu_si512(d.add(1 + i).cast(), pair);
-                }
-            }
-        }
-    }
-}
-
-/// [`bf16`] on 16 lanes: each lane's rounded bf16 in its high 16 bits (the low 16 are junk).
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn bf16_high(v: __m512) -> __m512i {
-    let b = _mm512_castps_si512(v);
-    let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-    _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unet::bf16::{bf16, tests::unbf16};
     use crate::unet::kernels::lcg;
-
-    fn unbf16(v: u16) -> f32 {
-        f32::from_bits(u32::from(v) << 16)
-    }
-
-    #[test]
-    fn bf16_rounds_to_nearest_even() {
-        assert_eq!(bf16(1.0), 0x3f80);
-        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to the even (1.0).
-        assert_eq!(bf16(1.0 + 1.0 / 256.0), 0x3f80);
-        assert_eq!(unbf16(bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
-        assert_eq!(unbf16(bf16(-2.5)), -2.5);
-    }
 
     /// The tile convolution against direct loops over the same bf16-rounded values.
     #[test]
@@ -463,60 +367,6 @@ mod tests {
                 worst < 1e-4,
                 "{cin}->{cout} at {h}x{w}: worst error {worst}"
             );
-        }
-    }
-
-    /// The packed input: the per-channel affine and SiLU in f32 (the exact formula), rounded
-    /// to bf16, within one bf16 step (2^-8 relative: the rounding plus the approximate SiLU),
-    /// channel pairs interleaved, zero border.
-    #[test]
-    fn packing_normalises_rounds_and_interleaves() {
-        if !available() {
-            eprintln!("no AMX on this CPU: packing not exercised");
-            return;
-        }
-        let (c, h, w) = (6, 5, 32);
-        let mut rnd = lcg(11);
-        // Values across the SiLU's range, both signs, up to |8|.
-        let x: Vec<f32> = (0..c * h * w).map(|_| 16.0 * rnd()).collect();
-        let coef: Vec<[f32; 2]> = (0..c).map(|_| [1.0 + rnd(), rnd()]).collect();
-        for silu in [false, true] {
-            let mut xq = vec![7u32; 3];
-            // SAFETY: AMX CPUs have AVX-512 F/BW (`available` checked them).
-            unsafe { pack_input(&x, c, h, w, Some((&coef, silu)), &mut xq) };
-            let (wp, pairs) = (w + 2, c / 2);
-            assert_eq!(xq.len(), (h + 2) * pairs * wp);
-            for yy in 0..h + 2 {
-                for p in 0..pairs {
-                    for xx in 0..wp {
-                        let v = xq[(yy * pairs + p) * wp + xx];
-                        let inside = (1..=h).contains(&yy) && (1..=w).contains(&xx);
-                        if !inside {
-                            assert_eq!(v, 0, "border at row {yy}, pair {p}, column {xx}");
-                            continue;
-                        }
-                        for k in 0..2 {
-                            let ch = 2 * p + k;
-                            let src = x[(ch * h + yy - 1) * w + xx - 1];
-                            let mut want = [0.0f32];
-                            crate::unet::kernels::affine_generic(
-                                &mut want,
-                                &[src],
-                                coef[ch][0],
-                                coef[ch][1],
-                                silu,
-                            );
-                            let got = unbf16((v >> (16 * k)) as u16);
-                            let tol = want[0].abs() / 256.0 + 1e-6;
-                            assert!(
-                                (got - want[0]).abs() <= tol,
-                                "channel {ch} at ({yy}, {xx}), silu {silu}: {got} vs {}",
-                                want[0]
-                            );
-                        }
-                    }
-                }
-            }
         }
     }
 }

@@ -22,9 +22,9 @@ use super::kernels::silu16;
 use super::pieces::{self, Disjoint, PIECES};
 
 /// Output channels of a register block.
-const M: usize = 8;
+pub(super) const M: usize = 8;
 /// Pixel vectors (16 pixels each) of a register block.
-const N: usize = 3;
+pub(super) const N: usize = 3;
 /// Input rows (all channels, padded width) a piece's band of output rows may read, in floats
 /// (256 KiB): a band's input stays in the core's L2 cache while every channel block sweeps it.
 const BAND_FLOATS: usize = 64 * 1024;
@@ -41,10 +41,10 @@ thread_local! {
 
 /// One pixel vector of the output: row `y`, columns `x0..x0 + 16` where `mask` has bits.
 #[derive(Clone, Copy)]
-struct Vector {
-    y: usize,
-    x0: usize,
-    mask: u16,
+pub(super) struct Vector {
+    pub y: usize,
+    pub x0: usize,
+    pub mask: u16,
 }
 
 /// `out` (emptied, then `[cout, h, w]`) = the 3x3 convolution of `pre(x)` (`x` `[cin, h, w]`)
@@ -82,51 +82,32 @@ pub fn conv3x3(
     let mut xp = PADDED.with(|b| b.take());
     pad(x, cin, h, w, pre, &mut xp);
     let row = cin * (w + 2);
-    // Pieces: bands of output rows, and channel ranges where the bands are fewer than PIECES.
-    let rows = (BAND_FLOATS / row).saturating_sub(2).clamp(1, h);
-    let bands = h.div_ceil(rows);
-    let cblocks = cout.div_ceil(M);
-    let parts = PIECES.div_ceil(bands).min(cblocks);
     let dst = Disjoint::new(out.as_mut_ptr());
     let xp_ref = &xp;
-    pieces::run(bands * parts, |p| {
-        let y0 = (p / parts) * rows;
-        let ys = y0..(y0 + rows).min(h);
-        let blocks = pieces::range(cblocks, parts, p % parts);
-        let vectors: Vec<Vector> = ys
-            .flat_map(|y| {
-                (0..w).step_by(16).map(move |x0| Vector {
-                    y,
-                    x0,
-                    mask: lanes(w - x0),
-                })
-            })
-            .collect();
-        for cb in blocks {
-            let args = Block {
-                xp: xp_ref.as_ptr(),
-                row,
-                wp: w + 2,
-                cin,
-                taps: taps.as_ptr(),
-                bias: bias.as_ptr(),
-                cout,
-                co: cb * M,
-                out: dst.ptr(),
-                plane: h * w,
-                w,
-            };
-            for group in vectors.chunks(N) {
-                // SAFETY: AVX-512F checked above; `xp` is `pad`'s layout for `cin x h x w`,
-                // `taps` and `bias` hold `cout` channels, and this piece writes channels
-                // `co..co + M` (those below `cout`) at its rows only, inside `out`'s reserved
-                // capacity, which no other piece writes.
-                unsafe {
-                    match group.len() {
-                        N => block::<N>(&args, group),
-                        2 => block::<2>(&args, group),
-                        _ => block::<1>(&args, group),
-                    }
+    sweep(cout, h, w, row, |co, vectors| {
+        let args = Block {
+            xp: xp_ref.as_ptr(),
+            row,
+            wp: w + 2,
+            cin,
+            taps: taps.as_ptr(),
+            bias: bias.as_ptr(),
+            cout,
+            co,
+            out: dst.ptr(),
+            plane: h * w,
+            w,
+        };
+        for group in vectors.chunks(N) {
+            // SAFETY: AVX-512F checked above; `xp` is `pad`'s layout for `cin x h x w`,
+            // `taps` and `bias` hold `cout` channels, and this call writes channels
+            // `co..co + M` (those below `cout`) at its vectors only, inside `out`'s reserved
+            // capacity, which no other call writes ([`sweep`]).
+            unsafe {
+                match group.len() {
+                    N => block::<N>(&args, group),
+                    2 => block::<2>(&args, group),
+                    _ => block::<1>(&args, group),
                 }
             }
         }
@@ -136,6 +117,42 @@ pub fn conv3x3(
     PADDED.with(|b| {
         if b.borrow().capacity() < xp.capacity() {
             b.replace(xp);
+        }
+    });
+}
+
+/// Calls `run(co, vectors)` once for every block of [`M`] output channels starting at `co` and
+/// every band of output rows of an `h x w` image (`vectors`: the band's pixel vectors, row by
+/// row), in pieces ([`super::pieces`]): bands of rows whose padded input (`row` values a padded
+/// row) stays within [`BAND_FLOATS`], and ranges of channel blocks where the bands are fewer
+/// than [`PIECES`]. Every (channel block, vector) pair is handed out exactly once, so the calls
+/// write disjoint parts of an output.
+pub(super) fn sweep(
+    cout: usize,
+    h: usize,
+    w: usize,
+    row: usize,
+    run: impl Fn(usize, &[Vector]) + Sync + Send,
+) {
+    let rows = (BAND_FLOATS / row.max(1))
+        .saturating_sub(2)
+        .clamp(1, h.max(1));
+    let bands = h.div_ceil(rows);
+    let cblocks = cout.div_ceil(M);
+    let parts = PIECES.div_ceil(bands.max(1)).min(cblocks);
+    pieces::run(bands * parts, |p| {
+        let y0 = (p / parts) * rows;
+        let vectors: Vec<Vector> = (y0..(y0 + rows).min(h))
+            .flat_map(|y| {
+                (0..w).step_by(16).map(move |x0| Vector {
+                    y,
+                    x0,
+                    mask: lanes(w - x0),
+                })
+            })
+            .collect();
+        for cb in pieces::range(cblocks, parts, p % parts) {
+            run(cb * M, &vectors);
         }
     });
 }
@@ -201,7 +218,7 @@ fn affine_row(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) {
 }
 
 /// The mask of the first `min(left, 16)` lanes of a vector (`left > 0`).
-fn lanes(left: usize) -> u16 {
+pub(super) fn lanes(left: usize) -> u16 {
     if left >= 16 {
         u16::MAX
     } else {

@@ -344,9 +344,34 @@ pub struct Conv {
     pub k: usize,
     /// Stride (1 or 2).
     pub stride: usize,
-    /// The bf16 tile form, when [`Conv::use_bf16_tiles`] made one.
+    /// The bf16 form, when [`Conv::use_bf16`] made one.
     #[cfg(target_arch = "x86_64")]
-    tiles: Option<super::amx::TileConv>,
+    bf16: Option<Bf16Form>,
+}
+
+/// Where a convolution runs in bf16 ([`Conv::use_bf16`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone)]
+enum Bf16Form {
+    /// AMX tiles (inputs of a size the tiles do not fit run in f32).
+    Tiles(super::amx::TileConv),
+    /// AVX512-BF16 registers (any size).
+    Direct(super::direct_bf16::DirectBf16),
+}
+
+/// Which bf16 units [`Conv::use_bf16`] runs on here: AMX tiles, else AVX512-BF16 registers;
+/// `None` when the CPU has neither.
+pub fn bf16_units() -> Option<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::amx::available() {
+            return Some("AMX tiles");
+        }
+        if super::direct_bf16::available() {
+            return Some("AVX512-BF16");
+        }
+    }
+    None
 }
 
 impl Conv {
@@ -387,7 +412,7 @@ impl Conv {
             k,
             stride,
             #[cfg(target_arch = "x86_64")]
-            tiles: None,
+            bf16: None,
         }
     }
 
@@ -410,23 +435,37 @@ impl Conv {
         }
     }
 
-    /// Runs this convolution in bf16 on AMX tiles from now on, if it is a 3x3 stride-1 one
-    /// whose channel counts fit and the CPU has them; returns whether it does. Inputs of a size
-    /// the tiles do not fit still run in f32.
-    pub fn use_bf16_tiles(&mut self) -> bool {
+    /// Runs this convolution in bf16 from now on (inputs and weights rounded to bf16, f32
+    /// sums), if it is a 3x3 stride-1 one and the CPU has bf16 units ([`bf16_units`]): AMX
+    /// tiles when its channel counts fit them (inputs of a size the tiles do not fit still run
+    /// in f32), else AVX512-BF16 registers. Returns whether it does.
+    pub fn use_bf16(&mut self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            use super::amx::{available, TileConv};
-            if self.k == 3
-                && self.stride == 1
-                && TileConv::fits_channels(self.cin, self.cout)
-                && available()
-            {
-                self.tiles = Some(TileConv::new(&self.taps, &self.bias, self.cin, self.cout));
+            use super::amx::TileConv;
+            if self.bf16.is_some() {
                 return true;
             }
+            if self.k != 3 || self.stride != 1 || self.taps.is_empty() {
+                return false;
+            }
+            if super::amx::available() {
+                if TileConv::fits_channels(self.cin, self.cout) {
+                    let t = TileConv::new(&self.taps, &self.bias, self.cin, self.cout);
+                    self.bf16 = Some(Bf16Form::Tiles(t));
+                }
+            } else if super::direct_bf16::available() {
+                let d = super::direct_bf16::DirectBf16::new(&self.taps, &self.bias, self.cin);
+                self.bf16 = Some(Bf16Form::Direct(d));
+                // Every input size runs on it: the f32 copy of the weights is not needed.
+                self.taps = Vec::new();
+            }
+            self.bf16.is_some()
         }
-        false
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
     }
 
     /// Number of parameters.
@@ -569,7 +608,7 @@ impl Conv {
     }
 
     /// The forms that apply `pre` (as in [`super::direct::conv3x3`]) while copying their input:
-    /// bf16 tiles when [`Conv::use_bf16_tiles`] made them and the size fits, else the direct
+    /// the bf16 form when [`Conv::use_bf16`] made one (tiles: if the size fits), else the direct
     /// kernel for a 3x3 stride-1 convolution on AVX-512F; `None` when neither runs here.
     fn forward_fused(
         &self,
@@ -580,12 +619,18 @@ impl Conv {
     ) -> Option<Vec<f32>> {
         #[cfg(target_arch = "x86_64")]
         {
-            if let Some(t) = &self.tiles {
-                if super::amx::TileConv::fits_size(h, w) {
+            match &self.bf16 {
+                Some(Bf16Form::Tiles(t)) if super::amx::TileConv::fits_size(h, w) => {
                     let mut out = buffer(self.cout * h * w);
                     t.forward(x, h, w, pre, &mut out);
                     return Some(out);
                 }
+                Some(Bf16Form::Direct(d)) => {
+                    let mut out = buffer(self.cout * h * w);
+                    d.forward(x, h, w, pre, &mut out);
+                    return Some(out);
+                }
+                _ => {}
             }
             if self.k == 3 && self.stride == 1 && Self::direct_available() {
                 let mut out = buffer(self.cout * h * w);

@@ -9,9 +9,13 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
+#[cfg(target_arch = "x86_64")]
+pub mod bf16;
 pub mod config;
 #[cfg(target_arch = "x86_64")]
 pub mod direct;
+#[cfg(target_arch = "x86_64")]
+pub mod direct_bf16;
 pub mod emit;
 pub mod from_onnx;
 pub mod kernels;

@@ -54,22 +54,22 @@ pub fn range(n: usize, pieces: usize, i: usize) -> std::ops::Range<usize> {
 /// disjoint part of it. Reach the pointer through [`Disjoint::ptr`] (a closure that used the
 /// field would capture the bare pointer, which is not `Send`).
 #[derive(Clone, Copy)]
-pub struct Disjoint(*mut f32);
+pub struct Disjoint<T = f32>(*mut T);
 
 // SAFETY: the pointer is only dereferenced by pieces that write disjoint parts of a buffer
 // that outlives them (the callers' contract, stated at each use).
-unsafe impl Send for Disjoint {}
+unsafe impl<T> Send for Disjoint<T> {}
 // SAFETY: as above.
-unsafe impl Sync for Disjoint {}
+unsafe impl<T> Sync for Disjoint<T> {}
 
-impl Disjoint {
+impl<T> Disjoint<T> {
     /// Shares `p`.
-    pub fn new(p: *mut f32) -> Disjoint {
+    pub fn new(p: *mut T) -> Disjoint<T> {
         Disjoint(p)
     }
 
     /// The shared pointer.
-    pub fn ptr(self) -> *mut f32 {
+    pub fn ptr(self) -> *mut T {
         self.0
     }
 }

@@ -1,0 +1,204 @@
+//! bf16 values and the packed input both bf16 convolution kernels read ([`super::amx`] on AMX
+//! tiles, [`super::direct_bf16`] on AVX512-BF16 registers).
+//!
+//! Both instructions (`tdpbf16ps`, `vdpbf16ps`) multiply pairs of bf16 values and add the two
+//! products into one f32 lane, so the input is packed with channel pairs interleaved:
+//! `[h + 2][pairs][w + 2]` of `u32`, each the pair (channel `2p` in the low half, `2p + 1` in
+//! the high half), zero-padded by one pixel. A tap `(ky, kx)` of a 3x3 convolution is then a
+//! fixed offset into it: the nine taps read the same packed input shifted in place.
+
+use std::arch::x86_64::*;
+
+use super::direct::lanes;
+use super::kernels::silu16;
+use super::pieces::{self, Disjoint, PIECES};
+
+/// f32 to bf16, rounding to nearest even (finite values; activations and weights are).
+#[inline(always)]
+pub fn bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// Two values rounded to bf16 as one pair: `lo` in the low half, `hi` in the high half.
+pub fn pair(lo: f32, hi: f32) -> u32 {
+    u32::from(bf16(lo)) | (u32::from(bf16(hi)) << 16)
+}
+
+/// Packs `pre(x)` (`x` `[c, h, w]` f32) into `xq` as `[h + 2][c.div_ceil(2)][w + 2]` bf16
+/// pairs with a zero border (an odd last channel pairs with zeros), where `pre = Some((coef,
+/// silu))` maps channel `ci` to `coef[ci][0] v + coef[ci][1]`, then SiLU if `silu`, and `None`
+/// is the identity.
+///
+/// In pieces over channel pairs; within a piece one pass, 16 pixels of a pair at a time
+/// (affine, SiLU ([`silu16`]), rounding and interleaving in registers; the last vector of a
+/// row masked): two sequential input streams keep the hardware prefetchers ahead, and each
+/// padded row of a pair is `w + 2` contiguous writes.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+///
+/// # Panics
+/// If `x` or `coef` is shorter than the sizes say.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn pack_pairs(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    pre: Option<(&[[f32; 2]], bool)>,
+    xq: &mut Vec<u32>,
+) {
+    let (wp, pairs) = (w + 2, c.div_ceil(2));
+    let row = pairs * wp;
+    let plane = h * w;
+    assert!(x.len() >= c * plane, "bf16 packing input");
+    if let Some((coef, _)) = pre {
+        assert!(coef.len() >= c, "bf16 packing coefficients");
+    }
+    // Every value is written below (the buffer may hold another layout's values).
+    xq.resize((h + 2) * row, 0);
+    xq[..row].fill(0);
+    xq[(h + 1) * row..].fill(0);
+    let parts = PIECES.min(pairs);
+    let dst = Disjoint::new(xq.as_mut_ptr());
+    pieces::run(parts, |part| {
+        let src = x.as_ptr();
+        for p in pieces::range(pairs, parts, part) {
+            let coefficients = |ch: usize| match pre {
+                _ if ch >= c => ([0.0, 0.0], false),
+                Some((coef, silu)) => (coef[ch], silu),
+                None => ([1.0, 0.0], false),
+            };
+            let ([a0, b0], silu) = coefficients(2 * p);
+            let ([a1, b1], _) = coefficients(2 * p + 1);
+            let has_odd = 2 * p + 1 < c;
+            for y in 0..h {
+                // SAFETY: AVX-512F (the caller's contract). Rows `y` of channels `2p` and
+                // `2p + 1` (when it exists) lie inside `x` (length checked), and the padded
+                // row `y + 1` of pair `p` inside `xq` (resized above), which only this piece
+                // writes; the masks keep the vector loads and stores inside those rows.
+                unsafe {
+                    let s0 = src.add(2 * p * plane + y * w);
+                    let d = dst.ptr().add((y + 1) * row + p * wp);
+                    *d = 0;
+                    *d.add(wp - 1) = 0;
+                    for i in (0..w).step_by(16) {
+                        let m = lanes(w - i);
+                        let e = _mm512_maskz_loadu_ps(m, s0.add(i));
+                        let mut e = _mm512_fmadd_ps(e, _mm512_set1_ps(a0), _mm512_set1_ps(b0));
+                        let o = if has_odd {
+                            _mm512_maskz_loadu_ps(m, s0.add(plane + i))
+                        } else {
+                            _mm512_setzero_ps()
+                        };
+                        let mut o = _mm512_fmadd_ps(o, _mm512_set1_ps(a1), _mm512_set1_ps(b1));
+                        if silu {
+                            e = silu16::<false>(e);
+                            o = silu16::<false>(o);
+                        }
+                        let pair = _mm512_or_si512(
+                            _mm512_srli_epi32::<16>(bf16_high(e)),
+                            _mm512_and_si512(
+                                bf16_high(o),
+                                _mm512_set1_epi32(0xffff_0000_u32 as i32),
+                            ),
+                        );
+                        _mm512_mask_storeu_epi32(d.add(1 + i).cast(), m, pair);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// [`bf16`] on 16 lanes: each lane's rounded bf16 in its high 16 bits (the low 16 are junk).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn bf16_high(v: __m512) -> __m512i {
+    let b = _mm512_castps_si512(v);
+    let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+    _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)))
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::unet::kernels::lcg;
+
+    /// bf16 bits back to f32.
+    pub fn unbf16(v: u16) -> f32 {
+        f32::from_bits(u32::from(v) << 16)
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to the even (1.0).
+        assert_eq!(bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        assert_eq!(unbf16(bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0);
+        assert_eq!(unbf16(bf16(-2.5)), -2.5);
+        assert_eq!(pair(1.0, -2.5), 0x3f80 | (u32::from(bf16(-2.5)) << 16));
+    }
+
+    /// The packed input: the per-channel affine and SiLU in f32 (the exact formula), rounded
+    /// to bf16, within one bf16 step (2^-8 relative: the rounding plus the approximate SiLU),
+    /// channel pairs interleaved, zero border; widths below, at and past 16, and an odd
+    /// channel count (the last pair's high half zero).
+    #[test]
+    fn packing_normalises_rounds_and_interleaves() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512F on this CPU: bf16 packing not exercised");
+            return;
+        }
+        for &(c, h, w) in &[(6, 5, 32), (5, 3, 7), (3, 4, 21)] {
+            let mut rnd = lcg(11);
+            // Values across the SiLU's range, both signs, up to |8|.
+            let x: Vec<f32> = (0..c * h * w).map(|_| 16.0 * rnd()).collect();
+            let coef: Vec<[f32; 2]> = (0..c).map(|_| [1.0 + rnd(), rnd()]).collect();
+            for silu in [false, true] {
+                let mut xq = vec![7u32; 3];
+                // SAFETY: AVX-512F checked above.
+                unsafe { pack_pairs(&x, c, h, w, Some((&coef, silu)), &mut xq) };
+                let (wp, pairs) = (w + 2, c.div_ceil(2));
+                assert_eq!(xq.len(), (h + 2) * pairs * wp);
+                for yy in 0..h + 2 {
+                    for p in 0..pairs {
+                        for xx in 0..wp {
+                            let v = xq[(yy * pairs + p) * wp + xx];
+                            let inside = (1..=h).contains(&yy) && (1..=w).contains(&xx);
+                            if !inside {
+                                assert_eq!(v, 0, "border at row {yy}, pair {p}, column {xx}");
+                                continue;
+                            }
+                            for k in 0..2 {
+                                let ch = 2 * p + k;
+                                let got = unbf16((v >> (16 * k)) as u16);
+                                if ch >= c {
+                                    assert_eq!(got, 0.0, "padding channel {ch}");
+                                    continue;
+                                }
+                                let src = x[(ch * h + yy - 1) * w + xx - 1];
+                                let mut want = [0.0f32];
+                                crate::unet::kernels::affine_generic(
+                                    &mut want,
+                                    &[src],
+                                    coef[ch][0],
+                                    coef[ch][1],
+                                    silu,
+                                );
+                                let tol = want[0].abs() / 256.0 + 1e-6;
+                                assert!(
+                                    (got - want[0]).abs() <= tol,
+                                    "{c}x{h}x{w} channel {ch} at ({yy}, {xx}), silu {silu}: \
+                                     {got} vs {}",
+                                    want[0]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
