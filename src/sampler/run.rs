@@ -216,10 +216,22 @@ fn chain(sh: &Shared, seed: u64) -> Result<(Array2<C32>, Stats)> {
             .collect();
         let patterns: Vec<Array2<bool>> = masks.iter().map(|m| m.to_pattern(h)).collect();
         let sig = opts.renoise * (1.0 - ab).sqrt();
-        let wb_noise: Vec<Option<Array3<C32>>> = masks
-            .iter()
-            .map(|_| (sig > 0.0).then(|| randn(shape, &mut rng)))
-            .collect();
+        // The DDIM step to the next level (none after the last step): its noise level.
+        let ddim = (k > 0).then(|| {
+            let abn = schedule.alpha_bar(ts[k - 1]);
+            let s = opts.eta * ((1.0 - abn) / (1.0 - ab)).sqrt() * (1.0 - ab / abn).max(0.0).sqrt();
+            (abn, s)
+        });
+        // The write-back noise of each partial, then the DDIM noise: drawn in this order
+        // whatever the mode, so that both modes and every thread count share the stream.
+        let draw = |rng: &mut ChaCha8Rng| {
+            let wb: Vec<Option<Array3<C32>>> = masks
+                .iter()
+                .map(|_| (sig > 0.0).then(|| randn(shape, rng)))
+                .collect();
+            let dn = ddim.and_then(|(_, s)| (s > 0.0).then(|| randn(shape, rng)));
+            (wb, dn)
+        };
         let mut count = Array2::<f32>::zeros((h, w));
         for p in &patterns {
             Zip::from(&mut count).and(p).for_each(|c, &k| {
@@ -234,8 +246,9 @@ fn chain(sh: &Shared, seed: u64) -> Result<(Array2<C32>, Stats)> {
             sig: sig as f32,
             count: None,
         };
-        let parts: Vec<Partial> = match opts.mode {
+        let (parts, ddim_noise): (Vec<Partial>, _) = match opts.mode {
             Mode::Sequential => {
+                let (wb_noise, ddim_noise) = draw(&mut rng);
                 let mut parts = Vec::with_capacity(masks.len());
                 for i in 0..masks.len() {
                     let t0 = Instant::now();
@@ -245,15 +258,22 @@ fn chain(sh: &Shared, seed: u64) -> Result<(Array2<C32>, Stats)> {
                     wb.apply(&mut z, &p, wb_noise[i].as_ref(), &patterns[i]);
                     parts.push(p);
                 }
-                parts
+                (parts, ddim_noise)
             }
             Mode::Parallel => {
                 let t0 = Instant::now();
-                let results: Vec<Result<(Partial, Stats)>> = masks
-                    .par_iter()
-                    .zip(patterns.par_iter())
-                    .map(|(m, pat)| partial(sh, &z, m, pat, t))
-                    .collect();
+                // The noise is drawn while the partials run (it does not depend on them), so
+                // that a second core does not wait for it.
+                let (results, (wb_noise, ddim_noise)) = rayon::join(
+                    || {
+                        masks
+                            .par_iter()
+                            .zip(patterns.par_iter())
+                            .map(|(m, pat)| partial(sh, &z, m, pat, t))
+                            .collect::<Vec<Result<(Partial, Stats)>>>()
+                    },
+                    || draw(&mut rng),
+                );
                 excluded += t0.elapsed();
                 let mut parts = Vec::with_capacity(masks.len());
                 for r in results {
@@ -268,7 +288,7 @@ fn chain(sh: &Shared, seed: u64) -> Result<(Array2<C32>, Stats)> {
                 for (i, p) in parts.iter().enumerate() {
                     wb.apply(&mut z, p, wb_noise[i].as_ref(), &patterns[i]);
                 }
-                parts
+                (parts, ddim_noise)
             }
         };
         // Aggregate: z_hat = (1 / C) sum_i S_i s_hat_i on covered entries; others keep theirs.
@@ -286,19 +306,16 @@ fn chain(sh: &Shared, seed: u64) -> Result<(Array2<C32>, Stats)> {
             });
         }
         // Move z to the next level from z_hat (DDIM with eta); not after the last step.
-        if k > 0 {
-            let abn = schedule.alpha_bar(ts[k - 1]);
-            let s = opts.eta * ((1.0 - abn) / (1.0 - ab)).sqrt() * (1.0 - ab / abn).max(0.0).sqrt();
+        if let Some((abn, s)) = ddim {
             let a_hat = abn.sqrt() as f32;
             let a_eps = ((1.0 - abn - s * s).max(0.0).sqrt() / (1.0 - ab).sqrt()) as f32;
             let sab = ab.sqrt() as f32;
             Zip::from(&mut z).and(&z_hat).for_each(|z, &zh| {
                 *z = zh * a_hat + (*z - zh * sab) * a_eps;
             });
-            if s > 0.0 {
+            if let Some(noise) = &ddim_noise {
                 let s = s as f32;
-                let noise = randn(shape, &mut rng);
-                Zip::from(&mut z).and(&noise).for_each(|z, &n| *z += n * s);
+                Zip::from(&mut z).and(noise).for_each(|z, &n| *z += n * s);
             }
         }
         st.steps += 1;
