@@ -15,7 +15,7 @@
 //! Run: `cargo bench --bench conv`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use msm::unet::kernels::{bf16_units, recycle, Conv};
+use msm::unet::kernels::{bf16_units, recycle, upsample2, Conv};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
@@ -29,6 +29,9 @@ const SHAPES: [(usize, usize, usize); 6] = [
     (128, 128, 16),
     (256, 128, 16),
 ];
+
+/// (channels, input side) of the decoder's upsampling convolutions.
+const UP_SHAPES: [(usize, usize); 3] = [(128, 16), (64, 32), (64, 64)];
 
 fn bench(c: &mut Criterion) {
     let pool = rayon::ThreadPoolBuilder::new()
@@ -64,6 +67,52 @@ fn bench(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(name, &id), |b| {
                 b.iter(|| pool.install(|| recycle(black_box(bf16.forward(&x, side, side)))))
             });
+        }
+    }
+    group.finish();
+
+    // The decoder's upsampling convolutions (nearest 2x, then 3x3): upsampled while the input
+    // is copied into the kernel's layout (`Conv::forward_upsampled`) against upsampling
+    // first (`upsample2`, then `Conv::forward`).
+    let mut group = c.benchmark_group("upsample_conv3x3");
+    group.sample_size(20);
+    for (ch, side) in UP_SHAPES {
+        let weight: Vec<f32> = (0..ch * ch * 9)
+            .map(|_| rng.random_range(-0.1f32..0.1))
+            .collect();
+        let bias: Vec<f32> = (0..ch).map(|_| rng.random_range(-0.1f32..0.1)).collect();
+        let x: Vec<f32> = (0..ch * side * side)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let conv = Conv::new(weight, bias, ch, ch, 3, 1);
+        let mut bf16 = conv.clone();
+        let forms = [
+            ("f32", Some(conv)),
+            ("bf16", bf16.use_bf16().then_some(bf16)),
+        ];
+        let id = format!("{ch}@{side}to{}", 2 * side);
+        group.throughput(Throughput::Elements(
+            (2 * 9 * ch * ch * 4 * side * side) as u64,
+        ));
+        for (name, conv) in forms {
+            let Some(conv) = conv else { continue };
+            group.bench_function(BenchmarkId::new(format!("{name}-fused"), &id), |b| {
+                b.iter(|| {
+                    pool.install(|| recycle(black_box(conv.forward_upsampled(&x, side, side))))
+                })
+            });
+            group.bench_function(
+                BenchmarkId::new(format!("{name}-upsample-first"), &id),
+                |b| {
+                    b.iter(|| {
+                        pool.install(|| {
+                            let u = upsample2(&x, ch, side, side);
+                            recycle(black_box(conv.forward(&u, 2 * side, 2 * side)));
+                            recycle(u);
+                        })
+                    })
+                },
+            );
         }
     }
     group.finish();

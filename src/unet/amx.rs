@@ -180,7 +180,7 @@ impl TileConv {
         // its own.
         let mut xq = PACKED.with(|buf| buf.take());
         // SAFETY: AMX CPUs have AVX-512 F/BW ([`available`] checked them).
-        unsafe { pack_pairs(x, self.cin, h, w, pre, &mut xq) };
+        unsafe { pack_pairs(x, self.cin, h, w, pre, false, &mut xq) };
         // Pieces: output channel blocks of 32, and ranges of pixel-block pairs in each.
         let (cblocks, pairs) = (self.cout / 32, h * w / 32);
         let parts = PIECES.div_ceil(cblocks).min(pairs);

@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::direct::lanes;
+use super::direct::{lanes, load_row};
 use super::kernels::silu16;
 use super::pieces::{self, Disjoint, PIECES};
 
@@ -28,7 +28,8 @@ pub fn pair(lo: f32, hi: f32) -> u32 {
 /// Packs `pre(x)` (`x` `[c, h, w]` f32) into `xq` as `[h + 2][c.div_ceil(2)][w + 2]` bf16
 /// pairs with a zero border (an odd last channel pairs with zeros), where `pre = Some((coef,
 /// silu))` maps channel `ci` to `coef[ci][0] v + coef[ci][1]`, then SiLU if `silu`, and `None`
-/// is the identity.
+/// is the identity. With `up`, `x` is `[c, h / 2, w / 2]` and is packed upsampled to `h x w`
+/// (nearest neighbour, `h` and `w` even): the upsampled image is never written out.
 ///
 /// In pieces over channel pairs; within a piece one pass, 16 pixels of a pair at a time
 /// (affine, SiLU ([`silu16`]), rounding and interleaving in registers; the last vector of a
@@ -47,11 +48,17 @@ pub unsafe fn pack_pairs(
     h: usize,
     w: usize,
     pre: Option<(&[[f32; 2]], bool)>,
+    up: bool,
     xq: &mut Vec<u32>,
 ) {
     let (wp, pairs) = (w + 2, c.div_ceil(2));
     let row = pairs * wp;
-    let plane = h * w;
+    let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
+    assert!(
+        !up || (h.is_multiple_of(2) && w.is_multiple_of(2)),
+        "bf16 packing: odd upsampled size"
+    );
+    let plane = sh * sw;
     assert!(x.len() >= c * plane, "bf16 packing input");
     if let Some((coef, _)) = pre {
         assert!(coef.len() >= c, "bf16 packing coefficients");
@@ -79,16 +86,16 @@ pub unsafe fn pack_pairs(
                 // row `y + 1` of pair `p` inside `xq` (resized above), which only this piece
                 // writes; the masks keep the vector loads and stores inside those rows.
                 unsafe {
-                    let s0 = src.add(2 * p * plane + y * w);
+                    let s0 = src.add(2 * p * plane + if up { y / 2 } else { y } * sw);
                     let d = dst.ptr().add((y + 1) * row + p * wp);
                     *d = 0;
                     *d.add(wp - 1) = 0;
                     for i in (0..w).step_by(16) {
                         let m = lanes(w - i);
-                        let e = _mm512_maskz_loadu_ps(m, s0.add(i));
+                        let e = load_row(s0, i, w - i, up);
                         let mut e = _mm512_fmadd_ps(e, _mm512_set1_ps(a0), _mm512_set1_ps(b0));
                         let o = if has_odd {
-                            _mm512_maskz_loadu_ps(m, s0.add(plane + i))
+                            load_row(s0.add(plane), i, w - i, up)
                         } else {
                             _mm512_setzero_ps()
                         };
@@ -159,7 +166,7 @@ pub(super) mod tests {
             for silu in [false, true] {
                 let mut xq = vec![7u32; 3];
                 // SAFETY: AVX-512F checked above.
-                unsafe { pack_pairs(&x, c, h, w, Some((&coef, silu)), &mut xq) };
+                unsafe { pack_pairs(&x, c, h, w, Some((&coef, silu)), false, &mut xq) };
                 let (wp, pairs) = (w + 2, c.div_ceil(2));
                 assert_eq!(xq.len(), (h + 2) * pairs * wp);
                 for yy in 0..h + 2 {

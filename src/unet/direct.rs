@@ -49,7 +49,9 @@ pub(super) struct Vector {
 
 /// `out` (emptied, then `[cout, h, w]`) = the 3x3 convolution of `pre(x)` (`x` `[cin, h, w]`)
 /// with `taps` (`[9, cout, cin]`, tap `t = 3 ky + kx`) plus `bias`, where `pre = Some((coef,
-/// silu))` maps channel `ci` to `coef[ci][0] v + coef[ci][1]`, then SiLU if `silu`.
+/// silu))` maps channel `ci` to `coef[ci][0] v + coef[ci][1]`, then SiLU if `silu`. With `up`,
+/// `x` is `[cin, h / 2, w / 2]` and the convolution's input its nearest-neighbour 2x
+/// upsampling (made while padding, never written out).
 ///
 /// # Panics
 /// If the lengths do not match the sizes, or the CPU has no AVX-512F ([`available`]).
@@ -62,11 +64,17 @@ pub fn conv3x3(
     taps: &[f32],
     bias: &[f32],
     pre: Option<(&[[f32; 2]], bool)>,
+    up: bool,
     out: &mut Vec<f32>,
 ) {
     assert!(available(), "direct 3x3 convolution needs AVX-512F");
     let cout = bias.len();
-    assert_eq!(x.len(), cin * h * w, "direct conv input");
+    assert!(
+        !up || (h.is_multiple_of(2) && w.is_multiple_of(2)),
+        "direct conv: odd upsampled size"
+    );
+    let shrink = if up { 4 } else { 1 };
+    assert_eq!(x.len() * shrink, cin * h * w, "direct conv input");
     assert_eq!(taps.len(), 9 * cout * cin, "direct conv weights");
     if let Some((coef, _)) = pre {
         assert_eq!(coef.len(), cin, "direct conv input coefficients");
@@ -80,7 +88,7 @@ pub fn conv3x3(
     // The buffer leaves the thread-local while the pieces run: a worker waiting for them may
     // run another call's convolution on this thread, which then pads into a buffer of its own.
     let mut xp = PADDED.with(|b| b.take());
-    pad(x, cin, h, w, pre, &mut xp);
+    pad(x, cin, h, w, pre, up, &mut xp);
     let row = cin * (w + 2);
     let dst = Disjoint::new(out.as_mut_ptr());
     let xp_ref = &xp;
@@ -157,15 +165,18 @@ pub(super) fn sweep(
     });
 }
 
-/// Copies `pre(x)` (`x` `[c, h, w]`) into `xp` as `[h + 2][c][w + 2]` with a zero border.
+/// Copies `pre(x)` (`x` `[c, h, w]`, or `[c, h / 2, w / 2]` upsampled if `up`) into `xp` as
+/// `[h + 2][c][w + 2]` with a zero border.
 fn pad(
     x: &[f32],
     c: usize,
     h: usize,
     w: usize,
     pre: Option<(&[[f32; 2]], bool)>,
+    up: bool,
     xp: &mut Vec<f32>,
 ) {
+    let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
     let wp = w + 2;
     let row = c * wp;
     // Every value is written below (the buffer may hold another call's values).
@@ -187,26 +198,28 @@ fn pad(
                 let dr = &mut d[ci * wp..(ci + 1) * wp];
                 dr[0] = 0.0;
                 dr[wp - 1] = 0.0;
-                let src = &x[(ci * h + y) * w..(ci * h + y + 1) * w];
+                let sy = if up { y / 2 } else { y };
+                let src = &x[(ci * sh + sy) * sw..(ci * sh + sy + 1) * sw];
                 // SAFETY: AVX-512F ([`conv3x3`] checked it).
-                unsafe { affine_row(&mut dr[1..=w], src, a, b, silu) };
+                unsafe { affine_row(&mut dr[1..=w], src, a, b, silu, up) };
             }
         }
     });
 }
 
-/// `dst = a src + b`, then SiLU if `silu` ([`silu16`]), 16 values at a time (the tail masked).
+/// `dst = a src + b`, then SiLU if `silu` ([`silu16`]), 16 values at a time (the tail masked);
+/// with `up`, `src` is half as long and each of its values stands for two of `dst`.
 #[target_feature(enable = "avx512f")]
-fn affine_row(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) {
-    debug_assert_eq!(dst.len(), src.len());
+fn affine_row(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool, up: bool) {
     let (va, vb) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
-    let n = src.len().min(dst.len());
+    let n = dst.len().min(if up { 2 * src.len() } else { src.len() });
     let mut i = 0;
     while i < n {
         let mask = lanes(n - i);
-        // SAFETY: the mask keeps the load and store inside `src[i..n]` and `dst[i..n]`.
+        // SAFETY: `load_row` reads inside `src` (its first `n` values, or `n / 2` if `up`),
+        // and the mask keeps the store inside `dst[i..n]`.
         unsafe {
-            let v = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+            let v = load_row(src.as_ptr(), i, n - i, up);
             let mut v = _mm512_fmadd_ps(v, va, vb);
             if silu {
                 v = silu16::<true>(v);
@@ -214,6 +227,23 @@ fn affine_row(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) {
             _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, v);
         }
         i += 16;
+    }
+}
+
+/// Values `i..i + 16` of a row starting at `s` (lanes past `left` zero), or with `up` of its
+/// nearest-neighbour 2x upsampling: values `i / 2..i / 2 + 8` of `s`, each twice (`i` even).
+///
+/// # Safety
+/// AVX-512F; `s` holds `i + min(left, 16)` values, or half that (rounded up) if `up`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn load_row(s: *const f32, i: usize, left: usize, up: bool) -> __m512 {
+    if up {
+        let dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+        let v = _mm512_maskz_loadu_ps(lanes(left.min(16).div_ceil(2)), s.add(i / 2));
+        _mm512_permutexvar_ps(dup, v)
+    } else {
+        _mm512_maskz_loadu_ps(lanes(left), s.add(i))
     }
 }
 
@@ -299,25 +329,30 @@ mod tests {
     use crate::unet::kernels::lcg;
 
     /// Against f64 loops over the definition (zero padding, bias, the affine and SiLU on the
-    /// input), on widths below, at and between multiples of 16, channel counts that leave a
-    /// partial block of 8, and a band cut (more rows than one band holds).
+    /// input, the nearest-neighbour upsampling of the input), on widths below, at and between
+    /// multiples of 16, channel counts that leave a partial block of 8, and a band cut (more
+    /// rows than one band holds).
     #[test]
     fn matches_the_definition() {
         if !available() {
             eprintln!("no AVX-512F on this CPU: direct convolution not exercised");
             return;
         }
-        for &(cin, cout, h, w, pre) in &[
-            (2, 32, 5, 16, false),
-            (3, 5, 7, 9, true),
-            (16, 11, 4, 40, true),
-            (32, 2, 9, 32, false),
-            (64, 16, 40, 24, true),
+        for &(cin, cout, h, w, pre, up) in &[
+            (2, 32, 5, 16, false, false),
+            (3, 5, 7, 9, true, false),
+            (16, 11, 4, 40, true, false),
+            (32, 2, 9, 32, false, false),
+            (64, 16, 40, 24, true, false),
+            (5, 9, 6, 18, false, true),
+            (16, 8, 8, 32, true, true),
+            (64, 16, 80, 36, false, true),
         ] {
             let mut rnd = lcg(3);
             let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
             let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
-            let x: Vec<f32> = (0..cin * h * w).map(|_| 8.0 * rnd()).collect();
+            let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
+            let x: Vec<f32> = (0..cin * sh * sw).map(|_| 8.0 * rnd()).collect();
             let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
             let mut out = vec![f32::NAN; 3];
             conv3x3(
@@ -328,11 +363,13 @@ mod tests {
                 &taps,
                 &bias,
                 pre.then_some((&coef[..], true)),
+                up,
                 &mut out,
             );
             assert_eq!(out.len(), cout * h * w);
             let input = |ci: usize, y: usize, xx: usize| -> f64 {
-                let v = f64::from(x[(ci * h + y) * w + xx]);
+                let (y, xx) = if up { (y / 2, xx / 2) } else { (y, xx) };
+                let v = f64::from(x[(ci * sh + y) * sw + xx]);
                 if !pre {
                     return v;
                 }
@@ -356,7 +393,7 @@ mod tests {
                         let g = f64::from(out[(co * h + y) * w + xx]);
                         assert!(
                             (g - s).abs() < 1e-4 * (1.0 + s.abs()),
-                            "{cin}->{cout} {h}x{w} pre {pre}: ({co}, {y}, {xx}) {g} vs {s}"
+                            "{cin}->{cout} {h}x{w} pre {pre} up {up}: ({co}, {y}, {xx}) {g} vs {s}"
                         );
                     }
                 }

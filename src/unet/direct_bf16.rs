@@ -71,7 +71,8 @@ impl DirectBf16 {
 
     /// `out` (emptied, then `[cout, h, w]`) = the convolution of `pre(x)` (`x` `[cin, h, w]`)
     /// plus the bias, where `pre = Some((coef, silu))` maps channel `ci` to `coef[ci][0] v +
-    /// coef[ci][1]`, then SiLU if `silu` (applied while packing).
+    /// coef[ci][1]`, then SiLU if `silu` (applied while packing). With `up`, `x` is `[cin, h /
+    /// 2, w / 2]` and the convolution's input its nearest-neighbour 2x upsampling.
     ///
     /// # Panics
     /// If the lengths do not match the sizes, or the CPU is not [`available`].
@@ -81,11 +82,13 @@ impl DirectBf16 {
         h: usize,
         w: usize,
         pre: Option<(&[[f32; 2]], bool)>,
+        up: bool,
         out: &mut Vec<f32>,
     ) {
         assert!(available(), "bf16 direct convolution needs AVX512-BF16");
         let (cin, cout) = (self.cin, self.bias.len());
-        assert_eq!(x.len(), cin * h * w, "bf16 direct conv input");
+        let shrink = if up { 4 } else { 1 };
+        assert_eq!(x.len() * shrink, cin * h * w, "bf16 direct conv input");
         if let Some((coef, _)) = pre {
             assert_eq!(coef.len(), cin, "bf16 direct conv input coefficients");
         }
@@ -99,7 +102,7 @@ impl DirectBf16 {
         // may run another call's convolution on this thread, which then packs into its own.
         let mut xq = PACKED.with(|b| b.take());
         // SAFETY: AVX-512F checked above.
-        unsafe { pack_pairs(x, cin, h, w, pre, &mut xq) };
+        unsafe { pack_pairs(x, cin, h, w, pre, up, &mut xq) };
         let pairs = cin.div_ceil(2);
         let row = pairs * (w + 2);
         let dst = Disjoint::new(out.as_mut_ptr());
@@ -230,24 +233,28 @@ mod tests {
             return;
         }
         let r = |v: f32| unbf16(bf16(v));
-        for &(cin, cout, h, w, pre) in &[
-            (2, 32, 5, 16, false),
-            (3, 5, 7, 9, true),
-            (16, 11, 4, 40, true),
-            (32, 2, 9, 32, false),
-            (128, 16, 40, 24, true),
+        for &(cin, cout, h, w, pre, up) in &[
+            (2, 32, 5, 16, false, false),
+            (3, 5, 7, 9, true, false),
+            (16, 11, 4, 40, true, false),
+            (32, 2, 9, 32, false, false),
+            (128, 16, 40, 24, true, false),
+            (5, 9, 6, 18, false, true),
+            (64, 16, 80, 36, true, true),
         ] {
             let mut rnd = lcg(5);
             let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
             let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
-            let x: Vec<f32> = (0..cin * h * w).map(|_| 8.0 * rnd()).collect();
+            let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
+            let x: Vec<f32> = (0..cin * sh * sw).map(|_| 8.0 * rnd()).collect();
             let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
             let conv = DirectBf16::new(&taps, &bias, cin);
             let mut out = vec![f32::NAN; 3];
-            conv.forward(&x, h, w, pre.then_some((&coef[..], true)), &mut out);
+            conv.forward(&x, h, w, pre.then_some((&coef[..], true)), up, &mut out);
             assert_eq!(out.len(), cout * h * w);
             let input = |ci: usize, y: usize, xx: usize| -> f32 {
-                let v = x[(ci * h + y) * w + xx];
+                let (y, xx) = if up { (y / 2, xx / 2) } else { (y, xx) };
+                let v = x[(ci * sh + y) * sw + xx];
                 if !pre {
                     return v;
                 }
@@ -277,7 +284,7 @@ mod tests {
                         let g = f64::from(out[(co * h + y) * w + xx]);
                         assert!(
                             (g - s).abs() < 1e-4 * (1.0 + s.abs()) + bound,
-                            "{cin}->{cout} {h}x{w} pre {pre}: ({co}, {y}, {xx}) {g} vs {s}"
+                            "{cin}->{cout} {h}x{w} pre {pre} up {up}: ({co}, {y}, {xx}) {g} vs {s}"
                         );
                     }
                 }
@@ -305,7 +312,7 @@ mod tests {
                 .build()
                 .unwrap();
             let mut out = Vec::new();
-            pool.install(|| conv.forward(&x, h, w, None, &mut out));
+            pool.install(|| conv.forward(&x, h, w, None, false, &mut out));
             out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
         let one = run(1);

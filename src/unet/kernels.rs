@@ -494,7 +494,7 @@ impl Conv {
         debug_assert_eq!(x.len(), self.cin * h * w);
         let (oh, ow) = self.out_size(h, w);
         let npix = oh * ow;
-        if let Some(out) = self.forward_fused(x, h, w, None) {
+        if let Some(out) = self.forward_fused(x, h, w, None, false) {
             return out;
         }
         // With few input channels the nine per-tap products (k = cin) would each sweep the
@@ -598,7 +598,7 @@ impl Conv {
         silu: bool,
     ) -> Vec<f32> {
         debug_assert_eq!(coef.len(), self.cin);
-        if let Some(out) = self.forward_fused(x, h, w, Some((coef, silu))) {
+        if let Some(out) = self.forward_fused(x, h, w, Some((coef, silu)), false) {
             return out;
         }
         let n = apply_coefficients(x, h * w, coef, silu);
@@ -607,8 +607,23 @@ impl Conv {
         out
     }
 
-    /// The forms that apply `pre` (as in [`super::direct::conv3x3`]) while copying their input:
-    /// the bf16 form when [`Conv::use_bf16`] made one (tiles: if the size fits), else the direct
+    /// Convolves the nearest-neighbour 2x upsampling of `x` (`[cin, h, w]`); returns `[cout,
+    /// 2h, 2w]`. The direct kernels upsample while copying their input, so the upsampled image
+    /// is never written out; other forms upsample first.
+    pub fn forward_upsampled(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+        debug_assert_eq!(x.len(), self.cin * h * w);
+        if let Some(out) = self.forward_fused(x, 2 * h, 2 * w, None, true) {
+            return out;
+        }
+        let u = upsample2(x, self.cin, h, w);
+        let out = self.forward(&u, 2 * h, 2 * w);
+        recycle(u);
+        out
+    }
+
+    /// The forms that apply `pre` (as in [`super::direct::conv3x3`]) while copying their input
+    /// (`h x w`, or with `up` the upsampling of `x` at `h / 2 x w / 2`): the bf16 form when
+    /// [`Conv::use_bf16`] made one (tiles: if the size fits and not `up`), else the direct
     /// kernel for a 3x3 stride-1 convolution on AVX-512F; `None` when neither runs here.
     fn forward_fused(
         &self,
@@ -616,10 +631,13 @@ impl Conv {
         h: usize,
         w: usize,
         pre: Option<(&[[f32; 2]], bool)>,
+        up: bool,
     ) -> Option<Vec<f32>> {
         #[cfg(target_arch = "x86_64")]
         {
             match &self.bf16 {
+                // The tiles' packing does not upsample: the caller upsamples, then they run.
+                Some(Bf16Form::Tiles(_)) if up => return None,
                 Some(Bf16Form::Tiles(t)) if super::amx::TileConv::fits_size(h, w) => {
                     let mut out = buffer(self.cout * h * w);
                     t.forward(x, h, w, pre, &mut out);
@@ -627,19 +645,20 @@ impl Conv {
                 }
                 Some(Bf16Form::Direct(d)) => {
                     let mut out = buffer(self.cout * h * w);
-                    d.forward(x, h, w, pre, &mut out);
+                    d.forward(x, h, w, pre, up, &mut out);
                     return Some(out);
                 }
                 _ => {}
             }
             if self.k == 3 && self.stride == 1 && Self::direct_available() {
                 let mut out = buffer(self.cout * h * w);
-                super::direct::conv3x3(x, self.cin, h, w, &self.taps, &self.bias, pre, &mut out);
+                let (cin, taps, bias) = (self.cin, &self.taps, &self.bias);
+                super::direct::conv3x3(x, cin, h, w, taps, bias, pre, up, &mut out);
                 return Some(out);
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (x, h, w, pre);
+        let _ = (x, h, w, pre, up);
         None
     }
 

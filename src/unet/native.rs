@@ -595,17 +595,13 @@ fn run_unit(u: &Unit, x: &Act, emb: &[f32]) -> Act {
         Unit::Res(r) => run_res(r, x, emb),
         Unit::Attn(a) => run_attention(a, x),
         Unit::Down(None) => resample(x, false),
-        Unit::Up(c) => {
-            let y = resample(x, true);
-            match c {
-                Some(c) => {
-                    let z = run_conv(c, &y);
-                    recycle(y.data);
-                    z
-                }
-                None => y,
-            }
-        }
+        Unit::Up(Some(c)) => Act {
+            data: c.forward_upsampled(&x.data, x.h, x.w),
+            c: c.cout,
+            h: 2 * x.h,
+            w: 2 * x.w,
+        },
+        Unit::Up(None) => resample(x, true),
     }
 }
 
