@@ -438,7 +438,10 @@ impl Conv {
     /// Runs this convolution in bf16 from now on (inputs and weights rounded to bf16, f32
     /// sums), if it is a 3x3 stride-1 one and the CPU has bf16 units ([`bf16_units`]): AMX
     /// tiles when its channel counts fit them (inputs of a size the tiles do not fit still run
-    /// in f32), else AVX512-BF16 registers. Returns whether it does.
+    /// in f32), else AVX512-BF16 registers. Returns whether it does. On an AMX CPU a
+    /// convolution whose channels do not fit the tiles stays f32 rather than taking the
+    /// AVX512-BF16 form: the AMX generation of Xeon (Sapphire Rapids, measured with AMX hidden
+    /// in session 6, docs/performance.md) issues `vdpbf16ps` at about half its f32 FMA rate.
     pub fn use_bf16(&mut self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
