@@ -1,6 +1,6 @@
 //! 3x3, stride-1, padding-1 convolutions in bf16 on AVX512-BF16 registers (`vdpbf16ps`), f32
-//! accumulation: the bf16 form for CPUs without AMX tiles (AMD Zen 4 and later, Intel Xeon 3rd
-//! generation).
+//! accumulation: the bf16 form for CPUs without AMX tiles (AMD Zen 4 and later, Intel Cooper
+//! Lake Xeons).
 //!
 //! One `vdpbf16ps` multiplies 16 pairs of bf16 values by 16 pairs and adds both products of each
 //! pair into one f32 lane: 32 multiply-adds an instruction where an f32 FMA does 16. Where the

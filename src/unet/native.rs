@@ -205,8 +205,8 @@ impl NativeUNet {
         if !bf16_available() {
             return Err(Error::invalid(
                 "bf16 convolutions need a CPU with AMX-BF16 (Intel Xeon 4th generation or \
-                 later, Linux 5.16 or later) or AVX512-BF16 (AMD Zen 4 or later, Intel Xeon \
-                 3rd generation); this one has neither (use the f32 native executor)",
+                 later, Linux 5.16 or later) or AVX512-BF16 (AMD Zen 4 or later, Intel Cooper \
+                 Lake Xeons); this one has neither (use the f32 native executor)",
             ));
         }
         let mut n = 0;
