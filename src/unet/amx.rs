@@ -21,7 +21,7 @@
 use std::arch::asm;
 use std::sync::OnceLock;
 
-use super::bf16::{bf16, pack_pairs};
+use super::bf16::{bf16, pack_pairs, PACKED};
 use super::pieces::{self, Disjoint, PIECES};
 
 /// Whether this CPU and operating system run AMX bf16 tile instructions (asks the kernel for the
@@ -175,31 +175,25 @@ impl TileConv {
         let len = self.cout * h * w;
         out.clear();
         out.reserve(len);
-        // The buffer leaves the thread-local while the pieces run: a worker waiting for them
-        // may run another call's convolution on this thread, which then packs into a buffer of
-        // its own.
-        let mut xq = PACKED.with(|buf| buf.take());
-        // SAFETY: AMX CPUs have AVX-512 F/BW ([`available`] checked them).
-        unsafe { pack_pairs(x, self.cin, h, w, pre, false, &mut xq) };
-        // Pieces: output channel blocks of 32, and ranges of pixel-block pairs in each.
-        let (cblocks, pairs) = (self.cout / 32, h * w / 32);
-        let parts = PIECES.div_ceil(cblocks).min(pairs);
-        let dst = Disjoint::new(out.as_mut_ptr());
-        let xq_ref = &xq;
-        pieces::run(cblocks * parts, |p| {
-            let cb = 32 * (p / parts);
-            let r = pieces::range(pairs, parts, p % parts);
-            // SAFETY: sizes checked above; `run` reads inside `xq`, `self.tiles` and
-            // `self.bias` and writes channels `cb..cb + 32` at the pixel blocks `2 r` of
-            // `out`'s reserved capacity, which no other piece writes.
-            unsafe { self.run(xq_ref, h, w, dst.ptr(), cb, r) };
-        });
-        // SAFETY: the pieces wrote every channel block at every pixel block: all `len` values.
-        unsafe { out.set_len(len) };
-        PACKED.with(|buf| {
-            if buf.borrow().capacity() < xq.capacity() {
-                buf.replace(xq);
-            }
+        pieces::with_buffer(&PACKED, |xq| {
+            // SAFETY: AMX CPUs have AVX-512 F/BW ([`available`] checked them).
+            unsafe { pack_pairs(x, self.cin, h, w, pre, false, xq) };
+            // Pieces: output channel blocks of 32, and ranges of pixel-block pairs in each.
+            let (cblocks, pairs) = (self.cout / 32, h * w / 32);
+            let parts = PIECES.div_ceil(cblocks).min(pairs);
+            let dst = Disjoint::new(out.as_mut_ptr());
+            let xq_ref = &*xq;
+            pieces::run(cblocks * parts, |p| {
+                let cb = 32 * (p / parts);
+                let r = pieces::range(pairs, parts, p % parts);
+                // SAFETY: sizes checked above; `run` reads inside `xq`, `self.tiles` and
+                // `self.bias` and writes channels `cb..cb + 32` at the pixel blocks `2 r` of
+                // `out`'s reserved capacity, which no other piece writes.
+                unsafe { self.run(xq_ref, h, w, dst.ptr(), cb, r) };
+            });
+            // SAFETY: the pieces wrote every channel block at every pixel block: all `len`
+            // values.
+            unsafe { out.set_len(len) };
         });
     }
 
@@ -312,12 +306,6 @@ fn configure_tiles() {
             c.set(true);
         }
     });
-}
-
-thread_local! {
-    /// The packed input of the last convolution on this thread (reused: no allocation, no
-    /// clearing per call).
-    static PACKED: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

@@ -8,10 +8,18 @@
 //! fixed offset into it: the nine taps read the same packed input shifted in place.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use super::direct::{lanes, load_row};
 use super::kernels::silu16;
 use super::pieces::{self, Disjoint, PIECES};
+
+thread_local! {
+    /// The packed input ([`pack_pairs`]) of the last bf16 convolution on this thread, either
+    /// kernel's (reused through [`super::pieces::with_buffer`]: no allocation, no clearing per
+    /// call).
+    pub(super) static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// f32 to bf16, rounding to nearest even (finite values; activations and weights are).
 #[inline(always)]

@@ -14,6 +14,9 @@
 //! Each output is the bias plus the products summed over taps (outer) and input channels
 //! (inner), in that order, whatever block or piece computes it: results are bit-identical
 //! for any cut into pieces ([`super::pieces`]) and any thread count.
+//!
+//! The driver (`run`: the cut into pieces, a block's bias start and its stores) is generic
+//! over the register-block `Kernel`; [`super::direct_bf16`] is the other one.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -85,47 +88,12 @@ pub fn conv3x3(
     if len == 0 {
         return;
     }
-    // The buffer leaves the thread-local while the pieces run: a worker waiting for them may
-    // run another call's convolution on this thread, which then pads into a buffer of its own.
-    let mut xp = PADDED.with(|b| b.take());
-    pad(x, cin, h, w, pre, up, &mut xp);
-    let row = cin * (w + 2);
-    let dst = Disjoint::new(out.as_mut_ptr());
-    let xp_ref = &xp;
-    sweep(cout, h, w, row, |co, vectors| {
-        let args = Block {
-            xp: xp_ref.as_ptr(),
-            row,
-            wp: w + 2,
-            cin,
-            taps: taps.as_ptr(),
-            bias: bias.as_ptr(),
-            cout,
-            co,
-            out: dst.ptr(),
-            plane: h * w,
-            w,
-        };
-        for group in vectors.chunks(N) {
-            // SAFETY: AVX-512F checked above; `xp` is `pad`'s layout for `cin x h x w`,
-            // `taps` and `bias` hold `cout` channels, and this call writes channels
-            // `co..co + M` (those below `cout`) at its vectors only, inside `out`'s reserved
-            // capacity, which no other call writes ([`sweep`]).
-            unsafe {
-                match group.len() {
-                    N => block::<N>(&args, group),
-                    2 => block::<2>(&args, group),
-                    _ => block::<1>(&args, group),
-                }
-            }
-        }
-    });
-    // SAFETY: the pieces wrote every channel at every pixel: all `len` values.
-    unsafe { out.set_len(len) };
-    PADDED.with(|b| {
-        if b.borrow().capacity() < xp.capacity() {
-            b.replace(xp);
-        }
+    pieces::with_buffer(&PADDED, |xp| {
+        pad(x, cin, h, w, pre, up, xp);
+        // SAFETY: AVX-512F checked above; `xp` is `pad`'s layout for `cin x h x w`, `taps` and
+        // `bias` hold `cout` channels (lengths checked), and `out` holds no values and has
+        // room for `len`.
+        unsafe { run::<F32>(xp, cin, h, w, taps, bias, out) };
     });
 }
 
@@ -135,7 +103,7 @@ pub fn conv3x3(
 /// row) stays within [`BAND_FLOATS`], and ranges of channel blocks where the bands are fewer
 /// than [`PIECES`]. Every (channel block, vector) pair is handed out exactly once, so the calls
 /// write disjoint parts of an output.
-pub(super) fn sweep(
+fn sweep(
     cout: usize,
     h: usize,
     w: usize,
@@ -256,51 +224,156 @@ pub(super) fn lanes(left: usize) -> u16 {
     }
 }
 
-/// What a register block reads and where it writes (see [`block`]).
-struct Block {
-    /// The padded input, [`pad`]'s layout.
-    xp: *const f32,
-    /// Floats per padded row of all channels (`cin * (w + 2)`).
-    row: usize,
+/// What a register block reads and where it writes, for either kernel: the input values `T`
+/// are f32 ([`F32`]) or bf16 channel pairs ([`super::direct_bf16`]).
+pub(super) struct Block<T> {
+    /// The padded input `[h + 2][k][w + 2]` ([`pad`], [`super::bf16::pack_pairs`]).
+    pub xp: *const T,
+    /// Values per padded row of all `k` (`k * (w + 2)`).
+    pub row: usize,
     /// Padded width `w + 2`.
-    wp: usize,
-    cin: usize,
-    /// `[9, cout, cin]`.
-    taps: *const f32,
-    bias: *const f32,
-    cout: usize,
+    pub wp: usize,
+    /// Input values per pixel: channels, or channel pairs.
+    pub k: usize,
+    /// `[9, cout, k]`.
+    pub taps: *const T,
+    pub bias: *const f32,
+    pub cout: usize,
     /// First output channel of the block.
-    co: usize,
+    pub co: usize,
     /// The output `[cout, h, w]`.
-    out: *mut f32,
+    pub out: *mut f32,
     /// `h * w`.
-    plane: usize,
-    w: usize,
+    pub plane: usize,
+    pub w: usize,
 }
 
-/// Output channels `co..co + M` (those below `cout`; the others repeat channel `cout - 1`'s
-/// weights and are not stored) at the `V` pixel vectors `vs`.
+/// A register-block kernel over [`Block`]'s layouts: output channels `co..co + M` at `V`
+/// pixel vectors.
+pub(super) trait Kernel {
+    /// One input value (of a pixel and channel, or channel pair).
+    type T: Sync;
+
+    /// Output channels `co..co + M` (those below `cout`; the others repeat channel `cout -
+    /// 1`'s weights and are not stored) at the `V` pixel vectors `vs`.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's features; the pointers hold the layouts [`Block`] names, and
+    /// the output rows of `vs` for these channels are this call's to write.
+    unsafe fn block<const V: usize>(a: &Block<Self::T>, vs: &[Vector]);
+}
+
+/// `out` (empty, with room for `[cout, h, w]`) = the 3x3 convolution of the padded input `xp`
+/// (`[h + 2][k][w + 2]`) with `taps` (`[9, cout, k]`) plus `bias`, by kernel `K` over
+/// [`sweep`]'s pieces.
 ///
 /// # Safety
-/// AVX-512F; the pointers hold the layouts [`Block`] names, and the output rows of `vs` for
-/// these channels are this call's to write.
+/// The CPU has `K`'s features; `xp` and `taps` hold those layouts, `bias` `cout` values.
+pub(super) unsafe fn run<K: Kernel>(
+    xp: &[K::T],
+    k: usize,
+    h: usize,
+    w: usize,
+    taps: &[K::T],
+    bias: &[f32],
+    out: &mut Vec<f32>,
+) {
+    let (cout, row) = (bias.len(), k * (w + 2));
+    let len = cout * h * w;
+    debug_assert!(out.is_empty() && out.capacity() >= len);
+    let dst = Disjoint::new(out.as_mut_ptr());
+    sweep(cout, h, w, row, |co, vectors| {
+        let args = Block {
+            xp: xp.as_ptr(),
+            row,
+            wp: w + 2,
+            k,
+            taps: taps.as_ptr(),
+            bias: bias.as_ptr(),
+            cout,
+            co,
+            out: dst.ptr(),
+            plane: h * w,
+            w,
+        };
+        for group in vectors.chunks(N) {
+            // SAFETY: the caller's contract; this call writes channels `co..co + M` (those
+            // below `cout`) at its vectors only, inside `out`'s capacity, which no other call
+            // writes ([`sweep`]).
+            unsafe {
+                match group.len() {
+                    N => K::block::<N>(&args, group),
+                    2 => K::block::<2>(&args, group),
+                    _ => K::block::<1>(&args, group),
+                }
+            }
+        }
+    });
+    // SAFETY: the calls wrote every channel at every pixel: all `len` values.
+    unsafe { out.set_len(len) };
+}
+
+/// A block's weight rows (tap 0; a tap adds `cout * k`), its accumulators started at the bias,
+/// and the first input value each of the `V` vectors `vs` reads (output `(y, x)` reads padded
+/// rows `y..y + 3` at columns `x..x + 3`): the part of a block both kernels share.
+///
+/// # Safety
+/// AVX-512F; `a` as in [`Kernel::block`].
 #[target_feature(enable = "avx512f")]
-unsafe fn block<const V: usize>(a: &Block, vs: &[Vector]) {
-    let (cin, cout, co) = (a.cin, a.cout, a.co);
-    // Weight rows of the block's channels (tap 0); a tap adds `cout * cin`.
-    let wrow: [*const f32; M] = std::array::from_fn(|m| a.taps.add((co + m).min(cout - 1) * cin));
-    let mut acc = [[_mm512_setzero_ps(); V]; M];
-    for (m, accs) in acc.iter_mut().enumerate() {
-        let b = _mm512_set1_ps(*a.bias.add((co + m).min(cout - 1)));
-        *accs = [b; V];
+#[inline]
+pub(super) unsafe fn start<T, const V: usize>(
+    a: &Block<T>,
+    vs: &[Vector],
+) -> ([*const T; M], [[__m512; V]; M], [*const T; V]) {
+    let last = a.cout - 1;
+    let wrow = std::array::from_fn(|m| a.taps.add((a.co + m).min(last) * a.k));
+    let acc = std::array::from_fn(|m| [_mm512_set1_ps(*a.bias.add((a.co + m).min(last))); V]);
+    let base = std::array::from_fn(|j| a.xp.add(vs[j].y * a.row + vs[j].x0));
+    (wrow, acc, base)
+}
+
+/// Stores a block's accumulators (channels below `cout` only, each vector's lanes masked).
+///
+/// # Safety
+/// AVX-512F; `a` as in [`Kernel::block`].
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn store<T, const V: usize>(a: &Block<T>, vs: &[Vector], acc: &[[__m512; V]; M]) {
+    for (m, accs) in acc.iter().enumerate() {
+        if a.co + m >= a.cout {
+            break;
+        }
+        for (j, v) in vs.iter().enumerate() {
+            let o = a.out.add((a.co + m) * a.plane + v.y * a.w + v.x0);
+            _mm512_mask_storeu_ps(o, v.mask, accs[j]);
+        }
     }
+}
+
+/// The f32 kernel: 24 FMAs per input channel and tap, weights broadcast from `[9, cout, cin]`.
+struct F32;
+
+impl Kernel for F32 {
+    type T = f32;
+
+    unsafe fn block<const V: usize>(a: &Block<f32>, vs: &[Vector]) {
+        // SAFETY: the caller's contract (AVX-512F: `conv3x3` checked it).
+        unsafe { block_f32::<V>(a, vs) }
+    }
+}
+
+/// [`F32`]'s block (see [`Kernel::block`]).
+///
+/// # Safety
+/// AVX-512F; as [`Kernel::block`].
+#[target_feature(enable = "avx512f")]
+unsafe fn block_f32<const V: usize>(a: &Block<f32>, vs: &[Vector]) {
+    let (wrow, mut acc, base) = start::<f32, V>(a, vs);
     let masks: [u16; V] = std::array::from_fn(|j| vs[j].mask);
-    // Output (y, x) reads padded rows y..y + 3 at columns x..x + 3.
-    let base: [*const f32; V] = std::array::from_fn(|j| a.xp.add(vs[j].y * a.row + vs[j].x0));
     for t in 0..9 {
         let off = (t / 3) * a.row + t % 3;
-        let wt = t * cout * cin;
-        for ci in 0..cin {
+        let wt = t * a.cout * a.k;
+        for ci in 0..a.k {
             let x: [__m512; V] = std::array::from_fn(|j| {
                 _mm512_maskz_loadu_ps(masks[j], base[j].add(off + ci * a.wp))
             });
@@ -312,15 +385,7 @@ unsafe fn block<const V: usize>(a: &Block, vs: &[Vector]) {
             }
         }
     }
-    for (m, accs) in acc.iter().enumerate() {
-        if co + m >= cout {
-            break;
-        }
-        for (j, v) in vs.iter().enumerate() {
-            let o = a.out.add((co + m) * a.plane + v.y * a.w + v.x0);
-            _mm512_mask_storeu_ps(o, v.mask, accs[j]);
-        }
-    }
+    store(a, vs, &acc);
 }
 
 #[cfg(test)]

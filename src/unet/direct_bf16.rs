@@ -12,29 +12,24 @@
 //! The input is packed once per call ([`super::bf16::pack_pairs`]: channel pairs interleaved,
 //! zero border, GroupNorm's affine and SiLU applied on the way); the weights once at load as
 //! `[9][cout][pairs]` bf16 pairs. A register block is 8 output channels x 3 vectors of 16
-//! pixels (24 accumulators), as in [`super::direct`], which also cuts the work into pieces
-//! ([`super::direct::sweep`]): for each tap and channel pair it loads 3 input vectors (16
-//! pixels x 2 channels each), broadcasts 8 weight pairs and issues 24 `vdpbf16ps`.
+//! pixels (24 accumulators), as in [`super::direct`], whose driver (`direct::run`: the
+//! cut into pieces, the block's bias start and its stores) this kernel shares: for each tap and
+//! channel pair it loads 3 input vectors (16 pixels x 2 channels each), broadcasts 8 weight
+//! pairs and issues 24 `vdpbf16ps`.
 //!
 //! Each output is the bias plus the pair products summed over taps (outer) and channel pairs
 //! (inner), in that order, whatever piece computes it: bit-identical for any thread count.
 
 use std::arch::x86_64::*;
-use std::cell::RefCell;
 
-use super::bf16::{pack_pairs, pair};
-use super::direct::{sweep, Vector, M, N};
-use super::pieces::Disjoint;
+use super::bf16::{pack_pairs, pair, PACKED};
+use super::direct::{run, start, store, Block, Kernel, Vector, M};
+use super::pieces::with_buffer;
 
 /// Whether this CPU runs the kernel here (AVX-512F and AVX512-BF16).
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bf16")
-}
-
-thread_local! {
-    /// The packed input of the last convolution on this thread (reused across calls).
-    static PACKED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A 3x3, stride-1, padding-1 convolution with bf16 weights, for [`available`] CPUs.
@@ -98,99 +93,42 @@ impl DirectBf16 {
         if len == 0 {
             return;
         }
-        // The buffer leaves the thread-local while the pieces run: a worker waiting for them
-        // may run another call's convolution on this thread, which then packs into its own.
-        let mut xq = PACKED.with(|b| b.take());
-        // SAFETY: AVX-512F checked above.
-        unsafe { pack_pairs(x, cin, h, w, pre, up, &mut xq) };
-        let pairs = cin.div_ceil(2);
-        let row = pairs * (w + 2);
-        let dst = Disjoint::new(out.as_mut_ptr());
-        let xq_ref = &xq;
-        sweep(cout, h, w, row, |co, vectors| {
-            let args = Block {
-                xq: xq_ref.as_ptr(),
-                row,
-                wp: w + 2,
-                pairs,
-                weights: self.weights.as_ptr(),
-                bias: self.bias.as_ptr(),
-                cout,
-                co,
-                out: dst.ptr(),
-                plane: h * w,
-                w,
-            };
-            for group in vectors.chunks(N) {
-                // SAFETY: AVX512-BF16 checked above; `xq` is `pack_pairs`'s layout for `cin x
-                // h x w`, the weights and bias hold `cout` channels, and this call writes
-                // channels `co..co + M` (those below `cout`) at its vectors only, inside
-                // `out`'s reserved capacity, which no other call writes (`sweep`).
-                unsafe {
-                    match group.len() {
-                        N => block::<N>(&args, group),
-                        2 => block::<2>(&args, group),
-                        _ => block::<1>(&args, group),
-                    }
-                }
-            }
-        });
-        // SAFETY: the calls wrote every channel at every pixel: all `len` values.
-        unsafe { out.set_len(len) };
-        PACKED.with(|b| {
-            if b.borrow().capacity() < xq.capacity() {
-                b.replace(xq);
-            }
+        with_buffer(&PACKED, |xq| {
+            // SAFETY: AVX-512F checked above.
+            unsafe { pack_pairs(x, cin, h, w, pre, up, xq) };
+            // SAFETY: AVX512-BF16 checked above; `xq` is `pack_pairs`'s layout for `cin x h x
+            // w`, the weights and bias hold `cout` channels, and `out` holds no values and has
+            // room for `len`.
+            unsafe { run::<Bf16>(xq, cin.div_ceil(2), h, w, &self.weights, &self.bias, out) };
         });
     }
 }
 
-/// What a register block reads and where it writes (see [`block`]).
-struct Block {
-    /// The packed input, [`pack_pairs`]'s layout.
-    xq: *const u32,
-    /// Pairs per padded row of all channels (`pairs * (w + 2)`).
-    row: usize,
-    /// Padded width `w + 2`.
-    wp: usize,
-    pairs: usize,
-    /// `[9][cout][pairs]`.
-    weights: *const u32,
-    bias: *const f32,
-    cout: usize,
-    /// First output channel of the block.
-    co: usize,
-    /// The output `[cout, h, w]`.
-    out: *mut f32,
-    /// `h * w`.
-    plane: usize,
-    w: usize,
+/// The bf16 kernel: 24 `vdpbf16ps` per channel pair and tap, weight pairs broadcast from
+/// `[9][cout][pairs]`.
+struct Bf16;
+
+impl Kernel for Bf16 {
+    type T = u32;
+
+    unsafe fn block<const V: usize>(a: &Block<u32>, vs: &[Vector]) {
+        // SAFETY: the caller's contract (AVX512-BF16: `DirectBf16::forward` checked it).
+        unsafe { block_bf16::<V>(a, vs) }
+    }
 }
 
-/// Output channels `co..co + M` (those below `cout`; the others repeat channel `cout - 1`'s
-/// weights and are not stored) at the `V` pixel vectors `vs`.
+/// [`Bf16`]'s block (see [`Kernel::block`]).
 ///
 /// # Safety
-/// AVX-512F and AVX512-BF16; the pointers hold the layouts [`Block`] names, and the output rows
-/// of `vs` for these channels are this call's to write.
+/// AVX-512F and AVX512-BF16; as [`Kernel::block`].
 #[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn block<const V: usize>(a: &Block, vs: &[Vector]) {
-    let (pairs, cout, co) = (a.pairs, a.cout, a.co);
-    // Weight rows of the block's channels (tap 0); a tap adds `cout * pairs`.
-    let wrow: [*const u32; M] =
-        std::array::from_fn(|m| a.weights.add((co + m).min(cout - 1) * pairs));
-    let mut acc = [[_mm512_setzero_ps(); V]; M];
-    for (m, accs) in acc.iter_mut().enumerate() {
-        let b = _mm512_set1_ps(*a.bias.add((co + m).min(cout - 1)));
-        *accs = [b; V];
-    }
+unsafe fn block_bf16<const V: usize>(a: &Block<u32>, vs: &[Vector]) {
+    let (wrow, mut acc, base) = start::<u32, V>(a, vs);
     let masks: [u16; V] = std::array::from_fn(|j| vs[j].mask);
-    // Output (y, x) reads padded rows y..y + 3 at columns x..x + 3.
-    let base: [*const u32; V] = std::array::from_fn(|j| a.xq.add(vs[j].y * a.row + vs[j].x0));
     for t in 0..9 {
         let off = (t / 3) * a.row + t % 3;
-        let wt = t * cout * pairs;
-        for p in 0..pairs {
+        let wt = t * a.cout * a.k;
+        for p in 0..a.k {
             let x: [__m512bh; V] = std::array::from_fn(|j| {
                 let v = _mm512_maskz_loadu_epi32(masks[j], base[j].add(off + p * a.wp).cast());
                 std::mem::transmute::<__m512i, __m512bh>(v)
@@ -204,15 +142,7 @@ unsafe fn block<const V: usize>(a: &Block, vs: &[Vector]) {
             }
         }
     }
-    for (m, accs) in acc.iter().enumerate() {
-        if co + m >= cout {
-            break;
-        }
-        for (j, v) in vs.iter().enumerate() {
-            let o = a.out.add((co + m) * a.plane + v.y * a.w + v.x0);
-            _mm512_mask_storeu_ps(o, v.mask, accs[j]);
-        }
-    }
+    store(a, vs, &acc);
 }
 
 #[cfg(test)]

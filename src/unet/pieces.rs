@@ -50,6 +50,24 @@ pub fn range(n: usize, pieces: usize, i: usize) -> std::ops::Range<usize> {
     start..start + base + usize::from(i < extra)
 }
 
+/// Runs `f` on this thread's reusable buffer in `slot` (a convolution's packed input: no
+/// allocation and no clearing per call). The buffer leaves the slot while `f` runs: a worker
+/// waiting for pieces may run another call on this thread, which then takes a buffer of its
+/// own; the larger of the two is kept.
+pub fn with_buffer<T, R>(
+    slot: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    f: impl FnOnce(&mut Vec<T>) -> R,
+) -> R {
+    let mut buf = slot.with(|b| b.take());
+    let r = f(&mut buf);
+    slot.with(|b| {
+        if b.borrow().capacity() < buf.capacity() {
+            b.replace(buf);
+        }
+    });
+    r
+}
+
 /// A pointer into one output buffer that the pieces of a layer share, each writing its own
 /// disjoint part of it. Reach the pointer through [`Disjoint::ptr`] (a closure that used the
 /// field would capture the bare pointer, which is not `Send`).
