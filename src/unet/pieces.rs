@@ -53,7 +53,8 @@ pub fn range(n: usize, pieces: usize, i: usize) -> std::ops::Range<usize> {
 /// Runs `f` on this thread's reusable buffer in `slot` (a convolution's packed input: no
 /// allocation and no clearing per call). The buffer leaves the slot while `f` runs: a worker
 /// waiting for pieces may run another call on this thread, which then takes a buffer of its
-/// own; the larger of the two is kept.
+/// own; the larger of the two is kept. (The packing kernels that use it are x86-64 only.)
+#[cfg(target_arch = "x86_64")]
 pub fn with_buffer<T, R>(
     slot: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
     f: impl FnOnce(&mut Vec<T>) -> R,
