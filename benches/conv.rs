@@ -33,6 +33,27 @@ const SHAPES: [(usize, usize, usize); 6] = [
 /// (channels, input side) of the decoder's upsampling convolutions.
 const UP_SHAPES: [(usize, usize); 3] = [(128, 16), (64, 32), (64, 64)];
 
+/// A 3x3 stride-1 convolution with random weights, its bf16 form where the CPU has bf16 units,
+/// and a random `[cin, side, side]` input.
+fn random_conv(
+    rng: &mut ChaCha8Rng,
+    cin: usize,
+    cout: usize,
+    side: usize,
+) -> (Conv, Option<Conv>, Vec<f32>) {
+    let weight: Vec<f32> = (0..cout * cin * 9)
+        .map(|_| rng.random_range(-0.1f32..0.1))
+        .collect();
+    let bias: Vec<f32> = (0..cout).map(|_| rng.random_range(-0.1f32..0.1)).collect();
+    let x: Vec<f32> = (0..cin * side * side)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let conv = Conv::new(weight, bias, cin, cout, 3, 1);
+    let mut bf16 = conv.clone();
+    let bf16 = bf16.use_bf16().then_some(bf16);
+    (conv, bf16, x)
+}
+
 fn bench(c: &mut Criterion) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -42,16 +63,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (cin, cout, side) in SHAPES {
-        let weight: Vec<f32> = (0..cout * cin * 9)
-            .map(|_| rng.random_range(-0.1f32..0.1))
-            .collect();
-        let bias: Vec<f32> = (0..cout).map(|_| rng.random_range(-0.1f32..0.1)).collect();
-        let x: Vec<f32> = (0..cin * side * side)
-            .map(|_| rng.random_range(-1.0f32..1.0))
-            .collect();
-        let conv = Conv::new(weight, bias, cin, cout, 3, 1);
-        let mut bf16 = conv.clone();
-        let bf16 = bf16.use_bf16().then_some(bf16);
+        let (conv, bf16, x) = random_conv(&mut rng, cin, cout, side);
         let id = format!("{cin}x{cout}@{side}");
         group.throughput(Throughput::Elements(
             (2 * 9 * cin * cout * side * side) as u64,
@@ -77,19 +89,8 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("upsample_conv3x3");
     group.sample_size(20);
     for (ch, side) in UP_SHAPES {
-        let weight: Vec<f32> = (0..ch * ch * 9)
-            .map(|_| rng.random_range(-0.1f32..0.1))
-            .collect();
-        let bias: Vec<f32> = (0..ch).map(|_| rng.random_range(-0.1f32..0.1)).collect();
-        let x: Vec<f32> = (0..ch * side * side)
-            .map(|_| rng.random_range(-1.0f32..1.0))
-            .collect();
-        let conv = Conv::new(weight, bias, ch, ch, 3, 1);
-        let mut bf16 = conv.clone();
-        let forms = [
-            ("f32", Some(conv)),
-            ("bf16", bf16.use_bf16().then_some(bf16)),
-        ];
+        let (conv, bf16, x) = random_conv(&mut rng, ch, ch, side);
+        let forms = [("f32", Some(conv)), ("bf16", bf16)];
         let id = format!("{ch}@{side}to{}", 2 * side);
         group.throughput(Throughput::Elements(
             (2 * 9 * ch * ch * 4 * side * side) as u64,
