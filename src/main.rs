@@ -21,8 +21,8 @@ fn main() -> ExitCode {
 /// `MALLOC_ARENA_MAX=1` does). By default every thread that allocates gets an arena of its own,
 /// and each keeps the activation buffers freed into it: a reconstruction's peak resident memory
 /// (f32, 20 steps) was 145 MiB on 2 threads and 102 MiB on 1 with the default, 126 and 87 MiB
-/// with one arena, at the same speed (the executor allocates little per pass: it reuses its buffers). Not a
-/// glibc target (musl, macOS): nothing to do.
+/// with one arena, at the same speed (the executor allocates little per pass: it reuses its
+/// buffers). Not a glibc target (musl, macOS): nothing to do.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
