@@ -1,10 +1,11 @@
 //! 3x3 convolutions at the shipped UNet's layer shapes (`models/msm-brain-128.onnx`: base 32,
 //! multipliers 1, 2, 2, 4 at 128, 64, 32 and 16 pixels, and the decoder's concatenated inputs),
-//! one thread: the form `msm` runs (`Conv::forward`: the direct AVX-512 kernel of
-//! `src/unet/direct.rs` where the CPU has AVX-512F) against the nine per-tap matrix products
-//! on the `gemm` crate (`Conv::forward_products`, the form other CPUs run), side by side, and,
-//! where the CPU has bf16 units (AMX tiles or AVX512-BF16), the bf16 form `native-bf16` runs
-//! (`Conv::use_bf16`).
+//! one thread, side by side: the nine per-tap matrix products on the `gemm` crate
+//! (`Conv::forward_products`, the form CPUs without AVX-512F run), the direct AVX-512 kernel
+//! (`src/unet/direct.rs`), the Winograd F(2x2, 3x3) form the executor gives layers at 32
+//! pixels and wider (`Conv::use_winograd`, `src/unet/winograd.rs`), and where the CPU has bf16
+//! units (AMX tiles or AVX512-BF16) the bf16 forms `native-bf16` runs (`Conv::use_bf16`),
+//! direct and Winograd.
 //!
 //! Outputs go back to the executor's buffer pool after each call, as they do in a pass (fresh
 //! pages each call would add page faults a pass does not have).
@@ -33,14 +34,8 @@ const SHAPES: [(usize, usize, usize); 6] = [
 /// (channels, input side) of the decoder's upsampling convolutions.
 const UP_SHAPES: [(usize, usize); 3] = [(128, 16), (64, 32), (64, 64)];
 
-/// A 3x3 stride-1 convolution with random weights, its bf16 form where the CPU has bf16 units,
-/// and a random `[cin, side, side]` input.
-fn random_conv(
-    rng: &mut ChaCha8Rng,
-    cin: usize,
-    cout: usize,
-    side: usize,
-) -> (Conv, Option<Conv>, Vec<f32>) {
+/// A 3x3 stride-1 convolution with random weights and a random `[cin, side, side]` input.
+fn random_conv(rng: &mut ChaCha8Rng, cin: usize, cout: usize, side: usize) -> (Conv, Vec<f32>) {
     let weight: Vec<f32> = (0..cout * cin * 9)
         .map(|_| rng.random_range(-0.1f32..0.1))
         .collect();
@@ -48,10 +43,28 @@ fn random_conv(
     let x: Vec<f32> = (0..cin * side * side)
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
-    let conv = Conv::new(weight, bias, cin, cout, 3, 1);
-    let mut bf16 = conv.clone();
-    let bf16 = bf16.use_bf16().then_some(bf16);
-    (conv, bf16, x)
+    (Conv::new(weight, bias, cin, cout, 3, 1), x)
+}
+
+/// The forms of `conv` this CPU runs at an input side `side`, named: f32 direct, f32
+/// Winograd, and where the CPU has bf16 units the bf16 forms (`native-bf16`), each direct and
+/// Winograd where those exist.
+fn forms(conv: &Conv, side: usize) -> Vec<(String, Conv)> {
+    let mut out = vec![("f32-direct".to_string(), conv.clone())];
+    let mut w = conv.clone();
+    let winograd = w.use_winograd(side, side);
+    if winograd {
+        out.push(("f32-winograd".to_string(), w.clone()));
+    }
+    let units = bf16_units().unwrap_or("none").replace(' ', "-");
+    let mut b = conv.clone();
+    if b.use_bf16() {
+        out.push((format!("bf16-{units}-direct"), b));
+        if winograd && w.use_bf16() {
+            out.push((format!("bf16-{units}-winograd"), w));
+        }
+    }
+    out
 }
 
 fn bench(c: &mut Criterion) {
@@ -63,21 +76,17 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (cin, cout, side) in SHAPES {
-        let (conv, bf16, x) = random_conv(&mut rng, cin, cout, side);
+        let (conv, x) = random_conv(&mut rng, cin, cout, side);
         let id = format!("{cin}x{cout}@{side}");
         group.throughput(Throughput::Elements(
             (2 * 9 * cin * cout * side * side) as u64,
         ));
-        group.bench_function(BenchmarkId::new("msm", &id), |b| {
-            b.iter(|| pool.install(|| recycle(black_box(conv.forward(&x, side, side)))))
-        });
         group.bench_function(BenchmarkId::new("products", &id), |b| {
             b.iter(|| pool.install(|| recycle(black_box(conv.forward_products(&x, side, side)))))
         });
-        if let Some(bf16) = &bf16 {
-            let name = format!("bf16-{}", bf16_units().unwrap_or("none").replace(' ', "-"));
+        for (name, form) in forms(&conv, side) {
             group.bench_function(BenchmarkId::new(name, &id), |b| {
-                b.iter(|| pool.install(|| recycle(black_box(bf16.forward(&x, side, side)))))
+                b.iter(|| pool.install(|| recycle(black_box(form.forward(&x, side, side)))))
             });
         }
     }
@@ -89,14 +98,12 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("upsample_conv3x3");
     group.sample_size(20);
     for (ch, side) in UP_SHAPES {
-        let (conv, bf16, x) = random_conv(&mut rng, ch, ch, side);
-        let forms = [("f32", Some(conv)), ("bf16", bf16)];
+        let (conv, x) = random_conv(&mut rng, ch, ch, side);
         let id = format!("{ch}@{side}to{}", 2 * side);
         group.throughput(Throughput::Elements(
             (2 * 9 * ch * ch * 4 * side * side) as u64,
         ));
-        for (name, conv) in forms {
-            let Some(conv) = conv else { continue };
+        for (name, conv) in forms(&conv, 2 * side) {
             group.bench_function(BenchmarkId::new(format!("{name}-fused"), &id), |b| {
                 b.iter(|| {
                     pool.install(|| recycle(black_box(conv.forward_upsampled(&x, side, side))))

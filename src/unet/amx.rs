@@ -28,12 +28,7 @@ use super::pieces::{self, Disjoint, PIECES};
 /// tile state once per process).
 pub fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        cpu_has_amx_bf16()
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && request_tile_state()
-    })
+    *OK.get_or_init(|| cpu_has_amx_bf16() && super::bf16::available() && request_tile_state())
 }
 
 /// CPUID leaf 7: AMX-BF16 is EDX bit 22, AMX-TILE bit 24. (The standard library's feature
@@ -176,7 +171,7 @@ impl TileConv {
         out.clear();
         out.reserve(len);
         pieces::with_buffer(&PACKED, |xq| {
-            // SAFETY: AMX CPUs have AVX-512 F/BW ([`available`] checked them).
+            // SAFETY: [`available`] checked the features packing needs.
             unsafe { pack_pairs(x, self.cin, h, w, pre, false, xq) };
             // Pieces: output channel blocks of 32, and ranges of pixel-block pairs in each.
             let (cblocks, pairs) = (self.cout / 32, h * w / 32);

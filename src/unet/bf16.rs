@@ -45,11 +45,11 @@ pub fn pair(lo: f32, hi: f32) -> u32 {
 /// padded row of a pair is `w + 2` contiguous writes.
 ///
 /// # Safety
-/// The CPU has AVX-512F.
+/// The CPU has AVX-512F, AVX-512BW and AVX512-BF16 ([`available`]).
 ///
 /// # Panics
 /// If `x` or `coef` is shorter than the sizes say.
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub unsafe fn pack_pairs(
     x: &[f32],
     c: usize,
@@ -89,7 +89,7 @@ pub unsafe fn pack_pairs(
             let ([a1, b1], _) = coefficients(2 * p + 1);
             let has_odd = 2 * p + 1 < c;
             for y in 0..h {
-                // SAFETY: AVX-512F (the caller's contract). Rows `y` of channels `2p` and
+                // SAFETY: the caller's contract (the CPU features). Rows `y` of channels `2p` and
                 // `2p + 1` (when it exists) lie inside `x` (length checked), and the padded
                 // row `y + 1` of pair `p` inside `xq` (resized above), which only this piece
                 // writes; the masks keep the vector loads and stores inside those rows.
@@ -112,13 +112,7 @@ pub unsafe fn pack_pairs(
                             e = silu16::<false>(e);
                             o = silu16::<false>(o);
                         }
-                        let pair = _mm512_or_si512(
-                            _mm512_srli_epi32::<16>(bf16_high(e)),
-                            _mm512_and_si512(
-                                bf16_high(o),
-                                _mm512_set1_epi32(0xffff_0000_u32 as i32),
-                            ),
-                        );
+                        let pair = round_pairs(e, o);
                         _mm512_mask_storeu_epi32(d.add(1 + i).cast(), m, pair);
                     }
                 }
@@ -127,13 +121,27 @@ pub unsafe fn pack_pairs(
     });
 }
 
-/// [`bf16`] on 16 lanes: each lane's rounded bf16 in its high 16 bits (the low 16 are junk).
-#[target_feature(enable = "avx512f")]
+/// [`pair`] on 16 lanes: lane `i` is `pair(lo[i], hi[i])`. One `vcvtne2ps2bf16` rounds both
+/// vectors (to nearest even, as [`bf16`]; it flushes subnormals to zero) into one vector of 32
+/// bf16 values, `lo`'s first, and one `vpermw` interleaves them.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[inline]
-fn bf16_high(v: __m512) -> __m512i {
-    let b = _mm512_castps_si512(v);
-    let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-    _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)))
+pub(super) fn round_pairs(lo: __m512, hi: __m512) -> __m512i {
+    // SAFETY: both are 512 bits of plain integers.
+    let both = unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo)) };
+    let idx = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
+        19, 3, 18, 2, 17, 1, 16, 0,
+    );
+    _mm512_permutexvar_epi16(idx, both)
+}
+
+/// Whether this CPU has what [`pack_pairs`] and [`round_pairs`] use (AVX-512F, AVX-512BW,
+/// AVX512-BF16).
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512bf16")
 }
 
 #[cfg(test)]
@@ -162,8 +170,8 @@ pub(super) mod tests {
     /// channel count (the last pair's high half zero).
     #[test]
     fn packing_normalises_rounds_and_interleaves() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            eprintln!("no AVX-512F on this CPU: bf16 packing not exercised");
+        if !available() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 packing not exercised");
             return;
         }
         for &(c, h, w) in &[(6, 5, 32), (5, 3, 7), (3, 4, 21)] {
@@ -173,7 +181,7 @@ pub(super) mod tests {
             let coef: Vec<[f32; 2]> = (0..c).map(|_| [1.0 + rnd(), rnd()]).collect();
             for silu in [false, true] {
                 let mut xq = vec![7u32; 3];
-                // SAFETY: AVX-512F checked above.
+                // SAFETY: the features checked above.
                 unsafe { pack_pairs(&x, c, h, w, Some((&coef, silu)), false, &mut xq) };
                 let (wp, pairs) = (w + 2, c.div_ceil(2));
                 assert_eq!(xq.len(), (h + 2) * pairs * wp);

@@ -178,7 +178,7 @@ fn pad(
 /// `dst = a src + b`, then SiLU if `silu` ([`silu16`]), 16 values at a time (the tail masked);
 /// with `up`, `src` is half as long and each of its values stands for two of `dst`.
 #[target_feature(enable = "avx512f")]
-fn affine_row(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool, up: bool) {
+pub(super) fn affine_row(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool, up: bool) {
     let (va, vb) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
     let n = dst.len().min(if up { 2 * src.len() } else { src.len() });
     let mut i = 0;

@@ -26,10 +26,9 @@ use super::bf16::{pack_pairs, pair, PACKED};
 use super::direct::{run, start, store, Block, Kernel, Vector, M};
 use super::pieces::with_buffer;
 
-/// Whether this CPU runs the kernel here (AVX-512F and AVX512-BF16).
+/// Whether this CPU runs the kernel here (AVX-512F, AVX-512BW and AVX512-BF16).
 pub fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bf16")
+    super::bf16::available()
 }
 
 /// A 3x3, stride-1, padding-1 convolution with bf16 weights, for [`available`] CPUs.
@@ -94,7 +93,7 @@ impl DirectBf16 {
             return;
         }
         with_buffer(&PACKED, |xq| {
-            // SAFETY: AVX-512F checked above.
+            // SAFETY: the features checked above.
             unsafe { pack_pairs(x, cin, h, w, pre, up, xq) };
             // SAFETY: AVX512-BF16 checked above; `xq` is `pack_pairs`'s layout for `cin x h x
             // w`, the weights and bias hold `cout` channels, and `out` holds no values and has

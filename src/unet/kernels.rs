@@ -323,7 +323,8 @@ const OUT_BLOCK: usize = 64 * 1024;
 /// A 2-D convolution with a square kernel of size 1 or 3 (padding `k / 2`), stride 1 or 2.
 ///
 /// A 3x3 stride-1 convolution runs on [`super::direct`]'s register-blocked AVX-512 kernel
-/// where the CPU has AVX-512F; elsewhere as nine accumulated matrix products, one per kernel
+/// where the CPU has AVX-512F, or by Winograd's F(2x2, 3x3) ([`super::winograd`]) at the sizes
+/// [`Conv::use_winograd`] gave it that form for; elsewhere as nine accumulated matrix products, one per kernel
 /// tap, each reading the zero-padded input shifted by that tap in place (an implicit im2col:
 /// no unrolled copy of the input is made). Other shapes unroll blocks of the input (im2col).
 #[derive(Debug, Clone)]
@@ -347,6 +348,18 @@ pub struct Conv {
     /// The bf16 form, when [`Conv::use_bf16`] made one.
     #[cfg(target_arch = "x86_64")]
     bf16: Option<Bf16Form>,
+    /// The Winograd form, when [`Conv::use_winograd`] made one (f32, or bf16 after
+    /// [`Conv::use_bf16`]).
+    #[cfg(target_arch = "x86_64")]
+    winograd: Option<WinogradForm>,
+}
+
+/// A convolution's Winograd F(2x2, 3x3) form ([`super::winograd`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone)]
+enum WinogradForm {
+    F32(super::winograd::WinogradF32),
+    Bf16(super::winograd::WinogradBf16),
 }
 
 /// Where a convolution runs in bf16 ([`Conv::use_bf16`]).
@@ -413,6 +426,8 @@ impl Conv {
             stride,
             #[cfg(target_arch = "x86_64")]
             bf16: None,
+            #[cfg(target_arch = "x86_64")]
+            winograd: None,
         }
     }
 
@@ -458,6 +473,10 @@ impl Conv {
                     self.bf16 = Some(Bf16Form::Tiles(t));
                 }
             } else if super::direct_bf16::available() {
+                if self.winograd.is_some() {
+                    let f = super::winograd::WinogradBf16::new(&self.taps, &self.bias, self.cin);
+                    self.winograd = Some(WinogradForm::Bf16(f));
+                }
                 let d = super::direct_bf16::DirectBf16::new(&self.taps, &self.bias, self.cin);
                 self.bf16 = Some(Bf16Form::Direct(d));
                 // Every input size runs on it: the f32 copy of the weights is not needed.
@@ -467,6 +486,35 @@ impl Conv {
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
+            false
+        }
+    }
+
+    /// Adds the Winograd F(2x2, 3x3) form ([`super::winograd`]: 2.25x fewer multiplies than
+    /// the direct kernels, 16/9 the weights) if this is a 3x3 stride-1 convolution, the CPU
+    /// has AVX-512F and an `h x w` input (the size the caller will run it at) takes it (even
+    /// sides, width at least 32). Inputs of such a size take it from then on, in f32, or in
+    /// bf16 once [`Conv::use_bf16`] switched the convolution to AVX512-BF16 registers (on AMX
+    /// tiles, the tiles run where they fit). Call it before [`Conv::use_bf16`] (which drops
+    /// the f32 weights it needs). Returns whether the convolution has the form.
+    pub fn use_winograd(&mut self, h: usize, w: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if self.winograd.is_none()
+                && self.k == 3
+                && self.stride == 1
+                && !self.taps.is_empty()
+                && super::winograd::available()
+                && super::winograd::fits(h, w)
+            {
+                let f = super::winograd::WinogradF32::new(&self.taps, &self.bias, self.cin);
+                self.winograd = Some(WinogradForm::F32(f));
+            }
+            self.winograd.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (h, w);
             false
         }
     }
@@ -625,9 +673,11 @@ impl Conv {
     }
 
     /// The forms that apply `pre` (as in [`super::direct::conv3x3`]) while copying their input
-    /// (`h x w`, or with `up` the upsampling of `x` at `h / 2 x w / 2`): the bf16 form when
-    /// [`Conv::use_bf16`] made one (tiles: if the size fits and not `up`), else the direct
-    /// kernel for a 3x3 stride-1 convolution on AVX-512F; `None` when neither runs here.
+    /// (`h x w`, or with `up` the upsampling of `x` at `h / 2 x w / 2`), first that applies:
+    /// AMX tiles when [`Conv::use_bf16`] made them (if the size fits and not `up`), the
+    /// Winograd form when [`Conv::use_winograd`] made one (if the size fits it), the
+    /// AVX512-BF16 direct kernel when [`Conv::use_bf16`] made it, the f32 direct kernel for a
+    /// 3x3 stride-1 convolution on AVX-512F; `None` when none runs here.
     fn forward_fused(
         &self,
         x: &[f32],
@@ -646,12 +696,24 @@ impl Conv {
                     t.forward(x, h, w, pre, &mut out);
                     return Some(out);
                 }
-                Some(Bf16Form::Direct(d)) => {
-                    let mut out = buffer(self.cout * h * w);
-                    d.forward(x, h, w, pre, up, &mut out);
-                    return Some(out);
-                }
                 _ => {}
+            }
+            if let Some(f) = self
+                .winograd
+                .as_ref()
+                .filter(|_| super::winograd::fits(h, w))
+            {
+                let mut out = buffer(self.cout * h * w);
+                match f {
+                    WinogradForm::F32(f) => f.forward(x, h, w, pre, up, &mut out),
+                    WinogradForm::Bf16(f) => f.forward(x, h, w, pre, up, &mut out),
+                }
+                return Some(out);
+            }
+            if let Some(Bf16Form::Direct(d)) = &self.bf16 {
+                let mut out = buffer(self.cout * h * w);
+                d.forward(x, h, w, pre, up, &mut out);
+                return Some(out);
             }
             if self.k == 3 && self.stride == 1 && Self::direct_available() {
                 let mut out = buffer(self.cout * h * w);

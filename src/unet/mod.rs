@@ -22,6 +22,8 @@ pub mod kernels;
 pub mod layout;
 pub mod native;
 mod pieces;
+#[cfg(target_arch = "x86_64")]
+pub mod winograd;
 
 pub use config::UNetConfig;
 pub use from_onnx::{native_from_proto, unet_config, NotNative};

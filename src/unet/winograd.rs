@@ -1,0 +1,962 @@
+//! 3x3, stride-1, padding-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) on AVX-512
+//! registers, in f32 ([`WinogradF32`], FMAs) or bf16 ([`WinogradBf16`], `vdpbf16ps` on
+//! AVX512-BF16, f32 sums): 16 multiplies for a 2 x 2 block of outputs where the direct kernels
+//! ([`super::direct`], [`super::direct_bf16`]) do 36, 2.25x fewer.
+//!
+//! For a tile of 4 x 4 input values `d` (output tile `(ty, tx)` reads padded rows `2 ty..2 ty +
+//! 4` and columns `2 tx..2 tx + 4`) and a 3 x 3 kernel `g`, the 2 x 2 outputs are `A^T [(G g
+//! G^T) . (B^T d B)] A` with
+//!
+//! ```text
+//! B^T = [1  0 -1  0]    G = [1    0    0 ]    A^T = [1  1  1  0]
+//!       [0  1  1  0]        [1/2  1/2  1/2]          [0  1 -1 -1]
+//!       [0 -1  1  0]        [1/2 -1/2  1/2]
+//!       [0  1  0 -1]        [0    0    1 ]
+//! ```
+//!
+//! (Lavin and Gray, "Fast algorithms for convolutional neural networks", 2016). The weights are
+//! transformed once at load (`U = G g G^T` in f64, then rounded: `[16][cout][cin]` f32, or
+//! `[16][cout][pairs]` bf16 pairs), so a layer is 16 independent matrix products over the
+//! input channels, one per position `xi = 4 i + j` of the transformed tile, between the input
+//! transforms and the output transforms.
+//!
+//! A call runs in bands of tile rows (pieces, [`super::pieces`]), each band on its own: its
+//! input rows (GroupNorm's affine and SiLU applied, upsampled if asked, zero border) are
+//! written one channel at a time into a small padded scratch and transformed in f32, 16 tiles
+//! at a time (`V`, `[16][k][tiles]`, rounded to bf16 pairs in the bf16 form); the products
+//! (`M`, `[16][cout][tiles]` f32) run on the direct kernels' register block of 8 output
+//! channels x 3 vectors of 16 tiles; the output transform adds the bias and interleaves the
+//! 2 x 2 outputs back into rows. A band's `V` and `M` are sized to stay in the core's L2 cache.
+//!
+//! Each output is the same sums in the same order whatever band or thread computes it, so a
+//! pass gives bit-identical results on any thread count. Sizes: even `h` and `w`, `w >=`
+//! [`MIN_WIDTH`] (narrower images would leave most lanes of a 16-tile vector empty: they run
+//! on the direct kernels).
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+use super::bf16::{pair, round_pairs};
+use super::direct::{lanes, M, N};
+use super::kernels::silu16;
+use super::pieces::{self, with_buffer, Disjoint, PIECES};
+
+/// Narrowest image run (16 tiles across: one full vector).
+pub const MIN_WIDTH: usize = 32;
+/// Bytes of a band's transformed input and products (`V` and `M`): 512 KiB, inside the L2
+/// cache of current x86 cores (1-2 MiB) with room for the weights.
+const BAND_BYTES: usize = 512 * 1024;
+
+/// Whether the f32 form runs here (AVX-512F).
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Whether the bf16 form runs here (AVX-512F, AVX-512BW and AVX512-BF16).
+pub fn bf16_available() -> bool {
+    super::bf16::available()
+}
+
+/// Whether an `h x w` input (the convolution's, after any upsampling) runs here: even sides,
+/// `w >= MIN_WIDTH`.
+pub fn fits(h: usize, w: usize) -> bool {
+    h >= 2 && h.is_multiple_of(2) && w.is_multiple_of(2) && w >= MIN_WIDTH
+}
+
+thread_local! {
+    /// One channel's padded input row, and the ring of its column transforms, of the band
+    /// being transformed.
+    static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A band's transformed input `V`, f32 form.
+    static V_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A band's transformed input `V`, bf16 form.
+    static V_BF16: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Values of a register block's products for the 16 positions: `[16][M][N][16]` f32.
+const BLOCK: usize = 16 * M * N * 16;
+
+/// What differs between the f32 and bf16 forms: the value `T` of `V` and `U`, how many input
+/// channels one holds, and the kernels that write and read it.
+pub trait Form {
+    /// One value of `V` and `U`.
+    type T: Copy + Default + Send + Sync + std::fmt::Debug + 'static;
+    /// Input channels per value (1, or a bf16 pair).
+    const CH: usize;
+
+    /// The transformed weights of channels `CH p .. CH p + CH` (`vals`, one each) as one value.
+    fn weight(vals: &[f32]) -> Self::T;
+
+    /// This thread's `V` buffer.
+    fn slot() -> &'static LocalKey<RefCell<Vec<Self::T>>>;
+
+    /// Whether the CPU has the form's features.
+    fn available() -> bool;
+
+    /// Writes `V` of a band ([`transform_input`]).
+    ///
+    /// # Safety
+    /// The CPU has the form's features; `v` holds `[16][stride(k nt)]`.
+    unsafe fn transform_input(
+        a: &Band,
+        ty0: usize,
+        rows: usize,
+        scratch: &mut Vec<f32>,
+        v: *mut Self::T,
+    );
+
+    /// `m[xi][mm][j]` (16 values, `mm < M`, `j < V`) = `sum_p u[xi][co + mm][p] v[xi][p][ts[j]..
+    /// + 16]` for every position `xi`: `u` is `[16][cout][k]`, `v` `[16][vs]` with each
+    /// position `[k][nt]`; output channels past `cout` repeat channel `cout - 1`.
+    ///
+    /// # Safety
+    /// The CPU has the form's features; the pointers hold those layouts.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn products<const V: usize>(
+        u: *const Self::T,
+        k: usize,
+        cout: usize,
+        co: usize,
+        v: *const Self::T,
+        vs: usize,
+        nt: usize,
+        ts: &[usize],
+        m: &mut [f32; BLOCK],
+    );
+
+    /// Stores the values `x[q][i]` of channels `CH p + q` at `dst + i * stride` (`i < 4`).
+    ///
+    /// # Safety
+    /// The CPU has the form's features; `dst + i * stride` holds 16 values for each `i`.
+    unsafe fn put(x: &[[__m512; 4]; 2], dst: *mut Self::T, stride: usize);
+}
+
+/// The f32 form.
+#[derive(Debug, Clone, Copy)]
+pub struct F32;
+
+/// The bf16 form (channel pairs, `vdpbf16ps`).
+#[derive(Debug, Clone, Copy)]
+pub struct Bf16;
+
+/// A 3x3, stride-1, padding-1 convolution in Winograd form `F` ([`F32`] or [`Bf16`]).
+#[derive(Debug, Clone)]
+pub struct Winograd<F: Form> {
+    /// `U`: `[16][cout][k]`, `k = cin.div_ceil(F::CH)`.
+    u: Vec<F::T>,
+    /// `[cout]`.
+    bias: Vec<f32>,
+    cin: usize,
+}
+
+/// The f32 Winograd form.
+pub type WinogradF32 = Winograd<F32>;
+/// The bf16 Winograd form.
+pub type WinogradBf16 = Winograd<Bf16>;
+
+impl<F: Form> Winograd<F> {
+    /// Transforms weights `taps` (`[9, cout, cin]` f32, tap `3 ky + kx`); `bias` (`[cout]`)
+    /// stays f32.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn new(taps: &[f32], bias: &[f32], cin: usize) -> Winograd<F> {
+        let cout = bias.len();
+        assert_eq!(taps.len(), 9 * cout * cin, "winograd conv weights");
+        const G: [[f64; 3]; 4] = [
+            [1.0, 0.0, 0.0],
+            [0.5, 0.5, 0.5],
+            [0.5, -0.5, 0.5],
+            [0.0, 0.0, 1.0],
+        ];
+        let k = cin.div_ceil(F::CH);
+        let mut u = Vec::with_capacity(16 * cout * k);
+        let mut vals = vec![0f32; F::CH];
+        for xi in 0..16 {
+            let (i, j) = (xi / 4, xi % 4);
+            for co in 0..cout {
+                for p in 0..k {
+                    for (q, val) in vals.iter_mut().enumerate() {
+                        let ci = F::CH * p + q;
+                        *val = if ci < cin {
+                            let mut s = 0.0f64;
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let g = taps[((3 * ky + kx) * cout + co) * cin + ci];
+                                    s += G[i][ky] * f64::from(g) * G[j][kx];
+                                }
+                            }
+                            s as f32
+                        } else {
+                            0.0
+                        };
+                    }
+                    u.push(F::weight(&vals));
+                }
+            }
+        }
+        Winograd {
+            u,
+            bias: bias.to_vec(),
+            cin,
+        }
+    }
+
+    /// Output channels.
+    pub fn cout(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// `out` (emptied, then `[cout, h, w]`) = the convolution of `pre(x)` (`x` `[cin, h, w]`)
+    /// plus the bias, where `pre = Some((coef, silu))` maps channel `ci` to `coef[ci][0] v +
+    /// coef[ci][1]`, then SiLU if `silu`. With `up`, `x` is `[cin, h / 2, w / 2]` and the
+    /// convolution's input its nearest-neighbour 2x upsampling (never written out).
+    ///
+    /// # Panics
+    /// If the lengths do not match the sizes, the size does not [`fit`](fits), or the CPU
+    /// lacks the form's features.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        pre: Option<(&[[f32; 2]], bool)>,
+        up: bool,
+        out: &mut Vec<f32>,
+    ) {
+        assert!(F::available(), "winograd convolution: CPU features missing");
+        assert!(fits(h, w), "winograd convolution: size {h} x {w} not run");
+        let (cin, cout) = (self.cin, self.cout());
+        let shrink = if up { 4 } else { 1 };
+        assert_eq!(x.len() * shrink, cin * h * w, "winograd conv input");
+        if let Some((coef, _)) = pre {
+            assert_eq!(coef.len(), cin, "winograd conv input coefficients");
+        }
+        let len = cout * h * w;
+        out.clear();
+        out.reserve(len);
+        if len == 0 {
+            return;
+        }
+        let (ty, txp) = (h / 2, (w / 2).next_multiple_of(16));
+        let k = cin.div_ceil(F::CH);
+        let per_row = 16 * txp * k * std::mem::size_of::<F::T>();
+        let rows = (BAND_BYTES / per_row).clamp(1, ty.div_ceil(PIECES));
+        let args = Band {
+            x,
+            cin,
+            h,
+            w,
+            pre,
+            up,
+            k,
+            cout,
+            txp,
+            out: Disjoint::new(out.as_mut_ptr()),
+        };
+        pieces::run(ty.div_ceil(rows), |b| {
+            let ty0 = b * rows;
+            // SAFETY: the form's features checked above; band `b` writes output rows `2 ty0..2
+            // (ty0 + rows)` only, inside `out`'s capacity.
+            unsafe { self.band(&args, ty0, rows.min(ty - ty0)) };
+        });
+        // SAFETY: the bands wrote every output row of every channel: all `len` values.
+        unsafe { out.set_len(len) };
+    }
+
+    /// One band: tile rows `ty0..ty0 + rows`. For each group of [`N`] tile vectors and block
+    /// of [`M`] output channels, the 16 positions' products go to a block on the stack and the
+    /// output transform reads them from there (L1).
+    ///
+    /// # Safety
+    /// As in [`Winograd::forward`]'s call.
+    unsafe fn band(&self, a: &Band, ty0: usize, rows: usize) {
+        let (k, cout, txp) = (a.k, a.cout, a.txp);
+        let nt = rows * txp;
+        let vs = stride(k * nt);
+        with_buffer(F::slot(), |v| {
+            // Grown, never shrunk: every value a band reads it writes first, so no clearing.
+            if v.len() < 16 * vs {
+                v.resize(16 * vs, F::T::default());
+            }
+            with_buffer(&ROWS, |scratch| {
+                // SAFETY: the caller's contract; `v` holds `[16][vs]`.
+                unsafe { F::transform_input(a, ty0, rows, scratch, v.as_mut_ptr()) };
+            });
+            let mut m = [0f32; BLOCK];
+            let groups: Vec<usize> = (0..nt).step_by(16).collect();
+            for ts in groups.chunks(N) {
+                for co in (0..cout).step_by(M) {
+                    let (u, vp) = (self.u.as_ptr(), v.as_ptr());
+                    // SAFETY: the caller's contract; `u` is `[16][cout][k]`, `v` `[16][vs]`.
+                    unsafe {
+                        match ts.len() {
+                            N => F::products::<N>(u, k, cout, co, vp, vs, nt, ts, &mut m),
+                            2 => F::products::<2>(u, k, cout, co, vp, vs, nt, ts, &mut m),
+                            _ => F::products::<1>(u, k, cout, co, vp, vs, nt, ts, &mut m),
+                        }
+                    }
+                    // SAFETY: AVX-512F; the outputs of these tiles and channels are this
+                    // band's.
+                    unsafe { transform_output(a, &self.bias, ty0, co, ts, &m) };
+                }
+            }
+        });
+    }
+}
+
+/// The distance between two positions' parts of `V` (`len` values each, 4 bytes a value,
+/// `len` a multiple of 16): `len` plus one cache line. The 16 positions are written side by
+/// side, and 16 streams a multiple of 4 KiB apart would fall into one set of the L1 cache
+/// (12-way on current cores): that cost a fifth of a call's time.
+fn stride(len: usize) -> usize {
+    len + 16
+}
+
+/// A call's sizes and buffers, for its bands.
+pub struct Band<'a> {
+    x: &'a [f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    pre: Option<(&'a [[f32; 2]], bool)>,
+    up: bool,
+    /// Values per tile and position (`cin.div_ceil(CH)`).
+    k: usize,
+    cout: usize,
+    /// Tiles per tile row, rounded up to 16.
+    txp: usize,
+    out: Disjoint<f32>,
+}
+
+/// Writes `V` (`[16][stride(k nt)]`, `nt = rows * txp`) of tile rows `ty0..ty0 + rows` into
+/// `v`. Per channel (pair), each padded input row of the band is made once (`pre` applied,
+/// zero border, upsampled if asked) and transformed along its columns (`B^T` over the four
+/// columns of each tile, 16 tiles a vector) into a ring of rows; each tile row then
+/// transforms four of those rows along its rows and stores its 16 positions (`F::put`).
+///
+/// # Safety
+/// The CPU has `F`'s features (this is inlined into `F::transform_input`, which enables
+/// them); `v` holds that layout.
+#[inline(always)]
+unsafe fn transform_input<F: Form>(
+    a: &Band,
+    ty0: usize,
+    rows: usize,
+    scratch: &mut Vec<f32>,
+    v: *mut F::T,
+) {
+    let (h, w, txp) = (a.h, a.w, a.txp);
+    let (sh, sw) = if a.up { (h / 2, w / 2) } else { (h, w) };
+    let nt = rows * txp;
+    let vs = stride(a.k * nt);
+    let prow = 2 * rows + 2;
+    // Per channel q: [prow][4][txp] column transforms.
+    let ring = 4 * txp;
+    // Grown, never shrunk (every row is written before it is read).
+    if scratch.len() < F::CH * prow * ring {
+        scratch.resize(F::CH * prow * ring, 0.0);
+    }
+    let cols = &mut scratch[..];
+    let cols_at = columns(txp / 8 + 1, w, a.up);
+    let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    for p in 0..a.k {
+        for q in 0..F::CH {
+            let ci = F::CH * p + q;
+            let cq = &mut cols[q * prow * ring..(q + 1) * prow * ring];
+            for r in 0..prow {
+                let py = 2 * ty0 + r;
+                let dst = &mut cq[r * ring..(r + 1) * ring];
+                if ci >= a.cin || py == 0 || py > h {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let (ca, cb, silu) = match a.pre {
+                    Some((coef, silu)) => (coef[ci][0], coef[ci][1], silu),
+                    None => (1.0, 0.0, false),
+                };
+                let sy = if a.up { (py - 1) / 2 } else { py - 1 };
+                let src = &a.x[(ci * sh + sy) * sw..(ci * sh + sy + 1) * sw];
+                let mut p0 = padded_vector::<F>(src, cols_at[0], a.up, ca, cb, silu);
+                for j in 0..txp / 16 {
+                    // Padded columns 32 j..32 j + 48; a tile's four columns are 2 tx..2 tx + 4.
+                    let p1 = padded_vector::<F>(src, cols_at[2 * j + 1], a.up, ca, cb, silu);
+                    let p2 = padded_vector::<F>(src, cols_at[2 * j + 2], a.up, ca, cb, silu);
+                    let (s0, s1) = (shift2(p0, p1), shift2(p1, p2));
+                    let d0 = _mm512_permutex2var_ps(p0, even, p1);
+                    let d1 = _mm512_permutex2var_ps(p0, odd, p1);
+                    let d2 = _mm512_permutex2var_ps(s0, even, s1);
+                    let d3 = _mm512_permutex2var_ps(s0, odd, s1);
+                    let o = dst.as_mut_ptr().add(16 * j);
+                    _mm512_storeu_ps(o, _mm512_sub_ps(d0, d2));
+                    _mm512_storeu_ps(o.add(txp), _mm512_add_ps(d1, d2));
+                    _mm512_storeu_ps(o.add(2 * txp), _mm512_sub_ps(d2, d1));
+                    _mm512_storeu_ps(o.add(3 * txp), _mm512_sub_ps(d1, d3));
+                    p0 = p2;
+                }
+            }
+        }
+        for rr in 0..rows {
+            for j in 0..txp / 16 {
+                let at = v.add(p * nt + rr * txp + 16 * j);
+                // One column position c at a time (positions 4 i + c): 8 vectors live per
+                // channel, not 16.
+                for c in 0..4 {
+                    let mut x = [[_mm512_setzero_ps(); 4]; 2];
+                    for (q, xq) in x.iter_mut().enumerate().take(F::CH) {
+                        let base = cols
+                            .as_ptr()
+                            .add(q * prow * ring + 2 * rr * ring + c * txp + 16 * j);
+                        let t: [__m512; 4] =
+                            std::array::from_fn(|i| _mm512_loadu_ps(base.add(i * ring)));
+                        *xq = [
+                            _mm512_sub_ps(t[0], t[2]),
+                            _mm512_add_ps(t[1], t[2]),
+                            _mm512_sub_ps(t[2], t[1]),
+                            _mm512_sub_ps(t[1], t[3]),
+                        ];
+                    }
+                    F::put(&x, at.add(c * vs), 4 * vs);
+                }
+            }
+        }
+    }
+}
+
+/// Where the padded column vector `c0..c0 + 16` of an input row comes from: the offset of
+/// its load in the row (`c0 - 1`, or `c0 / 2 - 1` upsampled), the lanes loaded, and the lanes
+/// inside the image (`1 <= c0 + l <= w`; the others are the zero border). The same for every
+/// row and channel of a call, so made once ([`columns`]).
+#[derive(Clone, Copy)]
+struct Column {
+    offset: isize,
+    load: u16,
+    valid: u16,
+}
+
+/// The [`Column`]s of vectors `0..n` (`c0 = 16 v`) of a padded row of width `w` (from a
+/// source row of `w`, or `w / 2` values upsampled).
+fn columns(n: usize, w: usize, up: bool) -> Vec<Column> {
+    let len = if up { w / 2 } else { w };
+    (0..n)
+        .map(|v| {
+            let c0 = 16 * v;
+            let valid = if c0 > w {
+                0
+            } else {
+                lanes(w + 1 - c0) & !lanes_below(1usize.saturating_sub(c0))
+            };
+            let offset = if up {
+                (c0 / 2) as isize - 1
+            } else {
+                c0 as isize - 1
+            };
+            Column {
+                offset,
+                load: window(offset, len),
+                valid,
+            }
+        })
+        .collect()
+}
+
+/// Padded columns `c0..c0 + 16` of an input row `src` as `col` says ([`columns`]): column
+/// `c` holds `pre(x[c - 1])` for `1 <= c <= w` (`pre`: `a v + b`, then SiLU if `silu`; with
+/// `up`, `x[(c - 1) / 2]`), else zero. Made in registers from masked loads: no padded copy
+/// of the row is written (reading one back right after writing it, shifted, stalled on store
+/// forwarding).
+///
+/// # Safety
+/// The CPU has `F`'s features (inlined into its transform); `col` is of `src`'s length.
+#[inline(always)]
+unsafe fn padded_vector<F: Form>(
+    src: &[f32],
+    col: Column,
+    up: bool,
+    a: f32,
+    b: f32,
+    silu: bool,
+) -> __m512 {
+    let v = _mm512_maskz_loadu_ps(col.load, src.as_ptr().wrapping_offset(col.offset));
+    let v = if up {
+        // Lane l reads x[(c0 + l - 1) / 2] = x[offset + (l + 1) / 2] (c0 even).
+        let dup = _mm512_set_epi32(8, 7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0);
+        _mm512_permutexvar_ps(dup, v)
+    } else {
+        v
+    };
+    let mut v = _mm512_fmadd_ps(v, _mm512_set1_ps(a), _mm512_set1_ps(b));
+    if silu {
+        v = if F::CH == 1 {
+            silu16::<true>(v)
+        } else {
+            silu16::<false>(v)
+        };
+    }
+    _mm512_maskz_mov_ps(col.valid, v)
+}
+
+/// The lanes `m < 16` with `0 <= base + m < len`.
+fn window(base: isize, len: usize) -> u16 {
+    let lo = (-base).clamp(0, 16) as usize;
+    let hi = (len as isize - base).clamp(0, 16) as usize;
+    lanes_below(hi) & !lanes_below(lo)
+}
+
+/// The mask of lanes `0..n` (`n <= 16`).
+fn lanes_below(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << n) - 1
+    }
+}
+
+/// Lanes 2..16 of `a` then lanes 0..2 of `b`: the vector two columns on.
+#[inline(always)]
+unsafe fn shift2(a: __m512, b: __m512) -> __m512 {
+    _mm512_castsi512_ps(_mm512_alignr_epi32::<2>(
+        _mm512_castps_si512(b),
+        _mm512_castps_si512(a),
+    ))
+}
+
+/// The output transform of one register block: `A^T M A` plus the bias for output channels
+/// `co..co + M` (those below `cout`) at the tile vectors `ts`, interleaved into their output
+/// rows (columns past `w` not written).
+///
+/// # Safety
+/// AVX-512F; those outputs are this call's to write.
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_output(
+    a: &Band,
+    bias: &[f32],
+    ty0: usize,
+    co: usize,
+    ts: &[usize],
+    m: &[f32; BLOCK],
+) {
+    let (h, w, txp) = (a.h, a.w, a.txp);
+    let lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    let hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    let out = a.out.ptr();
+    for mm in 0..M.min(a.cout - co) {
+        let vb = _mm512_set1_ps(bias[co + mm]);
+        for (j, &t) in ts.iter().enumerate() {
+            let (y, x0) = (2 * (ty0 + t / txp), 2 * (t % txp));
+            if x0 >= w {
+                continue;
+            }
+            let mv: [__m512; 16] = std::array::from_fn(|xi| {
+                _mm512_loadu_ps(m.as_ptr().add(((xi * M + mm) * N + j) * 16))
+            });
+            // A^T over the rows i, then over the columns.
+            let s0: [__m512; 4] =
+                std::array::from_fn(|c| _mm512_add_ps(_mm512_add_ps(mv[c], mv[4 + c]), mv[8 + c]));
+            let s1: [__m512; 4] = std::array::from_fn(|c| {
+                _mm512_sub_ps(_mm512_sub_ps(mv[4 + c], mv[8 + c]), mv[12 + c])
+            });
+            for (dy, s) in [s0, s1].iter().enumerate() {
+                let y0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), vb);
+                let y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]), vb);
+                let o = out.add(((co + mm) * h + y + dy) * w + x0);
+                _mm512_mask_storeu_ps(o, lanes(w - x0), _mm512_permutex2var_ps(y0, lo, y1));
+                if w - x0 > 16 {
+                    let v = _mm512_permutex2var_ps(y0, hi, y1);
+                    _mm512_mask_storeu_ps(o.add(16), lanes(w - x0 - 16), v);
+                }
+            }
+        }
+    }
+}
+
+/// The block of [`Form::products`] for either form: `load(ptr)` reads one vector of `V`
+/// values and `step(acc, x, weight)` is one multiply-add of a value (f32 FMA, `vdpbf16ps`);
+/// both are functions with the form's features (closures would not inherit them, and their
+/// intrinsics would stay calls).
+macro_rules! products_block {
+    ($u:ident, $k:ident, $cout:ident, $co:ident, $v:ident, $vs:ident, $nt:ident, $ts:ident,
+     $m:ident, $V:ident, $load:path, $step:path) => {{
+        let last = $cout - 1;
+        for xi in 0..16 {
+            let wrow: [_; M] =
+                std::array::from_fn(|mm| $u.add((xi * $cout + ($co + mm).min(last)) * $k));
+            let base: [_; $V] = std::array::from_fn(|j| $v.add(xi * $vs + $ts[j]));
+            let mut acc = [[_mm512_setzero_ps(); $V]; M];
+            for p in 0..$k {
+                let mut x = [$load(base[0].add(p * $nt)); $V];
+                for j in 1..$V {
+                    x[j] = $load(base[j].add(p * $nt));
+                }
+                for mm in 0..M {
+                    let wv = *wrow[mm].add(p);
+                    for j in 0..$V {
+                        acc[mm][j] = $step(acc[mm][j], x[j], wv);
+                    }
+                }
+            }
+            for (mm, accs) in acc.iter().enumerate() {
+                for (j, a) in accs.iter().enumerate() {
+                    _mm512_storeu_ps($m.as_mut_ptr().add(((xi * M + mm) * N + j) * 16), *a);
+                }
+            }
+        }
+    }};
+}
+
+impl Form for F32 {
+    type T = f32;
+    const CH: usize = 1;
+
+    fn weight(vals: &[f32]) -> f32 {
+        vals[0]
+    }
+
+    fn slot() -> &'static LocalKey<RefCell<Vec<f32>>> {
+        &V_F32
+    }
+
+    fn available() -> bool {
+        available()
+    }
+
+    unsafe fn transform_input(
+        a: &Band,
+        ty0: usize,
+        rows: usize,
+        scratch: &mut Vec<f32>,
+        v: *mut f32,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { transform_input_f32(a, ty0, rows, scratch, v) }
+    }
+
+    unsafe fn products<const V: usize>(
+        u: *const f32,
+        k: usize,
+        cout: usize,
+        co: usize,
+        v: *const f32,
+        vs: usize,
+        nt: usize,
+        ts: &[usize],
+        m: &mut [f32; BLOCK],
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { products_f32::<V>(u, k, cout, co, v, vs, nt, ts, m) }
+    }
+
+    #[inline(always)]
+    unsafe fn put(x: &[[__m512; 4]; 2], dst: *mut f32, stride: usize) {
+        for (i, v) in x[0].iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_storeu_ps(dst.add(i * stride), *v) };
+        }
+    }
+}
+
+/// [`F32`]'s input transform.
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_input_f32(a: &Band, ty0: usize, rows: usize, s: &mut Vec<f32>, v: *mut f32) {
+    // SAFETY: the caller's contract; AVX-512F enabled here.
+    unsafe { transform_input::<F32>(a, ty0, rows, s, v) }
+}
+
+/// One vector of f32 `V` values.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load_f32(p: *const f32) -> __m512 {
+    _mm512_loadu_ps(p)
+}
+
+/// `acc + w x`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn step_f32(acc: __m512, x: __m512, w: f32) -> __m512 {
+    _mm512_fmadd_ps(_mm512_set1_ps(w), x, acc)
+}
+
+/// [`F32`]'s products.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn products_f32<const V: usize>(
+    u: *const f32,
+    k: usize,
+    cout: usize,
+    co: usize,
+    v: *const f32,
+    vs: usize,
+    nt: usize,
+    ts: &[usize],
+    m: &mut [f32; BLOCK],
+) {
+    products_block!(u, k, cout, co, v, vs, nt, ts, m, V, load_f32, step_f32);
+}
+
+impl Form for Bf16 {
+    type T = u32;
+    const CH: usize = 2;
+
+    fn weight(vals: &[f32]) -> u32 {
+        pair(vals[0], vals[1])
+    }
+
+    fn slot() -> &'static LocalKey<RefCell<Vec<u32>>> {
+        &V_BF16
+    }
+
+    fn available() -> bool {
+        bf16_available()
+    }
+
+    unsafe fn transform_input(
+        a: &Band,
+        ty0: usize,
+        rows: usize,
+        scratch: &mut Vec<f32>,
+        v: *mut u32,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { transform_input_bf16(a, ty0, rows, scratch, v) }
+    }
+
+    unsafe fn products<const V: usize>(
+        u: *const u32,
+        k: usize,
+        cout: usize,
+        co: usize,
+        v: *const u32,
+        vs: usize,
+        nt: usize,
+        ts: &[usize],
+        m: &mut [f32; BLOCK],
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { products_bf16::<V>(u, k, cout, co, v, vs, nt, ts, m) }
+    }
+
+    #[inline(always)]
+    unsafe fn put(x: &[[__m512; 4]; 2], dst: *mut u32, stride: usize) {
+        for (i, (&lo, &hi)) in x[0].iter().zip(&x[1]).enumerate() {
+            // SAFETY: the caller's contract (AVX512-BF16 and BW enabled where this is inlined).
+            unsafe { _mm512_storeu_si512(dst.add(i * stride).cast(), round_pairs(lo, hi)) };
+        }
+    }
+}
+
+/// [`Bf16`]'s input transform.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn transform_input_bf16(a: &Band, ty0: usize, rows: usize, s: &mut Vec<f32>, v: *mut u32) {
+    // SAFETY: the caller's contract; the features enabled here.
+    unsafe { transform_input::<Bf16>(a, ty0, rows, s, v) }
+}
+
+/// One vector of bf16-pair `V` values.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+unsafe fn load_bf16(p: *const u32) -> __m512bh {
+    // SAFETY: 512 bits of plain integers either way.
+    unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast())) }
+}
+
+/// `acc` plus the products of the pairs of `x` with the pair `w`, both summed into each lane.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+fn step_bf16(acc: __m512, x: __m512bh, w: u32) -> __m512 {
+    // SAFETY: 512 bits of plain integers either way.
+    let wv = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(w as i32)) };
+    _mm512_dpbf16_ps(acc, x, wv)
+}
+
+/// [`Bf16`]'s products.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn products_bf16<const V: usize>(
+    u: *const u32,
+    k: usize,
+    cout: usize,
+    co: usize,
+    v: *const u32,
+    vs: usize,
+    nt: usize,
+    ts: &[usize],
+    m: &mut [f32; BLOCK],
+) {
+    products_block!(u, k, cout, co, v, vs, nt, ts, m, V, load_bf16, step_bf16);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unet::kernels::lcg;
+
+    /// The exact convolution (f64) of `pre(x)` (upsampled if `up`) for the tests.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        x: &[f32],
+        cin: usize,
+        cout: usize,
+        h: usize,
+        w: usize,
+        taps: &[f32],
+        bias: &[f32],
+        pre: Option<&[[f32; 2]]>,
+        up: bool,
+    ) -> Vec<f64> {
+        let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
+        let input = |ci: usize, y: usize, xx: usize| -> f64 {
+            let (y, xx) = if up { (y / 2, xx / 2) } else { (y, xx) };
+            let v = f64::from(x[(ci * sh + y) * sw + xx]);
+            match pre {
+                None => v,
+                Some(coef) => {
+                    let u = f64::from(coef[ci][0]) * v + f64::from(coef[ci][1]);
+                    u / (1.0 + (-u).exp())
+                }
+            }
+        };
+        let mut out = vec![0.0; cout * h * w];
+        for co in 0..cout {
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut s = f64::from(bias[co]);
+                    for t in 0..9 {
+                        let (iy, ix) = (y + t / 3, xx + t % 3);
+                        if iy < 1 || ix < 1 || iy > h || ix > w {
+                            continue;
+                        }
+                        for ci in 0..cin {
+                            s += f64::from(taps[(t * cout + co) * cin + ci])
+                                * input(ci, iy - 1, ix - 1);
+                        }
+                    }
+                    out[(co * h + y) * w + xx] = s;
+                }
+            }
+        }
+        out
+    }
+
+    const CASES: &[(usize, usize, usize, usize, bool, bool)] = &[
+        (2, 32, 4, 32, false, false),
+        (3, 5, 6, 34, true, false),
+        (16, 11, 2, 40, true, false),
+        (32, 9, 10, 64, false, false),
+        (5, 8, 12, 48, true, true),
+        (64, 16, 66, 32, true, false),
+        (7, 17, 20, 96, false, true),
+    ];
+
+    /// The f32 form against f64 loops over the definition: widths at, between and past
+    /// multiples of 32 (partial tile vectors and partial output vectors), odd channel counts,
+    /// partial blocks of 8 output channels, the affine and SiLU, upsampled inputs, and
+    /// several bands (more tile rows than one band holds).
+    #[test]
+    fn f32_matches_the_definition() {
+        if !available() {
+            eprintln!("no AVX-512F on this CPU: winograd convolution not exercised");
+            return;
+        }
+        for &(cin, cout, h, w, pre, up) in CASES {
+            let mut rnd = lcg(21);
+            let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
+            let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
+            let x: Vec<f32> = (0..cin * sh * sw).map(|_| 8.0 * rnd()).collect();
+            let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
+            let conv = WinogradF32::new(&taps, &bias, cin);
+            let mut out = vec![f32::NAN; 3];
+            let p = pre.then_some((&coef[..], true));
+            conv.forward(&x, h, w, p, up, &mut out);
+            let want = reference(&x, cin, cout, h, w, &taps, &bias, p.map(|p| p.0), up);
+            assert_eq!(out.len(), want.len());
+            for (i, (&g, &s)) in out.iter().zip(&want).enumerate() {
+                assert!(
+                    (f64::from(g) - s).abs() < 1e-4 * (1.0 + s.abs()),
+                    "{cin}->{cout} {h}x{w} pre {pre} up {up}: value {i} {g} vs {s}"
+                );
+            }
+        }
+    }
+
+    /// The bf16 form against f64 loops over the definition on the same bf16-rounded
+    /// transformed values: here the transformed weights and inputs are rounded, not the
+    /// weights and inputs, so the bound is a bf16 step (2^-8 relative) on each transformed
+    /// product, carried through the output transform (coefficients 0, 1, -1: at most the sum
+    /// of the magnitudes).
+    #[test]
+    fn bf16_stays_within_rounding_of_the_definition() {
+        if !bf16_available() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 winograd convolution not exercised");
+            return;
+        }
+        for &(cin, cout, h, w, pre, up) in CASES {
+            let mut rnd = lcg(23);
+            let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
+            let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
+            let x: Vec<f32> = (0..cin * sh * sw).map(|_| 8.0 * rnd()).collect();
+            let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
+            let conv = WinogradBf16::new(&taps, &bias, cin);
+            let mut out = vec![f32::NAN; 3];
+            let p = pre.then_some((&coef[..], true));
+            conv.forward(&x, h, w, p, up, &mut out);
+            let want = reference(&x, cin, cout, h, w, &taps, &bias, p.map(|p| p.0), up);
+            // Bound per output: sum over channels and taps of |g| |d| times (1 + 2^-8)^2 - 1
+            // per transformed factor, with the transforms' gain (|B|, |G| and |A| sums: 4,
+            // 9/4 and 9 at most over a tile's entries) taken as the worst case 81.
+            let mag = reference(
+                &x.iter().map(|v| v.abs()).collect::<Vec<_>>(),
+                cin,
+                cout,
+                h,
+                w,
+                &taps.iter().map(|v| v.abs()).collect::<Vec<_>>(),
+                &vec![0.0; cout],
+                None,
+                up,
+            );
+            let mut worst = 0.0f64;
+            for (i, (&g, &s)) in out.iter().zip(&want).enumerate() {
+                let scale = if pre { 8.0 } else { 1.0 };
+                let bound = 81.0 * scale * mag[i] * 2.0 / 256.0 + 1e-4 * (1.0 + s.abs());
+                worst = worst.max((f64::from(g) - s).abs() / (mag[i] + 1e-9));
+                assert!(
+                    (f64::from(g) - s).abs() < bound,
+                    "{cin}->{cout} {h}x{w} pre {pre} up {up}: value {i} {g} vs {s}"
+                );
+            }
+            eprintln!("{cin}->{cout} {h}x{w}: worst error / magnitude {worst:.2e}");
+        }
+    }
+
+    /// The same call gives the same bits on a pool of 1, 2 or 3 threads (bands do not depend
+    /// on the pool).
+    #[test]
+    fn bit_identical_on_any_pool() {
+        if !available() {
+            eprintln!("no AVX-512F on this CPU: winograd convolution not exercised");
+            return;
+        }
+        let (cin, cout, h, w) = (64, 24, 70, 64);
+        let mut rnd = lcg(9);
+        let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
+        let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
+        let x: Vec<f32> = (0..cin * h * w).map(|_| rnd()).collect();
+        let conv = WinogradF32::new(&taps, &bias, cin);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = Vec::new();
+            pool.install(|| conv.forward(&x, h, w, None, false, &mut out));
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let one = run(1);
+        assert_eq!(run(2), one);
+        assert_eq!(run(3), one);
+    }
+}
