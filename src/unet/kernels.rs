@@ -658,6 +658,31 @@ impl Conv {
         out
     }
 
+    /// Convolves the nearest-neighbour 2x upsampling of `a x + b` per input channel
+    /// (`coef[ci] = [a, b]`, then SiLU if `silu`; `x` `[cin, h, w]`); returns `[cout, 2h, 2w]`.
+    /// The fused forms normalise and upsample while copying their input (an upsampling residual
+    /// block's first convolution); other forms normalise, upsample, then convolve.
+    pub fn forward_normed_upsampled(
+        &self,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        coef: &[[f32; 2]],
+        silu: bool,
+    ) -> Vec<f32> {
+        debug_assert_eq!(x.len(), self.cin * h * w);
+        debug_assert_eq!(coef.len(), self.cin);
+        if let Some(out) = self.forward_fused(x, 2 * h, 2 * w, Some((coef, silu)), true) {
+            return out;
+        }
+        let n = apply_coefficients(x, h * w, coef, silu);
+        let u = upsample2(&n, self.cin, h, w);
+        recycle(n);
+        let out = self.forward(&u, 2 * h, 2 * w);
+        recycle(u);
+        out
+    }
+
     /// Convolves the nearest-neighbour 2x upsampling of `x` (`[cin, h, w]`); returns `[cout,
     /// 2h, 2w]`. The direct kernels upsample while copying their input, so the upsampled image
     /// is never written out; other forms upsample first.
@@ -1212,18 +1237,12 @@ pub fn exp(x: f32) -> f32 {
 
 /// Nearest-neighbour 2x upsampling of `x` (`[c, h, w]`).
 pub fn upsample2(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
-    let mut out = zeros(c * 4 * h * w);
-    for ch in 0..c {
-        for y in 0..h {
-            let src = &x[(ch * h + y) * w..(ch * h + y + 1) * w];
-            let base = (ch * 2 * h + 2 * y) * 2 * w;
-            let row = &mut out[base..base + 2 * w];
-            for (pair, &v) in row.chunks_exact_mut(2).zip(src) {
-                pair[0] = v;
-                pair[1] = v;
-            }
-            out.copy_within(base..base + 2 * w, base + 2 * w);
-        }
+    // Written row by row (no zero fill first): each source row doubled, twice.
+    let mut out = buffer(c * 4 * h * w);
+    for src in x[..c * h * w].chunks_exact(w.max(1)) {
+        let start = out.len();
+        out.extend(src.iter().flat_map(|&v| [v, v]));
+        out.extend_from_within(start..);
     }
     out
 }
@@ -1275,6 +1294,26 @@ pub(super) fn lcg(seed: u64) -> impl FnMut() -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every output pixel is the input pixel at half its coordinates, in every channel; sides
+    /// odd and even.
+    #[test]
+    fn upsample2_repeats_each_pixel_two_by_two() {
+        for &(c, h, w) in &[(1, 1, 1), (3, 2, 5), (2, 7, 4)] {
+            let mut rnd = lcg(4);
+            let x: Vec<f32> = (0..c * h * w).map(|_| rnd()).collect();
+            let u = upsample2(&x, c, h, w);
+            assert_eq!(u.len(), 4 * c * h * w);
+            for ch in 0..c {
+                for y in 0..2 * h {
+                    for xx in 0..2 * w {
+                        let got = u[(ch * 2 * h + y) * 2 * w + xx];
+                        assert_eq!(got, x[(ch * h + y / 2) * w + xx / 2], "{c}x{h}x{w}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn exp_matches_std_to_a_few_ulp() {

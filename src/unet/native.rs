@@ -663,15 +663,27 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
                 w: x.w,
             }
         }
+        Some(xs) if r.updown == UpDown::Up => {
+            // GroupNorm, SiLU and the upsampling go into the convolution's input copy.
+            let coef = r.in_norm.coefficients(&x.data, plane, no_scale_shift);
+            Act {
+                data: r
+                    .in_conv
+                    .forward_normed_upsampled(&x.data, x.h, x.w, &coef, true),
+                c: r.in_conv.cout,
+                h: xs.h,
+                w: xs.w,
+            }
+        }
+        // Downsampling: the pooling comes after the SiLU, so the normalised input is written.
         Some(_) => {
-            let up = r.updown == UpDown::Up;
             let hn = Act {
                 data: r.in_norm.forward(&x.data, plane, no_scale_shift),
                 c: x.c,
                 h: x.h,
                 w: x.w,
             };
-            let hr = resample(&hn, up);
+            let hr = resample(&hn, false);
             recycle(hn.data);
             let h = run_conv(&r.in_conv, &hr);
             recycle(hr.data);
