@@ -1,4 +1,4 @@
-//! Coil sensitivity maps: the analytic birdcage model used for simulation ([`birdcage`]), and
+//! Coil sensitivity maps: the analytic birdcage model used for simulation ([`birdcage()`]), and
 //! estimation from the fully sampled k-space centre (the auto-calibration signal, ACS) of a
 //! measured acquisition: ESPIRiT ([`espirit()`], module [`mod@espirit`]) and the fast
 //! low-resolution ratio method ([`ratio_maps`], module [`ratio`]).

@@ -7,8 +7,8 @@
 //! tract. [`Backend::Auto`] (the default) picks the native one when it can.
 //!
 //! Loading reads the file through a memory map, checks that it is an ONNX model, reads and checks
-//! its MSM metadata ([`ModelMeta`]) and its interface (inputs `x` [N, 2, H, W] and `t` [N], output
-//! `eps` [N, 2, H, W], all f32) before building anything, then builds one optimized f32 plan for
+//! its MSM metadata ([`ModelMeta`]) and its interface (inputs `x` `[N, 2, H, W]` and `t`
+//! `[N]`, output `eps` `[N, 2, H, W]`, all f32) before building anything, then builds one optimized f32 plan for
 //! a single image (N = 1): tract's fast convolution path is for batch 1, so a batch runs image by
 //! image. Weights stored as f16 are cast to f32 once at load time (tract folds the `Cast` nodes),
 //! and any arithmetic a graph still does in f16 is turned to f32 (tract's `f16_to_f32`

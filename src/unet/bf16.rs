@@ -40,7 +40,7 @@ pub fn pair(lo: f32, hi: f32) -> u32 {
 /// (nearest neighbour, `h` and `w` even): the upsampled image is never written out.
 ///
 /// In pieces over channel pairs; within a piece one pass, 16 pixels of a pair at a time
-/// (affine, SiLU ([`silu16`]), rounding and interleaving in registers; the last vector of a
+/// (affine, SiLU (`kernels::silu16`), rounding and interleaving in registers; the last vector of a
 /// row masked): two sequential input streams keep the hardware prefetchers ahead, and each
 /// padded row of a pair is `w + 2` contiguous writes.
 ///
@@ -136,7 +136,7 @@ pub(super) fn round_pairs(lo: __m512, hi: __m512) -> __m512i {
     _mm512_permutexvar_epi16(idx, both)
 }
 
-/// Whether this CPU has what [`pack_pairs`] and [`round_pairs`] use (AVX-512F, AVX-512BW,
+/// Whether this CPU has what [`pack_pairs`] and `round_pairs` use (AVX-512F, AVX-512BW,
 /// AVX512-BF16).
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")

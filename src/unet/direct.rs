@@ -13,7 +13,7 @@
 //!
 //! Each output is the bias plus the products summed over taps (outer) and input channels
 //! (inner), in that order, whatever block or piece computes it: results are bit-identical
-//! for any cut into pieces ([`super::pieces`]) and any thread count.
+//! for any cut into pieces (`super::pieces`) and any thread count.
 //!
 //! The driver (`run`: the cut into pieces, a block's bias start and its stores) is generic
 //! over the register-block `Kernel`; [`super::direct_bf16`] is the other one.

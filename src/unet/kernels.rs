@@ -324,9 +324,9 @@ const OUT_BLOCK: usize = 64 * 1024;
 ///
 /// A 3x3 stride-1 convolution runs on [`super::direct`]'s register-blocked AVX-512 kernel
 /// where the CPU has AVX-512F, or by Winograd's F(2x2, 3x3) ([`super::winograd`]) at the sizes
-/// [`Conv::use_winograd`] gave it that form for; elsewhere as nine accumulated matrix products, one per kernel
-/// tap, each reading the zero-padded input shifted by that tap in place (an implicit im2col:
-/// no unrolled copy of the input is made). Other shapes unroll blocks of the input (im2col).
+/// [`Conv::use_winograd`] gave it that form for; elsewhere as nine accumulated matrix
+/// products, one per kernel tap, each reading the zero-padded input shifted by that tap in
+/// place (an implicit im2col: no unrolled copy of the input is made). Other shapes unroll blocks of the input (im2col).
 #[derive(Debug, Clone)]
 pub struct Conv {
     /// Weights `[cout, cin * k * k]` (the ONNX `[cout, cin, k, k]` order); empty when the
@@ -539,7 +539,7 @@ impl Conv {
     }
 
     /// Convolves `x` (`[cin, h, w]`); returns `[cout, oh, ow]`. Runs in pieces
-    /// ([`super::pieces`]): row blocks of the output, and for small images channel ranges too.
+    /// (`super::pieces`): row blocks of the output, and for small images channel ranges too.
     /// The forms differ in summation order only (about 1e-6 relative on the shipped model).
     pub fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), self.cin * h * w);

@@ -20,13 +20,15 @@
 //! input channels, one per position `xi = 4 i + j` of the transformed tile, between the input
 //! transforms and the output transforms.
 //!
-//! A call runs in bands of tile rows (pieces, [`super::pieces`]), each band on its own: its
-//! input rows (GroupNorm's affine and SiLU applied, upsampled if asked, zero border) are
-//! written one channel at a time into a small padded scratch and transformed in f32, 16 tiles
-//! at a time (`V`, `[16][k][tiles]`, rounded to bf16 pairs in the bf16 form); the products
-//! (`M`, `[16][cout][tiles]` f32) run on the direct kernels' register block of 8 output
-//! channels x 3 vectors of 16 tiles; the output transform adds the bias and interleaves the
-//! 2 x 2 outputs back into rows. A band's `V` and `M` are sized to stay in the core's L2 cache.
+//! A call runs in bands of tile rows (the pieces threads take, `super::pieces`), each band on
+//! its own. Its input is transformed in f32 one channel at a time: each padded input row is
+//! made in registers (GroupNorm's affine and SiLU applied, upsampled if asked, zero border),
+//! transformed along its columns into a small ring of rows, and each tile row then along its
+//! rows, 16 tiles a vector (`V`, `[16][k][tiles]`, rounded to bf16 pairs in the bf16 form;
+//! sized to stay in the core's L2 cache). For each register block of 8 output channels x 3
+//! vectors of 16 tiles, the 16 positions' products (the direct kernels' block) go to a block
+//! on the stack, and the output transform reads them from L1, adds the bias and interleaves
+//! the 2 x 2 outputs back into rows.
 //!
 //! Each output is the same sums in the same order whatever band or thread computes it, so a
 //! pass gives bit-identical results on any thread count. Sizes: even `h` and `w`, `w >=`
@@ -94,7 +96,7 @@ pub trait Form {
     /// Whether the CPU has the form's features.
     fn available() -> bool;
 
-    /// Writes `V` of a band ([`transform_input`]).
+    /// Writes `V` of a band (the module's `transform_input`).
     ///
     /// # Safety
     /// The CPU has the form's features; `v` holds `[16][stride(k nt)]`.
@@ -106,9 +108,10 @@ pub trait Form {
         v: *mut Self::T,
     );
 
-    /// `m[xi][mm][j]` (16 values, `mm < M`, `j < V`) = `sum_p u[xi][co + mm][p] v[xi][p][ts[j]..
-    /// + 16]` for every position `xi`: `u` is `[16][cout][k]`, `v` `[16][vs]` with each
-    /// position `[k][nt]`; output channels past `cout` repeat channel `cout - 1`.
+    /// For every position `xi`, output channel `co + mm` (`mm < M`) and tile vector `j < V`,
+    /// the 16 values `m[xi][mm][j]` = the sum over `p` of `u[xi][co + mm][p]` times the 16
+    /// values of `v[xi][p]` from tile `ts[j]` on: `u` is `[16][cout][k]`, `v` is `[16][vs]`,
+    /// each position `[k][nt]`; output channels past `cout` repeat channel `cout - 1`.
     ///
     /// # Safety
     /// The CPU has the form's features; the pointers hold those layouts.
