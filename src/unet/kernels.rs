@@ -1264,6 +1264,30 @@ pub fn avgpool2(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
     out
 }
 
+/// Adds the nearest-neighbour 2x upsampling of `b` (`[c, h, w]`) to `a` (`[c, 2h, 2w]`)
+/// without writing the upsampling out: an upsampling residual block's identity skip.
+pub fn add_upsampled(a: &mut [f32], b: &[f32], c: usize, h: usize, w: usize) {
+    assert_eq!(a.len(), 4 * c * h * w, "add_upsampled output");
+    assert_eq!(b.len(), c * h * w, "add_upsampled input");
+    let rows = c * h;
+    let parts = PIECES.min(rows.div_ceil(64).max(1));
+    let dst = Disjoint::new(a.as_mut_ptr());
+    pieces::run(parts, |p| {
+        for row in pieces::range(rows, parts, p) {
+            // SAFETY: `a` outlives the pieces; source row `row` owns output rows `2 row` and
+            // `2 row + 1` (`4 w` values), which only this piece writes.
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(row * 4 * w), 4 * w) };
+            let src = &b[row * w..(row + 1) * w];
+            for half in out.chunks_exact_mut(2 * w) {
+                for (pair, &v) in half.chunks_exact_mut(2).zip(src) {
+                    pair[0] += v;
+                    pair[1] += v;
+                }
+            }
+        }
+    });
+}
+
 /// Adds `b` to `a` element-wise.
 pub fn add_assign(a: &mut [f32], b: &[f32]) {
     let parts = PIECES.min(a.len().div_ceil(1 << 14));
@@ -1294,6 +1318,22 @@ pub(super) fn lcg(seed: u64) -> impl FnMut() -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same values, to the bit, as upsampling first and adding.
+    #[test]
+    fn add_upsampled_matches_adding_the_upsampling() {
+        let (c, h, w) = (3, 5, 6);
+        let mut rnd = lcg(6);
+        let b: Vec<f32> = (0..c * h * w).map(|_| rnd()).collect();
+        let a0: Vec<f32> = (0..4 * c * h * w).map(|_| rnd()).collect();
+        let mut want = a0.clone();
+        for (x, y) in want.iter_mut().zip(upsample2(&b, c, h, w)) {
+            *x += y;
+        }
+        let mut got = a0;
+        add_upsampled(&mut got, &b, c, h, w);
+        assert_eq!(got, want);
+    }
 
     /// Every output pixel is the input pixel at half its coordinates, in every channel; sides
     /// odd and even.

@@ -11,8 +11,8 @@
 
 use super::config::{UNetConfig, GROUPS};
 use super::kernels::{
-    add_assign, avgpool2, buffer, matmul_at, matmul_bt, recycle, silu, softmax_rows, upsample2,
-    zeros, Conv, Dense, GroupNorm, NormEpilogue,
+    add_assign, add_upsampled, avgpool2, buffer, matmul_at, matmul_bt, recycle, silu, softmax_rows,
+    upsample2, zeros, Conv, Dense, GroupNorm, NormEpilogue,
 };
 use super::layout::{Layer, Layout, UpDown};
 use crate::{Error, Result};
@@ -650,9 +650,27 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
         scale_shift: None,
         silu: true,
     };
-    // The input, resampled when the block resamples.
-    let xs = resample_block(x, r.updown);
+    // The input, resampled when the block resamples; an upsampling block with an identity skip
+    // adds the upsampling at the end without writing it out.
+    let add_up = r.updown == UpDown::Up && r.skip.is_none();
+    let xs = if add_up {
+        None
+    } else {
+        resample_block(x, r.updown)
+    };
     let h = match &xs {
+        None if add_up => {
+            // GroupNorm, SiLU and the upsampling go into the convolution's input copy.
+            let coef = r.in_norm.coefficients(&x.data, plane, no_scale_shift);
+            Act {
+                data: r
+                    .in_conv
+                    .forward_normed_upsampled(&x.data, x.h, x.w, &coef, true),
+                c: r.in_conv.cout,
+                h: 2 * x.h,
+                w: 2 * x.w,
+            }
+        }
         None => {
             // GroupNorm and SiLU go into the convolution's input packing.
             let coef = r.in_norm.coefficients(&x.data, plane, no_scale_shift);
@@ -663,27 +681,17 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
                 w: x.w,
             }
         }
-        Some(xs) if r.updown == UpDown::Up => {
-            // GroupNorm, SiLU and the upsampling go into the convolution's input copy.
-            let coef = r.in_norm.coefficients(&x.data, plane, no_scale_shift);
-            Act {
-                data: r
-                    .in_conv
-                    .forward_normed_upsampled(&x.data, x.h, x.w, &coef, true),
-                c: r.in_conv.cout,
-                h: xs.h,
-                w: xs.w,
-            }
-        }
-        // Downsampling: the pooling comes after the SiLU, so the normalised input is written.
+        // Resampling with a skip convolution (upsampling) or downsampling: the normalised input
+        // is written (the pooling comes after the SiLU), resampled, then convolved.
         Some(_) => {
+            let up = r.updown == UpDown::Up;
             let hn = Act {
                 data: r.in_norm.forward(&x.data, plane, no_scale_shift),
                 c: x.c,
                 h: x.h,
                 w: x.w,
             };
-            let hr = resample(&hn, false);
+            let hr = resample(&hn, up);
             recycle(hn.data);
             let h = run_conv(&r.in_conv, &hr);
             recycle(hr.data);
@@ -713,6 +721,10 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
         w: h.w,
     };
     recycle(hd);
+    if add_up {
+        add_upsampled(&mut out.data, &x.data, x.c, x.h, x.w);
+        return out;
+    }
     let input = xs.as_ref().unwrap_or(x);
     match &r.skip {
         Some(s) => {
