@@ -46,8 +46,8 @@ use super::pieces::{self, with_buffer, Disjoint, PIECES};
 
 /// Narrowest image run (16 tiles across: one full vector).
 pub const MIN_WIDTH: usize = 32;
-/// Bytes of a band's transformed input and products (`V` and `M`): 512 KiB, inside the L2
-/// cache of current x86 cores (1-2 MiB) with room for the weights.
+/// Bytes of a band's transformed input `V`: 512 KiB, inside the L2 cache of current x86 cores
+/// (1-2 MiB) with room for the weights (1 MiB measured no faster here).
 const BAND_BYTES: usize = 512 * 1024;
 
 /// Whether the f32 form runs here (AVX-512F).
@@ -67,8 +67,8 @@ pub fn fits(h: usize, w: usize) -> bool {
 }
 
 thread_local! {
-    /// One channel's padded input row, and the ring of its column transforms, of the band
-    /// being transformed.
+    /// The column transforms of a band's padded input rows, for the channel (or pair) being
+    /// transformed.
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A band's transformed input `V`, f32 form.
     static V_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -80,7 +80,8 @@ thread_local! {
 const BLOCK: usize = 16 * M * N * 16;
 
 /// What differs between the f32 and bf16 forms: the value `T` of `V` and `U`, how many input
-/// channels one holds, and the kernels that write and read it.
+/// channels one holds, and the kernels that write and read it. Implemented by [`F32`] and
+/// [`Bf16`] only (its methods are this module's kernels).
 pub trait Form {
     /// One value of `V` and `U`.
     type T: Copy + Default + Send + Sync + std::fmt::Debug + 'static;
