@@ -391,7 +391,7 @@ unsafe fn block_f32<const V: usize>(a: &Block<f32>, vs: &[Vector]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unet::kernels::lcg;
+    use crate::unet::test_support::{reference, RandomConv};
 
     /// Against f64 loops over the definition (zero padding, bias, the affine and SiLU on the
     /// input, the nearest-neighbour upsampling of the input), on widths below, at and between
@@ -413,12 +413,13 @@ mod tests {
             (16, 8, 8, 32, true, true),
             (64, 16, 80, 36, false, true),
         ] {
-            let mut rnd = lcg(3);
-            let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
-            let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
             let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
-            let x: Vec<f32> = (0..cin * sh * sw).map(|_| 8.0 * rnd()).collect();
-            let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
+            let RandomConv {
+                taps,
+                bias,
+                x,
+                coef,
+            } = RandomConv::new(3, cin, cout, cin * sh * sw, 8.0);
             let mut out = vec![f32::NAN; 3];
             conv3x3(
                 &x,
@@ -432,30 +433,13 @@ mod tests {
                 &mut out,
             );
             assert_eq!(out.len(), cout * h * w);
-            let input = |ci: usize, y: usize, xx: usize| -> f64 {
-                let (y, xx) = if up { (y / 2, xx / 2) } else { (y, xx) };
-                let v = f64::from(x[(ci * sh + y) * sw + xx]);
-                if !pre {
-                    return v;
-                }
-                let u = f64::from(coef[ci][0]) * v + f64::from(coef[ci][1]);
-                u / (1.0 + (-u).exp())
-            };
+            let p = pre.then_some(&coef[..]);
+            let want = reference(&x, cin, cout, h, w, &taps, &bias, p, up);
             for co in 0..cout {
                 for y in 0..h {
                     for xx in 0..w {
-                        let mut s = f64::from(bias[co]);
-                        for t in 0..9 {
-                            let (iy, ix) = (y + t / 3, xx + t % 3);
-                            if iy < 1 || ix < 1 || iy > h || ix > w {
-                                continue;
-                            }
-                            for ci in 0..cin {
-                                let wv = f64::from(taps[(t * cout + co) * cin + ci]);
-                                s += wv * input(ci, iy - 1, ix - 1);
-                            }
-                        }
-                        let g = f64::from(out[(co * h + y) * w + xx]);
+                        let i = (co * h + y) * w + xx;
+                        let (g, s) = (f64::from(out[i]), want[i]);
                         assert!(
                             (g - s).abs() < 1e-4 * (1.0 + s.abs()),
                             "{cin}->{cout} {h}x{w} pre {pre} up {up}: ({co}, {y}, {xx}) {g} vs {s}"

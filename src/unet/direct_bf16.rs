@@ -148,7 +148,8 @@ unsafe fn block_bf16<const V: usize>(a: &Block<u32>, vs: &[Vector]) {
 mod tests {
     use super::*;
     use crate::unet::bf16::{bf16, tests::unbf16};
-    use crate::unet::kernels::{affine_generic, lcg};
+    use crate::unet::kernels::affine_generic;
+    use crate::unet::test_support::{assert_same_bits_on_any_pool, RandomConv};
 
     /// Against f64 loops over the definition on the same bf16-rounded weights and inputs (the
     /// affine and SiLU in f32, then rounded; the kernel's approximate SiLU stays within one
@@ -171,12 +172,13 @@ mod tests {
             (5, 9, 6, 18, false, true),
             (64, 16, 80, 36, true, true),
         ] {
-            let mut rnd = lcg(5);
-            let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
-            let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
             let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
-            let x: Vec<f32> = (0..cin * sh * sw).map(|_| 8.0 * rnd()).collect();
-            let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
+            let RandomConv {
+                taps,
+                bias,
+                x,
+                coef,
+            } = RandomConv::new(5, cin, cout, cin * sh * sw, 8.0);
             let conv = DirectBf16::new(&taps, &bias, cin);
             let mut out = vec![f32::NAN; 3];
             conv.forward(&x, h, w, pre.then_some((&coef[..], true)), up, &mut out);
@@ -230,22 +232,8 @@ mod tests {
             return;
         }
         let (cin, cout, h, w) = (64, 24, 70, 40);
-        let mut rnd = lcg(9);
-        let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
-        let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
-        let x: Vec<f32> = (0..cin * h * w).map(|_| rnd()).collect();
-        let conv = DirectBf16::new(&taps, &bias, cin);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut out = Vec::new();
-            pool.install(|| conv.forward(&x, h, w, None, false, &mut out));
-            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
-        let one = run(1);
-        assert_eq!(run(2), one);
-        assert_eq!(run(3), one);
+        let l = RandomConv::new(9, cin, cout, cin * h * w, 1.0);
+        let conv = DirectBf16::new(&l.taps, &l.bias, cin);
+        assert_same_bits_on_any_pool(|out| conv.forward(&l.x, h, w, None, false, out));
     }
 }

@@ -676,10 +676,8 @@ impl Conv {
             return out;
         }
         let n = apply_coefficients(x, h * w, coef, silu);
-        let u = upsample2(&n, self.cin, h, w);
+        let out = self.forward_upsampled(&n, h, w);
         recycle(n);
-        let out = self.forward(&u, 2 * h, 2 * w);
-        recycle(u);
         out
     }
 
@@ -713,13 +711,17 @@ impl Conv {
     ) -> Option<Vec<f32>> {
         #[cfg(target_arch = "x86_64")]
         {
+            let len = self.cout * h * w;
+            let run = |form: &dyn Fn(&mut Vec<f32>)| {
+                let mut out = buffer(len);
+                form(&mut out);
+                Some(out)
+            };
             match &self.bf16 {
                 // The tiles' packing does not upsample: the caller upsamples, then they run.
                 Some(Bf16Form::Tiles(_)) if up => return None,
                 Some(Bf16Form::Tiles(t)) if super::amx::TileConv::fits_size(h, w) => {
-                    let mut out = buffer(self.cout * h * w);
-                    t.forward(x, h, w, pre, &mut out);
-                    return Some(out);
+                    return run(&|out| t.forward(x, h, w, pre, out));
                 }
                 _ => {}
             }
@@ -728,23 +730,17 @@ impl Conv {
                 .as_ref()
                 .filter(|_| super::winograd::fits(h, w))
             {
-                let mut out = buffer(self.cout * h * w);
-                match f {
-                    WinogradForm::F32(f) => f.forward(x, h, w, pre, up, &mut out),
-                    WinogradForm::Bf16(f) => f.forward(x, h, w, pre, up, &mut out),
-                }
-                return Some(out);
+                return run(&|out| match f {
+                    WinogradForm::F32(f) => f.forward(x, h, w, pre, up, out),
+                    WinogradForm::Bf16(f) => f.forward(x, h, w, pre, up, out),
+                });
             }
             if let Some(Bf16Form::Direct(d)) = &self.bf16 {
-                let mut out = buffer(self.cout * h * w);
-                d.forward(x, h, w, pre, up, &mut out);
-                return Some(out);
+                return run(&|out| d.forward(x, h, w, pre, up, out));
             }
             if self.k == 3 && self.stride == 1 && Self::direct_available() {
-                let mut out = buffer(self.cout * h * w);
                 let (cin, taps, bias) = (self.cin, &self.taps, &self.bias);
-                super::direct::conv3x3(x, cin, h, w, taps, bias, pre, up, &mut out);
-                return Some(out);
+                return run(&|out| super::direct::conv3x3(x, cin, h, w, taps, bias, pre, up, out));
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -198,6 +198,16 @@ impl NativeUNet {
         Ok(net)
     }
 
+    /// Every unit of the encoder, the middle block and the decoder, in the order a pass runs
+    /// them.
+    fn units_mut(&mut self) -> impl Iterator<Item = &mut Unit> {
+        self.input_blocks
+            .iter_mut()
+            .chain(std::iter::once(&mut self.middle))
+            .chain(&mut self.output_blocks)
+            .flatten()
+    }
+
     /// Gives the residual blocks' and the upsampling units' 3x3 convolutions their Winograd
     /// form ([`Conv::use_winograd`]) where the size they run at takes it (128, 64 and 32
     /// pixels in the shipped model: about 90% of its convolution work). The input and output
@@ -206,13 +216,7 @@ impl NativeUNet {
     fn use_winograd(&mut self) {
         let s = self.cfg.image_size;
         let (mut h, mut w) = (s, s);
-        for u in self
-            .input_blocks
-            .iter_mut()
-            .chain(std::iter::once(&mut self.middle))
-            .chain(&mut self.output_blocks)
-            .flatten()
-        {
+        for u in self.units_mut() {
             match u {
                 Unit::Conv(_) | Unit::Attn(_) => {}
                 Unit::Down(_) => (h, w) = (h / 2, w / 2),
@@ -250,13 +254,7 @@ impl NativeUNet {
         }
         let mut n = 0;
         let mut switch = |c: &mut Conv| n += usize::from(c.use_bf16());
-        for u in self
-            .input_blocks
-            .iter_mut()
-            .chain(std::iter::once(&mut self.middle))
-            .chain(&mut self.output_blocks)
-            .flatten()
-        {
+        for u in self.units_mut() {
             match u {
                 // The input convolution (image channels in) and, below, the output one
                 // (predicted noise out) stay f32: they cost under 1% of a pass, and in bf16

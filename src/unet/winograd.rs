@@ -257,6 +257,7 @@ impl<F: Form> Winograd<F> {
             k,
             cout,
             txp,
+            cols: columns(txp / 8 + 1, w, up),
             out: Disjoint::new(out.as_mut_ptr()),
         };
         pieces::run(ty.div_ceil(rows), |b| {
@@ -289,8 +290,11 @@ impl<F: Form> Winograd<F> {
                 unsafe { F::transform_input(a, ty0, rows, scratch, v.as_mut_ptr()) };
             });
             let mut m = [0f32; BLOCK];
-            let groups: Vec<usize> = (0..nt).step_by(16).collect();
-            for ts in groups.chunks(N) {
+            let vectors = nt / 16;
+            for g in (0..vectors).step_by(N) {
+                // The first tiles of this group's vectors.
+                let starts: [usize; N] = std::array::from_fn(|j| 16 * (g + j));
+                let ts = &starts[..N.min(vectors - g)];
                 for co in (0..cout).step_by(M) {
                     let (u, vp) = (self.u.as_ptr(), v.as_ptr());
                     // SAFETY: the caller's contract; `u` is `[16][cout][k]`, `v` `[16][vs]`.
@@ -331,6 +335,9 @@ pub struct Band<'a> {
     cout: usize,
     /// Tiles per tile row, rounded up to 16.
     txp: usize,
+    /// Where each padded column vector of a row comes from ([`columns`]; the same for every
+    /// row, channel and band).
+    cols: Vec<Column>,
     out: Disjoint<f32>,
 }
 
@@ -363,7 +370,6 @@ unsafe fn transform_input<F: Form>(
         scratch.resize(F::CH * prow * ring, 0.0);
     }
     let cols = &mut scratch[..];
-    let cols_at = columns(txp / 8 + 1, w, a.up);
     let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     for p in 0..a.k {
@@ -383,11 +389,11 @@ unsafe fn transform_input<F: Form>(
                 };
                 let sy = if a.up { (py - 1) / 2 } else { py - 1 };
                 let src = &a.x[(ci * sh + sy) * sw..(ci * sh + sy + 1) * sw];
-                let mut p0 = padded_vector::<F>(src, cols_at[0], a.up, ca, cb, silu);
+                let mut p0 = padded_vector::<F>(src, a.cols[0], a.up, ca, cb, silu);
                 for j in 0..txp / 16 {
                     // Padded columns 32 j..32 j + 48; a tile's four columns are 2 tx..2 tx + 4.
-                    let p1 = padded_vector::<F>(src, cols_at[2 * j + 1], a.up, ca, cb, silu);
-                    let p2 = padded_vector::<F>(src, cols_at[2 * j + 2], a.up, ca, cb, silu);
+                    let p1 = padded_vector::<F>(src, a.cols[2 * j + 1], a.up, ca, cb, silu);
+                    let p2 = padded_vector::<F>(src, a.cols[2 * j + 2], a.up, ca, cb, silu);
                     let (s0, s1) = (shift2(p0, p1), shift2(p1, p2));
                     let d0 = _mm512_permutex2var_ps(p0, even, p1);
                     let d1 = _mm512_permutex2var_ps(p0, odd, p1);
@@ -794,54 +800,7 @@ unsafe fn products_bf16<const V: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unet::kernels::lcg;
-
-    /// The exact convolution (f64) of `pre(x)` (upsampled if `up`) for the tests.
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        x: &[f32],
-        cin: usize,
-        cout: usize,
-        h: usize,
-        w: usize,
-        taps: &[f32],
-        bias: &[f32],
-        pre: Option<&[[f32; 2]]>,
-        up: bool,
-    ) -> Vec<f64> {
-        let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
-        let input = |ci: usize, y: usize, xx: usize| -> f64 {
-            let (y, xx) = if up { (y / 2, xx / 2) } else { (y, xx) };
-            let v = f64::from(x[(ci * sh + y) * sw + xx]);
-            match pre {
-                None => v,
-                Some(coef) => {
-                    let u = f64::from(coef[ci][0]) * v + f64::from(coef[ci][1]);
-                    u / (1.0 + (-u).exp())
-                }
-            }
-        };
-        let mut out = vec![0.0; cout * h * w];
-        for co in 0..cout {
-            for y in 0..h {
-                for xx in 0..w {
-                    let mut s = f64::from(bias[co]);
-                    for t in 0..9 {
-                        let (iy, ix) = (y + t / 3, xx + t % 3);
-                        if iy < 1 || ix < 1 || iy > h || ix > w {
-                            continue;
-                        }
-                        for ci in 0..cin {
-                            s += f64::from(taps[(t * cout + co) * cin + ci])
-                                * input(ci, iy - 1, ix - 1);
-                        }
-                    }
-                    out[(co * h + y) * w + xx] = s;
-                }
-            }
-        }
-        out
-    }
+    use crate::unet::test_support::{assert_same_bits_on_any_pool, reference, RandomConv};
 
     const CASES: &[(usize, usize, usize, usize, bool, bool)] = &[
         (2, 32, 4, 32, false, false),
@@ -864,12 +823,13 @@ mod tests {
             return;
         }
         for &(cin, cout, h, w, pre, up) in CASES {
-            let mut rnd = lcg(21);
-            let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
-            let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
-            let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
-            let x: Vec<f32> = (0..cin * sh * sw).map(|_| 8.0 * rnd()).collect();
-            let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
+            let shrink = if up { 4 } else { 1 };
+            let RandomConv {
+                taps,
+                bias,
+                x,
+                coef,
+            } = RandomConv::new(21, cin, cout, cin * h * w / shrink, 8.0);
             let conv = WinogradF32::new(&taps, &bias, cin);
             let mut out = vec![f32::NAN; 3];
             let p = pre.then_some((&coef[..], true));
@@ -897,12 +857,13 @@ mod tests {
             return;
         }
         for &(cin, cout, h, w, pre, up) in CASES {
-            let mut rnd = lcg(23);
-            let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
-            let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
-            let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
-            let x: Vec<f32> = (0..cin * sh * sw).map(|_| 8.0 * rnd()).collect();
-            let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + rnd(), rnd()]).collect();
+            let shrink = if up { 4 } else { 1 };
+            let RandomConv {
+                taps,
+                bias,
+                x,
+                coef,
+            } = RandomConv::new(23, cin, cout, cin * h * w / shrink, 8.0);
             let conv = WinogradBf16::new(&taps, &bias, cin);
             let mut out = vec![f32::NAN; 3];
             let p = pre.then_some((&coef[..], true));
@@ -945,22 +906,8 @@ mod tests {
             return;
         }
         let (cin, cout, h, w) = (64, 24, 70, 64);
-        let mut rnd = lcg(9);
-        let taps: Vec<f32> = (0..9 * cout * cin).map(|_| rnd()).collect();
-        let bias: Vec<f32> = (0..cout).map(|_| rnd()).collect();
-        let x: Vec<f32> = (0..cin * h * w).map(|_| rnd()).collect();
-        let conv = WinogradF32::new(&taps, &bias, cin);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut out = Vec::new();
-            pool.install(|| conv.forward(&x, h, w, None, false, &mut out));
-            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
-        let one = run(1);
-        assert_eq!(run(2), one);
-        assert_eq!(run(3), one);
+        let l = RandomConv::new(9, cin, cout, cin * h * w, 1.0);
+        let conv = WinogradF32::new(&l.taps, &l.bias, cin);
+        assert_same_bits_on_any_pool(|out| conv.forward(&l.x, h, w, None, false, out));
     }
 }
