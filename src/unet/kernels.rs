@@ -1015,11 +1015,16 @@ fn mean_var(x: &[f32]) -> (f64, f64) {
 }
 
 macro_rules! simd_dispatch {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident, $avx:ident) => {
+    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident, $avx:ident, $avx512:ident) => {
         $(#[$doc])*
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `$avx512` is compiled for.
+                    unsafe { $avx512($($arg),*) };
+                    return;
+                }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
@@ -1036,15 +1041,25 @@ macro_rules! simd_dispatch {
         fn $avx($($arg: $ty),*) {
             $generic($($arg),*)
         }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn $avx512($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
     };
 }
 
 macro_rules! simd_dispatch_ret {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => $generic:ident, $avx:ident) => {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => $generic:ident, $avx:ident, $avx512:ident) => {
         $(#[$doc])*
         fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `$avx512` is compiled for.
+                    return unsafe { $avx512($($arg),*) };
+                }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
@@ -1060,12 +1075,18 @@ macro_rules! simd_dispatch_ret {
         fn $avx($($arg: $ty),*) -> $ret {
             $generic($($arg),*)
         }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn $avx512($($arg: $ty),*) -> $ret {
+            $generic($($arg),*)
+        }
     };
 }
 
 simd_dispatch! {
     /// `dst = a * src + b`, then SiLU if `silu`.
-    pub fn affine(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) => affine_generic, affine_avx2
+    pub fn affine(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu: bool) => affine_generic, affine_avx2, affine_avx512
 }
 
 #[inline(always)]
@@ -1082,7 +1103,7 @@ pub(super) fn affine_generic(dst: &mut [f32], src: &[f32], a: f32, b: f32, silu:
 }
 
 simd_dispatch_ret! {
-    fn sums(x: &[f32]) -> (f64, f64) => sums_generic, sums_avx2
+    fn sums(x: &[f32]) -> (f64, f64) => sums_generic, sums_avx2, sums_avx512
 }
 
 #[inline(always)]
@@ -1112,7 +1133,7 @@ fn sums_generic(x: &[f32]) -> (f64, f64) {
 
 simd_dispatch! {
     /// SiLU in place: `x * sigmoid(x)`.
-    pub fn silu(x: &mut [f32]) => silu_generic, silu_avx2
+    pub fn silu(x: &mut [f32]) => silu_generic, silu_avx2, silu_avx512
 }
 
 #[inline(always)]
@@ -1124,7 +1145,7 @@ fn silu_generic(x: &mut [f32]) {
 
 simd_dispatch! {
     /// Softmax of each row of `x` (`[rows, n]`) in place, scaling the logits by `scale` first.
-    pub fn softmax_rows(x: &mut [f32], n: usize, scale: f32) => softmax_generic, softmax_avx2
+    pub fn softmax_rows(x: &mut [f32], n: usize, scale: f32) => softmax_generic, softmax_avx2, softmax_avx512
 }
 
 #[inline(always)]

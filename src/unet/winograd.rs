@@ -257,7 +257,6 @@ impl<F: Form> Winograd<F> {
             k,
             cout,
             txp,
-            cols: columns(txp / 8 + 1, w, up),
             out: Disjoint::new(out.as_mut_ptr()),
         };
         pieces::run(ty.div_ceil(rows), |b| {
@@ -335,9 +334,6 @@ pub struct Band<'a> {
     cout: usize,
     /// Tiles per tile row, rounded up to 16.
     txp: usize,
-    /// Where each padded column vector of a row comes from ([`columns`]; the same for every
-    /// row, channel and band).
-    cols: Vec<Column>,
     out: Disjoint<f32>,
 }
 
@@ -389,11 +385,29 @@ unsafe fn transform_input<F: Form>(
                 };
                 let sy = if a.up { (py - 1) / 2 } else { py - 1 };
                 let src = &a.x[(ci * sh + sy) * sw..(ci * sh + sy + 1) * sw];
-                let mut p0 = padded_vector::<F>(src, a.cols[0], a.up, ca, cb, silu);
+                // Image vectors u_m (columns 16 m..16 m + 16) from source vectors r_k, each
+                // normalised once; padded vector P_m = [u_{m-1}[15], u_m[0..15]].
+                let zero = _mm512_setzero_ps();
+                let (mut u0, mut rk) = if a.up {
+                    let r0 = row_vector(src, 0, ca, cb, silu, F::CH == 1);
+                    (dup_half::<false>(r0), r0)
+                } else {
+                    (row_vector(src, 0, ca, cb, silu, F::CH == 1), zero)
+                };
+                let mut p0 = shift_in(u0, zero);
                 for j in 0..txp / 16 {
                     // Padded columns 32 j..32 j + 48; a tile's four columns are 2 tx..2 tx + 4.
-                    let p1 = padded_vector::<F>(src, a.cols[2 * j + 1], a.up, ca, cb, silu);
-                    let p2 = padded_vector::<F>(src, a.cols[2 * j + 2], a.up, ca, cb, silu);
+                    let (u1, u2) = if a.up {
+                        let u1 = dup_half::<true>(rk);
+                        rk = row_vector(src, j + 1, ca, cb, silu, F::CH == 1);
+                        (u1, dup_half::<false>(rk))
+                    } else {
+                        (
+                            row_vector(src, 2 * j + 1, ca, cb, silu, F::CH == 1),
+                            row_vector(src, 2 * j + 2, ca, cb, silu, F::CH == 1),
+                        )
+                    };
+                    let (p1, p2) = (shift_in(u1, u0), shift_in(u2, u1));
                     let (s0, s1) = (shift2(p0, p1), shift2(p1, p2));
                     let d0 = _mm512_permutex2var_ps(p0, even, p1);
                     let d1 = _mm512_permutex2var_ps(p0, odd, p1);
@@ -404,7 +418,7 @@ unsafe fn transform_input<F: Form>(
                     _mm512_storeu_ps(o.add(txp), _mm512_add_ps(d1, d2));
                     _mm512_storeu_ps(o.add(2 * txp), _mm512_sub_ps(d2, d1));
                     _mm512_storeu_ps(o.add(3 * txp), _mm512_sub_ps(d1, d3));
-                    p0 = p2;
+                    (u0, p0) = (u2, p2);
                 }
             }
         }
@@ -435,93 +449,53 @@ unsafe fn transform_input<F: Form>(
     }
 }
 
-/// Where the padded column vector `c0..c0 + 16` of an input row comes from: the offset of
-/// its load in the row (`c0 - 1`, or `c0 / 2 - 1` upsampled), the lanes loaded, and the lanes
-/// inside the image (`1 <= c0 + l <= w`; the others are the zero border). The same for every
-/// row and channel of a call, so made once ([`columns`]).
-#[derive(Clone, Copy)]
-struct Column {
-    offset: isize,
-    load: u16,
-    valid: u16,
-}
-
-/// The [`Column`]s of vectors `0..n` (`c0 = 16 v`) of a padded row of width `w` (from a
-/// source row of `w`, or `w / 2` values upsampled).
-fn columns(n: usize, w: usize, up: bool) -> Vec<Column> {
-    let len = if up { w / 2 } else { w };
-    (0..n)
-        .map(|v| {
-            let c0 = 16 * v;
-            let valid = if c0 > w {
-                0
-            } else {
-                lanes(w + 1 - c0) & !lanes_below(1usize.saturating_sub(c0))
-            };
-            let offset = if up {
-                (c0 / 2) as isize - 1
-            } else {
-                c0 as isize - 1
-            };
-            Column {
-                offset,
-                load: window(offset, len),
-                valid,
-            }
-        })
-        .collect()
-}
-
-/// Padded columns `c0..c0 + 16` of an input row `src` as `col` says ([`columns`]): column
-/// `c` holds `pre(x[c - 1])` for `1 <= c <= w` (`pre`: `a v + b`, then SiLU if `silu`; with
-/// `up`, `x[(c - 1) / 2]`), else zero. Made in registers from masked loads: no padded copy
-/// of the row is written (reading one back right after writing it, shifted, stalled on store
-/// forwarding).
+/// Source vector `k` of an input row `src` (values `16 k..16 k + 16`) after `pre` (`a v + b`,
+/// then SiLU if `silu`, to f32 accuracy if `exact`), zero past the row's end. Made in
+/// registers from a masked load: no normalised copy of the row is written (reading one back
+/// shifted right after writing it stalled on store forwarding), and each value is normalised
+/// once, not once per padded vector it falls in (the upsampled rows' duplicates included).
 ///
 /// # Safety
-/// The CPU has `F`'s features (inlined into its transform); `col` is of `src`'s length.
+/// AVX-512F (inlined into a transform that enables it).
 #[inline(always)]
-unsafe fn padded_vector<F: Form>(
-    src: &[f32],
-    col: Column,
-    up: bool,
-    a: f32,
-    b: f32,
-    silu: bool,
-) -> __m512 {
-    let v = _mm512_maskz_loadu_ps(col.load, src.as_ptr().wrapping_offset(col.offset));
-    let v = if up {
-        // Lane l reads x[(c0 + l - 1) / 2] = x[offset + (l + 1) / 2] (c0 even).
-        let dup = _mm512_set_epi32(8, 7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0);
-        _mm512_permutexvar_ps(dup, v)
-    } else {
-        v
-    };
+unsafe fn row_vector(src: &[f32], k: usize, a: f32, b: f32, silu: bool, exact: bool) -> __m512 {
+    let start = 16 * k;
+    if start >= src.len() {
+        return _mm512_setzero_ps();
+    }
+    let valid = lanes(src.len() - start);
+    let v = _mm512_maskz_loadu_ps(valid, src.as_ptr().add(start));
     let mut v = _mm512_fmadd_ps(v, _mm512_set1_ps(a), _mm512_set1_ps(b));
     if silu {
-        v = if F::CH == 1 {
+        v = if exact {
             silu16::<true>(v)
         } else {
             silu16::<false>(v)
         };
     }
-    _mm512_maskz_mov_ps(col.valid, v)
+    _mm512_maskz_mov_ps(valid, v)
 }
 
-/// The lanes `m < 16` with `0 <= base + m < len`.
-fn window(base: isize, len: usize) -> u16 {
-    let lo = (-base).clamp(0, 16) as usize;
-    let hi = (len as isize - base).clamp(0, 16) as usize;
-    lanes_below(hi) & !lanes_below(lo)
-}
-
-/// The mask of lanes `0..n` (`n <= 16`).
-fn lanes_below(n: usize) -> u16 {
-    if n >= 16 {
-        u16::MAX
+/// The nearest-neighbour 2x upsampling of half of `r`: lane `l` holds `r[l / 2]` (the lower
+/// half) or `r[8 + l / 2]` (`HIGH`).
+#[inline(always)]
+unsafe fn dup_half<const HIGH: bool>(r: __m512) -> __m512 {
+    let idx = if HIGH {
+        _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8)
     } else {
-        (1u16 << n) - 1
-    }
+        _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0)
+    };
+    _mm512_permutexvar_ps(idx, r)
+}
+
+/// Lane 15 of `prev` then lanes 0..15 of `cur`: the padded vector (one border column on the
+/// left) of the image columns `cur` holds.
+#[inline(always)]
+unsafe fn shift_in(cur: __m512, prev: __m512) -> __m512 {
+    _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+        _mm512_castps_si512(cur),
+        _mm512_castps_si512(prev),
+    ))
 }
 
 /// Lanes 2..16 of `a` then lanes 0..2 of `b`: the vector two columns on.
