@@ -97,6 +97,116 @@ impl Fft2 {
         self.coils(data, Direction::Inverse);
     }
 
+    /// The forward FFT of one image, `data`, kept in the k-space columns `keep` (length
+    /// `width`) and zero in the others: what [`Fft2::forward`] followed by a column mask gives
+    /// (to rounding), with the transforms along the height run only for the kept columns.
+    pub fn forward_kept(&self, data: &mut [C32], keep: &[bool]) {
+        let (h, w) = (self.h, self.w);
+        assert_eq!(
+            data.len(),
+            h * w,
+            "buffer does not match the planned FFT size"
+        );
+        assert_eq!(keep.len(), w, "column mask does not match the FFT width");
+        let kept = kept_columns(keep);
+        let scale = 1.0 / ((h * w) as f32).sqrt();
+        self.with_scratch(kept.len(), |tmp, cols, fft_scratch| {
+            ifftshift_into(data, tmp, h, w);
+            self.rows_fwd.process_with_scratch(tmp, fft_scratch);
+            // Output column c is column (c + w - w / 2) % w of the unshifted transform.
+            let fw = w - w / 2;
+            for (col, &c) in cols.chunks_exact_mut(h).zip(&kept) {
+                let cc = (c + fw) % w;
+                for (r, v) in col.iter_mut().enumerate() {
+                    *v = tmp[r * w + cc];
+                }
+            }
+            if !kept.is_empty() {
+                self.cols_fwd.process_with_scratch(cols, fft_scratch);
+            }
+            data.fill(C32::new(0.0, 0.0));
+            let fh = h - h / 2;
+            for (col, &c) in cols.chunks_exact(h).zip(&kept) {
+                for r in 0..h {
+                    data[r * w + c] = col[(r + fh) % h] * scale;
+                }
+            }
+        });
+    }
+
+    /// The inverse FFT of one image whose k-space `src` is read only in the columns `keep`
+    /// (length `width`; the others count as zero), into `dst`: [`Fft2::inverse`] of the
+    /// masked data (to rounding), with the transforms along the height run only for the kept
+    /// columns.
+    pub fn inverse_kept(&self, src: &[C32], dst: &mut [C32], keep: &[bool]) {
+        let (h, w) = (self.h, self.w);
+        assert_eq!(
+            src.len(),
+            h * w,
+            "buffer does not match the planned FFT size"
+        );
+        assert_eq!(
+            dst.len(),
+            h * w,
+            "buffer does not match the planned FFT size"
+        );
+        assert_eq!(keep.len(), w, "column mask does not match the FFT width");
+        let kept = kept_columns(keep);
+        let scale = 1.0 / ((h * w) as f32).sqrt();
+        self.with_scratch(kept.len(), |tmp, cols, fft_scratch| {
+            // ifftshift along the height while gathering the kept columns.
+            let sh = h / 2;
+            for (col, &c) in cols.chunks_exact_mut(h).zip(&kept) {
+                for (r, v) in col.iter_mut().enumerate() {
+                    *v = src[((r + sh) % h) * w + c];
+                }
+            }
+            if !kept.is_empty() {
+                self.cols_inv.process_with_scratch(cols, fft_scratch);
+            }
+            // ifftshift along the width: kept column c lands at (c + w - w / 2) % w.
+            tmp.fill(C32::new(0.0, 0.0));
+            let fw = w - w / 2;
+            for (col, &c) in cols.chunks_exact(h).zip(&kept) {
+                let cc = (c + fw) % w;
+                for (r, &v) in col.iter().enumerate() {
+                    tmp[r * w + cc] = v;
+                }
+            }
+            self.rows_inv.process_with_scratch(tmp, fft_scratch);
+            // fftshift both axes with the orthonormal scale: dst[r][c] = tmp[(r + fh) % h][(c +
+            // fw) % w].
+            let fh = h - h / 2;
+            for r in 0..h {
+                let row = &tmp[((r + fh) % h) * w..][..w];
+                let out = &mut dst[r * w..][..w];
+                for (o, &v) in out[..w - fw].iter_mut().zip(&row[fw..]) {
+                    *o = v * scale;
+                }
+                for (o, &v) in out[w - fw..].iter_mut().zip(&row[..fw]) {
+                    *o = v * scale;
+                }
+            }
+        });
+    }
+
+    /// Runs `f(tmp, cols, fft_scratch)` on this thread's scratch: `tmp` an image, `cols`
+    /// `columns` columns of the height, `fft_scratch` the plans' scratch.
+    fn with_scratch(&self, columns: usize, f: impl FnOnce(&mut [C32], &mut [C32], &mut [C32])) {
+        let n = self.h * self.w;
+        let nc = columns * self.h;
+        SCRATCH.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let need = n + nc + self.fft_scratch;
+            if buf.len() < need {
+                buf.resize(need, C32::new(0.0, 0.0));
+            }
+            let (tmp, rest) = buf.split_at_mut(n);
+            let (cols, fft_scratch) = rest.split_at_mut(nc);
+            f(tmp, cols, &mut fft_scratch[..self.fft_scratch]);
+        });
+    }
+
     fn coils(&self, data: &mut Array3<C32>, dir: Direction) {
         assert_eq!(
             (data.dim().1, data.dim().2),
@@ -135,14 +245,7 @@ impl Fft2 {
             }
             let (tmp, fft_scratch) = buf.split_at_mut(n);
             let fft_scratch = &mut fft_scratch[..self.fft_scratch];
-            // ifftshift both axes while copying: tmp[r][c] = data[(r + h/2) % h][(c + w/2) % w].
-            let (sh, sw) = (h / 2, w / 2);
-            for r in 0..h {
-                let src = &data[((r + sh) % h) * w..][..w];
-                let dst = &mut tmp[r * w..][..w];
-                dst[..w - sw].copy_from_slice(&src[sw..]);
-                dst[w - sw..].copy_from_slice(&src[..sw]);
-            }
+            ifftshift_into(data, tmp, h, w);
             rows.process_with_scratch(tmp, fft_scratch);
             // Transpose tmp (h x w) into data viewed as (w x h).
             transpose(tmp, data, h, w);
@@ -160,6 +263,26 @@ impl Fft2 {
             }
             data.copy_from_slice(tmp);
         });
+    }
+}
+
+/// The indices of the kept columns.
+fn kept_columns(keep: &[bool]) -> Vec<usize> {
+    keep.iter()
+        .enumerate()
+        .filter_map(|(c, &k)| k.then_some(c))
+        .collect()
+}
+
+/// `tmp` = `data` (`h x w`) ifftshifted along both axes: `tmp[r][c] = data[(r + h/2) % h][(c +
+/// w/2) % w]`.
+fn ifftshift_into(data: &[C32], tmp: &mut [C32], h: usize, w: usize) {
+    let (sh, sw) = (h / 2, w / 2);
+    for r in 0..h {
+        let src = &data[((r + sh) % h) * w..][..w];
+        let dst = &mut tmp[r * w..][..w];
+        dst[..w - sw].copy_from_slice(&src[sw..]);
+        dst[w - sw..].copy_from_slice(&src[..sw]);
     }
 }
 

@@ -111,6 +111,11 @@ impl Operator for Sense {
     fn forward(&self, x: ArrayView2<C32>, mask: Option<&Mask>) -> Array3<C32> {
         assert_eq!(x.dim(), self.image_shape(), "image shape mismatch");
         let mut out = Array3::zeros(self.maps.dim());
+        // A column mask is applied inside the FFT, which then transforms the kept columns only.
+        let cols = match mask {
+            Some(Mask::Columns(cols)) => Some(&cols[..]),
+            _ => None,
+        };
         out.axis_iter_mut(Axis(0))
             .into_par_iter()
             .zip(self.maps.axis_iter(Axis(0)).into_par_iter())
@@ -119,10 +124,13 @@ impl Operator for Sense {
                     .and(&c)
                     .and(&x)
                     .for_each(|o, &c, &x| *o = c * x);
-                self.fft
-                    .forward(o.as_slice_mut().expect("fresh array is contiguous"));
+                let o = o.as_slice_mut().expect("fresh array is contiguous");
+                match cols {
+                    Some(keep) => self.fft.forward_kept(o, keep),
+                    None => self.fft.forward(o),
+                }
             });
-        if let Some(m) = mask {
+        if let Some(m @ Mask::Pattern(_)) = mask {
             apply_mask(&mut out, m);
         }
         out
@@ -130,11 +138,29 @@ impl Operator for Sense {
 
     fn adjoint(&self, y: ArrayView3<C32>, mask: Option<&Mask>) -> Array2<C32> {
         assert_eq!(y.dim(), self.maps.dim(), "measurement shape mismatch");
-        let mut tmp = y.as_standard_layout().into_owned();
-        if let Some(m) = mask {
-            apply_mask(&mut tmp, m);
-        }
-        self.fft.inverse_coils(&mut tmp);
+        let tmp = match mask {
+            // The FFT reads the kept columns only: no masked copy of the data is made.
+            Some(Mask::Columns(keep)) => {
+                let y = y.as_standard_layout();
+                let src = y.as_slice().expect("standard layout is contiguous");
+                let mut tmp = Array3::zeros(y.dim());
+                let (h, w) = self.image_shape();
+                tmp.as_slice_mut()
+                    .expect("fresh array is contiguous")
+                    .par_chunks_mut(h * w)
+                    .zip(src.par_chunks(h * w))
+                    .for_each(|(dst, src)| self.fft.inverse_kept(src, dst, keep));
+                tmp
+            }
+            _ => {
+                let mut tmp = y.as_standard_layout().into_owned();
+                if let Some(m) = mask {
+                    apply_mask(&mut tmp, m);
+                }
+                self.fft.inverse_coils(&mut tmp);
+                tmp
+            }
+        };
         let (nc, h, w) = self.maps.dim();
         let maps = self.maps.as_slice().expect("maps are in standard layout");
         let coil_images = tmp.as_slice().expect("fresh array is contiguous");

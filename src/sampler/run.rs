@@ -78,6 +78,17 @@ fn randn<R: Rng + ?Sized>(shape: (usize, usize, usize), rng: &mut R) -> Array3<C
     })
 }
 
+/// The entries of a standard-layout array, in order.
+fn flat(a: &Array3<C32>) -> &[C32] {
+    a.as_slice().expect("sampler arrays are in standard layout")
+}
+
+/// The entries of a standard-layout array, in order, to write.
+fn flat_mut(a: &mut Array3<C32>) -> &mut [C32] {
+    a.as_slice_mut()
+        .expect("sampler arrays are in standard layout")
+}
+
 /// One partial estimate: the denoised partial measurement and the estimate of the noise in
 /// the partial measurement, both zero off the mask.
 struct Partial {
@@ -89,10 +100,11 @@ fn partial(
     sh: &Shared,
     z: &Array3<C32>,
     mask: &Mask,
-    pattern: &Array2<bool>,
+    kept: &[usize],
     t: usize,
 ) -> Result<(Partial, Stats)> {
     let mut st = Stats::default();
+    let plane = z.dim().1 * z.dim().2;
     let start = Instant::now();
     let d = sh.prior.denoise(sh.op, z, mask, t, &sh.opts.schedule)?;
     let t_denoise = start.elapsed();
@@ -111,25 +123,28 @@ fn partial(
         let ab = sh.opts.schedule.alpha_bar(t);
         let (a, b) = (ab.sqrt() as f32, (1.0 / (1.0 - ab).sqrt()) as f32);
         let mut e = Array3::<C32>::zeros(z.dim());
-        Zip::from(&mut e)
-            .and(z)
-            .and(&s_hat)
-            .for_each(|e, &z, &s| *e = (z - s * a) * b);
-        apply_mask(&mut e, mask);
+        let (es, zs, ss) = (flat_mut(&mut e), flat(z), flat(&s_hat));
+        for coil in 0..z.dim().0 {
+            let o = coil * plane;
+            for &i in kept {
+                es[o + i] = (zs[o + i] - ss[o + i] * a) * b;
+            }
+        }
         e
     });
     if let Some(p) = &sh.posterior {
         // s_hat <- S (s_hat - lambda P (P s_hat - y)): on S and P, s + lambda (y - s).
-        let keep = Zip::from(pattern).and(p.acq).map_collect(|&s, &a| s && a);
-        for (mut sc, yc) in s_hat.outer_iter_mut().zip(p.y.outer_iter()) {
-            Zip::from(&mut sc)
-                .and(&yc)
-                .and(&keep)
-                .for_each(|s, &y, &k| {
-                    if k {
-                        *s += (y - *s) * p.lambda;
-                    }
-                });
+        let acq = p
+            .acq
+            .as_slice()
+            .expect("the acquisition pattern is contiguous");
+        let y = p.y.as_standard_layout();
+        let (ss, ys) = (flat_mut(&mut s_hat), y.as_slice().expect("standard layout"));
+        for coil in 0..z.dim().0 {
+            let o = coil * plane;
+            for &i in kept.iter().filter(|&&i| acq[i]) {
+                ss[o + i] += (ys[o + i] - ss[o + i]) * p.lambda;
+            }
         }
     }
     st.other += start.elapsed();
@@ -148,28 +163,24 @@ struct WriteBack<'a> {
 }
 
 impl WriteBack<'_> {
-    fn apply(
-        &self,
-        z: &mut Array3<C32>,
-        p: &Partial,
-        noise: Option<&Array3<C32>>,
-        pat: &Array2<bool>,
-    ) {
+    fn apply(&self, z: &mut Array3<C32>, p: &Partial, noise: Option<&Array3<C32>>, kept: &[usize]) {
         let (nc, h, w) = z.dim();
+        let plane = h * w;
+        let (zs, ss, es) = (flat_mut(z), flat(&p.s_hat), flat(&p.noise));
+        let ns = noise.map(flat);
+        let cnt = self
+            .count
+            .map(|c| c.as_slice().expect("the coverage count is contiguous"));
         for c in 0..nc {
-            for i in 0..h {
-                for j in 0..w {
-                    if !pat[(i, j)] {
-                        continue;
-                    }
-                    let mut v = p.s_hat[(c, i, j)] * self.cs + p.noise[(c, i, j)] * self.ce;
-                    if let Some(n) = noise {
-                        v += n[(c, i, j)] * self.sig;
-                    }
-                    match self.count {
-                        Some(cnt) => z[(c, i, j)] += v / cnt[(i, j)],
-                        None => z[(c, i, j)] = v,
-                    }
+            let o = c * plane;
+            for &i in kept {
+                let mut v = ss[o + i] * self.cs + es[o + i] * self.ce;
+                if let Some(n) = ns {
+                    v += n[o + i] * self.sig;
+                }
+                match cnt {
+                    Some(cnt) => zs[o + i] += v / cnt[i],
+                    None => zs[o + i] = v,
                 }
             }
         }
@@ -214,7 +225,14 @@ fn chain(sh: &Shared, seed: u64) -> Result<(Array2<C32>, Stats)> {
         let masks: Vec<Mask> = (0..opts.partials)
             .map(|_| sampler.next_mask(&mut mask_rng))
             .collect();
-        let patterns: Vec<Array2<bool>> = masks.iter().map(|m| m.to_pattern(h)).collect();
+        // Each mask's kept entries, as flat indices into an image.
+        let patterns: Vec<Vec<usize>> = masks
+            .iter()
+            .map(|m| {
+                let pat = m.to_pattern(h);
+                (0..h * w).filter(|&i| pat[(i / w, i % w)]).collect()
+            })
+            .collect();
         let sig = opts.renoise * (1.0 - ab).sqrt();
         // The DDIM step to the next level (none after the last step): its noise level.
         let ddim = (k > 0).then(|| {
@@ -233,12 +251,11 @@ fn chain(sh: &Shared, seed: u64) -> Result<(Array2<C32>, Stats)> {
             (wb, dn)
         };
         let mut count = Array2::<f32>::zeros((h, w));
-        for p in &patterns {
-            Zip::from(&mut count).and(p).for_each(|c, &k| {
-                if k {
-                    *c += 1.0
-                }
-            });
+        {
+            let cs = count.as_slice_mut().expect("fresh array is contiguous");
+            for &i in patterns.iter().flatten() {
+                cs[i] += 1.0;
+            }
         }
         let mut wb = WriteBack {
             cs: ab.sqrt() as f32,
