@@ -625,6 +625,22 @@ impl Conv {
         out
     }
 
+    /// `out += ` the convolution of `x` (`[cin, h, w]`; `out` `[cout, oh, ow]`): a residual
+    /// block's skip convolution added to its main branch. A 1x1 stride-1 convolution on
+    /// AVX-512F adds its products straight into `out` ([`super::pointwise`]); other shapes
+    /// convolve into a buffer, then add it.
+    pub fn forward_add(&self, x: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.k == 1 && self.stride == 1 && super::pointwise::available() {
+            debug_assert_eq!(out.len(), self.cout * h * w);
+            super::pointwise::add_pointwise(x, self.cin, &self.weight, &self.bias, out);
+            return;
+        }
+        let y = self.forward(x, h, w);
+        add_assign(out, &y);
+        recycle(y);
+    }
+
     /// The nine-product form of a 3x3 stride-1 convolution whatever the CPU (the form CPUs
     /// without AVX-512F run), for benchmarks and tests that compare it with
     /// [`super::direct`]; other shapes, and weights not held per tap, as [`Conv::forward`].

@@ -22,6 +22,8 @@ pub mod kernels;
 pub mod layout;
 pub mod native;
 mod pieces;
+#[cfg(target_arch = "x86_64")]
+pub mod pointwise;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod test_support;
 #[cfg(target_arch = "x86_64")]

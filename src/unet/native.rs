@@ -725,11 +725,7 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
     }
     let input = xs.as_ref().unwrap_or(x);
     match &r.skip {
-        Some(s) => {
-            let sk = run_conv(s, input);
-            add_assign(&mut out.data, &sk.data);
-            recycle(sk.data);
-        }
+        Some(s) => s.forward_add(&input.data, input.h, input.w, &mut out.data),
         None => add_assign(&mut out.data, &input.data),
     }
     if let Some(xs) = xs {

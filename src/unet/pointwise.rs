@@ -1,0 +1,204 @@
+//! 1x1 convolutions added into an existing output, on AVX-512 registers: `out[co][p] +=
+//! bias[co] + sum_ci weight[co][ci] x[ci][p]`, a residual block's skip convolution added to
+//! its main branch in the same pass.
+//!
+//! The input `[cin][pixels]` is read in place (a 1x1 convolution needs no padding or
+//! packing), the weights `[cout][cin]` as the model holds them. A register block is 8 output
+//! channels x 3 vectors of 16 pixels (24 accumulators, as in [`super::direct`]): it starts
+//! from the output and the bias, and for each input channel loads 3 input vectors, broadcasts
+//! 8 weights and issues 24 FMAs. This replaces a matrix product into a separate buffer (with
+//! its operand packing) and a second pass adding that buffer to the output.
+//!
+//! Each output is `out + bias` plus the products in input-channel order, whatever piece
+//! computes it: bit-identical on any thread count.
+
+use std::arch::x86_64::*;
+
+use super::direct::{lanes, M, N};
+use super::pieces::{self, Disjoint, PIECES};
+
+/// Whether this CPU runs the kernel here (AVX-512F).
+pub fn available() -> bool {
+    super::direct::available()
+}
+
+/// Pixels a piece takes at least (a few register blocks' worth).
+const MIN_PIECE: usize = 16 * N * 8;
+
+/// `out[co][p] += bias[co] + sum_ci weight[co * cin + ci] * x[ci * npix + p]` for `out`
+/// `[cout][npix]` and `x` `[cin][npix]` (`cout = bias.len()`).
+///
+/// # Panics
+/// If the lengths do not match, or the CPU has no AVX-512F ([`available`]).
+pub fn add_pointwise(x: &[f32], cin: usize, weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    assert!(available(), "pointwise convolution needs AVX-512F");
+    let cout = bias.len();
+    assert_eq!(weight.len(), cout * cin, "pointwise conv weights");
+    if cout == 0 {
+        return;
+    }
+    assert!(out.len().is_multiple_of(cout), "pointwise conv output");
+    let npix = out.len() / cout;
+    assert_eq!(x.len(), cin * npix, "pointwise conv input");
+    let vectors = npix.div_ceil(16);
+    // Pieces: ranges of whole register blocks of pixels, every output channel.
+    let blocks = vectors.div_ceil(N);
+    let parts = PIECES.min(npix.div_ceil(MIN_PIECE)).max(1);
+    let dst = Disjoint::new(out.as_mut_ptr());
+    pieces::run(parts, |p| {
+        let r = pieces::range(blocks, parts, p);
+        for b in r {
+            let v0 = b * N;
+            let nv = N.min(vectors - v0);
+            for co in (0..cout).step_by(M) {
+                // SAFETY: AVX-512F checked above; the block reads `x` and `weight` inside
+                // their checked lengths and writes channels `co..co + M` (below `cout`) at
+                // pixels `16 v0..16 (v0 + nv)` (below `npix`) of `out`, which no other piece
+                // writes (pieces hold disjoint pixel ranges).
+                unsafe {
+                    let a = Args {
+                        x: x.as_ptr(),
+                        npix,
+                        cin,
+                        weight: weight.as_ptr(),
+                        bias: bias.as_ptr(),
+                        cout,
+                        co,
+                        out: dst.ptr(),
+                    };
+                    match nv {
+                        N => block::<N>(&a, v0),
+                        2 => block::<2>(&a, v0),
+                        _ => block::<1>(&a, v0),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// What a register block reads and writes.
+struct Args {
+    x: *const f32,
+    npix: usize,
+    cin: usize,
+    weight: *const f32,
+    bias: *const f32,
+    cout: usize,
+    co: usize,
+    out: *mut f32,
+}
+
+/// Output channels `co..co + M` (those below `cout`; the others repeat channel `cout - 1`
+/// and are not stored) at the `V` pixel vectors from vector `v0` on.
+///
+/// # Safety
+/// AVX-512F; the pointers hold `[cin][npix]`, `[cout][cin]`, `[cout]` and `[cout][npix]`, and
+/// those outputs are this call's to write.
+#[target_feature(enable = "avx512f")]
+unsafe fn block<const V: usize>(a: &Args, v0: usize) {
+    let last = a.cout - 1;
+    let ch: [usize; M] = std::array::from_fn(|m| (a.co + m).min(last));
+    let masks: [u16; V] = std::array::from_fn(|j| lanes(a.npix - 16 * (v0 + j)));
+    let px: [usize; V] = std::array::from_fn(|j| 16 * (v0 + j));
+    let mut acc = [[_mm512_setzero_ps(); V]; M];
+    for m in 0..M {
+        let b = _mm512_set1_ps(*a.bias.add(ch[m]));
+        for j in 0..V {
+            let o = _mm512_maskz_loadu_ps(masks[j], a.out.add(ch[m] * a.npix + px[j]));
+            acc[m][j] = _mm512_add_ps(o, b);
+        }
+    }
+    let wrow: [*const f32; M] = std::array::from_fn(|m| a.weight.add(ch[m] * a.cin));
+    for ci in 0..a.cin {
+        let row = a.x.add(ci * a.npix);
+        let x: [__m512; V] =
+            std::array::from_fn(|j| _mm512_maskz_loadu_ps(masks[j], row.add(px[j])));
+        for m in 0..M {
+            let wv = _mm512_set1_ps(*wrow[m].add(ci));
+            for j in 0..V {
+                acc[m][j] = _mm512_fmadd_ps(wv, x[j], acc[m][j]);
+            }
+        }
+    }
+    for (m, accs) in acc.iter().enumerate() {
+        if a.co + m >= a.cout {
+            break;
+        }
+        for j in 0..V {
+            _mm512_mask_storeu_ps(a.out.add((a.co + m) * a.npix + px[j]), masks[j], accs[j]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::unet::test_support::assert_same_bits_on_any_pool;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// Against f64 loops over the definition: pixel counts below, at and between multiples of
+    /// 16 and of a register block, channel counts that leave a partial block of 8, several
+    /// pieces.
+    #[test]
+    fn matches_the_definition() {
+        if !available() {
+            eprintln!("no AVX-512F on this CPU: pointwise convolution not exercised");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for &(cin, cout, npix) in &[
+            (1, 1, 1),
+            (3, 5, 17),
+            (64, 32, 16384),
+            (96, 11, 1000),
+            (7, 16, 48),
+            (192, 64, 1024),
+        ] {
+            let x = random(cin * npix, &mut rng);
+            let weight = random(cout * cin, &mut rng);
+            let bias = random(cout, &mut rng);
+            let before = random(cout * npix, &mut rng);
+            let mut out = before.clone();
+            add_pointwise(&x, cin, &weight, &bias, &mut out);
+            for co in 0..cout {
+                for p in 0..npix {
+                    let mut s = f64::from(before[co * npix + p]) + f64::from(bias[co]);
+                    for ci in 0..cin {
+                        s += f64::from(weight[co * cin + ci]) * f64::from(x[ci * npix + p]);
+                    }
+                    let g = f64::from(out[co * npix + p]);
+                    assert!(
+                        (g - s).abs() < 1e-5 * (1.0 + cin as f64),
+                        "{cin}->{cout} x {npix}: ({co}, {p}) {g} vs {s}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The same call gives the same bits on a pool of 1, 2 or 3 threads.
+    #[test]
+    fn bit_identical_on_any_pool() {
+        if !available() {
+            eprintln!("no AVX-512F on this CPU: pointwise convolution not exercised");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (cin, cout, npix) = (64, 24, 70 * 64);
+        let x = random(cin * npix, &mut rng);
+        let weight = random(cout * cin, &mut rng);
+        let bias = random(cout, &mut rng);
+        let before = random(cout * npix, &mut rng);
+        assert_same_bits_on_any_pool(|out| {
+            out.clear();
+            out.extend_from_slice(&before);
+            add_pointwise(&x, cin, &weight, &bias, out);
+        });
+    }
+}
