@@ -916,6 +916,12 @@ impl Dense {
 
     /// `W x + b` for the columns of `x` (`[din, n]`); returns `[dout, n]`.
     pub fn apply_cols(&self, x: &[f32], n: usize) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if super::pointwise::available() {
+            let mut out = zeros(self.dout * n);
+            super::pointwise::add_pointwise(x, self.din, &self.weight, &self.bias, &mut out);
+            return out;
+        }
         let mut out = rows_filled(&self.bias, n);
         matmul(
             self.dout,
@@ -930,6 +936,19 @@ impl Dense {
             true,
         );
         out
+    }
+
+    /// `out += W X + b` for the columns of `x` (`[din, n]`; `out` `[dout, n]`): a projection
+    /// added to the residual stream in the same pass where the pointwise kernel runs.
+    pub fn add_cols(&self, x: &[f32], n: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if super::pointwise::available() {
+            super::pointwise::add_pointwise(x, self.din, &self.weight, &self.bias, out);
+            return;
+        }
+        let y = self.apply_cols(x, n);
+        add_assign(out, &y);
+        recycle(y);
     }
 }
 

@@ -734,6 +734,23 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
     out
 }
 
+/// `w[tq, tk] = sum_i q[i, tq] k[i, tk]` for `q`, `k` `[hc, t]`: on the pointwise kernel
+/// (`q` transposed into its weights) where it runs, else a matrix product.
+fn logits(t: usize, hc: usize, q: &[f32], k: &[f32], w: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::pointwise::available() {
+        let mut qt = buffer(t * hc);
+        qt.extend((0..t * hc).map(|j| q[(j % hc) * t + j / hc]));
+        let bias = zeros(t);
+        w.fill(0.0);
+        super::pointwise::add_pointwise(k, hc, &qt, &bias, w);
+        recycle(qt);
+        recycle(bias);
+        return;
+    }
+    matmul_at(t, t, hc, w, q, k);
+}
+
 fn run_attention(a: &Attention, x: &Act) -> Act {
     let (c, t) = (x.c, x.h * x.w);
     let n = a.norm.forward(
@@ -755,8 +772,7 @@ fn run_attention(a: &Attention, x: &Act) -> Act {
         let qh = &q[head * hc * t..(head + 1) * hc * t];
         let kh = &k[head * hc * t..(head + 1) * hc * t];
         let vh = &v[head * hc * t..(head + 1) * hc * t];
-        // logits[tq, tk] = sum_i q[i, tq] k[i, tk]
-        matmul_at(t, t, hc, &mut w, qh, kh);
+        logits(t, hc, qh, kh, &mut w);
         softmax_rows(&mut w, t, scale);
         // a[i, tq] = sum_tk v[i, tk] w[tq, tk]
         matmul_bt(
@@ -770,8 +786,9 @@ fn run_attention(a: &Attention, x: &Act) -> Act {
             t,
         );
     }
-    let mut y = a.proj.apply_cols(&att, t);
-    add_assign(&mut y, &x.data);
+    let mut y = buffer(x.data.len());
+    y.extend_from_slice(&x.data);
+    a.proj.add_cols(&att, t, &mut y);
     for b in [n, q, k, v, att, w] {
         recycle(b);
     }
