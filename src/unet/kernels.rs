@@ -493,7 +493,7 @@ impl Conv {
     /// Adds the Winograd F(2x2, 3x3) form ([`super::winograd`]: 2.25x fewer multiplies than
     /// the direct kernels, 16/9 the weights) if this is a 3x3 stride-1 convolution, the CPU
     /// has AVX-512F and an `h x w` input (the size the caller will run it at) takes it (even
-    /// sides, width at least 32). Inputs of such a size take it from then on, in f32, or in
+    /// sides, width at least 32 or exactly 16, [`super::winograd::fits`]). Inputs of such a size take it from then on, in f32, or in
     /// bf16 once [`Conv::use_bf16`] switched the convolution to AVX512-BF16 registers (on AMX
     /// tiles, the tiles run where they fit). Call it before [`Conv::use_bf16`] (which drops
     /// the f32 weights it needs). Returns whether the convolution has the form.

@@ -32,8 +32,9 @@
 //!
 //! Each output is the same sums in the same order whatever band or thread computes it, so a
 //! pass gives bit-identical results on any thread count. Sizes: even `h` and `w`, `w >=`
-//! [`MIN_WIDTH`] (narrower images would leave most lanes of a 16-tile vector empty: they run
-//! on the direct kernels).
+//! [`MIN_WIDTH`], and the [`NARROW`] width 16 (8 tiles across: a vector holds two tile rows);
+//! other narrow images would leave most lanes of a 16-tile vector empty and run on the direct
+//! kernels.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -44,8 +45,14 @@ use super::direct::{lanes, M, N};
 use super::kernels::silu16;
 use super::pieces::{self, with_buffer, Disjoint, PIECES};
 
-/// Narrowest image run (16 tiles across: one full vector).
+/// Narrowest image run with a tile row per vector (16 tiles across: one full vector).
 pub const MIN_WIDTH: usize = 32;
+/// The one narrower width run: 8 tiles across, two tile rows a vector (heights a multiple of
+/// 4, so that bands hold whole vectors).
+pub const NARROW: usize = 16;
+/// Tile rows of a band of a [`NARROW`] image: two vectors, the products' register block
+/// two vectors wide.
+const NARROW_BAND_ROWS: usize = 4;
 /// Bytes of a band's transformed input `V`: 512 KiB, inside the L2 cache of current x86 cores
 /// (1-2 MiB) with room for the weights (1 MiB measured no faster here).
 const BAND_BYTES: usize = 512 * 1024;
@@ -60,10 +67,11 @@ pub fn bf16_available() -> bool {
     super::bf16::available()
 }
 
-/// Whether an `h x w` input (the convolution's, after any upsampling) runs here: even sides,
-/// `w >= MIN_WIDTH`.
+/// Whether an `h x w` input (the convolution's, after any upsampling) runs here: even sides
+/// with `w >= MIN_WIDTH`, or `w = NARROW` with `h` a multiple of 4.
 pub fn fits(h: usize, w: usize) -> bool {
-    h >= 2 && h.is_multiple_of(2) && w.is_multiple_of(2) && w >= MIN_WIDTH
+    let wide = h >= 2 && h.is_multiple_of(2) && w.is_multiple_of(2) && w >= MIN_WIDTH;
+    wide || (w == NARROW && h >= 4 && h.is_multiple_of(4))
 }
 
 thread_local! {
@@ -129,11 +137,12 @@ pub trait Form {
         m: &mut [f32; BLOCK],
     );
 
-    /// Stores the values `x[q][i]` of channels `CH p + q` at `dst + i * stride` (`i < 4`).
+    /// Stores the lanes `keep` of the values `x[q][i]` of channels `CH p + q` at `dst + i *
+    /// stride` (`i < 4`).
     ///
     /// # Safety
-    /// The CPU has the form's features; `dst + i * stride` holds 16 values for each `i`.
-    unsafe fn put(x: &[[__m512; 4]; 2], dst: *mut Self::T, stride: usize);
+    /// The CPU has the form's features; `dst + i * stride` holds those lanes for each `i`.
+    unsafe fn put(x: &[[__m512; 4]; 2], dst: *mut Self::T, stride: usize, keep: u16);
 }
 
 /// The f32 form.
@@ -243,10 +252,20 @@ impl<F: Form> Winograd<F> {
         if len == 0 {
             return;
         }
-        let (ty, txp) = (h / 2, (w / 2).next_multiple_of(16));
+        let narrow = w == NARROW;
+        let ty = h / 2;
+        let txp = if narrow {
+            w / 2
+        } else {
+            (w / 2).next_multiple_of(16)
+        };
         let k = cin.div_ceil(F::CH);
         let per_row = 16 * txp * k * std::mem::size_of::<F::T>();
-        let rows = (BAND_BYTES / per_row).clamp(1, ty.div_ceil(PIECES));
+        let rows = if narrow {
+            NARROW_BAND_ROWS.min(ty)
+        } else {
+            (BAND_BYTES / per_row).clamp(1, ty.div_ceil(PIECES))
+        };
         let args = Band {
             x,
             cin,
@@ -257,6 +276,7 @@ impl<F: Form> Winograd<F> {
             k,
             cout,
             txp,
+            txr: txp.next_multiple_of(16),
             out: Disjoint::new(out.as_mut_ptr()),
         };
         pieces::run(ty.div_ceil(rows), |b| {
@@ -332,8 +352,11 @@ pub struct Band<'a> {
     /// Values per tile and position (`cin.div_ceil(CH)`).
     k: usize,
     cout: usize,
-    /// Tiles per tile row, rounded up to 16.
+    /// Tiles per tile row in `V`: rounded up to 16, or 8 in a [`NARROW`] image (whose
+    /// vectors then hold two tile rows).
     txp: usize,
+    /// Tiles per tile row of the column transforms (`txp` rounded up to 16).
+    txr: usize,
     out: Disjoint<f32>,
 }
 
@@ -354,13 +377,13 @@ unsafe fn transform_input<F: Form>(
     scratch: &mut Vec<f32>,
     v: *mut F::T,
 ) {
-    let (h, w, txp) = (a.h, a.w, a.txp);
+    let (h, w, txp, txr) = (a.h, a.w, a.txp, a.txr);
     let (sh, sw) = if a.up { (h / 2, w / 2) } else { (h, w) };
     let nt = rows * txp;
     let vs = stride(a.k * nt);
     let prow = 2 * rows + 2;
-    // Per channel q: [prow][4][txp] column transforms.
-    let ring = 4 * txp;
+    // Per channel q: [prow][4][txr] column transforms.
+    let ring = 4 * txr;
     // Grown, never shrunk (every row is written before it is read).
     if scratch.len() < F::CH * prow * ring {
         scratch.resize(F::CH * prow * ring, 0.0);
@@ -395,7 +418,7 @@ unsafe fn transform_input<F: Form>(
                     (row_vector(src, 0, ca, cb, silu, F::CH == 1), zero)
                 };
                 let mut p0 = shift_in(u0, zero);
-                for j in 0..txp / 16 {
+                for j in 0..txr / 16 {
                     // Padded columns 32 j..32 j + 48; a tile's four columns are 2 tx..2 tx + 4.
                     let (u1, u2) = if a.up {
                         let u1 = dup_half::<true>(rk);
@@ -415,16 +438,19 @@ unsafe fn transform_input<F: Form>(
                     let d3 = _mm512_permutex2var_ps(s0, odd, s1);
                     let o = dst.as_mut_ptr().add(16 * j);
                     _mm512_storeu_ps(o, _mm512_sub_ps(d0, d2));
-                    _mm512_storeu_ps(o.add(txp), _mm512_add_ps(d1, d2));
-                    _mm512_storeu_ps(o.add(2 * txp), _mm512_sub_ps(d2, d1));
-                    _mm512_storeu_ps(o.add(3 * txp), _mm512_sub_ps(d1, d3));
+                    _mm512_storeu_ps(o.add(txr), _mm512_add_ps(d1, d2));
+                    _mm512_storeu_ps(o.add(2 * txr), _mm512_sub_ps(d2, d1));
+                    _mm512_storeu_ps(o.add(3 * txr), _mm512_sub_ps(d1, d3));
                     (u0, p0) = (u2, p2);
                 }
             }
         }
         for rr in 0..rows {
-            for j in 0..txp / 16 {
+            for j in 0..txr / 16 {
                 let at = v.add(p * nt + rr * txp + 16 * j);
+                // The tiles of this tile row (8 in a narrow image: the vector's other half
+                // is the next tile row's).
+                let keep = lanes(txp - 16 * j);
                 // One column position c at a time (positions 4 i + c): 8 vectors live per
                 // channel, not 16.
                 for c in 0..4 {
@@ -432,7 +458,7 @@ unsafe fn transform_input<F: Form>(
                     for (q, xq) in x.iter_mut().enumerate().take(F::CH) {
                         let base = cols
                             .as_ptr()
-                            .add(q * prow * ring + 2 * rr * ring + c * txp + 16 * j);
+                            .add(q * prow * ring + 2 * rr * ring + c * txr + 16 * j);
                         let t: [__m512; 4] =
                             std::array::from_fn(|i| _mm512_loadu_ps(base.add(i * ring)));
                         *xq = [
@@ -442,7 +468,7 @@ unsafe fn transform_input<F: Form>(
                             _mm512_sub_ps(t[1], t[3]),
                         ];
                     }
-                    F::put(&x, at.add(c * vs), 4 * vs);
+                    F::put(&x, at.add(c * vs), 4 * vs, keep);
                 }
             }
         }
@@ -547,7 +573,11 @@ unsafe fn transform_output(
                 let y1 = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]), vb);
                 let o = out.add(((co + mm) * h + y + dy) * w + x0);
                 _mm512_mask_storeu_ps(o, lanes(w - x0), _mm512_permutex2var_ps(y0, lo, y1));
-                if w - x0 > 16 {
+                if txp < 16 {
+                    // A narrow image: the vector's upper 8 tiles are the next tile row's.
+                    let v = _mm512_permutex2var_ps(y0, hi, y1);
+                    _mm512_storeu_ps(o.add(2 * w), v);
+                } else if w - x0 > 16 {
                     let v = _mm512_permutex2var_ps(y0, hi, y1);
                     _mm512_mask_storeu_ps(o.add(16), lanes(w - x0 - 16), v);
                 }
@@ -633,10 +663,10 @@ impl Form for F32 {
     }
 
     #[inline(always)]
-    unsafe fn put(x: &[[__m512; 4]; 2], dst: *mut f32, stride: usize) {
+    unsafe fn put(x: &[[__m512; 4]; 2], dst: *mut f32, stride: usize, keep: u16) {
         for (i, v) in x[0].iter().enumerate() {
             // SAFETY: the caller's contract.
-            unsafe { _mm512_storeu_ps(dst.add(i * stride), *v) };
+            unsafe { _mm512_mask_storeu_ps(dst.add(i * stride), keep, *v) };
         }
     }
 }
@@ -722,10 +752,12 @@ impl Form for Bf16 {
     }
 
     #[inline(always)]
-    unsafe fn put(x: &[[__m512; 4]; 2], dst: *mut u32, stride: usize) {
+    unsafe fn put(x: &[[__m512; 4]; 2], dst: *mut u32, stride: usize, keep: u16) {
         for (i, (&lo, &hi)) in x[0].iter().zip(&x[1]).enumerate() {
             // SAFETY: the caller's contract (AVX512-BF16 and BW enabled where this is inlined).
-            unsafe { _mm512_storeu_si512(dst.add(i * stride).cast(), round_pairs(lo, hi)) };
+            unsafe {
+                _mm512_mask_storeu_epi32(dst.add(i * stride).cast(), keep, round_pairs(lo, hi))
+            };
         }
     }
 }
@@ -784,10 +816,15 @@ mod tests {
         (5, 8, 12, 48, true, true),
         (64, 16, 66, 32, true, false),
         (7, 17, 20, 96, false, true),
+        (64, 16, 16, 16, true, false),
+        (3, 9, 20, 16, true, false),
+        (5, 8, 12, 16, true, true),
+        (128, 24, 8, 16, false, false),
     ];
 
     /// The f32 form against f64 loops over the definition: widths at, between and past
-    /// multiples of 32 (partial tile vectors and partial output vectors), odd channel counts,
+    /// multiples of 32 (partial tile vectors and partial output vectors) and the narrow width
+    /// (two tile rows a vector, with a band of one vector at the end), odd channel counts,
     /// partial blocks of 8 output channels, the affine and SiLU, upsampled inputs, and
     /// several bands (more tile rows than one band holds).
     #[test]
@@ -879,9 +916,10 @@ mod tests {
             eprintln!("no AVX-512F on this CPU: winograd convolution not exercised");
             return;
         }
-        let (cin, cout, h, w) = (64, 24, 70, 64);
-        let l = RandomConv::new(9, cin, cout, cin * h * w, 1.0);
-        let conv = WinogradF32::new(&l.taps, &l.bias, cin);
-        assert_same_bits_on_any_pool(|out| conv.forward(&l.x, h, w, None, false, out));
+        for (cin, cout, h, w) in [(64, 24, 70, 64), (32, 16, 20, 16)] {
+            let l = RandomConv::new(9, cin, cout, cin * h * w, 1.0);
+            let conv = WinogradF32::new(&l.taps, &l.bias, cin);
+            assert_same_bits_on_any_pool(|out| conv.forward(&l.x, h, w, None, false, out));
+        }
     }
 }
