@@ -473,8 +473,8 @@ impl Conv {
                     self.bf16 = Some(Bf16Form::Tiles(t));
                 }
             } else if super::direct_bf16::available() {
-                if self.winograd.is_some() {
-                    let f = super::winograd::WinogradBf16::new(&self.taps, &self.bias, self.cin);
+                if let Some(WinogradForm::F32(f)) = &self.winograd {
+                    let f = super::winograd::WinogradBf16::from_f32(f);
                     self.winograd = Some(WinogradForm::Bf16(f));
                 }
                 let d = super::direct_bf16::DirectBf16::new(&self.taps, &self.bias, self.cin);

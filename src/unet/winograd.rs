@@ -184,31 +184,24 @@ impl<F: Form> Winograd<F> {
             [0.0, 0.0, 1.0],
         ];
         let k = cin.div_ceil(F::CH);
-        let mut u = Vec::with_capacity(16 * cout * k);
-        let mut vals = vec![0f32; F::CH];
-        for xi in 0..16 {
-            let (i, j) = (xi / 4, xi % 4);
-            for co in 0..cout {
-                for p in 0..k {
-                    for (q, val) in vals.iter_mut().enumerate() {
-                        let ci = F::CH * p + q;
-                        *val = if ci < cin {
-                            let mut s = 0.0f64;
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let g = taps[((3 * ky + kx) * cout + co) * cin + ci];
-                                    s += G[i][ky] * f64::from(g) * G[j][kx];
-                                }
-                            }
-                            s as f32
-                        } else {
-                            0.0
-                        };
-                    }
-                    u.push(F::weight(&vals));
+        // U = G g G^T per channel pair, in f64 (G g first), into [16][cout][k CH] f32.
+        let kc = k * F::CH;
+        let mut uf = vec![0f32; 16 * cout * kc];
+        for co in 0..cout {
+            for ci in 0..cin {
+                let g =
+                    |ky: usize, kx: usize| f64::from(taps[((3 * ky + kx) * cout + co) * cin + ci]);
+                let t: [[f64; 3]; 4] = std::array::from_fn(|i| {
+                    std::array::from_fn(|kx| (0..3).map(|ky| G[i][ky] * g(ky, kx)).sum())
+                });
+                for xi in 0..16 {
+                    let (i, j) = (xi / 4, xi % 4);
+                    let v: f64 = (0..3).map(|kx| t[i][kx] * G[j][kx]).sum();
+                    uf[(xi * cout + co) * kc + ci] = v as f32;
                 }
             }
         }
+        let u = uf.chunks_exact(F::CH).map(F::weight).collect();
         Winograd {
             u,
             bias: bias.to_vec(),
@@ -330,6 +323,23 @@ impl<F: Form> Winograd<F> {
                 }
             }
         });
+    }
+}
+
+impl Winograd<Bf16> {
+    /// The bf16 form of an f32 one: its transformed weights rounded to bf16 pairs (what
+    /// [`Winograd::new`] gives from the same taps, without transforming them again).
+    pub fn from_f32(f: &WinogradF32) -> WinogradBf16 {
+        let k = f.cin.div_ceil(2);
+        let mut u = Vec::with_capacity(16 * f.cout() * k);
+        for row in f.u.chunks_exact(f.cin.max(1)) {
+            u.extend((0..k).map(|p| pair(row[2 * p], *row.get(2 * p + 1).unwrap_or(&0.0))));
+        }
+        Winograd {
+            u,
+            bias: f.bias.clone(),
+            cin: f.cin,
+        }
     }
 }
 
@@ -905,6 +915,18 @@ mod tests {
                 );
             }
             eprintln!("{cin}->{cout} {h}x{w}: worst error / magnitude {worst:.2e}");
+        }
+    }
+
+    /// The bf16 form made from the f32 one holds the same weights as one made from the taps
+    /// (odd channel counts: the last pair's zero half).
+    #[test]
+    fn bf16_from_f32_equals_bf16_from_taps() {
+        for (cin, cout) in [(3, 5), (64, 24)] {
+            let l = RandomConv::new(11, cin, cout, cin, 1.0);
+            let a = WinogradBf16::from_f32(&WinogradF32::new(&l.taps, &l.bias, cin));
+            let b = WinogradBf16::new(&l.taps, &l.bias, cin);
+            assert_eq!((a.u, a.bias, a.cin), (b.u, b.bias, b.cin));
         }
     }
 
