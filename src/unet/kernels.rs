@@ -1316,6 +1316,50 @@ pub fn avgpool2(x: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
     out
 }
 
+/// The 2x2 average pooling of `a x + b` per channel (`coef[ch] = [a, b]`, then SiLU if
+/// `silu`; `x` `[c, h, w]`, even `h` and `w`): [`apply_coefficients`] then [`avgpool2`] in one
+/// pass (the same values; the normalised image is never written out), a downsampling residual
+/// block's input.
+pub fn pool_normed(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    coef: &[[f32; 2]],
+    silu: bool,
+) -> Vec<f32> {
+    assert_eq!(x.len(), c * h * w, "pool_normed input");
+    assert_eq!(coef.len(), c, "pool_normed coefficients");
+    let (oh, ow) = (h / 2, w / 2);
+    let len = c * oh * ow;
+    let mut out = buffer(len);
+    let parts = PIECES.min(c);
+    let dst = Disjoint::new(out.as_mut_ptr());
+    pieces::run(parts, |p| {
+        let mut rows = zeros(2 * w);
+        for ch in pieces::range(c, parts, p) {
+            let [a, b] = coef[ch];
+            for y in 0..oh {
+                let src = &x[(ch * h + 2 * y) * w..(ch * h + 2 * y + 2) * w];
+                affine(&mut rows, src, a, b, silu);
+                let (r0, r1) = rows.split_at(w);
+                // SAFETY: `out` has capacity `len` and outlives the pieces; piece `p` writes
+                // its channels' rows only.
+                let d = unsafe {
+                    std::slice::from_raw_parts_mut(dst.ptr().add((ch * oh + y) * ow), ow)
+                };
+                for (ox, d) in d.iter_mut().enumerate() {
+                    *d = (r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1]) * 0.25;
+                }
+            }
+        }
+        recycle(rows);
+    });
+    // SAFETY: the pieces wrote every output row of every channel: all `len` values.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// Adds the nearest-neighbour 2x upsampling of `b` (`[c, h, w]`) to `a` (`[c, 2h, 2w]`)
 /// without writing the upsampling out: an upsampling residual block's identity skip.
 pub fn add_upsampled(a: &mut [f32], b: &[f32], c: usize, h: usize, w: usize) {
@@ -1385,6 +1429,27 @@ mod tests {
         let mut got = a0;
         add_upsampled(&mut got, &b, c, h, w);
         assert_eq!(got, want);
+    }
+
+    /// The same values, to the bit, as normalising, then pooling; with and without SiLU, on
+    /// any pool.
+    #[test]
+    fn pool_normed_matches_normalising_then_pooling() {
+        let (c, h, w) = (5, 6, 10);
+        let mut rnd = lcg(7);
+        let x: Vec<f32> = (0..c * h * w).map(|_| 4.0 * rnd()).collect();
+        let coef: Vec<[f32; 2]> = (0..c).map(|_| [1.0 + rnd(), rnd()]).collect();
+        for silu in [false, true] {
+            let want = avgpool2(&apply_coefficients(&x, h * w, &coef, silu), c, h, w);
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let got = pool.install(|| pool_normed(&x, c, h, w, &coef, silu));
+                assert_eq!(got, want, "silu {silu}, {threads} threads");
+            }
+        }
     }
 
     /// Every output pixel is the input pixel at half its coordinates, in every channel; sides

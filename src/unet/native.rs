@@ -11,8 +11,8 @@
 
 use super::config::{UNetConfig, GROUPS};
 use super::kernels::{
-    add_assign, add_upsampled, avgpool2, buffer, matmul_at, matmul_bt, recycle, silu, softmax_rows,
-    upsample2, zeros, Conv, Dense, GroupNorm, NormEpilogue,
+    add_assign, add_upsampled, avgpool2, buffer, matmul_at, matmul_bt, pool_normed, recycle, silu,
+    softmax_rows, upsample2, zeros, Conv, Dense, GroupNorm, NormEpilogue,
 };
 use super::layout::{Layer, Layout, UpDown};
 use crate::{Error, Result};
@@ -679,8 +679,21 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
                 w: x.w,
             }
         }
-        // Resampling with a skip convolution (upsampling) or downsampling: the normalised input
-        // is written (the pooling comes after the SiLU), resampled, then convolved.
+        // Downsampling: GroupNorm, SiLU and the pooling in one pass, then the convolution.
+        Some(_) if r.updown == UpDown::Down => {
+            let coef = r.in_norm.coefficients(&x.data, plane, no_scale_shift);
+            let hr = Act {
+                data: pool_normed(&x.data, x.c, x.h, x.w, &coef, true),
+                c: x.c,
+                h: x.h / 2,
+                w: x.w / 2,
+            };
+            let h = run_conv(&r.in_conv, &hr);
+            recycle(hr.data);
+            h
+        }
+        // Upsampling with a skip convolution: the normalised input is written, upsampled, then
+        // convolved.
         Some(_) => {
             let up = r.updown == UpDown::Up;
             let hn = Act {
