@@ -80,6 +80,14 @@ pub fn buffer(len: usize) -> Vec<f32> {
     pool::take(len)
 }
 
+/// `a` then `b` in one buffer (from the pool).
+pub fn concat(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut v = pool::take(a.len() + b.len());
+    v.extend_from_slice(a);
+    v.extend_from_slice(b);
+    v
+}
+
 /// A buffer of `len` zeros (from the pool).
 pub fn zeros(len: usize) -> Vec<f32> {
     let mut v = pool::take(len);
@@ -641,6 +649,21 @@ impl Conv {
         recycle(y);
     }
 
+    /// [`Conv::forward_add`] of the concatenation of `xa` (the first input channels) and `xb`
+    /// (the rest): the pointwise kernel reads both in place; other forms concatenate them first.
+    pub fn forward_add_parts(&self, xa: &[f32], xb: &[f32], h: usize, w: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.k == 1 && self.stride == 1 && super::pointwise::available() {
+            debug_assert_eq!(out.len(), self.cout * h * w);
+            let (weight, bias) = (&self.weight, &self.bias);
+            super::pointwise::add_pointwise_parts(xa, xb, self.cin, weight, bias, out);
+            return;
+        }
+        let x = concat(xa, xb);
+        self.forward_add(&x, h, w, out);
+        recycle(x);
+    }
+
     /// The nine-product form of a 3x3 stride-1 convolution whatever the CPU (the form CPUs
     /// without AVX-512F run), for benchmarks and tests that compare it with
     /// [`super::direct`]; other shapes, and weights not held per tap, as [`Conv::forward`].
@@ -671,6 +694,43 @@ impl Conv {
         let n = apply_coefficients(x, h * w, coef, silu);
         let out = self.forward(&n, h, w);
         recycle(n);
+        out
+    }
+
+    /// [`Conv::forward_normed`] of the concatenation of `xa` (the first input channels) and
+    /// `xb` (the rest): the Winograd form reads both in place; other forms concatenate them
+    /// first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_normed_parts(
+        &self,
+        xa: &[f32],
+        xb: &[f32],
+        h: usize,
+        w: usize,
+        coef: &[[f32; 2]],
+        silu: bool,
+    ) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let tiles = matches!(&self.bf16, Some(Bf16Form::Tiles(_)))
+                && super::amx::TileConv::fits_size(h, w);
+            if let Some(f) = self
+                .winograd
+                .as_ref()
+                .filter(|_| !tiles && super::winograd::fits(h, w))
+            {
+                let mut out = buffer(self.cout * h * w);
+                let pre = Some((coef, silu));
+                match f {
+                    WinogradForm::F32(f) => f.forward_parts(xa, xb, h, w, pre, false, &mut out),
+                    WinogradForm::Bf16(f) => f.forward_parts(xa, xb, h, w, pre, false, &mut out),
+                }
+                return out;
+            }
+        }
+        let x = concat(xa, xb);
+        let out = self.forward_normed(&x, h, w, coef, silu);
+        recycle(x);
         out
     }
 
@@ -990,11 +1050,34 @@ impl GroupNorm {
     /// Per-channel `[a, b]` such that the normalised channel `ch` is `a x + b` (the scale-shift
     /// of `epi` included; its SiLU is not).
     pub fn coefficients(&self, x: &[f32], plane: usize, epi: NormEpilogue) -> Vec<[f32; 2]> {
+        self.coefficients_parts(x, &[], plane, epi)
+    }
+
+    /// [`GroupNorm::coefficients`] of the concatenation of `a` (the first channels) and `b`
+    /// (the rest), without writing it out; a group across both sums each part, then adds.
+    pub fn coefficients_parts(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        plane: usize,
+        epi: NormEpilogue,
+    ) -> Vec<[f32; 2]> {
         let c = self.gamma.len();
-        debug_assert_eq!(x.len(), c * plane);
+        debug_assert_eq!(a.len() + b.len(), c * plane);
+        let ca = a.len() / plane.max(1);
         let per = c / self.groups;
         let stats = pieces::map(self.groups, |g| {
-            mean_var(&x[g * per * plane..(g + 1) * per * plane])
+            let (lo, hi) = (g * per, (g + 1) * per);
+            let (s, q) = if hi <= ca {
+                sums(&a[lo * plane..hi * plane])
+            } else if lo >= ca {
+                sums(&b[(lo - ca) * plane..(hi - ca) * plane])
+            } else {
+                let (sa, qa) = sums(&a[lo * plane..]);
+                let (sb, qb) = sums(&b[..(hi - ca) * plane]);
+                (sa + sb, qa + qb)
+            };
+            mean_var(s, q, per * plane)
         });
         let mut coef = Vec::with_capacity(c);
         for (g, &(mean, var)) in stats.iter().enumerate() {
@@ -1039,12 +1122,12 @@ pub fn apply_coefficients(x: &[f32], plane: usize, coef: &[[f32; 2]], silu: bool
     out
 }
 
-/// Mean and (population) variance in one pass: sums of the values and of their squares, in
-/// f32 over chunks of 512 values and in f64 across chunks, so that the variance keeps about
-/// 16 significant digits against the 7 of the data (no cancellation at UNet group sizes).
-fn mean_var(x: &[f32]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let (s, q) = sums(x);
+/// Mean and (population) variance of `n` values from their sum `s` and the sum `q` of their
+/// squares (one pass, [`sums`]: f32 over chunks of 512 values and f64 across chunks, so that
+/// the variance keeps about 16 significant digits against the 7 of the data; no cancellation
+/// at UNet group sizes).
+fn mean_var(s: f64, q: f64, n: usize) -> (f64, f64) {
+    let n = n as f64;
     let mean = s / n;
     (mean, (q / n - mean * mean).max(0.0))
 }

@@ -11,8 +11,8 @@
 
 use super::config::{UNetConfig, GROUPS};
 use super::kernels::{
-    add_assign, add_upsampled, avgpool2, buffer, matmul_at, matmul_bt, pool_normed, recycle, silu,
-    softmax_rows, upsample2, zeros, Conv, Dense, GroupNorm, NormEpilogue,
+    add_assign, add_upsampled, avgpool2, buffer, concat, matmul_at, matmul_bt, pool_normed,
+    recycle, silu, softmax_rows, upsample2, zeros, Conv, Dense, GroupNorm, NormEpilogue,
 };
 use super::layout::{Layer, Layout, UpDown};
 use crate::{Error, Result};
@@ -434,18 +434,32 @@ impl NativeUNet {
             let skip = skips.pop().ok_or_else(|| {
                 Error::invalid("native UNet: decoder has more blocks than the encoder")
             })?;
-            let mut data = buffer(h.data.len() + skip.data.len());
-            data.extend_from_slice(&h.data);
-            data.extend_from_slice(&skip.data);
-            recycle(h.data);
-            recycle(skip.data);
-            h = Act {
-                data,
-                c: h.c + skip.c,
-                h: h.h,
-                w: h.w,
+            let mut units = b.iter();
+            // The first unit reads the input and the skip in place where it is a residual
+            // block that does not resample (every decoder block of guided-diffusion's UNet);
+            // anything else gets their concatenation.
+            let y = match units.next() {
+                Some(Unit::Res(r)) if r.updown == UpDown::None => run_res_parts(r, &h, &skip, &emb),
+                first => {
+                    let x = Act {
+                        data: concat(&h.data, &skip.data),
+                        c: h.c + skip.c,
+                        h: h.h,
+                        w: h.w,
+                    };
+                    match first {
+                        Some(u) => {
+                            let y = run_unit(u, &x, &emb);
+                            recycle(x.data);
+                            y
+                        }
+                        None => x,
+                    }
+                }
             };
-            for u in b {
+            recycle(std::mem::replace(&mut h, y).data);
+            recycle(skip.data);
+            for u in units {
                 let y = run_unit(u, &h, &emb);
                 recycle(std::mem::replace(&mut h, y).data);
             }
@@ -709,6 +723,62 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
             h
         }
     };
+    let mut out = res_main(r, h, emb);
+    if add_up {
+        add_upsampled(&mut out.data, &x.data, x.c, x.h, x.w);
+        return out;
+    }
+    let input = xs.as_ref().unwrap_or(x);
+    match &r.skip {
+        Some(s) => s.forward_add(&input.data, input.h, input.w, &mut out.data),
+        None => add_assign(&mut out.data, &input.data),
+    }
+    if let Some(xs) = xs {
+        recycle(xs.data);
+    }
+    out
+}
+
+/// A decoder block's first residual block (no resampling) on the concatenation of its input
+/// `x` and the encoder's skip `s`, read in place: GroupNorm statistics, the first convolution
+/// and the skip convolution each take the two parts.
+fn run_res_parts(r: &ResBlock, x: &Act, s: &Act, emb: &[f32]) -> Act {
+    debug_assert_eq!(r.updown, UpDown::None);
+    let plane = x.h * x.w;
+    let no_scale_shift = NormEpilogue {
+        scale_shift: None,
+        silu: true,
+    };
+    let coef = r
+        .in_norm
+        .coefficients_parts(&x.data, &s.data, plane, no_scale_shift);
+    let h = Act {
+        data: r
+            .in_conv
+            .forward_normed_parts(&x.data, &s.data, x.h, x.w, &coef, true),
+        c: r.in_conv.cout,
+        h: x.h,
+        w: x.w,
+    };
+    let mut out = res_main(r, h, emb);
+    match &r.skip {
+        Some(k) => k.forward_add_parts(&x.data, &s.data, x.h, x.w, &mut out.data),
+        None => {
+            let (oa, ob) = out.data.split_at_mut(x.data.len());
+            add_assign(oa, &x.data);
+            add_assign(ob, &s.data);
+        }
+    }
+    out
+}
+
+/// The part of a residual block after its first convolution's output `h`: the timestep
+/// conditioning, the second GroupNorm, SiLU and convolution (the skip is the caller's).
+fn res_main(r: &ResBlock, h: Act, emb: &[f32]) -> Act {
+    let no_scale_shift = NormEpilogue {
+        scale_shift: None,
+        silu: true,
+    };
     let plane = h.h * h.w;
     let e = r.emb.apply(emb);
     let cout = r.in_conv.cout;
@@ -725,25 +795,13 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
         no_scale_shift
     };
     let coef = r.out_norm.coefficients(&hd, plane, epi);
-    let mut out = Act {
+    let out = Act {
         data: r.out_conv.forward_normed(&hd, h.h, h.w, &coef, true),
         c: cout,
         h: h.h,
         w: h.w,
     };
     recycle(hd);
-    if add_up {
-        add_upsampled(&mut out.data, &x.data, x.c, x.h, x.w);
-        return out;
-    }
-    let input = xs.as_ref().unwrap_or(x);
-    match &r.skip {
-        Some(s) => s.forward_add(&input.data, input.h, input.w, &mut out.data),
-        None => add_assign(&mut out.data, &input.data),
-    }
-    if let Some(xs) = xs {
-        recycle(xs.data);
-    }
     out
 }
 

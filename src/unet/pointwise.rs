@@ -31,6 +31,22 @@ const MIN_PIECE: usize = 16 * N * 8;
 /// # Panics
 /// If the lengths do not match, or the CPU has no AVX-512F ([`available`]).
 pub fn add_pointwise(x: &[f32], cin: usize, weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    add_pointwise_parts(x, &[], cin, weight, bias, out);
+}
+
+/// [`add_pointwise`] of the concatenation of `xa` (the first input channels) and `xb` (the
+/// rest), without writing it out: a decoder block's input and its encoder skip.
+///
+/// # Panics
+/// As [`add_pointwise`], and if `xa` does not hold whole channels.
+pub fn add_pointwise_parts(
+    xa: &[f32],
+    xb: &[f32],
+    cin: usize,
+    weight: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+) {
     assert!(available(), "pointwise convolution needs AVX-512F");
     let cout = bias.len();
     assert_eq!(weight.len(), cout * cin, "pointwise conv weights");
@@ -39,7 +55,9 @@ pub fn add_pointwise(x: &[f32], cin: usize, weight: &[f32], bias: &[f32], out: &
     }
     assert!(out.len().is_multiple_of(cout), "pointwise conv output");
     let npix = out.len() / cout;
-    assert_eq!(x.len(), cin * npix, "pointwise conv input");
+    assert_eq!(xa.len() + xb.len(), cin * npix, "pointwise conv input");
+    let ca = xa.len().checked_div(npix).unwrap_or(0);
+    assert_eq!(ca * npix, xa.len(), "pointwise conv input parts");
     let vectors = npix.div_ceil(16);
     // Pieces: ranges of whole register blocks of pixels, every output channel.
     let blocks = vectors.div_ceil(N);
@@ -57,7 +75,9 @@ pub fn add_pointwise(x: &[f32], cin: usize, weight: &[f32], bias: &[f32], out: &
                 // writes (pieces hold disjoint pixel ranges).
                 unsafe {
                     let a = Args {
-                        x: x.as_ptr(),
+                        xa: xa.as_ptr(),
+                        xb: xb.as_ptr(),
+                        ca,
                         npix,
                         cin,
                         weight: weight.as_ptr(),
@@ -79,7 +99,11 @@ pub fn add_pointwise(x: &[f32], cin: usize, weight: &[f32], bias: &[f32], out: &
 
 /// What a register block reads and writes.
 struct Args {
-    x: *const f32,
+    /// Input channels `0..ca`, `[ca][npix]`.
+    xa: *const f32,
+    /// Input channels `ca..cin`, `[cin - ca][npix]`.
+    xb: *const f32,
+    ca: usize,
     npix: usize,
     cin: usize,
     weight: *const f32,
@@ -93,7 +117,8 @@ struct Args {
 /// and are not stored) at the `V` pixel vectors from vector `v0` on.
 ///
 /// # Safety
-/// AVX-512F; the pointers hold `[cin][npix]`, `[cout][cin]`, `[cout]` and `[cout][npix]`, and
+/// AVX-512F; the pointers hold `[ca][npix]`, `[cin - ca][npix]`, `[cout][cin]`, `[cout]` and
+/// `[cout][npix]`, and
 /// those outputs are this call's to write.
 #[target_feature(enable = "avx512f")]
 unsafe fn block<const V: usize>(a: &Args, v0: usize) {
@@ -110,23 +135,43 @@ unsafe fn block<const V: usize>(a: &Args, v0: usize) {
         }
     }
     let wrow: [*const f32; M] = std::array::from_fn(|m| a.weight.add(ch[m] * a.cin));
-    for ci in 0..a.cin {
-        let row = a.x.add(ci * a.npix);
-        let x: [__m512; V] =
-            std::array::from_fn(|j| _mm512_maskz_loadu_ps(masks[j], row.add(px[j])));
-        for m in 0..M {
-            let wv = _mm512_set1_ps(*wrow[m].add(ci));
-            for j in 0..V {
-                acc[m][j] = _mm512_fmadd_ps(wv, x[j], acc[m][j]);
-            }
-        }
-    }
+    accumulate(&mut acc, a.xa, a.ca, a.npix, &wrow, &masks, &px);
+    let wrow: [*const f32; M] = std::array::from_fn(|m| wrow[m].add(a.ca));
+    accumulate(&mut acc, a.xb, a.cin - a.ca, a.npix, &wrow, &masks, &px);
     for (m, accs) in acc.iter().enumerate() {
         if a.co + m >= a.cout {
             break;
         }
         for j in 0..V {
             _mm512_mask_storeu_ps(a.out.add((a.co + m) * a.npix + px[j]), masks[j], accs[j]);
+        }
+    }
+}
+
+/// `acc[m][j] += sum_c wrow[m][c] x[c][px[j]..]` over the `n` channel rows of `x` (`npix`
+/// apart): one part of a block's input.
+///
+/// # Safety
+/// AVX-512F (inlined into [`block`], which enables it); the pointers hold those values.
+#[inline(always)]
+unsafe fn accumulate<const V: usize>(
+    acc: &mut [[__m512; V]; M],
+    x: *const f32,
+    n: usize,
+    npix: usize,
+    wrow: &[*const f32; M],
+    masks: &[u16; V],
+    px: &[usize; V],
+) {
+    for c in 0..n {
+        let row = x.add(c * npix);
+        let xv: [__m512; V] =
+            std::array::from_fn(|j| _mm512_maskz_loadu_ps(masks[j], row.add(px[j])));
+        for m in 0..M {
+            let wv = _mm512_set1_ps(*wrow[m].add(c));
+            for j in 0..V {
+                acc[m][j] = _mm512_fmadd_ps(wv, xv[j], acc[m][j]);
+            }
         }
     }
 }
@@ -179,6 +224,29 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Two parts give the bits of their concatenation, at every split.
+    #[test]
+    fn parts_equal_their_concatenation() {
+        if !available() {
+            eprintln!("no AVX-512F on this CPU: pointwise convolution not exercised");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let (cin, cout, npix) = (12, 9, 100);
+        let x = random(cin * npix, &mut rng);
+        let weight = random(cout * cin, &mut rng);
+        let bias = random(cout, &mut rng);
+        let before = random(cout * npix, &mut rng);
+        let mut want = before.clone();
+        add_pointwise(&x, cin, &weight, &bias, &mut want);
+        for ca in 0..=cin {
+            let mut got = before.clone();
+            let (xa, xb) = x.split_at(ca * npix);
+            add_pointwise_parts(xa, xb, cin, &weight, &bias, &mut got);
+            assert_eq!(got, want, "split after {ca} channels");
         }
     }
 

@@ -231,11 +231,37 @@ impl<F: Form> Winograd<F> {
         up: bool,
         out: &mut Vec<f32>,
     ) {
+        self.forward_parts(x, &[], h, w, pre, up, out);
+    }
+
+    /// [`Winograd::forward`] of the concatenation of `xa` (the first input channels) and `xb`
+    /// (the rest), without writing it out: a decoder block's input and its encoder skip.
+    ///
+    /// # Panics
+    /// As [`Winograd::forward`], and if `xa` does not hold whole channels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_parts(
+        &self,
+        xa: &[f32],
+        xb: &[f32],
+        h: usize,
+        w: usize,
+        pre: Option<(&[[f32; 2]], bool)>,
+        up: bool,
+        out: &mut Vec<f32>,
+    ) {
         assert!(F::available(), "winograd convolution: CPU features missing");
         assert!(fits(h, w), "winograd convolution: size {h} x {w} not run");
         let (cin, cout) = (self.cin, self.cout());
         let shrink = if up { 4 } else { 1 };
-        assert_eq!(x.len() * shrink, cin * h * w, "winograd conv input");
+        assert_eq!(
+            (xa.len() + xb.len()) * shrink,
+            cin * h * w,
+            "winograd conv input"
+        );
+        let splane = h * w / shrink;
+        let ca = xa.len() / splane;
+        assert_eq!(ca * splane, xa.len(), "winograd conv input parts");
         if let Some((coef, _)) = pre {
             assert_eq!(coef.len(), cin, "winograd conv input coefficients");
         }
@@ -260,7 +286,9 @@ impl<F: Form> Winograd<F> {
             (BAND_BYTES / per_row).clamp(1, ty.div_ceil(PIECES))
         };
         let args = Band {
-            x,
+            xa,
+            xb,
+            ca,
             cin,
             h,
             w,
@@ -353,7 +381,11 @@ fn stride(len: usize) -> usize {
 
 /// A call's sizes and buffers, for its bands.
 pub struct Band<'a> {
-    x: &'a [f32],
+    /// Input channels `0..ca`.
+    xa: &'a [f32],
+    /// Input channels `ca..cin`.
+    xb: &'a [f32],
+    ca: usize,
     cin: usize,
     h: usize,
     w: usize,
@@ -417,7 +449,11 @@ unsafe fn transform_input<F: Form>(
                     None => (1.0, 0.0, false),
                 };
                 let sy = if a.up { (py - 1) / 2 } else { py - 1 };
-                let src = &a.x[(ci * sh + sy) * sw..(ci * sh + sy + 1) * sw];
+                let src = if ci < a.ca {
+                    &a.xa[(ci * sh + sy) * sw..][..sw]
+                } else {
+                    &a.xb[((ci - a.ca) * sh + sy) * sw..][..sw]
+                };
                 // Image vectors u_m (columns 16 m..16 m + 16) from source vectors r_k, each
                 // normalised once; padded vector P_m = [u_{m-1}[15], u_m[0..15]].
                 let zero = _mm512_setzero_ps();
@@ -915,6 +951,40 @@ mod tests {
                 );
             }
             eprintln!("{cin}->{cout} {h}x{w}: worst error / magnitude {worst:.2e}");
+        }
+    }
+
+    /// Two parts give the bits of their concatenation, at splits on and off a channel pair,
+    /// upsampled or not.
+    #[test]
+    fn parts_equal_their_concatenation() {
+        if !available() {
+            eprintln!("no AVX-512F on this CPU: winograd parts not exercised");
+            return;
+        }
+        let (cin, cout, h, w) = (6, 8, 8, 32);
+        for up in [false, true] {
+            let shrink = if up { 4 } else { 1 };
+            let splane = h * w / shrink;
+            let l = RandomConv::new(13, cin, cout, cin * splane, 2.0);
+            let p = Some((&l.coef[..], true));
+            let f = WinogradF32::new(&l.taps, &l.bias, cin);
+            let b = bf16_available().then(|| WinogradBf16::new(&l.taps, &l.bias, cin));
+            let (mut want_f, mut want_b) = (Vec::new(), Vec::new());
+            f.forward(&l.x, h, w, p, up, &mut want_f);
+            if let Some(b) = &b {
+                b.forward(&l.x, h, w, p, up, &mut want_b);
+            }
+            for ca in [0, 1, 2, 5, 6] {
+                let (xa, xb) = l.x.split_at(ca * splane);
+                let mut got = Vec::new();
+                f.forward_parts(xa, xb, h, w, p, up, &mut got);
+                assert_eq!(got, want_f, "f32, split after {ca}, up {up}");
+                if let Some(b) = &b {
+                    b.forward_parts(xa, xb, h, w, p, up, &mut got);
+                    assert_eq!(got, want_b, "bf16, split after {ca}, up {up}");
+                }
+            }
         }
     }
 
