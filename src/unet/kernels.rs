@@ -1514,6 +1514,37 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// Coefficients of two parts match those of their concatenation (to f64 rounding: a group
+    /// across the parts sums each part, then adds), at splits inside and between groups.
+    #[test]
+    fn coefficients_of_parts_match_the_concatenation() {
+        let (c, plane) = (12, 700);
+        let mut rnd = lcg(8);
+        let x: Vec<f32> = (0..c * plane).map(|_| 3.0 * rnd() + 0.5).collect();
+        let norm = GroupNorm {
+            gamma: (0..c).map(|_| 1.0 + rnd()).collect(),
+            beta: (0..c).map(|_| rnd()).collect(),
+            groups: 4,
+        };
+        let epi = NormEpilogue {
+            scale_shift: None,
+            silu: true,
+        };
+        let want = norm.coefficients(&x, plane, epi);
+        for ca in [0, 1, 3, 5, 12] {
+            let (a, b) = x.split_at(ca * plane);
+            let got = norm.coefficients_parts(a, b, plane, epi);
+            for (g, w) in got.iter().zip(&want) {
+                for i in 0..2 {
+                    assert!(
+                        (g[i] - w[i]).abs() <= 1e-6 * (1.0 + w[i].abs()),
+                        "{ca}: {g:?} {w:?}"
+                    );
+                }
+            }
+        }
+    }
+
     /// The same values, to the bit, as normalising, then pooling; with and without SiLU, on
     /// any pool.
     #[test]
