@@ -43,7 +43,7 @@ use std::thread::LocalKey;
 use super::bf16::{pair, round_pairs};
 use super::direct::{lanes, M, N};
 use super::kernels::silu16;
-use super::pieces::{self, with_buffer, Disjoint, PIECES};
+use super::pieces::{self, with_buffer, Disjoint};
 
 /// Narrowest image run with a tile row per vector (16 tiles across: one full vector).
 pub const MIN_WIDTH: usize = 32;
@@ -56,6 +56,11 @@ const NARROW_BAND_ROWS: usize = 4;
 /// Bytes of a band's transformed input `V`: 512 KiB, inside the L2 cache of current x86 cores
 /// (1-2 MiB) with room for the weights (1 MiB measured no faster here).
 const BAND_BYTES: usize = 512 * 1024;
+/// Bands an image is cut into at least, where it has the tile rows: two workers can share a
+/// call. (Four, as the other kernels' pieces, made the bands of 32-pixel layers 4 tile rows,
+/// which recomputed a fifth of their padded rows; two measured 1% faster on 1 thread and 3%
+/// on 2, whole bf16 reconstructions alternated.)
+const MIN_BANDS: usize = 2;
 
 /// Whether the f32 form runs here (AVX-512F).
 pub fn available() -> bool {
@@ -283,7 +288,7 @@ impl<F: Form> Winograd<F> {
         let rows = if narrow {
             NARROW_BAND_ROWS.min(ty)
         } else {
-            (BAND_BYTES / per_row).clamp(1, ty.div_ceil(PIECES))
+            (BAND_BYTES / per_row).clamp(1, ty.div_ceil(MIN_BANDS))
         };
         let args = Band {
             xa,
