@@ -135,9 +135,21 @@ unsafe fn block<const V: usize>(a: &Args, v0: usize) {
         }
     }
     let wrow: [*const f32; M] = std::array::from_fn(|m| a.weight.add(ch[m] * a.cin));
-    accumulate(&mut acc, a.xa, a.ca, a.npix, &wrow, &masks, &px);
+    // The first channel block of a pixel block is the first to read its input: it prefetches
+    // the next pixel block's.
+    let ahead = a.co == 0;
+    accumulate(&mut acc, a.xa, a.ca, a.npix, &wrow, &masks, &px, ahead);
     let wrow: [*const f32; M] = std::array::from_fn(|m| wrow[m].add(a.ca));
-    accumulate(&mut acc, a.xb, a.cin - a.ca, a.npix, &wrow, &masks, &px);
+    accumulate(
+        &mut acc,
+        a.xb,
+        a.cin - a.ca,
+        a.npix,
+        &wrow,
+        &masks,
+        &px,
+        ahead,
+    );
     for (m, accs) in acc.iter().enumerate() {
         if a.co + m >= a.cout {
             break;
@@ -149,11 +161,14 @@ unsafe fn block<const V: usize>(a: &Args, v0: usize) {
 }
 
 /// `acc[m][j] += sum_c wrow[m][c] x[c][px[j]..]` over the `n` channel rows of `x` (`npix`
-/// apart): one part of a block's input.
+/// apart): one part of a block's input; with `ahead`, prefetching each row's next register
+/// block of pixels (the rows are many streams, `npix` apart, more than the hardware
+/// prefetchers follow).
 ///
 /// # Safety
 /// AVX-512F (inlined into [`block`], which enables it); the pointers hold those values.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn accumulate<const V: usize>(
     acc: &mut [[__m512; V]; M],
     x: *const f32,
@@ -162,9 +177,16 @@ unsafe fn accumulate<const V: usize>(
     wrow: &[*const f32; M],
     masks: &[u16; V],
     px: &[usize; V],
+    ahead: bool,
 ) {
     for c in 0..n {
         let row = x.add(c * npix);
+        if ahead {
+            for l in 0..N {
+                let next = row.wrapping_add(px[0] + 16 * (N + l));
+                _mm_prefetch::<_MM_HINT_T0>(next.cast());
+            }
+        }
         let xv: [__m512; V] =
             std::array::from_fn(|j| _mm512_maskz_loadu_ps(masks[j], row.add(px[j])));
         for m in 0..M {
