@@ -978,8 +978,8 @@ impl Dense {
     pub fn apply_cols(&self, x: &[f32], n: usize) -> Vec<f32> {
         #[cfg(target_arch = "x86_64")]
         if super::pointwise::available() {
-            let mut out = zeros(self.dout * n);
-            super::pointwise::add_pointwise(x, self.din, &self.weight, &self.bias, &mut out);
+            let mut out = buffer(self.dout * n);
+            super::pointwise::pointwise(x, self.din, &self.weight, &self.bias, n, &mut out);
             return out;
         }
         let mut out = rows_filled(&self.bias, n);

@@ -805,20 +805,22 @@ fn res_main(r: &ResBlock, h: Act, emb: &[f32]) -> Act {
     out
 }
 
-/// `w[tq, tk] = sum_i q[i, tq] k[i, tk]` for `q`, `k` `[hc, t]`: on the pointwise kernel
-/// (`q` transposed into its weights) where it runs, else a matrix product.
-fn logits(t: usize, hc: usize, q: &[f32], k: &[f32], w: &mut [f32]) {
+/// `w` (emptied, then `[t, t]`) `[tq, tk] = sum_i q[i, tq] k[i, tk]` for `q`, `k` `[hc, t]`:
+/// on the pointwise kernel (`q` transposed into its weights) where it runs, else a matrix
+/// product.
+fn logits(t: usize, hc: usize, q: &[f32], k: &[f32], w: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     if super::pointwise::available() {
         let mut qt = buffer(t * hc);
         qt.extend((0..t * hc).map(|j| q[(j % hc) * t + j / hc]));
         let bias = zeros(t);
-        w.fill(0.0);
-        super::pointwise::add_pointwise(k, hc, &qt, &bias, w);
+        super::pointwise::pointwise(k, hc, &qt, &bias, t, w);
         recycle(qt);
         recycle(bias);
         return;
     }
+    w.clear();
+    w.resize(t * t, 0.0);
     matmul_at(t, t, hc, w, q, k);
 }
 
@@ -838,7 +840,7 @@ fn run_attention(a: &Attention, x: &Act) -> Act {
     let hc = c / a.heads;
     let scale = 1.0 / (hc as f32).sqrt();
     let mut att = zeros(c * t);
-    let mut w = zeros(t * t);
+    let mut w = buffer(t * t);
     for head in 0..a.heads {
         let qh = &q[head * hc * t..(head + 1) * hc * t];
         let kh = &k[head * hc * t..(head + 1) * hc * t];

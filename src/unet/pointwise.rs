@@ -47,14 +47,62 @@ pub fn add_pointwise_parts(
     bias: &[f32],
     out: &mut [f32],
 ) {
-    assert!(available(), "pointwise convolution needs AVX-512F");
     let cout = bias.len();
-    assert_eq!(weight.len(), cout * cin, "pointwise conv weights");
     if cout == 0 {
         return;
     }
     assert!(out.len().is_multiple_of(cout), "pointwise conv output");
     let npix = out.len() / cout;
+    // SAFETY: `out` holds `cout * npix` values.
+    unsafe { run(xa, xb, cin, weight, bias, npix, out.as_mut_ptr(), true) };
+}
+
+/// `out` (emptied, then `[cout][npix]`) `= bias[co] + sum_ci weight[co * cin + ci] * x[ci *
+/// npix + p]`: a dense layer over the columns of `x` (attention's projections and logits),
+/// written without zeroing the output first.
+///
+/// # Panics
+/// As [`add_pointwise`].
+pub fn pointwise(
+    x: &[f32],
+    cin: usize,
+    weight: &[f32],
+    bias: &[f32],
+    npix: usize,
+    out: &mut Vec<f32>,
+) {
+    let len = bias.len() * npix;
+    out.clear();
+    out.reserve(len);
+    // SAFETY: `out` has room for `len` values, which `run` writes all of (no reads).
+    unsafe {
+        run(x, &[], cin, weight, bias, npix, out.as_mut_ptr(), false);
+        out.set_len(len);
+    }
+}
+
+/// The pointwise convolution into `out` (`[cout][npix]`), added to its values if `add`, else
+/// written over them (then never read).
+///
+/// # Safety
+/// `out` is valid for `cout * npix` values (initialised if `add`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    xa: &[f32],
+    xb: &[f32],
+    cin: usize,
+    weight: &[f32],
+    bias: &[f32],
+    npix: usize,
+    out: *mut f32,
+    add: bool,
+) {
+    assert!(available(), "pointwise convolution needs AVX-512F");
+    let cout = bias.len();
+    assert_eq!(weight.len(), cout * cin, "pointwise conv weights");
+    if cout == 0 || npix == 0 {
+        return;
+    }
     assert_eq!(xa.len() + xb.len(), cin * npix, "pointwise conv input");
     let ca = xa.len().checked_div(npix).unwrap_or(0);
     assert_eq!(ca * npix, xa.len(), "pointwise conv input parts");
@@ -62,7 +110,7 @@ pub fn add_pointwise_parts(
     // Pieces: ranges of whole register blocks of pixels, every output channel.
     let blocks = vectors.div_ceil(N);
     let parts = PIECES.min(npix.div_ceil(MIN_PIECE)).max(1);
-    let dst = Disjoint::new(out.as_mut_ptr());
+    let dst = Disjoint::new(out);
     pieces::run(parts, |p| {
         let r = pieces::range(blocks, parts, p);
         for b in r {
@@ -85,6 +133,7 @@ pub fn add_pointwise_parts(
                         cout,
                         co,
                         out: dst.ptr(),
+                        add,
                     };
                     match nv {
                         N => block::<N>(&a, v0),
@@ -111,6 +160,8 @@ struct Args {
     cout: usize,
     co: usize,
     out: *mut f32,
+    /// Whether the block adds to `out` (else it writes it without reading).
+    add: bool,
 }
 
 /// Output channels `co..co + M` (those below `cout`; the others repeat channel `cout - 1`
@@ -130,8 +181,12 @@ unsafe fn block<const V: usize>(a: &Args, v0: usize) {
     for m in 0..M {
         let b = _mm512_set1_ps(*a.bias.add(ch[m]));
         for j in 0..V {
-            let o = _mm512_maskz_loadu_ps(masks[j], a.out.add(ch[m] * a.npix + px[j]));
-            acc[m][j] = _mm512_add_ps(o, b);
+            acc[m][j] = if a.add {
+                let o = _mm512_maskz_loadu_ps(masks[j], a.out.add(ch[m] * a.npix + px[j]));
+                _mm512_add_ps(o, b)
+            } else {
+                b
+            };
         }
     }
     let wrow: [*const f32; M] = std::array::from_fn(|m| a.weight.add(ch[m] * a.cin));
@@ -270,6 +325,25 @@ mod tests {
             add_pointwise_parts(xa, xb, cin, &weight, &bias, &mut got);
             assert_eq!(got, want, "split after {ca} channels");
         }
+    }
+
+    /// The written form gives the bits of adding into zeros, whatever the buffer held.
+    #[test]
+    fn written_form_equals_adding_into_zeros() {
+        if !available() {
+            eprintln!("no AVX-512F on this CPU: pointwise convolution not exercised");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (cin, cout, npix) = (20, 13, 257);
+        let x = random(cin * npix, &mut rng);
+        let weight = random(cout * cin, &mut rng);
+        let bias = random(cout, &mut rng);
+        let mut want = vec![0.0; cout * npix];
+        add_pointwise(&x, cin, &weight, &bias, &mut want);
+        let mut got = vec![f32::NAN; 5];
+        pointwise(&x, cin, &weight, &bias, npix, &mut got);
+        assert_eq!(got, want);
     }
 
     /// The same call gives the same bits on a pool of 1, 2 or 3 threads.
