@@ -1,13 +1,16 @@
 //! The few kernels the guided-diffusion UNet needs, for one image at a time: matrix products on
 //! the `gemm` crate (runtime-dispatched SIMD kernels, pure Rust), 3x3 and 1x1 convolutions as
-//! products over column blocks of the input, GroupNorm with the optional scale-shift and SiLU
-//! fused into one pass, and a vectorisable exponential for SiLU and softmax.
+//! products over column blocks of the input (the portable forms; on AVX-512 the [`Conv`] and
+//! [`Dense`] methods hand them to [`super::winograd`], [`super::direct`] and
+//! [`super::pointwise`]), GroupNorm with the optional scale-shift and SiLU fused into one pass,
+//! and a vectorisable exponential for SiLU and softmax.
 //!
 //! Activations are `[channels, height, width]` row-major `f32` slices.
 //!
-//! Element-wise loops are compiled twice on x86-64: for the baseline target and with AVX2 + FMA
-//! enabled (chosen at run time), so a default build runs wide vector code on machines that have
-//! it and still runs everywhere else.
+//! Element-wise loops are compiled three times on x86-64: for the baseline target, with AVX2 +
+//! FMA and with AVX-512F enabled (chosen at run time), so a default build runs wide vector code
+//! on machines that have it and still runs everywhere else; the loops are the same, so the
+//! results are the same bits.
 
 use super::pieces::{self, Disjoint, PIECES};
 
@@ -1318,7 +1321,7 @@ pub(super) const LN2_LO: f32 = 1.428_606_8e-6;
 /// 2`, then the division as an approximate reciprocal (2^-14). If `EXACT` (the f32 path): a
 /// degree-5 polynomial (r^6 / 720: 3e-6 relative at worst) and a Newton step; else a
 /// degree-3 polynomial (6e-4), ln 2 in one part and the reciprocal as it is (12 instructions,
-/// not 18), ample for the bf16 packing, whose rounding (2^-9) comes next.
+/// not 16), ample for the bf16 packing, whose rounding (2^-9) comes next.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
