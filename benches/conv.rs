@@ -2,10 +2,12 @@
 //! multipliers 1, 2, 2, 4 at 128, 64, 32 and 16 pixels, and the decoder's concatenated inputs),
 //! one thread, side by side: the nine per-tap matrix products on the `gemm` crate
 //! (`Conv::forward_products`, the form CPUs without AVX-512F run), the direct AVX-512 kernel
-//! (`src/unet/direct.rs`), the Winograd F(2x2, 3x3) form the executor gives layers at 32
+//! (`src/unet/direct.rs`), the Winograd F(2x2, 3x3) form the executor gives layers at 16
 //! pixels and wider (`Conv::use_winograd`, `src/unet/winograd.rs`), and where the CPU has bf16
 //! units (AMX tiles or AVX512-BF16) the bf16 forms `native-bf16` runs (`Conv::use_bf16`),
-//! direct and Winograd.
+//! direct and Winograd. Then the residual blocks' 1x1 skip convolutions added to the main
+//! branch: a `gemm` product into a buffer plus an add pass, against the pointwise kernel that
+//! adds in place (`Conv::forward_add`, `src/unet/pointwise.rs`).
 //!
 //! Outputs go back to the executor's buffer pool after each call, as they do in a pass (fresh
 //! pages each call would add page faults a pass does not have).
@@ -16,7 +18,7 @@
 //! Run: `cargo bench --bench conv`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use msm::unet::kernels::{bf16_units, recycle, upsample2, Conv};
+use msm::unet::kernels::{add_assign, bf16_units, recycle, upsample2, Conv};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::hint::black_box;
@@ -29,6 +31,16 @@ const SHAPES: [(usize, usize, usize); 6] = [
     (64, 64, 32),
     (128, 128, 16),
     (256, 128, 16),
+];
+
+/// (input channels, output channels, image side) of the shipped model's 1x1 skip convolutions
+/// (the decoder's, on concatenated inputs, and the encoder's widening ones).
+const SKIP_SHAPES: [(usize, usize, usize); 5] = [
+    (64, 32, 128),
+    (128, 64, 64),
+    (192, 64, 32),
+    (256, 128, 16),
+    (32, 64, 64),
 ];
 
 /// (channels, input side) of the decoder's upsampling convolutions.
@@ -122,6 +134,38 @@ fn bench(c: &mut Criterion) {
                 },
             );
         }
+    }
+    group.finish();
+
+    // The 1x1 skip convolutions, added to an existing output.
+    let mut group = c.benchmark_group("skip_conv1x1_add");
+    group.sample_size(20);
+    for (cin, cout, side) in SKIP_SHAPES {
+        let weight: Vec<f32> = (0..cout * cin)
+            .map(|_| rng.random_range(-0.1f32..0.1))
+            .collect();
+        let bias: Vec<f32> = (0..cout).map(|_| rng.random_range(-0.1f32..0.1)).collect();
+        let conv = Conv::new(weight, bias, cin, cout, 1, 1);
+        let x: Vec<f32> = (0..cin * side * side)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let mut out: Vec<f32> = (0..cout * side * side)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let id = format!("{cin}x{cout}@{side}");
+        group.throughput(Throughput::Elements((2 * cin * cout * side * side) as u64));
+        group.bench_function(BenchmarkId::new("gemm-then-add", &id), |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    let y = conv.forward(&x, side, side);
+                    add_assign(black_box(&mut out), &y);
+                    recycle(y);
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("pointwise-in-place", &id), |b| {
+            b.iter(|| pool.install(|| conv.forward_add(&x, side, side, black_box(&mut out))))
+        });
     }
     group.finish();
 }
