@@ -228,10 +228,7 @@ fn chain(sh: &Shared, seed: u64) -> Result<(Array2<C32>, Stats)> {
         // Each mask's kept entries, as flat indices into an image.
         let patterns: Vec<Vec<usize>> = masks
             .iter()
-            .map(|m| {
-                let pat = m.to_pattern(h);
-                (0..h * w).filter(|&i| pat[(i / w, i % w)]).collect()
-            })
+            .map(|m| (0..h * w).filter(|&i| m.keeps(i / w, i % w)).collect())
             .collect();
         let sig = opts.renoise * (1.0 - ab).sqrt();
         // The DDIM step to the next level (none after the last step): its noise level.

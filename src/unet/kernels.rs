@@ -556,7 +556,7 @@ impl Conv {
         debug_assert_eq!(x.len(), self.cin * h * w);
         let (oh, ow) = self.out_size(h, w);
         let npix = oh * ow;
-        if let Some(out) = self.forward_fused(x, h, w, None, false) {
+        if let Some(out) = self.forward_fused(x, &[], h, w, None, false) {
             return out;
         }
         // With few input channels the nine per-tap products (k = cin) would each sweep the
@@ -691,7 +691,7 @@ impl Conv {
         silu: bool,
     ) -> Vec<f32> {
         debug_assert_eq!(coef.len(), self.cin);
-        if let Some(out) = self.forward_fused(x, h, w, Some((coef, silu)), false) {
+        if let Some(out) = self.forward_fused(x, &[], h, w, Some((coef, silu)), false) {
             return out;
         }
         let n = apply_coefficients(x, h * w, coef, silu);
@@ -713,23 +713,8 @@ impl Conv {
         coef: &[[f32; 2]],
         silu: bool,
     ) -> Vec<f32> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let tiles = matches!(&self.bf16, Some(Bf16Form::Tiles(_)))
-                && super::amx::TileConv::fits_size(h, w);
-            if let Some(f) = self
-                .winograd
-                .as_ref()
-                .filter(|_| !tiles && super::winograd::fits(h, w))
-            {
-                let mut out = buffer(self.cout * h * w);
-                let pre = Some((coef, silu));
-                match f {
-                    WinogradForm::F32(f) => f.forward_parts(xa, xb, h, w, pre, false, &mut out),
-                    WinogradForm::Bf16(f) => f.forward_parts(xa, xb, h, w, pre, false, &mut out),
-                }
-                return out;
-            }
+        if let Some(out) = self.forward_fused(xa, xb, h, w, Some((coef, silu)), false) {
+            return out;
         }
         let x = concat(xa, xb);
         let out = self.forward_normed(&x, h, w, coef, silu);
@@ -751,7 +736,7 @@ impl Conv {
     ) -> Vec<f32> {
         debug_assert_eq!(x.len(), self.cin * h * w);
         debug_assert_eq!(coef.len(), self.cin);
-        if let Some(out) = self.forward_fused(x, 2 * h, 2 * w, Some((coef, silu)), true) {
+        if let Some(out) = self.forward_fused(x, &[], 2 * h, 2 * w, Some((coef, silu)), true) {
             return out;
         }
         let n = apply_coefficients(x, h * w, coef, silu);
@@ -765,7 +750,7 @@ impl Conv {
     /// is never written out; other forms upsample first.
     pub fn forward_upsampled(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), self.cin * h * w);
-        if let Some(out) = self.forward_fused(x, 2 * h, 2 * w, None, true) {
+        if let Some(out) = self.forward_fused(x, &[], 2 * h, 2 * w, None, true) {
             return out;
         }
         let u = upsample2(x, self.cin, h, w);
@@ -779,10 +764,15 @@ impl Conv {
     /// AMX tiles when [`Conv::use_bf16`] made them (if the size fits and not `up`), the
     /// Winograd form when [`Conv::use_winograd`] made one (if the size fits it), the
     /// AVX512-BF16 direct kernel when [`Conv::use_bf16`] made it, the f32 direct kernel for a
-    /// 3x3 stride-1 convolution on AVX-512F; `None` when none runs here.
+    /// 3x3 stride-1 convolution on AVX-512F; `None` when none runs here. The input is the
+    /// concatenation of `x` (the first channels) and `xb` (the rest, usually empty): the
+    /// Winograd form reads both in place; with a non-empty `xb` the others give `None`, and
+    /// the caller concatenates.
+    #[allow(clippy::too_many_arguments)]
     fn forward_fused(
         &self,
         x: &[f32],
+        xb: &[f32],
         h: usize,
         w: usize,
         pre: Option<(&[[f32; 2]], bool)>,
@@ -800,6 +790,9 @@ impl Conv {
                 // The tiles' packing does not upsample: the caller upsamples, then they run.
                 Some(Bf16Form::Tiles(_)) if up => return None,
                 Some(Bf16Form::Tiles(t)) if super::amx::TileConv::fits_size(h, w) => {
+                    if !xb.is_empty() {
+                        return None;
+                    }
                     return run(&|out| t.forward(x, h, w, pre, out));
                 }
                 _ => {}
@@ -810,9 +803,12 @@ impl Conv {
                 .filter(|_| super::winograd::fits(h, w))
             {
                 return run(&|out| match f {
-                    WinogradForm::F32(f) => f.forward(x, h, w, pre, up, out),
-                    WinogradForm::Bf16(f) => f.forward(x, h, w, pre, up, out),
+                    WinogradForm::F32(f) => f.forward_parts(x, xb, h, w, pre, up, out),
+                    WinogradForm::Bf16(f) => f.forward_parts(x, xb, h, w, pre, up, out),
                 });
+            }
+            if !xb.is_empty() {
+                return None;
             }
             if let Some(Bf16Form::Direct(d)) = &self.bf16 {
                 return run(&|out| d.forward(x, h, w, pre, up, out));
@@ -823,7 +819,7 @@ impl Conv {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (x, h, w, pre, up);
+        let _ = (x, xb, h, w, pre, up);
         None
     }
 

@@ -465,14 +465,7 @@ impl NativeUNet {
             }
         }
         let plane = h.h * h.w;
-        let coef = self.out_norm.coefficients(
-            &h.data,
-            plane,
-            NormEpilogue {
-                scale_shift: None,
-                silu: true,
-            },
-        );
+        let coef = self.out_norm.coefficients(&h.data, plane, NORM_SILU);
         let out = self.out_conv.forward_normed(&h.data, h.h, h.w, &coef, true);
         recycle(h.data);
         Ok(out)
@@ -656,12 +649,15 @@ fn run_unit(u: &Unit, x: &Act, emb: &[f32]) -> Act {
     }
 }
 
+/// GroupNorm followed by SiLU, without the scale-shift (a residual block's first
+/// normalisation, and the output head's).
+const NORM_SILU: NormEpilogue<'static> = NormEpilogue {
+    scale_shift: None,
+    silu: true,
+};
+
 fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
     let plane = x.h * x.w;
-    let no_scale_shift = NormEpilogue {
-        scale_shift: None,
-        silu: true,
-    };
     // The input, resampled when the block resamples; an upsampling block with an identity skip
     // adds the upsampling at the end without writing it out.
     let add_up = r.updown == UpDown::Up && r.skip.is_none();
@@ -673,7 +669,7 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
     let h = match &xs {
         None if add_up => {
             // GroupNorm, SiLU and the upsampling go into the convolution's input copy.
-            let coef = r.in_norm.coefficients(&x.data, plane, no_scale_shift);
+            let coef = r.in_norm.coefficients(&x.data, plane, NORM_SILU);
             Act {
                 data: r
                     .in_conv
@@ -685,7 +681,7 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
         }
         None => {
             // GroupNorm and SiLU go into the convolution's input packing.
-            let coef = r.in_norm.coefficients(&x.data, plane, no_scale_shift);
+            let coef = r.in_norm.coefficients(&x.data, plane, NORM_SILU);
             Act {
                 data: r.in_conv.forward_normed(&x.data, x.h, x.w, &coef, true),
                 c: r.in_conv.cout,
@@ -695,7 +691,7 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
         }
         // Downsampling: GroupNorm, SiLU and the pooling in one pass, then the convolution.
         Some(_) if r.updown == UpDown::Down => {
-            let coef = r.in_norm.coefficients(&x.data, plane, no_scale_shift);
+            let coef = r.in_norm.coefficients(&x.data, plane, NORM_SILU);
             let hr = Act {
                 data: pool_normed(&x.data, x.c, x.h, x.w, &coef, true),
                 c: x.c,
@@ -711,7 +707,7 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
         Some(_) => {
             let up = r.updown == UpDown::Up;
             let hn = Act {
-                data: r.in_norm.forward(&x.data, plane, no_scale_shift),
+                data: r.in_norm.forward(&x.data, plane, NORM_SILU),
                 c: x.c,
                 h: x.h,
                 w: x.w,
@@ -745,13 +741,9 @@ fn run_res(r: &ResBlock, x: &Act, emb: &[f32]) -> Act {
 fn run_res_parts(r: &ResBlock, x: &Act, s: &Act, emb: &[f32]) -> Act {
     debug_assert_eq!(r.updown, UpDown::None);
     let plane = x.h * x.w;
-    let no_scale_shift = NormEpilogue {
-        scale_shift: None,
-        silu: true,
-    };
     let coef = r
         .in_norm
-        .coefficients_parts(&x.data, &s.data, plane, no_scale_shift);
+        .coefficients_parts(&x.data, &s.data, plane, NORM_SILU);
     let h = Act {
         data: r
             .in_conv
@@ -775,10 +767,6 @@ fn run_res_parts(r: &ResBlock, x: &Act, s: &Act, emb: &[f32]) -> Act {
 /// The part of a residual block after its first convolution's output `h`: the timestep
 /// conditioning, the second GroupNorm, SiLU and convolution (the skip is the caller's).
 fn res_main(r: &ResBlock, h: Act, emb: &[f32]) -> Act {
-    let no_scale_shift = NormEpilogue {
-        scale_shift: None,
-        silu: true,
-    };
     let plane = h.h * h.w;
     let e = r.emb.apply(emb);
     let cout = r.in_conv.cout;
@@ -792,7 +780,7 @@ fn res_main(r: &ResBlock, h: Act, emb: &[f32]) -> Act {
         for (row, &v) in hd.chunks_exact_mut(plane).zip(&e) {
             row.iter_mut().for_each(|x| *x += v);
         }
-        no_scale_shift
+        NORM_SILU
     };
     let coef = r.out_norm.coefficients(&hd, plane, epi);
     let out = Act {

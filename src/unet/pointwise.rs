@@ -104,7 +104,7 @@ unsafe fn run(
         return;
     }
     assert_eq!(xa.len() + xb.len(), cin * npix, "pointwise conv input");
-    let ca = xa.len().checked_div(npix).unwrap_or(0);
+    let ca = xa.len() / npix;
     assert_eq!(ca * npix, xa.len(), "pointwise conv input parts");
     let vectors = npix.div_ceil(16);
     // Pieces: ranges of whole register blocks of pixels, every output channel.
@@ -260,8 +260,25 @@ mod tests {
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
-        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    /// A random layer: input `[cin][npix]`, weights `[cout][cin]`, bias `[cout]`, and the
+    /// output `[cout][npix]` it adds to.
+    struct Layer {
+        x: Vec<f32>,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        before: Vec<f32>,
+    }
+
+    impl Layer {
+        fn new(rng: &mut ChaCha8Rng, cin: usize, cout: usize, npix: usize) -> Layer {
+            let mut random = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            Layer {
+                x: random(cin * npix),
+                weight: random(cout * cin),
+                bias: random(cout),
+                before: random(cout * npix),
+            }
+        }
     }
 
     /// Against f64 loops over the definition: pixel counts below, at and between multiples of
@@ -282,10 +299,12 @@ mod tests {
             (7, 16, 48),
             (192, 64, 1024),
         ] {
-            let x = random(cin * npix, &mut rng);
-            let weight = random(cout * cin, &mut rng);
-            let bias = random(cout, &mut rng);
-            let before = random(cout * npix, &mut rng);
+            let Layer {
+                x,
+                weight,
+                bias,
+                before,
+            } = Layer::new(&mut rng, cin, cout, npix);
             let mut out = before.clone();
             add_pointwise(&x, cin, &weight, &bias, &mut out);
             for co in 0..cout {
@@ -313,10 +332,12 @@ mod tests {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(6);
         let (cin, cout, npix) = (12, 9, 100);
-        let x = random(cin * npix, &mut rng);
-        let weight = random(cout * cin, &mut rng);
-        let bias = random(cout, &mut rng);
-        let before = random(cout * npix, &mut rng);
+        let Layer {
+            x,
+            weight,
+            bias,
+            before,
+        } = Layer::new(&mut rng, cin, cout, npix);
         let mut want = before.clone();
         add_pointwise(&x, cin, &weight, &bias, &mut want);
         for ca in 0..=cin {
@@ -336,9 +357,9 @@ mod tests {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         let (cin, cout, npix) = (20, 13, 257);
-        let x = random(cin * npix, &mut rng);
-        let weight = random(cout * cin, &mut rng);
-        let bias = random(cout, &mut rng);
+        let Layer {
+            x, weight, bias, ..
+        } = Layer::new(&mut rng, cin, cout, npix);
         let mut want = vec![0.0; cout * npix];
         add_pointwise(&x, cin, &weight, &bias, &mut want);
         let mut got = vec![f32::NAN; 5];
@@ -355,10 +376,12 @@ mod tests {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let (cin, cout, npix) = (64, 24, 70 * 64);
-        let x = random(cin * npix, &mut rng);
-        let weight = random(cout * cin, &mut rng);
-        let bias = random(cout, &mut rng);
-        let before = random(cout * npix, &mut rng);
+        let Layer {
+            x,
+            weight,
+            bias,
+            before,
+        } = Layer::new(&mut rng, cin, cout, npix);
         assert_same_bits_on_any_pool(|out| {
             out.clear();
             out.extend_from_slice(&before);
