@@ -9,7 +9,9 @@
 //! 3 vectors of 16 pixels (24 accumulators): for each tap and input channel it loads 3 input
 //! vectors, broadcasts 8 weights straight from the `[9, cout, cin]` weights, and issues 24 FMAs.
 //! Rows of any width run (the last vector of a row is masked), so every 3x3 stride-1
-//! convolution of the UNet takes this path on CPUs with AVX-512F.
+//! convolution of the UNet takes this path on CPUs with AVX-512F. Convolutions with at most
+//! two output channels (the UNet's output one) run a block of 2 channels x 12 vectors
+//! instead, where the 8-channel block would waste three quarters of its multiplies.
 //!
 //! Each output is the bias plus the products summed over taps (outer) and input channels
 //! (inner), in that order, whatever block or piece computes it: results are bit-identical
@@ -90,10 +92,17 @@ pub fn conv3x3(
     }
     pieces::with_buffer(&PADDED, |xp| {
         pad(x, cin, h, w, pre, up, xp);
+        let xp = &xp[..(h + 2) * cin * (w + 2)];
         // SAFETY: AVX-512F checked above; `xp` is `pad`'s layout for `cin x h x w`, `taps` and
         // `bias` hold `cout` channels (lengths checked), and `out` holds no values and has
         // room for `len`.
-        unsafe { run::<F32>(xp, cin, h, w, taps, bias, out) };
+        unsafe {
+            if cout <= NARROW_COUT {
+                run_narrow(xp, cin, h, w, taps, bias, out);
+            } else {
+                run::<F32>(xp, cin, h, w, taps, bias, out);
+            }
+        }
     });
 }
 
@@ -133,8 +142,8 @@ fn sweep(
     });
 }
 
-/// Copies `pre(x)` (`x` `[c, h, w]`, or `[c, h / 2, w / 2]` upsampled if `up`) into `xp` as
-/// `[h + 2][c][w + 2]` with a zero border.
+/// Copies `pre(x)` (`x` `[c, h, w]`, or `[c, h / 2, w / 2]` upsampled if `up`) into the start
+/// of `xp` (grown if shorter, never shrunk) as `[h + 2][c][w + 2]` with a zero border.
 fn pad(
     x: &[f32],
     c: usize,
@@ -147,15 +156,15 @@ fn pad(
     let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
     let wp = w + 2;
     let row = c * wp;
-    // Every value is written below (the buffer may hold another call's values).
-    xp.resize((h + 2) * row, 0.0);
+    // Every value of the layout is written below (the buffer may hold another call's values).
+    pieces::grow(xp, (h + 2) * row);
     xp[..row].fill(0.0);
-    xp[(h + 1) * row..].fill(0.0);
+    xp[(h + 1) * row..(h + 2) * row].fill(0.0);
     let parts = PIECES.min(h);
     let dst = Disjoint::new(xp.as_mut_ptr());
     pieces::run(parts, |p| {
         for y in pieces::range(h, parts, p) {
-            // SAFETY: padded row `y + 1` (`row` floats) lies inside `xp` (resized above) and
+            // SAFETY: padded row `y + 1` (`row` floats) lies inside `xp` (grown above) and
             // only piece `p` writes it.
             let d = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add((y + 1) * row), row) };
             for ci in 0..c {
@@ -315,16 +324,17 @@ pub(super) unsafe fn run<K: Kernel>(
 
 /// A block's weight rows (tap 0; a tap adds `cout * k`), its accumulators started at the bias,
 /// and the first input value each of the `V` vectors `vs` reads (output `(y, x)` reads padded
-/// rows `y..y + 3` at columns `x..x + 3`): the part of a block both kernels share.
+/// rows `y..y + 3` at columns `x..x + 3`), for `C` output channels from `a.co` (those past
+/// `cout` repeat channel `cout - 1`): the part of a block every kernel shares.
 ///
 /// # Safety
 /// AVX-512F; `a` as in [`Kernel::block`].
 #[target_feature(enable = "avx512f")]
 #[inline]
-pub(super) unsafe fn start<T, const V: usize>(
+pub(super) unsafe fn start<T, const C: usize, const V: usize>(
     a: &Block<T>,
     vs: &[Vector],
-) -> ([*const T; M], [[__m512; V]; M], [*const T; V]) {
+) -> ([*const T; C], [[__m512; V]; C], [*const T; V]) {
     let last = a.cout - 1;
     let wrow = std::array::from_fn(|m| a.taps.add((a.co + m).min(last) * a.k));
     let acc = std::array::from_fn(|m| [_mm512_set1_ps(*a.bias.add((a.co + m).min(last))); V]);
@@ -338,7 +348,11 @@ pub(super) unsafe fn start<T, const V: usize>(
 /// AVX-512F; `a` as in [`Kernel::block`].
 #[target_feature(enable = "avx512f")]
 #[inline]
-pub(super) unsafe fn store<T, const V: usize>(a: &Block<T>, vs: &[Vector], acc: &[[__m512; V]; M]) {
+pub(super) unsafe fn store<T, const C: usize, const V: usize>(
+    a: &Block<T>,
+    vs: &[Vector],
+    acc: &[[__m512; V]; C],
+) {
     for (m, accs) in acc.iter().enumerate() {
         if a.co + m >= a.cout {
             break;
@@ -368,7 +382,7 @@ impl Kernel for F32 {
 /// AVX-512F; as [`Kernel::block`].
 #[target_feature(enable = "avx512f")]
 unsafe fn block_f32<const V: usize>(a: &Block<f32>, vs: &[Vector]) {
-    let (wrow, mut acc, base) = start::<f32, V>(a, vs);
+    let (wrow, mut acc, base) = start::<f32, M, V>(a, vs);
     let masks: [u16; V] = std::array::from_fn(|j| vs[j].mask);
     for t in 0..9 {
         let off = (t / 3) * a.row + t % 3;
@@ -381,6 +395,94 @@ unsafe fn block_f32<const V: usize>(a: &Block<f32>, vs: &[Vector]) {
                 let wv = _mm512_set1_ps(*wrow[m].add(wt + ci));
                 for j in 0..V {
                     acc[m][j] = _mm512_fmadd_ps(wv, x[j], acc[m][j]);
+                }
+            }
+        }
+    }
+    store(a, vs, &acc);
+}
+
+/// Output channels up to which [`conv3x3`] runs the narrow block ([`run_narrow`]): the UNet's
+/// output convolution (2 channels), where the 8-channel block wastes three quarters of its
+/// multiplies.
+const NARROW_COUT: usize = 2;
+/// Pixel vectors of the narrow block (2 channels x 12 vectors: 24 accumulators, as the
+/// 8 x 3 block).
+const NARROW_N: usize = 12;
+
+/// [`run`] for at most [`NARROW_COUT`] output channels: blocks of [`NARROW_N`] pixel vectors
+/// (4 or 1 at a band's end), the same sums in the same order as the 8-channel block.
+///
+/// # Safety
+/// AVX-512F; as [`run`], with `bias.len() <= NARROW_COUT`.
+unsafe fn run_narrow(
+    xp: &[f32],
+    k: usize,
+    h: usize,
+    w: usize,
+    taps: &[f32],
+    bias: &[f32],
+    out: &mut Vec<f32>,
+) {
+    let (cout, row) = (bias.len(), k * (w + 2));
+    debug_assert!(cout <= NARROW_COUT && out.is_empty() && out.capacity() >= cout * h * w);
+    let dst = Disjoint::new(out.as_mut_ptr());
+    sweep(cout, h, w, row, |co, vectors| {
+        let args = Block {
+            xp: xp.as_ptr(),
+            row,
+            wp: w + 2,
+            k,
+            taps: taps.as_ptr(),
+            bias: bias.as_ptr(),
+            cout,
+            co,
+            out: dst.ptr(),
+            plane: h * w,
+            w,
+        };
+        for group in vectors.chunks(NARROW_N) {
+            // SAFETY: the caller's contract; this call writes every channel at its vectors
+            // only, inside `out`'s capacity, which no other call writes ([`sweep`]).
+            unsafe {
+                if group.len() == NARROW_N {
+                    block_narrow::<NARROW_N>(&args, group);
+                    continue;
+                }
+                for part in group.chunks(4) {
+                    if part.len() == 4 {
+                        block_narrow::<4>(&args, part);
+                    } else {
+                        for v in part.chunks(1) {
+                            block_narrow::<1>(&args, v);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    // SAFETY: the calls wrote every channel at every pixel.
+    unsafe { out.set_len(cout * h * w) };
+}
+
+/// The narrow block: [`NARROW_COUT`] output channels at `V` pixel vectors, each input vector
+/// loaded once for both channels' FMAs.
+///
+/// # Safety
+/// AVX-512F; as [`Kernel::block`].
+#[target_feature(enable = "avx512f")]
+unsafe fn block_narrow<const V: usize>(a: &Block<f32>, vs: &[Vector]) {
+    let (wrow, mut acc, base) = start::<f32, NARROW_COUT, V>(a, vs);
+    for t in 0..9 {
+        let off = (t / 3) * a.row + t % 3;
+        let wt = t * a.cout * a.k;
+        for ci in 0..a.k {
+            let wv: [__m512; NARROW_COUT] =
+                std::array::from_fn(|m| _mm512_set1_ps(*wrow[m].add(wt + ci)));
+            for j in 0..V {
+                let x = _mm512_maskz_loadu_ps(vs[j].mask, base[j].add(off + ci * a.wp));
+                for m in 0..NARROW_COUT {
+                    acc[m][j] = _mm512_fmadd_ps(wv[m], x, acc[m][j]);
                 }
             }
         }
@@ -408,6 +510,9 @@ mod tests {
             (3, 5, 7, 9, true, false),
             (16, 11, 4, 40, true, false),
             (32, 2, 9, 32, false, false),
+            (32, 2, 20, 128, true, false),
+            (3, 1, 6, 50, true, false),
+            (4, 2, 6, 20, false, true),
             (64, 16, 40, 24, true, false),
             (5, 9, 6, 18, false, true),
             (16, 8, 8, 32, true, true),

@@ -122,7 +122,7 @@ impl Kernel for Bf16 {
 /// AVX-512F and AVX512-BF16; as [`Kernel::block`].
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn block_bf16<const V: usize>(a: &Block<u32>, vs: &[Vector]) {
-    let (wrow, mut acc, base) = start::<u32, V>(a, vs);
+    let (wrow, mut acc, base) = start::<u32, M, V>(a, vs);
     let masks: [u16; V] = std::array::from_fn(|j| vs[j].mask);
     for t in 0..9 {
         let off = (t / 3) * a.row + t % 3;

@@ -69,6 +69,16 @@ pub fn with_buffer<T, R>(
     r
 }
 
+/// Makes `v` at least `n` long (new values `T::default()`), never shorter: a reused buffer
+/// whose callers write every value they read. (Resizing to each call's length instead would
+/// zero-fill the difference every time a larger call follows a smaller one: the output
+/// convolution's padded input after the input convolution's cost 1% of a reconstruction.)
+pub fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}
+
 /// A pointer into one output buffer that the pieces of a layer share, each writing its own
 /// disjoint part of it. Reach the pointer through [`Disjoint::ptr`] (a closure that used the
 /// field would capture the bare pointer, which is not `Send`).
