@@ -326,10 +326,8 @@ impl<F: Form> Winograd<F> {
         let nt = rows * txp;
         let vs = stride(k * nt);
         with_buffer(F::slot(), |v| {
-            // Grown, never shrunk: every value a band reads it writes first, so no clearing.
-            if v.len() < 16 * vs {
-                v.resize(16 * vs, F::T::default());
-            }
+            // Every value a band reads it writes first, so no clearing.
+            pieces::grow(v, 16 * vs);
             with_buffer(&ROWS, |scratch| {
                 // SAFETY: the caller's contract; `v` holds `[16][vs]`.
                 unsafe { F::transform_input(a, ty0, rows, scratch, v.as_mut_ptr()) };
@@ -428,75 +426,83 @@ unsafe fn transform_input<F: Form>(
     let (sh, sw) = if a.up { (h / 2, w / 2) } else { (h, w) };
     let nt = rows * txp;
     let vs = stride(a.k * nt);
-    let prow = 2 * rows + 2;
-    // Per channel q: [prow][4][txr] column transforms.
+    // Per channel q: a ring of [RING][4][txr] column transforms (padded row r at r % RING):
+    // tile row rr reads padded rows 2 rr..2 rr + 4, made just before it (all four for the
+    // first, the two new ones after), so the ring stays in L1 while the band's `V` streams
+    // out.
+    const RING: usize = 4;
     let ring = 4 * txr;
-    // Grown, never shrunk (every row is written before it is read).
-    if scratch.len() < F::CH * prow * ring {
-        scratch.resize(F::CH * prow * ring, 0.0);
-    }
+    let per_q = RING * ring;
+    // Every row is written before it is read.
+    pieces::grow(scratch, F::CH * per_q);
     let cols = &mut scratch[..];
     let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     for p in 0..a.k {
-        for q in 0..F::CH {
-            let ci = F::CH * p + q;
-            let cq = &mut cols[q * prow * ring..(q + 1) * prow * ring];
-            for r in 0..prow {
-                let py = 2 * ty0 + r;
-                let dst = &mut cq[r * ring..(r + 1) * ring];
-                if ci >= a.cin || py == 0 || py > h {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let (ca, cb, silu) = match a.pre {
-                    Some((coef, silu)) => (coef[ci][0], coef[ci][1], silu),
-                    None => (1.0, 0.0, false),
-                };
-                let sy = if a.up { (py - 1) / 2 } else { py - 1 };
-                let src = if ci < a.ca {
-                    &a.xa[(ci * sh + sy) * sw..][..sw]
-                } else {
-                    &a.xb[((ci - a.ca) * sh + sy) * sw..][..sw]
-                };
-                // Image vectors u_m (columns 16 m..16 m + 16) from source vectors r_k, each
-                // normalised once; padded vector P_m = [u_{m-1}[15], u_m[0..15]].
-                let zero = _mm512_setzero_ps();
-                let (mut u0, mut rk) = if a.up {
-                    let r0 = row_vector(src, 0, ca, cb, silu, F::CH == 1);
-                    (dup_half::<false>(r0), r0)
-                } else {
-                    (row_vector(src, 0, ca, cb, silu, F::CH == 1), zero)
-                };
-                let mut p0 = shift_in(u0, zero);
-                for j in 0..txr / 16 {
-                    // Padded columns 32 j..32 j + 48; a tile's four columns are 2 tx..2 tx + 4.
-                    let (u1, u2) = if a.up {
-                        let u1 = dup_half::<true>(rk);
-                        rk = row_vector(src, j + 1, ca, cb, silu, F::CH == 1);
-                        (u1, dup_half::<false>(rk))
-                    } else {
-                        (
-                            row_vector(src, 2 * j + 1, ca, cb, silu, F::CH == 1),
-                            row_vector(src, 2 * j + 2, ca, cb, silu, F::CH == 1),
-                        )
+        for rr in 0..rows {
+            let new_rows = if rr == 0 {
+                0..4
+            } else {
+                2 * rr + 2..2 * rr + 4
+            };
+            for q in 0..F::CH {
+                let ci = F::CH * p + q;
+                let cq = &mut cols[q * per_q..(q + 1) * per_q];
+                for r in new_rows.clone() {
+                    let py = 2 * ty0 + r;
+                    let dst = &mut cq[(r % RING) * ring..(r % RING + 1) * ring];
+                    if ci >= a.cin || py == 0 || py > h {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let (ca, cb, silu) = match a.pre {
+                        Some((coef, silu)) => (coef[ci][0], coef[ci][1], silu),
+                        None => (1.0, 0.0, false),
                     };
-                    let (p1, p2) = (shift_in(u1, u0), shift_in(u2, u1));
-                    let (s0, s1) = (shift2(p0, p1), shift2(p1, p2));
-                    let d0 = _mm512_permutex2var_ps(p0, even, p1);
-                    let d1 = _mm512_permutex2var_ps(p0, odd, p1);
-                    let d2 = _mm512_permutex2var_ps(s0, even, s1);
-                    let d3 = _mm512_permutex2var_ps(s0, odd, s1);
-                    let o = dst.as_mut_ptr().add(16 * j);
-                    _mm512_storeu_ps(o, _mm512_sub_ps(d0, d2));
-                    _mm512_storeu_ps(o.add(txr), _mm512_add_ps(d1, d2));
-                    _mm512_storeu_ps(o.add(2 * txr), _mm512_sub_ps(d2, d1));
-                    _mm512_storeu_ps(o.add(3 * txr), _mm512_sub_ps(d1, d3));
-                    (u0, p0) = (u2, p2);
+                    let sy = if a.up { (py - 1) / 2 } else { py - 1 };
+                    let src = if ci < a.ca {
+                        &a.xa[(ci * sh + sy) * sw..][..sw]
+                    } else {
+                        &a.xb[((ci - a.ca) * sh + sy) * sw..][..sw]
+                    };
+                    // Image vectors u_m (columns 16 m..16 m + 16) from source vectors r_k, each
+                    // normalised once; padded vector P_m = [u_{m-1}[15], u_m[0..15]].
+                    let zero = _mm512_setzero_ps();
+                    let (mut u0, mut rk) = if a.up {
+                        let r0 = row_vector(src, 0, ca, cb, silu, F::CH == 1);
+                        (dup_half::<false>(r0), r0)
+                    } else {
+                        (row_vector(src, 0, ca, cb, silu, F::CH == 1), zero)
+                    };
+                    let mut p0 = shift_in(u0, zero);
+                    for j in 0..txr / 16 {
+                        // Padded columns 32 j..32 j + 48; a tile's four columns are 2 tx..2 tx
+                        // + 4.
+                        let (u1, u2) = if a.up {
+                            let u1 = dup_half::<true>(rk);
+                            rk = row_vector(src, j + 1, ca, cb, silu, F::CH == 1);
+                            (u1, dup_half::<false>(rk))
+                        } else {
+                            (
+                                row_vector(src, 2 * j + 1, ca, cb, silu, F::CH == 1),
+                                row_vector(src, 2 * j + 2, ca, cb, silu, F::CH == 1),
+                            )
+                        };
+                        let (p1, p2) = (shift_in(u1, u0), shift_in(u2, u1));
+                        let (s0, s1) = (shift2(p0, p1), shift2(p1, p2));
+                        let d0 = _mm512_permutex2var_ps(p0, even, p1);
+                        let d1 = _mm512_permutex2var_ps(p0, odd, p1);
+                        let d2 = _mm512_permutex2var_ps(s0, even, s1);
+                        let d3 = _mm512_permutex2var_ps(s0, odd, s1);
+                        let o = dst.as_mut_ptr().add(16 * j);
+                        _mm512_storeu_ps(o, _mm512_sub_ps(d0, d2));
+                        _mm512_storeu_ps(o.add(txr), _mm512_add_ps(d1, d2));
+                        _mm512_storeu_ps(o.add(2 * txr), _mm512_sub_ps(d2, d1));
+                        _mm512_storeu_ps(o.add(3 * txr), _mm512_sub_ps(d1, d3));
+                        (u0, p0) = (u2, p2);
+                    }
                 }
             }
-        }
-        for rr in 0..rows {
             for j in 0..txr / 16 {
                 let at = v.add(p * nt + rr * txp + 16 * j);
                 // The tiles of this tile row (8 in a narrow image: the vector's other half
@@ -507,11 +513,10 @@ unsafe fn transform_input<F: Form>(
                 for c in 0..4 {
                     let mut x = [[_mm512_setzero_ps(); 4]; 2];
                     for (q, xq) in x.iter_mut().enumerate().take(F::CH) {
-                        let base = cols
-                            .as_ptr()
-                            .add(q * prow * ring + 2 * rr * ring + c * txr + 16 * j);
-                        let t: [__m512; 4] =
-                            std::array::from_fn(|i| _mm512_loadu_ps(base.add(i * ring)));
+                        let base = cols.as_ptr().add(q * per_q + c * txr + 16 * j);
+                        let t: [__m512; 4] = std::array::from_fn(|i| {
+                            _mm512_loadu_ps(base.add(((2 * rr + i) % RING) * ring))
+                        });
                         *xq = [
                             _mm512_sub_ps(t[0], t[2]),
                             _mm512_add_ps(t[1], t[2]),
