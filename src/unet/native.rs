@@ -11,8 +11,8 @@
 
 use super::config::{UNetConfig, GROUPS};
 use super::kernels::{
-    add_assign, add_upsampled, avgpool2, buffer, concat, matmul_at, matmul_bt, pool_normed,
-    recycle, silu, softmax_rows, upsample2, zeros, Conv, Dense, GroupNorm, NormEpilogue,
+    add_assign, add_upsampled, avgpool2, buffer, concat, matmul, matmul_at, pool_normed, recycle,
+    silu, softmax_cols, upsample2, zeros, Conv, Dense, GroupNorm, NormEpilogue,
 };
 use super::layout::{Layer, Layout, UpDown};
 use crate::{Error, Result};
@@ -793,23 +793,38 @@ fn res_main(r: &ResBlock, h: Act, emb: &[f32]) -> Act {
     out
 }
 
-/// `w` (emptied, then `[t, t]`) `[tq, tk] = sum_i q[i, tq] k[i, tk]` for `q`, `k` `[hc, t]`:
-/// on the pointwise kernel (`q` transposed into its weights) where it runs, else a matrix
-/// product.
-fn logits(t: usize, hc: usize, q: &[f32], k: &[f32], w: &mut Vec<f32>) {
+/// `w` (emptied, then `[t, t]`) `[tk, tq] = sum_i k[i, tk] q[i, tq]` for `q`, `k` `[hc, t]`:
+/// the logits transposed (a key per row), so that the softmax runs down the columns and the
+/// value product reads the weights as they lie. On the pointwise kernel (`k` transposed into
+/// its weights) where it runs, else a matrix product.
+fn logits_t(t: usize, hc: usize, q: &[f32], k: &[f32], w: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     if super::pointwise::available() {
-        let mut qt = buffer(t * hc);
-        qt.extend((0..t * hc).map(|j| q[(j % hc) * t + j / hc]));
+        let mut kt = buffer(t * hc);
+        kt.extend((0..t * hc).map(|j| k[(j % hc) * t + j / hc]));
         let bias = zeros(t);
-        super::pointwise::pointwise(k, hc, &qt, &bias, t, w);
-        recycle(qt);
+        super::pointwise::pointwise(q, hc, &kt, &bias, t, w);
+        recycle(kt);
         recycle(bias);
         return;
     }
     w.clear();
     w.resize(t * t, 0.0);
-    matmul_at(t, t, hc, w, q, k);
+    matmul_at(t, t, hc, w, k, q);
+}
+
+/// `out` (`[hc, t]`) `[i, tq] = sum_tk v[i, tk] p[tk, tq]`: the values weighted by the
+/// attention `p` (`[t, t]`, a key per row), on the pointwise kernel where it runs (`p` its
+/// input, `v` its weights), else a matrix product.
+fn weighted_values(t: usize, hc: usize, v: &[f32], p: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::pointwise::available() {
+        let bias = zeros(hc);
+        super::pointwise::pointwise_into(p, t, v, &bias, out);
+        recycle(bias);
+        return;
+    }
+    matmul(hc, t, t, out, t, v, t, p, t, false);
 }
 
 fn run_attention(a: &Attention, x: &Act) -> Act {
@@ -833,19 +848,9 @@ fn run_attention(a: &Attention, x: &Act) -> Act {
         let qh = &q[head * hc * t..(head + 1) * hc * t];
         let kh = &k[head * hc * t..(head + 1) * hc * t];
         let vh = &v[head * hc * t..(head + 1) * hc * t];
-        logits(t, hc, qh, kh, &mut w);
-        softmax_rows(&mut w, t, scale);
-        // a[i, tq] = sum_tk v[i, tk] w[tq, tk]
-        matmul_bt(
-            hc,
-            t,
-            t,
-            &mut att[head * hc * t..(head + 1) * hc * t],
-            vh,
-            t,
-            &w,
-            t,
-        );
+        logits_t(t, hc, qh, kh, &mut w);
+        softmax_cols(&mut w, t, scale);
+        weighted_values(t, hc, vh, &w, &mut att[head * hc * t..(head + 1) * hc * t]);
     }
     let mut y = buffer(x.data.len());
     y.extend_from_slice(&x.data);

@@ -81,6 +81,21 @@ pub fn pointwise(
     }
 }
 
+/// [`pointwise`] into `out` (`[cout][npix]`, overwritten without being read).
+///
+/// # Panics
+/// As [`add_pointwise`].
+pub fn pointwise_into(x: &[f32], cin: usize, weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    let cout = bias.len();
+    if cout == 0 {
+        return;
+    }
+    assert!(out.len().is_multiple_of(cout), "pointwise conv output");
+    let npix = out.len() / cout;
+    // SAFETY: `out` holds `cout * npix` values.
+    unsafe { run(x, &[], cin, weight, bias, npix, out.as_mut_ptr(), false) };
+}
+
 /// The pointwise convolution into `out` (`[cout][npix]`), added to its values if `add`, else
 /// written over them (then never read).
 ///
