@@ -73,6 +73,8 @@ pub fn with_buffer<T, R>(
 /// whose callers write every value they read. (Resizing to each call's length instead would
 /// zero-fill the difference every time a larger call follows a smaller one: the output
 /// convolution's padded input after the input convolution's cost 1% of a reconstruction.)
+/// (Its users are the x86-64 kernels.)
+#[cfg(target_arch = "x86_64")]
 pub fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
     if v.len() < n {
         v.resize(n, T::default());
