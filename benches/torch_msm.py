@@ -528,10 +528,12 @@ class Timer:
 
 def reconstruct(net, meta, kspace, maps, pattern, steps=50, partials=3, eta=0.85, lam=1.0,
                 seed=0, samples=1, loop=False, progress=False, oracle=None,
-                channels_last=False, final_dc=0):
+                channels_last=False, final_dc=0, eps_noise=0.0):
     """Posterior mean of `samples` chains; returns (image complex64 numpy (H, W), Timer,
     scale factor). With `oracle` (the clean image on the input's scale) the network is
-    replaced by OracleNet."""
+    replaced by OracleNet. With `eps_noise` > 0, Gaussian noise of that rms relative to the
+    network output's rms is added to every output (its own seeded stream): how much network
+    error the reconstruction's PSNR tolerates."""
     torch = _torch()
     nc, h, w = kspace.shape
     maps_t = torch.from_numpy(maps.astype(np.complex64))
@@ -557,6 +559,7 @@ def reconstruct(net, meta, kspace, maps, pattern, steps=50, partials=3, eta=0.85
     for s in range(samples):
         rng = np.random.default_rng([seed, s])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        eps_gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         sampler = CoverageSampler(w, accel, acs_lines, np.random.default_rng([seed, s, 1]))
 
         def randn():
@@ -589,6 +592,9 @@ def reconstruct(net, meta, kspace, maps, pattern, steps=50, partials=3, eta=0.85
                 timer.calls += 1
             timer.network += time.perf_counter() - t0
             eps = eps.contiguous()
+            if eps_noise > 0:
+                scale = eps_noise * float(eps.pow(2).mean().sqrt())
+                eps = eps + scale * torch.randn(eps.shape, generator=eps_gen)
             eps_c = torch.complex(eps[:, 0], eps[:, 1])
             x0 = u / math.sqrt(ab) - math.sqrt(1.0 / ab - 1.0) * eps_c
             s_hat = forward_op(torch, maps_t, x0, masks)  # [w, C, H, W]
@@ -721,6 +727,9 @@ def main(argv=None):
     ap.add_argument("--final-dc", type=int, default=0,
                     help="CG iterations of data consistency on each sample at the end (as the "
                          "runtime's ReconOptions::final_dc; 0: none)")
+    ap.add_argument("--eps-noise", type=float, default=0.0,
+                    help="add seeded Gaussian noise of this rms, relative to the network "
+                         "output's rms, to every network output (sensitivity to network error)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--loop", action="store_true",
@@ -773,7 +782,7 @@ def main(argv=None):
         img, timer, factor = reconstruct(
             net, meta, kspace, maps, pattern, a.steps, a.partials, a.eta, a.lam, a.seed,
             a.samples, a.loop, a.progress, channels_last=a.channels_last,
-            final_dc=a.final_dc)
+            final_dc=a.final_dc, eps_noise=a.eps_noise)
     total = time.perf_counter() - start
     res = {
         "runtime": "pytorch",
@@ -783,6 +792,7 @@ def main(argv=None):
         "partials": a.partials,
         "samples": a.samples,
         "final_dc": a.final_dc,
+        "eps_noise": a.eps_noise,
         "batched": not a.loop,
         "channels_last": a.channels_last,
         "seconds_total": total,
