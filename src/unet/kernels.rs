@@ -619,7 +619,8 @@ impl Conv {
         #[cfg(target_arch = "x86_64")]
         if self.k == 1 && self.stride == 1 && super::pointwise::available() {
             debug_assert_eq!(out.len(), self.cout * h * w);
-            super::pointwise::add_pointwise(x, self.cin, &self.weight, &self.bias, out);
+            let w = super::pointwise::Weights::F32(&self.weight);
+            super::pointwise::add_pointwise(x, self.cin, w, &self.bias, out);
             return;
         }
         let y = self.forward(x, h, w);
@@ -953,7 +954,8 @@ impl Dense {
         #[cfg(target_arch = "x86_64")]
         if super::pointwise::available() {
             let mut out = buffer(self.dout * n);
-            super::pointwise::pointwise(x, self.din, &self.weight, &self.bias, n, &mut out);
+            let w = super::pointwise::Weights::F32(&self.weight);
+            super::pointwise::pointwise(x, self.din, w, &self.bias, n, &mut out);
             return out;
         }
         let mut out = rows_filled(&self.bias, n);
@@ -977,7 +979,8 @@ impl Dense {
     pub fn add_cols(&self, x: &[f32], n: usize, out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if super::pointwise::available() {
-            super::pointwise::add_pointwise(x, self.din, &self.weight, &self.bias, out);
+            let w = super::pointwise::Weights::F32(&self.weight);
+            super::pointwise::add_pointwise(x, self.din, w, &self.bias, out);
             return;
         }
         let y = self.apply_cols(x, n);

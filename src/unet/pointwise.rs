@@ -9,13 +9,44 @@
 //! 8 weights and issues 24 FMAs. This replaces a matrix product into a separate buffer (with
 //! its operand packing) and a second pass adding that buffer to the output.
 //!
+//! With bf16 weights ([`Weights::Bf16`], channel pairs) the input is rounded to bf16 pairs
+//! once per call and the block issues 8 `vdpbf16ps` per channel pair instead of 16 FMAs:
+//! attention's projections, logits and value products in the bf16 executor.
+//!
 //! Each output is `out + bias` plus the products in input-channel order, whatever piece
 //! computes it: bit-identical on any thread count.
 
 use std::arch::x86_64::*;
 
+use super::bf16::{pair, round_pairs};
 use super::direct::{lanes, M, N};
 use super::pieces::{self, Disjoint, PIECES};
+
+/// A pointwise call's weights `[cout][cin]`: f32, or bf16 pairs `[cout][cin.div_ceil(2)]`
+/// ([`bf16_weights`]), whose calls need [`bf16_available`] and take one input part.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// `[cout][cin]` f32.
+    F32(&'a [f32]),
+    /// `[cout][cin.div_ceil(2)]` pairs: channels `2 i` (low half) and `2 i + 1`, rounded to
+    /// bf16 ([`super::bf16::pair`]; an odd last channel pairs with zero).
+    Bf16(&'a [u32]),
+}
+
+/// The bf16 pair form of f32 weights `[cout][cin]`.
+pub fn bf16_weights(weight: &[f32], cin: usize) -> Vec<u32> {
+    weight
+        .chunks_exact(cin.max(1))
+        .flat_map(|row| {
+            (0..cin.div_ceil(2)).map(|i| pair(row[2 * i], *row.get(2 * i + 1).unwrap_or(&0.0)))
+        })
+        .collect()
+}
+
+/// Whether this CPU runs [`Weights::Bf16`] calls (AVX-512F, AVX-512BW, AVX512-BF16).
+pub fn bf16_available() -> bool {
+    super::bf16::available()
+}
 
 /// Whether this CPU runs the kernel here (AVX-512F).
 pub fn available() -> bool {
@@ -29,9 +60,17 @@ const MIN_PIECE: usize = 16 * N * 8;
 /// `[cout][npix]` and `x` `[cin][npix]` (`cout = bias.len()`).
 ///
 /// # Panics
-/// If the lengths do not match, or the CPU has no AVX-512F ([`available`]).
-pub fn add_pointwise(x: &[f32], cin: usize, weight: &[f32], bias: &[f32], out: &mut [f32]) {
-    add_pointwise_parts(x, &[], cin, weight, bias, out);
+/// If the lengths do not match, or the CPU has no AVX-512F ([`available`]; bf16 weights:
+/// [`bf16_available`]).
+pub fn add_pointwise(x: &[f32], cin: usize, weight: Weights, bias: &[f32], out: &mut [f32]) {
+    let cout = bias.len();
+    if cout == 0 {
+        return;
+    }
+    assert!(out.len().is_multiple_of(cout), "pointwise conv output");
+    let npix = out.len() / cout;
+    // SAFETY: `out` holds `cout * npix` values.
+    unsafe { run(x, &[], cin, weight, bias, npix, out.as_mut_ptr(), true) };
 }
 
 /// [`add_pointwise`] of the concatenation of `xa` (the first input channels) and `xb` (the
@@ -54,7 +93,18 @@ pub fn add_pointwise_parts(
     assert!(out.len().is_multiple_of(cout), "pointwise conv output");
     let npix = out.len() / cout;
     // SAFETY: `out` holds `cout * npix` values.
-    unsafe { run(xa, xb, cin, weight, bias, npix, out.as_mut_ptr(), true) };
+    unsafe {
+        run(
+            xa,
+            xb,
+            cin,
+            Weights::F32(weight),
+            bias,
+            npix,
+            out.as_mut_ptr(),
+            true,
+        )
+    };
 }
 
 /// `out` (emptied, then `[cout][npix]`) `= bias[co] + sum_ci weight[co * cin + ci] * x[ci *
@@ -66,7 +116,7 @@ pub fn add_pointwise_parts(
 pub fn pointwise(
     x: &[f32],
     cin: usize,
-    weight: &[f32],
+    weight: Weights,
     bias: &[f32],
     npix: usize,
     out: &mut Vec<f32>,
@@ -85,7 +135,7 @@ pub fn pointwise(
 ///
 /// # Panics
 /// As [`add_pointwise`].
-pub fn pointwise_into(x: &[f32], cin: usize, weight: &[f32], bias: &[f32], out: &mut [f32]) {
+pub fn pointwise_into(x: &[f32], cin: usize, weight: Weights, bias: &[f32], out: &mut [f32]) {
     let cout = bias.len();
     if cout == 0 {
         return;
@@ -106,7 +156,7 @@ unsafe fn run(
     xa: &[f32],
     xb: &[f32],
     cin: usize,
-    weight: &[f32],
+    weight: Weights,
     bias: &[f32],
     npix: usize,
     out: *mut f32,
@@ -114,7 +164,33 @@ unsafe fn run(
 ) {
     assert!(available(), "pointwise convolution needs AVX-512F");
     let cout = bias.len();
-    assert_eq!(weight.len(), cout * cin, "pointwise conv weights");
+    let (wf, wb, kp): (&[f32], &[u32], usize) = match weight {
+        Weights::F32(w) => {
+            assert_eq!(w.len(), cout * cin, "pointwise conv weights");
+            (w, &[], cin)
+        }
+        Weights::Bf16(w) => {
+            assert!(
+                bf16_available(),
+                "bf16 pointwise convolution needs AVX512-BF16"
+            );
+            assert!(xb.is_empty(), "bf16 pointwise convolution: one input part");
+            assert_eq!(
+                w.len(),
+                cout * cin.div_ceil(2),
+                "pointwise conv bf16 weights"
+            );
+            (&[], w, cin.div_ceil(2))
+        }
+    };
+    let bf16 = matches!(weight, Weights::Bf16(_));
+    // With bf16 weights the input is rounded to pairs once (`[kp][npix]`), not once per
+    // block of output channels.
+    let mut packed = Vec::new();
+    if bf16 {
+        // SAFETY: bf16_available() checked above.
+        unsafe { pack(xa, cin, npix, &mut packed) };
+    }
     if cout == 0 || npix == 0 {
         return;
     }
@@ -143,22 +219,55 @@ unsafe fn run(
                         ca,
                         npix,
                         cin,
-                        weight: weight.as_ptr(),
+                        weight: wf.as_ptr(),
+                        pairs: wb.as_ptr(),
+                        packed: packed.as_ptr(),
+                        kp,
                         bias: bias.as_ptr(),
                         cout,
                         co,
                         out: dst.ptr(),
                         add,
                     };
-                    match nv {
-                        N => block::<N>(&a, v0),
-                        2 => block::<2>(&a, v0),
-                        _ => block::<1>(&a, v0),
+                    match (nv, bf16) {
+                        (N, false) => block::<N>(&a, v0),
+                        (2, false) => block::<2>(&a, v0),
+                        (_, false) => block::<1>(&a, v0),
+                        (N, true) => block_bf16::<N>(&a, v0),
+                        (2, true) => block_bf16::<2>(&a, v0),
+                        (_, true) => block_bf16::<1>(&a, v0),
                     }
                 }
             }
         }
     });
+}
+
+/// `out` (emptied, then `[cin.div_ceil(2)][npix]`) = the rows of `x` (`[cin][npix]`) rounded
+/// to bf16 pairs (rows `2 p`, `2 p + 1`; an odd last row pairs with zero), 16 pixels at a time.
+///
+/// # Safety
+/// The CPU has AVX-512F, AVX-512BW and AVX512-BF16.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pack(x: &[f32], cin: usize, npix: usize, out: &mut Vec<u32>) {
+    let kp = cin.div_ceil(2);
+    out.clear();
+    out.reserve(kp * npix);
+    let dst: *mut u32 = out.as_mut_ptr();
+    for p in 0..kp {
+        let lo = x[2 * p * npix..][..npix].as_ptr();
+        let hi = (2 * p + 1 < cin).then(|| x[(2 * p + 1) * npix..][..npix].as_ptr());
+        for i in (0..npix).step_by(16) {
+            let keep = lanes(npix - i);
+            let l = _mm512_maskz_loadu_ps(keep, lo.add(i));
+            let h = hi.map_or(_mm512_setzero_ps(), |h| {
+                _mm512_maskz_loadu_ps(keep, h.add(i))
+            });
+            _mm512_mask_storeu_epi32(dst.add(p * npix + i).cast(), keep, round_pairs(l, h));
+        }
+    }
+    // SAFETY: every value of the `kp * npix` was written above.
+    out.set_len(kp * npix);
 }
 
 /// What a register block reads and writes.
@@ -170,7 +279,14 @@ struct Args {
     ca: usize,
     npix: usize,
     cin: usize,
+    /// f32 weights `[cout][cin]` (not read with bf16 weights).
     weight: *const f32,
+    /// bf16 weight pairs `[cout][kp]` (read by the bf16 blocks only).
+    pairs: *const u32,
+    /// The input as bf16 pairs `[kp][npix]` (read by the bf16 blocks only).
+    packed: *const u32,
+    /// Weight values per output channel (`cin`, or `cin.div_ceil(2)` pairs).
+    kp: usize,
     bias: *const f32,
     cout: usize,
     co: usize,
@@ -188,22 +304,7 @@ struct Args {
 /// those outputs are this call's to write.
 #[target_feature(enable = "avx512f")]
 unsafe fn block<const V: usize>(a: &Args, v0: usize) {
-    let last = a.cout - 1;
-    let ch: [usize; M] = std::array::from_fn(|m| (a.co + m).min(last));
-    let masks: [u16; V] = std::array::from_fn(|j| lanes(a.npix - 16 * (v0 + j)));
-    let px: [usize; V] = std::array::from_fn(|j| 16 * (v0 + j));
-    let mut acc = [[_mm512_setzero_ps(); V]; M];
-    for m in 0..M {
-        let b = _mm512_set1_ps(*a.bias.add(ch[m]));
-        for j in 0..V {
-            acc[m][j] = if a.add {
-                let o = _mm512_maskz_loadu_ps(masks[j], a.out.add(ch[m] * a.npix + px[j]));
-                _mm512_add_ps(o, b)
-            } else {
-                b
-            };
-        }
-    }
+    let (ch, masks, px, mut acc) = start::<V>(a, v0);
     let wrow: [*const f32; M] = std::array::from_fn(|m| a.weight.add(ch[m] * a.cin));
     // The first channel block of a pixel block is the first to read its input: it prefetches
     // the next pixel block's.
@@ -220,6 +321,78 @@ unsafe fn block<const V: usize>(a: &Args, v0: usize) {
         &px,
         ahead,
     );
+    finish(a, &acc, &masks, &px);
+}
+
+/// [`block`] with bf16 weight pairs, reading the input's bf16 pairs (`a.packed`).
+///
+/// # Safety
+/// As [`block`], and the CPU has AVX-512BW and AVX512-BF16; `a.pairs` holds `[cout][kp]`
+/// and `a.packed` `[kp][npix]`.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn block_bf16<const V: usize>(a: &Args, v0: usize) {
+    let (ch, masks, px, mut acc) = start::<V>(a, v0);
+    let wrow: [*const u32; M] = std::array::from_fn(|m| a.pairs.add(ch[m] * a.kp));
+    for p in 0..a.kp {
+        let row = a.packed.add(p * a.npix);
+        let xv: [__m512bh; V] = std::array::from_fn(|j| {
+            let x = _mm512_maskz_loadu_epi32(masks[j], row.add(px[j]).cast());
+            // SAFETY: 512 bits of plain integers either way.
+            unsafe { std::mem::transmute::<__m512i, __m512bh>(x) }
+        });
+        for m in 0..M {
+            let w = _mm512_set1_epi32(*wrow[m].add(p) as i32);
+            // SAFETY: as above.
+            let wv = unsafe { std::mem::transmute::<__m512i, __m512bh>(w) };
+            for j in 0..V {
+                acc[m][j] = _mm512_dpbf16_ps(acc[m][j], xv[j], wv);
+            }
+        }
+    }
+    finish(a, &acc, &masks, &px);
+}
+
+/// A block's output channels (past `cout` repeating channel `cout - 1`), lane masks, first
+/// pixels and starting accumulators (the output plus the bias if `a.add`, else the bias).
+///
+/// # Safety
+/// As [`block`] (inlined into the blocks, which enable AVX-512F).
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+unsafe fn start<const V: usize>(
+    a: &Args,
+    v0: usize,
+) -> ([usize; M], [u16; V], [usize; V], [[__m512; V]; M]) {
+    let last = a.cout - 1;
+    let ch: [usize; M] = std::array::from_fn(|m| (a.co + m).min(last));
+    let masks: [u16; V] = std::array::from_fn(|j| lanes(a.npix - 16 * (v0 + j)));
+    let px: [usize; V] = std::array::from_fn(|j| 16 * (v0 + j));
+    let mut acc = [[_mm512_setzero_ps(); V]; M];
+    for m in 0..M {
+        let b = _mm512_set1_ps(*a.bias.add(ch[m]));
+        for j in 0..V {
+            acc[m][j] = if a.add {
+                let o = _mm512_maskz_loadu_ps(masks[j], a.out.add(ch[m] * a.npix + px[j]));
+                _mm512_add_ps(o, b)
+            } else {
+                b
+            };
+        }
+    }
+    (ch, masks, px, acc)
+}
+
+/// Stores a block's accumulators (channels below `cout`, lanes `masks`).
+///
+/// # Safety
+/// As [`block`] (inlined into the blocks, which enable AVX-512F).
+#[inline(always)]
+unsafe fn finish<const V: usize>(
+    a: &Args,
+    acc: &[[__m512; V]; M],
+    masks: &[u16; V],
+    px: &[usize; V],
+) {
     for (m, accs) in acc.iter().enumerate() {
         if a.co + m >= a.cout {
             break;
@@ -321,7 +494,7 @@ mod tests {
                 before,
             } = Layer::new(&mut rng, cin, cout, npix);
             let mut out = before.clone();
-            add_pointwise(&x, cin, &weight, &bias, &mut out);
+            add_pointwise(&x, cin, Weights::F32(&weight), &bias, &mut out);
             for co in 0..cout {
                 for p in 0..npix {
                     let mut s = f64::from(before[co * npix + p]) + f64::from(bias[co]);
@@ -336,6 +509,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// bf16 weights: against f64 loops over the definition on the bf16-rounded input and
+    /// weights (odd and even channel counts, partial vectors and channel blocks, adding and
+    /// writing), and bit-identical on any pool.
+    #[test]
+    fn bf16_matches_the_rounded_definition() {
+        if !bf16_available() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 pointwise convolution not exercised");
+            return;
+        }
+        let r = |v: f32| f64::from(f32::from_bits(u32::from(crate::unet::bf16::bf16(v)) << 16));
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for &(cin, cout, npix, add) in &[
+            (1, 1, 1, true),
+            (3, 5, 17, false),
+            (32, 256, 256, false),
+            (128, 384, 256, false),
+            (7, 16, 48, true),
+            (256, 32, 256, false),
+        ] {
+            let Layer {
+                x,
+                weight,
+                bias,
+                before,
+            } = Layer::new(&mut rng, cin, cout, npix);
+            let pairs = bf16_weights(&weight, cin);
+            let mut out = if add { before.clone() } else { Vec::new() };
+            if add {
+                add_pointwise(&x, cin, Weights::Bf16(&pairs), &bias, &mut out);
+            } else {
+                pointwise(&x, cin, Weights::Bf16(&pairs), &bias, npix, &mut out);
+            }
+            for co in 0..cout {
+                for p in 0..npix {
+                    let start = if add {
+                        f64::from(before[co * npix + p])
+                    } else {
+                        0.0
+                    };
+                    let mut s = start + f64::from(bias[co]);
+                    for ci in 0..cin {
+                        s += r(weight[co * cin + ci]) * r(x[ci * npix + p]);
+                    }
+                    let g = f64::from(out[co * npix + p]);
+                    assert!(
+                        (g - s).abs() < 1e-5 * (1.0 + cin as f64),
+                        "bf16 {cin}->{cout} x {npix}: ({co}, {p}) {g} vs {s}"
+                    );
+                }
+            }
+        }
+        let (cin, cout, npix) = (128, 40, 256);
+        let Layer {
+            x, weight, bias, ..
+        } = Layer::new(&mut rng, cin, cout, npix);
+        let pairs = bf16_weights(&weight, cin);
+        assert_same_bits_on_any_pool(|out| {
+            pointwise(&x, cin, Weights::Bf16(&pairs), &bias, npix, out);
+        });
     }
 
     /// Two parts give the bits of their concatenation, at every split.
@@ -354,7 +588,7 @@ mod tests {
             before,
         } = Layer::new(&mut rng, cin, cout, npix);
         let mut want = before.clone();
-        add_pointwise(&x, cin, &weight, &bias, &mut want);
+        add_pointwise(&x, cin, Weights::F32(&weight), &bias, &mut want);
         for ca in 0..=cin {
             let mut got = before.clone();
             let (xa, xb) = x.split_at(ca * npix);
@@ -376,9 +610,9 @@ mod tests {
             x, weight, bias, ..
         } = Layer::new(&mut rng, cin, cout, npix);
         let mut want = vec![0.0; cout * npix];
-        add_pointwise(&x, cin, &weight, &bias, &mut want);
+        add_pointwise(&x, cin, Weights::F32(&weight), &bias, &mut want);
         let mut got = vec![f32::NAN; 5];
-        pointwise(&x, cin, &weight, &bias, npix, &mut got);
+        pointwise(&x, cin, Weights::F32(&weight), &bias, npix, &mut got);
         assert_eq!(got, want);
     }
 
@@ -400,7 +634,7 @@ mod tests {
         assert_same_bits_on_any_pool(|out| {
             out.clear();
             out.extend_from_slice(&before);
-            add_pointwise(&x, cin, &weight, &bias, out);
+            add_pointwise(&x, cin, Weights::F32(&weight), &bias, out);
         });
     }
 }
