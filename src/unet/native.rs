@@ -815,22 +815,16 @@ fn res_main(r: &ResBlock, h: Act, emb: &[f32]) -> Act {
 fn logits_t(t: usize, hc: usize, q: &[f32], k: &[f32], bf16: bool, w: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     if super::pointwise::available() {
-        use super::pointwise::{pointwise, Weights};
+        use super::pointwise::{bf16_weights, pointwise, Weights};
+        let mut kt = buffer(t * hc);
+        kt.extend((0..t * hc).map(|j| k[(j % hc) * t + j / hc]));
         let bias = zeros(t);
         if bf16 {
-            // k transposed straight into pairs: [tk][hc / 2].
-            let hp = hc.div_ceil(2);
-            let at = |i: usize, tk: usize| if i < hc { k[i * t + tk] } else { 0.0 };
-            let kp: Vec<u32> = (0..t * hp)
-                .map(|j| super::bf16::pair(at(2 * (j % hp), j / hp), at(2 * (j % hp) + 1, j / hp)))
-                .collect();
-            pointwise(q, hc, Weights::Bf16(&kp), &bias, t, w);
+            pointwise(q, hc, Weights::Bf16(&bf16_weights(&kt, hc)), &bias, t, w);
         } else {
-            let mut kt = buffer(t * hc);
-            kt.extend((0..t * hc).map(|j| k[(j % hc) * t + j / hc]));
             pointwise(q, hc, Weights::F32(&kt), &bias, t, w);
-            recycle(kt);
         }
+        recycle(kt);
         recycle(bias);
         return;
     }

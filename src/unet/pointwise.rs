@@ -63,14 +63,7 @@ const MIN_PIECE: usize = 16 * N * 8;
 /// If the lengths do not match, or the CPU has no AVX-512F ([`available`]; bf16 weights:
 /// [`bf16_available`]).
 pub fn add_pointwise(x: &[f32], cin: usize, weight: Weights, bias: &[f32], out: &mut [f32]) {
-    let cout = bias.len();
-    if cout == 0 {
-        return;
-    }
-    assert!(out.len().is_multiple_of(cout), "pointwise conv output");
-    let npix = out.len() / cout;
-    // SAFETY: `out` holds `cout * npix` values.
-    unsafe { run(x, &[], cin, weight, bias, npix, out.as_mut_ptr(), true) };
+    run_slice(x, &[], cin, weight, bias, out, true);
 }
 
 /// [`add_pointwise`] of the concatenation of `xa` (the first input channels) and `xb` (the
@@ -86,25 +79,7 @@ pub fn add_pointwise_parts(
     bias: &[f32],
     out: &mut [f32],
 ) {
-    let cout = bias.len();
-    if cout == 0 {
-        return;
-    }
-    assert!(out.len().is_multiple_of(cout), "pointwise conv output");
-    let npix = out.len() / cout;
-    // SAFETY: `out` holds `cout * npix` values.
-    unsafe {
-        run(
-            xa,
-            xb,
-            cin,
-            Weights::F32(weight),
-            bias,
-            npix,
-            out.as_mut_ptr(),
-            true,
-        )
-    };
+    run_slice(xa, xb, cin, Weights::F32(weight), bias, out, true);
 }
 
 /// `out` (emptied, then `[cout][npix]`) `= bias[co] + sum_ci weight[co * cin + ci] * x[ci *
@@ -136,14 +111,27 @@ pub fn pointwise(
 /// # Panics
 /// As [`add_pointwise`].
 pub fn pointwise_into(x: &[f32], cin: usize, weight: Weights, bias: &[f32], out: &mut [f32]) {
+    run_slice(x, &[], cin, weight, bias, out, false);
+}
+
+/// [`run`] into a slice of whole output channels (`out.len()` a multiple of `cout`).
+fn run_slice(
+    xa: &[f32],
+    xb: &[f32],
+    cin: usize,
+    weight: Weights,
+    bias: &[f32],
+    out: &mut [f32],
+    add: bool,
+) {
     let cout = bias.len();
     if cout == 0 {
         return;
     }
     assert!(out.len().is_multiple_of(cout), "pointwise conv output");
     let npix = out.len() / cout;
-    // SAFETY: `out` holds `cout * npix` values.
-    unsafe { run(x, &[], cin, weight, bias, npix, out.as_mut_ptr(), false) };
+    // SAFETY: `out` holds `cout * npix` values (initialised: a slice).
+    unsafe { run(xa, xb, cin, weight, bias, npix, out.as_mut_ptr(), add) };
 }
 
 /// The pointwise convolution into `out` (`[cout][npix]`), added to its values if `add`, else
@@ -183,6 +171,9 @@ unsafe fn run(
             (&[], w, cin.div_ceil(2))
         }
     };
+    if cout == 0 || npix == 0 {
+        return;
+    }
     let bf16 = matches!(weight, Weights::Bf16(_));
     // With bf16 weights the input is rounded to pairs once (`[kp][npix]`), not once per
     // block of output channels.
@@ -190,9 +181,6 @@ unsafe fn run(
     if bf16 {
         // SAFETY: bf16_available() checked above.
         unsafe { pack(xa, cin, npix, &mut packed) };
-    }
-    if cout == 0 || npix == 0 {
-        return;
     }
     assert_eq!(xa.len() + xb.len(), cin * npix, "pointwise conv input");
     let ca = xa.len() / npix;
