@@ -540,10 +540,11 @@ def report(res):
         lines.append("### One network evaluation (ms per image, median)")
         lines.append("")
         lines.append("| threads | batch | onnxruntime intra-op | onnxruntime 2 x 1-thread | "
-                     "PyTorch (best format) | msm native | msm native-bf16 | msm tract | "
-                     "native / ort intra | native / ort best | native-bf16 / ort best | "
+                     "PyTorch (best format) | msm native | msm native-bf16 | msm native-fast | "
+                     "msm tract | native / ort intra | native / ort best | "
+                     "native-bf16 / ort best | native-fast / ort best | "
                      "native effective GFLOP/s (% of peak) |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         peaks = (bench or {}).get("sgemm_peak_gflops") or res.get("sgemm_peak_gflops_torch") or {}
         for threads in (1, 2):
             for batch in sorted({1, res["partials"]}):
@@ -563,6 +564,7 @@ def report(res):
                                       and r.get("median_ms_per_eval") is not None],
                                      key=g, default=None)
                 nat, tra, bf = mine("native"), mine("tract"), mine("native-bf16")
+                fa = mine("native-fast")
                 best = min([x for x in (g(ort_i), g(ort_w)) if x is not None], default=None)
                 gfs = (gf / (g(nat) / 1e3)) if (g(nat) and gf) else None
                 pk = peaks.get(str(threads))
@@ -570,9 +572,10 @@ def report(res):
                 lines.append(
                     f"| {threads} | {batch} | {fmt(g(ort_i))} | "
                     f"{fmt(g(ort_w)) if threads == 2 else '-'} | {fmt(g(tor))} | "
-                    f"{fmt(g(nat))} | {fmt(g(bf))} | {fmt(g(tra))} | "
+                    f"{fmt(g(nat))} | {fmt(g(bf))} | {fmt(g(fa))} | {fmt(g(tra))} | "
                     f"{fmt(ratio(g(nat), g(ort_i)), '.2f')} | {fmt(ratio(g(nat), best), '.2f')} | "
-                    f"{fmt(ratio(g(bf), best), '.2f')} | {fmt(gfs, '.0f')}{share} |")
+                    f"{fmt(ratio(g(bf), best), '.2f')} | {fmt(ratio(g(fa), best), '.2f')} | "
+                    f"{fmt(gfs, '.0f')}{share} |")
         lines.append("")
         lines.append("Effective GFLOP/s: the pass's flops as direct convolutions and matrix products "
                      "count them, over msm's time; its Winograd layers do 2.25x fewer multiplies, "
@@ -677,10 +680,10 @@ def main():
     ap.add_argument("--evals", type=int, default=10, help="timed evaluations per network figure")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--msm", help="the msm binary (default target/release/msm)")
-    ap.add_argument("--msm-backend", default="native,native-bf16",
+    ap.add_argument("--msm-backend", default="native,native-bf16,native-fast",
                     help="comma-separated --backend values of msm reconstruct, one row each "
-                         "(native-bf16 needs bf16 units, AMX or AVX512-BF16; where it fails the "
-                         "row says why)")
+                         "(native-bf16 needs bf16 units, AMX or AVX512-BF16, native-fast "
+                         "AVX512-BF16; where one fails the row says why)")
     ap.add_argument("--workdir", help="keep the simulated slice and outputs here")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--skip-eval", action="store_true")

@@ -342,6 +342,46 @@ fn bf16_stays_close_to_f32_on_the_shipped_model() {
     });
 }
 
+/// The fast executor (bf16 with Winograd F(4x4, 3x3) at 64 and 128 pixels) against f32 on
+/// the shipped model: its network output is further from f32 than the bf16 executor's (the
+/// F(4x4) rounding, a layer's rms error about 2.4%), within the 3% rms that the tolerance
+/// measurement in docs/performance.md found PSNR-neutral, and it is deterministic. Its
+/// reconstruction-level contract is `tests/fast_executor.rs`. Where the CPU lacks
+/// AVX512-BF16, loading it must fail with a clear error.
+#[test]
+fn fast_stays_within_its_error_budget_on_the_shipped_model() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/msm-brain-128.onnx");
+    if !msm::unet::winograd4_available() {
+        let err = OnnxDenoiser::load_with(&path, Backend::NativeFast)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AVX512-BF16"), "{err}");
+        eprintln!("no AVX512-BF16 on this CPU: fast executor not exercised");
+        return;
+    }
+    let f32net = OnnxDenoiser::load_with(&path, Backend::Native).unwrap();
+    let bf16net = OnnxDenoiser::load_with(&path, Backend::NativeBf16).unwrap();
+    let fast = OnnxDenoiser::load_with(&path, Backend::NativeFast).unwrap();
+    assert_eq!(fast.backend(), Backend::NativeFast);
+    let x = shipped_example_input();
+    for t in [0.0f32, 250.0, 999.0] {
+        let b = f32net.predict_eps(x.view(), &[t]).unwrap();
+        let a = fast.predict_eps(x.view(), &[t]).unwrap();
+        let (err, rms) = (rel_max(&a, &b), rel_rms(&a, &b));
+        let rms_bf16 = rel_rms(&bf16net.predict_eps(x.view(), &[t]).unwrap(), &b);
+        println!(
+            "shipped model, t = {t}: fast vs f32 max error {err:.2e}, rms {rms:.2e} (bf16 rms \
+             {rms_bf16:.2e})"
+        );
+        assert!(
+            rms < 3e-2 && err < 1e-1,
+            "t = {t}: fast differs from f32 by {err:.2e} (max), {rms:.2e} (rms)"
+        );
+        assert!(rms > rms_bf16, "t = {t}: the F(4x4) form is not running");
+        assert_eq!(a, fast.predict_eps(x.view(), &[t]).unwrap(), "repeatable");
+    }
+}
+
 /// Root-mean-square of a - b over that of b.
 fn rel_rms(a: &Array4<f32>, b: &Array4<f32>) -> f64 {
     let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
@@ -359,6 +399,9 @@ fn pieces_give_the_same_bits_on_any_pool() {
     let mut backends = vec![Backend::Native];
     if msm::unet::native::bf16_available() {
         backends.push(Backend::NativeBf16);
+    }
+    if msm::unet::winograd4_available() {
+        backends.push(Backend::NativeFast);
     }
     let x = shipped_example_input();
     let pool = |n| {

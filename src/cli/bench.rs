@@ -166,6 +166,14 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         eprintln!("no AMX-BF16 or AVX512-BF16 on this CPU: native-bf16 not measured");
     }
+    if msm::unet::winograd4_available() {
+        loaded.push((
+            Backend::NativeFast,
+            OnnxDenoiser::load_with(&a.model, Backend::NativeFast)?,
+        ));
+    } else {
+        eprintln!("no AVX512-BF16 on this CPU: native-fast not measured");
+    }
     if !a.no_tract {
         let t = Instant::now();
         let tract = OnnxDenoiser::load_with(&a.model, Backend::Tract)?;
@@ -295,6 +303,13 @@ pub fn run(a: Args) -> Result<()> {
             "(native-bf16 runs its 3x3 convolutions on the CPU's bf16 units ({}), whose rate \
              is not bounded by the f32 peak either.)",
             msm::unet::kernels::bf16_units().unwrap_or("none")
+        );
+    }
+    if nets.iter().any(|r| r.backend == Backend::NativeFast) {
+        let _ = writeln!(
+            t,
+            "(native-fast is native-bf16 with its 64- and 128-pixel 3x3 convolutions on \
+             Winograd F(4x4, 3x3): 36 multiplies for 16 outputs where F(2x2) does 64.)"
         );
     }
     if let Some(m) = rss {

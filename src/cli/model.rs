@@ -35,7 +35,9 @@ pub struct SamplerArgs {
     pub quiet: bool,
     /// Network executor: `native` (this project's UNet kernels; for models written by
     /// msm-train), `native-bf16` (the same with bf16 convolutions on AMX tiles or AVX512-BF16,
-    /// where the CPU has them), `tract` (any ONNX graph), or `auto` (native when the file allows it).
+    /// where the CPU has them), `native-fast` (bf16 with Winograd F(4x4) at 64 and 128 pixels:
+    /// faster, its network output further from f32, held to equal reconstruction PSNR),
+    /// `tract` (any ONNX graph), or `auto` (native when the file allows it).
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
 }
@@ -49,6 +51,8 @@ pub enum BackendArg {
     Native,
     /// The native executor with bf16 3x3 convolutions (AMX tiles or AVX512-BF16).
     NativeBf16,
+    /// The bf16 executor with Winograd F(4x4, 3x3) at 64 and 128 pixels (AVX512-BF16).
+    NativeFast,
     /// tract.
     Tract,
 }
@@ -59,6 +63,7 @@ impl From<BackendArg> for Backend {
             BackendArg::Auto => Backend::Auto,
             BackendArg::Native => Backend::Native,
             BackendArg::NativeBf16 => Backend::NativeBf16,
+            BackendArg::NativeFast => Backend::NativeFast,
             BackendArg::Tract => Backend::Tract,
         }
     }

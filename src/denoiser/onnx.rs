@@ -65,6 +65,12 @@ pub enum Backend {
     /// registers (f32 accumulation; inputs and weights rounded to 8 significant bits). Loading
     /// fails on a CPU with neither or for a file the native executor cannot run.
     NativeBf16,
+    /// The bf16 executor with its 64- and 128-pixel 3x3 convolutions on Winograd F(4x4, 3x3)
+    /// ([`NativeUNet::use_fast`]): fewer multiplies, at a larger rounding error (its network
+    /// output further from f32 than [`Backend::NativeBf16`]'s), held to the reconstruction's
+    /// PSNR instead. Loading fails on a CPU without AVX512-BF16 or for a file the native
+    /// executor cannot run.
+    NativeFast,
 }
 
 impl std::fmt::Display for Backend {
@@ -74,6 +80,7 @@ impl std::fmt::Display for Backend {
             Backend::Tract => "tract",
             Backend::Native => "native",
             Backend::NativeBf16 => "native-bf16",
+            Backend::NativeFast => "native-fast",
         })
     }
 }
@@ -134,7 +141,7 @@ impl OnnxDenoiser {
         let native = match backend {
             Backend::Tract => None,
             Backend::Auto => native_from_proto(&proto, &meta).ok(),
-            Backend::Native | Backend::NativeBf16 => {
+            Backend::Native | Backend::NativeBf16 | Backend::NativeFast => {
                 let mut n = native_from_proto(&proto, &meta).map_err(|e| {
                     Error::format(
                         path,
@@ -144,8 +151,14 @@ impl OnnxDenoiser {
                         ),
                     )
                 })?;
-                if backend == Backend::NativeBf16 {
-                    n.use_bf16()?;
+                match backend {
+                    Backend::NativeBf16 => {
+                        n.use_bf16()?;
+                    }
+                    Backend::NativeFast => {
+                        n.use_fast()?;
+                    }
+                    _ => {}
                 }
                 Some(n)
             }
@@ -166,11 +179,12 @@ impl OnnxDenoiser {
         })
     }
 
-    /// The executor the model runs on ([`Backend::Tract`], [`Backend::Native`] or
-    /// [`Backend::NativeBf16`]).
+    /// The executor the model runs on ([`Backend::Tract`], [`Backend::Native`],
+    /// [`Backend::NativeBf16`] or [`Backend::NativeFast`]).
     pub fn backend(&self) -> Backend {
         match &self.engine {
             Engine::Tract(_) => Backend::Tract,
+            Engine::Native(n) if n.uses_fast() => Backend::NativeFast,
             Engine::Native(n) if n.uses_bf16() => Backend::NativeBf16,
             Engine::Native(_) => Backend::Native,
         }

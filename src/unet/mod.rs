@@ -28,10 +28,25 @@ pub mod pointwise;
 mod test_support;
 #[cfg(target_arch = "x86_64")]
 pub mod winograd;
+#[cfg(target_arch = "x86_64")]
+pub mod winograd4;
 
 pub use config::UNetConfig;
 pub use from_onnx::{native_from_proto, unet_config, NotNative};
 pub use native::NativeUNet;
+
+/// Whether the fast executor's Winograd F(4x4, 3x3) form runs on this CPU (AVX512-BF16;
+/// [`NativeUNet::use_fast`]).
+pub fn winograd4_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        winograd4::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Metadata key of the UNet architecture as JSON ([`UNetConfig`] fields).
 pub const UNET_CONFIG_KEY: &str = "msm.unet_config";

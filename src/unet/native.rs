@@ -84,6 +84,8 @@ pub struct NativeUNet {
     out_conv: Conv,
     /// Convolutions running in bf16.
     bf16_convs: usize,
+    /// Convolutions with the F(4x4) Winograd form ([`NativeUNet::use_fast`]).
+    fast_convs: usize,
 }
 
 /// An activation `[c, h, w]`.
@@ -197,6 +199,7 @@ impl NativeUNet {
             out_norm: norm(src, "out.0", &[oc, 1, 1])?,
             out_conv: conv(src, "out.2", oc, cfg.in_channels, 3, 1)?,
             bf16_convs: 0,
+            fast_convs: 0,
         };
         net.use_winograd();
         Ok(net)
@@ -218,6 +221,14 @@ impl NativeUNet {
     /// convolutions keep the direct kernel: with 2 image channels on one side, the transforms
     /// would cost more than the products they save.
     fn use_winograd(&mut self) {
+        self.each_inner_conv(|c, h, w| {
+            c.use_winograd(h, w);
+        });
+    }
+
+    /// Calls `f(conv, h, w)` for the residual blocks' and the upsampling units' 3x3
+    /// convolutions, with the input size each runs at in a pass at the model's image size.
+    fn each_inner_conv(&mut self, mut f: impl FnMut(&mut Conv, usize, usize)) {
         let s = self.cfg.image_size;
         let (mut h, mut w) = (s, s);
         for u in self.units_mut() {
@@ -227,7 +238,7 @@ impl NativeUNet {
                 Unit::Up(c) => {
                     (h, w) = (2 * h, 2 * w);
                     if let Some(c) = c {
-                        c.use_winograd(h, w);
+                        f(c, h, w);
                     }
                 }
                 Unit::Res(r) => {
@@ -236,11 +247,32 @@ impl NativeUNet {
                         UpDown::Down => (h, w) = (h / 2, w / 2),
                         UpDown::None => {}
                     }
-                    r.in_conv.use_winograd(h, w);
-                    r.out_conv.use_winograd(h, w);
+                    f(&mut r.in_conv, h, w);
+                    f(&mut r.out_conv, h, w);
                 }
             }
         }
+    }
+
+    /// The fast executor: [`NativeUNet::use_bf16`], and the residual blocks' and upsampling
+    /// units' 3x3 convolutions at sizes Winograd F(4x4, 3x3) fits (64 and 128 pixels in the
+    /// shipped model: [`Conv::use_winograd4`]) on that bf16 form. Its network output is
+    /// further from f32 than the bf16 executor's (see `docs/performance.md`); it is held to
+    /// the reconstruction's PSNR instead (`tests/fast_executor.rs`). Returns how many
+    /// convolutions run in bf16 and how many of them on F(4x4), or an error when this CPU has
+    /// no bf16 units.
+    pub fn use_fast(&mut self) -> Result<(usize, usize)> {
+        if !bf16_available() {
+            return Err(Error::invalid(
+                "the fast executor needs a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel \
+                 Cooper Lake Xeons or later); this one has none (use the f32 native executor)",
+            ));
+        }
+        let mut n4 = 0;
+        self.each_inner_conv(|c, h, w| n4 += usize::from(c.use_winograd4(h, w)));
+        let n = self.use_bf16()?;
+        self.fast_convs = n4;
+        Ok((n, n4))
     }
 
     /// Runs the 3x3 convolutions in bf16 (inputs and weights rounded to bf16, f32 sums) on
@@ -293,6 +325,11 @@ impl NativeUNet {
     /// Whether [`NativeUNet::use_bf16`] switched any convolution.
     pub fn uses_bf16(&self) -> bool {
         self.bf16_convs > 0
+    }
+
+    /// Whether [`NativeUNet::use_fast`] gave any convolution the F(4x4) form.
+    pub fn uses_fast(&self) -> bool {
+        self.fast_convs > 0
     }
 
     /// The architecture.

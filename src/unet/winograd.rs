@@ -378,7 +378,7 @@ impl Winograd<Bf16> {
 /// `len` a multiple of 16): `len` plus one cache line. The 16 positions are written side by
 /// side, and 16 streams a multiple of 4 KiB apart would fall into one set of the L1 cache
 /// (12-way on current cores): that cost a fifth of a call's time.
-fn stride(len: usize) -> usize {
+pub(super) fn stride(len: usize) -> usize {
     len + 16
 }
 
@@ -540,7 +540,14 @@ unsafe fn transform_input<F: Form>(
 /// # Safety
 /// AVX-512F (inlined into a transform that enables it).
 #[inline(always)]
-unsafe fn row_vector(src: &[f32], k: usize, a: f32, b: f32, silu: bool, exact: bool) -> __m512 {
+pub(super) unsafe fn row_vector(
+    src: &[f32],
+    k: usize,
+    a: f32,
+    b: f32,
+    silu: bool,
+    exact: bool,
+) -> __m512 {
     let start = 16 * k;
     if start >= src.len() {
         return _mm512_setzero_ps();
@@ -561,7 +568,7 @@ unsafe fn row_vector(src: &[f32], k: usize, a: f32, b: f32, silu: bool, exact: b
 /// The nearest-neighbour 2x upsampling of half of `r`: lane `l` holds `r[l / 2]` (the lower
 /// half) or `r[8 + l / 2]` (`HIGH`).
 #[inline(always)]
-unsafe fn dup_half<const HIGH: bool>(r: __m512) -> __m512 {
+pub(super) unsafe fn dup_half<const HIGH: bool>(r: __m512) -> __m512 {
     let idx = if HIGH {
         _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8)
     } else {
@@ -573,7 +580,7 @@ unsafe fn dup_half<const HIGH: bool>(r: __m512) -> __m512 {
 /// Lane 15 of `prev` then lanes 0..15 of `cur`: the padded vector (one border column on the
 /// left) of the image columns `cur` holds.
 #[inline(always)]
-unsafe fn shift_in(cur: __m512, prev: __m512) -> __m512 {
+pub(super) unsafe fn shift_in(cur: __m512, prev: __m512) -> __m512 {
     _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
         _mm512_castps_si512(cur),
         _mm512_castps_si512(prev),
@@ -642,15 +649,15 @@ unsafe fn transform_output(
     }
 }
 
-/// The block of [`Form::products`] for either form: `load(ptr)` reads one vector of `V`
-/// values and `step(acc, x, weight)` is one multiply-add of a value (f32 FMA, `vdpbf16ps`);
-/// both are functions with the form's features (closures would not inherit them, and their
-/// intrinsics would stay calls).
+/// The block of [`Form::products`] for either form, over `$P` positions (16 here, 36 in
+/// [`super::winograd4`]): `load(ptr)` reads one vector of `V` values and `step(acc, x,
+/// weight)` is one multiply-add of a value (f32 FMA, `vdpbf16ps`); both are functions with the
+/// form's features (closures would not inherit them, and their intrinsics would stay calls).
 macro_rules! products_block {
-    ($u:ident, $k:ident, $cout:ident, $co:ident, $v:ident, $vs:ident, $nt:ident, $ts:ident,
-     $m:ident, $V:ident, $load:path, $step:path) => {{
+    ($P:expr, $u:ident, $k:ident, $cout:ident, $co:ident, $v:ident, $vs:ident, $nt:ident,
+     $ts:ident, $m:ident, $V:ident, $load:path, $step:path) => {{
         let last = $cout - 1;
-        for xi in 0..16 {
+        for xi in 0..$P {
             let wrow: [_; M] =
                 std::array::from_fn(|mm| $u.add((xi * $cout + ($co + mm).min(last)) * $k));
             let base: [_; $V] = std::array::from_fn(|j| $v.add(xi * $vs + $ts[j]));
@@ -675,6 +682,8 @@ macro_rules! products_block {
         }
     }};
 }
+
+pub(super) use products_block;
 
 impl Form for F32 {
     type T = f32;
@@ -762,7 +771,7 @@ unsafe fn products_f32<const V: usize>(
     ts: &[usize],
     m: &mut [f32; BLOCK],
 ) {
-    products_block!(u, k, cout, co, v, vs, nt, ts, m, V, load_f32, step_f32);
+    products_block!(16, u, k, cout, co, v, vs, nt, ts, m, V, load_f32, step_f32);
 }
 
 impl Form for Bf16 {
@@ -828,7 +837,7 @@ unsafe fn transform_input_bf16(a: &Band, ty0: usize, rows: usize, s: &mut Vec<f3
 /// One vector of bf16-pair `V` values.
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[inline]
-unsafe fn load_bf16(p: *const u32) -> __m512bh {
+pub(super) unsafe fn load_bf16(p: *const u32) -> __m512bh {
     // SAFETY: 512 bits of plain integers either way.
     unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast())) }
 }
@@ -836,7 +845,7 @@ unsafe fn load_bf16(p: *const u32) -> __m512bh {
 /// `acc` plus the products of the pairs of `x` with the pair `w`, both summed into each lane.
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[inline]
-fn step_bf16(acc: __m512, x: __m512bh, w: u32) -> __m512 {
+pub(super) fn step_bf16(acc: __m512, x: __m512bh, w: u32) -> __m512 {
     // SAFETY: 512 bits of plain integers either way.
     let wv = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(w as i32)) };
     _mm512_dpbf16_ps(acc, x, wv)
@@ -856,7 +865,7 @@ unsafe fn products_bf16<const V: usize>(
     ts: &[usize],
     m: &mut [f32; BLOCK],
 ) {
-    products_block!(u, k, cout, co, v, vs, nt, ts, m, V, load_bf16, step_bf16);
+    products_block!(16, u, k, cout, co, v, vs, nt, ts, m, V, load_bf16, step_bf16);
 }
 
 #[cfg(test)]
