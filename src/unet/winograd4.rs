@@ -180,7 +180,15 @@ impl Winograd4 {
         let (ty, txp) = (h / 4, w / 4);
         let k = cin.div_ceil(2);
         let per_row = POS * txp * k * 4;
-        let rows = (BAND_BYTES / per_row).clamp(1, ty.div_ceil(MIN_BANDS));
+        // An even number of bands of equal height where the tile rows allow: a call on two
+        // workers splits evenly, and no short last band remakes its two extra padded rows
+        // for little work.
+        let bands = ty
+            .div_ceil((BAND_BYTES / per_row).max(1))
+            .max(MIN_BANDS)
+            .next_multiple_of(2)
+            .min(ty);
+        let rows = ty.div_ceil(bands);
         let args = Band {
             xa,
             xb,
