@@ -262,7 +262,7 @@ impl NativeUNet {
     /// convolutions run in bf16 and how many of them on F(4x4), or an error when this CPU has
     /// no bf16 units.
     pub fn use_fast(&mut self) -> Result<(usize, usize)> {
-        if !bf16_available() {
+        if !super::winograd4_available() {
             return Err(Error::invalid(
                 "the fast executor needs a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel \
                  Cooper Lake Xeons or later); this one has none (use the f32 native executor)",

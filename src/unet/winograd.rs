@@ -81,12 +81,12 @@ pub fn fits(h: usize, w: usize) -> bool {
 
 thread_local! {
     /// The column transforms of a band's padded input rows, for the channel (or pair) being
-    /// transformed.
-    static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// transformed (also [`super::winograd4`]'s).
+    pub(super) static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A band's transformed input `V`, f32 form.
     static V_F32: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// A band's transformed input `V`, bf16 form.
-    static V_BF16: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// A band's transformed input `V`, bf16 form (also [`super::winograd4`]'s).
+    pub(super) static V_BF16: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Values of a register block's products for the 16 positions: `[16][M][N][16]` f32.
@@ -188,24 +188,7 @@ impl<F: Form> Winograd<F> {
             [0.5, -0.5, 0.5],
             [0.0, 0.0, 1.0],
         ];
-        let k = cin.div_ceil(F::CH);
-        // U = G g G^T per channel pair, in f64 (G g first), into [16][cout][k CH] f32.
-        let kc = k * F::CH;
-        let mut uf = vec![0f32; 16 * cout * kc];
-        for co in 0..cout {
-            for ci in 0..cin {
-                let g =
-                    |ky: usize, kx: usize| f64::from(taps[((3 * ky + kx) * cout + co) * cin + ci]);
-                let t: [[f64; 3]; 4] = std::array::from_fn(|i| {
-                    std::array::from_fn(|kx| (0..3).map(|ky| G[i][ky] * g(ky, kx)).sum())
-                });
-                for xi in 0..16 {
-                    let (i, j) = (xi / 4, xi % 4);
-                    let v: f64 = (0..3).map(|kx| t[i][kx] * G[j][kx]).sum();
-                    uf[(xi * cout + co) * kc + ci] = v as f32;
-                }
-            }
-        }
+        let uf = transform_weights(&G, taps, cout, cin, F::CH);
         let u = uf.chunks_exact(F::CH).map(F::weight).collect();
         Winograd {
             u,
@@ -258,18 +241,7 @@ impl<F: Form> Winograd<F> {
         assert!(F::available(), "winograd convolution: CPU features missing");
         assert!(fits(h, w), "winograd convolution: size {h} x {w} not run");
         let (cin, cout) = (self.cin, self.cout());
-        let shrink = if up { 4 } else { 1 };
-        assert_eq!(
-            (xa.len() + xb.len()) * shrink,
-            cin * h * w,
-            "winograd conv input"
-        );
-        let splane = h * w / shrink;
-        let ca = xa.len() / splane;
-        assert_eq!(ca * splane, xa.len(), "winograd conv input parts");
-        if let Some((coef, _)) = pre {
-            assert_eq!(coef.len(), cin, "winograd conv input coefficients");
-        }
+        let ca = input_parts(xa, xb, cin, h, w, pre, up);
         let len = cout * h * w;
         out.clear();
         out.reserve(len);
@@ -372,6 +344,66 @@ impl Winograd<Bf16> {
             cin: f.cin,
         }
     }
+}
+
+/// `U = G g G^T` of every kernel `g` of `taps` (`[9, cout, cin]`, tap `3 ky + kx`) for the
+/// `P x 3` matrix `G` (`P` = 4 here, 6 in [`super::winograd4`]), in f64 (`G g` first), then
+/// rounded to f32: `[P P][cout][cin.div_ceil(ch) ch]` (position `xi = P i + j`; input channels
+/// padded with zeros to whole groups of `ch`).
+pub(super) fn transform_weights<const P: usize>(
+    g: &[[f64; 3]; P],
+    taps: &[f32],
+    cout: usize,
+    cin: usize,
+    ch: usize,
+) -> Vec<f32> {
+    let kc = cin.div_ceil(ch) * ch;
+    let mut uf = vec![0f32; P * P * cout * kc];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let tap =
+                |ky: usize, kx: usize| f64::from(taps[((3 * ky + kx) * cout + co) * cin + ci]);
+            let t: [[f64; 3]; P] = std::array::from_fn(|i| {
+                std::array::from_fn(|kx| (0..3).map(|ky| g[i][ky] * tap(ky, kx)).sum())
+            });
+            for xi in 0..P * P {
+                let (i, j) = (xi / P, xi % P);
+                let v: f64 = (0..3).map(|kx| t[i][kx] * g[j][kx]).sum();
+                uf[(xi * cout + co) * kc + ci] = v as f32;
+            }
+        }
+    }
+    uf
+}
+
+/// Checks a call's input against its sizes (`xa` then `xb` the `cin` channels of an `h x w`
+/// input, or of `h / 2 x w / 2` with `up`; `pre`'s coefficients one per channel) and returns
+/// how many channels `xa` holds.
+///
+/// # Panics
+/// If they do not match, or `xa` does not hold whole channels.
+pub(super) fn input_parts(
+    xa: &[f32],
+    xb: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    pre: Option<(&[[f32; 2]], bool)>,
+    up: bool,
+) -> usize {
+    let shrink = if up { 4 } else { 1 };
+    assert_eq!(
+        (xa.len() + xb.len()) * shrink,
+        cin * h * w,
+        "winograd conv input"
+    );
+    let splane = h * w / shrink;
+    let ca = xa.len() / splane;
+    assert_eq!(ca * splane, xa.len(), "winograd conv input parts");
+    if let Some((coef, _)) = pre {
+        assert_eq!(coef.len(), cin, "winograd conv input coefficients");
+    }
+    ca
 }
 
 /// The distance between two positions' parts of `V` (`len` values each, 4 bytes a value,

@@ -31,13 +31,13 @@
 //! multiple of 64 (whole 16-tile vectors), [`fits`].
 
 use std::arch::x86_64::*;
-use std::cell::RefCell;
 
 use super::bf16::{pair, round_pairs};
 use super::direct::{M, N};
 use super::pieces::{self, with_buffer, Disjoint};
 use super::winograd::{
-    dup_half, load_bf16, products_block, row_vector, shift_in, step_bf16, stride,
+    dup_half, input_parts, load_bf16, products_block, row_vector, shift_in, step_bf16, stride,
+    transform_weights, ROWS, V_BF16,
 };
 
 /// Positions of a transformed tile (6 x 6).
@@ -54,14 +54,6 @@ const BAND_BYTES: usize = 768 * 1024;
 /// Bands an image is cut into at least, where it has the tile rows (two workers can share a
 /// call).
 const MIN_BANDS: usize = 2;
-
-thread_local! {
-    /// The column transforms of a band's padded input rows, for the channel pair being
-    /// transformed.
-    static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// A band's transformed input `V`.
-    static V: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Whether this form runs here (AVX-512F, AVX-512BW and AVX512-BF16).
 pub fn available() -> bool {
@@ -101,22 +93,7 @@ impl Winograd4 {
             [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
             [0.0, 0.0, 1.0],
         ];
-        let k = cin.div_ceil(2);
-        let mut uf = vec![0f32; POS * cout * 2 * k];
-        for co in 0..cout {
-            for ci in 0..cin {
-                let g =
-                    |ky: usize, kx: usize| f64::from(taps[((3 * ky + kx) * cout + co) * cin + ci]);
-                let t: [[f64; 3]; 6] = std::array::from_fn(|i| {
-                    std::array::from_fn(|kx| (0..3).map(|ky| G[i][ky] * g(ky, kx)).sum())
-                });
-                for xi in 0..POS {
-                    let (i, j) = (xi / 6, xi % 6);
-                    let v: f64 = (0..3).map(|kx| t[i][kx] * G[j][kx]).sum();
-                    uf[(xi * cout + co) * 2 * k + ci] = v as f32;
-                }
-            }
-        }
+        let uf = transform_weights(&G, taps, cout, cin, 2);
         Winograd4 {
             u: uf.chunks_exact(2).map(|p| pair(p[0], p[1])).collect(),
             bias: bias.to_vec(),
@@ -159,18 +136,7 @@ impl Winograd4 {
             "winograd F(4x4) convolution: size {h} x {w} not run"
         );
         let (cin, cout) = (self.cin, self.cout());
-        let shrink = if up { 4 } else { 1 };
-        assert_eq!(
-            (xa.len() + xb.len()) * shrink,
-            cin * h * w,
-            "winograd conv input"
-        );
-        let splane = h * w / shrink;
-        let ca = xa.len() / splane;
-        assert_eq!(ca * splane, xa.len(), "winograd conv input parts");
-        if let Some((coef, _)) = pre {
-            assert_eq!(coef.len(), cin, "winograd conv input coefficients");
-        }
+        let ca = input_parts(xa, xb, cin, h, w, pre, up);
         let len = cout * h * w;
         out.clear();
         out.reserve(len);
@@ -221,7 +187,7 @@ impl Winograd4 {
         let (k, cout) = (a.k, a.cout);
         let nt = rows * a.txp;
         let vs = stride(k * nt);
-        with_buffer(&V, |v| {
+        with_buffer(&V_BF16, |v| {
             // Every value a band reads it writes first, so no clearing.
             pieces::grow(v, POS * vs);
             with_buffer(&ROWS, |scratch| {
