@@ -294,38 +294,18 @@ impl<F: Form> Winograd<F> {
     /// # Safety
     /// As in [`Winograd::forward`]'s call.
     unsafe fn band(&self, a: &Band, ty0: usize, rows: usize) {
-        let (k, cout, txp) = (a.k, a.cout, a.txp);
-        let nt = rows * txp;
-        let vs = stride(k * nt);
-        with_buffer(F::slot(), |v| {
-            // Every value a band reads it writes first, so no clearing.
-            pieces::grow(v, 16 * vs);
-            with_buffer(&ROWS, |scratch| {
-                // SAFETY: the caller's contract; `v` holds `[16][vs]`.
-                unsafe { F::transform_input(a, ty0, rows, scratch, v.as_mut_ptr()) };
-            });
-            let mut m = [0f32; BLOCK];
-            let vectors = nt / 16;
-            for g in (0..vectors).step_by(N) {
-                // The first tiles of this group's vectors.
-                let starts: [usize; N] = std::array::from_fn(|j| 16 * (g + j));
-                let ts = &starts[..N.min(vectors - g)];
-                for co in (0..cout).step_by(M) {
-                    let (u, vp) = (self.u.as_ptr(), v.as_ptr());
-                    // SAFETY: the caller's contract; `u` is `[16][cout][k]`, `v` `[16][vs]`.
-                    unsafe {
-                        match ts.len() {
-                            N => F::products::<N>(u, k, cout, co, vp, vs, nt, ts, &mut m),
-                            2 => F::products::<2>(u, k, cout, co, vp, vs, nt, ts, &mut m),
-                            _ => F::products::<1>(u, k, cout, co, vp, vs, nt, ts, &mut m),
-                        }
-                    }
-                    // SAFETY: AVX-512F; the outputs of these tiles and channels are this
-                    // band's.
-                    unsafe { transform_output(a, &self.bias, ty0, co, ts, &m) };
-                }
-            }
-        });
+        band_body!(
+            self,
+            a,
+            ty0,
+            rows,
+            16,
+            BLOCK,
+            F::slot(),
+            F::transform_input,
+            [F::products],
+            transform_output
+        );
     }
 }
 
@@ -414,27 +394,28 @@ pub(super) fn stride(len: usize) -> usize {
     len + 16
 }
 
-/// A call's sizes and buffers, for its bands.
+/// A call's sizes and buffers, for its bands (of this module's forms and of
+/// [`super::winograd4`]'s, whose `k` counts channel pairs and whose `txp = txr = w / 4`).
 pub struct Band<'a> {
     /// Input channels `0..ca`.
-    xa: &'a [f32],
+    pub(super) xa: &'a [f32],
     /// Input channels `ca..cin`.
-    xb: &'a [f32],
-    ca: usize,
-    cin: usize,
-    h: usize,
-    w: usize,
-    pre: Option<(&'a [[f32; 2]], bool)>,
-    up: bool,
+    pub(super) xb: &'a [f32],
+    pub(super) ca: usize,
+    pub(super) cin: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) pre: Option<(&'a [[f32; 2]], bool)>,
+    pub(super) up: bool,
     /// Values per tile and position (`cin.div_ceil(CH)`).
-    k: usize,
-    cout: usize,
+    pub(super) k: usize,
+    pub(super) cout: usize,
     /// Tiles per tile row in `V`: rounded up to 16, or 8 in a [`NARROW`] image (whose
     /// vectors then hold two tile rows).
-    txp: usize,
+    pub(super) txp: usize,
     /// Tiles per tile row of the column transforms (`txp` rounded up to 16).
-    txr: usize,
-    out: Disjoint<f32>,
+    pub(super) txr: usize,
+    pub(super) out: Disjoint<f32>,
 }
 
 /// Writes `V` (`[16][stride(k nt)]`, `nt = rows * txp`) of tile rows `ty0..ty0 + rows` into
@@ -680,6 +661,51 @@ unsafe fn transform_output(
         }
     }
 }
+
+/// The body of a band (tile rows `ty0..ty0 + rows`) of a Winograd form with `$P` positions
+/// (16 here, 36 in [`super::winograd4`]): the band's input transformed into this thread's `V`
+/// buffer `$slot` by `$input`, then for each group of [`N`] tile vectors and block of [`M`]
+/// output channels the `$P` positions' products (`$products::<V>`) into a `$block`-value
+/// block on the stack, which `$output` transforms into the outputs (from L1).
+macro_rules! band_body {
+    ($self:ident, $a:ident, $ty0:ident, $rows:ident, $P:expr, $block:expr, $slot:expr,
+     $input:path, [$($products:tt)+], $output:path) => {{
+        let (k, cout) = ($a.k, $a.cout);
+        let nt = $rows * $a.txp;
+        let vs = stride(k * nt);
+        with_buffer($slot, |v| {
+            // Every value a band reads it writes first, so no clearing.
+            pieces::grow(v, $P * vs);
+            with_buffer(&ROWS, |scratch| {
+                // SAFETY: the caller's contract; `v` holds `[$P][vs]`.
+                unsafe { $input($a, $ty0, $rows, scratch, v.as_mut_ptr()) };
+            });
+            let mut m = [0f32; $block];
+            let vectors = nt / 16;
+            for g in (0..vectors).step_by(N) {
+                // The first tiles of this group's vectors.
+                let starts: [usize; N] = std::array::from_fn(|j| 16 * (g + j));
+                let ts = &starts[..N.min(vectors - g)];
+                for co in (0..cout).step_by(M) {
+                    let (u, vp) = ($self.u.as_ptr(), v.as_ptr());
+                    // SAFETY: the caller's contract; `u` is `[$P][cout][k]`, `v` `[$P][vs]`.
+                    unsafe {
+                        match ts.len() {
+                            N => $($products)+::<N>(u, k, cout, co, vp, vs, nt, ts, &mut m),
+                            2 => $($products)+::<2>(u, k, cout, co, vp, vs, nt, ts, &mut m),
+                            _ => $($products)+::<1>(u, k, cout, co, vp, vs, nt, ts, &mut m),
+                        }
+                    }
+                    // SAFETY: AVX-512F; the outputs of these tiles and channels are this
+                    // band's.
+                    unsafe { $output($a, &$self.bias, $ty0, co, ts, &m) };
+                }
+            }
+        });
+    }};
+}
+
+pub(super) use band_body;
 
 /// The block of [`Form::products`] for either form, over `$P` positions (16 here, 36 in
 /// [`super::winograd4`]): `load(ptr)` reads one vector of `V` values and `step(acc, x,

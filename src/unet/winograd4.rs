@@ -36,8 +36,8 @@ use super::bf16::{pair, round_pairs};
 use super::direct::{M, N};
 use super::pieces::{self, with_buffer, Disjoint};
 use super::winograd::{
-    dup_half, input_parts, load_bf16, products_block, row_vector, shift_in, step_bf16, stride,
-    transform_weights, ROWS, V_BF16,
+    band_body, dup_half, input_parts, load_bf16, products_block, row_vector, shift_in, step_bf16,
+    stride, transform_weights, Band, ROWS, V_BF16,
 };
 
 /// Positions of a transformed tile (6 x 6).
@@ -167,6 +167,7 @@ impl Winograd4 {
             k,
             cout,
             txp,
+            txr: txp,
             out: Disjoint::new(out.as_mut_ptr()),
         };
         pieces::run(ty.div_ceil(rows), |b| {
@@ -184,58 +185,19 @@ impl Winograd4 {
     /// # Safety
     /// As in [`Winograd4::forward_parts`]'s call.
     unsafe fn band(&self, a: &Band, ty0: usize, rows: usize) {
-        let (k, cout) = (a.k, a.cout);
-        let nt = rows * a.txp;
-        let vs = stride(k * nt);
-        with_buffer(&V_BF16, |v| {
-            // Every value a band reads it writes first, so no clearing.
-            pieces::grow(v, POS * vs);
-            with_buffer(&ROWS, |scratch| {
-                // SAFETY: the caller's contract; `v` holds `[36][vs]`.
-                unsafe { transform_input(a, ty0, rows, scratch, v.as_mut_ptr()) };
-            });
-            let mut m = [0f32; BLOCK];
-            let vectors = nt / 16;
-            for g in (0..vectors).step_by(N) {
-                let starts: [usize; N] = std::array::from_fn(|j| 16 * (g + j));
-                let ts = &starts[..N.min(vectors - g)];
-                for co in (0..cout).step_by(M) {
-                    let (u, vp) = (self.u.as_ptr(), v.as_ptr());
-                    // SAFETY: the caller's contract; `u` is `[36][cout][k]`, `v` `[36][vs]`.
-                    unsafe {
-                        match ts.len() {
-                            N => products::<N>(u, k, cout, co, vp, vs, nt, ts, &mut m),
-                            2 => products::<2>(u, k, cout, co, vp, vs, nt, ts, &mut m),
-                            _ => products::<1>(u, k, cout, co, vp, vs, nt, ts, &mut m),
-                        }
-                    }
-                    // SAFETY: AVX-512F; the outputs of these tiles and channels are this
-                    // band's.
-                    unsafe { transform_output(a, &self.bias, ty0, co, ts, &m) };
-                }
-            }
-        });
+        band_body!(
+            self,
+            a,
+            ty0,
+            rows,
+            POS,
+            BLOCK,
+            &V_BF16,
+            transform_input,
+            [products],
+            transform_output
+        );
     }
-}
-
-/// A call's sizes and buffers, for its bands.
-struct Band<'a> {
-    /// Input channels `0..ca`.
-    xa: &'a [f32],
-    /// Input channels `ca..cin`.
-    xb: &'a [f32],
-    ca: usize,
-    cin: usize,
-    h: usize,
-    w: usize,
-    pre: Option<(&'a [[f32; 2]], bool)>,
-    up: bool,
-    /// Channel pairs (`cin.div_ceil(2)`).
-    k: usize,
-    cout: usize,
-    /// Tiles per tile row (`w / 4`, a multiple of 16).
-    txp: usize,
-    out: Disjoint<f32>,
 }
 
 /// The image vectors of one input row (columns `16 m..16 m + 16` of the convolution's
