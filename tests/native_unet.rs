@@ -3,6 +3,8 @@
 //! the structural check that decides which executor runs a file.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use msm::denoiser::onnx::Backend;
@@ -429,5 +431,50 @@ fn pieces_give_the_same_bits_on_any_pool() {
                 .collect()
         });
         assert_eq!(shared, serial, "{backend}: three calls on two threads");
+    }
+}
+
+/// Records the shape of every parameter the emitter asks for (some, as the scale-shift
+/// embedding, it asks for twice and slices), passing the random values through.
+struct Counting<'a>(&'a RandomWeights, RefCell<HashMap<String, usize>>);
+
+impl StateDict for Counting<'_> {
+    fn param(&self, name: &str, shape: &[usize]) -> msm::Result<Cow<'_, [f32]>> {
+        self.1
+            .borrow_mut()
+            .insert(name.to_string(), shape.iter().product());
+        self.0.param(name, shape)
+    }
+}
+
+/// `NativeUNet::parameter_count` is the architecture's parameter count (what the emitter
+/// asked for, less a learned variance's output channels), and stays so when the bf16 or fast executor replaces weights by their own forms
+/// (the attention projections' f32 weights are dropped there).
+#[test]
+fn parameter_count_is_the_architectures_on_every_executor() {
+    for (name, cfg) in architectures() {
+        let meta = meta_for(&cfg);
+        let weights = RandomWeights(7);
+        let counting = Counting(&weights, RefCell::default());
+        let proto = emit_unet(&cfg, &counting, WeightType::F32, &meta)
+            .unwrap()
+            .to_model()
+            .unwrap();
+        let shapes = counting.1.borrow();
+        // The executor keeps the eps channels of the output convolution only (a learned
+        // variance's channels are not computed).
+        let out_conv = shapes["out.2.weight"] + shapes["out.2.bias"];
+        let dropped = out_conv / cfg.out_channels * (cfg.out_channels - cfg.in_channels);
+        let expected = shapes.values().sum::<usize>() - dropped;
+        let mut net = msm::unet::native_from_proto(&proto, &meta).unwrap();
+        assert_eq!(net.parameter_count(), expected, "{name}: f32");
+        if msm::unet::winograd4_available() {
+            let mut fast = net.clone();
+            fast.use_fast().unwrap();
+            assert_eq!(fast.parameter_count(), expected, "{name}: fast");
+        }
+        if net.use_bf16().is_ok() {
+            assert_eq!(net.parameter_count(), expected, "{name}: bf16");
+        }
     }
 }

@@ -56,7 +56,7 @@ struct Attention {
     heads: usize,
     /// The q, k, v and output projections' bf16 weight pairs, in that order (the bf16
     /// executor's; empty otherwise): with them the projections, logits and value products
-    /// run on the bf16 pointwise kernel.
+    /// run on the bf16 pointwise kernel, and the four projections' f32 weights are dropped.
     pairs: Vec<Vec<u32>>,
 }
 
@@ -314,6 +314,10 @@ impl NativeUNet {
                         .iter()
                         .map(|d| super::pointwise::bf16_weights(&d.weight, c))
                         .collect();
+                    // The f32 weights are not read again: the pairs replace them.
+                    for d in [&mut a.q, &mut a.k, &mut a.v, &mut a.proj] {
+                        d.weight = Vec::new();
+                    }
                 }
                 Unit::Attn(_) | Unit::Down(None) | Unit::Up(None) => {}
             }
@@ -343,7 +347,7 @@ impl NativeUNet {
             c.len()
         }
         fn dense_n(d: &Dense) -> usize {
-            d.weight.len() + d.bias.len()
+            d.din * d.dout + d.bias.len()
         }
         fn norm_n(n: &GroupNorm) -> usize {
             n.gamma.len() + n.beta.len()
