@@ -8,10 +8,11 @@ K = 200, w = 3 (other settings equal).
 Tuning slices are training slices of Colin27 (axial 60, 70 and 110 by default: outside the
 held-out block 80..99 that docs/results.md reports on), simulated by `msm simulate` (8 coils,
 R = 4 random Cartesian with ACS, seed per slice), reconstructed by `msm reconstruct` with the
-same sampler seed for every setting. PSNR as `msm demo` computes it: magnitude after the
+same sampler seeds (--seeds) for every setting. PSNR as `msm demo` computes it: magnitude after the
 least-squares complex scaling onto the reference, peak = the reference's maximum.
 
-    python3 benches/sweep.py --json docs/fast_preset.json            # K x w (the fast preset)
+    python3 benches/sweep.py --seeds 0,1,2 --backend native-fast --json docs/fast_preset.json
+                                                                     # K x w (the fast preset)
     python3 benches/sweep.py --steps 20 --partials 3 --lambdas 1,2 --samples 1,4 --json x.json
 
 Needs a release build (target/release/msm), numpy and mricron-data. About 5 minutes on
@@ -73,7 +74,9 @@ def main():
                     help="CG iterations of final data consistency (default: msm's)")
     ap.add_argument("--backend", default="native-bf16")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0",
+                    help="sampler seeds, comma-separated: each setting's PSNR is the mean over "
+                         "slices x seeds (one draw's PSNR spreads by about 0.17 dB over seeds)")
     ap.add_argument("--noise", type=float, default=0.0,
                     help="measurement noise std of the simulated scans (image peak 1)")
     ap.add_argument("--tolerance", type=float, default=0.3, help="dB below the reference")
@@ -89,6 +92,7 @@ def main():
     etas = [float(x) for x in a.etas.split(",")] if a.etas else [None]
     ns = [int(x) for x in a.samples.split(",")]
     dcs = [int(x) for x in a.final_dc.split(",")] if a.final_dc else [None]
+    seeds = [int(x) for x in a.seeds.split(",")]
     grid = list(itertools.product(ks, ws, lams, etas, ns, dcs))
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     rows = []
@@ -100,25 +104,33 @@ def main():
                  "--seed", str(1000 + s), "--noise", str(a.noise)])
             refs[s] = (prefix, read_cfl(prefix + "_ref").squeeze())
         for k, w, lam, eta, n, dc in grid:
-            for s in slices:
+            for s, seed in itertools.product(slices, seeds):
                 prefix, ref = refs[s]
-                out = os.path.join(tmp, f"r{s}_{k}_{w}_{lam}_{eta}_{n}_{dc}.npy")
+                out = os.path.join(tmp, f"r{s}_{seed}_{k}_{w}_{lam}_{eta}_{n}_{dc}.npy")
                 cmd = [MSM, "reconstruct", prefix + "_ksp", prefix + "_maps", out,
                        "--mask", prefix + "_mask", "--model", a.model, "--steps", str(k),
                        "--partials", str(w), "--samples", str(n), "--lambda", str(lam),
-                       "--seed", str(a.seed), "--backend", a.backend]
+                       "--seed", str(seed), "--backend", a.backend]
                 if eta is not None:
                     cmd += ["--eta", str(eta)]
                 if dc is not None:
                     cmd += ["--final-dc", str(dc)]
                 m = re.search(r"network calls in ([0-9.]+) s wall", run(cmd, env))
                 secs = float(m.group(1)) if m else float("nan")
-                rows.append({"slice": s, "steps": k, "partials": w, "lambda": lam, "eta": eta,
+                rows.append({"slice": s, "seed": seed, "steps": k, "partials": w, "lambda": lam, "eta": eta,
                              "samples": n, "final_dc": dc, "seconds": secs,
                              "psnr_db": psnr(ref, np.load(out))})
                 print(f"K = {k:3d}, w = {w}, lambda = {lam}, eta = {eta}, samples = {n}, "
-                      f"final DC {dc}, slice {s}: {rows[-1]['psnr_db']:.2f} dB, {secs:.1f} s",
+                      f"final DC {dc}, slice {s}, seed {seed}: {rows[-1]['psnr_db']:.2f} dB, "
+                      f"{secs:.1f} s",
                       file=sys.stderr)
+    def seed_std(r):
+        """The std of the PSNR over seeds, pooled over slices (nan with one seed)."""
+        if len(seeds) < 2:
+            return float("nan")
+        per = [np.var([x["psnr_db"] for x in r if x["slice"] == s], ddof=1) for s in slices]
+        return float(np.sqrt(np.mean(per)))
+
     table = []
     for k, w, lam, eta, n, dc in grid:
         r = [x for x in rows if (x["steps"], x["partials"], x["lambda"], x["eta"],
@@ -126,6 +138,7 @@ def main():
         table.append({"steps": k, "partials": w, "lambda": lam, "eta": eta, "samples": n,
                       "final_dc": dc,
                       "psnr_db": float(np.mean([x["psnr_db"] for x in r])),
+                      "psnr_seed_std_db": seed_std(r),
                       "seconds": float(np.mean([x["seconds"] for x in r]))})
 
     def reference(t):
@@ -135,9 +148,9 @@ def main():
                      == (t["lambda"], t["eta"], t["samples"], t["final_dc"])), None)
 
     print(f"| K | w | lambda | eta | samples | final DC | mean PSNR (dB) | "
-          f"vs K = 200, w = 3 (dB) | "
+          f"vs K = 200, w = 3 (dB) | std over seeds (dB) | "
           f"seconds per slice ({a.backend}, {a.threads} threads) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for t in table:
         ref = reference(t)
         d = t["psnr_db"] - ref["psnr_db"] if ref else float("nan")
@@ -146,7 +159,8 @@ def main():
         dc = "default" if t["final_dc"] is None else t["final_dc"]
         print(f"| {t['steps']} | {t['partials']} | {t['lambda']} | {eta} | {t['samples']} | "
               f"{dc} | "
-              f"{t['psnr_db']:.2f} | {d:+.2f} | {t['seconds']:.1f} |")
+              f"{t['psnr_db']:.2f} | {d:+.2f} | {t['psnr_seed_std_db']:.2f} | "
+              f"{t['seconds']:.1f} |")
     fast = None
     ref = reference(table[0])
     if ref and len(lams) == len(etas) == len(ns) == len(dcs) == 1:
@@ -158,7 +172,7 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"model": os.path.relpath(a.model, ROOT), "slices": slices,
-                       "backend": a.backend, "threads": a.threads, "seed": a.seed,
+                       "backend": a.backend, "threads": a.threads, "seeds": seeds,
                        "noise": a.noise,
                        "rows": rows, "table": table, "fast": fast}, f, indent=1)
 
