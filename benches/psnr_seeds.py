@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -28,15 +27,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from compare import MSM, psnr  # noqa: E402
-
-DEFAULT_IMAGE = os.path.join(ROOT, "models", "examples", "colin27-axial-90.npy")
-
-
-def run(cmd, env):
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+from compare import DEFAULT_IMAGE, MSM, psnr, recon_msm, recon_torch, simulate  # noqa: E402
 
 
 def summary(v):
@@ -60,35 +51,27 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", help="write every PSNR and the summary as JSON")
     a = ap.parse_args(argv)
+    a.samples, a.final_dc_flag, a.torch_nhwc = 1, True, {}
     lo, _, hi = a.seeds.partition("-")
     seeds = list(range(int(lo), int(hi or lo) + 1))
     if not os.path.exists(MSM):
         raise SystemExit(f"{MSM} not found: cargo build --release first")
-    env = dict(os.environ, RAYON_NUM_THREADS="1", OMP_NUM_THREADS="1")
     with tempfile.TemporaryDirectory() as tmp:
-        sl = os.path.join(tmp, "sl")
-        run([MSM, "simulate", a.image, sl, "--npy", "--seed", str(a.sim_seed)], env)
-        ksp, maps, mask = (f"{sl}_{s}.npy" for s in ("ksp", "maps", "mask"))
-        ref = np.load(f"{sl}_ref.npy")
-        common = ["--steps", str(a.steps), "--partials", str(a.partials),
-                  "--final-dc", str(a.final_dc)]
+        # benches/compare.py's slice and its reconstruction commands (one thread each, 1
+        # sample, NCHW torch), so that these PSNRs are of the runs the compare table times.
+        files = simulate(a, os.path.join(tmp, "sl"))
+        ref = np.load(files["ref"])
 
-        def msm_job(seed):
-            out = os.path.join(tmp, f"msm{seed}.npy")
-            run([MSM, "reconstruct", ksp, maps, out, "--mask", mask, "--model", a.model,
-                 "--seed", str(seed), "--backend", a.backend] + common, env)
-            return psnr(ref, np.load(out))
-
-        def torch_job(seed):
-            out = os.path.join(tmp, f"torch{seed}.npy")
-            run([sys.executable, os.path.join(ROOT, "benches", "torch_msm.py"), "--kspace", ksp,
-                 "--maps", maps, "--mask", mask, "--model", a.model, "--threads", "1",
-                 "--seed", str(seed), "--out", out] + common, env)
+        def job(recon, name, seed):
+            out = os.path.join(tmp, f"{name}{seed}.npy")
+            r = recon(argparse.Namespace(**vars(a), seed=seed), files, 1, out, a.backend)
+            if "error" in r:
+                raise SystemExit(f"{name} reconstruction, seed {seed}, failed:\n{r['error']}")
             return psnr(ref, np.load(out))
 
         with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-            fm = [pool.submit(msm_job, s) for s in seeds]
-            ft = [pool.submit(torch_job, s) for s in seeds]
+            fm = [pool.submit(job, recon_msm, "msm", s) for s in seeds]
+            ft = [pool.submit(job, recon_torch, "torch", s) for s in seeds]
             ours = [f.result() for f in fm]
             theirs = [f.result() for f in ft]
     so, st = summary(ours), summary(theirs)

@@ -8,8 +8,8 @@ K = 200, w = 3 (other settings equal).
 Tuning slices are training slices of Colin27 (axial 60, 70 and 110 by default: outside the
 held-out block 80..99 that docs/results.md reports on), simulated by `msm simulate` (8 coils,
 R = 4 random Cartesian with ACS, seed per slice), reconstructed by `msm reconstruct` with the
-same sampler seeds (--seeds) for every setting. PSNR as `msm demo` computes it: magnitude after the
-least-squares complex scaling onto the reference, peak = the reference's maximum.
+same sampler seeds (--seeds) for every setting. PSNR as `msm demo` computes it: magnitude after
+the least-squares complex scaling onto the reference, peak = the reference's maximum.
 
     python3 benches/sweep.py --seeds 0,1,2 --backend native-fast --json docs/fast_preset.json
                                                                      # K x w (the fast preset)
@@ -117,13 +117,14 @@ def main():
                     cmd += ["--final-dc", str(dc)]
                 m = re.search(r"network calls in ([0-9.]+) s wall", run(cmd, env))
                 secs = float(m.group(1)) if m else float("nan")
-                rows.append({"slice": s, "seed": seed, "steps": k, "partials": w, "lambda": lam, "eta": eta,
-                             "samples": n, "final_dc": dc, "seconds": secs,
+                rows.append({"slice": s, "seed": seed, "steps": k, "partials": w, "lambda": lam,
+                             "eta": eta, "samples": n, "final_dc": dc, "seconds": secs,
                              "psnr_db": psnr(ref, np.load(out))})
                 print(f"K = {k:3d}, w = {w}, lambda = {lam}, eta = {eta}, samples = {n}, "
                       f"final DC {dc}, slice {s}, seed {seed}: {rows[-1]['psnr_db']:.2f} dB, "
                       f"{secs:.1f} s",
                       file=sys.stderr)
+
     def seed_std(r):
         """The std of the PSNR over seeds, pooled over slices (nan with one seed)."""
         if len(seeds) < 2:

@@ -448,8 +448,9 @@ impl StateDict for Counting<'_> {
 }
 
 /// `NativeUNet::parameter_count` is the architecture's parameter count (what the emitter
-/// asked for, less a learned variance's output channels), and stays so when the bf16 or fast executor replaces weights by their own forms
-/// (the attention projections' f32 weights are dropped there).
+/// asked for, less a learned variance's output channels), and stays so when the bf16 or fast
+/// executor replaces weights by their own forms (the attention projections' f32 weights are
+/// dropped there).
 #[test]
 fn parameter_count_is_the_architectures_on_every_executor() {
     for (name, cfg) in architectures() {
