@@ -45,7 +45,7 @@ run r4-noise --slices 20 --accel 4 --noise 0.01 --steps "$K" --samples 1 --final
 run r4-noise-model --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 --noise 0.01 \
     --steps "$K" --samples 1 --final-dc 3 --no-bart
 # The same, MSM's output the mean of 8 posterior samples (the tuning slices' best of 1, 4, 8:
-# benches/sweep.py --samples 1,4,8 --seeds 0,1,2).
+# benches/sweep.py --samples 1,4 and --samples 8 with --seeds 0,1,2; docs/results.md).
 run r4-noise-model-s8 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 --noise 0.01 \
     --steps "$K" --samples 8 --final-dc 3 --no-bart
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
