@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""The PyTorch trainer's pieces (export/gpu/train.py) on inputs written by tests/torch_trainer.rs,
+so that the Rust test compares them with msm-train's own.
+
+usage:
+  torch_trainer_check.py forward CKPT IN OUT     eps of the checkpoint's `model.*` weights on
+                                                 IN's `x` [N, C, H, W] and `t` [N] -> OUT `eps`
+  torch_trainer_check.py loss CKPT IN OUT        the loss on IN's `kspace`, `maps` (complex as
+                                                 [..., 2]), `mask`, `n`, `probe`, `t`, `eta`
+                                                 -> OUT `loss` [1]
+  torch_trainer_check.py data VOLUME SIZE COILS ACS OUT
+                                                 birdcage maps, the display slices axial 90,
+                                                 coronal 100, sagittal 90 of VOLUME (held-out
+                                                 block 80..100 cut out for coronal and
+                                                 sagittal), and the 99th percentile of the
+                                                 zero-filled magnitude of 256 simulated draws
+All files are safetensors; computations in f32 on the CPU.
+"""
+
+import os
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gpu"))
+import train as T  # noqa: E402
+
+
+def load_net(ckpt):
+    meta, tensors = T.read_checkpoint(ckpt)
+    net = T.UNet(meta["config"]["unet"])
+    net.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    net.eval()
+    return meta["config"], net
+
+
+def forward(ckpt, inp, out):
+    _, net = load_net(ckpt)
+    d = load_file(inp)
+    with torch.no_grad():
+        eps = net.eps(d["x"], d["t"])
+    save_file({"eps": eps.contiguous()}, out)
+
+
+def loss(ckpt, inp, out):
+    cfg, net = load_net(ckpt)
+    d = load_file(inp)
+    c = lambda k: torch.view_as_complex(d[k].contiguous())  # noqa: E731
+    op = T.Operator(c("maps"), d["mask"])
+    fn = T.Loss(net, T.Schedule(), cfg, amp=False)
+    t = int(d["t"].item())
+    eta = float(d["eta"].item())
+    with torch.no_grad():
+        value = fn(op, c("kspace"), eta, t, c("n"), c("probe"))
+    save_file({"loss": value.reshape(1).float()}, out)
+
+
+def data(volume, size, coils, acs, out):
+    size, coils, acs = int(size), int(coils), int(acs)
+    cfg = T.default_config()["data"]
+    cfg.update({"volume": volume, "image_size": size, "coils": coils, "acs_lines": acs})
+    vol = T.read_nifti(volume)
+    vol = vol.clip(min=0) / vol.max()
+    h0, h1 = cfg["held_out_axial"]
+    excised = vol[:, :, [z for z in range(vol.shape[2]) if not (h0 <= z < h1)]]
+    res = {
+        "maps": torch.view_as_real(torch.from_numpy(T.birdcage(coils, size, size))).contiguous(),
+        "axial90": torch.from_numpy(T.display_slice(vol, "axial", 90).copy()),
+        "coronal100": torch.from_numpy(T.display_slice(excised, "coronal", 100).copy()),
+        "sagittal90": torch.from_numpy(T.display_slice(excised, "sagittal", 90).copy()),
+    }
+    sim = T.Simulator(cfg, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(5)
+    ksp, mask = sim.batch(256, gen)
+    zf = T.Operator(sim.maps, mask).adjoint(ksp).abs().reshape(256, -1)
+    rank = -(-99 * zf.shape[1] // 100) - 1  # nearest rank: ceil(0.99 n) - 1
+    res["p99"] = zf.sort(dim=1).values[:, rank].contiguous()
+    res["kept"] = mask.float().mean(dim=1).contiguous()
+    save_file(res, out)
+
+
+if __name__ == "__main__":
+    cmds = {"forward": forward, "loss": loss, "data": data}
+    if len(sys.argv) < 2 or sys.argv[1] not in cmds:
+        sys.exit(__doc__)
+    cmds[sys.argv[1]](*sys.argv[2:])
