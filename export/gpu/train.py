@@ -26,11 +26,12 @@ What is the same as msm-train (export/src)
       with warm-up, the cosine learning-rate decay `lr_at`.
 
 What differs
-    - the network runs under bf16 autocast on CUDA (weights, optimizer, EMA and the
+    - the network runs under bf16 autocast on CUDA (`--amp`; weights, optimizer, EMA and the
       measurement-domain loss in f32); on the CPU everything is f32;
-    - `--time-budget S` fixes the number of steps from the measured step rate (the config's
-      `steps`, and a decay over its last `--decay-fraction`, are rewritten accordingly before
-      the steps are taken, and the checkpoint records them);
+    - `--time-budget S` fixes the number of steps from the step rate timed over steps 6..45
+      (the config's `steps`, and a cosine decay over the last `--decay-fraction` of the run,
+      are rewritten at step 45, and the checkpoint records them); `--hard-limit S` stops and
+      checkpoints at S seconds whatever the count;
     - on CUDA the weights and network inputs are channels-last (`--channels-last`);
     - `--no-optimizer-state` writes zero Adam moments (for a checkpoint that must fit a small
       transfer); a CPU continuation of such a checkpoint should use `msm-train train
