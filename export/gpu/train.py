@@ -498,7 +498,7 @@ class Simulator:
         self.cfg = dcfg
         self.device = device
         self.stacks = []
-        self.counts = []
+        self.ids = []
         for plane in self.PLANES:
             src = vol if plane == "axial" else excised
             axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
@@ -512,7 +512,7 @@ class Simulator:
                 raise SystemExit(f"{dcfg['volume']}: no occupied {plane} slice")
             stack = np.stack([np.ascontiguousarray(display_slice(src, plane, i)) for i in ids])
             self.stacks.append(torch.from_numpy(stack).to(device))
-            self.counts.append(len(ids))
+            self.ids.append(ids)
         n = dcfg["image_size"]
         self.maps = torch.from_numpy(birdcage(dcfg["coils"], n, n)).to(device)[None]
         acs = min(dcfg["acs_lines"], n)
@@ -521,7 +521,6 @@ class Simulator:
         self.acs[pad : pad + acs] = True
         r = dcfg["acceleration"]
         self.prob = 0.0 if acs == n else (n / r - acs) / (n - acs)
-        self.op_full = None
 
     def _warp(self, stack, idx, gen):
         """Random zoom, rotation and flips of the chosen slices onto the n x n grid (bilinear,
@@ -559,7 +558,7 @@ class Simulator:
             sel = (plane == p).nonzero().flatten()
             if sel.numel() == 0:
                 continue
-            idx = torch.randint(0, self.counts[p], (sel.numel(),), device=dev, generator=gen)
+            idx = torch.randint(0, len(self.ids[p]), (sel.numel(),), device=dev, generator=gen)
             images[sel] = self._warp(self.stacks[p], idx, gen)
         gamma = 0.8 + 0.45 * torch.rand(size, 1, 1, device=dev, generator=gen)
         images = images.clamp_min(0.0).pow(gamma)
@@ -567,8 +566,8 @@ class Simulator:
         strength = lo + (hi - lo) * torch.rand(size, 1, 1, device=dev, generator=gen, dtype=torch.float64)
         coef = torch.randn(size, 6, device=dev, generator=gen, dtype=torch.float64)
         offset = (2 * torch.rand(size, 1, 1, device=dev, generator=gen, dtype=torch.float64) - 1) * math.pi
-        yy = (2.0 * (torch.arange(n, device=dev, dtype=torch.float64) + 0.5) / n - 1.0)[None, :, None]
-        xx = (2.0 * (torch.arange(n, device=dev, dtype=torch.float64) + 0.5) / n - 1.0)[None, None, :]
+        g = 2.0 * (torch.arange(n, device=dev, dtype=torch.float64) + 0.5) / n - 1.0
+        yy, xx = g[None, :, None], g[None, None, :]
         a = [coef[:, i, None, None] for i in range(6)]
         raw = a[0] * xx + a[1] * yy + a[2] * xx * yy + a[3] * xx * xx + a[4] * yy * yy + 0.5 * a[5] * xx * yy * yy
         raw = raw - raw.mean(dim=(1, 2), keepdim=True)
@@ -663,6 +662,14 @@ class Loss:
 # --------------------------------------------------------------------------------------------
 
 
+def write_atomic(path, write):
+    """Calls `write(tmp)` on a temporary file beside `path`, then renames it to `path`, so that a
+    reader never sees a partial file."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def read_checkpoint(path):
     from safetensors.torch import load_file
 
@@ -680,8 +687,9 @@ def read_checkpoint(path):
     return meta, tensors
 
 
-def write_checkpoint(path, cfg, step, last_loss, names, params, ema, adam_m, adam_v, extra=None):
-    """Atomic write (temporary file, then rename) in msm-train's format."""
+def write_checkpoint(path, cfg, step, last_loss, names, params, ema, adam=None, extra=None):
+    """Atomic write in msm-train's format; `adam` is (moments m, moments v), or None for zero
+    moments."""
     from safetensors.torch import save_file
 
     meta = {"format": CHECKPOINT_FORMAT, "step": step, "last_loss": last_loss, "config": cfg}
@@ -690,13 +698,12 @@ def write_checkpoint(path, cfg, step, last_loss, names, params, ema, adam_m, ada
     entries = {"__meta": torch.frombuffer(bytearray(json.dumps(meta).encode()), dtype=torch.uint8)}
     for i, n in enumerate(names):
         # Each entry its own contiguous copy: safetensors refuses shared or strided storage
-        # (zero moments may be one tensor; CUDA weights are channels-last).
-        for key, t in (("model", params[i].detach()), ("ema", ema[i]), ("adam_m", adam_m[i]), ("adam_v", adam_v[i])):
+        # (CUDA weights are channels-last).
+        zero = torch.zeros(params[i].shape)
+        m, v = (adam[0][i], adam[1][i]) if adam is not None else (zero, zero)
+        for key, t in (("model", params[i].detach()), ("ema", ema[i]), ("adam_m", m), ("adam_v", v)):
             entries[f"{key}.{n}"] = t.float().cpu().clone(memory_format=torch.contiguous_format)
-    d = os.path.dirname(path) or "."
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    save_file(entries, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: save_file(entries, tmp))
 
 
 def write_weights(path, names, tensors, meta):
@@ -704,11 +711,8 @@ def write_weights(path, names, tensors, meta):
     a checkpoint small enough for a 16 MiB transfer; `--assemble` joins the two halves."""
     from safetensors.torch import save_file
 
-    d = os.path.dirname(path) or "."
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
     tensors = {n: t.detach().float().cpu().clone(memory_format=torch.contiguous_format) for n, t in zip(names, tensors)}
-    save_file(tensors, tmp, metadata={"msm": json.dumps(meta)})
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"msm": json.dumps(meta)}))
 
 
 def assemble(prefix, out):
@@ -731,21 +735,21 @@ def assemble(prefix, out):
     if meta != meta_m or sorted(ema) != sorted(model):
         raise SystemExit(f"{prefix}-ema and {prefix}-model come from different runs or steps")
     names = sorted(ema)
-    zeros = [torch.zeros_like(ema[n]) for n in names]
     os.makedirs(out, exist_ok=True)
     write_config(out, meta["config"])
     write_checkpoint(
         os.path.join(out, "checkpoint.safetensors"), meta["config"], meta["step"], meta["last_loss"],
-        names, [model[n] for n in names], [ema[n] for n in names], zeros, zeros,
-        {"trained_by": meta.get("trained_by"), "optimizer_state": "zero (not transferred)"},
+        names, [model[n] for n in names], [ema[n] for n in names],
+        extra={"trained_by": meta.get("trained_by"), "optimizer_state": "zero (not transferred)"},
     )
 
 
 def write_config(out, cfg):
-    tmp = os.path.join(out, f".config.json.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(cfg, indent=2))
-    os.replace(tmp, os.path.join(out, "config.json"))
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(json.dumps(cfg, indent=2))
+
+    write_atomic(os.path.join(out, "config.json"), write)
 
 
 # --------------------------------------------------------------------------------------------
@@ -845,7 +849,6 @@ def main(argv=None):
     channels_last = dev.type == "cuda" if args.channels_last == "auto" else args.channels_last == "on"
     if channels_last:
         net.to(memory_format=torch.channels_last)
-    params = [pmap[n] for n in names]
     ema = [e.to(dev) for e in ema]
     adam_m = [m.to(dev) for m in adam_m]
     adam_v = [v.to(dev) for v in adam_v]
@@ -874,7 +877,7 @@ def main(argv=None):
 
     say(
         f"{trained_by}: "
-        f"from step {step}, batch {cfg['batch_size']}, noise_eta {eta}, slices per plane {sim.counts}"
+        f"from step {step}, batch {cfg['batch_size']}, noise_eta {eta}, slices per plane {[len(i) for i in sim.ids]}"
     )
     b1, b2 = cfg["adam_betas"]
     start_step = step
@@ -887,13 +890,8 @@ def main(argv=None):
     def save():
         saved_at[0] = step
         write_config(args.out, cfg)
-        zeros = [torch.zeros_like(p) for p in params]
-        write_checkpoint(
-            ckpt_path, cfg, step, last_loss, names, params, ema,
-            zeros if args.no_optimizer_state else adam_m,
-            zeros if args.no_optimizer_state else adam_v,
-            {"trained_by": trained_by},
-        )
+        adam = None if args.no_optimizer_state else (adam_m, adam_v)
+        write_checkpoint(ckpt_path, cfg, step, last_loss, names, params, ema, adam, {"trained_by": trained_by})
 
     calib_from = start_step + 5
     t_calib = None

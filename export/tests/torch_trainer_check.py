@@ -9,11 +9,12 @@ usage:
                                                  [..., 2]), `mask`, `n`, `probe`, `t`, `eta`
                                                  -> OUT `loss` [1]
   torch_trainer_check.py data VOLUME SIZE COILS ACS OUT
-                                                 birdcage maps, the display slices axial 90,
-                                                 coronal 100, sagittal 90 of VOLUME (held-out
-                                                 block 80..100 cut out for coronal and
-                                                 sagittal), and the 99th percentile of the
-                                                 zero-filled magnitude of 256 simulated draws
+                                                 the simulator's coil maps, its slices axial
+                                                 60, coronal 100, sagittal 90 (the coronal and
+                                                 sagittal ones with the held-out block 80..100
+                                                 cut out), its axial slice indices and slice
+                                                 counts per plane, and the 99th percentile of
+                                                 the zero-filled magnitude of 256 draws
 All files are safetensors; computations in f32 on the CPU.
 """
 
@@ -60,17 +61,15 @@ def data(volume, size, coils, acs, out):
     size, coils, acs = int(size), int(coils), int(acs)
     cfg = T.default_config()["data"]
     cfg.update({"volume": volume, "image_size": size, "coils": coils, "acs_lines": acs})
-    vol = T.read_nifti(volume)
-    vol = vol.clip(min=0) / vol.max()
-    h0, h1 = cfg["held_out_axial"]
-    excised = vol[:, :, [z for z in range(vol.shape[2]) if not (h0 <= z < h1)]]
-    res = {
-        "maps": torch.view_as_real(torch.from_numpy(T.birdcage(coils, size, size))).contiguous(),
-        "axial90": torch.from_numpy(T.display_slice(vol, "axial", 90).copy()),
-        "coronal100": torch.from_numpy(T.display_slice(excised, "coronal", 100).copy()),
-        "sagittal90": torch.from_numpy(T.display_slice(excised, "sagittal", 90).copy()),
-    }
     sim = T.Simulator(cfg, torch.device("cpu"))
+    res = {"maps": torch.view_as_real(sim.maps[0]).contiguous()}
+    # The slices the simulator draws from (axial from the whole volume, coronal and sagittal
+    # from the volume with the held-out block cut out).
+    for plane, index in (("axial", 60), ("coronal", 100), ("sagittal", 90)):
+        p = sim.PLANES.index(plane)
+        res[f"{plane}{index}"] = sim.stacks[p][sim.ids[p].index(index)].contiguous()
+    res["axial_ids"] = torch.tensor(sim.ids[0])
+    res["counts"] = torch.tensor([len(i) for i in sim.ids])
     gen = torch.Generator().manual_seed(5)
     ksp, mask = sim.batch(256, gen)
     zf = T.Operator(sim.maps, mask).adjoint(ksp).abs().reshape(256, -1)

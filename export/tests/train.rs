@@ -7,36 +7,12 @@ use msm::denoiser::OnnxDenoiser;
 use msm::mask::Mask;
 use msm::onnx::WeightType;
 use msm::sense::{Operator, Sense};
-use msm_export::config::UNetConfig;
 use msm_export::data::{DataConfig, Loader, DEFAULT_VOLUME, SCALE_DRAWS, SCALE_KEY};
 use msm_export::onnx::export_run;
-use msm_export::train::{TrainConfig, Trainer};
+use msm_export::train::Trainer;
 
-fn tiny() -> TrainConfig {
-    TrainConfig {
-        unet: UNetConfig {
-            image_size: 32,
-            model_channels: 32,
-            channel_mult: vec![1, 2],
-            num_res_blocks: 1,
-            attention_resolutions: vec![16],
-            ..UNetConfig::default()
-        },
-        data: DataConfig {
-            image_size: 32,
-            coils: 4,
-            acs_lines: 4,
-            ..DataConfig::default()
-        },
-        batch_size: 4,
-        lr: 1e-3,
-        steps: 120,
-        seed: 11,
-        checkpoint_every: 1000,
-        log_every: 1000,
-        ..TrainConfig::default()
-    }
-}
+mod common;
+use common::tiny;
 
 fn have_volume() -> bool {
     let ok = std::path::Path::new(DEFAULT_VOLUME).exists();
