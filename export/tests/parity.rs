@@ -13,6 +13,8 @@ use msm_export::unet::UNet;
 use ndarray::ArrayView4;
 use tch::{nn, Device, Kind, Tensor};
 
+mod python;
+
 fn tiny(f: impl FnOnce(&mut UNetConfig)) -> UNetConfig {
     let mut c = UNetConfig {
         image_size: 16,
@@ -131,22 +133,17 @@ fn check(cfg: &UNetConfig, weights: WeightType, tol: f64, ort: bool) {
         write_npy(&tp, &[n], &to_vec(&t));
         write_npy(&ep, &expected.size(), &exp);
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ort_check.py");
-        let out = std::process::Command::new("python3")
-            .arg(&script)
-            .args([&path, &xp, &tp, &ep])
-            .arg(tol.to_string())
-            .output()
-            .expect("python3 runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let tol = tol.to_string();
+        let (ok, text) = python::run(&[
+            script.as_os_str(),
+            path.as_os_str(),
+            xp.as_os_str(),
+            tp.as_os_str(),
+            ep.as_os_str(),
+            tol.as_ref(),
+        ]);
         eprintln!("{text}");
-        assert!(
-            out.status.success(),
-            "onnxruntime check failed ({weights:?}): {text}"
-        );
+        assert!(ok, "onnxruntime check failed ({weights:?}): {text}");
     }
 }
 

@@ -19,6 +19,7 @@ use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
 use tch::{Device, Kind, Tensor};
 
 mod common;
+mod python;
 
 const TRAINER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/gpu/train.py");
 const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/torch_trainer_check.py");
@@ -36,16 +37,8 @@ fn tiny() -> TrainConfig {
 
 /// Runs python3 with `args`; panics with its output when it fails.
 fn python(args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .args(args)
-        .output()
-        .expect("python3 runs (install python3 with torch, numpy and safetensors)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "python3 {args:?} failed:\n{text}");
+    let (ok, text) = python::run(args);
+    assert!(ok, "python3 {args:?} failed:\n{text}");
     text
 }
 
