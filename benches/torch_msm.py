@@ -49,6 +49,10 @@ import time
 
 import numpy as np
 
+# The UNet layout rules shared with the GPU trainer (export/gpu/unet_layout.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "export", "gpu"))
+import unet_layout  # noqa: E402
+
 DEFAULT_MODEL = "models/msm-brain-128.onnx"
 GROUPS = 32
 
@@ -92,23 +96,7 @@ def load_onnx(path):
 
 
 def unet_config(meta):
-    cfg = {
-        "image_size": 128,
-        "in_channels": 2,
-        "out_channels": 2,
-        "model_channels": 32,
-        "channel_mult": [1, 2, 2, 4],
-        "num_res_blocks": 1,
-        "attention_resolutions": [16],
-        "num_heads": 1,
-        "num_head_channels": 32,
-        "num_heads_upsample": None,
-        "use_scale_shift_norm": True,
-        "resblock_updown": True,
-        "conv_resample": True,
-        "use_new_attention_order": False,
-        "dropout": 0.0,
-    }
+    cfg = unet_layout.default_unet()
     if "msm.unet_config" not in meta:
         raise SystemExit("model metadata has no msm.unet_config")
     cfg.update(json.loads(meta["msm.unet_config"]))
@@ -125,16 +113,6 @@ def layout(cfg):
     mc = cfg["model_channels"]
     size = cfg["image_size"]
 
-    def attention_at(ds):
-        return any(r * ds == size for r in cfg["attention_resolutions"])
-
-    def heads(ch, upsample):
-        if cfg["num_head_channels"] is not None:
-            return ch // cfg["num_head_channels"]
-        if upsample and cfg["num_heads_upsample"] is not None:
-            return cfg["num_heads_upsample"]
-        return cfg["num_heads"]
-
     ch = cfg["channel_mult"][0] * mc
     inp = [[("conv", cfg["in_channels"], ch)]]
     chans = [ch]
@@ -145,8 +123,8 @@ def layout(cfg):
             cout = mult * mc
             layers = [("res", ch, cout, "none")]
             ch = cout
-            if attention_at(ds):
-                layers.append(("attn", ch, heads(ch, False)))
+            if unet_layout.attention_at(cfg, ds):
+                layers.append(("attn", ch, unet_layout.heads(cfg, ch, False)))
             inp.append(layers)
             chans.append(ch)
         if level != levels - 1:
@@ -156,7 +134,11 @@ def layout(cfg):
                 inp.append([("down", ch, cfg["conv_resample"])])
             chans.append(ch)
             ds *= 2
-    mid = [("res", ch, ch, "none"), ("attn", ch, heads(ch, False)), ("res", ch, ch, "none")]
+    mid = [
+        ("res", ch, ch, "none"),
+        ("attn", ch, unet_layout.heads(cfg, ch, False)),
+        ("res", ch, ch, "none"),
+    ]
     out = []
     for level, mult in reversed(list(enumerate(cfg["channel_mult"]))):
         for i in range(cfg["num_res_blocks"] + 1):
@@ -164,8 +146,8 @@ def layout(cfg):
             cout = mc * mult
             layers = [("res", ch + ich, cout, "none")]
             ch = cout
-            if attention_at(ds):
-                layers.append(("attn", ch, heads(ch, True)))
+            if unet_layout.attention_at(cfg, ds):
+                layers.append(("attn", ch, unet_layout.heads(cfg, ch, True)))
             if level > 0 and i == cfg["num_res_blocks"]:
                 if cfg["resblock_updown"]:
                     layers.append(("res", ch, ch, "up"))

@@ -43,7 +43,8 @@ Usage
     python3 export/gpu/train.py --resume --out OUT ...
     python3 export/gpu/train.py --print-config            # the full default config (JSON)
 
-Requires torch, numpy and safetensors.
+Requires torch, numpy and safetensors, and `unet_layout.py` beside this file (the layout rules
+shared with benches/torch_msm.py).
 """
 
 import argparse
@@ -60,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unet_layout import attention_at, default_unet, heads
+
 CHECKPOINT_FORMAT = "msm-export checkpoint 1"
 GROUPS = 32
 DEFAULT_VOLUME = "/usr/share/mricron/templates/ch2.nii.gz"
@@ -73,23 +76,7 @@ def default_config():
     """msm-train's `TrainConfig::default()` as JSON values (checked against `msm-train
     print-config` by tests/torch_trainer.rs)."""
     return {
-        "unet": {
-            "image_size": 128,
-            "in_channels": 2,
-            "out_channels": 2,
-            "model_channels": 32,
-            "channel_mult": [1, 2, 2, 4],
-            "num_res_blocks": 1,
-            "attention_resolutions": [16],
-            "num_heads": 1,
-            "num_head_channels": 32,
-            "num_heads_upsample": None,
-            "use_scale_shift_norm": True,
-            "resblock_updown": True,
-            "conv_resample": True,
-            "use_new_attention_order": False,
-            "dropout": 0.0,
-        },
+        "unet": default_unet(),
         "data": {
             "volume": DEFAULT_VOLUME,
             "image_size": 128,
@@ -150,18 +137,6 @@ def lr_at(cfg, k):
 # --------------------------------------------------------------------------------------------
 # Network: guided-diffusion UNetModel, parameter names as export/src/unet.rs
 # --------------------------------------------------------------------------------------------
-
-
-def attention_at(u, ds):
-    return any(r * ds == u["image_size"] for r in u["attention_resolutions"])
-
-
-def heads(u, ch, upsample):
-    if u["num_head_channels"] is not None:
-        return ch // u["num_head_channels"]
-    if upsample and u["num_heads_upsample"] is not None:
-        return u["num_heads_upsample"]
-    return u["num_heads"]
 
 
 def zero_(m):
