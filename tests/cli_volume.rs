@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fails, ok, s, tiny_model};
+use common::{fails, h5py_fixtures, ok, s, tiny_model};
 use msm::io::fastmri::{detect_mask, FastMriFile};
 use msm::io::{cfl, nifti, npy};
 use msm::mask::Mask;
@@ -21,29 +21,7 @@ use std::time::{Duration, Instant};
 /// A temporary folder with the files of `make_files.py` and the tiny 32 x 32 model, or `None`
 /// (with a note) when h5py is not installed.
 fn fixtures() -> Option<(tempfile::TempDir, PathBuf)> {
-    let probe = Command::new("python3")
-        .args(["-c", "import h5py, numpy"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with h5py and numpy is required on CI (python3 -m pip install h5py numpy)"
-        );
-        eprintln!("note: skipping .h5 volume test: python3 with h5py and numpy is not available");
-        return None;
-    }
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/volume/make_files.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "make_files.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = h5py_fixtures("tests/volume/make_files.py", ".h5 volume test")?;
     let model = dir.path().join("tiny.onnx");
     tiny_model(&model, 32, true);
     Some((dir, model))

@@ -3,40 +3,18 @@
 //! `numpy` (CI installs them); without them each test prints a note and returns, except on CI
 //! (environment variable `CI` set), where that fails.
 
+mod common;
+
+use common::h5py_fixtures;
 use msm::io::fastmri::{detect_mask, reference_image, FastMriFile, IsmrmrdHeader};
 use msm::{Error, C32};
 use ndarray::{Array2, Array3, Axis};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A temporary folder holding the files of `make_files.py`, or `None` (with a printed note) when
 /// h5py is not installed.
 fn fixtures() -> Option<tempfile::TempDir> {
-    let probe = Command::new("python3")
-        .args(["-c", "import h5py, numpy"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        // On CI (CI set, as .ci/run has it) a missing h5py is a broken setup, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with h5py and numpy is required on CI (python3 -m pip install h5py numpy)"
-        );
-        eprintln!("note: skipping fastMRI HDF5 test: python3 with h5py and numpy is not available");
-        return None;
-    }
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fastmri/make_files.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "make_files.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(dir)
+    h5py_fixtures("tests/fastmri/make_files.py", "fastMRI HDF5 test")
 }
 
 fn read_c64(path: &Path) -> Vec<C32> {

@@ -13,21 +13,10 @@ use msm_export::unet::UNet;
 use ndarray::ArrayView4;
 use tch::{nn, Device, Kind, Tensor};
 
-mod python;
+mod small_unet;
+use small_unet::tiny;
 
-fn tiny(f: impl FnOnce(&mut UNetConfig)) -> UNetConfig {
-    let mut c = UNetConfig {
-        image_size: 16,
-        model_channels: 32,
-        channel_mult: vec![1, 2],
-        num_res_blocks: 1,
-        attention_resolutions: vec![8],
-        num_head_channels: Some(32),
-        ..UNetConfig::default()
-    };
-    f(&mut c);
-    c
-}
+mod python;
 
 /// A network with every parameter random (the zero-initialised convs too).
 fn random_net(cfg: &UNetConfig, seed: i64) -> (nn::VarStore, UNet) {
