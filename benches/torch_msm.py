@@ -111,8 +111,6 @@ def unet_config(meta):
 def layout(cfg):
     """The block layout of guided-diffusion's UNetModel (src/unet/layout.rs)."""
     mc = cfg["model_channels"]
-    size = cfg["image_size"]
-
     ch = cfg["channel_mult"][0] * mc
     inp = [[("conv", cfg["in_channels"], ch)]]
     chans = [ch]
