@@ -69,8 +69,6 @@ def main():
     ap.add_argument("--partials", default="1,2,3")
     ap.add_argument("--lambdas", default="1", help="data-consistency steps")
     ap.add_argument("--etas", default="", help="DDIM eta values (default: the model's)")
-    ap.add_argument("--noise-std", default="",
-                    help="--noise-std values passed to msm reconstruct (default: none)")
     ap.add_argument("--samples", default="1", help="posterior samples averaged")
     ap.add_argument("--final-dc", default="",
                     help="CG iterations of final data consistency (default: msm's)")
@@ -95,8 +93,7 @@ def main():
     ns = [int(x) for x in a.samples.split(",")]
     dcs = [int(x) for x in a.final_dc.split(",")] if a.final_dc else [None]
     seeds = [int(x) for x in a.seeds.split(",")]
-    nstds = [float(x) for x in a.noise_std.split(",")] if a.noise_std else [None]
-    grid = list(itertools.product(ks, ws, lams, etas, ns, dcs, nstds))
+    grid = list(itertools.product(ks, ws, lams, etas, ns, dcs))
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -106,10 +103,10 @@ def main():
             run([MSM, "simulate", a.volume, prefix, "--slice", str(s), "--accel", "4",
                  "--seed", str(1000 + s), "--noise", str(a.noise)])
             refs[s] = (prefix, read_cfl(prefix + "_ref").squeeze())
-        for k, w, lam, eta, n, dc, nstd in grid:
+        for k, w, lam, eta, n, dc in grid:
             for s, seed in itertools.product(slices, seeds):
                 prefix, ref = refs[s]
-                out = os.path.join(tmp, f"r{s}_{seed}_{k}_{w}_{lam}_{eta}_{n}_{dc}_{nstd}.npy")
+                out = os.path.join(tmp, f"r{s}_{seed}_{k}_{w}_{lam}_{eta}_{n}_{dc}.npy")
                 cmd = [MSM, "reconstruct", prefix + "_ksp", prefix + "_maps", out,
                        "--mask", prefix + "_mask", "--model", a.model, "--steps", str(k),
                        "--partials", str(w), "--samples", str(n), "--lambda", str(lam),
@@ -118,16 +115,13 @@ def main():
                     cmd += ["--eta", str(eta)]
                 if dc is not None:
                     cmd += ["--final-dc", str(dc)]
-                if nstd is not None:
-                    cmd += ["--noise-std", str(nstd)]
                 m = re.search(r"network calls in ([0-9.]+) s wall", run(cmd, env))
                 secs = float(m.group(1)) if m else float("nan")
                 rows.append({"slice": s, "seed": seed, "steps": k, "partials": w, "lambda": lam,
-                             "eta": eta, "samples": n, "final_dc": dc, "noise_std": nstd,
-                             "seconds": secs,
+                             "eta": eta, "samples": n, "final_dc": dc, "seconds": secs,
                              "psnr_db": psnr(ref, np.load(out))})
                 print(f"K = {k:3d}, w = {w}, lambda = {lam}, eta = {eta}, samples = {n}, "
-                      f"final DC {dc}, noise std {nstd}, slice {s}, seed {seed}: {rows[-1]['psnr_db']:.2f} dB, "
+                      f"final DC {dc}, slice {s}, seed {seed}: {rows[-1]['psnr_db']:.2f} dB, "
                       f"{secs:.1f} s",
                       file=sys.stderr)
 
@@ -139,11 +133,11 @@ def main():
         return float(np.sqrt(np.mean(per)))
 
     table = []
-    for k, w, lam, eta, n, dc, nstd in grid:
-        r = [x for x in rows if (x["steps"], x["partials"], x["lambda"], x["eta"], x["samples"],
-                                 x["final_dc"], x["noise_std"]) == (k, w, lam, eta, n, dc, nstd)]
+    for k, w, lam, eta, n, dc in grid:
+        r = [x for x in rows if (x["steps"], x["partials"], x["lambda"], x["eta"],
+                                 x["samples"], x["final_dc"]) == (k, w, lam, eta, n, dc)]
         table.append({"steps": k, "partials": w, "lambda": lam, "eta": eta, "samples": n,
-                      "final_dc": dc, "noise_std": nstd,
+                      "final_dc": dc,
                       "psnr_db": float(np.mean([x["psnr_db"] for x in r])),
                       "psnr_seed_std_db": seed_std(r),
                       "seconds": float(np.mean([x["seconds"] for x in r]))})
@@ -151,28 +145,26 @@ def main():
     def reference(t):
         """The K = 200, w = 3 row with t's other settings."""
         return next((r for r in table if r["steps"] == 200 and r["partials"] == 3
-                     and (r["lambda"], r["eta"], r["samples"], r["final_dc"], r["noise_std"])
-                     == (t["lambda"], t["eta"], t["samples"], t["final_dc"], t["noise_std"])),
-                    None)
+                     and (r["lambda"], r["eta"], r["samples"], r["final_dc"])
+                     == (t["lambda"], t["eta"], t["samples"], t["final_dc"])), None)
 
-    print(f"| K | w | lambda | eta | samples | final DC | noise std | mean PSNR (dB) | "
+    print(f"| K | w | lambda | eta | samples | final DC | mean PSNR (dB) | "
           f"vs K = 200, w = 3 (dB) | std over seeds (dB) | "
           f"seconds per slice ({a.backend}, {a.threads} threads) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for t in table:
         ref = reference(t)
         d = t["psnr_db"] - ref["psnr_db"] if ref else float("nan")
         t["delta_db"] = d
         eta = "model" if t["eta"] is None else t["eta"]
         dc = "default" if t["final_dc"] is None else t["final_dc"]
-        nstd = "none" if t["noise_std"] is None else t["noise_std"]
         print(f"| {t['steps']} | {t['partials']} | {t['lambda']} | {eta} | {t['samples']} | "
-              f"{dc} | {nstd} | "
+              f"{dc} | "
               f"{t['psnr_db']:.2f} | {d:+.2f} | {t['psnr_seed_std_db']:.2f} | "
               f"{t['seconds']:.1f} |")
     fast = None
     ref = reference(table[0])
-    if ref and len(lams) == len(etas) == len(ns) == len(dcs) == len(nstds) == 1:
+    if ref and len(lams) == len(etas) == len(ns) == len(dcs) == 1:
         ok = [t for t in table if t["delta_db"] >= -a.tolerance]
         fast = min(ok, key=lambda t: (t["seconds"], t["steps"], t["partials"]))
         print(f"\nFast preset (least time within {a.tolerance} dB of K = 200, w = 3): "

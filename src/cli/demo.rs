@@ -285,7 +285,6 @@ pub fn run(a: Args) -> Result<()> {
             lambda: a.lambda,
             scale_target: meta.scale_p99(&a.sampler.model)?,
             final_dc: a.final_dc,
-            noise_std: None,
         };
         let msm_out = sampler::reconstruct(&prior, &op, acq.kspace.view(), &mask, &sopts, &ropts)?;
         bar.finish_and_clear();

@@ -30,11 +30,6 @@ pub struct Args {
     /// Data-consistency step lambda (1 = replace the estimate by the data on acquired entries).
     #[arg(long, default_value_t = 1.0)]
     pub lambda: f64,
-    /// Standard deviation of the k-space noise per real component, on the file's scale. With
-    /// it the data-consistency step weighs the estimate against the data by their noise
-    /// levels (default: noiseless data, the step is --lambda at every level).
-    #[arg(long)]
-    pub noise_std: Option<f64>,
     /// Number of posterior samples (their mean is the output).
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
@@ -103,7 +98,6 @@ pub fn recon_options(a: &Args, net: &OnnxDenoiser) -> Result<ReconOptions> {
         lambda: a.lambda,
         scale_target,
         final_dc: a.final_dc,
-        noise_std: a.noise_std,
     })
 }
 

@@ -197,13 +197,6 @@ pub struct ReconOptions {
     /// 10: with the exact Gaussian prior it cut the worst data residual from 7 to 0.3 noise
     /// stds and the posterior-mean error from 0.24 to 0.07 (`tests/sampler_posterior.rs`).
     pub final_dc: usize,
-    /// Standard deviation of the measurement noise per real component, on the input's scale
-    /// (`None`: noiseless data). With it the data-consistency step of level t becomes
-    /// `lambda * sigma_t^2 / (sigma_t^2 + sigma_y^2)`, `sigma_t = sqrt((1 - ab_t) / ab_t)` the
-    /// partial estimate's noise level and `sigma_y` this std on the sampler's scale: the
-    /// estimate and the data are weighted by their noise variances, so that the late, nearly
-    /// clean estimates are no longer replaced by noisy data on the acquired entries.
-    pub noise_std: Option<f64>,
 }
 
 impl Default for ReconOptions {
@@ -213,7 +206,6 @@ impl Default for ReconOptions {
             lambda: 1.0,
             scale_target: None,
             final_dc: 10,
-            noise_std: None,
         }
     }
 }
@@ -236,13 +228,6 @@ impl ReconOptions {
                 "the data-consistency step lambda must be finite and >= 0, got {}",
                 self.lambda
             )));
-        }
-        if let Some(s) = self.noise_std {
-            if !(s.is_finite() && s >= 0.0) {
-                return Err(Error::invalid(format!(
-                    "the measurement noise std must be finite and >= 0, got {s}"
-                )));
-            }
         }
         if let Some(s) = self.scale_target {
             if !(s.is_finite() && s > 0.0) {

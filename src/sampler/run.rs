@@ -50,21 +50,6 @@ struct Posterior<'a> {
     acq: &'a Array2<bool>,
     /// Data-consistency step.
     lambda: f32,
-    /// Variance of the measurement noise per real component on the sampler's scale (0:
-    /// noiseless data, the step is `lambda` at every level).
-    noise_var: f64,
-}
-
-impl Posterior<'_> {
-    /// The data-consistency step at level `t`: `lambda * sigma_t^2 / (sigma_t^2 + sigma_y^2)`.
-    fn step(&self, schedule: &crate::schedule::Schedule, t: usize) -> f32 {
-        if self.noise_var <= 0.0 {
-            return self.lambda;
-        }
-        let ab = schedule.alpha_bar(t);
-        let var_t = (1.0 - ab) / ab;
-        (self.lambda as f64 * var_t / (var_t + self.noise_var)) as f32
-    }
 }
 
 /// Everything a chain shares with the others of a call.
@@ -155,11 +140,10 @@ fn partial(
             .expect("the acquisition pattern is contiguous");
         let y = p.y.as_standard_layout();
         let (ss, ys) = (flat_mut(&mut s_hat), y.as_slice().expect("standard layout"));
-        let lambda = p.step(&sh.opts.schedule, t);
         for coil in 0..z.dim().0 {
             let o = coil * plane;
             for &i in kept.iter().filter(|&&i| acq[i]) {
-                ss[o + i] += (ys[o + i] - ss[o + i]) * lambda;
+                ss[o + i] += (ys[o + i] - ss[o + i]) * p.lambda;
             }
         }
     }
@@ -451,7 +435,6 @@ pub fn reconstruct(
         y: &ys,
         acq: &acq_pattern,
         lambda: recon.lambda as f32,
-        noise_var: recon.noise_std.map_or(0.0, |s| (s * factor).powi(2)),
     });
     let (mut samples, mut stats) = run_chains(&sh, recon.samples)?;
     if recon.final_dc > 0 {
