@@ -1,7 +1,9 @@
 //! 3x3 convolutions at the shipped UNet's layer shapes (`models/msm-brain-128.onnx`: base 32,
 //! multipliers 1, 2, 2, 4 at 128, 64, 32 and 16 pixels, and the decoder's concatenated inputs),
-//! one thread, side by side: the nine per-tap matrix products on the `gemm` crate
-//! (`Conv::forward_products`, the form CPUs without AVX-512F run), the direct AVX-512 kernel
+//! one thread, side by side: the two portable forms, which CPUs without AVX-512F run (the nine
+//! per-tap matrix products on the `gemm` crate, `Conv::forward_products`, and Winograd's
+//! F(2x2, 3x3) on 16 `gemm` products, `Conv::forward_portable`,
+//! `src/unet/winograd_products.rs`), the direct AVX-512 kernel
 //! (`src/unet/direct.rs`), the Winograd F(2x2, 3x3) form the executor gives layers at 16
 //! pixels and wider (`Conv::use_winograd`, `src/unet/winograd.rs`), and where the CPU has bf16
 //! units (AMX tiles or AVX512-BF16) the bf16 forms `native-bf16` runs (`Conv::use_bf16`),
@@ -15,7 +17,8 @@
 //! Throughput counts 2 flops per multiply-add (2 * 9 * cin * cout * h * w a call), so
 //! criterion's `Gelem/s` reads as GFLOP/s; compare it with `msm bench`'s matrix-product peak.
 //!
-//! Run: `cargo bench --bench conv`.
+//! Run: `cargo bench --bench conv`; `cargo bench --bench conv --no-default-features -- products`
+//! measures the portable forms as an AVX2-only CPU runs them (the `gemm` crate's AVX2 kernels).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use msm::unet::kernels::{add_assign, bf16_units, recycle, upsample2, Conv};
@@ -95,6 +98,13 @@ fn bench(c: &mut Criterion) {
         ));
         group.bench_function(BenchmarkId::new("products", &id), |b| {
             b.iter(|| pool.install(|| recycle(black_box(conv.forward_products(&x, side, side)))))
+        });
+        let mut portable = conv.clone();
+        portable.use_winograd_products();
+        group.bench_function(BenchmarkId::new("winograd-products", &id), |b| {
+            b.iter(|| {
+                pool.install(|| recycle(black_box(portable.forward_portable(&x, side, side))))
+            })
         });
         for (name, form) in forms(&conv, side) {
             group.bench_function(BenchmarkId::new(name, &id), |b| {

@@ -140,7 +140,7 @@ pub(super) fn round_pairs(lo: __m512, hi: __m512) -> __m512i {
 /// Whether this CPU has what [`pack_pairs`] and `round_pairs` use (AVX-512F, AVX-512BW,
 /// AVX512-BF16).
 pub fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+    super::kernels::avx512()
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512bf16")
 }

@@ -36,7 +36,7 @@ const BAND_FLOATS: usize = 64 * 1024;
 
 /// Whether this CPU runs the AVX-512 kernels here (the standard library caches the answer).
 pub fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+    super::kernels::avx512()
 }
 
 thread_local! {

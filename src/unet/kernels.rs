@@ -1,6 +1,7 @@
 //! The few kernels the guided-diffusion UNet needs, for one image at a time: matrix products on
 //! the `gemm` crate (runtime-dispatched SIMD kernels, pure Rust), 3x3 and 1x1 convolutions as
-//! products over column blocks of the input (the portable forms; on AVX-512 the [`Conv`] and
+//! products over column blocks of the input or, for 3x3 ones, by Winograd on products
+//! ([`super::winograd_products`]) (the portable forms; on AVX-512 the [`Conv`] and
 //! [`Dense`] methods hand them to [`super::winograd`], [`super::direct`] and
 //! [`super::pointwise`]), GroupNorm with the optional scale-shift and SiLU fused into one pass,
 //! and a vectorisable exponential for SiLU and softmax.
@@ -13,6 +14,7 @@
 //! results are the same bits.
 
 use super::pieces::{self, Disjoint, PIECES};
+use super::winograd_products::WinogradProducts;
 
 /// Buffers of released activations, kept per thread for the next ones: a pass allocates
 /// tens of megabytes in short-lived buffers, and fresh pages from the system cost a page fault
@@ -310,9 +312,11 @@ const OUT_BLOCK: usize = 64 * 1024;
 ///
 /// A 3x3 stride-1 convolution runs on [`super::direct`]'s register-blocked AVX-512 kernel
 /// where the CPU has AVX-512F, or by Winograd's F(2x2, 3x3) ([`super::winograd`]) at the sizes
-/// [`Conv::use_winograd`] gave it that form for; elsewhere as nine accumulated matrix
-/// products, one per kernel tap, each reading the zero-padded input shifted by that tap in
-/// place (an implicit im2col: no unrolled copy of the input is made). Other shapes unroll blocks of the input (im2col).
+/// [`Conv::use_winograd`] gave it that form for; elsewhere by Winograd's F(2x2, 3x3) on 16
+/// matrix products ([`super::winograd_products`]) where the sides are even, else as nine
+/// accumulated matrix products, one per kernel tap, each reading the zero-padded input shifted
+/// by that tap in place (an implicit im2col: no unrolled copy of the input is made). Other
+/// shapes unroll blocks of the input (im2col).
 #[derive(Debug, Clone)]
 pub struct Conv {
     /// Weights `[cout, cin * k * k]` (the ONNX `[cout, cin, k, k]` order); empty when the
@@ -341,6 +345,9 @@ pub struct Conv {
     /// The bf16 Winograd F(4x4, 3x3) form, when [`Conv::use_winograd4`] made one.
     #[cfg(target_arch = "x86_64")]
     winograd4: Option<super::winograd4::Winograd4>,
+    /// The portable Winograd F(2x2, 3x3) form on matrix products, when
+    /// [`Conv::use_winograd_products`] made one (by default on CPUs without AVX-512F).
+    winograd_products: Option<WinogradProducts>,
 }
 
 /// A convolution's Winograd F(2x2, 3x3) form ([`super::winograd`]).
@@ -405,7 +412,7 @@ impl Conv {
         } else {
             (weight, Vec::new())
         };
-        Conv {
+        let mut conv = Conv {
             weight,
             taps,
             bias,
@@ -419,7 +426,29 @@ impl Conv {
             winograd: None,
             #[cfg(target_arch = "x86_64")]
             winograd4: None,
+            winograd_products: None,
+        };
+        if !Self::direct_available() {
+            conv.use_winograd_products();
         }
+        conv
+    }
+
+    /// Adds the portable Winograd F(2x2, 3x3) form on matrix products
+    /// ([`super::winograd_products`]: 2.25x fewer multiply-adds than the nine per-tap products)
+    /// if this is a 3x3 stride-1 convolution held per tap. [`Conv::new`] adds it where the CPU
+    /// has no AVX-512F (there it runs every input of even sides); elsewhere it is for benchmarks
+    /// and tests ([`Conv::forward_portable`]). Returns whether the convolution has the form.
+    pub fn use_winograd_products(&mut self) -> bool {
+        if self.winograd_products.is_none()
+            && self.k == 3
+            && self.stride == 1
+            && !self.taps.is_empty()
+        {
+            let f = WinogradProducts::new(&self.taps, &self.bias, self.cin);
+            self.winograd_products = Some(f);
+        }
+        self.winograd_products.is_some()
     }
 
     /// Whether a convolution of this shape holds its weights per tap: it runs on
@@ -572,9 +601,7 @@ impl Conv {
         // With few input channels the nine per-tap products (k = cin) would each sweep the
         // whole output; one product over the unrolled input (k = 9 cin) sweeps it once.
         if Self::per_tap(self.cin, self.k, self.stride) {
-            let mut out = buffer(self.cout * npix);
-            self.implicit3x3(x, h, w, &mut out);
-            return out;
+            return self.forward_portable(x, h, w);
         }
         let mut out = rows_filled(&self.bias, npix);
         let len = out.len();
@@ -679,8 +706,8 @@ impl Conv {
     }
 
     /// The nine-product form of a 3x3 stride-1 convolution whatever the CPU (the form CPUs
-    /// without AVX-512F run), for benchmarks and tests that compare it with
-    /// [`super::direct`]; other shapes, and weights not held per tap, as [`Conv::forward`].
+    /// without AVX-512F run at odd sides), for benchmarks and tests that compare it with the
+    /// other forms; other shapes, and weights not held per tap, as [`Conv::forward`].
     pub fn forward_products(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         if self.k == 3 && self.stride == 1 && !self.taps.is_empty() {
             let mut out = buffer(self.cout * h * w);
@@ -688,6 +715,22 @@ impl Conv {
             return out;
         }
         self.forward(x, h, w)
+    }
+
+    /// The form CPUs without AVX-512F run for a 3x3 stride-1 convolution held per tap: the
+    /// Winograd products ([`Conv::use_winograd_products`]) where the convolution has them and
+    /// the size [`super::winograd_products::fits`], else the nine per-tap products. Whatever
+    /// the CPU, for benchmarks and tests; other shapes as [`Conv::forward`].
+    pub fn forward_portable(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+        if self.k != 3 || self.stride != 1 || self.taps.is_empty() {
+            return self.forward(x, h, w);
+        }
+        let mut out = buffer(self.cout * h * w);
+        match &self.winograd_products {
+            Some(f) if super::winograd_products::fits(h, w) => f.forward(x, h, w, &mut out),
+            _ => self.implicit3x3(x, h, w, &mut out),
+        }
+        out
     }
 
     /// Convolves `a x + b` per input channel (`coef[ci] = [a, b]`, then SiLU if `silu`): a
@@ -1152,13 +1195,21 @@ fn mean_var(s: f64, q: f64, n: usize) -> (f64, f64) {
     (mean, (q / n - mean * mean).max(0.0))
 }
 
+/// Whether the AVX-512 kernels run here: the build has the `avx512` feature (default) and the
+/// CPU has AVX-512F (the standard library caches the answer). A build without the feature runs
+/// the AVX2/FMA forms on every CPU: what an AVX2-only CPU runs, measurable on any machine.
+#[cfg(target_arch = "x86_64")]
+pub fn avx512() -> bool {
+    cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f")
+}
+
 macro_rules! simd_dispatch {
     ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident, $avx:ident, $avx512:ident) => {
         $(#[$doc])*
         pub fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                if avx512() {
                     // SAFETY: the CPU has the features `$avx512` is compiled for.
                     unsafe { $avx512($($arg),*) };
                     return;
@@ -1194,7 +1245,7 @@ macro_rules! simd_dispatch_ret {
         fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                if avx512() {
                     // SAFETY: the CPU has the features `$avx512` is compiled for.
                     return unsafe { $avx512($($arg),*) };
                 }
@@ -1701,11 +1752,14 @@ mod tests {
                 .collect();
             let conv = Conv::new(weight.clone(), bias.clone(), cin, cout, k, stride);
             let (oh, ow) = conv.out_size(h, w);
-            // The form this CPU runs and the nine-product form (the same on CPUs without
-            // AVX-512F).
+            let mut portable = conv.clone();
+            portable.use_winograd_products();
+            // The form this CPU runs, the nine-product form and the Winograd products (the
+            // last two are what CPUs without AVX-512F run).
             for (form, got) in [
                 ("forward", conv.forward(&x, h, w)),
                 ("products", conv.forward_products(&x, h, w)),
+                ("portable", portable.forward_portable(&x, h, w)),
             ] {
                 let p = (k / 2) as isize;
                 for co in 0..cout {

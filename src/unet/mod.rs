@@ -30,6 +30,7 @@ mod test_support;
 pub mod winograd;
 #[cfg(target_arch = "x86_64")]
 pub mod winograd4;
+pub mod winograd_products;
 
 pub use config::UNetConfig;
 pub use from_onnx::{native_from_proto, unet_config, NotNative};

@@ -64,7 +64,7 @@ const MIN_BANDS: usize = 2;
 
 /// Whether the f32 form runs here (AVX-512F).
 pub fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+    super::kernels::avx512()
 }
 
 /// Whether the bf16 form runs here (AVX-512F, AVX-512BW and AVX512-BF16).
