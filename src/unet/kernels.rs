@@ -818,11 +818,12 @@ impl Conv {
     /// the F(4x4) Winograd form when [`Conv::use_winograd4`] made one (if the size fits it),
     /// AMX tiles when [`Conv::use_bf16`] made them (if the size fits and not `up`), the
     /// Winograd form when [`Conv::use_winograd`] made one (if the size fits it), the
-    /// AVX512-BF16 direct kernel when [`Conv::use_bf16`] made it, the f32 direct kernel for a
-    /// 3x3 stride-1 convolution on AVX-512F; `None` when none runs here. The input is the
-    /// concatenation of `x` (the first channels) and `xb` (the rest, usually empty): the
-    /// Winograd form reads both in place; with a non-empty `xb` the others give `None`, and
-    /// the caller concatenates.
+    /// Winograd products when [`Conv::use_winograd_products`] made them (if the size fits
+    /// them; CPUs without AVX-512F), the AVX512-BF16 direct kernel when [`Conv::use_bf16`]
+    /// made it, the f32 direct kernel for a 3x3 stride-1 convolution on AVX-512F; `None` when
+    /// none runs here. The input is the concatenation of `x` (the first channels) and `xb`
+    /// (the rest, usually empty): the Winograd forms read both in place; with a non-empty `xb`
+    /// the others give `None`, and the caller concatenates.
     #[allow(clippy::too_many_arguments)]
     fn forward_fused(
         &self,
@@ -869,6 +870,24 @@ impl Conv {
                     WinogradForm::Bf16(f) => f.forward_parts(x, xb, h, w, pre, up, out),
                 });
             }
+        }
+        if let Some(f) = self
+            .winograd_products
+            .as_ref()
+            .filter(|_| super::winograd_products::fits(h, w))
+        {
+            let mut out = buffer(self.cout * h * w);
+            f.forward_parts(x, xb, h, w, pre, up, &mut out);
+            return Some(out);
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let len = self.cout * h * w;
+            let run = |form: &dyn Fn(&mut Vec<f32>)| {
+                let mut out = buffer(len);
+                form(&mut out);
+                Some(out)
+            };
             if !xb.is_empty() {
                 return None;
             }
@@ -880,8 +899,6 @@ impl Conv {
                 return run(&|out| super::direct::conv3x3(x, cin, h, w, taps, bias, pre, up, out));
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (x, xb, h, w, pre, up);
         None
     }
 
@@ -1198,9 +1215,15 @@ fn mean_var(s: f64, q: f64, n: usize) -> (f64, f64) {
 /// Whether the AVX-512 kernels run here: the build has the `avx512` feature (default) and the
 /// CPU has AVX-512F (the standard library caches the answer). A build without the feature runs
 /// the AVX2/FMA forms on every CPU: what an AVX2-only CPU runs, measurable on any machine.
-#[cfg(target_arch = "x86_64")]
 pub fn avx512() -> bool {
-    cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f")
+    #[cfg(target_arch = "x86_64")]
+    {
+        cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 macro_rules! simd_dispatch {

@@ -10,13 +10,16 @@
 //! output block where the nine per-tap products ([`super::kernels::Conv`]'s portable form) do
 //! 36: 2.25x fewer. The transforms are additions only, written as loops over a row of tiles
 //! (unit stride, so they compile to vector code) and compiled for AVX2 too (chosen at run time;
-//! the same bits either way).
+//! the same bits either way). The input transform also applies what the layer does to its
+//! input before the convolution, while it reads: a normalisation's per-channel affine map and
+//! SiLU, the decoder's 2x nearest upsampling, and the concatenation with a skip connection;
+//! none of them is written out as a copy of the input.
 //!
 //! The image is cut into bands of tile rows (a function of the layer's shape only, so every
 //! thread count gives the same bits); a band's transformed input and products stay in the
 //! core's L2 cache, and bands are the pieces ([`super::pieces`]) that workers share.
 
-use super::kernels::matmul;
+use super::kernels::{affine_generic, matmul};
 use super::pieces::{self, Disjoint};
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -110,10 +113,53 @@ impl WinogradProducts {
     /// # Panics
     /// If `x` does not hold `cin * h * w` values or the size does not [`fits`].
     pub fn forward(&self, x: &[f32], h: usize, w: usize, out: &mut Vec<f32>) {
+        self.forward_parts(x, &[], h, w, None, false, out);
+    }
+
+    /// [`WinogradProducts::forward`] of `pre(x)`, where `x` is the concatenation of `xa` (the
+    /// first input channels) and `xb` (the rest, read in place), `pre = Some((coef, silu))`
+    /// maps channel `ci` to `coef[ci][0] v + coef[ci][1]`, then SiLU if `silu` (a
+    /// normalisation's output, as in [`super::kernels::Conv::forward_normed`]), and with `up`
+    /// the input is `[cin, h / 2, w / 2]` and the convolution's input its nearest-neighbour 2x
+    /// upsampling. The input transform applies all three while it reads: no normalised,
+    /// concatenated or upsampled copy is written out.
+    ///
+    /// # Panics
+    /// If the lengths do not match the sizes or the size does not [`fits`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_parts(
+        &self,
+        xa: &[f32],
+        xb: &[f32],
+        h: usize,
+        w: usize,
+        pre: Option<(&[[f32; 2]], bool)>,
+        up: bool,
+        out: &mut Vec<f32>,
+    ) {
         assert!(fits(h, w), "F(2x2, 3x3) needs even sides, got {h}x{w}");
-        assert_eq!(x.len(), self.cin * h * w, "Winograd input length");
         let (cin, cout) = (self.cin, self.cout);
-        let (th, tw) = (h / 2, w / 2);
+        let src_plane = if up { (h / 2) * (w / 2) } else { h * w };
+        assert_eq!(
+            xa.len() + xb.len(),
+            cin * src_plane,
+            "Winograd input length"
+        );
+        assert_eq!(xa.len() % src_plane, 0, "Winograd input: whole channels");
+        if let Some((coef, _)) = pre {
+            assert_eq!(coef.len(), cin, "Winograd input coefficients");
+        }
+        let input = Input {
+            xa,
+            xb,
+            ca: xa.len() / src_plane,
+            h,
+            w,
+            pre,
+            up,
+        };
+        let th = h / 2;
+        let tw = w / 2;
         let per_row = 16 * (cin + cout) * tw * std::mem::size_of::<f32>();
         let rows = (BAND_BYTES / per_row).clamp(1, th.div_ceil(MIN_BANDS).max(1));
         let bands = th.div_ceil(rows);
@@ -128,7 +174,7 @@ impl WinogradProducts {
             // Every value of `v` and `m` is written before it is read: the scratch buffers
             // are only grown (zeroed) when too small, never cleared per band.
             let mut v = scratch(&V, 16 * cin * n);
-            input_transform(x, h, w, cin, ty0, nr, &mut v);
+            input_transform(&input, cin, ty0, nr, &mut v);
             let mut m = scratch(&M, 16 * cout * n);
             for k in 0..16 {
                 let (uk, vk) = (&self.u[k * cout * cin..], &v[k * cin * n..]);
@@ -165,6 +211,39 @@ impl WinogradProducts {
     }
 }
 
+/// A convolution's input as [`WinogradProducts::forward_parts`] reads it.
+struct Input<'a> {
+    xa: &'a [f32],
+    xb: &'a [f32],
+    /// Channels in `xa`.
+    ca: usize,
+    /// The convolution's input size (after any upsampling).
+    h: usize,
+    w: usize,
+    pre: Option<(&'a [[f32; 2]], bool)>,
+    up: bool,
+}
+
+impl Input<'_> {
+    /// Row `y` of channel `ci` of the convolution's input, without `pre`: a row of `w` values,
+    /// or with `up` the row of `w / 2` values that upsamples to it.
+    fn row(&self, ci: usize, y: usize) -> &[f32] {
+        let (sh, sw) = if self.up {
+            (self.h / 2, self.w / 2)
+        } else {
+            (self.h, self.w)
+        };
+        let (x, c) = if ci < self.ca {
+            (self.xa, ci)
+        } else {
+            (self.xb, ci - self.ca)
+        };
+        let sy = if self.up { y / 2 } else { y };
+        debug_assert!(sy < sh);
+        &x[(c * sh + sy) * sw..][..sw]
+    }
+}
+
 /// Dispatches a transform to its AVX2/FMA copy where the CPU has those features.
 macro_rules! avx2_dispatch {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident, $avx:ident) => {
@@ -193,7 +272,7 @@ macro_rules! avx2_dispatch {
 
 avx2_dispatch! {
     /// `v` (`[16, cin, nr * tw]`) = `B^T d B` of every 4 x 4 tile of tile rows `ty0..ty0 + nr`.
-    fn input_transform(x: &[f32], h: usize, w: usize, cin: usize, ty0: usize, nr: usize, v: &mut [f32]) => input_transform_generic, input_transform_avx2
+    fn input_transform(x: &Input, cin: usize, ty0: usize, nr: usize, v: &mut [f32]) => input_transform_generic, input_transform_avx2
 }
 
 avx2_dispatch! {
@@ -209,56 +288,62 @@ fn bt(c0: f32, c1: f32, c2: f32, c3: f32) -> [f32; 4] {
 }
 
 #[inline(always)]
-fn input_transform_generic(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    cin: usize,
-    ty0: usize,
-    nr: usize,
-    v: &mut [f32],
-) {
-    let tw = w / 2;
+fn input_transform_generic(x: &Input, cin: usize, ty0: usize, nr: usize, v: &mut [f32]) {
+    let (h, tw) = (x.h, x.w / 2);
     let n = nr * tw;
-    // The padded row split into even (`e[i]` = padded column 2i) and odd columns, and the
-    // column transform of the tile row's four padded rows: `t[r][j]`, one value a tile.
+    // The band's padded rows 2 ty0..2 (ty0 + nr) + 2 of one channel, each split into even
+    // (`e[i]` = padded column 2i) and odd columns and transformed along the row once:
+    // `t[rr][j]`, one value a tile (a padded row is shared by two tile rows).
+    let prows = 2 * nr + 2;
     let mut e = vec![0.0f32; tw + 1];
     let mut o = vec![0.0f32; tw + 1];
-    let mut t = vec![0.0f32; 16 * tw];
+    let mut normed = vec![0.0f32; x.w];
+    let mut t = vec![0.0f32; prows * 4 * tw];
     for ci in 0..cin {
-        let plane = &x[ci * h * w..(ci + 1) * h * w];
-        for ty in ty0..ty0 + nr {
-            for r in 0..4 {
-                // Padded row 2 ty + r is input row 2 ty + r - 1.
-                let iy = (2 * ty + r) as isize - 1;
-                let tr = &mut t[4 * r * tw..4 * (r + 1) * tw];
-                if iy < 0 || iy >= h as isize {
-                    tr.fill(0.0);
-                    continue;
-                }
-                let row = &plane[iy as usize * w..(iy as usize + 1) * w];
-                // Padded column p is input column p - 1: e[i] = x[2i - 1], o[i] = x[2i].
-                e[0] = 0.0;
-                o[tw] = 0.0;
+        for (rr, tr) in t.chunks_exact_mut(4 * tw).enumerate() {
+            // Padded row 2 ty0 + rr is input row 2 ty0 + rr - 1.
+            let iy = (2 * ty0 + rr) as isize - 1;
+            if iy < 0 || iy >= h as isize {
+                tr.fill(0.0);
+                continue;
+            }
+            let mut row = x.row(ci, iy as usize);
+            if let Some((coef, silu)) = x.pre {
+                let [a, b] = coef[ci];
+                let d = &mut normed[..row.len()];
+                affine_generic(d, row, a, b, silu);
+                row = d;
+            }
+            // Padded column p is input column p - 1: e[i] = x[2i - 1], o[i] = x[2i]; the
+            // upsampling of a row r has x[2i - 1] = r[i - 1] and x[2i] = r[i].
+            e[0] = 0.0;
+            o[tw] = 0.0;
+            if x.up {
+                o[..tw].copy_from_slice(row);
+                e[1..].copy_from_slice(row);
+            } else {
                 for (i, pair) in row.chunks_exact(2).enumerate() {
                     o[i] = pair[0];
                     e[i + 1] = pair[1];
                 }
-                let (t0, rest) = tr.split_at_mut(tw);
-                let (t1, rest) = rest.split_at_mut(tw);
-                let (t2, t3) = rest.split_at_mut(tw);
-                for tx in 0..tw {
-                    let [a0, a1, a2, a3] = bt(e[tx], o[tx], e[tx + 1], o[tx + 1]);
-                    t0[tx] = a0;
-                    t1[tx] = a1;
-                    t2[tx] = a2;
-                    t3[tx] = a3;
-                }
             }
-            // Rows: v[4 i + j] = B^T over r of t[r][j].
+            let (t0, rest) = tr.split_at_mut(tw);
+            let (t1, rest) = rest.split_at_mut(tw);
+            let (t2, t3) = rest.split_at_mut(tw);
+            for tx in 0..tw {
+                let [a0, a1, a2, a3] = bt(e[tx], o[tx], e[tx + 1], o[tx + 1]);
+                t0[tx] = a0;
+                t1[tx] = a1;
+                t2[tx] = a2;
+                t3[tx] = a3;
+            }
+        }
+        // Along the columns: v[4 i + j] = B^T over the tile's rows r of t[2 (ty - ty0) + r][j].
+        for ty in ty0..ty0 + nr {
             let base = (ty - ty0) * tw;
+            let rr = 2 * (ty - ty0);
             for j in 0..4 {
-                let col = |r: usize| &t[(4 * r + j) * tw..(4 * r + j + 1) * tw];
+                let col = |r: usize| &t[((rr + r) * 4 + j) * tw..((rr + r) * 4 + j + 1) * tw];
                 let (r0, r1, r2, r3) = (col(0), col(1), col(2), col(3));
                 for i in 0..4 {
                     let dst = &mut v[((4 * i + j) * cin + ci) * n + base..][..tw];
@@ -418,6 +503,38 @@ mod tests {
         };
         let (a, b) = (run(1), run(2));
         assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+    }
+
+    #[test]
+    fn fused_input_forms_give_the_bits_of_the_prepared_input() {
+        use super::super::kernels::{apply_coefficients, concat, upsample2};
+        let mut next = super::super::kernels::lcg(11);
+        let (ca, cb, cout) = (5, 3, 4);
+        let cin = ca + cb;
+        let taps: Vec<f32> = (0..9 * cout * cin).map(|_| next()).collect();
+        let bias: Vec<f32> = (0..cout).map(|_| next()).collect();
+        let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + next(), next()]).collect();
+        let f = WinogradProducts::new(&taps, &bias, cin);
+        for &(up, silu) in &[(false, false), (false, true), (true, true)] {
+            // The convolution's input is 12 x 20; with `up` the stored input is 6 x 10.
+            let (h, w) = (12, 20);
+            let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
+            let xa: Vec<f32> = (0..ca * sh * sw).map(|_| 4.0 * next()).collect();
+            let xb: Vec<f32> = (0..cb * sh * sw).map(|_| 4.0 * next()).collect();
+            let mut fused = Vec::new();
+            f.forward_parts(&xa, &xb, h, w, Some((&coef, silu)), up, &mut fused);
+            let x = apply_coefficients(&concat(&xa, &xb), sh * sw, &coef, silu);
+            let x = if up { upsample2(&x, cin, sh, sw) } else { x };
+            let mut want = Vec::new();
+            f.forward(&x, h, w, &mut want);
+            assert!(
+                fused
+                    .iter()
+                    .zip(&want)
+                    .all(|(p, q)| p.to_bits() == q.to_bits()),
+                "up {up}, silu {silu}: the fused input differs"
+            );
+        }
     }
 
     #[test]
