@@ -22,6 +22,7 @@
 use super::kernels::{affine_generic, matmul};
 use super::pieces::{self, Disjoint};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::thread::LocalKey;
 
 /// Bytes of a band's transformed input and products (`16 (cin + cout)` floats a tile): 1 MiB,
@@ -194,10 +195,12 @@ impl WinogradProducts {
             for co in 0..cout {
                 // SAFETY: `out` has capacity `len` and outlives the pieces; band `b` writes
                 // output rows `2 ty0..2 (ty0 + nr)` of every channel only, so no two bands
-                // write the same values.
+                // write the same values (as `MaybeUninit`: they are not initialised yet).
                 let rows_out = unsafe {
                     std::slice::from_raw_parts_mut(
-                        dst.ptr().add((co * h + 2 * ty0) * w),
+                        dst.ptr()
+                            .add((co * h + 2 * ty0) * w)
+                            .cast::<MaybeUninit<f32>>(),
                         2 * nr * w,
                     )
                 };
@@ -278,7 +281,7 @@ avx2_dispatch! {
 avx2_dispatch! {
     /// Output rows `2 ty0..2 (ty0 + nr)` of channel `co` (`rows_out`, `[2 nr, 2 tw]`) =
     /// `A^T M A` plus `bias`, `m` the band's products `[16, cout, nr * tw]`.
-    fn output_transform(m: &[f32], cout: usize, co: usize, n: usize, tw: usize, bias: f32, rows_out: &mut [f32]) => output_transform_generic, output_transform_avx2
+    fn output_transform(m: &[f32], cout: usize, co: usize, n: usize, tw: usize, bias: f32, rows_out: &mut [MaybeUninit<f32>]) => output_transform_generic, output_transform_avx2
 }
 
 /// `B^T` applied to four values: `[c0 - c2, c1 + c2, c2 - c1, c1 - c3]`.
@@ -383,7 +386,7 @@ fn output_transform_generic(
     n: usize,
     tw: usize,
     bias: f32,
-    rows_out: &mut [f32],
+    rows_out: &mut [MaybeUninit<f32>],
 ) {
     let w = 2 * tw;
     let mk = |k: usize| &m[(k * cout + co) * n..(k * cout + co + 1) * n];
@@ -406,8 +409,8 @@ fn output_transform_generic(
             let sj = |j: usize| &s[(4 * a + j) * tw..(4 * a + j + 1) * tw];
             let (s0, s1, s2, s3) = (sj(0), sj(1), sj(2), sj(3));
             for (tx, pair) in row.chunks_exact_mut(2).enumerate() {
-                pair[0] = s0[tx] + s1[tx] + s2[tx] + bias;
-                pair[1] = s1[tx] - s2[tx] - s3[tx] + bias;
+                pair[0] = MaybeUninit::new(s0[tx] + s1[tx] + s2[tx] + bias);
+                pair[1] = MaybeUninit::new(s1[tx] - s2[tx] - s3[tx] + bias);
             }
         }
     }
