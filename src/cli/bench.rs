@@ -164,7 +164,10 @@ pub fn run(a: Args) -> Result<()> {
             OnnxDenoiser::load_with(&a.model, Backend::NativeBf16)?,
         ));
     } else {
-        eprintln!("no AMX-BF16 or AVX512-BF16 on this CPU: native-bf16 not measured");
+        eprintln!(
+            "no AMX-BF16 or AVX512-BF16 kernels here, {}: native-bf16 not measured",
+            msm::unet::kernels::missing_avx512_reason()
+        );
     }
     if msm::unet::winograd4_available() {
         loaded.push((
@@ -172,7 +175,10 @@ pub fn run(a: Args) -> Result<()> {
             OnnxDenoiser::load_with(&a.model, Backend::NativeFast)?,
         ));
     } else {
-        eprintln!("no AVX512-BF16 on this CPU: native-fast not measured");
+        eprintln!(
+            "no AVX512-BF16 kernels here, {}: native-fast not measured",
+            msm::unet::kernels::missing_avx512_reason()
+        );
     }
     if !a.no_tract {
         let t = Instant::now();
@@ -251,8 +257,9 @@ pub fn run(a: Args) -> Result<()> {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "model {} ({h}x{w}, {gflop:.2} GFLOP a pass); f32 matrix-product peak {peak1:.0} GFLOP/s on 1 thread, {peak2:.0} on 2\n",
-        a.model.display()
+        "model {} ({h}x{w}, {gflop:.2} GFLOP a pass); kernels {}; f32 matrix-product peak {peak1:.0} GFLOP/s on 1 thread, {peak2:.0} on 2\n",
+        a.model.display(),
+        msm::unet::kernels::kernel_set()
     );
     let _ = writeln!(
         t,
@@ -326,6 +333,7 @@ pub fn run(a: Args) -> Result<()> {
             "image": [h, w],
             "network_gflop": gflop,
             "sgemm_peak_gflops": {"1": peak1, "2": peak2},
+            "kernels": msm::unet::kernels::kernel_set(),
             "repeats": a.repeats,
             "network": nets.iter().map(|r| serde_json::json!({
                 "backend": r.backend.to_string(),

@@ -1226,6 +1226,36 @@ pub fn avx512() -> bool {
     }
 }
 
+/// The kernel set this process runs, for reports: `AVX-512`, `AVX2/FMA` (with a remark when
+/// the CPU has AVX-512F but the build has the `avx512` feature off) or `portable`.
+pub fn kernel_set() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx512() {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return if std::arch::is_x86_feature_detected!("avx512f") {
+                "AVX2/FMA (the CPU has AVX-512F; this build has the avx512 feature off)"
+            } else {
+                "AVX2/FMA"
+            };
+        }
+    }
+    "portable"
+}
+
+/// Why an AVX-512 kernel does not run here, for error messages: the CPU lacks it, or the
+/// build has the `avx512` feature off.
+pub fn missing_avx512_reason() -> &'static str {
+    if cfg!(feature = "avx512") {
+        "this CPU has none"
+    } else {
+        "this build has the avx512 feature off; rebuild without --no-default-features"
+    }
+}
+
 macro_rules! simd_dispatch {
     ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident, $avx:ident, $avx512:ident) => {
         $(#[$doc])*

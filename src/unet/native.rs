@@ -263,10 +263,11 @@ impl NativeUNet {
     /// no bf16 units.
     pub fn use_fast(&mut self) -> Result<(usize, usize)> {
         if !super::winograd4_available() {
-            return Err(Error::invalid(
+            return Err(Error::invalid(format!(
                 "the fast executor needs a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel \
-                 Cooper Lake Xeons or later); this one has none (use the f32 native executor)",
-            ));
+                 Cooper Lake Xeons or later); {} (use the f32 native executor)",
+                super::kernels::missing_avx512_reason()
+            )));
         }
         let mut n4 = 0;
         self.each_inner_conv(|c, h, w| n4 += usize::from(c.use_winograd4(h, w)));
@@ -282,11 +283,12 @@ impl NativeUNet {
     /// convolutions switched, or an error when this CPU has neither.
     pub fn use_bf16(&mut self) -> Result<usize> {
         if !bf16_available() {
-            return Err(Error::invalid(
+            return Err(Error::invalid(format!(
                 "bf16 convolutions need a CPU with AMX-BF16 (Intel Xeon 4th generation or \
                  later, Linux 5.16 or later) or AVX512-BF16 (AMD Zen 4 or later, Intel Cooper \
-                 Lake Xeons); this one has neither (use the f32 native executor)",
-            ));
+                 Lake Xeons); {} (use the f32 native executor)",
+                super::kernels::missing_avx512_reason()
+            )));
         }
         let mut n = 0;
         let mut switch = |c: &mut Conv| n += usize::from(c.use_bf16());
