@@ -834,14 +834,13 @@ impl Conv {
         pre: Option<(&[[f32; 2]], bool)>,
         up: bool,
     ) -> Option<Vec<f32>> {
+        let run = |form: &dyn Fn(&mut Vec<f32>)| {
+            let mut out = buffer(self.cout * h * w);
+            form(&mut out);
+            Some(out)
+        };
         #[cfg(target_arch = "x86_64")]
         {
-            let len = self.cout * h * w;
-            let run = |form: &dyn Fn(&mut Vec<f32>)| {
-                let mut out = buffer(len);
-                form(&mut out);
-                Some(out)
-            };
             if let Some(f) = self
                 .winograd4
                 .as_ref()
@@ -876,18 +875,10 @@ impl Conv {
             .as_ref()
             .filter(|_| super::winograd_products::fits(h, w))
         {
-            let mut out = buffer(self.cout * h * w);
-            f.forward_parts(x, xb, h, w, pre, up, &mut out);
-            return Some(out);
+            return run(&|out| f.forward_parts(x, xb, h, w, pre, up, out));
         }
         #[cfg(target_arch = "x86_64")]
         {
-            let len = self.cout * h * w;
-            let run = |form: &dyn Fn(&mut Vec<f32>)| {
-                let mut out = buffer(len);
-                form(&mut out);
-                Some(out)
-            };
             if !xb.is_empty() {
                 return None;
             }
@@ -1257,12 +1248,13 @@ pub fn missing_avx512_reason() -> &'static str {
 }
 
 macro_rules! simd_dispatch {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident, $avx:ident, $avx512:ident) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident, $avx:ident, $avx512:ident) => {
         $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
-                if avx512() {
+                if $crate::unet::kernels::avx512() {
                     // SAFETY: the CPU has the features `$avx512` is compiled for.
                     unsafe { $avx512($($arg),*) };
                     return;
@@ -1280,17 +1272,22 @@ macro_rules! simd_dispatch {
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
         fn $avx($($arg: $ty),*) {
             $generic($($arg),*)
         }
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx512f,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
         fn $avx512($($arg: $ty),*) {
             $generic($($arg),*)
         }
     };
 }
+
+/// For the element-wise loops of the other kernel modules ([`super::winograd_products`]).
+pub(super) use simd_dispatch;
 
 macro_rules! simd_dispatch_ret {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => $generic:ident, $avx:ident, $avx512:ident) => {

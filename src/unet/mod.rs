@@ -24,7 +24,7 @@ pub mod native;
 mod pieces;
 #[cfg(target_arch = "x86_64")]
 pub mod pointwise;
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 mod test_support;
 #[cfg(target_arch = "x86_64")]
 pub mod winograd;

@@ -53,8 +53,7 @@ pub fn range(n: usize, pieces: usize, i: usize) -> std::ops::Range<usize> {
 /// Runs `f` on this thread's reusable buffer in `slot` (a convolution's packed input: no
 /// allocation and no clearing per call). The buffer leaves the slot while `f` runs: a worker
 /// waiting for pieces may run another call on this thread, which then takes a buffer of its
-/// own; the larger of the two is kept. (The packing kernels that use it are x86-64 only.)
-#[cfg(target_arch = "x86_64")]
+/// own; the larger of the two is kept.
 pub fn with_buffer<T, R>(
     slot: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
     f: impl FnOnce(&mut Vec<T>) -> R,
@@ -73,8 +72,6 @@ pub fn with_buffer<T, R>(
 /// whose callers write every value they read. (Resizing to each call's length instead would
 /// zero-fill the difference every time a larger call follows a smaller one: the output
 /// convolution's padded input after the input convolution's cost 1% of a reconstruction.)
-/// (Its users are the x86-64 kernels.)
-#[cfg(target_arch = "x86_64")]
 pub fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
     if v.len() < n {
         v.resize(n, T::default());

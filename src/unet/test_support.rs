@@ -1,4 +1,4 @@
-//! What the x86-64 convolution kernels' tests share: a seeded random layer, the definition of a
+//! What the convolution kernels' tests share: a seeded random layer, the definition of a
 //! 3x3 convolution in f64, and the check that a call gives the same bits on any pool.
 
 use super::kernels::lcg;

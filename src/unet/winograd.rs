@@ -44,6 +44,7 @@ use super::bf16::{pair, round_pairs};
 use super::direct::{lanes, M, N};
 use super::kernels::silu16;
 use super::pieces::{self, with_buffer, Disjoint};
+use super::winograd_products::input_parts;
 
 /// Narrowest image run with a tile row per vector (16 tiles across: one full vector).
 pub const MIN_WIDTH: usize = 32;
@@ -354,36 +355,6 @@ pub(super) fn transform_weights<const P: usize>(
         }
     }
     uf
-}
-
-/// Checks a call's input against its sizes (`xa` then `xb` the `cin` channels of an `h x w`
-/// input, or of `h / 2 x w / 2` with `up`; `pre`'s coefficients one per channel) and returns
-/// how many channels `xa` holds.
-///
-/// # Panics
-/// If they do not match, or `xa` does not hold whole channels.
-pub(super) fn input_parts(
-    xa: &[f32],
-    xb: &[f32],
-    cin: usize,
-    h: usize,
-    w: usize,
-    pre: Option<(&[[f32; 2]], bool)>,
-    up: bool,
-) -> usize {
-    let shrink = if up { 4 } else { 1 };
-    assert_eq!(
-        (xa.len() + xb.len()) * shrink,
-        cin * h * w,
-        "winograd conv input"
-    );
-    let splane = h * w / shrink;
-    let ca = xa.len() / splane;
-    assert_eq!(ca * splane, xa.len(), "winograd conv input parts");
-    if let Some((coef, _)) = pre {
-        assert_eq!(coef.len(), cin, "winograd conv input coefficients");
-    }
-    ca
 }
 
 /// The distance between two positions' parts of `V` (`len` values each, 4 bytes a value,

@@ -36,9 +36,10 @@ use super::bf16::{pair, round_pairs};
 use super::direct::{M, N};
 use super::pieces::{self, with_buffer, Disjoint};
 use super::winograd::{
-    band_body, dup_half, input_parts, load_bf16, products_block, row_vector, shift_in, step_bf16,
-    stride, transform_weights, Band, ROWS, V_BF16,
+    band_body, dup_half, load_bf16, products_block, row_vector, shift_in, step_bf16, stride,
+    transform_weights, Band, ROWS, V_BF16,
 };
+use super::winograd_products::input_parts;
 
 /// Positions of a transformed tile (6 x 6).
 const POS: usize = 36;

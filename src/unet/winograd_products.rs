@@ -9,8 +9,8 @@
 //! crate (its AVX2/FMA kernels on such CPUs). That is 16 multiply-adds per channel pair and
 //! output block where the nine per-tap products ([`super::kernels::Conv`]'s portable form) do
 //! 36: 2.25x fewer. The transforms are additions only, written as loops over a row of tiles
-//! (unit stride, so they compile to vector code) and compiled for AVX2 too (chosen at run time;
-//! the same bits either way). The input transform also applies what the layer does to its
+//! (unit stride, so they compile to vector code) and compiled for AVX2 and AVX-512 too (chosen
+//! at run time, as [`super::kernels`]' element-wise loops; the same bits either way). The input transform also applies what the layer does to its
 //! input before the convolution, while it reads: a normalisation's per-channel affine map and
 //! SiLU, the decoder's 2x nearest upsampling, and the concatenation with a skip connection;
 //! none of them is written out as a copy of the input.
@@ -19,11 +19,10 @@
 //! thread count gives the same bits); a band's transformed input and products stay in the
 //! core's L2 cache, and bands are the pieces ([`super::pieces`]) that workers share.
 
-use super::kernels::{affine_generic, matmul};
-use super::pieces::{self, Disjoint};
+use super::kernels::{affine_generic, matmul, simd_dispatch};
+use super::pieces::{self, grow, with_buffer, Disjoint};
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
-use std::thread::LocalKey;
 
 /// Bytes of a band's transformed input and products (`16 (cin + cout)` floats a tile): 1 MiB,
 /// inside the L2 cache of current x86 cores.
@@ -38,16 +37,6 @@ thread_local! {
     static V: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// A band's products, likewise.
     static M: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// This thread's buffer in `slot`, taken out of it (a call nested on this thread while it is
-/// out takes a fresh one) and holding at least `len` values.
-fn scratch(slot: &'static LocalKey<RefCell<Vec<f32>>>, len: usize) -> Vec<f32> {
-    let mut v = slot.with(|c| c.take());
-    if v.len() < len {
-        v.resize(len, 0.0);
-    }
-    v
 }
 
 /// A 3x3 stride-1 convolution (padding 1) in the F(2x2, 3x3) form.
@@ -140,20 +129,10 @@ impl WinogradProducts {
     ) {
         assert!(fits(h, w), "F(2x2, 3x3) needs even sides, got {h}x{w}");
         let (cin, cout) = (self.cin, self.cout);
-        let src_plane = if up { (h / 2) * (w / 2) } else { h * w };
-        assert_eq!(
-            xa.len() + xb.len(),
-            cin * src_plane,
-            "Winograd input length"
-        );
-        assert_eq!(xa.len() % src_plane, 0, "Winograd input: whole channels");
-        if let Some((coef, _)) = pre {
-            assert_eq!(coef.len(), cin, "Winograd input coefficients");
-        }
         let input = Input {
             xa,
             xb,
-            ca: xa.len() / src_plane,
+            ca: input_parts(xa, xb, cin, h, w, pre, up),
             h,
             w,
             pre,
@@ -172,46 +151,79 @@ impl WinogradProducts {
             let ty0 = b * rows;
             let nr = rows.min(th - ty0);
             let n = nr * tw;
-            // Every value of `v` and `m` is written before it is read: the scratch buffers
-            // are only grown (zeroed) when too small, never cleared per band.
-            let mut v = scratch(&V, 16 * cin * n);
-            input_transform(&input, cin, ty0, nr, &mut v);
-            let mut m = scratch(&M, 16 * cout * n);
-            for k in 0..16 {
-                let (uk, vk) = (&self.u[k * cout * cin..], &v[k * cin * n..]);
-                matmul(
-                    cout,
-                    n,
-                    cin,
-                    &mut m[k * cout * n..],
-                    n,
-                    uk,
-                    cin,
-                    vk,
-                    n,
-                    false,
-                );
-            }
-            for co in 0..cout {
-                // SAFETY: `out` has capacity `len` and outlives the pieces; band `b` writes
-                // output rows `2 ty0..2 (ty0 + nr)` of every channel only, so no two bands
-                // write the same values (as `MaybeUninit`: they are not initialised yet).
-                let rows_out = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        dst.ptr()
-                            .add((co * h + 2 * ty0) * w)
-                            .cast::<MaybeUninit<f32>>(),
-                        2 * nr * w,
-                    )
-                };
-                output_transform(&m, cout, co, n, tw, self.bias[co], rows_out);
-            }
-            V.with(|c| c.replace(v));
-            M.with(|c| c.replace(m));
+            // Every value of `v` and `m` is written before it is read: the reused buffers
+            // are only grown, never cleared per band.
+            with_buffer(&V, |v| {
+                grow(v, 16 * cin * n);
+                input_transform(&input, cin, ty0, nr, v);
+                with_buffer(&M, |m| {
+                    grow(m, 16 * cout * n);
+                    for k in 0..16 {
+                        let (uk, vk) = (&self.u[k * cout * cin..], &v[k * cin * n..]);
+                        matmul(
+                            cout,
+                            n,
+                            cin,
+                            &mut m[k * cout * n..],
+                            n,
+                            uk,
+                            cin,
+                            vk,
+                            n,
+                            false,
+                        );
+                    }
+                    for co in 0..cout {
+                        // SAFETY: `out` has capacity `len` and outlives the pieces; band `b`
+                        // writes output rows `2 ty0..2 (ty0 + nr)` of every channel only, so
+                        // no two bands write the same values (as `MaybeUninit`: they are not
+                        // initialised yet).
+                        let rows_out = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                dst.ptr()
+                                    .add((co * h + 2 * ty0) * w)
+                                    .cast::<MaybeUninit<f32>>(),
+                                2 * nr * w,
+                            )
+                        };
+                        output_transform(m, cout, co, n, tw, self.bias[co], rows_out);
+                    }
+                })
+            });
         });
         // SAFETY: the bands wrote every row of every channel: all `len` values.
         unsafe { out.set_len(len) };
     }
+}
+
+/// Checks a Winograd form's input against its sizes (this module's and the AVX-512 forms') (`xa` then `xb` the `cin` channels of an `h x w`
+/// input, or of `h / 2 x w / 2` with `up`; `pre`'s coefficients one per channel) and returns
+/// how many channels `xa` holds.
+///
+/// # Panics
+/// If they do not match, or `xa` does not hold whole channels.
+pub(super) fn input_parts(
+    xa: &[f32],
+    xb: &[f32],
+    cin: usize,
+    h: usize,
+    w: usize,
+    pre: Option<(&[[f32; 2]], bool)>,
+    up: bool,
+) -> usize {
+    let shrink = if up { 4 } else { 1 };
+    assert_eq!(
+        (xa.len() + xb.len()) * shrink,
+        cin * h * w,
+        "winograd conv input"
+    );
+    let splane = h * w / shrink;
+    let ca = xa.len() / splane;
+    assert_eq!(ca * splane, xa.len(), "winograd conv input parts");
+    if let Some((coef, _)) = pre {
+        assert_eq!(coef.len(), cin, "winograd conv input coefficients");
+    }
+    ca
 }
 
 /// A convolution's input as [`WinogradProducts::forward_parts`] reads it.
@@ -247,41 +259,15 @@ impl Input<'_> {
     }
 }
 
-/// Dispatches a transform to its AVX2/FMA copy where the CPU has those features.
-macro_rules! avx2_dispatch {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $generic:ident, $avx:ident) => {
-        $(#[$doc])*
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU has the features `$avx` is compiled for.
-                unsafe { $avx($($arg),*) };
-                return;
-            }
-            $generic($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        fn $avx($($arg: $ty),*) {
-            $generic($($arg),*)
-        }
-    };
-}
-
-avx2_dispatch! {
+simd_dispatch! {
     /// `v` (`[16, cin, nr * tw]`) = `B^T d B` of every 4 x 4 tile of tile rows `ty0..ty0 + nr`.
-    fn input_transform(x: &Input, cin: usize, ty0: usize, nr: usize, v: &mut [f32]) => input_transform_generic, input_transform_avx2
+    fn input_transform(x: &Input, cin: usize, ty0: usize, nr: usize, v: &mut [f32]) => input_transform_generic, input_transform_avx2, input_transform_avx512
 }
 
-avx2_dispatch! {
+simd_dispatch! {
     /// Output rows `2 ty0..2 (ty0 + nr)` of channel `co` (`rows_out`, `[2 nr, 2 tw]`) =
     /// `A^T M A` plus `bias`, `m` the band's products `[16, cout, nr * tw]`.
-    fn output_transform(m: &[f32], cout: usize, co: usize, n: usize, tw: usize, bias: f32, rows_out: &mut [MaybeUninit<f32>]) => output_transform_generic, output_transform_avx2
+    fn output_transform(m: &[f32], cout: usize, co: usize, n: usize, tw: usize, bias: f32, rows_out: &mut [MaybeUninit<f32>]) => output_transform_generic, output_transform_avx2, output_transform_avx512
 }
 
 /// `B^T` applied to four values: `[c0 - c2, c1 + c2, c2 - c1, c1 - c3]`.
@@ -418,47 +404,11 @@ fn output_transform_generic(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{assert_same_bits_on_any_pool, reference, RandomConv};
     use super::*;
-
-    /// The definition in f64: `[cout, h, w]`.
-    fn reference(
-        x: &[f32],
-        taps: &[f32],
-        bias: &[f32],
-        cin: usize,
-        h: usize,
-        w: usize,
-    ) -> Vec<f64> {
-        let cout = bias.len();
-        let mut out = vec![0.0f64; cout * h * w];
-        for co in 0..cout {
-            for y in 0..h {
-                for xx in 0..w {
-                    let mut s = f64::from(bias[co]);
-                    for ci in 0..cin {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let (iy, ix) =
-                                    (y as isize + ky as isize - 1, xx as isize + kx as isize - 1);
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                    continue;
-                                }
-                                let wv = taps[((3 * ky + kx) * cout + co) * cin + ci];
-                                s += f64::from(wv)
-                                    * f64::from(x[(ci * h + iy as usize) * w + ix as usize]);
-                            }
-                        }
-                    }
-                    out[(co * h + y) * w + xx] = s;
-                }
-            }
-        }
-        out
-    }
 
     #[test]
     fn matches_the_definition_at_several_sizes() {
-        let mut next = super::super::kernels::lcg(7);
         // Rectangular, one tile row, one tile column, several bands, few and many channels.
         for &(cin, cout, h, w) in &[
             (3, 5, 6, 8),
@@ -467,13 +417,11 @@ mod tests {
             (20, 9, 34, 18),
             (64, 16, 128, 16),
         ] {
-            let taps: Vec<f32> = (0..9 * cout * cin).map(|_| next()).collect();
-            let bias: Vec<f32> = (0..cout).map(|_| next()).collect();
-            let x: Vec<f32> = (0..cin * h * w).map(|_| next()).collect();
-            let f = WinogradProducts::new(&taps, &bias, cin);
+            let r = RandomConv::new(7, cin, cout, cin * h * w, 1.0);
+            let f = WinogradProducts::new(&r.taps, &r.bias, cin);
             let mut out = Vec::new();
-            f.forward(&x, h, w, &mut out);
-            let want = reference(&x, &taps, &bias, cin, h, w);
+            f.forward(&r.x, h, w, &mut out);
+            let want = reference(&r.x, cin, cout, h, w, &r.taps, &r.bias, None, false);
             let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
             let worst = out
                 .iter()
@@ -488,45 +436,28 @@ mod tests {
     }
 
     #[test]
-    fn same_bits_on_one_and_two_threads() {
-        let mut next = super::super::kernels::lcg(3);
+    fn same_bits_on_any_pool() {
         let (cin, cout, h, w) = (16, 8, 64, 64);
-        let taps: Vec<f32> = (0..9 * cout * cin).map(|_| next()).collect();
-        let bias: Vec<f32> = (0..cout).map(|_| next()).collect();
-        let x: Vec<f32> = (0..cin * h * w).map(|_| next()).collect();
-        let f = WinogradProducts::new(&taps, &bias, cin);
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut out = Vec::new();
-            pool.install(|| f.forward(&x, h, w, &mut out));
-            out
-        };
-        let (a, b) = (run(1), run(2));
-        assert!(a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()));
+        let r = RandomConv::new(3, cin, cout, cin * h * w, 1.0);
+        let f = WinogradProducts::new(&r.taps, &r.bias, cin);
+        assert_same_bits_on_any_pool(|out| f.forward(&r.x, h, w, out));
     }
 
     #[test]
     fn fused_input_forms_give_the_bits_of_the_prepared_input() {
         use super::super::kernels::{apply_coefficients, concat, upsample2};
-        let mut next = super::super::kernels::lcg(11);
         let (ca, cb, cout) = (5, 3, 4);
         let cin = ca + cb;
-        let taps: Vec<f32> = (0..9 * cout * cin).map(|_| next()).collect();
-        let bias: Vec<f32> = (0..cout).map(|_| next()).collect();
-        let coef: Vec<[f32; 2]> = (0..cin).map(|_| [1.0 + next(), next()]).collect();
-        let f = WinogradProducts::new(&taps, &bias, cin);
         for &(up, silu) in &[(false, false), (false, true), (true, true)] {
             // The convolution's input is 12 x 20; with `up` the stored input is 6 x 10.
             let (h, w) = (12, 20);
             let (sh, sw) = if up { (h / 2, w / 2) } else { (h, w) };
-            let xa: Vec<f32> = (0..ca * sh * sw).map(|_| 4.0 * next()).collect();
-            let xb: Vec<f32> = (0..cb * sh * sw).map(|_| 4.0 * next()).collect();
+            let r = RandomConv::new(11, cin, cout, cin * sh * sw, 2.0);
+            let f = WinogradProducts::new(&r.taps, &r.bias, cin);
+            let (xa, xb) = r.x.split_at(ca * sh * sw);
             let mut fused = Vec::new();
-            f.forward_parts(&xa, &xb, h, w, Some((&coef, silu)), up, &mut fused);
-            let x = apply_coefficients(&concat(&xa, &xb), sh * sw, &coef, silu);
+            f.forward_parts(xa, xb, h, w, Some((&r.coef, silu)), up, &mut fused);
+            let x = apply_coefficients(&concat(xa, xb), sh * sw, &r.coef, silu);
             let x = if up { upsample2(&x, cin, sh, sw) } else { x };
             let mut want = Vec::new();
             f.forward(&x, h, w, &mut want);
