@@ -48,6 +48,18 @@ run r4-noise-model --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4
 # benches/sweep.py --samples 1,4 and --samples 8 with --seeds 0,1,2; docs/results.md).
 run r4-noise-model-s8 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 --noise 0.01 \
     --steps "$K" --samples 8 --final-dc 3 --no-bart
+# The noisy-data prior at the reference's K = 200 (the tuning slices, benches/sweep.py --steps
+# 50,100,200 --noise 0.01 --final-dc 3 --seeds 0,1,2: +0.5 dB over K = 50 at 1 sample).
+run r4-noise-model-k200 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+    --noise 0.01 --steps 200 --samples 1 --final-dc 3 --no-bart
+run r4-noise-model-k200-s8 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+    --noise 0.01 --steps 200 --samples 8 --final-dc 3 --no-bart
+# And with DDIM eta 1 (the tuning slices at K = 200: +0.10 dB over 0.85 on 9 of 9 slice-seed
+# pairs; benches/sweep.py --steps 200 --etas 1.0 --noise 0.01 --final-dc 3 --seeds 0,1,2).
+run r4-noise-model-k200-eta1 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+    --noise 0.01 --steps 200 --eta 1 --samples 1 --final-dc 3 --no-bart
+run r4-noise-model-k200-eta1-s8 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+    --noise 0.01 --steps 200 --eta 1 --samples 8 --final-dc 3 --no-bart
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
 run r6 --slices 20 --accel 6 --steps "$K" --samples 1
 # R = 8 keeps 16 of 128 columns, fewer than the 20 ACS lines used above: 10 ACS lines (the

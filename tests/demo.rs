@@ -138,3 +138,50 @@ fn demo_runs_and_writes_table_and_panel() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("PSNR"), "table not printed: {stdout}");
 }
+
+/// Runs a two-step demo at noise std 0.01 with `model` and returns its stderr.
+fn noisy_demo_stderr(model: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args([
+            "demo",
+            "--slices",
+            "1",
+            "--steps",
+            "2",
+            "--samples",
+            "1",
+            "--noise",
+            "0.01",
+        ])
+        .args([
+            "--no-bart",
+            "--cg-iters",
+            "5",
+            "--quiet",
+            "--model",
+            model,
+            "--out",
+        ])
+        .arg(dir.path().join("demo"))
+        .output()
+        .expect("run msm demo");
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "msm demo failed: {stderr}");
+    stderr
+}
+
+#[test]
+fn demo_points_noisy_scans_to_the_noisy_data_prior() {
+    let noiseless = noisy_demo_stderr(MODEL);
+    assert!(
+        noiseless.contains("trained on noiseless measurements")
+            && noiseless.contains("models/msm-brain-128-noisy.onnx"),
+        "no note on the noiseless prior with noisy scans: {noiseless}"
+    );
+    let noisy = noisy_demo_stderr("models/msm-brain-128-noisy.onnx");
+    assert!(
+        !noisy.contains("trained on noiseless measurements"),
+        "a note on the noisy-data prior: {noisy}"
+    );
+}

@@ -165,6 +165,22 @@ fn bart_pics(dir: &Path, lambda: f64, iters: usize) -> Result<Array2<C32>> {
     cfl::read_image(&out)
 }
 
+/// The shipped prior fine-tuned on noisy measurements.
+const NOISY_MODEL: &str = "models/msm-brain-128-noisy.onnx";
+
+/// A note when the simulated scans are noisy but the model was trained on noiseless
+/// measurements (`msm.train_noise_eta` = 0): such a prior is the weakest method on noisy scans,
+/// and the shipped noisy-data prior is made for them.
+fn noise_note(scan_noise: f64, train_noise: f64) -> Option<String> {
+    (scan_noise > 0.0 && train_noise == 0.0).then(|| {
+        format!(
+            "the model was trained on noiseless measurements (msm.train_noise_eta = 0) and these \
+             scans have noise std {scan_noise}; for noisy scans use the prior trained on noisy \
+             measurements: `--model {NOISY_MODEL} --steps 200 --eta 1` (docs/results.md, \"Noisy scans\")"
+        )
+    })
+}
+
 /// Runs `msm demo`.
 pub fn run(a: Args) -> Result<()> {
     let (net, opts) = model::load(&a.sampler, 0.85, 30, None)?;
@@ -174,6 +190,9 @@ pub fn run(a: Args) -> Result<()> {
     let use_bart = !a.no_bart && bart_available();
     if !use_bart && !a.no_bart {
         eprintln!("note: `bart` not on PATH (sudo apt-get install bart); skipping BART pics");
+    }
+    if let Some(note) = noise_note(a.noise, meta.train_noise_eta) {
+        eprintln!("note: {note}");
     }
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
     let work = tempfile_dir(&a.out)?;
