@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fails, ok, s, tiny_model};
+use common::{fails, ok, s, tiny_meta, tiny_model, tiny_model_with};
 use std::path::{Path, PathBuf};
 
 fn phantom(dir: &Path) -> PathBuf {
@@ -94,6 +94,47 @@ fn reconstruct_and_generate_run_end_to_end_and_are_reproducible() {
     assert!(d.join("gen.png").exists());
 }
 
+/// `tiny_model` at 32 pixels with `msm.recon_eta` = `eta`, in `dir`.
+fn model_with_recon_eta(dir: &Path, eta: &str) -> PathBuf {
+    let path = dir.join(format!("eta_{eta}.onnx"));
+    let mut meta = tiny_meta(32);
+    meta.extra
+        .insert(msm::onnx::meta::RECON_ETA_KEY.into(), eta.into());
+    tiny_model_with(&path, 32, Some(meta));
+    path
+}
+
+#[test]
+fn reconstruct_takes_the_models_recon_eta_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (plain, ksp, maps) = setup(d);
+    let with_eta = model_with_recon_eta(d, "0.3");
+    let recon = |model: &Path, extra: &[&str], name: &str| {
+        let out = d.join(name);
+        let mut args = vec!["reconstruct", "--model", s(model), "--steps", "5"];
+        args.extend_from_slice(extra);
+        args.extend([s(&ksp), s(&maps), s(&out)]);
+        let run = ok(&args);
+        (
+            std::fs::read(&out).unwrap(),
+            String::from_utf8_lossy(&run.stderr).into_owned(),
+        )
+    };
+    // The same network; only the metadata differs.
+    let (from_model, note) = recon(&with_eta, &[], "model.npy");
+    let (told, _) = recon(&plain, &["--quiet", "--eta", "0.3"], "told.npy");
+    let (default, _) = recon(&plain, &["--quiet"], "default.npy");
+    let (overridden, _) = recon(&with_eta, &["--quiet", "--eta", "0.85"], "over.npy");
+    assert_eq!(from_model, told, "the model's eta 0.3 was not used");
+    assert_eq!(
+        overridden, default,
+        "--eta did not override the model's eta"
+    );
+    assert_ne!(from_model, default, "eta 0.3 and 0.85 gave the same image");
+    assert!(note.contains("msm.recon_eta"), "no note: {note}");
+}
+
 #[test]
 fn reconstruct_refuses_bad_input_without_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,6 +156,12 @@ fn reconstruct_refuses_bad_input_without_output() {
     run(
         &["--model", s(&small), s(&ksp), s(&maps), s(&out)],
         &["16", "32"],
+    );
+    // A reconstruction eta outside 0..=1 in the metadata.
+    let bad_eta = model_with_recon_eta(d, "2");
+    run(
+        &["--model", s(&bad_eta), s(&ksp), s(&maps), s(&out)],
+        &["eta_2.onnx", "msm.recon_eta", "0..=1"],
     );
     // Not an ONNX file.
     let junk = d.join("junk.onnx");

@@ -116,6 +116,12 @@ fn shipped_models_load_and_match_their_cards() {
             card.contains(scale.as_str()),
             "{name}: card does not state scale {scale}"
         );
+        if let Some(eta) = m.recon_eta(path).expect("valid msm.recon_eta") {
+            assert!(
+                card.contains(&format!("`msm.recon_eta` = {eta}")),
+                "{name}: card does not state its reconstruction eta {eta}"
+            );
+        }
     }
 }
 

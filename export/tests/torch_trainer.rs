@@ -244,7 +244,7 @@ fn torch_checkpoints_resume_and_export_in_msm_train() {
     let st = tr4.train_step().unwrap();
     assert!(st.loss.is_finite() && st.step == 4);
     let onnx = dir.path().join("m.onnx");
-    export_run(&tr, &onnx, WeightType::F16, "test".into()).unwrap();
+    export_run(&tr, &onnx, WeightType::F16, "test".into(), None).unwrap();
     let meta = OnnxDenoiser::load(&onnx).unwrap().meta().clone();
     assert_eq!(meta.steps_trained, Some(3));
 

@@ -155,12 +155,13 @@ fn export_records_the_runtime_input_scale() {
     let dir = tempfile::tempdir().unwrap();
     tr.run(dir.path(), |_| {}).unwrap();
     let path = dir.path().join("model.onnx");
-    let written = export_run(&tr, &path, WeightType::F16, "test".into()).unwrap();
+    let written = export_run(&tr, &path, WeightType::F16, "test".into(), Some(1.0)).unwrap();
 
     // The runtime reads the model and its metadata.
     let model = OnnxDenoiser::load(&path).unwrap();
     let meta = model.meta();
     assert_eq!(meta, &written);
+    assert_eq!(meta.recon_eta(&path).unwrap(), Some(1.0));
     assert_eq!((meta.height, meta.coils), (32, Some(4)));
     assert_eq!(meta.train_acs_lines, 4);
     assert_eq!(meta.steps_trained, Some(2));
@@ -192,6 +193,17 @@ fn export_records_the_runtime_input_scale() {
         card.contains(SCALE_KEY) && card.contains("64 training draws"),
         "{card}"
     );
+    assert!(card.contains("`msm.recon_eta` = 1"), "{card}");
+    // Without an eta the key is absent (the runtime's default applies); out of range is refused
+    // before anything is written.
+    let plain = dir.path().join("plain.onnx");
+    export_run(&tr, &plain, WeightType::F16, "test".into(), None).unwrap();
+    let meta = OnnxDenoiser::load(&plain).unwrap().meta().clone();
+    assert_eq!(meta.recon_eta(&plain).unwrap(), None);
+    let bad = dir.path().join("bad.onnx");
+    let e = export_run(&tr, &bad, WeightType::F16, "test".into(), Some(1.5)).unwrap_err();
+    assert!(e.to_string().contains("0..=1"), "{e}");
+    assert!(!bad.exists());
 }
 
 #[test]

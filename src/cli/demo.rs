@@ -183,7 +183,7 @@ fn noise_note(scan_noise: f64, train_noise: f64) -> Option<String> {
 
 /// Runs `msm demo`.
 pub fn run(a: Args) -> Result<()> {
-    let (net, opts) = model::load(&a.sampler, 0.85, 30, None)?;
+    let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 30, None)?;
     let meta = net.meta().clone();
     let (h, w) = (meta.height, meta.width);
     let slices = load_slices(&a, held_out(&meta))?;
@@ -309,8 +309,8 @@ pub fn run(a: Args) -> Result<()> {
         bar.finish_and_clear();
         rows.push(row(
             &format!(
-                "MSM (K={}, w={}, {} samples)",
-                sopts.steps, sopts.partials, ropts.samples
+                "MSM (K={}, w={}, eta {}, {} samples)",
+                sopts.steps, sopts.partials, sopts.eta, ropts.samples
             ),
             reference,
             &msm_out.mean,

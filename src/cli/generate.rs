@@ -32,7 +32,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.count == 0 {
         return Err(Error::invalid("--count must be at least 1"));
     }
-    let (net, opts) = model::load(&a.sampler, 1.0, 200, None)?;
+    let (net, opts) = model::load(&a.sampler, model::Job::Generation, 200, None)?;
     let (h, w) = (net.meta().height, net.meta().width);
     let maps = if a.coils <= 1 {
         Array3::from_elem((1, h, w), C32::new(1.0, 0.0))

@@ -21,7 +21,8 @@ pub struct SamplerArgs {
     /// Partial scores per step w.
     #[arg(long, default_value_t = 3)]
     pub partials: usize,
-    /// DDIM eta (default: 0.85 for reconstruction, 1.0 for generation).
+    /// DDIM eta (default: for reconstruction the model's `msm.recon_eta`, else 0.85; 1.0 for
+    /// generation).
     #[arg(long)]
     pub eta: Option<f64>,
     /// How the w partial scores of a step are evaluated.
@@ -78,11 +79,24 @@ pub enum ModeArg {
     Sequential,
 }
 
+/// DDIM eta of reconstruction when neither the command line nor the model gives one.
+pub const RECON_ETA: f64 = 0.85;
+
+/// What a command samples: it sets the default DDIM eta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Job {
+    /// Posterior sampling: the model's `msm.recon_eta` (a setting measured for it), else
+    /// [`RECON_ETA`].
+    Reconstruction,
+    /// Unconditional generation: 1.0 (DDPM-like moves).
+    Generation,
+}
+
 /// Loads the model and builds sampler options from its metadata and the arguments; partial
 /// masks are `width` columns wide (default: the model's width).
 pub fn load(
     a: &SamplerArgs,
-    default_eta: f64,
+    job: Job,
     default_steps: usize,
     width: Option<usize>,
 ) -> Result<(OnnxDenoiser, SamplerOptions)> {
@@ -97,10 +111,23 @@ pub fn load(
     let net = OnnxDenoiser::load_with(&a.model, a.backend.into())?;
     let m = net.meta().clone();
     let schedule = m.schedule(&a.model)?;
+    let eta = match (a.eta, job) {
+        (Some(eta), _) => eta,
+        (None, Job::Generation) => 1.0,
+        (None, Job::Reconstruction) => match m.recon_eta(&a.model)? {
+            Some(eta) => {
+                if !a.quiet {
+                    eprintln!("DDIM eta {eta}: the model's msm.recon_eta (set --eta to change)");
+                }
+                eta
+            }
+            None => RECON_ETA,
+        },
+    };
     let opts = SamplerOptions {
         steps: a.steps.unwrap_or(default_steps),
         partials: a.partials,
-        eta: a.eta.unwrap_or(default_eta),
+        eta,
         seed: a.seed,
         partial: Some(PartialKind::Columns {
             width: width.unwrap_or(m.width),

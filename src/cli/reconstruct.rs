@@ -133,7 +133,7 @@ pub fn run(a: Args) -> Result<()> {
     let data::Acquisition { kspace, op, mask } =
         data::read_acquisition(&kspace_path, &maps_path, a.mask.as_deref())?;
     let (_, h, w) = kspace.dim();
-    let (net, opts) = model::load(&a.sampler, 0.85, 200, Some(w))?;
+    let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 200, Some(w))?;
     net.check_data(h, w, 2)
         .map_err(|e| Error::format(&kspace_path, e.to_string()))?;
     let recon = recon_options(&a, &net)?;

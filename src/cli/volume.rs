@@ -74,7 +74,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     let file = FastMriFile::open(kspace)?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
     let (h0, w0) = file.kspace_size();
-    let (net, opts) = model::load(&a.sampler, 0.85, 200, Some(w0))?;
+    let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 200, Some(w0))?;
     let (hm, wm) = (net.meta().height, net.meta().width);
     let plan = GridPlan::new((h0, w0), file.recon_size(), (hm, wm)).map_err(|e| {
         Error::format(

@@ -54,6 +54,11 @@ pub const KEY_PREFIX: &str = "msm.";
 /// normalises acquired k-space to.
 pub const SCALE_P99_KEY: &str = "msm.scale_p99";
 
+/// Key (kept in [`ModelMeta::extra`]) of the DDIM eta the posterior sampler takes for this
+/// model when the command line does not give one: a sampler setting measured for the model after
+/// training (e.g. on tuning slices), which travels with it.
+pub const RECON_ETA_KEY: &str = "msm.recon_eta";
+
 /// What the network output means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prediction {
@@ -196,6 +201,21 @@ impl ModelMeta {
                 v.parse::<f64>().map_err(|_| {
                     Error::format(path, format!("{SCALE_P99_KEY} = {v:?} is not a number"))
                 })
+            })
+            .transpose()
+    }
+
+    /// The reconstruction DDIM eta [`RECON_ETA_KEY`], if the model records one; a value that is
+    /// not a number in 0..=1 is an error naming the model file `path`.
+    pub fn recon_eta(&self, path: &Path) -> Result<Option<f64>> {
+        self.extra
+            .get(RECON_ETA_KEY)
+            .map(|v| match v.parse::<f64>() {
+                Ok(eta) if (0.0..=1.0).contains(&eta) => Ok(eta),
+                _ => Err(Error::format(
+                    path,
+                    format!("{RECON_ETA_KEY} = {v:?}: expected a DDIM eta, a number in 0..=1"),
+                )),
             })
             .transpose()
     }
@@ -542,6 +562,24 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(key) && e.contains(expected), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn recon_eta_is_read_and_checked() {
+        let path = Path::new("dir/m.onnx");
+        let mut m = sample();
+        assert_eq!(m.recon_eta(path).unwrap(), None);
+        m.extra.insert(RECON_ETA_KEY.into(), "1".into());
+        let back = ModelMeta::from_props(path, m.to_props()).unwrap();
+        assert_eq!(back.recon_eta(path).unwrap(), Some(1.0));
+        for bad in ["1.5", "-0.1", "one", "NaN"] {
+            m.extra.insert(RECON_ETA_KEY.into(), bad.into());
+            let e = m.recon_eta(path).unwrap_err().to_string();
+            assert!(
+                e.contains("dir/m.onnx") && e.contains(RECON_ETA_KEY) && e.contains("0..=1"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -49,6 +49,18 @@ pub fn s(p: &Path) -> &str {
 /// eps = a * x + c * t (a shrinking denoiser with a timestep term), `size x size`, with or
 /// without MSM metadata.
 pub fn tiny_model(path: &Path, size: usize, with_meta: bool) {
+    tiny_model_with(path, size, with_meta.then(|| tiny_meta(size)));
+}
+
+/// The MSM metadata of [`tiny_model`].
+pub fn tiny_meta(size: usize) -> ModelMeta {
+    let mut m = ModelMeta::new(size, size);
+    m.train_acs_lines = 4;
+    m
+}
+
+/// [`tiny_model`] with the metadata `meta` (none: a bare ONNX file).
+pub fn tiny_model_with(path: &Path, size: usize, meta: Option<ModelMeta>) {
     let dims = [
         Dim::Batch,
         Dim::Fixed(2),
@@ -66,9 +78,7 @@ pub fn tiny_model(path: &Path, size: usize, with_meta: bool) {
     let ct = b.op("Mul", &[&t4, &c], vec![]).unwrap();
     b.add_node("Add", &[&ax, &ct], &["eps"], vec![]).unwrap();
     b.add_output("eps", &dims);
-    if with_meta {
-        let mut m = ModelMeta::new(size, size);
-        m.train_acs_lines = 4;
+    if let Some(m) = meta {
         b.set_meta(&m);
     }
     b.write(path).unwrap();

@@ -66,6 +66,10 @@ enum Cmd {
         /// Store f32 weights instead of f16.
         #[arg(long)]
         f32: bool,
+        /// The DDIM eta reconstruction should take for this model unless told otherwise
+        /// (written as `msm.recon_eta`, 0 to 1; default: not recorded, the runtime's 0.85).
+        #[arg(long)]
+        recon_eta: Option<f64>,
     },
     /// Convert a guided-diffusion state_dict (.safetensors) to an MSM ONNX model.
     Convert {
@@ -158,14 +162,19 @@ fn run(cli: Cli) -> msm::Result<()> {
             tr.run(&out, |line| eprintln!("{line}"))?;
             if export {
                 let path = out.join("model.onnx");
-                export_run(&tr, &path, WeightType::F16, command)?;
+                export_run(&tr, &path, WeightType::F16, command, None)?;
                 eprintln!("wrote {}", path.display());
             }
         }
-        Cmd::Export { run, out, f32 } => {
+        Cmd::Export {
+            run,
+            out,
+            f32,
+            recon_eta,
+        } => {
             let cfg = TrainConfig::from_json_file(&run.join("config.json"))?;
             let tr = Trainer::resume(&cfg, &checkpoint_path(&run))?;
-            export_run(&tr, &out, weight_type(f32), command)?;
+            export_run(&tr, &out, weight_type(f32), command, recon_eta)?;
             eprintln!("wrote {}", out.display());
         }
         Cmd::Convert {

@@ -10,6 +10,7 @@ use crate::config::UNetConfig;
 use crate::data::{DataConfig, SCALE_DRAWS, SCALE_KEY};
 use crate::train::Trainer;
 use emit::{emit_unet, Weights};
+use msm::onnx::meta::RECON_ETA_KEY;
 use msm::onnx::{ModelMeta, WeightType};
 use msm::schedule::Schedule;
 use msm::Result;
@@ -33,6 +34,9 @@ pub struct Provenance {
     /// The input scale the runtime normalises k-space to (`msm.scale_p99`; None: unknown, and
     /// the runtime does not rescale unless told to).
     pub scale_p99: Option<f64>,
+    /// The DDIM eta reconstruction should default to for this model (`msm.recon_eta`; None:
+    /// the runtime's default), a sampler setting measured after training.
+    pub recon_eta: Option<f64>,
     /// The command that trained it.
     pub command: Option<String>,
     /// Free-form notes for the card (training settings, where the weights came from).
@@ -100,6 +104,9 @@ pub fn metadata(
     );
     if let Some(s) = prov.scale_p99 {
         extra(SCALE_KEY, s.to_string());
+    }
+    if let Some(eta) = prov.recon_eta {
+        extra(RECON_ETA_KEY, eta.to_string());
     }
     if let Some(data) = &prov.data {
         extra(
@@ -199,13 +206,20 @@ pub fn freeze(
 }
 
 /// Freezes the EMA weights of a training run to `path` (with its card), the input scale
-/// estimated from [`SCALE_DRAWS`] training draws; `command` is recorded as how it was made.
+/// estimated from [`SCALE_DRAWS`] training draws; `command` is recorded as how it was made, and
+/// `recon_eta` (checked to be in 0..=1) as the model's reconstruction DDIM eta.
 pub fn export_run(
     tr: &Trainer,
     path: &Path,
     weights: WeightType,
     command: String,
+    recon_eta: Option<f64>,
 ) -> Result<ModelMeta> {
+    if let Some(eta) = recon_eta.filter(|e| !(0.0..=1.0).contains(e)) {
+        return Err(msm::Error::invalid(format!(
+            "reconstruction eta {eta}: expected a DDIM eta in 0..=1"
+        )));
+    }
     let cfg = tr.config();
     let scale = tr.loader().scale_p99(cfg.seed, SCALE_DRAWS)?;
     let mut notes: Vec<String> = cfg
@@ -237,16 +251,24 @@ pub fn export_run(
             cfg.respaced_steps
         ),
         format!("input scale `{SCALE_KEY}`: {}", scale.describe()),
-        format!(
-            "training config: `{}`",
-            serde_json::to_string(cfg).unwrap_or_default()
-        ),
     ]);
+    notes.extend(recon_eta.map(|eta| {
+        format!(
+            "reconstruction DDIM eta `{RECON_ETA_KEY}` = {eta}: chosen for this model after \
+             training (given to the exporter); `msm reconstruct` and `msm demo` take it unless \
+             `--eta` is set"
+        )
+    }));
+    notes.push(format!(
+        "training config: `{}`",
+        serde_json::to_string(cfg).unwrap_or_default()
+    ));
     let prov = Provenance {
         data: Some(cfg.data.clone()),
         steps_trained: Some(tr.step_count()),
         final_loss: tr.last_loss(),
         scale_p99: Some(scale.median),
+        recon_eta,
         command: Some(command),
         notes,
     };
