@@ -211,7 +211,7 @@ impl ModelMeta {
         self.extra
             .get(RECON_ETA_KEY)
             .map(|v| match v.parse::<f64>() {
-                Ok(eta) if (0.0..=1.0).contains(&eta) => Ok(eta),
+                Ok(eta) if crate::sampler::eta_in_range(eta) => Ok(eta),
                 _ => Err(Error::format(
                     path,
                     format!("{RECON_ETA_KEY} = {v:?}: expected a DDIM eta, a number in 0..=1"),

@@ -99,8 +99,8 @@ mod stats;
 
 pub use gaussian::{dense_forward, image_to_vec, vec_to_image, GaussianPrior, C64, MAX_PIXELS};
 pub use options::{
-    model_partial_kind, reference_partial_kind, Mode, NoiseEstimate, Progress, ReconOptions,
-    SamplerOptions, REFERENCE_ACCEL, REFERENCE_ACS_FRACTION,
+    eta_in_range, model_partial_kind, reference_partial_kind, Mode, NoiseEstimate, Progress,
+    ReconOptions, SamplerOptions, REFERENCE_ACCEL, REFERENCE_ACS_FRACTION,
 };
 pub use partial::{pack, Denoised, NetworkPrior, PartialDenoiser};
 pub use run::{generate, reconstruct, sample_seed, Generated, Reconstruction};

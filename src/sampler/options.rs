@@ -54,6 +54,11 @@ pub fn reference_partial_kind(width: usize) -> PartialKind {
     }
 }
 
+/// Whether `eta` is a DDIM eta the sampler runs: finite and in [0, 1].
+pub fn eta_in_range(eta: f64) -> bool {
+    eta.is_finite() && (0.0..=1.0).contains(&eta)
+}
+
 /// The partial masks a model was trained with, from its metadata: random columns at the
 /// training acceleration with the training ACS block (the coverage-aware sampler draws its
 /// free columns at random whatever the training pattern was).
@@ -151,7 +156,7 @@ impl SamplerOptions {
                 self.steps
             )));
         }
-        if !(self.eta.is_finite() && (0.0..=1.0).contains(&self.eta)) {
+        if !eta_in_range(self.eta) {
             return Err(Error::invalid(format!(
                 "DDIM eta must be in [0, 1], got {}",
                 self.eta

@@ -215,7 +215,7 @@ pub fn export_run(
     command: String,
     recon_eta: Option<f64>,
 ) -> Result<ModelMeta> {
-    if let Some(eta) = recon_eta.filter(|e| !(0.0..=1.0).contains(e)) {
+    if let Some(eta) = recon_eta.filter(|e| !msm::sampler::eta_in_range(*e)) {
         return Err(msm::Error::invalid(format!(
             "reconstruction eta {eta}: expected a DDIM eta in 0..=1"
         )));
