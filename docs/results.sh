@@ -41,19 +41,19 @@ run r4-dc1000 --slices 20 --accel 4 --steps "$K" --samples 1 --final-dc 1000 --n
 # final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
 run r4-noise --slices 20 --accel 4 --noise 0.01 --steps "$K" --samples 1 --final-dc 3
 # The same noisy scans with the prior fine-tuned on noisy measurements (its own card), MSM's
-# settings unchanged.
+# settings unchanged (eta 0.85 given explicitly: the model now carries msm.recon_eta = 1).
 run r4-noise-model --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 --noise 0.01 \
-    --steps "$K" --samples 1 --final-dc 3 --no-bart
+    --steps "$K" --eta 0.85 --samples 1 --final-dc 3 --no-bart
 # The same, MSM's output the mean of 8 posterior samples (the tuning slices' best of 1, 4, 8:
 # benches/sweep.py --samples 1,4 and --samples 8 with --seeds 0,1,2; docs/results.md).
 run r4-noise-model-s8 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 --noise 0.01 \
-    --steps "$K" --samples 8 --final-dc 3 --no-bart
+    --steps "$K" --eta 0.85 --samples 8 --final-dc 3 --no-bart
 # The noisy-data prior at the reference's K = 200 (the tuning slices, benches/sweep.py --steps
 # 50,100,200 --noise 0.01 --final-dc 3 --seeds 0,1,2: +0.5 dB over K = 50 at 1 sample).
 run r4-noise-model-k200 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
-    --noise 0.01 --steps 200 --samples 1 --final-dc 3 --no-bart
+    --noise 0.01 --steps 200 --eta 0.85 --samples 1 --final-dc 3 --no-bart
 run r4-noise-model-k200-s8 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
-    --noise 0.01 --steps 200 --samples 8 --final-dc 3 --no-bart
+    --noise 0.01 --steps 200 --eta 0.85 --samples 8 --final-dc 3 --no-bart
 # And with DDIM eta 1 (the tuning slices at K = 200: +0.10 dB over 0.85 on 9 of 9 slice-seed
 # pairs; benches/sweep.py --steps 200 --etas 1.0 --noise 0.01 --final-dc 3 --seeds 0,1,2).
 run r4-noise-model-k200-eta1 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \

@@ -160,15 +160,7 @@ fn noisy_demo_stderr(model: &str) -> String {
             "--noise",
             "0.01",
         ])
-        .args([
-            "--no-bart",
-            "--cg-iters",
-            "5",
-            "--quiet",
-            "--model",
-            model,
-            "--out",
-        ])
+        .args(["--no-bart", "--cg-iters", "5", "--model", model, "--out"])
         .arg(dir.path().join("demo"))
         .output()
         .expect("run msm demo");
@@ -189,5 +181,11 @@ fn demo_points_noisy_scans_to_the_noisy_data_prior() {
     assert!(
         !noisy.contains("trained on noiseless measurements"),
         "a note on the noisy-data prior: {noisy}"
+    );
+    // The noisy-data prior carries the eta chosen for it (docs/results.md), so the note's
+    // command needs no `--eta`, and the demo says where its eta came from.
+    assert!(
+        noisy.contains("DDIM eta 1: the model's msm.recon_eta"),
+        "the noisy-data prior's msm.recon_eta was not taken: {noisy}"
     );
 }
