@@ -37,6 +37,13 @@ run r4 --slices 20 --accel 4 --steps "$K" --samples 1
 # The same scans, MSM with 1000 CG iterations of final data consistency: on noiseless scans
 # the tuning slices gain up to there (benches/sweep.py --final-dc 100,300,1000).
 run r4-dc1000 --slices 20 --accel 4 --steps "$K" --samples 1 --final-dc 1000 --no-bart
+# The same noiseless scans with the prior trained on noisy measurements (11600 fine-tuning
+# steps on top of the noiseless prior's 10000) at its settings (K = 200, its msm.recon_eta 1):
+# on the tuning slices it beats the noiseless prior by 1.36 dB at final DC 10 (9 of 9) and
+# reaches 28.57 dB at final DC 1000 (benches/sweep.py --model models/msm-brain-128-noisy.onnx
+# --steps 200 --etas 1.0 --final-dc 1000 --seeds 0,1,2).
+run r4-noisy-prior-dc1000 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+    --steps 200 --samples 1 --final-dc 1000
 # Noisy scans (std 0.01 per real component, image peak 1): CG-SENSE semi-converges, and MSM's
 # final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
 run r4-noise --slices 20 --accel 4 --noise 0.01 --steps "$K" --samples 1 --final-dc 3
