@@ -44,6 +44,8 @@ run r4-dc1000 --slices 20 --accel 4 --steps "$K" --samples 1 --final-dc 1000 --n
 # --steps 200 --etas 1.0 --final-dc 1000 --seeds 0,1,2).
 run r4-noisy-prior-dc1000 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
     --steps 200 --samples 1 --final-dc 1000
+run r4-noisy-prior --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+    --steps 200 --samples 1 --no-bart
 # Noisy scans (std 0.01 per real component, image peak 1): CG-SENSE semi-converges, and MSM's
 # final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
 run r4-noise --slices 20 --accel 4 --noise 0.01 --steps "$K" --samples 1 --final-dc 3
