@@ -176,7 +176,7 @@ fn noise_note(scan_noise: f64, train_noise: f64) -> Option<String> {
         format!(
             "the model was trained on noiseless measurements (msm.train_noise_eta = 0) and these \
              scans have noise std {scan_noise}; for noisy scans use the prior trained on noisy \
-             measurements: `--model {NOISY_MODEL} --steps 200` (it carries its DDIM eta, 1) (docs/results.md, \"Noisy scans\")"
+             measurements: `--model {NOISY_MODEL} --steps 200`, which carries its DDIM eta (docs/results.md, \"Noisy scans\")"
         )
     })
 }
