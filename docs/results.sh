@@ -5,8 +5,8 @@
 # Needs mricron-data and bart (sudo apt-get install -y mricron-data bart) and a release build.
 # Usage: [BACKEND=native-bf16] [ONLY="r4 r6 ..."] bash docs/results.sh [OUT_DIR]
 # (ONLY: run just the named settings.)
-# About 30 minutes on 2 cores with the default (f32) executor, about 20 with native-bf16 (how
-# docs/results.md was made). A setting whose OUT_DIR/NAME/results.md exists from an earlier
+# Every setting: about 4 hours on 2 cores with native-fast (the noisy-data prior's K = 200 runs
+# and 8-sample means are most of it); docs/results.md says which executor made each table. A setting whose OUT_DIR/NAME/results.md exists from an earlier
 # run is kept, so an interrupted run continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,10 @@ OUT=${1:-msm-results}
 MSM=${MSM:-./target/release/msm}
 K=${K:-50}
 BACKEND=${BACKEND:-auto}
+# The settings below name their model: the noiseless prior (the default model until session 22)
+# or the noisy-data prior (the default since).
+NOISELESS=models/msm-brain-128.onnx
+NOISY=models/msm-brain-128-noisy.onnx
 mkdir -p "$OUT"
 
 run() { # name, then demo options
@@ -33,60 +37,78 @@ run() { # name, then demo options
 # The main table: 20 held-out slices, R = 4, every method. CG-SENSE's iterations and BART's
 # lambda and iterations are chosen on the first slice (demo's sweeps), MSM's settings on the
 # tuning slices (benches/sweep.py).
-run r4 --slices 20 --accel 4 --steps "$K" --samples 1
+run r4 --model "$NOISELESS" --slices 20 --accel 4 --steps "$K" --samples 1
 # The same scans, MSM with 1000 CG iterations of final data consistency: on noiseless scans
 # the tuning slices gain up to there (benches/sweep.py --final-dc 100,300,1000).
-run r4-dc1000 --slices 20 --accel 4 --steps "$K" --samples 1 --final-dc 1000 --no-bart
+run r4-dc1000 --model "$NOISELESS" --slices 20 --accel 4 --steps "$K" --samples 1 --final-dc 1000 --no-bart
 # The same noiseless scans with the prior trained on noisy measurements (11600 fine-tuning
 # steps on top of the noiseless prior's 10000) at its settings (K = 200, its msm.recon_eta 1):
 # on the tuning slices it beats the noiseless prior by 1.36 dB at final DC 10 (9 of 9) and
 # reaches 28.57 dB at final DC 1000 (benches/sweep.py --model models/msm-brain-128-noisy.onnx
 # --steps 200 --etas 1.0 --final-dc 1000 --seeds 0,1,2).
-run r4-noisy-prior-dc1000 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+run r4-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 4 \
     --steps 200 --samples 1 --final-dc 1000
-run r4-noisy-prior --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+run r4-noisy-prior --model "$NOISY" --slices 20 --accel 4 \
     --steps 200 --samples 1 --no-bart
 # Noisy scans (std 0.01 per real component, image peak 1): CG-SENSE semi-converges, and MSM's
 # final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
-run r4-noise --slices 20 --accel 4 --noise 0.01 --steps "$K" --samples 1 --final-dc 3
+run r4-noise --model "$NOISELESS" --slices 20 --accel 4 --noise 0.01 --steps "$K" --samples 1 --final-dc 3
 # The same noisy scans with the prior fine-tuned on noisy measurements (its own card), MSM's
 # settings unchanged (eta 0.85 given explicitly: the model now carries msm.recon_eta = 1).
-run r4-noise-model --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 --noise 0.01 \
+run r4-noise-model --model "$NOISY" --slices 20 --accel 4 --noise 0.01 \
     --steps "$K" --eta 0.85 --samples 1 --final-dc 3 --no-bart
 # The same, MSM's output the mean of 8 posterior samples (the tuning slices' best of 1, 4, 8:
 # benches/sweep.py --samples 1,4 and --samples 8 with --seeds 0,1,2; docs/results.md).
-run r4-noise-model-s8 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 --noise 0.01 \
+run r4-noise-model-s8 --model "$NOISY" --slices 20 --accel 4 --noise 0.01 \
     --steps "$K" --eta 0.85 --samples 8 --final-dc 3 --no-bart
 # The noisy-data prior at the reference's K = 200 (the tuning slices, benches/sweep.py --steps
 # 50,100,200 --noise 0.01 --final-dc 3 --seeds 0,1,2: +0.5 dB over K = 50 at 1 sample).
-run r4-noise-model-k200 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+run r4-noise-model-k200 --model "$NOISY" --slices 20 --accel 4 \
     --noise 0.01 --steps 200 --eta 0.85 --samples 1 --final-dc 3 --no-bart
-run r4-noise-model-k200-s8 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+run r4-noise-model-k200-s8 --model "$NOISY" --slices 20 --accel 4 \
     --noise 0.01 --steps 200 --eta 0.85 --samples 8 --final-dc 3 --no-bart
 # And with DDIM eta 1 (the tuning slices at K = 200: +0.10 dB over 0.85 on 9 of 9 slice-seed
 # pairs; benches/sweep.py --steps 200 --etas 1.0 --noise 0.01 --final-dc 3 --seeds 0,1,2).
-run r4-noise-model-k200-eta1 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+run r4-noise-model-k200-eta1 --model "$NOISY" --slices 20 --accel 4 \
     --noise 0.01 --steps 200 --eta 1 --samples 1 --final-dc 3 --no-bart
-run r4-noise-model-k200-eta1-s8 --model models/msm-brain-128-noisy.onnx --slices 20 --accel 4 \
+run r4-noise-model-k200-eta1-s8 --model "$NOISY" --slices 20 --accel 4 \
     --noise 0.01 --steps 200 --eta 1 --samples 8 --final-dc 3 --no-bart
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
-run r6 --slices 20 --accel 6 --steps "$K" --samples 1
+run r6 --model "$NOISELESS" --slices 20 --accel 6 --steps "$K" --samples 1
 # R = 8 keeps 16 of 128 columns, fewer than the 20 ACS lines used above: 10 ACS lines (the
 # training masks' count) there.
-run r8 --slices 20 --accel 8 --acs 10 --steps "$K" --samples 1
+run r8 --model "$NOISELESS" --slices 20 --accel 8 --acs 10 --steps "$K" --samples 1
+# The noisy-data prior (the default model since session 22) at R = 6 and R = 8, at its K = 200
+# and eta 1, final DC 10 (as the noiseless prior's rows above) and 1000 (its best at R = 4).
+run r6-noisy-prior --model "$NOISY" --slices 20 --accel 6 --steps 200 --samples 1 --no-bart
+run r8-noisy-prior --model "$NOISY" --slices 20 --accel 8 --acs 10 --steps 200 --samples 1 --no-bart
+run r6-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 6 --steps 200 --samples 1 \
+    --final-dc 1000 --no-bart
+run r8-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 8 --acs 10 --steps 200 \
+    --samples 1 --final-dc 1000 --no-bart
 # The posterior mean of 4 samples at K = 20 (the sweep on tuning slices: +0.5 dB over 1 sample).
-run r4-k20-s4 --slices 20 --accel 4 --steps 20 --samples 4 --no-bart
+run r4-k20-s4 --model "$NOISELESS" --slices 20 --accel 4 --steps 20 --samples 4 --no-bart
 # PSNR against K and w, sequential against parallel, final data consistency (5 slices, R = 4).
 for k in 10 25 50 100 200; do
-    run k$k --slices 5 --accel 4 --steps $k --samples 1 --no-bart
+    run k$k --model "$NOISELESS" --slices 5 --accel 4 --steps $k --samples 1 --no-bart
 done
 for w in 1 2 3 4; do
-    run w$w --slices 5 --accel 4 --steps "$K" --partials $w --samples 1 --no-bart
+    run w$w --model "$NOISELESS" --slices 5 --accel 4 --steps "$K" --partials $w --samples 1 --no-bart
 done
-run sequential --slices 5 --accel 4 --steps "$K" --samples 1 --no-bart --mode sequential
+run sequential --model "$NOISELESS" --slices 5 --accel 4 --steps "$K" --samples 1 --no-bart --mode sequential
 for dc in 0 10; do
-    run dc$dc --slices 5 --accel 4 --steps "$K" --samples 1 --no-bart --final-dc $dc
+    run dc$dc --model "$NOISELESS" --slices 5 --accel 4 --steps "$K" --samples 1 --no-bart --final-dc $dc
 done
+# The same for the noisy-data prior: K at w = 3, and w and sequential mode at its K = 200.
+for k in 10 25 50 100 200; do
+    run noisy-prior-k$k --model "$NOISY" --slices 5 --accel 4 --steps $k --samples 1 --no-bart
+done
+for w in 1 2 4; do
+    run noisy-prior-w$w --model "$NOISY" --slices 5 --accel 4 --steps 200 --partials $w \
+        --samples 1 --no-bart
+done
+run noisy-prior-sequential --model "$NOISY" --slices 5 --accel 4 --steps 200 --samples 1 \
+    --no-bart --mode sequential
 
 # Collect the mean rows.
 for d in "$OUT"/*/; do
