@@ -165,18 +165,17 @@ fn bart_pics(dir: &Path, lambda: f64, iters: usize) -> Result<Array2<C32>> {
     cfl::read_image(&out)
 }
 
-/// The shipped prior fine-tuned on noisy measurements.
-const NOISY_MODEL: &str = "models/msm-brain-128-noisy.onnx";
-
 /// A note when the simulated scans are noisy but the model was trained on noiseless
 /// measurements (`msm.train_noise_eta` = 0): such a prior is the weakest method on noisy scans,
-/// and the shipped noisy-data prior is made for them.
+/// and the default model, the shipped noisy-data prior, is made for them.
 fn noise_note(scan_noise: f64, train_noise: f64) -> Option<String> {
     (scan_noise > 0.0 && train_noise == 0.0).then(|| {
         format!(
             "the model was trained on noiseless measurements (msm.train_noise_eta = 0) and these \
-             scans have noise std {scan_noise}; for noisy scans use the prior trained on noisy \
-             measurements: `--model {NOISY_MODEL} --steps 200`, which carries its DDIM eta (docs/results.md, \"Noisy scans\")"
+             scans have noise std {scan_noise}; for noisy scans use the default model, the prior \
+             trained on noisy measurements: `--model {} --steps 200`, which carries its DDIM \
+             eta (docs/results.md, \"Noisy scans\")",
+            model::DEFAULT_MODEL
         )
     })
 }

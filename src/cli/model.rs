@@ -6,8 +6,10 @@ use msm::sampler::{Mode, SamplerOptions};
 use msm::{Error, Result};
 use std::path::PathBuf;
 
-/// The shipped model, relative to the repository (or set `--model`).
-pub const DEFAULT_MODEL: &str = "models/msm-brain-128.onnx";
+/// The default shipped model, relative to the repository (or set `--model`): the prior
+/// fine-tuned on noisy measurements, which reconstructs noisy and noiseless scans better than
+/// the noiseless prior `models/msm-brain-128.onnx` it started from (docs/results.md).
+pub const DEFAULT_MODEL: &str = "models/msm-brain-128-noisy.onnx";
 
 /// Sampler options on the command line.
 #[derive(clap::Args, Debug, Clone)]
