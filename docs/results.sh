@@ -6,8 +6,9 @@
 # Usage: [BACKEND=native-bf16] [ONLY="r4 r6 ..."] bash docs/results.sh [OUT_DIR]
 # (ONLY: run just the named settings.)
 # Every setting: about 4 hours on 2 cores with native-fast (the noisy-data prior's K = 200 runs
-# and 8-sample means are most of it); docs/results.md says which executor made each table. A setting whose OUT_DIR/NAME/results.md exists from an earlier
-# run is kept, so an interrupted run continues where it stopped.
+# and 8-sample means are most of it); docs/results.md says which executor made each table. A
+# setting whose OUT_DIR/NAME/results.md exists from an earlier run is kept, so an interrupted
+# run continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-msm-results}
@@ -40,7 +41,8 @@ run() { # name, then demo options
 run r4 --model "$NOISELESS" --slices 20 --accel 4 --steps "$K" --samples 1
 # The same scans, MSM with 1000 CG iterations of final data consistency: on noiseless scans
 # the tuning slices gain up to there (benches/sweep.py --final-dc 100,300,1000).
-run r4-dc1000 --model "$NOISELESS" --slices 20 --accel 4 --steps "$K" --samples 1 --final-dc 1000 --no-bart
+run r4-dc1000 --model "$NOISELESS" --slices 20 --accel 4 \
+    --steps "$K" --samples 1 --final-dc 1000 --no-bart
 # The same noiseless scans with the prior trained on noisy measurements (11600 fine-tuning
 # steps on top of the noiseless prior's 10000) at its settings (K = 200, its msm.recon_eta 1):
 # on the tuning slices it beats the noiseless prior by 1.36 dB at final DC 10 (9 of 9) and
@@ -52,7 +54,8 @@ run r4-noisy-prior --model "$NOISY" --slices 20 --accel 4 \
     --steps 200 --samples 1 --no-bart
 # Noisy scans (std 0.01 per real component, image peak 1): CG-SENSE semi-converges, and MSM's
 # final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
-run r4-noise --model "$NOISELESS" --slices 20 --accel 4 --noise 0.01 --steps "$K" --samples 1 --final-dc 3
+run r4-noise --model "$NOISELESS" --slices 20 --accel 4 --noise 0.01 \
+    --steps "$K" --samples 1 --final-dc 3
 # The same noisy scans with the prior fine-tuned on noisy measurements (its own card), MSM's
 # settings unchanged (eta 0.85 given explicitly: the model now carries msm.recon_eta = 1).
 run r4-noise-model --model "$NOISY" --slices 20 --accel 4 --noise 0.01 \
@@ -93,11 +96,14 @@ for k in 10 25 50 100 200; do
     run k$k --model "$NOISELESS" --slices 5 --accel 4 --steps $k --samples 1 --no-bart
 done
 for w in 1 2 3 4; do
-    run w$w --model "$NOISELESS" --slices 5 --accel 4 --steps "$K" --partials $w --samples 1 --no-bart
+    run w$w --model "$NOISELESS" --slices 5 --accel 4 \
+        --steps "$K" --partials $w --samples 1 --no-bart
 done
-run sequential --model "$NOISELESS" --slices 5 --accel 4 --steps "$K" --samples 1 --no-bart --mode sequential
+run sequential --model "$NOISELESS" --slices 5 --accel 4 \
+    --steps "$K" --samples 1 --no-bart --mode sequential
 for dc in 0 10; do
-    run dc$dc --model "$NOISELESS" --slices 5 --accel 4 --steps "$K" --samples 1 --no-bart --final-dc $dc
+    run dc$dc --model "$NOISELESS" --slices 5 --accel 4 \
+        --steps "$K" --samples 1 --no-bart --final-dc $dc
 done
 # The same for the noisy-data prior: K at w = 3, and w and sequential mode at its K = 200.
 for k in 10 25 50 100 200; do
