@@ -7,9 +7,10 @@ K = 200, w = 3 (other settings equal).
 
 Tuning slices are training slices of Colin27 (axial 60, 70 and 110 by default: outside the
 held-out block 80..99 that docs/results.md reports on), simulated by `msm simulate` (8 coils,
-R = 4 random Cartesian with ACS, seed per slice), reconstructed by `msm reconstruct` with the
-same sampler seeds (--seeds) for every setting. PSNR as `msm demo` computes it: magnitude after
-the least-squares complex scaling onto the reference, peak = the reference's maximum.
+random Cartesian masks, R = 4 with 20 ACS lines unless --accel and --acs say otherwise, seed
+per slice), reconstructed by `msm reconstruct` with the same sampler seeds (--seeds) for every
+setting. PSNR as `msm demo` computes it: magnitude after the least-squares complex scaling onto
+the reference, peak = the reference's maximum.
 
     python3 benches/sweep.py --seeds 0,1,2 --backend native-fast --json docs/fast_preset.json
                                                                      # K x w (the fast preset)
@@ -77,6 +78,9 @@ def main():
     ap.add_argument("--seeds", default="0",
                     help="sampler seeds, comma-separated: each setting's PSNR is the mean over "
                          "slices x seeds (one draw's PSNR spreads by about 0.17 dB over seeds)")
+    ap.add_argument("--accel", type=float, default=4.0,
+                    help="acceleration R of the simulated scans")
+    ap.add_argument("--acs", type=int, default=20, help="ACS lines of the simulated scans")
     ap.add_argument("--noise", type=float, default=0.0,
                     help="measurement noise std of the simulated scans (image peak 1)")
     ap.add_argument("--tolerance", type=float, default=0.3, help="dB below the reference")
@@ -100,8 +104,8 @@ def main():
         refs = {}
         for s in slices:
             prefix = os.path.join(tmp, f"s{s}")
-            run([MSM, "simulate", a.volume, prefix, "--slice", str(s), "--accel", "4",
-                 "--seed", str(1000 + s), "--noise", str(a.noise)])
+            run([MSM, "simulate", a.volume, prefix, "--slice", str(s), "--accel", str(a.accel),
+                 "--acs", str(a.acs), "--seed", str(1000 + s), "--noise", str(a.noise)])
             refs[s] = (prefix, read_cfl(prefix + "_ref").squeeze())
         for k, w, lam, eta, n, dc in grid:
             for s, seed in itertools.product(slices, seeds):
@@ -174,7 +178,7 @@ def main():
         with open(a.json, "w") as f:
             json.dump({"model": os.path.relpath(a.model, ROOT), "slices": slices,
                        "backend": a.backend, "threads": a.threads, "seeds": seeds,
-                       "noise": a.noise,
+                       "noise": a.noise, "accel": a.accel, "acs": a.acs,
                        "rows": rows, "table": table, "fast": fast}, f, indent=1)
 
 
