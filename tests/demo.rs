@@ -6,6 +6,7 @@ use msm::denoiser::OnnxDenoiser;
 use msm::io::npy;
 use msm::mask::Mask;
 use msm::metrics::compare;
+use msm::onnx::meta::DEFAULT_RECON_ETA;
 use msm::recon::zero_filled;
 use msm::sampler::{self, model_partial_kind, NetworkPrior, ReconOptions, SamplerOptions};
 use msm::sense::Sense;
@@ -34,7 +35,7 @@ const MARGIN_DB: f64 = 1.0;
 const NOISELESS_MARGIN_DB: f64 = 0.4;
 
 /// PSNR of a seeded 20-step reconstruction of the shipped example with `model` at its eta
-/// (its `msm.recon_eta`, else 0.85), and of zero-filled.
+/// (its `msm.recon_eta`, else the runtime's default), and of zero-filled.
 fn twenty_step_psnr(model: &str) -> (f64, f64) {
     let path = Path::new(model);
     let net = OnnxDenoiser::load(path).expect("shipped model loads");
@@ -52,7 +53,7 @@ fn twenty_step_psnr(model: &str) -> (f64, f64) {
     let opts = SamplerOptions {
         steps: 20,
         partials: 3,
-        eta: meta.recon_eta(path).unwrap().unwrap_or(0.85),
+        eta: meta.recon_eta(path).unwrap().unwrap_or(DEFAULT_RECON_ETA),
         seed: 7,
         partial: Some(model_partial_kind(&meta)),
         schedule: meta.schedule(path).unwrap(),

@@ -2,6 +2,7 @@
 
 use msm::denoiser::{Backend, OnnxDenoiser};
 use msm::mask::{Acs, PartialKind};
+use msm::onnx::meta::DEFAULT_RECON_ETA;
 use msm::sampler::{Mode, SamplerOptions};
 use msm::{Error, Result};
 use std::path::PathBuf;
@@ -81,14 +82,11 @@ pub enum ModeArg {
     Sequential,
 }
 
-/// DDIM eta of reconstruction when neither the command line nor the model gives one.
-pub const RECON_ETA: f64 = 0.85;
-
 /// What a command samples: it sets the default DDIM eta.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Job {
     /// Posterior sampling: the model's `msm.recon_eta` (a setting measured for it), else
-    /// [`RECON_ETA`].
+    /// [`DEFAULT_RECON_ETA`].
     Reconstruction,
     /// Unconditional generation: 1.0 (DDPM-like moves).
     Generation,
@@ -123,7 +121,7 @@ pub fn load(
                 }
                 eta
             }
-            None => RECON_ETA,
+            None => DEFAULT_RECON_ETA,
         },
     };
     let opts = SamplerOptions {

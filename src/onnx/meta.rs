@@ -59,6 +59,10 @@ pub const SCALE_P99_KEY: &str = "msm.scale_p99";
 /// training (e.g. on tuning slices), which travels with it.
 pub const RECON_ETA_KEY: &str = "msm.recon_eta";
 
+/// DDIM eta of posterior sampling for a model without [`RECON_ETA_KEY`]: MSM.md's reference value
+/// for reconstruction.
+pub const DEFAULT_RECON_ETA: f64 = 0.85;
+
 /// What the network output means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prediction {
