@@ -52,6 +52,12 @@ run r4-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 4 \
     --steps 200 --samples 1 --final-dc 1000
 run r4-noisy-prior --model "$NOISY" --slices 20 --accel 4 \
     --steps 200 --samples 1 --no-bart
+# r4-noisy-prior-dc1000 with MSM's output the mean of 8 posterior samples, each with final
+# DC 1000: on the tuning slices the mean of 4 gains 0.74 dB over 1 sample, 9 of 9
+# (benches/sweep.py --model "$NOISY" --steps 200 --etas 1.0 --final-dc 1000 --samples 1,4
+# --seeds 0,1,2).
+run r4-noisy-prior-dc1000-s8 --model "$NOISY" --slices 20 --accel 4 \
+    --steps 200 --samples 8 --final-dc 1000
 # Noisy scans (std 0.01 per real component, image peak 1): CG-SENSE semi-converges, and MSM's
 # final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
 run r4-noise --model "$NOISELESS" --slices 20 --accel 4 --noise 0.01 \
@@ -89,6 +95,10 @@ run r6-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 6 --steps 200 --s
     --final-dc 1000 --no-bart
 run r8-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 8 --acs 10 --steps 200 \
     --samples 1 --final-dc 1000 --no-bart
+# R = 6 at the final DC the tuning slices pick there (100: +0.42 dB over 10, 9 of 9;
+# benches/sweep.py --model "$NOISY" --accel 6 --steps 200 --final-dc 10,100,1000 --seeds 0,1,2).
+run r6-noisy-prior-dc100 --model "$NOISY" --slices 20 --accel 6 --steps 200 --samples 1 \
+    --final-dc 100 --no-bart
 # The posterior mean of 4 samples at K = 20 (the sweep on tuning slices: +0.5 dB over 1 sample).
 run r4-k20-s4 --model "$NOISELESS" --slices 20 --accel 4 --steps 20 --samples 4 --no-bart
 # PSNR against K and w, sequential against parallel, final data consistency (5 slices, R = 4).
