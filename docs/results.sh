@@ -38,7 +38,7 @@ run() { # name, then demo options
 # The main table: 20 held-out slices, R = 4, every method. CG-SENSE's iterations and BART's
 # lambda and iterations are chosen on the first slice (demo's sweeps), MSM's settings on the
 # tuning slices (benches/sweep.py).
-run r4 --model "$NOISELESS" --slices 20 --accel 4 --steps "$K" --samples 1
+run r4 --model "$NOISELESS" --slices 20 --accel 4 --steps "$K" --samples 1 --final-dc 10
 # The same scans, MSM with 1000 CG iterations of final data consistency: on noiseless scans
 # the tuning slices gain up to there (benches/sweep.py --final-dc 100,300,1000).
 run r4-dc1000 --model "$NOISELESS" --slices 20 --accel 4 \
@@ -51,7 +51,7 @@ run r4-dc1000 --model "$NOISELESS" --slices 20 --accel 4 \
 run r4-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 4 \
     --steps 200 --samples 1 --final-dc 1000
 run r4-noisy-prior --model "$NOISY" --slices 20 --accel 4 \
-    --steps 200 --samples 1 --no-bart
+    --steps 200 --samples 1 --final-dc 10 --no-bart
 # r4-noisy-prior-dc1000 with MSM's output the mean of 8 posterior samples, each with final
 # DC 1000: on the tuning slices the mean of 4 gains 0.74 dB over 1 sample, 9 of 9
 # (benches/sweep.py --model "$NOISY" --steps 200 --etas 1.0 --final-dc 1000 --samples 1,4
@@ -83,14 +83,17 @@ run r4-noise-model-k200-eta1 --model "$NOISY" --slices 20 --accel 4 \
 run r4-noise-model-k200-eta1-s8 --model "$NOISY" --slices 20 --accel 4 \
     --noise 0.01 --steps 200 --eta 1 --samples 8 --final-dc 3 --no-bart
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
-run r6 --model "$NOISELESS" --slices 20 --accel 6 --steps "$K" --samples 1
+run r6 --model "$NOISELESS" --slices 20 --accel 6 --steps "$K" --samples 1 --final-dc 10
 # R = 8 keeps 16 of 128 columns, fewer than the 20 ACS lines used above: 10 ACS lines (the
 # training masks' count) there.
-run r8 --model "$NOISELESS" --slices 20 --accel 8 --acs 10 --steps "$K" --samples 1
+run r8 --model "$NOISELESS" --slices 20 --accel 8 --acs 10 --steps "$K" --samples 1 \
+    --final-dc 10
 # The noisy-data prior (the default model since session 22) at R = 6 and R = 8, at its K = 200
 # and eta 1, final DC 10 (as the noiseless prior's rows above) and 1000 (its best at R = 4).
-run r6-noisy-prior --model "$NOISY" --slices 20 --accel 6 --steps 200 --samples 1 --no-bart
-run r8-noisy-prior --model "$NOISY" --slices 20 --accel 8 --acs 10 --steps 200 --samples 1 --no-bart
+run r6-noisy-prior --model "$NOISY" --slices 20 --accel 6 --steps 200 --samples 1 \
+    --final-dc 10 --no-bart
+run r8-noisy-prior --model "$NOISY" --slices 20 --accel 8 --acs 10 --steps 200 --samples 1 \
+    --final-dc 10 --no-bart
 run r6-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 6 --steps 200 --samples 1 \
     --final-dc 1000 --no-bart
 run r8-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 8 --acs 10 --steps 200 \
@@ -100,31 +103,34 @@ run r8-noisy-prior-dc1000 --model "$NOISY" --slices 20 --accel 8 --acs 10 --step
 run r6-noisy-prior-dc100 --model "$NOISY" --slices 20 --accel 6 --steps 200 --samples 1 \
     --final-dc 100 --no-bart
 # The posterior mean of 4 samples at K = 20 (the sweep on tuning slices: +0.5 dB over 1 sample).
-run r4-k20-s4 --model "$NOISELESS" --slices 20 --accel 4 --steps 20 --samples 4 --no-bart
+run r4-k20-s4 --model "$NOISELESS" --slices 20 --accel 4 --steps 20 --samples 4 \
+    --final-dc 10 --no-bart
 # PSNR against K and w, sequential against parallel, final data consistency (5 slices, R = 4).
 for k in 10 25 50 100 200; do
-    run k$k --model "$NOISELESS" --slices 5 --accel 4 --steps $k --samples 1 --no-bart
+    run k$k --model "$NOISELESS" --slices 5 --accel 4 --steps $k --samples 1 \
+        --final-dc 10 --no-bart
 done
 for w in 1 2 3 4; do
     run w$w --model "$NOISELESS" --slices 5 --accel 4 \
-        --steps "$K" --partials $w --samples 1 --no-bart
+        --steps "$K" --partials $w --samples 1 --final-dc 10 --no-bart
 done
 run sequential --model "$NOISELESS" --slices 5 --accel 4 \
-    --steps "$K" --samples 1 --no-bart --mode sequential
+    --steps "$K" --samples 1 --final-dc 10 --no-bart --mode sequential
 for dc in 0 10; do
     run dc$dc --model "$NOISELESS" --slices 5 --accel 4 \
         --steps "$K" --samples 1 --no-bart --final-dc $dc
 done
 # The same for the noisy-data prior: K at w = 3, and w and sequential mode at its K = 200.
 for k in 10 25 50 100 200; do
-    run noisy-prior-k$k --model "$NOISY" --slices 5 --accel 4 --steps $k --samples 1 --no-bart
+    run noisy-prior-k$k --model "$NOISY" --slices 5 --accel 4 --steps $k --samples 1 \
+        --final-dc 10 --no-bart
 done
 for w in 1 2 4; do
     run noisy-prior-w$w --model "$NOISY" --slices 5 --accel 4 --steps 200 --partials $w \
-        --samples 1 --no-bart
+        --samples 1 --final-dc 10 --no-bart
 done
 run noisy-prior-sequential --model "$NOISY" --slices 5 --accel 4 --steps 200 --samples 1 \
-    --no-bart --mode sequential
+    --final-dc 10 --no-bart --mode sequential
 
 # Collect the mean rows.
 for d in "$OUT"/*/; do

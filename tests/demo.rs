@@ -156,6 +156,11 @@ fn demo_runs_and_writes_table_and_panel() {
     for method in ["zero-filled", "CG-SENSE", "MSM"] {
         assert!(table.contains(method), "table lacks {method}:\n{table}");
     }
+    // Noiseless scans get the tuning slices' final data consistency for them.
+    assert!(
+        table.contains("final DC 1000)"),
+        "MSM row without final DC 1000 on noiseless scans:\n{table}"
+    );
     assert!(out.join("slice0.png").exists(), "panel missing");
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("PSNR"), "table not printed: {stdout}");
@@ -164,6 +169,7 @@ fn demo_runs_and_writes_table_and_panel() {
 /// Runs a two-step demo at noise std 0.01 with `model` and returns its stderr.
 fn noisy_demo_stderr(model: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
     let run = Command::new(env!("CARGO_BIN_EXE_msm"))
         .args([
             "demo",
@@ -177,11 +183,17 @@ fn noisy_demo_stderr(model: &str) -> String {
             "0.01",
         ])
         .args(["--no-bart", "--cg-iters", "5", "--model", model, "--out"])
-        .arg(dir.path().join("demo"))
+        .arg(&out)
         .output()
         .expect("run msm demo");
     let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(run.status.success(), "msm demo failed: {stderr}");
+    // Noisy scans get few final data-consistency iterations (more fit the noise).
+    let table = std::fs::read_to_string(out.join("results.md")).expect("results table");
+    assert!(
+        table.contains("final DC 3)"),
+        "MSM row without final DC 3 on noisy scans:\n{table}"
+    );
     stderr
 }
 

@@ -32,6 +32,13 @@ const BART_ITERS: [usize; 3] = [30, 100, 200];
 /// iterations, noisy data loses after a few (semi-convergence), so the count is chosen as
 /// BART's lambda is.
 const CG_ITERS: [usize; 8] = [5, 10, 20, 50, 100, 200, 500, 1000];
+/// Final data consistency (CG iterations on each MSM sample) on noiseless scans: the best of 10,
+/// 100 and 1000 on the tuning slices at the demo's K = 30 and 2 samples (25.32, 26.99, 28.73 dB)
+/// and at K = 200 (docs/results.md).
+const FINAL_DC_NOISELESS: usize = 1000;
+/// Final data consistency on noisy scans: more iterations fit the noise (the tuning slices' best
+/// of 0, 3, 10 and 30 at noise std 0.01; docs/results.md).
+const FINAL_DC_NOISY: usize = 3;
 
 /// Options of `msm demo`.
 #[derive(clap::Args, Debug)]
@@ -67,9 +74,10 @@ pub struct Args {
     /// slice).
     #[arg(long)]
     pub cg_iters: Option<usize>,
-    /// CG iterations of final data consistency on each MSM sample (0: none).
-    #[arg(long, default_value_t = ReconOptions::default().final_dc)]
-    pub final_dc: usize,
+    /// CG iterations of final data consistency on each MSM sample (0: none; default: 1000 on
+    /// noiseless scans, 3 on noisy ones).
+    #[arg(long)]
+    pub final_dc: Option<usize>,
     /// Skip BART even when it is installed.
     #[arg(long)]
     pub no_bart: bool,
@@ -302,14 +310,18 @@ pub fn run(a: Args) -> Result<()> {
             samples: a.samples.max(1),
             lambda: a.lambda,
             scale_target: meta.scale_p99(&a.sampler.model)?,
-            final_dc: a.final_dc,
+            final_dc: a.final_dc.unwrap_or(if a.noise > 0.0 {
+                FINAL_DC_NOISY
+            } else {
+                FINAL_DC_NOISELESS
+            }),
         };
         let msm_out = sampler::reconstruct(&prior, &op, acq.kspace.view(), &mask, &sopts, &ropts)?;
         bar.finish_and_clear();
         rows.push(row(
             &format!(
-                "MSM (K={}, w={}, eta {}, {} samples)",
-                sopts.steps, sopts.partials, sopts.eta, ropts.samples
+                "MSM (K={}, w={}, eta {}, {} samples, final DC {})",
+                sopts.steps, sopts.partials, sopts.eta, ropts.samples, ropts.final_dc
             ),
             reference,
             &msm_out.mean,
