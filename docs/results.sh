@@ -58,6 +58,10 @@ run r4-noisy-prior --model "$NOISY" --slices 20 --accel 4 \
 # --seeds 0,1,2).
 run r4-noisy-prior-dc1000-s8 --model "$NOISY" --slices 20 --accel 4 \
     --steps 200 --samples 8 --final-dc 1000
+# `msm demo`'s own MSM settings since session 23 (K = 30, 2 samples, final DC 1000 on noiseless
+# scans; the executor is this script's BACKEND): the quick look, on all 20 slices.
+run r4-demo-default --model "$NOISY" --slices 20 --accel 4 --steps 30 --samples 2 \
+    --final-dc 1000 --no-bart
 # Noisy scans (std 0.01 per real component, image peak 1): CG-SENSE semi-converges, and MSM's
 # final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
 run r4-noise --model "$NOISELESS" --slices 20 --accel 4 --noise 0.01 \
