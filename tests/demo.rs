@@ -166,7 +166,8 @@ fn demo_runs_and_writes_table_and_panel() {
     assert!(stdout.contains("PSNR"), "table not printed: {stdout}");
 }
 
-/// Runs a two-step demo at noise std 0.01 with `model` and returns its stderr.
+/// Runs a two-step demo at noise std 0.01 with `model`, checks that its MSM row used the
+/// noisy-scan final data consistency, and returns its stderr.
 fn noisy_demo_stderr(model: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");

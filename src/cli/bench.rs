@@ -9,6 +9,7 @@ use super::progress;
 use msm::denoiser::{Backend, Denoiser, OnnxDenoiser};
 use msm::mask::{Acs, Mask};
 use msm::metrics::compare;
+use msm::onnx::meta::DEFAULT_RECON_ETA;
 use msm::recon::zero_filled;
 use msm::sampler::{self, model_partial_kind, pack, NetworkPrior, ReconOptions, SamplerOptions};
 use msm::sense::Sense;
@@ -224,7 +225,7 @@ pub fn run(a: Args) -> Result<()> {
                 let opts = SamplerOptions {
                     steps: a.steps,
                     partials: a.partials,
-                    eta: 0.85,
+                    eta: DEFAULT_RECON_ETA,
                     seed: 0,
                     partial: Some(model_partial_kind(&meta)),
                     schedule: schedule.clone(),

@@ -207,6 +207,11 @@ pub fn run(a: Args) -> Result<()> {
     let mut bart_setting = None;
     let mut cg_iters = a.cg_iters;
     let mut table: Vec<(String, Vec<Row>)> = Vec::new();
+    let final_dc = a.final_dc.unwrap_or(if a.noise > 0.0 {
+        FINAL_DC_NOISY
+    } else {
+        FINAL_DC_NOISELESS
+    });
     for (si, (label, image)) in slices.iter().enumerate() {
         let sim = SimOptions {
             height: h,
@@ -310,11 +315,7 @@ pub fn run(a: Args) -> Result<()> {
             samples: a.samples.max(1),
             lambda: a.lambda,
             scale_target: meta.scale_p99(&a.sampler.model)?,
-            final_dc: a.final_dc.unwrap_or(if a.noise > 0.0 {
-                FINAL_DC_NOISY
-            } else {
-                FINAL_DC_NOISELESS
-            }),
+            final_dc,
         };
         let msm_out = sampler::reconstruct(&prior, &op, acq.kspace.view(), &mask, &sopts, &ropts)?;
         bar.finish_and_clear();
