@@ -1,7 +1,9 @@
 //! Image quality metrics as `shared/DATA.md` defines them, computed on magnitude images:
 //! PSNR with peak = max of the reference, SSIM (Gaussian window 11, sigma 1.5, K1 = 0.01,
-//! K2 = 0.03, data range = reference max, mean over the region the window fits), and NMSE.
-//! Optional least-squares complex scaling of the image onto the reference.
+//! K2 = 0.03, data range = reference max, mean over the region the window fits), the same SSIM
+//! averaged over the object only (window centres where the reference is at least
+//! [`OBJECT_THRESHOLD`] of its maximum), and NMSE. Optional least-squares complex scaling of
+//! the image onto the reference.
 
 use crate::{Error, Result, C32};
 use ndarray::{Array2, ArrayView2, Zip};
@@ -13,6 +15,10 @@ pub struct Quality {
     pub psnr: f64,
     /// Structural similarity in [-1, 1].
     pub ssim: f64,
+    /// The same SSIM map averaged over the object only (see [`ssim_object`]): the near-zero
+    /// background, where SSIM's small constants make any residual count as a large loss,
+    /// left out.
+    pub ssim_object: f64,
     /// Normalised mean squared error `||ref - img||^2 / ||ref||^2` on magnitudes.
     pub nmse: f64,
 }
@@ -53,6 +59,7 @@ pub fn compare(reference: ArrayView2<C32>, image: ArrayView2<C32>, scale: bool) 
     Ok(Quality {
         psnr: psnr(r.view(), x.view()),
         ssim: ssim(r.view(), x.view()),
+        ssim_object: ssim_object(r.view(), x.view()),
         nmse: nmse(r.view(), x.view()),
     })
 }
@@ -82,10 +89,47 @@ pub fn nmse(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
 /// (as `skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
 /// use_sample_covariance=False)` does after cropping its border).
 pub fn ssim(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
+    match ssim_map(reference, image) {
+        Some(m) => m.mean().unwrap_or(f64::NAN),
+        None => f64::NAN,
+    }
+}
+
+/// Fraction of the reference's maximum above which a pixel counts as object for
+/// [`ssim_object`].
+pub const OBJECT_THRESHOLD: f64 = 0.1;
+
+/// [`ssim`]'s map averaged over the window centres where the reference is at least
+/// [`OBJECT_THRESHOLD`] of its maximum (NaN when there are none): SSIM of the object, without
+/// the background, where the reference is near zero and SSIM's constants (1% and 3% of the
+/// range) make any residual there a large loss however small its share of the error.
+pub fn ssim_object(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
+    const RADIUS: usize = 5;
+    let Some(map) = ssim_map(reference, image) else {
+        return f64::NAN;
+    };
+    let peak = reference.iter().cloned().fold(0.0, f64::max);
+    let (mut total, mut count) = (0.0, 0usize);
+    for ((i, j), &v) in map.indexed_iter() {
+        if reference[(i + RADIUS, j + RADIUS)] >= OBJECT_THRESHOLD * peak {
+            total += v;
+            count += 1;
+        }
+    }
+    if count == 0 {
+        f64::NAN
+    } else {
+        total / count as f64
+    }
+}
+
+/// The SSIM map over the window centres where the 11-tap window fits (`(h - 10) x (w - 10)`),
+/// or `None` for an image smaller than the window.
+fn ssim_map(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> Option<Array2<f64>> {
     const RADIUS: usize = 5;
     let (h, w) = reference.dim();
     if h <= 2 * RADIUS || w <= 2 * RADIUS {
-        return f64::NAN;
+        return None;
     }
     let range = reference.iter().cloned().fold(0.0, f64::max);
     let c1 = (0.01 * range).powi(2);
@@ -118,18 +162,18 @@ pub fn ssim(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
     let mxx = filt(&(&x * &x));
     let myy = filt(&(&y * &y));
     let mxy = filt(&(&x * &y));
-    let mut total = 0.0;
-    Zip::from(&mx)
-        .and(&my)
-        .and(&mxx)
-        .and(&myy)
-        .and(&mxy)
-        .for_each(|&mx, &my, &mxx, &myy, &mxy| {
-            let vx = mxx - mx * mx;
-            let vy = myy - my * my;
-            let cxy = mxy - mx * my;
-            total += ((2.0 * mx * my + c1) * (2.0 * cxy + c2))
-                / ((mx * mx + my * my + c1) * (vx + vy + c2));
-        });
-    total / mx.len() as f64
+    Some(
+        Zip::from(&mx)
+            .and(&my)
+            .and(&mxx)
+            .and(&myy)
+            .and(&mxy)
+            .map_collect(|&mx, &my, &mxx, &myy, &mxy| {
+                let vx = mxx - mx * mx;
+                let vy = myy - my * my;
+                let cxy = mxy - mx * my;
+                ((2.0 * mx * my + c1) * (2.0 * cxy + c2))
+                    / ((mx * mx + my * my + c1) * (vx + vy + c2))
+            }),
+    )
 }

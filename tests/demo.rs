@@ -156,6 +156,10 @@ fn demo_runs_and_writes_table_and_panel() {
     for method in ["zero-filled", "CG-SENSE", "MSM"] {
         assert!(table.contains(method), "table lacks {method}:\n{table}");
     }
+    assert!(
+        table.contains("| SSIM | SSIM (object) | NMSE |"),
+        "table lacks the object SSIM column:\n{table}"
+    );
     // Noiseless scans get the tuning slices' final data consistency for them.
     assert!(
         table.contains("final DC 1000)"),

@@ -31,15 +31,28 @@ pub fn run(a: Args) -> Result<()> {
         )
     })?;
     if a.json {
+        // NaN (an image smaller than the SSIM window) is not JSON: null instead.
+        let num = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.6}")
+            } else {
+                "null".to_string()
+            }
+        };
         println!(
-            "{{\"psnr\": {:.4}, \"ssim\": {:.6}, \"nmse\": {:.6e}, \"scaled\": {}}}",
-            q.psnr, q.ssim, q.nmse, a.scale
+            "{{\"psnr\": {:.4}, \"ssim\": {}, \"ssim_object\": {}, \"nmse\": {:.6e}, \"scaled\": {}}}",
+            q.psnr,
+            num(q.ssim),
+            num(q.ssim_object),
+            q.nmse,
+            a.scale
         );
     } else {
         println!(
-            "PSNR {:.2} dB  SSIM {:.4}  NMSE {:.4e}  (magnitude, peak = reference max, {})",
+            "PSNR {:.2} dB  SSIM {:.4}  SSIM (object) {:.4}  NMSE {:.4e}  (magnitude, peak = reference max, {})",
             q.psnr,
             q.ssim,
+            q.ssim_object,
             q.nmse,
             if a.scale {
                 "least-squares complex scaling"
