@@ -56,10 +56,11 @@ pub fn compare(reference: ArrayView2<C32>, image: ArrayView2<C32>, scale: bool) 
     };
     let r = reference.mapv(|v| v.norm() as f64);
     let x = image.mapv(|v| (v * a).norm() as f64);
+    let map = ssim_map(r.view(), x.view());
     Ok(Quality {
         psnr: psnr(r.view(), x.view()),
-        ssim: ssim(r.view(), x.view()),
-        ssim_object: ssim_object(r.view(), x.view()),
+        ssim: map.as_ref().map_or(f64::NAN, whole_mean),
+        ssim_object: map.as_ref().map_or(f64::NAN, |m| object_mean(m, r.view())),
         nmse: nmse(r.view(), x.view()),
     })
 }
@@ -89,10 +90,9 @@ pub fn nmse(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
 /// (as `skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
 /// use_sample_covariance=False)` does after cropping its border).
 pub fn ssim(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
-    match ssim_map(reference, image) {
-        Some(m) => m.mean().unwrap_or(f64::NAN),
-        None => f64::NAN,
-    }
+    ssim_map(reference, image)
+        .as_ref()
+        .map_or(f64::NAN, whole_mean)
 }
 
 /// Fraction of the reference's maximum above which a pixel counts as object for
@@ -104,10 +104,22 @@ pub const OBJECT_THRESHOLD: f64 = 0.1;
 /// the background, where the reference is near zero and SSIM's constants (1% and 3% of the
 /// range) make any residual there a large loss however small its share of the error.
 pub fn ssim_object(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
-    const RADIUS: usize = 5;
-    let Some(map) = ssim_map(reference, image) else {
-        return f64::NAN;
-    };
+    ssim_map(reference, image)
+        .as_ref()
+        .map_or(f64::NAN, |m| object_mean(m, reference))
+}
+
+/// Half the SSIM window: 11 taps.
+const RADIUS: usize = 5;
+
+/// The mean of an SSIM map (NaN for an empty one).
+fn whole_mean(map: &Array2<f64>) -> f64 {
+    map.mean().unwrap_or(f64::NAN)
+}
+
+/// The mean of an SSIM map over the window centres where `reference` is at least
+/// [`OBJECT_THRESHOLD`] of its maximum (NaN when there are none).
+fn object_mean(map: &Array2<f64>, reference: ArrayView2<f64>) -> f64 {
     let peak = reference.iter().cloned().fold(0.0, f64::max);
     let (mut total, mut count) = (0.0, 0usize);
     for ((i, j), &v) in map.indexed_iter() {
@@ -126,7 +138,6 @@ pub fn ssim_object(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> f64 {
 /// The SSIM map over the window centres where the 11-tap window fits (`(h - 10) x (w - 10)`),
 /// or `None` for an image smaller than the window.
 fn ssim_map(reference: ArrayView2<f64>, image: ArrayView2<f64>) -> Option<Array2<f64>> {
-    const RADIUS: usize = 5;
     let (h, w) = reference.dim();
     if h <= 2 * RADIUS || w <= 2 * RADIUS {
         return None;
