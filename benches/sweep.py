@@ -15,6 +15,8 @@ the reference, peak = the reference's maximum.
     python3 benches/sweep.py --seeds 0,1,2 --backend native-fast --json docs/fast_preset.json
                                                                      # K x w (the fast preset)
     python3 benches/sweep.py --steps 20 --partials 3 --lambdas 1,2 --samples 1,4 --json x.json
+    python3 benches/sweep.py --steps 30 --samples 2 --final-dc 10,100 --maps espirit
+                                     # with ESPIRiT maps from the ACS instead of the true maps
 
 Needs a release build (target/release/msm), numpy and mricron-data. About 5 minutes on
 2 cores with native-bf16, about 12 with native.
@@ -83,6 +85,11 @@ def main():
     ap.add_argument("--acs", type=int, default=20, help="ACS lines of the simulated scans")
     ap.add_argument("--noise", type=float, default=0.0,
                     help="measurement noise std of the simulated scans (image peak 1)")
+    ap.add_argument("--maps", choices=["true", "espirit"], default="true",
+                    help="coil maps every reconstruction uses: the simulation's own (true) or "
+                         "ESPIRiT maps estimated from the ACS by `msm ecalib` (as on real scans)")
+    ap.add_argument("--crop", type=float, default=0.8,
+                    help="ESPIRiT crop threshold with --maps espirit (BART's default 0.8)")
     ap.add_argument("--tolerance", type=float, default=0.3, help="dB below the reference")
     ap.add_argument("--json", help="write every figure here")
     a = ap.parse_args()
@@ -106,12 +113,17 @@ def main():
             prefix = os.path.join(tmp, f"s{s}")
             run([MSM, "simulate", a.volume, prefix, "--slice", str(s), "--accel", str(a.accel),
                  "--acs", str(a.acs), "--seed", str(1000 + s), "--noise", str(a.noise)])
-            refs[s] = (prefix, read_cfl(prefix + "_ref").squeeze())
+            maps = prefix + "_maps"
+            if a.maps == "espirit":
+                maps = prefix + "_espirit"
+                run([MSM, "ecalib", prefix + "_ksp.cfl", maps, "--mask", prefix + "_mask.cfl",
+                     "--crop", str(a.crop)])
+            refs[s] = (prefix, maps, read_cfl(prefix + "_ref").squeeze())
         for k, w, lam, eta, n, dc in grid:
             for s, seed in itertools.product(slices, seeds):
-                prefix, ref = refs[s]
+                prefix, maps, ref = refs[s]
                 out = os.path.join(tmp, f"r{s}_{seed}_{k}_{w}_{lam}_{eta}_{n}_{dc}.npy")
-                cmd = [MSM, "reconstruct", prefix + "_ksp", prefix + "_maps", out,
+                cmd = [MSM, "reconstruct", prefix + "_ksp", maps, out,
                        "--mask", prefix + "_mask", "--model", a.model, "--steps", str(k),
                        "--partials", str(w), "--samples", str(n), "--lambda", str(lam),
                        "--seed", str(seed), "--backend", a.backend]

@@ -67,6 +67,21 @@ run r4-demo-default --model "$NOISY" --slices 20 --accel 4 --steps 30 --samples 
 # Its table also has every method's SSIM over the object only (column "SSIM (object)").
 run r4-k30-s8 --model "$NOISY" --slices 20 --accel 4 --steps 30 --samples 8 \
     --final-dc 1000
+# Every method with ESPIRiT maps estimated from each scan's 20 ACS lines (BART ecalib's defaults,
+# crop 0.8), as on real scans, instead of the simulation's true maps (session 25). The maps' error
+# acts as noise: CG-SENSE semi-converges (its iterations are chosen on the first slice as always)
+# and MSM's final DC is 100 (the tuning slices' best of 10, 30, 100, 300; benches/sweep.py
+# --maps espirit). Then the same with the mean of 8 samples.
+run r4-espirit --model "$NOISY" --slices 20 --accel 4 --steps 30 --samples 2 \
+    --final-dc 100 --maps-method espirit
+run r4-espirit-s8 --model "$NOISY" --slices 20 --accel 4 --steps 30 --samples 8 \
+    --final-dc 100 --maps-method espirit
+# Noisy scans (std 0.01) with the demo's K = 30 and 2 samples (final DC 3, the noisy-scan pick),
+# with the true maps and with ESPIRiT maps.
+run r4-noise-k30 --model "$NOISY" --slices 20 --accel 4 --noise 0.01 --steps 30 --samples 2 \
+    --final-dc 3
+run r4-noise-espirit --model "$NOISY" --slices 20 --accel 4 --noise 0.01 --steps 30 \
+    --samples 2 --final-dc 3 --maps-method espirit
 # Noisy scans (std 0.01 per real component, image peak 1): CG-SENSE semi-converges, and MSM's
 # final DC is 3 iterations (the tuning slices' best of 0, 3, 10, 30 at this noise).
 run r4-noise --model "$NOISELESS" --slices 20 --accel 4 --noise 0.01 \
