@@ -5,7 +5,7 @@
 # Needs mricron-data and bart (sudo apt-get install -y mricron-data bart) and a release build.
 # Usage: [BACKEND=native-bf16] [ONLY="r4 r6 ..."] bash docs/results.sh [OUT_DIR]
 # (ONLY: run just the named settings.)
-# Every setting: about 4 hours on 2 cores with native-fast (the noisy-data prior's K = 200 runs
+# Every setting: about 4.5 hours on 2 cores with native-fast (the noisy-data prior's K = 200 runs
 # and 8-sample means are most of it); docs/results.md says which executor made each table. A
 # setting whose OUT_DIR/NAME/results.md exists from an earlier run is kept, so an interrupted
 # run continues where it stopped.

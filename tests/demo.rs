@@ -284,3 +284,39 @@ fn demo_reconstructs_with_espirit_maps_from_the_acs() {
         "CG-SENSE with ESPIRiT maps {cg_esp} dB, zero-filled {zf} dB"
     );
 }
+
+#[test]
+fn demo_map_estimation_failure_is_a_clear_error_without_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    // A 2-line calibration region cannot hold a 3x3 ESPIRiT kernel.
+    let run = Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args([
+            "demo",
+            "--maps-method",
+            "espirit",
+            "--kernel",
+            "3",
+            "--calib",
+            "2",
+        ])
+        .args(["--no-bart", "--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run msm demo");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "msm demo succeeded: {stderr}");
+    assert!(
+        stderr.contains("coil maps of axial 90") && stderr.contains("kernel is 3x3"),
+        "the error does not name the slice and the problem: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "msm demo panicked: {stderr}");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "msm demo left {left:?} in {}",
+        out.display()
+    );
+}

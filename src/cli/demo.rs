@@ -212,7 +212,12 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("note: {note}");
     }
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
-    let work = tempfile_dir(&a.out)?;
+    // BART's input and output files; removed when dropped, on an error as well.
+    let scratch = tempfile::Builder::new()
+        .prefix(".work-")
+        .tempdir_in(&a.out)
+        .map_err(|e| Error::io(&a.out, e))?;
+    let work = scratch.path();
     let prior = NetworkPrior::new(net);
     let mut bart_setting = None;
     let mut cg_iters = a.cg_iters;
@@ -301,7 +306,7 @@ pub fn run(a: Args) -> Result<()> {
                     let mut best = (f64::NEG_INFINITY, (BART_LAMBDAS[0], BART_ITERS[0]));
                     for &l in &BART_LAMBDAS {
                         for &n in &BART_ITERS {
-                            let img = bart_pics(&work, l, n)?;
+                            let img = bart_pics(work, l, n)?;
                             let q = compare(reference.view(), img.view(), true)?;
                             eprintln!(
                                 "BART l1-wavelet lambda {l}, {n} iterations: {:.2} dB",
@@ -319,7 +324,7 @@ pub fn run(a: Args) -> Result<()> {
                 }
             };
             let t = Instant::now();
-            let img = bart_pics(&work, lambda, iters)?;
+            let img = bart_pics(work, lambda, iters)?;
             rows.push(row(
                 &format!("BART l1-wavelet ({lambda}, {iters} it.)"),
                 reference,
@@ -358,7 +363,6 @@ pub fn run(a: Args) -> Result<()> {
         write_panel(&a.out, si, reference, &images, &msm_out.std)?;
         table.push((label.clone(), rows));
     }
-    let _ = std::fs::remove_dir_all(&work);
     let text = format_table(&table, &maps_note);
     println!("{text}");
     let results = a.out.join("results.md");
@@ -379,12 +383,6 @@ fn row(method: &str, reference: &Array2<C32>, image: &Array2<C32>, t: Instant) -
         quality: compare(reference.view(), image.view(), true)?,
         seconds,
     })
-}
-
-fn tempfile_dir(out: &Path) -> Result<PathBuf> {
-    let dir = out.join(format!(".work-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    Ok(dir)
 }
 
 /// Panel: top row reference and each method (LS-scaled magnitudes, one window), bottom row
