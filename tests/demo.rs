@@ -14,7 +14,7 @@ use msm::simulate::{simulate, SimOptions};
 use ndarray::Ix2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The default model (`msm demo`, `msm reconstruct`): the prior fine-tuned on noisy
@@ -141,18 +141,48 @@ fn shipped_models_load_and_match_their_cards() {
     }
 }
 
+/// A finished `msm demo` run: its output folder (inside a temporary folder removed on drop),
+/// exit status and stderr.
+struct DemoRun {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl DemoRun {
+    /// Runs `msm demo` with `args` and a fresh `--out` folder.
+    fn new(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("demo");
+        let run = Command::new(env!("CARGO_BIN_EXE_msm"))
+            .arg("demo")
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run msm demo");
+        DemoRun {
+            _dir: dir,
+            out,
+            status: run.status,
+            stdout: String::from_utf8_lossy(&run.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&run.stderr).into_owned(),
+        }
+    }
+
+    /// The results table of a run that must have succeeded.
+    fn table(&self) -> String {
+        assert!(self.status.success(), "msm demo failed: {}", self.stderr);
+        std::fs::read_to_string(self.out.join("results.md")).expect("results table")
+    }
+}
+
 #[test]
 fn demo_runs_and_writes_table_and_panel() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo");
-    let run = Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args(["demo", "--slices", "1", "--steps", "10", "--quiet", "--out"])
-        .arg(&out)
-        .output()
-        .expect("run msm demo");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "msm demo failed: {stderr}");
-    let table = std::fs::read_to_string(out.join("results.md")).expect("results table");
+    let run = DemoRun::new(&["--slices", "1", "--steps", "10", "--quiet"]);
+    let table = run.table();
     for method in ["zero-filled", "CG-SENSE", "MSM"] {
         assert!(table.contains(method), "table lacks {method}:\n{table}");
     }
@@ -165,41 +195,40 @@ fn demo_runs_and_writes_table_and_panel() {
         table.contains("final DC 1000)"),
         "MSM row without final DC 1000 on noiseless scans:\n{table}"
     );
-    assert!(out.join("slice0.png").exists(), "panel missing");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(stdout.contains("PSNR"), "table not printed: {stdout}");
+    assert!(run.out.join("slice0.png").exists(), "panel missing");
+    assert!(
+        run.stdout.contains("PSNR"),
+        "table not printed: {}",
+        run.stdout
+    );
 }
 
-/// Runs a two-step demo at noise std 0.01 with `model`, checks that its MSM row used the
+/// Runs a two-step, one-sample demo of one slice without BART, with `extra` arguments.
+fn quick_demo(extra: &[&str]) -> DemoRun {
+    let mut args = vec![
+        "--slices",
+        "1",
+        "--steps",
+        "2",
+        "--samples",
+        "1",
+        "--no-bart",
+    ];
+    args.extend(extra);
+    DemoRun::new(&args)
+}
+
+/// Runs a quick demo at noise std 0.01 with `model`, checks that its MSM row used the
 /// noisy-scan final data consistency, and returns its stderr.
 fn noisy_demo_stderr(model: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo");
-    let run = Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args([
-            "demo",
-            "--slices",
-            "1",
-            "--steps",
-            "2",
-            "--samples",
-            "1",
-            "--noise",
-            "0.01",
-        ])
-        .args(["--no-bart", "--cg-iters", "5", "--model", model, "--out"])
-        .arg(&out)
-        .output()
-        .expect("run msm demo");
-    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
-    assert!(run.status.success(), "msm demo failed: {stderr}");
+    let run = quick_demo(&["--noise", "0.01", "--cg-iters", "5", "--model", model]);
+    let table = run.table();
     // Noisy scans get few final data-consistency iterations (more fit the noise).
-    let table = std::fs::read_to_string(out.join("results.md")).expect("results table");
     assert!(
         table.contains("final DC 3)"),
         "MSM row without final DC 3 on noisy scans:\n{table}"
     );
-    stderr
+    run.stderr
 }
 
 #[test]
@@ -223,24 +252,6 @@ fn demo_points_noisy_scans_to_the_noisy_data_prior() {
     );
 }
 
-/// Runs a two-step, one-sample demo without BART, CG-SENSE fixed at 50 iterations, with
-/// `extra` arguments; returns its results table.
-fn quick_demo_table(extra: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo");
-    let run = Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args(["demo", "--slices", "1", "--steps", "2", "--samples", "1"])
-        .args(["--no-bart", "--cg-iters", "50", "--quiet"])
-        .args(extra)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run msm demo");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "msm demo failed: {stderr}");
-    std::fs::read_to_string(out.join("results.md")).expect("results table")
-}
-
 /// The PSNR column of the first row of `table` whose method starts with `method`.
 fn psnr_of(table: &str, method: &str) -> f64 {
     let row = table
@@ -256,8 +267,9 @@ fn psnr_of(table: &str, method: &str) -> f64 {
 
 #[test]
 fn demo_reconstructs_with_espirit_maps_from_the_acs() {
-    let truth = quick_demo_table(&[]);
-    let esp = quick_demo_table(&["--maps-method", "espirit"]);
+    // CG-SENSE fixed at 50 iterations in both runs.
+    let truth = quick_demo(&["--cg-iters", "50", "--quiet"]).table();
+    let esp = quick_demo(&["--cg-iters", "50", "--quiet", "--maps-method", "espirit"]).table();
     assert!(
         truth.contains("Coil maps of every method: the simulation's true birdcage maps"),
         "true-maps run does not say so:\n{truth}"
@@ -287,36 +299,30 @@ fn demo_reconstructs_with_espirit_maps_from_the_acs() {
 
 #[test]
 fn demo_map_estimation_failure_is_a_clear_error_without_leftovers() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo");
     // A 2-line calibration region cannot hold a 3x3 ESPIRiT kernel.
-    let run = Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args([
-            "demo",
-            "--maps-method",
-            "espirit",
-            "--kernel",
-            "3",
-            "--calib",
-            "2",
-        ])
-        .args(["--no-bart", "--quiet", "--out"])
-        .arg(&out)
-        .output()
-        .expect("run msm demo");
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let run = DemoRun::new(&[
+        "--maps-method",
+        "espirit",
+        "--kernel",
+        "3",
+        "--calib",
+        "2",
+        "--no-bart",
+        "--quiet",
+    ]);
+    let stderr = &run.stderr;
     assert!(!run.status.success(), "msm demo succeeded: {stderr}");
     assert!(
         stderr.contains("coil maps of axial 90") && stderr.contains("kernel is 3x3"),
         "the error does not name the slice and the problem: {stderr}"
     );
     assert!(!stderr.contains("panicked"), "msm demo panicked: {stderr}");
-    let left: Vec<_> = std::fs::read_dir(&out)
+    let left: Vec<_> = std::fs::read_dir(&run.out)
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(
         left.is_empty(),
         "msm demo left {left:?} in {}",
-        out.display()
+        run.out.display()
     );
 }
