@@ -142,7 +142,7 @@ fn shipped_models_load_and_match_their_cards() {
 }
 
 /// A finished `msm demo` run: its output folder (inside a temporary folder removed on drop),
-/// exit status and stderr.
+/// exit status, stdout and stderr.
 struct DemoRun {
     _dir: tempfile::TempDir,
     out: PathBuf,
