@@ -27,7 +27,10 @@ What is the same as msm-train (export/src)
 
 What differs
     - the network runs under bf16 autocast on CUDA (`--amp`; weights, optimizer, EMA and the
-      measurement-domain loss in f32); on the CPU everything is f32;
+      measurement-domain loss in f32); on the CPU only when the config's `precision` is
+      `bf16` or `--amp on` (autocast also puts the attention's products and the linear layers
+      in bf16, where msm-train's `precision` covers the 2-D convolutions only); the checkpoint's
+      config records `precision` as run;
     - `--time-budget S` fixes the number of steps from the step rate timed over steps 6..45
       (the config's `steps`, and a cosine decay over the last `--decay-fraction` of the run,
       are rewritten at step 45, and the checkpoint records them); `--hard-limit S` stops and
@@ -105,6 +108,7 @@ def default_config():
         "sure_weight": 0.05,
         "checkpoint_every": 500,
         "log_every": 10,
+        "precision": "f32",
         "init_from": None,
     }
 
@@ -741,7 +745,7 @@ def main(argv=None):
     ap.add_argument("--volume", help="override data.volume (the NIfTI magnitude volume)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, help="override the total number of steps")
-    ap.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast for the network (auto: on for CUDA)")
+    ap.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast for the network (auto: on for CUDA, and where the config's precision is bf16)")
     ap.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto", help="channels-last weights and inputs (auto: on for CUDA)")
     ap.add_argument("--time-budget", type=float, help="seconds of training: sets steps from the measured step rate")
     ap.add_argument("--calibrate-steps", type=int, default=40, help="steps timed before --time-budget fixes the total")
@@ -787,7 +791,10 @@ def main(argv=None):
         raise SystemExit(f"{args.init_from}: checkpoint holds a different architecture (`unet` section) than the config")
 
     dev = torch.device(args.device)
-    amp = dev.type == "cuda" if args.amp == "auto" else args.amp == "on"
+    if cfg["precision"] not in ("f32", "bf16"):
+        raise SystemExit(f"config: precision `{cfg['precision']}`; expected f32 or bf16")
+    amp = (dev.type == "cuda" or cfg["precision"] == "bf16") if args.amp == "auto" else args.amp == "on"
+    cfg["precision"] = "bf16" if amp else "f32"
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

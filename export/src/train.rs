@@ -18,7 +18,7 @@ use crate::config::UNetConfig;
 use crate::data::{mix_seed, to_batch, DataConfig, Loader};
 use crate::loss::{msm_loss, LossOptions};
 use crate::onnx::emit::Weights;
-use crate::unet::UNet;
+use crate::unet::{Precision, UNet};
 use msm::schedule::Schedule;
 use msm::{Error, Result};
 
@@ -65,6 +65,10 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Print and log a progress line every this many steps.
     pub log_every: u64,
+    /// Number format of the network's convolutions (`"f32"` or `"bf16"` mixed precision,
+    /// about twice as fast on CPUs with AMX; see [`Precision`]). A run may be resumed in the
+    /// other one.
+    pub precision: Precision,
     /// Where the run's weights started when it did not start from `seed`'s initialisation: the
     /// checkpoint whose EMA weights [`Trainer::init_from`] copied (provenance, for the card).
     pub init_from: Option<String>,
@@ -92,6 +96,7 @@ impl Default for TrainConfig {
             sure_weight: 0.05,
             checkpoint_every: 500,
             log_every: 10,
+            precision: Precision::F32,
             init_from: None,
         }
     }
@@ -224,7 +229,8 @@ impl Trainer {
             let _rng = TCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
             tch::manual_seed(cfg.seed as i64);
             let vs = nn::VarStore::new(Device::Cpu);
-            let net = UNet::new(&vs.root(), &cfg.unet)?;
+            let mut net = UNet::new(&vs.root(), &cfg.unet)?;
+            net.set_precision(cfg.precision);
             (vs, net)
         };
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -434,6 +440,7 @@ impl Trainer {
         same.lr_decay_from = cfg.lr_decay_from;
         same.checkpoint_every = cfg.checkpoint_every;
         same.log_every = cfg.log_every;
+        same.precision = cfg.precision;
         same.init_from = cfg.init_from.clone();
         if &same != cfg {
             return Err(Error::format(
@@ -499,6 +506,18 @@ impl Trainer {
             .open(&log_path)
             .map_err(|e| Error::io(&log_path, e))?;
         let ckpt = checkpoint_path(out);
+        if self.step < self.cfg.steps {
+            let precision = match self.cfg.precision {
+                Precision::F32 => "f32",
+                Precision::Bf16 => "bf16 (mixed precision)",
+            };
+            writeln!(
+                log,
+                "# steps {}..{}: convolutions in {precision}",
+                self.step, self.cfg.steps
+            )
+            .map_err(|e| Error::io(&log_path, e))?;
+        }
         let mut window = (Instant::now(), 0u64, 0.0f64);
         while self.step < self.cfg.steps {
             let st = self.train_step()?;

@@ -1,6 +1,7 @@
 //! The guided-diffusion `UNetModel` in tch, with the same parameter names and shapes as its
 //! PyTorch `state_dict` (`time_embed.0.weight`, `input_blocks.1.0.in_layers.2.weight`, ...).
 
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
@@ -23,11 +24,65 @@ pub fn timestep_embedding(t: &Tensor, dim: usize) -> Tensor {
     }
 }
 
+/// The number format the network's 2-D convolutions compute in.
+///
+/// `Bf16` is mixed precision, like PyTorch's CPU autocast for convolutions except that each
+/// returns f32: each convolution rounds its input, weights and bias to bf16; the parameters, their
+/// gradients, the optimizer state and the EMA stay f32, and the normalisations, attention,
+/// embeddings and losses run in f32. On CPUs with bf16 units (AMX, AVX512-BF16) libtorch's
+/// oneDNN convolutions then run on them; elsewhere they are emulated and slower than f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// 2-D convolutions in bf16 with f32 results (mixed precision).
+    Bf16,
+}
+
+impl Precision {
+    fn kind(self) -> Kind {
+        match self {
+            Precision::F32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
+/// A 2-D convolution that remembers its stride (tch keeps its own config private), so that it
+/// can also run in another number format. Padding is "same" (`kernel / 2`).
+#[derive(Debug)]
+struct Conv {
+    c: nn::Conv2D,
+    stride: i64,
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor, kind: Kind) -> Tensor {
+        if kind == Kind::Float {
+            return self.c.forward(x);
+        }
+        let pad = self.c.ws.size()[2] / 2;
+        let bias = self.c.bs.as_ref().map(|b| b.to_kind(kind));
+        x.to_kind(kind)
+            .conv2d(
+                &self.c.ws.to_kind(kind),
+                bias.as_ref(),
+                [self.stride; 2],
+                [pad; 2],
+                [1, 1],
+                1,
+            )
+            .to_kind(Kind::Float)
+    }
+}
+
 fn group_norm(p: nn::Path, ch: usize) -> nn::GroupNorm {
     nn::group_norm(p, GROUPS as i64, ch as i64, Default::default())
 }
 
-fn conv3(p: nn::Path, cin: usize, cout: usize, stride: i64, zero: bool) -> nn::Conv2D {
+fn conv3(p: nn::Path, cin: usize, cout: usize, stride: i64, zero: bool) -> Conv {
     let mut cfg = nn::ConvConfig {
         padding: 1,
         stride,
@@ -37,7 +92,10 @@ fn conv3(p: nn::Path, cin: usize, cout: usize, stride: i64, zero: bool) -> nn::C
         cfg.ws_init = nn::Init::Const(0.0);
         cfg.bs_init = nn::Init::Const(0.0);
     }
-    nn::conv2d(p, cin as i64, cout as i64, 3, cfg)
+    Conv {
+        c: nn::conv2d(p, cin as i64, cout as i64, 3, cfg),
+        stride,
+    }
 }
 
 fn conv1d(p: nn::Path, cin: usize, cout: usize, zero: bool) -> nn::Conv1D {
@@ -64,11 +122,11 @@ fn resample(x: &Tensor, updown: UpDown) -> Tensor {
 #[derive(Debug)]
 struct ResBlock {
     in_norm: nn::GroupNorm,
-    in_conv: nn::Conv2D,
+    in_conv: Conv,
     emb: nn::Linear,
     out_norm: nn::GroupNorm,
-    out_conv: nn::Conv2D,
-    skip: Option<nn::Conv2D>,
+    out_conv: Conv,
+    skip: Option<Conv>,
     updown: UpDown,
     scale_shift: bool,
     dropout: f64,
@@ -92,14 +150,15 @@ impl ResBlock {
             ),
             out_norm: group_norm(&p / "out_layers" / 0, cout),
             out_conv: conv3(&p / "out_layers" / 3, cout, cout, 1, true),
-            skip: (cin != cout).then(|| {
-                nn::conv2d(
+            skip: (cin != cout).then(|| Conv {
+                c: nn::conv2d(
                     &p / "skip_connection",
                     cin as i64,
                     cout as i64,
                     1,
                     Default::default(),
-                )
+                ),
+                stride: 1,
             }),
             updown,
             scale_shift: cfg.use_scale_shift_norm,
@@ -107,11 +166,11 @@ impl ResBlock {
         }
     }
 
-    fn forward(&self, x: &Tensor, emb: &Tensor, train: bool) -> Tensor {
+    fn forward(&self, x: &Tensor, emb: &Tensor, train: bool, kind: Kind) -> Tensor {
         let h = self.in_norm.forward(x).silu();
         let h = resample(&h, self.updown);
         let x = resample(x, self.updown);
-        let h = self.in_conv.forward(&h);
+        let h = self.in_conv.forward(&h, kind);
         let e = self.emb.forward(&emb.silu()).unsqueeze(-1).unsqueeze(-1);
         let h = if self.scale_shift {
             let parts = e.chunk(2, 1);
@@ -120,9 +179,9 @@ impl ResBlock {
             self.out_norm.forward(&(h + e))
         };
         let h = h.silu().dropout(self.dropout, train);
-        let h = self.out_conv.forward(&h);
+        let h = self.out_conv.forward(&h, kind);
         match &self.skip {
-            Some(s) => s.forward(&x) + h,
+            Some(s) => s.forward(&x, kind) + h,
             None => x + h,
         }
     }
@@ -182,11 +241,11 @@ impl AttentionBlock {
 /// One layer of a block.
 #[derive(Debug)]
 enum Unit {
-    Conv(nn::Conv2D),
+    Conv(Conv),
     Res(Box<ResBlock>),
     Attn(Box<AttentionBlock>),
     Pool,
-    Up(Option<nn::Conv2D>),
+    Up(Option<Conv>),
 }
 
 impl Unit {
@@ -208,16 +267,16 @@ impl Unit {
         }
     }
 
-    fn forward(&self, x: &Tensor, emb: &Tensor, train: bool) -> Tensor {
+    fn forward(&self, x: &Tensor, emb: &Tensor, train: bool, kind: Kind) -> Tensor {
         match self {
-            Unit::Conv(c) => c.forward(x),
-            Unit::Res(r) => r.forward(x, emb, train),
+            Unit::Conv(c) => c.forward(x, kind),
+            Unit::Res(r) => r.forward(x, emb, train, kind),
             Unit::Attn(a) => a.forward(x),
             Unit::Pool => resample(x, UpDown::Down),
             Unit::Up(conv) => {
                 let h = resample(x, UpDown::Up);
                 match conv {
-                    Some(c) => c.forward(&h),
+                    Some(c) => c.forward(&h, kind),
                     None => h,
                 }
             }
@@ -233,10 +292,10 @@ fn block(p: nn::Path, layers: &[Layer], cfg: &UNetConfig) -> Vec<Unit> {
         .collect()
 }
 
-fn run(block: &[Unit], x: &Tensor, emb: &Tensor, train: bool) -> Tensor {
+fn run(block: &[Unit], x: &Tensor, emb: &Tensor, train: bool, kind: Kind) -> Tensor {
     block
         .iter()
-        .fold(x.shallow_clone(), |h, u| u.forward(&h, emb, train))
+        .fold(x.shallow_clone(), |h, u| u.forward(&h, emb, train, kind))
 }
 
 /// The UNet: `forward(x [N, C, H, W], t [N]) -> [N, out_channels, H, W]`.
@@ -249,7 +308,8 @@ pub struct UNet {
     middle: Vec<Unit>,
     output_blocks: Vec<Vec<Unit>>,
     out_norm: nn::GroupNorm,
-    out_conv: nn::Conv2D,
+    out_conv: Conv,
+    precision: Precision,
 }
 
 impl UNet {
@@ -280,7 +340,18 @@ impl UNet {
                 .collect(),
             out_norm: group_norm(p / "out" / 0, layout.out_ch),
             out_conv: conv3(p / "out" / 2, layout.out_ch, cfg.out_channels, 1, true),
+            precision: Precision::F32,
         })
+    }
+
+    /// Sets the number format of the convolutions (f32 when new).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// The number format of the convolutions.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The architecture.
@@ -290,20 +361,22 @@ impl UNet {
 
     /// Runs the network. `train` enables dropout.
     pub fn forward_t(&self, x: &Tensor, t: &Tensor, train: bool) -> Tensor {
+        let kind = self.precision.kind();
         let emb = timestep_embedding(t, self.cfg.model_channels);
         let emb = self.time2.forward(&self.time0.forward(&emb).silu());
         let mut hs = Vec::with_capacity(self.input_blocks.len());
         let mut h = x.shallow_clone();
         for b in &self.input_blocks {
-            h = run(b, &h, &emb, train);
+            h = run(b, &h, &emb, train, kind);
             hs.push(h.shallow_clone());
         }
-        h = run(&self.middle, &h, &emb, train);
+        h = run(&self.middle, &h, &emb, train, kind);
         for b in &self.output_blocks {
             let skip = hs.pop().expect("one skip per output block");
-            h = run(b, &Tensor::cat(&[&h, &skip], 1), &emb, train);
+            h = run(b, &Tensor::cat(&[&h, &skip], 1), &emb, train, kind);
         }
-        self.out_conv.forward(&self.out_norm.forward(&h).silu())
+        self.out_conv
+            .forward(&self.out_norm.forward(&h).silu(), kind)
     }
 
     /// The eps prediction: the first `in_channels` output channels (all of them unless the

@@ -9,7 +9,7 @@ use msm::onnx::{ModelMeta, WeightType};
 use msm_export::config::UNetConfig;
 use msm_export::onnx::emit::emit_unet;
 use msm_export::train::tensors_to_weights;
-use msm_export::unet::UNet;
+use msm_export::unet::{Precision, UNet};
 use ndarray::ArrayView4;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -182,6 +182,57 @@ fn pooling_without_conv_new_attention_order_heads_matches() {
 #[test]
 fn learned_sigma_network_exports_eps_channels_only() {
     check(&tiny(|c| c.out_channels = 4), WeightType::F32, 1e-4, false);
+}
+
+/// Gradients of `(net(x, t) * probe).sum()` with respect to every parameter, flattened and
+/// joined in the VarStore's name order.
+fn gradient(vs: &nn::VarStore, net: &UNet, x: &Tensor, t: &Tensor, probe: &Tensor) -> Vec<f32> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, v) in &mut vars {
+        v.zero_grad();
+    }
+    (net.forward_t(x, t, false) * probe)
+        .sum(Kind::Float)
+        .backward();
+    vars.iter().flat_map(|(_, v)| to_vec(&v.grad())).collect()
+}
+
+/// bf16 mixed precision (`Precision::Bf16`) computes the convolutions in bf16: the output
+/// differs from f32 (so the bf16 path ran) by about bf16's rounding, stays f32, and the
+/// gradients the optimizer gets point the same way as f32's.
+#[test]
+fn bf16_convolutions_stay_close_to_f32() {
+    let cfg = tiny(|_| {});
+    let (vs, mut net) = random_net(&cfg, 5);
+    tch::manual_seed(6);
+    let x = Tensor::randn([2, 2, 16, 16], (Kind::Float, Device::Cpu));
+    let t = Tensor::from_slice(&[30.0f32, 700.0]);
+    let probe = Tensor::randn([2, 2, 16, 16], (Kind::Float, Device::Cpu));
+    assert_eq!(net.precision(), Precision::F32);
+    let out32 = tch::no_grad(|| net.forward_t(&x, &t, false));
+    let g32 = gradient(&vs, &net, &x, &t, &probe);
+    net.set_precision(Precision::Bf16);
+    let out16 = tch::no_grad(|| net.forward_t(&x, &t, false));
+    assert_eq!(out16.kind(), Kind::Float);
+    let g16 = gradient(&vs, &net, &x, &t, &probe);
+    let err = rel_l2(&to_vec(&out16), &to_vec(&out32));
+    assert!(
+        (1e-4..2e-2).contains(&err),
+        "bf16 output against f32: relative L2 {err:.2e}, expected bf16 rounding (1e-4 to 2e-2)"
+    );
+    let dot: f64 = g16.iter().zip(&g32).map(|(a, b)| (a * b) as f64).sum();
+    let norm = |g: &[f32]| g.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+    let cos = dot / (norm(&g16) * norm(&g32));
+    assert!(
+        cos > 0.999,
+        "bf16 gradient against f32: cosine {cos:.6}, expected > 0.999"
+    );
+    let gerr = rel_l2(&g16, &g32);
+    eprintln!(
+        "bf16 against f32: output relative L2 {err:.2e}, gradient {gerr:.2e}, cosine {cos:.6}"
+    );
+    assert!(gerr < 3e-2, "bf16 gradient relative L2 {gerr:.2e}");
 }
 
 #[test]

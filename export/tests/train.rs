@@ -10,6 +10,7 @@ use msm::sense::{Operator, Sense};
 use msm_export::data::{DataConfig, Loader, DEFAULT_VOLUME, SCALE_DRAWS, SCALE_KEY};
 use msm_export::onnx::export_run;
 use msm_export::train::Trainer;
+use msm_export::unet::Precision;
 
 mod common;
 use common::tiny;
@@ -52,6 +53,41 @@ fn short_training_lowers_the_loss() {
         "log: {log}"
     );
     assert!(dir.path().join("checkpoint.safetensors").exists());
+}
+
+/// A run in bf16 mixed precision trains (the loss drops as far as the f32 test asks), keeps
+/// f32 weights, says its precision in the log, and can be resumed in f32.
+#[test]
+fn a_bf16_run_trains_and_resumes_in_f32() {
+    have_volume();
+    tch::set_num_threads(2);
+    let mut cfg = tiny();
+    cfg.precision = Precision::Bf16;
+    let mut tr = Trainer::new(&cfg).unwrap();
+    let before = eval(&tr);
+    let dir = tempfile::tempdir().unwrap();
+    tr.run(dir.path(), |_| {}).unwrap();
+    let after = eval(&tr);
+    assert!(
+        after < 0.8 * before,
+        "bf16: loss did not drop: before {before:.5}, after {after:.5}"
+    );
+    for (n, w) in tr.weights() {
+        assert_eq!(w.kind(), tch::Kind::Float, "{n}");
+    }
+    drop(tr);
+    let mut more = cfg.clone();
+    more.precision = Precision::F32;
+    more.steps = 122;
+    let mut resumed = Trainer::resume(&more, &dir.path().join("checkpoint.safetensors")).unwrap();
+    resumed.run(dir.path(), |_| {}).unwrap();
+    assert_eq!(resumed.step_count(), 122);
+    let log = std::fs::read_to_string(dir.path().join("train.log")).unwrap();
+    assert!(
+        log.contains("# steps 0..120: convolutions in bf16")
+            && log.contains("# steps 120..122: convolutions in f32"),
+        "log: {log}"
+    );
 }
 
 #[test]
