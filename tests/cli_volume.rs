@@ -416,3 +416,85 @@ fn bad_h5_input_gives_clear_errors_and_no_output() {
     let out = common::msm(&["reconstruct", "--help"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("--maps-method"));
 }
+
+#[test]
+fn coil_map_options_that_would_be_ignored_are_refused() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let scan = d.join("scan.h5");
+    let out = d.join("out.nii");
+    let refused = |extra: &[&str], needles: &[&str]| {
+        let mut args = recon_args(&model, "3", &["--quiet"]);
+        args.extend_from_slice(extra);
+        fails(&args, needles);
+        assert!(!out.exists(), "{extra:?}: output written");
+        assert!(
+            !Parts::dir_for(&out).exists(),
+            "{extra:?}: parts folder left"
+        );
+    };
+    // An option of the other estimator.
+    refused(
+        &["--maps-method", "ratio", "-k", "8", s(&scan), s(&out)],
+        &["-k/--kernel", "espirit", "estimated by ratio"],
+    );
+    refused(
+        &["--ratio-threshold", "0.1", s(&scan), s(&out)],
+        &[
+            "--ratio-threshold",
+            "ratio coil maps",
+            "estimated by espirit",
+        ],
+    );
+    // Estimation options beside a maps file.
+    let maps = d.join("maps.npy");
+    ok(&["ecalib", "--slice", "0", s(&scan), s(&maps)]);
+    refused(
+        &["--maps-method", "espirit", s(&scan), s(&maps), s(&out)],
+        &["--maps-method", "the coil maps come from", "maps.npy"],
+    );
+    refused(
+        &["-r", "16", s(&scan), s(&maps), s(&out)],
+        &["-r/--calib", "the coil maps come from"],
+    );
+    // One-slice k-space: its maps always come from a file.
+    let ksp = d.join("one.npy");
+    let k = FastMriFile::open(&scan).unwrap().slice_kspace(0).unwrap();
+    npy::write_npy(&ksp, &k).unwrap();
+    refused(
+        &["--maps-method", "ratio", s(&ksp), s(&maps), s(&out)],
+        &["--maps-method", "one slice"],
+    );
+    refused(
+        &["-c", "0.5", s(&ksp), s(&maps), s(&out)],
+        &["-c/--crop", "the coil maps come from"],
+    );
+    // ecalib: ESPIRiT's options with ratio maps; nothing written.
+    let ratio = d.join("ratio.npy");
+    fails(
+        &[
+            "ecalib",
+            "--method",
+            "ratio",
+            "-t",
+            "0.01",
+            s(&scan),
+            s(&ratio),
+        ],
+        &["-t/--threshold", "estimated by ratio"],
+    );
+    assert!(!ratio.exists());
+    // The options the estimator uses are taken.
+    ok(&[
+        "ecalib",
+        "--method",
+        "ratio",
+        "-r",
+        "12",
+        s(&scan),
+        s(&ratio),
+    ]);
+    ok(&["ecalib", "-k", "5", "-c", "0.5", s(&scan), s(&maps)]);
+}

@@ -326,3 +326,27 @@ fn demo_map_estimation_failure_is_a_clear_error_without_leftovers() {
         run.out.display()
     );
 }
+
+#[test]
+fn demo_refuses_coil_map_options_it_would_ignore() {
+    for (args, needles) in [
+        (
+            &["-k", "8"][..],
+            &["-k/--kernel", "the simulation's true maps"][..],
+        ),
+        (
+            &["--maps-method", "ratio", "--crop", "0.5"][..],
+            &["-c/--crop", "estimated by ratio"][..],
+        ),
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--slices", "1", "--no-bart", "--quiet"]);
+        let run = DemoRun::new(&all);
+        let stderr = &run.stderr;
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "{args:?}: no {n:?} in {stderr}");
+        }
+        assert!(!run.out.exists(), "{args:?}: output folder made");
+    }
+}

@@ -1,9 +1,9 @@
-//! Coil-map estimation options shared by `msm ecalib` and `msm reconstruct` (for `.h5` input
-//! without maps): ESPIRiT with BART `ecalib`'s flags, or low-resolution ratio maps.
+//! Coil-map estimation options shared by `msm ecalib`, `msm reconstruct` (for `.h5` input
+//! without maps) and `msm demo` (with `--maps-method`): ESPIRiT with BART `ecalib`'s flags, or low-resolution ratio maps.
 
 use msm::coils::{espirit_full, ratio_maps, CalRegion, EspiritOptions, RatioOptions};
 use msm::mask::Mask;
-use msm::{Result, C32};
+use msm::{Error, Result, C32};
 use ndarray::{Array2, Array3, ArrayView3};
 
 /// How coil maps are estimated from the ACS.
@@ -15,27 +15,30 @@ pub enum Method {
     Ratio,
 }
 
-/// Options of the estimators (BART `ecalib`'s letters where they exist).
+/// Options of the estimators (BART `ecalib`'s letters where they exist). Each is `None` unless
+/// given, so that an option the chosen estimator does not use is refused instead of ignored;
+/// the defaults are the library's ([`EspiritOptions`], [`RatioOptions`]).
 #[derive(clap::Args, Debug, Clone)]
 pub struct MapsArgs {
-    /// ESPIRiT kernel size k (a k x k kernel; BART -k).
-    #[arg(short = 'k', long, default_value_t = 6)]
-    pub kernel: usize,
+    /// ESPIRiT kernel size k (a k x k kernel; BART -k) [default: 6].
+    #[arg(short = 'k', long)]
+    pub kernel: Option<usize>,
     /// Largest side of the calibration region; it is further limited to the fully sampled
-    /// centre (BART -r).
-    #[arg(short = 'r', long, default_value_t = 24)]
-    pub calib: usize,
+    /// centre (BART -r) [default: 24].
+    #[arg(short = 'r', long)]
+    pub calib: Option<usize>,
     /// ESPIRiT: singular vectors with sigma / sigma_max > sqrt(threshold) span the signal
-    /// subspace (BART -t).
-    #[arg(short = 't', long, default_value_t = 0.001)]
-    pub threshold: f32,
-    /// ESPIRiT: maps are zero where the largest eigenvalue is at most this (BART -c).
-    #[arg(short = 'c', long, default_value_t = 0.8)]
-    pub crop: f32,
+    /// subspace (BART -t) [default: 0.001].
+    #[arg(short = 't', long)]
+    pub threshold: Option<f32>,
+    /// ESPIRiT: maps are zero where the largest eigenvalue is at most this (BART -c)
+    /// [default: 0.8].
+    #[arg(short = 'c', long)]
+    pub crop: Option<f32>,
     /// Ratio maps: zero where the low-resolution root sum of squares is below this fraction of
-    /// its maximum.
-    #[arg(long, default_value_t = 0.0)]
-    pub ratio_threshold: f32,
+    /// its maximum [default: 0].
+    #[arg(long)]
+    pub ratio_threshold: Option<f32>,
 }
 
 /// Maps and what they were computed from.
@@ -50,18 +53,101 @@ pub struct Estimate {
     pub kernels: usize,
 }
 
+impl Method {
+    /// The name the command line takes.
+    fn name(self) -> &'static str {
+        match self {
+            Method::Espirit => "espirit",
+            Method::Ratio => "ratio",
+        }
+    }
+}
+
 impl MapsArgs {
+    /// ESPIRiT's settings: the options given, the library's defaults for the rest.
+    fn espirit(&self) -> EspiritOptions {
+        let d = EspiritOptions::default();
+        EspiritOptions {
+            kernel: self.kernel.unwrap_or(d.kernel),
+            cal: self.calib.unwrap_or(d.cal),
+            threshold: self.threshold.unwrap_or(d.threshold),
+            crop: self.crop.unwrap_or(d.crop),
+            ..d
+        }
+    }
+
+    /// The ratio maps' settings: the options given, the library's defaults for the rest.
+    fn ratio(&self) -> RatioOptions {
+        let d = RatioOptions::default();
+        RatioOptions {
+            cal: self.calib.unwrap_or(d.cal),
+            threshold: self.ratio_threshold.unwrap_or(d.threshold),
+        }
+    }
+
+    /// The options given on the command line, each with the estimators that use it.
+    fn given(&self) -> Vec<(&'static str, &'static [Method])> {
+        const ESPIRIT: &[Method] = &[Method::Espirit];
+        const BOTH: &[Method] = &[Method::Espirit, Method::Ratio];
+        [
+            ("-k/--kernel", self.kernel.is_some(), ESPIRIT),
+            ("-r/--calib", self.calib.is_some(), BOTH),
+            ("-t/--threshold", self.threshold.is_some(), ESPIRIT),
+            ("-c/--crop", self.crop.is_some(), ESPIRIT),
+            (
+                "--ratio-threshold",
+                self.ratio_threshold.is_some(),
+                &[Method::Ratio],
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, given, _)| *given)
+        .map(|(flag, _, methods)| (flag, methods))
+        .collect()
+    }
+
+    /// Refuses an option that would be silently ignored: one that `method` does not use, or any
+    /// option when no maps are estimated (`method` `None`; `why` then says where the maps come
+    /// from, as "the coil maps come from FILE").
+    pub fn check_used(&self, method: Option<Method>, why: &str) -> Result<()> {
+        let Some((flag, methods)) = self
+            .given()
+            .into_iter()
+            .find(|(_, methods)| method.is_none_or(|m| !methods.contains(&m)))
+        else {
+            return Ok(());
+        };
+        let users = methods
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(" and ");
+        Err(Error::invalid(match method {
+            Some(m) => format!(
+                "{flag} is an option of {users} coil maps; the maps here are estimated by {}",
+                m.name()
+            ),
+            None => format!("{flag} sets how coil maps are estimated, but {why}"),
+        }))
+    }
+
     /// The settings of `method` in one line (for messages and the volume manifest).
     pub fn describe(&self, method: Method) -> String {
         match method {
-            Method::Espirit => format!(
-                "ESPIRiT kernel {}, calibration region up to {}, threshold {}, crop {}",
-                self.kernel, self.calib, self.threshold, self.crop
-            ),
-            Method::Ratio => format!(
-                "ratio maps, calibration region up to {}, RSS threshold {}",
-                self.calib, self.ratio_threshold
-            ),
+            Method::Espirit => {
+                let o = self.espirit();
+                format!(
+                    "ESPIRiT kernel {}, calibration region up to {}, threshold {}, crop {}",
+                    o.kernel, o.cal, o.threshold, o.crop
+                )
+            }
+            Method::Ratio => {
+                let o = self.ratio();
+                format!(
+                    "ratio maps, calibration region up to {}, RSS threshold {}",
+                    o.cal, o.threshold
+                )
+            }
         }
     }
 
@@ -75,14 +161,7 @@ impl MapsArgs {
     ) -> Result<Estimate> {
         match method {
             Method::Espirit => {
-                let opts = EspiritOptions {
-                    kernel: self.kernel,
-                    cal: self.calib,
-                    threshold: self.threshold,
-                    crop: self.crop,
-                    ..EspiritOptions::default()
-                };
-                let e = espirit_full(kspace, mask, &opts)?;
+                let e = espirit_full(kspace, mask, &self.espirit())?;
                 Ok(Estimate {
                     maps: e.maps,
                     eigenvalues: Some(e.eigenvalues),
@@ -90,18 +169,12 @@ impl MapsArgs {
                     kernels: e.kernels,
                 })
             }
-            Method::Ratio => {
-                let opts = RatioOptions {
-                    cal: self.calib,
-                    threshold: self.ratio_threshold,
-                };
-                Ok(Estimate {
-                    maps: ratio_maps(kspace, mask, &opts)?,
-                    eigenvalues: None,
-                    region: None,
-                    kernels: 0,
-                })
-            }
+            Method::Ratio => Ok(Estimate {
+                maps: ratio_maps(kspace, mask, &self.ratio())?,
+                eigenvalues: None,
+                region: None,
+                kernels: 0,
+            }),
         }
     }
 }

@@ -200,6 +200,10 @@ fn noise_note(scan_noise: f64, train_noise: f64) -> Option<String> {
 
 /// Runs `msm demo`.
 pub fn run(a: Args) -> Result<()> {
+    a.maps_opts.check_used(
+        a.maps_method,
+        "msm demo uses the simulation's true maps unless --maps-method is given",
+    )?;
     let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 30, None)?;
     let meta = net.meta().clone();
     let (h, w) = (meta.height, meta.width);

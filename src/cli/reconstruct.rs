@@ -47,9 +47,10 @@ pub struct Args {
     /// `a` (default: all).
     #[arg(long)]
     pub slices: Option<String>,
-    /// .h5 input without maps: how the coil maps of each slice are estimated from its ACS.
-    #[arg(long, value_enum, default_value_t = coilmaps::Method::Espirit)]
-    pub maps_method: coilmaps::Method,
+    /// .h5 input without maps: how the coil maps of each slice are estimated from its ACS
+    /// [default: espirit].
+    #[arg(long, value_enum)]
+    pub maps_method: Option<coilmaps::Method>,
     #[command(flatten)]
     pub maps_opts: coilmaps::MapsArgs,
     /// .h5 input: write the volume here too (another format: .nii, .nii.gz, .npy or .cfl).
@@ -101,6 +102,14 @@ pub fn recon_options(a: &Args, net: &OnnxDenoiser) -> Result<ReconOptions> {
     })
 }
 
+impl Args {
+    /// How the coil maps of `.h5` input without maps are estimated (`--maps-method`, else
+    /// ESPIRiT).
+    pub fn estimator(&self) -> coilmaps::Method {
+        self.maps_method.unwrap_or(coilmaps::Method::Espirit)
+    }
+}
+
 /// Runs `msm reconstruct`.
 pub fn run(a: Args) -> Result<()> {
     let (kspace_path, maps_path, output) = match &a.files[..] {
@@ -115,6 +124,7 @@ pub fn run(a: Args) -> Result<()> {
         ("--slices", a.slices.is_some()),
         ("--also", a.also.is_some()),
         ("--restart", a.restart),
+        ("--maps-method", a.maps_method.is_some()),
     ];
     if let Some((flag, _)) = volume_only.iter().find(|(_, given)| *given) {
         return Err(Error::format(
@@ -130,6 +140,10 @@ pub fn run(a: Args) -> Result<()> {
              them itself",
         ));
     };
+    a.maps_opts.check_used(
+        None,
+        &format!("the coil maps come from {}", maps_path.display()),
+    )?;
     let data::Acquisition { kspace, op, mask } =
         data::read_acquisition(&kspace_path, &maps_path, a.mask.as_deref())?;
     let (_, h, w) = kspace.dim();

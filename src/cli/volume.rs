@@ -71,6 +71,19 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
             "--std is not available for .h5 volumes; expected it only with one-slice input",
         ));
     }
+    let method = a.estimator();
+    match maps {
+        Some(p) => {
+            let why = format!("the coil maps come from {}", p.display());
+            if a.maps_method.is_some() {
+                return Err(Error::invalid(format!(
+                    "--maps-method sets how coil maps are estimated, but {why}"
+                )));
+            }
+            a.maps_opts.check_used(None, &why)?;
+        }
+        None => a.maps_opts.check_used(Some(method), "")?,
+    }
     let file = FastMriFile::open(kspace)?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
     let (h0, w0) = file.kspace_size();
@@ -100,7 +113,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     };
     let maps_source = match maps {
         Some(p) => MapsSource::File(read_maps(p, &file)?),
-        None => MapsSource::Estimate(a.maps_method, a.maps_opts.clone()),
+        None => MapsSource::Estimate(method, a.maps_opts.clone()),
     };
     let manifest = manifest(a, &opts, &recon, &file, &plan, maps)?;
     let parts = Parts::open(output, manifest, plan.output, a.restart)?;
@@ -387,7 +400,7 @@ fn manifest(
             Some(p) => format!("file {}", identity(p, true)?),
             None => format!(
                 "estimated per slice: {}",
-                a.maps_opts.describe(a.maps_method)
+                a.maps_opts.describe(a.estimator())
             ),
         },
     );
