@@ -269,3 +269,27 @@ fn reconstruct_refuses_bad_input_without_output() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn zero_counts_are_refused_not_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("none");
+    let o = s(&out);
+    for (option, args) in [
+        ("--count", vec!["generate", "--count", "0", o]),
+        ("--columns", vec!["generate", "--columns", "0", o]),
+        ("--coils", vec!["generate", "--coils", "0", o]),
+        ("--samples", vec!["demo", "--samples", "0", "--out", o]),
+        ("--slices", vec!["demo", "--slices", "0", "--out", o]),
+    ] {
+        let run = common::msm(&args);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(option) && err.contains("at least 1"),
+            "{args:?}: the error does not name the option and the bound: {err}"
+        );
+        let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(written.is_empty(), "{args:?}: wrote {written:?}");
+    }
+}

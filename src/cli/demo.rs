@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value = "msm-demo")]
     pub out: PathBuf,
     /// Number of held-out slices (evenly spread over the held-out block).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one)]
     pub slices: usize,
     /// Magnitude volume to draw slices from (default: Colin27 from mricron-data).
     #[arg(long)]
@@ -69,7 +69,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub noise: f64,
     /// Posterior samples per slice (their std is the uncertainty map).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::at_least_one)]
     pub samples: usize,
     /// Data-consistency step lambda of MSM.
     #[arg(long, default_value_t = 1.0)]
@@ -137,7 +137,7 @@ fn load_slices(a: &Args, block: (usize, usize)) -> Result<Vec<(String, Array2<f3
         return Ok(vec![("axial 90 (shipped)".to_string(), img)]);
     }
     let vol = nifti::read_nifti(&volume)?;
-    let n = a.slices.max(1);
+    let n = a.slices;
     let (lo, hi) = block;
     let count = vol.slice_count(nifti::Plane::Axial);
     if hi > count {
@@ -346,7 +346,7 @@ pub fn run(a: Args) -> Result<()> {
             ..opts.clone()
         };
         let ropts = ReconOptions {
-            samples: a.samples.max(1),
+            samples: a.samples,
             lambda: a.lambda,
             scale_target: meta.scale_p99(&a.sampler.model)?,
             final_dc,

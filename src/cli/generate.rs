@@ -15,13 +15,13 @@ pub struct Args {
     /// images, shape (count, H, W)).
     pub output: PathBuf,
     /// Number of images.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::at_least_one)]
     pub count: usize,
     /// Coils of the k-space state: 1 (unit map, the cheapest) or more (birdcage maps).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one)]
     pub coils: usize,
     /// Columns of the PNG grid.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::at_least_one)]
     pub columns: usize,
     #[command(flatten)]
     pub sampler: model::SamplerArgs,
@@ -29,12 +29,9 @@ pub struct Args {
 
 /// Runs `msm generate`.
 pub fn run(a: Args) -> Result<()> {
-    if a.count == 0 {
-        return Err(Error::invalid("--count must be at least 1"));
-    }
     let (net, opts) = model::load(&a.sampler, model::Job::Generation, 200, None)?;
     let (h, w) = (net.meta().height, net.meta().width);
-    let maps = if a.coils <= 1 {
+    let maps = if a.coils == 1 {
         Array3::from_elem((1, h, w), C32::new(1.0, 0.0))
     } else {
         coils::birdcage(a.coils, h, w)?
@@ -49,7 +46,7 @@ pub fn run(a: Args) -> Result<()> {
     let out = sampler::generate(&prior, &op, &opts, a.count)?;
     bar.finish_and_clear();
     let mags: Vec<_> = out.images.iter().map(|x| x.mapv(|v| v.norm())).collect();
-    let grid = png::tile(&mags, a.columns.max(1), 2)?;
+    let grid = png::tile(&mags, a.columns, 2)?;
     let mut prefix = a.output.as_os_str().to_owned();
     prefix.push(".png");
     png::write_png(PathBuf::from(&prefix), &grid, png::Window::Auto)?;

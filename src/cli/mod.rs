@@ -46,6 +46,15 @@ enum Command {
     Bench(bench::Args),
 }
 
+/// Parses a count that must be at least 1 (clap's error names the option and the value).
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("expected a count of at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}; expected a count of at least 1")),
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
