@@ -77,7 +77,8 @@ pub fn write_real(path: &Path, map: &Array2<f32>) -> Result<()> {
 pub fn report(stats: &Stats) {
     let (n, o, r) = stats.shares();
     eprintln!(
-        "{} steps, {} network calls in {:.2} s wall; CPU time: network {:.1}%, operators {:.1}%, other {:.1}%",
+        "{} sampler steps in all, {} network calls in {:.2} s wall; CPU time: network {:.1}%, \
+         operators {:.1}%, other {:.1}%",
         stats.steps,
         stats.denoisings,
         stats.wall.as_secs_f64(),
