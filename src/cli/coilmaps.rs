@@ -106,29 +106,34 @@ impl MapsArgs {
         .collect()
     }
 
-    /// Refuses an option that would be silently ignored: one that `method` does not use, or any
-    /// option when no maps are estimated (`method` `None`; `why` then says where the maps come
-    /// from, as "the coil maps come from FILE").
-    pub fn check_used(&self, method: Option<Method>, why: &str) -> Result<()> {
-        let Some((flag, methods)) = self
+    /// Refuses an option that `method` does not use (it would be silently ignored).
+    pub fn check_for(&self, method: Method) -> Result<()> {
+        match self
             .given()
             .into_iter()
-            .find(|(_, methods)| method.is_none_or(|m| !methods.contains(&m)))
-        else {
-            return Ok(());
-        };
-        let users = methods
-            .iter()
-            .map(|m| m.name())
-            .collect::<Vec<_>>()
-            .join(" and ");
-        Err(Error::invalid(match method {
-            Some(m) => format!(
-                "{flag} is an option of {users} coil maps; the maps here are estimated by {}",
-                m.name()
-            ),
-            None => format!("{flag} sets how coil maps are estimated, but {why}"),
-        }))
+            .find(|(_, users)| !users.contains(&method))
+        {
+            None => Ok(()),
+            Some((flag, users)) => {
+                let users: Vec<_> = users.iter().map(|m| m.name()).collect();
+                Err(Error::invalid(format!(
+                    "{flag} is an option of {} coil maps; the maps here are estimated by {}",
+                    users.join(" and "),
+                    method.name()
+                )))
+            }
+        }
+    }
+
+    /// Refuses every option when no maps are estimated; `why` says where the maps come from
+    /// instead ("the coil maps come from FILE").
+    pub fn check_none(&self, why: &str) -> Result<()> {
+        match self.given().first() {
+            None => Ok(()),
+            Some((flag, _)) => Err(Error::invalid(format!(
+                "{flag} sets how coil maps are estimated, but {why}"
+            ))),
+        }
     }
 
     /// The settings of `method` in one line (for messages and the volume manifest).

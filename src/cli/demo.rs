@@ -200,10 +200,12 @@ fn noise_note(scan_noise: f64, train_noise: f64) -> Option<String> {
 
 /// Runs `msm demo`.
 pub fn run(a: Args) -> Result<()> {
-    a.maps_opts.check_used(
-        a.maps_method,
-        "msm demo uses the simulation's true maps unless --maps-method is given",
-    )?;
+    match a.maps_method {
+        Some(m) => a.maps_opts.check_for(m)?,
+        None => a
+            .maps_opts
+            .check_none("msm demo uses the simulation's true maps unless --maps-method is given")?,
+    }
     let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 30, None)?;
     let meta = net.meta().clone();
     let (h, w) = (meta.height, meta.width);

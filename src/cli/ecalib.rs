@@ -78,7 +78,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         data::check_folder(p)?;
     }
-    a.opts.check_used(Some(a.method), "")?;
+    a.opts.check_for(a.method)?;
     let (kspace, mask, what) = read_input(&a)?;
     let start = Instant::now();
     let est = a

@@ -141,10 +141,8 @@ pub fn run(a: Args) -> Result<()> {
              them itself",
         ));
     };
-    a.maps_opts.check_used(
-        None,
-        &format!("the coil maps come from {}", maps_path.display()),
-    )?;
+    a.maps_opts
+        .check_none(&format!("the coil maps come from {}", maps_path.display()))?;
     let data::Acquisition { kspace, op, mask } =
         data::read_acquisition(&kspace_path, &maps_path, a.mask.as_deref())?;
     let (_, h, w) = kspace.dim();

@@ -80,9 +80,9 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
                     "--maps-method sets how coil maps are estimated, but {why}"
                 )));
             }
-            a.maps_opts.check_used(None, &why)?;
+            a.maps_opts.check_none(&why)?;
         }
-        None => a.maps_opts.check_used(Some(method), "")?,
+        None => a.maps_opts.check_for(method)?,
     }
     let file = FastMriFile::open(kspace)?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
