@@ -44,6 +44,9 @@ Usage
     python3 export/gpu/train.py --init-from RUN/checkpoint.safetensors --out OUT \
         [--config overrides.json] [--volume ch2.nii.gz] [--time-budget 420] [--device cuda]
     python3 export/gpu/train.py --resume --out OUT ...
+    python3 export/gpu/train.py --split RUN/checkpoint.safetensors --weights-out PREFIX
+                                          # PREFIX-ema.safetensors: a small --init-from
+    python3 export/gpu/train.py --assemble PREFIX --out OUT   # the halves back into a run
     python3 export/gpu/train.py --print-config            # the full default config (JSON)
 
 Requires torch, numpy and safetensors, and `unet_layout.py` beside this file (the layout rules
@@ -685,30 +688,72 @@ def write_checkpoint(path, cfg, step, last_loss, names, params, ema, adam=None, 
     write_atomic(path, lambda tmp: save_file(entries, tmp))
 
 
-def write_weights(path, names, tensors, meta):
-    """Named f32 tensors with the run's metadata (JSON under the header key `msm`): one half of
-    a checkpoint small enough for a 16 MiB transfer; `--assemble` joins the two halves."""
+def write_weights(prefix, part, names, tensors, meta):
+    """PREFIX-PART.safetensors: named f32 tensors with the run's metadata and `"half": PART`
+    (JSON under the header key `msm`), one half (`ema` or `model`) of a checkpoint, small enough
+    for a 16 MiB transfer; `--assemble` joins the two halves, `--init-from` takes the `ema` one."""
     from safetensors.torch import save_file
 
     tensors = {n: t.detach().float().cpu().clone(memory_format=torch.contiguous_format) for n, t in zip(names, tensors)}
-    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"msm": json.dumps(meta)}))
+    meta = dict(meta, half=part)
+    write_atomic(f"{prefix}-{part}.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"msm": json.dumps(meta)}))
+
+
+def read_half(path):
+    """(metadata, tensors) of a half written by `write_weights`, or None when `path` is not one
+    (an msm-train checkpoint, say)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            md = f.metadata() or {}
+            if "msm" not in md:
+                return None
+            return json.loads(md["msm"]), {k: f.get_tensor(k) for k in f.keys()}
+    except Exception:  # noqa: BLE001 - not a safetensors file: read_checkpoint names the problem
+        return None
+
+
+def read_init(path):
+    """What `--init-from` starts from: an msm-train checkpoint, or the EMA half
+    (PREFIX-ema.safetensors) that `--weights-out` or `--split` writes, as (metadata, tensors
+    with `ema.` names)."""
+    half = read_half(path) if os.path.exists(path) else None
+    if half is None:
+        return read_checkpoint(path)
+    meta, tensors = half
+    if meta.get("half") != "ema":
+        raise SystemExit(f"{path}: the `{meta.get('half')}` half of a checkpoint; --init-from takes the EMA half (PREFIX-ema.safetensors) or a checkpoint")
+    return meta, {f"ema.{n}": t for n, t in tensors.items()}
+
+
+def split(path, prefix):
+    """Writes the two halves of an msm-train checkpoint (PREFIX-ema/-model.safetensors, what
+    `--weights-out` writes at the end of a run): the EMA half is all `--init-from` needs, a
+    quarter of the checkpoint's size (no current weights, no Adam moments)."""
+    meta, tensors = read_checkpoint(path)
+    names = sorted(k[len("ema."):] for k in tensors if k.startswith("ema."))
+    if not names:
+        raise SystemExit(f"{path}: checkpoint holds no `ema.*` weights")
+    wmeta = {k: meta.get(k) for k in ("config", "step", "last_loss", "trained_by")}
+    for part in ("ema", "model"):
+        write_weights(prefix, part, names, [tensors[f"{part}.{n}"] for n in names], wmeta)
 
 
 def assemble(prefix, out):
     """Writes OUT/checkpoint.safetensors and OUT/config.json from PREFIX-ema.safetensors and
     PREFIX-model.safetensors (written by `--weights-out PREFIX`), with zero Adam moments."""
-    from safetensors import safe_open
-
     halves = {}
     for part in ("ema", "model"):
         path = f"{prefix}-{part}.safetensors"
         if not os.path.exists(path):
             raise SystemExit(f"{path}: not found; expected the `{part}` half written by --weights-out")
-        with safe_open(path, framework="pt") as f:
-            md = f.metadata() or {}
-            if "msm" not in md:
-                raise SystemExit(f"{path}: no `msm` metadata; not written by --weights-out")
-            halves[part] = (json.loads(md["msm"]), {k: f.get_tensor(k) for k in f.keys()})
+        half = read_half(path)
+        if half is None:
+            raise SystemExit(f"{path}: no `msm` metadata; not written by --weights-out")
+        if half[0].pop("half", part) != part:
+            raise SystemExit(f"{path}: holds another half than `{part}`")
+        halves[part] = half
     meta, ema = halves["ema"]
     meta_m, model = halves["model"]
     if meta != meta_m or sorted(ema) != sorted(model):
@@ -740,7 +785,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", help="run folder (checkpoint.safetensors, train.log, config.json)")
     ap.add_argument("--config", help="JSON with TrainConfig fields overriding the base config")
-    ap.add_argument("--init-from", help="start from the EMA weights of this msm-train checkpoint (fresh optimizer, step 0)")
+    ap.add_argument("--init-from", help="start from the EMA weights of this msm-train checkpoint, or of the EMA half PREFIX-ema.safetensors that --weights-out or --split writes (fresh optimizer, step 0)")
     ap.add_argument("--resume", action="store_true", help="continue OUT/checkpoint.safetensors")
     ap.add_argument("--volume", help="override data.volume (the NIfTI magnitude volume)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -753,12 +798,18 @@ def main(argv=None):
     ap.add_argument("--no-optimizer-state", action="store_true", help="write zero Adam moments (smaller transfer)")
     ap.add_argument("--weights-out", help="also write the EMA and current weights as PREFIX-ema/-model.safetensors at the end")
     ap.add_argument("--assemble", metavar="PREFIX", help="join PREFIX-ema/-model.safetensors into OUT/checkpoint.safetensors and exit")
+    ap.add_argument("--split", metavar="CHECKPOINT", help="write the EMA and current weights of this checkpoint as --weights-out's two halves and exit")
     ap.add_argument("--hard-limit", type=float, help="stop (and checkpoint) after this many seconds whatever the step count")
     ap.add_argument("--print-config", action="store_true", help="print the default config (JSON) and exit")
     args = ap.parse_args(argv)
 
     if args.print_config:
         print(json.dumps(default_config(), indent=2))
+        return 0
+    if args.split:
+        if not args.weights_out:
+            ap.error("--split needs --weights-out PREFIX")
+        split(args.split, args.weights_out)
         return 0
     if not args.out:
         ap.error("--out is required")
@@ -776,7 +827,7 @@ def main(argv=None):
         init_meta, init_tensors = read_checkpoint(ckpt_path)
         base = merge(base, init_meta["config"], ckpt_path)
     elif args.init_from:
-        init_meta, init_tensors = read_checkpoint(args.init_from)
+        init_meta, init_tensors = read_init(args.init_from)
         base = merge(base, init_meta["config"], args.init_from)
         base["init_from"] = args.init_from
     cfg = base
@@ -950,8 +1001,8 @@ def main(argv=None):
         last_loss = float(loss.detach())
     if args.weights_out:
         meta = {"config": cfg, "step": step, "last_loss": last_loss, "trained_by": trained_by}
-        write_weights(args.weights_out + "-ema.safetensors", names, ema, meta)
-        write_weights(args.weights_out + "-model.safetensors", names, params, meta)
+        write_weights(args.weights_out, "ema", names, ema, meta)
+        write_weights(args.weights_out, "model", names, params, meta)
     if saved_at[0] != step:
         save()
     say(f"done: step {step}, {time.time() - t_start:.0f} s")

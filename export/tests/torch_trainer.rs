@@ -260,28 +260,115 @@ fn torch_checkpoints_resume_and_export_in_msm_train() {
     let cfg_j = TrainConfig::from_json_file(&joined.join("config.json")).unwrap();
     assert_eq!(cfg_j, cfg);
     let mut tj = Trainer::resume(&cfg_j, &checkpoint_path(&joined)).unwrap();
-    let entries = |p: &Path| {
-        let mut v: Vec<(String, Tensor)> = Tensor::read_safetensors(p)
-            .unwrap()
-            .into_iter()
-            .filter(|(n, _)| n.starts_with("ema.") || n.starts_with("model."))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    };
-    let (a, b) = (
-        entries(&checkpoint_path(&run)),
-        entries(&checkpoint_path(&joined)),
-    );
-    assert_eq!(a.len(), b.len());
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert!(
-            ta.equal(tb),
-            "{na}: assembled weights differ from the run's"
+    for part in ["ema.", "model."] {
+        assert_same(
+            &entries(&checkpoint_path(&joined), part),
+            &entries(&checkpoint_path(&run), part),
+            "assembled weights against the run's",
         );
     }
     assert!(tj.train_step().unwrap().loss.is_finite());
+}
+
+/// The entries of a safetensors file whose names start with `prefix`, sorted by name.
+fn entries(path: &Path, prefix: &str) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with(prefix))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Asserts that two lists of named tensors are the same names and values.
+fn assert_same(a: &[(String, Tensor)], b: &[(String, Tensor)], what: &str) {
+    assert!(
+        !a.is_empty() && a.len() == b.len(),
+        "{what}: {} against {} entries",
+        a.len(),
+        b.len()
+    );
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb, "{what}");
+        assert!(ta.equal(tb), "{what}: {na} differs");
+    }
+}
+
+#[test]
+fn checkpoint_halves_start_runs_and_join_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, _, ckpt) = tiny_checkpoint(d);
+    let prefix = d.join("half");
+    python(&[
+        TRAINER,
+        "--split",
+        arg(&ckpt),
+        "--weights-out",
+        arg(&prefix),
+    ]);
+    let ema_half = d.join("half-ema.safetensors");
+    let model_half = d.join("half-model.safetensors");
+    assert!(ema_half.exists() && model_half.exists());
+    // The EMA half is a quarter of the checkpoint (no current weights, no Adam moments).
+    let (full, small) = (
+        std::fs::metadata(&ckpt).unwrap().len(),
+        std::fs::metadata(&ema_half).unwrap().len(),
+    );
+    assert!(
+        small * 3 < full,
+        "EMA half {small} bytes, checkpoint {full}"
+    );
+
+    // A run started from the EMA half starts from the same weights as one started from the
+    // checkpoint (zero steps: the saved weights are the starting ones).
+    let start = |from: &Path, out: &str| {
+        let run = d.join(out);
+        let log = python(&[
+            TRAINER,
+            "--init-from",
+            arg(from),
+            "--out",
+            arg(&run),
+            "--device",
+            "cpu",
+            "--steps",
+            "0",
+        ]);
+        assert!(log.contains("done: step 0"), "{log}");
+        entries(&checkpoint_path(&run), "model.")
+    };
+    let from_ckpt = start(&ckpt, "from_ckpt");
+    assert_same(
+        &start(&ema_half, "from_half"),
+        &from_ckpt,
+        "run from the EMA half",
+    );
+    assert_same(
+        &from_ckpt,
+        &entries(&ckpt, "ema.")
+            .into_iter()
+            .map(|(n, t)| (n.replacen("ema.", "model.", 1), t))
+            .collect::<Vec<_>>(),
+        "run from the checkpoint",
+    );
+    let err = trainer_fails(&["--init-from", arg(&model_half), "--out", arg(&d.join("x"))]);
+    assert!(
+        err.contains("half-model.safetensors") && err.contains("EMA half"),
+        "{err}"
+    );
+
+    // The halves join back into the checkpoint's weights.
+    let joined = d.join("joined");
+    python(&[TRAINER, "--assemble", arg(&prefix), "--out", arg(&joined)]);
+    for part in ["ema.", "model."] {
+        assert_same(
+            &entries(&checkpoint_path(&joined), part),
+            &entries(&ckpt, part),
+            "assembled halves",
+        );
+    }
 }
 
 /// Runs the trainer with `args`, which must fail; returns its stderr.
