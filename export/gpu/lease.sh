@@ -37,7 +37,6 @@ prepare() {
         fi
     done
     [ -f "$VOLUME" ] || { echo "$VOLUME not found: sudo apt-get install mricron-data" >&2; exit 1; }
-    grep -qx "/$INIT/" .git/info/exclude 2>/dev/null || echo "/$INIT/" >> .git/info/exclude
     mkdir -p "$INIT"
     for i in 0 1; do
         python3 "$TRAINER" --split "${CHECKPOINTS[$i]}" --weights-out "$INIT/${PRIORS[$i]}"
