@@ -1,5 +1,6 @@
 //! Coil-map estimation options shared by `msm ecalib`, `msm reconstruct` (for `.h5` input
-//! without maps) and `msm demo` (with `--maps-method`): ESPIRiT with BART `ecalib`'s flags, or low-resolution ratio maps.
+//! without maps) and `msm demo` (with `--maps-method`): ESPIRiT with BART `ecalib`'s flags, or
+//! low-resolution ratio maps.
 
 use msm::coils::{espirit_full, ratio_maps, CalRegion, EspiritOptions, RatioOptions};
 use msm::mask::Mask;
@@ -181,5 +182,37 @@ impl MapsArgs {
                 kernels: 0,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The defaults the help states are the library's, which apply when an option is not given.
+    #[test]
+    fn help_states_the_library_defaults() {
+        let (e, r) = (EspiritOptions::default(), RatioOptions::default());
+        let cmd = crate::cli::Cli::command();
+        let ecalib = cmd.find_subcommand("ecalib").expect("ecalib");
+        for (id, default) in [
+            ("kernel", e.kernel.to_string()),
+            ("calib", e.cal.to_string()),
+            ("threshold", e.threshold.to_string()),
+            ("crop", e.crop.to_string()),
+            ("ratio_threshold", r.threshold.to_string()),
+        ] {
+            let arg = ecalib.get_arguments().find(|a| a.get_id() == id).expect(id);
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                help.contains(&format!("[default: {default}]")),
+                "--{id}: help {help:?} does not state the default {default}"
+            );
+        }
+        assert_eq!(
+            e.cal, r.cal,
+            "-r/--calib has one default for both estimators"
+        );
     }
 }
