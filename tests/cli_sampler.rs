@@ -92,6 +92,19 @@ fn reconstruct_and_generate_run_end_to_end_and_are_reproducible() {
     let stack: ndarray::Array3<msm::C32> = msm::io::npy::read_npy_as(d.join("gen.npy")).unwrap();
     assert_eq!(stack.dim(), (3, 32, 32));
     assert!(d.join("gen.png").exists());
+    // A prefix in a missing folder fails before sampling, naming the folder.
+    fails(
+        &[
+            "generate",
+            "--model",
+            s(&model),
+            "--steps",
+            "4",
+            "--quiet",
+            s(&d.join("missing").join("gen")),
+        ],
+        &["missing", "does not exist"],
+    );
 }
 
 /// `tiny_model` at 32 pixels with `msm.recon_eta` = `eta`, in `dir`.

@@ -1,12 +1,12 @@
 //! `msm generate`: unconditional samples from the model (Algorithm 1).
 
-use super::{model, progress, reconstruct};
-use msm::io::{npy, png};
+use super::{data, model, progress, reconstruct};
+use msm::io::{atomic, npy, png};
 use msm::sampler::{self, NetworkPrior};
 use msm::sense::Sense;
 use msm::{coils, Error, Result, C32};
 use ndarray::{Array3, Axis};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Options of `msm generate`.
 #[derive(clap::Args, Debug)]
@@ -29,6 +29,11 @@ pub struct Args {
 
 /// Runs `msm generate`.
 pub fn run(a: Args) -> Result<()> {
+    let (png_path, npy_path) = (
+        with_suffix(&a.output, ".png"),
+        with_suffix(&a.output, ".npy"),
+    );
+    data::check_folder(&png_path)?;
     let (net, opts) = model::load(&a.sampler, model::Job::Generation, 200, None)?;
     let (h, w) = (net.meta().height, net.meta().width);
     let maps = if a.coils == 1 {
@@ -47,16 +52,26 @@ pub fn run(a: Args) -> Result<()> {
     bar.finish_and_clear();
     let mags: Vec<_> = out.images.iter().map(|x| x.mapv(|v| v.norm())).collect();
     let grid = png::tile(&mags, a.columns, 2)?;
-    let mut prefix = a.output.as_os_str().to_owned();
-    prefix.push(".png");
-    png::write_png(PathBuf::from(&prefix), &grid, png::Window::Auto)?;
     let views: Vec<_> = out.images.iter().map(|x| x.view()).collect();
     let stack = ndarray::stack(Axis(0), &views).map_err(|e| Error::invalid(e.to_string()))?;
-    let mut npy_path = a.output.as_os_str().to_owned();
-    npy_path.push(".npy");
-    npy::write_npy(PathBuf::from(npy_path), &stack)?;
+    // Both files or neither.
+    let png_bytes = png::encode_png(&png_path, &grid, png::Window::Auto)?;
+    let npy_bytes = npy::encode_npy(&npy_path, &stack)?;
+    atomic::write_atomic_pair(
+        &png_path,
+        |w| w.write_all(&png_bytes),
+        &npy_path,
+        |w| w.write_all(&npy_bytes),
+    )?;
     if !a.sampler.quiet {
         reconstruct::report(&out.stats);
     }
     Ok(())
+}
+
+/// `path` with `suffix` appended to its last component (`out` -> `out.png`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
 }

@@ -220,6 +220,16 @@ pub fn write_npy<T: NpyElement, D: Dimension>(
     array: &ArrayRef<T, D>,
 ) -> Result<()> {
     let path = path.as_ref();
+    let bytes = encode_npy(path, array)?;
+    atomic::write_atomic(path, |w| w.write_all(&bytes))
+}
+
+/// The bytes [`write_npy`] writes, for a caller that writes them with other files (one atomic
+/// pair, say); `path` names the destination in errors.
+pub fn encode_npy<T: NpyElement, D: Dimension>(
+    path: &Path,
+    array: &ArrayRef<T, D>,
+) -> Result<Vec<u8>> {
     if let Some(i) = first_non_finite(array.iter().flat_map(|v| v.parts())) {
         return Err(Error::invalid(format!(
             "{}: refusing to write a non-finite value at element {} (C order)",
@@ -260,7 +270,7 @@ pub fn write_npy<T: NpyElement, D: Dimension>(
     for &v in array.iter() {
         v.put(&mut bytes);
     }
-    atomic::write_atomic(path, |w| w.write_all(&bytes))
+    Ok(bytes)
 }
 
 /// Splits a file into its parsed header and its data bytes.

@@ -9,7 +9,7 @@ use super::atomic;
 use crate::{Error, Result};
 use ndarray::{s, Array2, ArrayRef2};
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::BufReader;
 use std::ops::Deref;
 use std::path::Path;
 
@@ -59,6 +59,13 @@ impl Window {
 /// pixel, or an I/O failure.
 pub fn write_png(path: impl AsRef<Path>, image: &ArrayRef2<f32>, window: Window) -> Result<()> {
     let path = path.as_ref();
+    let bytes = encode_png(path, image, window)?;
+    atomic::write_atomic(path, |out| out.write_all(&bytes))
+}
+
+/// The bytes [`write_png`] writes, for a caller that writes them with other files (one atomic
+/// pair, say); `path` names the destination in errors.
+pub fn encode_png(path: &Path, image: &ArrayRef2<f32>, window: Window) -> Result<Vec<u8>> {
     let invalid = |msg: String| Error::invalid(format!("{}: {msg}", path.display()));
     let (height, width) = image.dim();
     let (Ok(h), Ok(w)) = (u32::try_from(height), u32::try_from(width)) else {
@@ -85,14 +92,18 @@ pub fn write_png(path: impl AsRef<Path>, image: &ArrayRef2<f32>, window: Window)
         .iter()
         .map(|&v| ((v as f64 - lo as f64) * scale).clamp(0.0, 255.0).round() as u8)
         .collect();
-    atomic::write_atomic(path, |out| {
-        let mut encoder = png::Encoder::new(out, w, h);
-        encoder.set_color(png::ColorType::Grayscale);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header()?;
-        writer.write_image_data(&pixels)?;
-        writer.finish().map_err(io::Error::from)
-    })
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, w, h);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .and_then(|mut writer| {
+            writer.write_image_data(&pixels)?;
+            writer.finish()
+        })
+        .map_err(|e| invalid(format!("PNG encoding failed: {e}")))?;
+    Ok(bytes)
 }
 
 /// Tiles equally sized images into one grid, row by row, `columns` images a row, with `gap`
