@@ -257,6 +257,20 @@ fn reconstruct_refuses_bad_input_without_output() {
         ],
         &["short.npy", "20", "32"],
     );
+    // The uncertainty map's folder is missing: refused before the reconstruction, and the
+    // posterior mean is not written either.
+    run(
+        &[
+            "--model",
+            s(&model),
+            "--std",
+            s(&d.join("missing").join("std.png")),
+            s(&ksp),
+            s(&maps),
+            s(&out),
+        ],
+        &["std.png", "missing", "does not exist"],
+    );
     // Coil maps with another coil count.
     let pre = d.join("two");
     ok(&[

@@ -140,9 +140,11 @@ fn atomic_write_into_missing_folder_fails_cleanly() {
     assert_err(
         atomic::write_atomic(&path, |w| w.write_all(b"x")),
         &path,
-        &[],
+        &["the folder", "no_such_folder", "does not exist"],
     );
     assert!(entries(dir.path()).is_empty());
+    assert!(atomic::check_folder(&path).is_err());
+    assert!(atomic::check_folder(&dir.path().join("out.bin")).is_ok());
 }
 
 // ---------------------------------------------------------------------------------------------

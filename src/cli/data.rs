@@ -1,7 +1,7 @@
 //! Reading and writing the CLI's arrays by file extension: `.npy` (NumPy), `.png` (magnitude
 //! preview, write only for complex data), anything else a BART `.cfl/.hdr` pair.
 
-use msm::io::{cfl, npy, png};
+use msm::io::{atomic, cfl, npy, png};
 use msm::mask::Mask;
 use msm::sense::Sense;
 use msm::{Error, Result, C32};
@@ -48,22 +48,7 @@ pub fn check_coils_output(path: &Path) -> Result<()> {
             "a PNG cannot hold complex multi-coil data; expected a .cfl or .npy file",
         ));
     }
-    check_folder(path)
-}
-
-/// Checks that the folder `path` would be written in exists, so that a long run does not fail
-/// at its end.
-pub fn check_folder(path: &Path) -> Result<()> {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => Err(Error::format(
-            path,
-            format!(
-                "cannot be written: the folder {} does not exist; expected an existing folder",
-                p.display()
-            ),
-        )),
-        _ => Ok(()),
-    }
+    atomic::check_folder(path)
 }
 
 /// Writes multi-coil data `(coils, H, W)`: `.npy` complex64, else BART `[H, W, 1, coils]`.

@@ -2,6 +2,7 @@
 
 use super::coilmaps::{MapsArgs, Method};
 use super::{data, reconstruct};
+use msm::io::atomic;
 use msm::io::fastmri::{detect_mask, FastMriFile};
 use msm::mask::Mask;
 use msm::{Error, Result, C32};
@@ -76,7 +77,7 @@ pub fn run(a: Args) -> Result<()> {
                 "--eigenvalues needs --method espirit (ratio maps have no eigenvalues)",
             ));
         }
-        data::check_folder(p)?;
+        atomic::check_folder(p)?;
     }
     a.opts.check_for(a.method)?;
     let (kspace, mask, what) = read_input(&a)?;

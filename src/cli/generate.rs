@@ -1,6 +1,6 @@
 //! `msm generate`: unconditional samples from the model (Algorithm 1).
 
-use super::{data, model, progress, reconstruct};
+use super::{model, progress, reconstruct};
 use msm::io::{atomic, npy, png};
 use msm::sampler::{self, NetworkPrior};
 use msm::sense::Sense;
@@ -33,7 +33,7 @@ pub fn run(a: Args) -> Result<()> {
         with_suffix(&a.output, ".png"),
         with_suffix(&a.output, ".npy"),
     );
-    data::check_folder(&png_path)?;
+    atomic::check_folder(&png_path)?;
     let (net, opts) = model::load(&a.sampler, model::Job::Generation, 200, None)?;
     let (h, w) = (net.meta().height, net.meta().width);
     let maps = if a.coils == 1 {

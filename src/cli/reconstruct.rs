@@ -3,7 +3,7 @@
 
 use super::{coilmaps, data, model, progress, volume};
 use msm::denoiser::OnnxDenoiser;
-use msm::io::{cfl, npy, png};
+use msm::io::{atomic, cfl, npy, png};
 use msm::sampler::{self, NetworkPrior, ReconOptions, Stats};
 use msm::{Error, Result, C32};
 use ndarray::Array2;
@@ -143,6 +143,10 @@ pub fn run(a: Args) -> Result<()> {
     };
     a.maps_opts
         .check_none(&format!("the coil maps come from {}", maps_path.display()))?;
+    // The outputs' folders before the reconstruction, not after it.
+    for p in std::iter::once(&output).chain(&a.std) {
+        atomic::check_folder(p)?;
+    }
     let data::Acquisition { kspace, op, mask } =
         data::read_acquisition(&kspace_path, &maps_path, a.mask.as_deref())?;
     let (_, h, w) = kspace.dim();

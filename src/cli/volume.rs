@@ -12,7 +12,7 @@ use super::reconstruct::{recon_options, Args};
 use super::{data, model, progress};
 use msm::denoiser::OnnxDenoiser;
 use msm::io::fastmri::{detect_mask, FastMriFile};
-use msm::io::{cfl, npy};
+use msm::io::{atomic, cfl, npy};
 use msm::mask::Mask;
 use msm::sampler::{self, NetworkPrior, Progress, ReconOptions, SamplerOptions, Stats};
 use msm::sense::Sense;
@@ -63,7 +63,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         outputs.push((p.clone(), VolumeFormat::of(p)?));
     }
     for (p, _) in &outputs {
-        data::check_folder(p)?;
+        atomic::check_folder(p)?;
     }
     if let Some(p) = &a.std {
         return Err(Error::format(

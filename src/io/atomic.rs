@@ -66,6 +66,21 @@ where
         .map_err(|e| Error::io(dest, e))
 }
 
+/// Checks that the folder `dest` would be written in exists: an error naming `dest` and the
+/// folder otherwise (a long run calls this before it starts, so as not to fail at its end).
+pub fn check_folder(dest: &Path) -> Result<()> {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => Err(Error::format(
+            dest,
+            format!(
+                "cannot be written: the folder {} does not exist; expected an existing folder",
+                p.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A temporary file beside its destination; removed on drop unless committed.
 struct TempFile {
     dest: PathBuf,
@@ -103,7 +118,10 @@ impl TempFile {
                     return Ok((temp, file));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(dest, e)),
+                Err(e) => {
+                    check_folder(dest)?;
+                    return Err(Error::io(dest, e));
+                }
             }
         }
     }
