@@ -134,6 +134,9 @@ pub fn run(a: Args) -> Result<()> {
             "--partials, --repeats and --steps must be at least 1",
         ));
     }
+    if let Some(path) = &a.json {
+        msm::io::atomic::check_folder(path)?;
+    }
     eprintln!("measuring the f32 matrix-product peak ...");
     let peak1 = product_rate(1024, 1, a.repeats);
     let peak2 = product_rate(1024, 2, a.repeats);
