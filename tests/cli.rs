@@ -136,6 +136,38 @@ fn simulate_recon_metrics_pipeline() {
         p_cg > p_zf + 2.0,
         "CG-SENSE {p_cg:.2} dB should beat zero-filled {p_zf:.2} dB"
     );
+
+    // A .nii / .nii.gz output is a one-slice NIfTI magnitude image (not a .cfl pair named
+    // cg.nii.cfl): the same values as the .npy output's magnitude, and metrics reads it back.
+    let complex: ndarray::Array2<msm::C32> = msm::io::npy::read_npy_as(&cg).unwrap();
+    let magnitude = dir.path().join("cg_magnitude.npy");
+    msm::io::npy::write_npy(&magnitude, &complex.mapv(|x| msm::C32::new(x.norm(), 0.0))).unwrap();
+    let p_magnitude = score(&magnitude);
+    for name in ["cg.nii", "cg.nii.gz"] {
+        let nii = dir.path().join(name);
+        ok(&[
+            "recon",
+            "--method",
+            "cg-sense",
+            "--mask",
+            s(&dir.path().join("acq_mask")),
+            s(&ksp),
+            s(&maps),
+            s(&nii),
+        ]);
+        assert!(!dir.path().join(format!("{name}.cfl")).exists());
+        let v = msm::io::nifti::read_nifti(&nii).unwrap();
+        assert_eq!(v.data.dim(), (64, 64, 1), "{name}");
+        for ((r, c), x) in complex.indexed_iter() {
+            assert_eq!(v.data[(r, c, 0)], x.norm(), "{name} at ({r}, {c})");
+        }
+        assert_eq!(score(&nii), p_magnitude, "{name}: metrics reads it back");
+    }
+    // Multi-coil data has no NIfTI form.
+    fails(
+        &["ecalib", s(&ksp), s(&dir.path().join("maps.nii"))],
+        &["maps.nii", "NIfTI", "expected a .cfl or .npy file"],
+    );
 }
 
 #[test]

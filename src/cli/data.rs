@@ -1,11 +1,13 @@
 //! Reading and writing the CLI's arrays by file extension: `.npy` (NumPy), `.png` (magnitude
-//! preview, write only for complex data), anything else a BART `.cfl/.hdr` pair.
+//! preview, write only for complex data), `.nii` / `.nii.gz` (a one-slice NIfTI-1 magnitude
+//! image), anything else a BART `.cfl/.hdr` pair.
 
+use msm::io::nifti::{self, Volume};
 use msm::io::{atomic, cfl, npy, png};
 use msm::mask::Mask;
 use msm::sense::Sense;
 use msm::{Error, Result, C32};
-use ndarray::{Array2, Array3, Ix1, Ix2, Ix3};
+use ndarray::{Array2, Array3, Axis, Ix1, Ix2, Ix3};
 use std::path::Path;
 
 /// File kinds the CLI understands.
@@ -15,12 +17,21 @@ pub enum Kind {
     Npy,
     /// PNG picture.
     Png,
+    /// NIfTI-1 `.nii` / `.nii.gz` (magnitude images).
+    Nifti,
     /// BART `.cfl/.hdr`.
     Cfl,
 }
 
 /// The kind of `path`, from its extension.
 pub fn kind(path: &Path) -> Kind {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        return Kind::Nifti;
+    }
     match path
         .extension()
         .and_then(|e| e.to_str())
@@ -42,13 +53,23 @@ pub fn is_hdf5(path: &Path) -> bool {
 /// Checks before any work that multi-coil data can be written to `path` (not a PNG, an existing
 /// folder).
 pub fn check_coils_output(path: &Path) -> Result<()> {
-    if kind(path) == Kind::Png {
-        return Err(Error::format(
-            path,
-            "a PNG cannot hold complex multi-coil data; expected a .cfl or .npy file",
-        ));
+    if let Some(e) = no_coils(path) {
+        return Err(e);
     }
     atomic::check_folder(path)
+}
+
+/// The error for multi-coil data in a magnitude format (PNG, NIfTI), else `None`.
+pub fn no_coils(path: &Path) -> Option<Error> {
+    let format = match kind(path) {
+        Kind::Png => "a PNG",
+        Kind::Nifti => "a NIfTI magnitude image",
+        Kind::Npy | Kind::Cfl => return None,
+    };
+    Some(Error::format(
+        path,
+        format!("{format} cannot hold complex multi-coil data; expected a .cfl or .npy file"),
+    ))
 }
 
 /// Writes multi-coil data `(coils, H, W)`: `.npy` complex64, else BART `[H, W, 1, coils]`.
@@ -67,30 +88,52 @@ pub fn read_coils(path: &Path) -> Result<Array3<C32>> {
             2 => Ok(npy::read_npy_as::<C32, Ix2>(path)?.insert_axis(ndarray::Axis(0))),
             _ => npy::read_npy_as::<C32, Ix3>(path),
         },
-        Kind::Png => Err(Error::format(
-            path,
-            "a PNG cannot hold complex multi-coil data; expected a .cfl or .npy file",
-        )),
+        Kind::Png | Kind::Nifti => Err(no_coils(path).expect("a magnitude format")),
         Kind::Cfl => cfl::read_coils(path),
     }
 }
 
-/// Reads a complex image `(H, W)` (PNG gives a real image).
+/// Reads a complex image `(H, W)` (PNG and NIfTI give a real image; a NIfTI file must hold one
+/// slice, indexed `[row, column, 0]` as [`write_nifti_image`] writes it).
 pub fn read_image(path: &Path) -> Result<Array2<C32>> {
     match kind(path) {
         Kind::Npy => npy::read_npy_as::<C32, Ix2>(path),
         Kind::Png => Ok(png::read_png(path)?.mapv(|v| C32::new(v, 0.0))),
+        Kind::Nifti => {
+            let v = nifti::read_nifti(path)?;
+            match v.data.dim() {
+                (_, _, 1) => Ok(v.data.index_axis(Axis(2), 0).mapv(|x| C32::new(x, 0.0))),
+                (h, w, n) => Err(Error::format(
+                    path,
+                    format!("holds {h}x{w}x{n} voxels; expected one slice (H x W x 1)"),
+                )),
+            }
+        }
         Kind::Cfl => cfl::read_image(path),
     }
 }
 
-/// Writes a complex image: `.npy` complex64, `.png` magnitude (auto window), else `.cfl`.
+/// Writes a complex image: `.npy` complex64, `.png` magnitude (auto window), `.nii` / `.nii.gz`
+/// magnitude (f32), else `.cfl`.
 pub fn write_image(path: &Path, image: &Array2<C32>) -> Result<()> {
     match kind(path) {
         Kind::Npy => npy::write_npy(path, image),
         Kind::Png => png::write_png(path, &image.mapv(|v| v.norm()), png::Window::Auto),
+        Kind::Nifti => write_nifti_image(path, &image.mapv(|v| v.norm())),
         Kind::Cfl => cfl::write_image(path, image),
     }
+}
+
+/// Writes a real image `(H, W)` as a one-slice NIfTI-1 volume `H x W x 1` (voxel `[row, column,
+/// 0]`, 1 mm voxels), as `msm reconstruct` writes each slice of a volume.
+pub fn write_nifti_image(path: &Path, image: &Array2<f32>) -> Result<()> {
+    nifti::write_nifti(
+        path,
+        &Volume {
+            data: image.clone().insert_axis(Axis(2)),
+            voxel_size: [1.0; 3],
+        },
+    )
 }
 
 /// Reads a sampling mask for k-space `height x width`: a vector over the width (columns), or a
@@ -108,6 +151,7 @@ pub fn read_mask(path: &Path, height: usize, width: usize) -> Result<Mask> {
             _ => Mask::Pattern(npy::read_npy_as::<f32, Ix2>(path)?.mapv(|v| v != 0.0)),
         },
         Kind::Png => Mask::Pattern(png::read_png(path)?.mapv(|v| v > 0.5)),
+        Kind::Nifti => Mask::Pattern(read_image(path)?.mapv(|v| v.re != 0.0)),
         Kind::Cfl => cfl::read_mask(path)?,
     };
     let mask = simplify(mask);

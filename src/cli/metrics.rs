@@ -8,9 +8,9 @@ use std::path::PathBuf;
 /// Options of `msm metrics`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Reference image (.cfl, .npy or .png).
+    /// Reference image (.cfl, .npy, .png, or a one-slice .nii / .nii.gz).
     pub reference: PathBuf,
-    /// Image to score (.cfl, .npy or .png).
+    /// Image to score (.cfl, .npy, .png, or a one-slice .nii / .nii.gz).
     pub image: PathBuf,
     /// Scale the image by the least-squares complex factor onto the reference first.
     #[arg(long)]

@@ -13,7 +13,7 @@ pub struct Args {
     pub kspace: PathBuf,
     /// Coil maps, same layout as the k-space.
     pub maps: PathBuf,
-    /// Output image (.cfl, .npy, or .png for a magnitude preview).
+    /// Output image (.cfl, .npy, or magnitude .png preview, .nii, .nii.gz).
     pub output: PathBuf,
     /// Method.
     #[arg(long, value_enum, default_value_t = Method::CgSense)]

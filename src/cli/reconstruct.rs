@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// KSPACE [MAPS] OUTPUT. One slice: k-space (.cfl [H, W, 1, coils] or .npy (coils, H, W)),
     /// coil maps in the same layout, and the output image, the posterior mean (.cfl, .npy, or
-    /// .png magnitude). A fastMRI / ISMRMRD .h5 volume: MAPS is optional (default: estimated per
+    /// magnitude .png, .nii, .nii.gz). A fastMRI / ISMRMRD .h5 volume: MAPS is optional (default: estimated per
     /// slice from the ACS, --maps-method) and OUTPUT is a volume: .nii / .nii.gz (magnitude),
     /// .npy (complex, (slices, H, W)) or .cfl (complex, slices along BART dim 13).
     #[arg(num_args = 2..=3, required = true, value_name = "FILES")]
@@ -36,7 +36,8 @@ pub struct Args {
     /// Conjugate-gradient iterations of final data consistency on each sample (0: none).
     #[arg(long, default_value_t = ReconOptions::default().final_dc)]
     pub final_dc: usize,
-    /// Write the pixel-wise standard deviation of the samples' magnitude here (.png, .npy, .cfl).
+    /// Write the pixel-wise standard deviation of the samples' magnitude here (.png, .nii,
+    /// .nii.gz, .npy, .cfl).
     #[arg(long)]
     pub std: Option<PathBuf>,
     /// Scale the k-space so that the 99th percentile of the zero-filled magnitude equals this
@@ -69,6 +70,7 @@ pub fn write_real(path: &Path, map: &Array2<f32>) -> Result<()> {
     match data::kind(path) {
         data::Kind::Npy => npy::write_npy(path, map),
         data::Kind::Png => png::write_png(path, map, png::Window::Auto),
+        data::Kind::Nifti => data::write_nifti_image(path, map),
         data::Kind::Cfl => cfl::write_image(path, &map.mapv(|v| C32::new(v, 0.0))),
     }
 }

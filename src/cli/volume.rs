@@ -308,11 +308,8 @@ fn read_maps(path: &Path, file: &FastMriFile) -> Result<Array4<C32>> {
             3 => npy::read_npy_as::<C32, Ix3>(path)?.insert_axis(ndarray::Axis(0)),
             _ => npy::read_npy_as::<C32, Ix4>(path)?,
         },
-        data::Kind::Png => {
-            return Err(Error::format(
-                path,
-                "a PNG cannot hold coil maps; expected .cfl or .npy",
-            ))
+        data::Kind::Png | data::Kind::Nifti => {
+            return Err(data::no_coils(path).expect("a magnitude format"))
         }
         data::Kind::Cfl => {
             let array = cfl::read_array(path)?;
