@@ -50,26 +50,26 @@ pub fn is_hdf5(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("h5") || e.eq_ignore_ascii_case("hdf5"))
 }
 
-/// Checks before any work that multi-coil data can be written to `path` (not a PNG, an existing
-/// folder).
+/// Checks before any work that multi-coil data can be written to `path` (not a PNG or NIfTI
+/// file, an existing folder).
 pub fn check_coils_output(path: &Path) -> Result<()> {
-    if let Some(e) = no_coils(path) {
-        return Err(e);
+    if matches!(kind(path), Kind::Png | Kind::Nifti) {
+        return Err(no_coils(path));
     }
     atomic::check_folder(path)
 }
 
-/// The error for multi-coil data in a magnitude format (PNG, NIfTI), else `None`.
-pub fn no_coils(path: &Path) -> Option<Error> {
+/// The error for multi-coil data in `path`, a magnitude format (PNG, NIfTI).
+pub fn no_coils(path: &Path) -> Error {
     let format = match kind(path) {
         Kind::Png => "a PNG",
         Kind::Nifti => "a NIfTI magnitude image",
-        Kind::Npy | Kind::Cfl => return None,
+        Kind::Npy | Kind::Cfl => "this file",
     };
-    Some(Error::format(
+    Error::format(
         path,
         format!("{format} cannot hold complex multi-coil data; expected a .cfl or .npy file"),
-    ))
+    )
 }
 
 /// Writes multi-coil data `(coils, H, W)`: `.npy` complex64, else BART `[H, W, 1, coils]`.
@@ -88,7 +88,7 @@ pub fn read_coils(path: &Path) -> Result<Array3<C32>> {
             2 => Ok(npy::read_npy_as::<C32, Ix2>(path)?.insert_axis(ndarray::Axis(0))),
             _ => npy::read_npy_as::<C32, Ix3>(path),
         },
-        Kind::Png | Kind::Nifti => Err(no_coils(path).expect("a magnitude format")),
+        Kind::Png | Kind::Nifti => Err(no_coils(path)),
         Kind::Cfl => cfl::read_coils(path),
     }
 }

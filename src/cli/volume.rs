@@ -308,9 +308,7 @@ fn read_maps(path: &Path, file: &FastMriFile) -> Result<Array4<C32>> {
             3 => npy::read_npy_as::<C32, Ix3>(path)?.insert_axis(ndarray::Axis(0)),
             _ => npy::read_npy_as::<C32, Ix4>(path)?,
         },
-        data::Kind::Png | data::Kind::Nifti => {
-            return Err(data::no_coils(path).expect("a magnitude format"))
-        }
+        data::Kind::Png | data::Kind::Nifti => return Err(data::no_coils(path)),
         data::Kind::Cfl => {
             let array = cfl::read_array(path)?;
             let slice_dim = msm::volume::output::BART_SLICE_DIM;
