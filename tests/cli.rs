@@ -100,16 +100,20 @@ fn simulate_recon_metrics_pipeline() {
         s(&maps),
         s(&zf),
     ]);
-    ok(&[
-        "recon",
-        "--method",
-        "cg-sense",
-        "--mask",
-        s(&dir.path().join("acq_mask")),
-        s(&ksp),
-        s(&maps),
-        s(&cg),
-    ]);
+    let mask = dir.path().join("acq_mask");
+    let cg_sense_to = |out: &Path| {
+        ok(&[
+            "recon",
+            "--method",
+            "cg-sense",
+            "--mask",
+            s(&mask),
+            s(&ksp),
+            s(&maps),
+            s(out),
+        ])
+    };
+    cg_sense_to(&cg);
     ok(&[
         "recon",
         "--method",
@@ -145,16 +149,7 @@ fn simulate_recon_metrics_pipeline() {
     let p_magnitude = score(&magnitude);
     for name in ["cg.nii", "cg.nii.gz"] {
         let nii = dir.path().join(name);
-        ok(&[
-            "recon",
-            "--method",
-            "cg-sense",
-            "--mask",
-            s(&dir.path().join("acq_mask")),
-            s(&ksp),
-            s(&maps),
-            s(&nii),
-        ]);
+        cg_sense_to(&nii);
         assert!(!dir.path().join(format!("{name}.cfl")).exists());
         let v = msm::io::nifti::read_nifti(&nii).unwrap();
         assert_eq!(v.data.dim(), (64, 64, 1), "{name}");
