@@ -441,3 +441,50 @@ fn init_from_starts_a_new_run_from_a_checkpoints_ema() {
     let e = Trainer::init_from(&other, &ckpt).unwrap_err().to_string();
     assert!(e.contains("different architecture"), "{e}");
 }
+
+/// The committed runs (export/runs) are the shipped models' runs: resumed with their own
+/// config, each holds the model's step count, and exporting its EMA weights in f16 gives a
+/// network whose output equals the shipped file's bit for bit. Guards the checkpoints that
+/// `--resume` and the GPU lease (`export/gpu/lease.sh`, which empties them in the working tree
+/// for a while) depend on.
+#[test]
+fn committed_runs_are_the_shipped_models() {
+    use msm::denoiser::Denoiser;
+    use msm_export::train::{checkpoint_path, TrainConfig};
+    if !have_volume() {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let x = ndarray::Array4::from_shape_fn((1, 2, 128, 128), |(_, c, i, j)| {
+        ((i * 31 + j * 17 + c * 7) % 23) as f32 / 23.0 - 0.5
+    });
+    for (run, model) in [
+        ("runs/brain128", "../models/msm-brain-128.onnx"),
+        ("runs/brain128-noisy", "../models/msm-brain-128-noisy.onnx"),
+    ] {
+        let run = root.join(run);
+        let cfg = TrainConfig::from_json_file(&run.join("config.json")).unwrap();
+        let tr = Trainer::resume(&cfg, &checkpoint_path(&run))
+            .unwrap_or_else(|e| panic!("{}: {e}", run.display()));
+        let shipped = OnnxDenoiser::load(root.join(model)).unwrap();
+        assert_eq!(
+            Some(tr.step_count()),
+            shipped.meta().steps_trained,
+            "{model}: steps of the run and of the model"
+        );
+        let onnx = dir.path().join("m.onnx");
+        export_run(&tr, &onnx, WeightType::F16, "test".into(), None).unwrap();
+        let fresh = OnnxDenoiser::load(&onnx).unwrap();
+        for t in [10.0, 500.0] {
+            let (a, b) = (
+                fresh.predict_eps(x.view(), &[t]).unwrap(),
+                shipped.predict_eps(x.view(), &[t]).unwrap(),
+            );
+            assert!(
+                a == b,
+                "{model}: the run's EMA weights are not the model's (t = {t})"
+            );
+        }
+    }
+}
