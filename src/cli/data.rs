@@ -124,9 +124,20 @@ pub fn write_image(path: &Path, image: &Array2<C32>) -> Result<()> {
     }
 }
 
+/// Writes a real map `(H, W)` by extension, as [`write_image`] writes a complex one: `.npy`
+/// float32, `.png` (auto window), `.nii` / `.nii.gz`, else `.cfl` (real values).
+pub fn write_real(path: &Path, map: &Array2<f32>) -> Result<()> {
+    match kind(path) {
+        Kind::Npy => npy::write_npy(path, map),
+        Kind::Png => png::write_png(path, map, png::Window::Auto),
+        Kind::Nifti => write_nifti_image(path, map),
+        Kind::Cfl => cfl::write_image(path, &map.mapv(|v| C32::new(v, 0.0))),
+    }
+}
+
 /// Writes a real image `(H, W)` as a one-slice NIfTI-1 volume `H x W x 1` (voxel `[row, column,
 /// 0]`, 1 mm voxels), as `msm reconstruct` writes each slice of a volume.
-pub fn write_nifti_image(path: &Path, image: &Array2<f32>) -> Result<()> {
+fn write_nifti_image(path: &Path, image: &Array2<f32>) -> Result<()> {
     nifti::write_nifti(
         path,
         &Volume {

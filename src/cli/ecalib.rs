@@ -1,7 +1,7 @@
 //! `msm ecalib`: coil sensitivity maps from the ACS of one slice, as BART `ecalib -m1`.
 
 use super::coilmaps::{MapsArgs, Method};
-use super::{data, reconstruct};
+use super::data;
 use msm::io::atomic;
 use msm::io::fastmri::{detect_mask, FastMriFile};
 use msm::mask::Mask;
@@ -89,7 +89,7 @@ pub fn run(a: Args) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     data::write_coils(&a.maps, &est.maps)?;
     if let (Some(p), Some(ev)) = (&a.eigenvalues, &est.eigenvalues) {
-        reconstruct::write_real(p, ev)?;
+        data::write_real(p, ev)?;
     }
     let (nc, h, w) = kspace.dim();
     let region = est

@@ -3,11 +3,10 @@
 
 use super::{coilmaps, data, model, progress, volume};
 use msm::denoiser::OnnxDenoiser;
-use msm::io::{atomic, cfl, npy, png};
+use msm::io::atomic;
 use msm::sampler::{self, NetworkPrior, ReconOptions, Stats};
-use msm::{Error, Result, C32};
-use ndarray::Array2;
-use std::path::{Path, PathBuf};
+use msm::{Error, Result};
+use std::path::PathBuf;
 
 /// Options of `msm reconstruct`.
 #[derive(clap::Args, Debug)]
@@ -18,9 +17,10 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// KSPACE [MAPS] OUTPUT. One slice: k-space (.cfl [H, W, 1, coils] or .npy (coils, H, W)),
     /// coil maps in the same layout, and the output image, the posterior mean (.cfl, .npy, or
-    /// magnitude .png, .nii, .nii.gz). A fastMRI / ISMRMRD .h5 volume: MAPS is optional (default: estimated per
-    /// slice from the ACS, --maps-method) and OUTPUT is a volume: .nii / .nii.gz (magnitude),
-    /// .npy (complex, (slices, H, W)) or .cfl (complex, slices along BART dim 13).
+    /// magnitude .png, .nii, .nii.gz). A fastMRI / ISMRMRD .h5 volume: MAPS is optional
+    /// (default: estimated per slice from the ACS, --maps-method) and OUTPUT is a volume: .nii /
+    /// .nii.gz (magnitude), .npy (complex, (slices, H, W)) or .cfl (complex, slices along BART
+    /// dim 13).
     #[arg(num_args = 2..=3, required = true, value_name = "FILES")]
     pub files: Vec<PathBuf>,
     /// Sampling mask (vector over the width or 2-D pattern); default: the non-zero entries (for
@@ -63,16 +63,6 @@ pub struct Args {
     pub restart: bool,
     #[command(flatten)]
     pub sampler: model::SamplerArgs,
-}
-
-/// Writes a real map by extension.
-pub fn write_real(path: &Path, map: &Array2<f32>) -> Result<()> {
-    match data::kind(path) {
-        data::Kind::Npy => npy::write_npy(path, map),
-        data::Kind::Png => png::write_png(path, map, png::Window::Auto),
-        data::Kind::Nifti => data::write_nifti_image(path, map),
-        data::Kind::Cfl => cfl::write_image(path, &map.mapv(|v| C32::new(v, 0.0))),
-    }
 }
 
 /// Prints the timing summary of a sampler run.
@@ -166,7 +156,7 @@ pub fn run(a: Args) -> Result<()> {
     bar.finish_and_clear();
     data::write_image(&output, &out.mean)?;
     if let Some(p) = &a.std {
-        write_real(p, &out.std)?;
+        data::write_real(p, &out.std)?;
     }
     if !a.sampler.quiet {
         report(&out.stats);
