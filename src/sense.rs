@@ -81,6 +81,12 @@ impl Sense {
         if maps.iter().any(|v| !v.re.is_finite() || !v.im.is_finite()) {
             return Err(Error::invalid("coil maps contain NaN or Inf"));
         }
+        if maps.iter().all(|v| v.re == 0.0 && v.im == 0.0) {
+            return Err(Error::invalid(
+                "coil maps are zero everywhere (the operator would be zero); expected coil \
+                 sensitivities, e.g. from `msm ecalib`",
+            ));
+        }
         let maps = maps.as_standard_layout().into_owned();
         Ok(Sense {
             fft: Fft2::new(h, w),

@@ -339,10 +339,48 @@ fn bad_input_gives_clear_errors_and_no_output() {
         &["recon", s(&ksp), s(&d.join("three_maps")), s(&out)],
         &["three_maps", "shape"],
     );
+    // Data that cannot be reconstructed: coil maps that are zero everywhere, a mask that keeps
+    // nothing, and k-space that is zero everywhere with no mask to say what was sampled (each
+    // used to give an all-zero image and exit code 0).
+    let zeros = |name: &str, like: &std::path::Path| {
+        let a = msm::io::cfl::read_array(like).unwrap();
+        let zero = vec![msm::C32::new(0.0, 0.0); a.data.len()];
+        msm::io::cfl::write_array(d.join(name), &a.dims, &zero).unwrap();
+        d.join(name)
+    };
+    let zero_maps = zeros("zero_maps", &maps);
+    fails(
+        &["recon", s(&ksp), s(&zero_maps), s(&out)],
+        &[
+            "zero_maps",
+            "zero everywhere",
+            "expected coil sensitivities",
+        ],
+    );
+    let zero_mask = zeros("zero_mask", &d.join("acq_mask"));
+    fails(
+        &["recon", "--mask", s(&zero_mask), s(&ksp), s(&maps), s(&out)],
+        &["zero_mask", "keeps no k-space entry"],
+    );
+    let zero_ksp = zeros("zero_ksp", &ksp);
+    fails(
+        &["recon", s(&zero_ksp), s(&maps), s(&out)],
+        &["zero_ksp", "zero everywhere", "--mask"],
+    );
     // Unknown simulate input.
     fails(
         &["simulate", s(&d.join("x.txt")), s(&d.join("sim"))],
         &["x.txt"],
+    );
+    // simulate writes its outputs as one set: when the last of them (the PNG) cannot be
+    // written, here because its path is a folder, none of the others is left behind.
+    std::fs::create_dir(d.join("half_ref.png")).unwrap();
+    fails(
+        &["simulate", "--size", "32", "--acs", "4", "--npy", "--png"]
+            .into_iter()
+            .chain([s(&input), s(&d.join("half"))])
+            .collect::<Vec<_>>(),
+        &["half_ref.png", "is a folder"],
     );
 
     // No output of any failed command survives (no `out*`, no temporary files).
@@ -355,7 +393,9 @@ fn bad_input_gives_clear_errors_and_no_output() {
                 || f.starts_with("nonnum")
                 || f.starts_with("nan")
                 || f.starts_with("short")
-                || f.starts_with("three"),
+                || f.starts_with("three")
+                || f.starts_with("zero_")
+                || *f == "half_ref.png",
             "unexpected file left behind: {f}"
         );
     }

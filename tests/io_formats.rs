@@ -117,20 +117,43 @@ fn atomic_write_failing_keeps_previous_content() {
 }
 
 #[test]
-fn atomic_pair_failing_second_leaves_neither() {
+fn atomic_set_writes_every_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("x.cfl"), dir.path().join("x.hdr"));
-    let result = atomic::write_atomic_pair(
-        &a,
-        |w| w.write_all(b"data"),
-        &b,
-        |w| {
-            w.write_all(b"# Dim")?;
-            Err(std::io::Error::other("header failed"))
-        },
+    let files: Vec<_> = ["a.cfl", "a.hdr", "b.npy"]
+        .iter()
+        .map(|n| (dir.path().join(n), n.as_bytes().to_vec()))
+        .collect();
+    atomic::write_atomic_set(&files).unwrap();
+    for (path, bytes) in &files {
+        assert_eq!(&fs::read(path).unwrap(), bytes);
+    }
+    assert_eq!(entries(dir.path()), ["a.cfl", "a.hdr", "b.npy"]);
+}
+
+#[test]
+fn atomic_set_with_one_unwritable_file_writes_none() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first destination holds an older file; the last one is a folder.
+    let (old, new, folder) = (
+        dir.path().join("x.cfl"),
+        dir.path().join("x.hdr"),
+        dir.path().join("x.png"),
     );
-    assert_err(result, &b, &["header failed"]);
-    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    fs::write(&old, b"old").unwrap();
+    fs::create_dir(&folder).unwrap();
+    let files = [
+        (old.clone(), b"new data".to_vec()),
+        (new.clone(), b"# Dimensions".to_vec()),
+        (folder.clone(), b"png".to_vec()),
+    ];
+    assert_err(
+        atomic::write_atomic_set(&files),
+        &folder,
+        &["is a folder", "expected a file path"],
+    );
+    assert_eq!(fs::read(&old).unwrap(), b"old");
+    assert_eq!(entries(dir.path()), ["x.cfl", "x.png"]);
+    assert!(folder.is_dir());
 }
 
 #[test]

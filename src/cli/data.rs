@@ -166,6 +166,13 @@ pub fn read_mask(path: &Path, height: usize, width: usize) -> Result<Mask> {
         Kind::Cfl => cfl::read_mask(path)?,
     };
     let mask = simplify(mask);
+    if mask.fraction() == 0.0 {
+        return Err(Error::format(
+            path,
+            "the mask keeps no k-space entry (every value is zero); expected non-zero values \
+             where samples were acquired",
+        ));
+    }
     mask.check_shape(height, width).map_err(|e| {
         Error::format(
             path,
@@ -239,6 +246,13 @@ pub fn read_acquisition(kspace: &Path, maps: &Path, mask: Option<&Path>) -> Resu
         Some(p) => read_mask(p, h, w)?,
         None => mask_from_kspace(&ksp),
     };
+    if mask.fraction() == 0.0 {
+        return Err(Error::format(
+            kspace,
+            "the k-space is zero everywhere, so no sampled entry can be found; expected \
+             measured data (or pass --mask)",
+        ));
+    }
     let op = Sense::new(m).map_err(|e| Error::format(maps, e.to_string()))?;
     Ok(Acquisition {
         kspace: ksp,

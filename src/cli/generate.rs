@@ -55,14 +55,13 @@ pub fn run(a: Args) -> Result<()> {
     let views: Vec<_> = out.images.iter().map(|x| x.view()).collect();
     let stack = ndarray::stack(Axis(0), &views).map_err(|e| Error::invalid(e.to_string()))?;
     // Both files or neither.
-    let png_bytes = png::encode_png(&png_path, &grid, png::Window::Auto)?;
-    let npy_bytes = npy::encode_npy(&npy_path, &stack)?;
-    atomic::write_atomic_pair(
-        &png_path,
-        |w| w.write_all(&png_bytes),
-        &npy_path,
-        |w| w.write_all(&npy_bytes),
-    )?;
+    atomic::write_atomic_set(&[
+        (
+            png_path.clone(),
+            png::encode_png(&png_path, &grid, png::Window::Auto)?,
+        ),
+        (npy_path.clone(), npy::encode_npy(&npy_path, &stack)?),
+    ])?;
     if !a.sampler.quiet {
         reconstruct::report(&out.stats);
     }

@@ -147,24 +147,28 @@ pub fn run(a: Args) -> Result<()> {
     let acq = simulate(image.view(), &opts, &mut rng)?;
     let mask = msm::mask::Mask::Columns(acq.mask.clone());
     let p = |s: &str| suffixed(&a.output, s);
-    cfl::write_coils(p("_ksp"), &acq.kspace)?;
-    cfl::write_coils(p("_maps"), &acq.maps)?;
-    cfl::write_mask(p("_mask"), &mask)?;
-    cfl::write_image(p("_ref"), &acq.reference)?;
+    // Every output or none: a failure half-way must not leave k-space beside stale maps.
+    let mut files = cfl::encode_coils(p("_ksp"), &acq.kspace)?;
+    files.extend(cfl::encode_coils(p("_maps"), &acq.maps)?);
+    files.extend(cfl::encode_mask(p("_mask"), &mask)?);
+    files.extend(cfl::encode_image(p("_ref"), &acq.reference)?);
     if a.npy {
-        npy::write_npy(p("_ksp.npy"), &acq.kspace)?;
-        npy::write_npy(p("_maps.npy"), &acq.maps)?;
         let cols = ndarray::Array1::from_iter(acq.mask.iter().map(|&k| k as u8 as f32));
-        npy::write_npy(p("_mask.npy"), &cols)?;
-        npy::write_npy(p("_ref.npy"), &acq.reference)?;
+        for (suffix, bytes) in [
+            ("_ksp.npy", npy::encode_npy(&p("_ksp.npy"), &acq.kspace)?),
+            ("_maps.npy", npy::encode_npy(&p("_maps.npy"), &acq.maps)?),
+            ("_mask.npy", npy::encode_npy(&p("_mask.npy"), &cols)?),
+            ("_ref.npy", npy::encode_npy(&p("_ref.npy"), &acq.reference)?),
+        ] {
+            files.push((p(suffix), bytes));
+        }
     }
     if a.png {
-        png::write_png(
-            p("_ref.png"),
-            &acq.reference.mapv(|v| v.norm()),
-            png::Window::Auto,
-        )?;
+        let magnitude = acq.reference.mapv(|v| v.norm());
+        let bytes = png::encode_png(&p("_ref.png"), &magnitude, png::Window::Auto)?;
+        files.push((p("_ref.png"), bytes));
     }
+    msm::io::atomic::write_atomic_set(&files)?;
     eprintln!(
         "simulated {}x{} k-space, {} coils, {:.1}% of columns kept (R = {}), noise std {}",
         opts.height,

@@ -26,30 +26,33 @@ where
     temp.commit()
 }
 
-/// Writes two files that belong together (a BART `.hdr`/`.cfl` pair, say) atomically: both are
-/// written to temporary files and synced first; only then is `first` renamed into place, then
-/// `second`. On any error both temporary files are removed, and if `second` cannot be renamed
-/// after `first` was, the new `first` is removed again so that no mismatched pair survives.
-pub fn write_atomic_pair<F, G>(
-    first: impl AsRef<Path>,
-    write_first: F,
-    second: impl AsRef<Path>,
-    write_second: G,
-) -> Result<()>
-where
-    F: FnOnce(&mut dyn Write) -> io::Result<()>,
-    G: FnOnce(&mut dyn Write) -> io::Result<()>,
-{
-    let (first, second) = (first.as_ref(), second.as_ref());
-    let (temp_first, file_first) = TempFile::create(first)?;
-    let (temp_second, file_second) = TempFile::create(second)?;
-    fill(first, file_first, write_first)?;
-    fill(second, file_second, write_second)?;
-    temp_first.commit()?;
-    if let Err(e) = temp_second.commit() {
-        // Best effort: the new `first` must not outlive its missing partner.
-        let _ = fs::remove_file(first);
-        return Err(e);
+/// Writes files that belong together (a BART `.cfl`/`.hdr` pair, a simulated acquisition's
+/// k-space, maps, mask and reference, a model and its card) as one set: all of them or none.
+///
+/// Every file is first written to a temporary file beside its destination and synced; only when
+/// all are written are they renamed into place, in the order given. Any error before that removes
+/// every temporary file and leaves the destinations as they were. A rename cannot fail for a
+/// destination that is a folder (refused before anything is written), so a failure after the
+/// first rename needs the file system itself to fail; then the files of the set already renamed
+/// are removed again, so that no incomplete set survives (a file they replaced is not restored).
+pub fn write_atomic_set(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    let mut temps = Vec::with_capacity(files.len());
+    for (dest, bytes) in files {
+        let (temp, file) = TempFile::create(dest)?;
+        temps.push(temp);
+        fill(dest, file, |w| w.write_all(bytes))?;
+    }
+    let mut renamed: Vec<PathBuf> = Vec::with_capacity(files.len());
+    for temp in temps {
+        let dest = temp.dest.clone();
+        if let Err(e) = temp.commit() {
+            // The temporary files not yet renamed are removed as the iterator drops them.
+            for done in &renamed {
+                let _ = fs::remove_file(done);
+            }
+            return Err(e);
+        }
+        renamed.push(dest);
     }
     Ok(())
 }
@@ -102,6 +105,12 @@ impl TempFile {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        if dest.is_dir() {
+            return Err(Error::format(
+                dest,
+                "cannot be written: it is a folder; expected a file path",
+            ));
+        }
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let mut temp_name = OsString::from(".");

@@ -29,7 +29,6 @@ use crate::mask::Mask;
 use crate::{Error, Result, C32};
 use ndarray::{Array2, Array3, ArrayRef2, ArrayRef3, ShapeBuilder};
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Number of dimensions BART uses and that [`write_array`] always writes.
@@ -129,6 +128,17 @@ pub fn read_array(path: impl AsRef<Path>) -> Result<CflArray> {
 /// Errors: `data.len()` differs from the product of `dims`, a zero dimension, more than 16
 /// non-trivial dimensions, non-finite values, or an I/O failure.
 pub fn write_array(path: impl AsRef<Path>, dims: &[usize], data: &[C32]) -> Result<()> {
+    atomic::write_atomic_set(&encode_array(path, dims, data)?)
+}
+
+/// The two files [`write_array`] writes, `.cfl` then `.hdr`, each with its bytes, for a caller
+/// that writes them in one set with other files ([`atomic::write_atomic_set`]). Same errors as
+/// [`write_array`] but I/O.
+pub fn encode_array(
+    path: impl AsRef<Path>,
+    dims: &[usize],
+    data: &[C32],
+) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     let (cfl, hdr) = pair_paths(path);
     if dims.iter().skip(BART_DIMS).any(|&d| d != 1) {
         return Err(Error::invalid(format!(
@@ -164,18 +174,12 @@ pub fn write_array(path: impl AsRef<Path>, dims: &[usize], data: &[C32]) -> Resu
             .collect::<Vec<_>>()
             .join(" ")
     );
-    atomic::write_atomic_pair(
-        &cfl,
-        |w| {
-            for z in data {
-                w.write_all(&z.re.to_le_bytes())?;
-                w.write_all(&z.im.to_le_bytes())?;
-            }
-            Ok(())
-        },
-        &hdr,
-        |w: &mut dyn Write| w.write_all(header.as_bytes()),
-    )
+    let mut bytes = Vec::with_capacity(8 * data.len());
+    for z in data {
+        bytes.extend_from_slice(&z.re.to_le_bytes());
+        bytes.extend_from_slice(&z.im.to_le_bytes());
+    }
+    Ok(vec![(cfl, bytes), (hdr, header.into_bytes())])
 }
 
 /// Reads multi-coil k-space or coil maps stored as BART `[H, W, 1, coils]` into `(coils, H, W)`.
@@ -200,6 +204,14 @@ pub fn read_coils(path: impl AsRef<Path>) -> Result<Array3<C32>> {
 
 /// Writes multi-coil k-space or coil maps `(coils, H, W)` as BART `[H, W, 1, coils]`.
 pub fn write_coils(path: impl AsRef<Path>, array: &ArrayRef3<C32>) -> Result<()> {
+    atomic::write_atomic_set(&encode_coils(path, array)?)
+}
+
+/// The files [`write_coils`] writes, as [`encode_array`] gives them.
+pub fn encode_coils(
+    path: impl AsRef<Path>,
+    array: &ArrayRef3<C32>,
+) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     let (c, h, w) = array.dim();
     // Column-major order of [h, w, c] is row-major order of [c, w, h].
     let data: Vec<C32> = array
@@ -208,7 +220,7 @@ pub fn write_coils(path: impl AsRef<Path>, array: &ArrayRef3<C32>) -> Result<()>
         .iter()
         .copied()
         .collect();
-    write_array(path, &[h, w, 1, c], &data)
+    encode_array(path, &[h, w, 1, c], &data)
 }
 
 /// Reads a single-coil image stored as BART `[H, W]` into `(H, W)`.
@@ -223,9 +235,17 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<Array2<C32>> {
 
 /// Writes an image `(H, W)` as BART `[H, W]`.
 pub fn write_image(path: impl AsRef<Path>, image: &ArrayRef2<C32>) -> Result<()> {
+    atomic::write_atomic_set(&encode_image(path, image)?)
+}
+
+/// The files [`write_image`] writes, as [`encode_array`] gives them.
+pub fn encode_image(
+    path: impl AsRef<Path>,
+    image: &ArrayRef2<C32>,
+) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     let (h, w) = image.dim();
     let data: Vec<C32> = image.t().iter().copied().collect();
-    write_array(path, &[h, w], &data)
+    encode_array(path, &[h, w], &data)
 }
 
 /// Reads a sampling mask: `[1, W]` or `[W]` gives [`Mask::Columns`], `[H, W]` with `H > 1` and
@@ -257,6 +277,11 @@ pub fn read_mask(path: impl AsRef<Path>) -> Result<Mask> {
 /// Writes a sampling mask as 1 (kept) and 0: [`Mask::Columns`] as `[1, W]`, [`Mask::Pattern`]
 /// as `[H, W]`.
 pub fn write_mask(path: impl AsRef<Path>, mask: &Mask) -> Result<()> {
+    atomic::write_atomic_set(&encode_mask(path, mask)?)
+}
+
+/// The files [`write_mask`] writes, as [`encode_array`] gives them.
+pub fn encode_mask(path: impl AsRef<Path>, mask: &Mask) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     let (dims, kept): ([usize; 2], Vec<bool>) = match mask {
         Mask::Columns(c) => ([1, c.len()], c.clone()),
         Mask::Pattern(p) => ([p.nrows(), p.ncols()], p.t().iter().copied().collect()),
@@ -265,7 +290,7 @@ pub fn write_mask(path: impl AsRef<Path>, mask: &Mask) -> Result<()> {
         .into_iter()
         .map(|k| C32::new(if k { 1.0 } else { 0.0 }, 0.0))
         .collect();
-    write_array(path, &dims, &data)
+    encode_array(path, &dims, &data)
 }
 
 /// Parses the dimensions that follow the `# Dimensions` line of a header.

@@ -199,9 +199,13 @@ pub fn freeze(
     path: &Path,
 ) -> Result<ModelMeta> {
     let meta = metadata(cfg, &Schedule::reference(), prov, weights);
-    emit_unet(cfg, w, weights, &meta)?.write(path)?;
+    let model = emit_unet(cfg, w, weights, &meta)?.to_bytes()?;
     let card = model_card(&meta, prov);
-    msm::io::atomic::write_atomic(card_path(path), |f| f.write_all(card.as_bytes()))?;
+    // The model and its card or neither: a card must never describe another file's weights.
+    msm::io::atomic::write_atomic_set(&[
+        (path.to_path_buf(), model),
+        (card_path(path), card.into_bytes()),
+    ])?;
     Ok(meta)
 }
 
