@@ -320,3 +320,103 @@ fn zero_counts_are_refused_not_clamped() {
         assert!(written.is_empty(), "{args:?}: wrote {written:?}");
     }
 }
+
+/// Runs `exe` (an `msm` binary) in the folder `cwd` with `args`.
+fn run_in(exe: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(exe)
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run msm")
+}
+
+#[test]
+fn shipped_model_is_found_from_any_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let built = Path::new(env!("CARGO_BIN_EXE_msm"));
+    let default = "models/msm-brain-128-noisy.onnx";
+
+    // Run from a folder without models/: the default model is the source checkout's.
+    let out = run_in(
+        built,
+        d,
+        &[
+            "generate",
+            "--count",
+            "1",
+            "--steps",
+            "1",
+            "--partials",
+            "1",
+            "--quiet",
+            "g",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grid = msm::io::npy::read_npy(d.join("g.npy")).unwrap();
+    assert_eq!(grid.shape(), [1, 128, 128], "not the shipped 128x128 model");
+
+    // A copy of the binary with a models/ folder beside it takes the model there first (a tiny
+    // 32x32 one here, under the shipped name), as an install that ships both would.
+    let bin = d.join("bin");
+    std::fs::create_dir_all(bin.join("models")).unwrap();
+    std::fs::copy(built, bin.join("msm")).unwrap();
+    tiny_model(&bin.join(default), 32, true);
+    let work = d.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = run_in(
+        &bin.join("msm"),
+        &work,
+        &[
+            "generate",
+            "--count",
+            "1",
+            "--steps",
+            "1",
+            "--partials",
+            "1",
+            "--quiet",
+            "g",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let grid = msm::io::npy::read_npy(work.join("g.npy")).unwrap();
+    assert_eq!(
+        grid.shape(),
+        [1, 32, 32],
+        "not the model beside the executable"
+    );
+
+    // A model under models/ found nowhere: the error lists every place searched, and a path
+    // outside models/ is taken as given.
+    let out = run_in(
+        built,
+        d,
+        &["generate", "--model", "models/none.onnx", "--quiet", "n"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/none.onnx");
+    for place in [
+        "models/none.onnx".to_string(),
+        s(&built.parent().unwrap().join("models/none.onnx")).to_string(),
+        s(&source).to_string(),
+    ] {
+        assert!(err.contains(&place), "{place} not in: {err}");
+    }
+    let out = run_in(built, d, &["generate", "--model", "none.onnx", "n"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("none.onnx") && !err.contains(s(&source)),
+        "{err}"
+    );
+}

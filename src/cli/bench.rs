@@ -28,10 +28,10 @@ use std::time::Instant;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// ONNX model.
-    #[arg(long, default_value = DEFAULT_MODEL)]
+    #[arg(long, default_value = DEFAULT_MODEL, value_parser = super::shipped::path_arg)]
     pub model: PathBuf,
     /// Magnitude image (2-D .npy) to simulate the scan from.
-    #[arg(long, default_value = super::demo::SHIPPED_SLICE)]
+    #[arg(long, default_value = super::demo::SHIPPED_SLICE, value_parser = super::shipped::path_arg)]
     pub image: PathBuf,
     /// Partial scores per step w (also the batch of the batched evaluation).
     #[arg(long, default_value_t = 3)]

@@ -133,7 +133,8 @@ fn load_slices(a: &Args, block: (usize, usize)) -> Result<Vec<(String, Array2<f3
              mricron-data`; using the shipped example slice {SHIPPED_SLICE} instead.",
             volume.display()
         );
-        let img = npy::read_npy_as::<f32, Ix2>(SHIPPED_SLICE)?;
+        let shipped = super::shipped::locate(Path::new(SHIPPED_SLICE));
+        let img = npy::read_npy_as::<f32, Ix2>(&shipped)?;
         return Ok(vec![("axial 90 (shipped)".to_string(), img)]);
     }
     let vol = nifti::read_nifti(&volume)?;

@@ -1,5 +1,6 @@
 //! Options shared by the commands that run a model: which model, and the sampler settings.
 
+use super::shipped;
 use msm::denoiser::{Backend, OnnxDenoiser};
 use msm::mask::{Acs, PartialKind};
 use msm::onnx::meta::DEFAULT_RECON_ETA;
@@ -7,7 +8,8 @@ use msm::sampler::{Mode, SamplerOptions};
 use msm::{Error, Result};
 use std::path::PathBuf;
 
-/// The default shipped model, relative to the repository (or set `--model`): the prior
+/// The default shipped model, relative to the repository and found from any working folder
+/// ([`super::shipped`]; or set `--model`): the prior
 /// fine-tuned on noisy measurements, which reconstructs noisy and noiseless scans better than
 /// the noiseless prior `models/msm-brain-128.onnx` it started from (docs/results.md).
 pub const DEFAULT_MODEL: &str = "models/msm-brain-128-noisy.onnx";
@@ -15,8 +17,10 @@ pub const DEFAULT_MODEL: &str = "models/msm-brain-128-noisy.onnx";
 /// Sampler options on the command line.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplerArgs {
-    /// ONNX model with MSM metadata.
-    #[arg(long, default_value = DEFAULT_MODEL)]
+    /// ONNX model with MSM metadata. A path under models/ (the shipped models) that is not in
+    /// the working folder is looked for beside the executable, then in the source checkout the
+    /// binary was built from.
+    #[arg(long, default_value = DEFAULT_MODEL, value_parser = shipped::path_arg)]
     pub model: PathBuf,
     /// Sampling steps K (default: 200 for `reconstruct` and `generate`, fewer for `demo`).
     #[arg(long)]
@@ -104,7 +108,9 @@ pub fn load(
         return Err(Error::format(
             &a.model,
             format!(
-                "model file not found; pass --model <file.onnx> (the shipped model is {DEFAULT_MODEL}, run from the repository root)"
+                "model file not found (looked for in: {}); expected an ONNX model: pass \
+                 --model <file.onnx>",
+                shipped::searched(&a.model)
             ),
         ));
     }
