@@ -21,27 +21,17 @@ import argparse
 import itertools
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MSM = os.path.join(ROOT, "target", "release", "msm")
-VOLUME = "/usr/share/mricron/templates/ch2.nii.gz"
-
-
-def run(cmd):
-    """Runs `cmd`; exits with its stderr if it fails, else returns its stdout."""
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
-    return p.stdout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sweep import MSM, ROOT, VOLUME, run  # noqa: E402
 
 
 def score(prefix, image):
-    q = json.loads(run([MSM, "metrics", "--scale", "--json", prefix + "_ref.cfl", image]))
+    q = json.loads(run([MSM, "metrics", "--scale", "--json", prefix + "_ref.cfl", image]).stdout)
     return q["psnr"], q["ssim"]
 
 

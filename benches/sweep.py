@@ -56,11 +56,12 @@ def psnr(ref, img):
 
 
 def run(cmd, env=None):
-    """Runs `cmd`; exits with its stderr if it fails, else returns that stderr."""
+    """Runs `cmd`; exits with its stderr if it fails, else returns the finished process (its
+    `stdout` and `stderr` as text)."""
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-2000:]}")
-    return p.stderr
+    return p
 
 
 def main():
@@ -131,7 +132,7 @@ def main():
                     cmd += ["--eta", str(eta)]
                 if dc is not None:
                     cmd += ["--final-dc", str(dc)]
-                m = re.search(r"network calls in ([0-9.]+) s wall", run(cmd, env))
+                m = re.search(r"network calls in ([0-9.]+) s wall", run(cmd, env).stderr)
                 secs = float(m.group(1)) if m else float("nan")
                 rows.append({"slice": s, "seed": seed, "steps": k, "partials": w, "lambda": lam,
                              "eta": eta, "samples": n, "final_dc": dc, "seconds": secs,
