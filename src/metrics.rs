@@ -38,6 +38,18 @@ pub fn ls_scale(reference: ArrayView2<C32>, image: ArrayView2<C32>) -> C32 {
     }
 }
 
+/// Checks that `reference` can be scored against: an error if it is zero everywhere (PSNR's
+/// peak and NMSE's denominator would be 0).
+pub fn check_reference(reference: ArrayView2<C32>) -> Result<()> {
+    if reference.iter().all(|v| v.norm() == 0.0) {
+        return Err(Error::invalid(
+            "the reference is zero everywhere, so PSNR's peak and NMSE's denominator are 0; \
+             expected a reference image with signal",
+        ));
+    }
+    Ok(())
+}
+
 /// Compares `image` with `reference` (complex), optionally after least-squares complex scaling.
 pub fn compare(reference: ArrayView2<C32>, image: ArrayView2<C32>, scale: bool) -> Result<Quality> {
     if reference.dim() != image.dim() {
@@ -49,6 +61,7 @@ pub fn compare(reference: ArrayView2<C32>, image: ArrayView2<C32>, scale: bool) 
             image.dim().1
         )));
     }
+    check_reference(reference)?;
     let a = if scale {
         ls_scale(reference, image)
     } else {

@@ -123,18 +123,16 @@ fn simulate_recon_metrics_pipeline() {
         s(&dir.path().join("cg.png")),
     ]);
     let reference = dir.path().join("acq_ref");
-    let score = |img: &Path| -> f64 {
+    let metrics = |img: &Path| -> serde_json::Value {
         let out = ok(&["metrics", "--json", "--scale", s(&reference), s(img)]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let v = text
-            .split("\"psnr\": ")
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap();
-        v.trim().parse().unwrap()
+        serde_json::from_slice(&out.stdout).expect("metrics --json is JSON")
     };
+    let score = |img: &Path| -> f64 { metrics(img)["psnr"].as_f64().unwrap() };
+    // The reference against itself (unscaled): an infinite PSNR is JSON's null, not `inf`.
+    let out = ok(&["metrics", "--json", s(&reference), s(&reference)]);
+    let same: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(same["psnr"].is_null(), "{same}");
+    assert_eq!(same["ssim"].as_f64(), Some(1.0), "{same}");
     let (p_zf, p_cg) = (score(&zf), score(&cg));
     assert!(
         p_cg > p_zf + 2.0,
@@ -361,6 +359,15 @@ fn bad_input_gives_clear_errors_and_no_output() {
     fails(
         &["recon", "--mask", s(&zero_mask), s(&ksp), s(&maps), s(&out)],
         &["zero_mask", "keeps no k-space entry"],
+    );
+    let zero_ref = zeros("zero_ref", &d.join("acq_ref"));
+    fails(
+        &["metrics", s(&zero_ref), s(&d.join("acq_ref"))],
+        &[
+            "zero_ref",
+            "zero everywhere",
+            "expected a reference image with signal",
+        ],
     );
     let zero_ksp = zeros("zero_ksp", &ksp);
     fails(

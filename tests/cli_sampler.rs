@@ -308,6 +308,8 @@ fn zero_counts_are_refused_not_clamped() {
         ("--coils", vec!["generate", "--coils", "0", o]),
         ("--samples", vec!["demo", "--samples", "0", "--out", o]),
         ("--slices", vec!["demo", "--slices", "0", "--out", o]),
+        ("--cg-iters", vec!["demo", "--cg-iters", "0", "--out", o]),
+        ("--iters", vec!["recon", "--iters", "0", "k", "m", o]),
     ] {
         let run = common::msm(&args);
         let err = String::from_utf8_lossy(&run.stderr);

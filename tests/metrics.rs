@@ -138,3 +138,16 @@ fn object_ssim_ignores_error_that_stays_in_the_background() {
         ssim(r.view(), x.view())
     );
 }
+
+#[test]
+fn a_zero_reference_is_refused() {
+    let zero = Array2::<C32>::zeros((16, 16));
+    let img = image(16, 16, 3).mapv(|v| C32::new(v as f32, 0.0));
+    for scale in [false, true] {
+        let e = compare(zero.view(), img.view(), scale)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zero everywhere"), "{e}");
+    }
+    assert!(compare(img.view(), zero.view(), false).is_ok());
+}

@@ -76,7 +76,7 @@ pub struct Args {
     pub lambda: f64,
     /// CG-SENSE iterations (default: the best of 5, 10, 20, 50, 100, 200, 500, 1000 on the first
     /// slice).
-    #[arg(long)]
+    #[arg(long, value_parser = super::at_least_one)]
     pub cg_iters: Option<usize>,
     /// CG iterations of final data consistency on each MSM sample (0: none; default: 1000 on
     /// noiseless scans, 100 on noiseless scans with --maps-method, 3 on noisy ones).

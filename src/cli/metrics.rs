@@ -1,7 +1,7 @@
 //! `msm metrics`: PSNR / SSIM / NMSE of an image against a reference.
 
 use super::data;
-use msm::metrics::compare;
+use msm::metrics::{check_reference, compare};
 use msm::{Error, Result};
 use std::path::PathBuf;
 
@@ -24,6 +24,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let r = data::read_image(&a.reference)?;
     let x = data::read_image(&a.image)?;
+    check_reference(r.view()).map_err(|e| Error::format(&a.reference, e.to_string()))?;
     let q = compare(r.view(), x.view(), a.scale).map_err(|e| {
         Error::format(
             &a.image,
@@ -31,7 +32,8 @@ pub fn run(a: Args) -> Result<()> {
         )
     })?;
     if a.json {
-        // NaN (an image smaller than the SSIM window) is not JSON: null instead.
+        // Non-finite figures are not JSON: null instead (PSNR of an image equal to the
+        // reference is infinite; SSIM of an image smaller than the window is NaN).
         let num = |v: f64| {
             if v.is_finite() {
                 format!("{v:.6}")
@@ -40,8 +42,8 @@ pub fn run(a: Args) -> Result<()> {
             }
         };
         println!(
-            "{{\"psnr\": {:.4}, \"ssim\": {}, \"ssim_object\": {}, \"nmse\": {:.6e}, \"scaled\": {}}}",
-            q.psnr,
+            "{{\"psnr\": {}, \"ssim\": {}, \"ssim_object\": {}, \"nmse\": {:.6e}, \"scaled\": {}}}",
+            num(q.psnr),
             num(q.ssim),
             num(q.ssim_object),
             q.nmse,

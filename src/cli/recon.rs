@@ -25,8 +25,8 @@ pub struct Args {
     /// Tikhonov weight of CG-SENSE.
     #[arg(long, default_value_t = 0.0)]
     pub lambda: f32,
-    /// CG iterations.
-    #[arg(long, default_value_t = 30)]
+    /// CG iterations (at least 1).
+    #[arg(long, default_value_t = 30, value_parser = super::at_least_one)]
     pub iters: usize,
 }
 
