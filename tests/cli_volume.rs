@@ -389,6 +389,23 @@ fn bad_h5_input_gives_clear_errors_and_no_output() {
     );
     check("scan.h5", &["--slices", "3..3"], &["empty"]);
     check("missing.h5", &[], &["No such file"]);
+    // Bad sampler settings fail before the volume's parts folder is made (a folder whose
+    // manifest holds them would refuse the corrected rerun).
+    let scan = d.join("scan.h5");
+    for (extra, needles) in [
+        (["--lambda", "3"], ["lambda must be in [0, 2]", "diverges"]),
+        (["--partials", "0"], ["partial scores", "at least 1"]),
+        (["--eta", "1.5"], ["eta must be in [0, 1]", "1.5"]),
+    ] {
+        let mut args = recon_args(&model, "3", &["--quiet"]);
+        args.extend_from_slice(&extra);
+        args.extend([s(&scan), s(&out)]);
+        fails(&args, &needles);
+        assert!(
+            !Parts::dir_for(&out).exists(),
+            "{extra:?}: parts folder left"
+        );
+    }
     // The same ACS problem through ecalib.
     let maps = d.join("maps.cfl");
     fails(

@@ -350,3 +350,38 @@ fn demo_refuses_coil_map_options_it_would_ignore() {
         assert!(!run.out.exists(), "{args:?}: output folder made");
     }
 }
+
+#[test]
+fn demo_refuses_bad_settings_before_any_work() {
+    // Each used to fail only after the peers' sweeps on the first slice (or, for --lambda,
+    // to diverge to NaN mid-chain), leaving an empty output folder. --slices above the
+    // held-out block's 20 used to repeat slices (when mricron-data is installed).
+    let mut cases = vec![
+        (
+            &["--accel", "100"][..],
+            &["20 ACS lines", "acceleration 100"][..],
+        ),
+        (&["--steps", "0"][..], &["sampling steps (K)", "got 0"][..]),
+        (&["--lambda", "3"][..], &["lambda must be in [0, 2]"][..]),
+        (&["--eta", "2"][..], &["eta must be in [0, 1]"][..]),
+    ];
+    if Path::new("/usr/share/mricron/templates/ch2.nii.gz").exists() {
+        cases.push((
+            &["--slices", "21"][..],
+            &["--slices 21", "has 20 slices"][..],
+        ));
+    }
+    for (args, needles) in cases {
+        let run = DemoRun::new(args);
+        let stderr = &run.stderr;
+        assert_eq!(run.status.code(), Some(1), "{args:?}: {stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "{args:?}: no {n:?} in {stderr}");
+        }
+        assert!(
+            !stderr.contains("iterations:") && !stderr.contains("l1-wavelet"),
+            "{args:?}: the peers ran first: {stderr}"
+        );
+        assert!(!run.out.exists(), "{args:?}: output folder made");
+    }
+}

@@ -153,17 +153,20 @@ fn bad_input_gives_clear_errors_and_no_work() {
         ),
         "posterior samples must be at least 1",
     );
-    expect_err(
-        run(
-            &y,
-            &acq,
-            &ReconOptions {
-                lambda: -1.0,
-                ..rec.clone()
-            },
-        ),
-        "lambda must be finite and >= 0",
-    );
+    // Below 0, or above 2 where each step multiplies the data mismatch by |1 - lambda| > 1.
+    for lambda in [-1.0, 2.5, f64::NAN] {
+        expect_err(
+            run(
+                &y,
+                &acq,
+                &ReconOptions {
+                    lambda,
+                    ..rec.clone()
+                },
+            ),
+            "lambda must be in [0, 2]",
+        );
+    }
     let mut ynan = y.clone();
     ynan[(0, 0, 0)] = C32::new(f32::NAN, 0.0);
     expect_err(run(&ynan, &acq, &rec), "NaN");

@@ -10,7 +10,7 @@ use msm::metrics::{compare, ls_scale, Quality};
 use msm::recon::{cg_sense, zero_filled, CgOptions};
 use msm::sampler::{self, NetworkPrior, ReconOptions, SamplerOptions};
 use msm::sense::Sense;
-use msm::simulate::{simulate, Pattern, SimOptions};
+use msm::simulate::{simulate, Acquisition, Pattern, SimOptions};
 use msm::{Error, Result, C32};
 use ndarray::{Array2, Ix2};
 use rand::SeedableRng;
@@ -71,7 +71,7 @@ pub struct Args {
     /// Posterior samples per slice (their std is the uncertainty map).
     #[arg(long, default_value_t = 2, value_parser = super::at_least_one)]
     pub samples: usize,
-    /// Data-consistency step lambda of MSM.
+    /// Data-consistency step lambda of MSM, in [0, 2].
     #[arg(long, default_value_t = 1.0)]
     pub lambda: f64,
     /// CG-SENSE iterations (default: the best of 5, 10, 20, 50, 100, 200, 500, 1000 on the first
@@ -147,12 +147,55 @@ fn load_slices(a: &Args, block: (usize, usize)) -> Result<Vec<(String, Array2<f3
             format!("the held-out block {lo}..{hi} exceeds the volume's {count} axial slices"),
         ));
     }
+    if n > hi - lo {
+        return Err(Error::invalid(format!(
+            "--slices {n}: the held-out block {lo}..{hi} of {} has {} slices; expected at most \
+             that many (the demo never reconstructs a slice twice or a training slice)",
+            volume.display(),
+            hi - lo
+        )));
+    }
     (0..n)
         .map(|i| {
             let k = lo + (hi - lo) * (2 * i + 1) / (2 * n);
             Ok((format!("axial {k}"), vol.slice(nifti::Plane::Axial, k)?))
         })
         .collect()
+}
+
+/// Slice `si`'s simulated scan (seeded by its index), its mask, and the SENSE operator of the
+/// maps every method gets (the simulation's, or estimated from the ACS with --maps-method).
+fn acquire(
+    a: &Args,
+    si: usize,
+    label: &str,
+    image: &Array2<f32>,
+    (height, width): (usize, usize),
+) -> Result<(Acquisition, Mask, Sense)> {
+    let sim = SimOptions {
+        height,
+        width,
+        coils: a.coils,
+        accel: a.accel,
+        acs: Acs::Lines(a.acs),
+        pattern: Pattern::Random,
+        noise_std: a.noise,
+        ..SimOptions::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(1000 + si as u64);
+    let acq = simulate(image.view(), &sim, &mut rng)?;
+    let mask = Mask::Columns(acq.mask.clone());
+    let maps = match a.maps_method {
+        Some(m) => {
+            a.maps_opts
+                .estimate(m, acq.kspace.view(), Some(&mask))
+                .map_err(|e| Error::invalid(format!("coil maps of {label}: {e}")))?
+                .maps
+        }
+        None => acq.maps.clone(),
+    };
+    let op = Sense::new(maps)?;
+    Ok((acq, mask, op))
 }
 
 fn scaled(reference: &Array2<C32>, image: &Array2<C32>) -> Array2<f32> {
@@ -218,6 +261,29 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(note) = noise_note(a.noise, meta.train_noise_eta) {
         eprintln!("note: {note}");
     }
+    let ropts = ReconOptions {
+        samples: a.samples,
+        lambda: a.lambda,
+        scale_target: meta.scale_p99(&a.sampler.model)?,
+        final_dc: a.final_dc.unwrap_or(if a.noise > 0.0 {
+            FINAL_DC_NOISY
+        } else if a.maps_method.is_some() {
+            FINAL_DC_ESTIMATED_MAPS
+        } else {
+            FINAL_DC_NOISELESS
+        }),
+    };
+    // The first scan is simulated, and every setting checked on it, before anything is written
+    // or run: a bad --accel, --steps or --lambda fails at once, not after the peers' sweeps,
+    // and leaves no output folder behind.
+    let first = {
+        let (label, image) = &slices[0];
+        let (acq, mask, op) = acquire(&a, 0, label, image, (h, w))?;
+        opts.validate(&op)?;
+        ropts.validate(&op, acq.kspace.dim(), &mask)?;
+        (acq, mask, op)
+    };
+    let mut first = Some(first);
     std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
     // BART's input and output files; removed when dropped, on an error as well.
     let scratch = tempfile::Builder::new()
@@ -229,41 +295,15 @@ pub fn run(a: Args) -> Result<()> {
     let mut bart_setting = None;
     let mut cg_iters = a.cg_iters;
     let mut table: Vec<(String, Vec<Row>)> = Vec::new();
-    let final_dc = a.final_dc.unwrap_or(if a.noise > 0.0 {
-        FINAL_DC_NOISY
-    } else if a.maps_method.is_some() {
-        FINAL_DC_ESTIMATED_MAPS
-    } else {
-        FINAL_DC_NOISELESS
-    });
     let maps_note = match a.maps_method {
         Some(m) => format!("{} from each scan's ACS", a.maps_opts.describe(m)),
         None => "the simulation's true birdcage maps".to_string(),
     };
     for (si, (label, image)) in slices.iter().enumerate() {
-        let sim = SimOptions {
-            height: h,
-            width: w,
-            coils: a.coils,
-            accel: a.accel,
-            acs: Acs::Lines(a.acs),
-            pattern: Pattern::Random,
-            noise_std: a.noise,
-            ..SimOptions::default()
+        let (acq, mask, op) = match first.take() {
+            Some(scan) => scan,
+            None => acquire(&a, si, label, image, (h, w))?,
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(1000 + si as u64);
-        let acq = simulate(image.view(), &sim, &mut rng)?;
-        let mask = Mask::Columns(acq.mask.clone());
-        let maps = match a.maps_method {
-            Some(m) => {
-                a.maps_opts
-                    .estimate(m, acq.kspace.view(), Some(&mask))
-                    .map_err(|e| Error::invalid(format!("coil maps of {label}: {e}")))?
-                    .maps
-            }
-            None => acq.maps.clone(),
-        };
-        let op = Sense::new(maps)?;
         let reference = &acq.reference;
         let mut rows = Vec::new();
         let mut images: Vec<(String, Array2<C32>)> = Vec::new();
@@ -347,12 +387,6 @@ pub fn run(a: Args) -> Result<()> {
             progress: cb,
             seed: opts.seed.wrapping_add(si as u64),
             ..opts.clone()
-        };
-        let ropts = ReconOptions {
-            samples: a.samples,
-            lambda: a.lambda,
-            scale_target: meta.scale_p99(&a.sampler.model)?,
-            final_dc,
         };
         let msm_out = sampler::reconstruct(&prior, &op, acq.kspace.view(), &mask, &sopts, &ropts)?;
         bar.finish_and_clear();

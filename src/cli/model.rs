@@ -147,5 +147,7 @@ pub fn load(
         schedule,
         ..SamplerOptions::default()
     };
+    // Bad settings fail here, before a command reads its data or writes anything.
+    opts.check()?;
     Ok((net, opts))
 }

@@ -27,7 +27,8 @@ pub struct Args {
     /// .h5 input: the file's `mask` dataset, else the columns with data, per slice).
     #[arg(long)]
     pub mask: Option<PathBuf>,
-    /// Data-consistency step lambda (1 = replace the estimate by the data on acquired entries).
+    /// Data-consistency step lambda, in [0, 2] (1 = replace the estimate by the data on acquired
+    /// entries; 2 = the paper's MRI value).
     #[arg(long, default_value_t = 1.0)]
     pub lambda: f64,
     /// Number of posterior samples (their mean is the output).
@@ -87,12 +88,14 @@ pub fn recon_options(a: &Args, net: &OnnxDenoiser) -> Result<ReconOptions> {
         Some(s) => Some(s),
         None => net.meta().scale_p99(&a.sampler.model)?,
     };
-    Ok(ReconOptions {
+    let recon = ReconOptions {
         samples: a.samples,
         lambda: a.lambda,
         scale_target,
         final_dc: a.final_dc,
-    })
+    };
+    recon.check()?;
+    Ok(recon)
 }
 
 impl Args {

@@ -140,9 +140,27 @@ impl SamplerOptions {
             .unwrap_or_else(|| reference_partial_kind(width))
     }
 
-    /// Checks the options against the operator: steps, partial scores, eta, renoise and that
-    /// the partial masks fit the grid.
+    /// Checks the options against the operator: [`SamplerOptions::check`], and that the
+    /// partial masks fit the grid.
     pub fn validate(&self, op: &dyn Operator) -> Result<()> {
+        self.check()?;
+        let (h, w) = op.image_shape();
+        match self.partial_kind(w) {
+            PartialKind::Columns { width, .. } if width != w => Err(Error::invalid(format!(
+                "partial masks are {width} columns wide but the k-space is {w} wide"
+            ))),
+            PartialKind::Blocks { height, width, .. } if (height, width) != (h, w) => {
+                Err(Error::invalid(format!(
+                    "partial block masks are for {height}x{width} images but the data is {h}x{w}"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks what needs no data (steps, partial scores, eta, renoise), so that a command can
+    /// refuse bad settings before it reads or writes anything.
+    pub fn check(&self) -> Result<()> {
         if self.partials == 0 {
             return Err(Error::invalid(
                 "the number of partial scores per step (w) must be at least 1, got 0",
@@ -168,18 +186,7 @@ impl SamplerOptions {
                 self.renoise
             )));
         }
-        let (h, w) = op.image_shape();
-        match self.partial_kind(w) {
-            PartialKind::Columns { width, .. } if width != w => Err(Error::invalid(format!(
-                "partial masks are {width} columns wide but the k-space is {w} wide"
-            ))),
-            PartialKind::Blocks { height, width, .. } if (height, width) != (h, w) => {
-                Err(Error::invalid(format!(
-                    "partial block masks are for {height}x{width} images but the data is {h}x{w}"
-                )))
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -188,7 +195,8 @@ impl SamplerOptions {
 pub struct ReconOptions {
     /// Number of posterior samples (>= 1), each with its own seed derived from the sampler's.
     pub samples: usize,
-    /// Data-consistency step `lambda` (default 1: exact replacement of the acquired entries).
+    /// Data-consistency step `lambda` in [0, 2] (default 1: exact replacement of the acquired
+    /// entries).
     pub lambda: f64,
     /// If set, the k-space is scaled so that the 99th percentile of the zero-filled magnitude
     /// `|A_P^H y|` equals this value (the scale the model was trained on); results are
@@ -216,31 +224,15 @@ impl Default for ReconOptions {
 }
 
 impl ReconOptions {
-    /// Checks the posterior options and that `y` and the acquisition mask fit the operator.
+    /// Checks the posterior options ([`ReconOptions::check`]) and that `y` and the acquisition
+    /// mask fit the operator.
     pub fn validate(
         &self,
         op: &dyn Operator,
         y_shape: (usize, usize, usize),
         acq: &Mask,
     ) -> Result<()> {
-        if self.samples == 0 {
-            return Err(Error::invalid(
-                "the number of posterior samples must be at least 1, got 0",
-            ));
-        }
-        if !(self.lambda.is_finite() && self.lambda >= 0.0) {
-            return Err(Error::invalid(format!(
-                "the data-consistency step lambda must be finite and >= 0, got {}",
-                self.lambda
-            )));
-        }
-        if let Some(s) = self.scale_target {
-            if !(s.is_finite() && s > 0.0) {
-                return Err(Error::invalid(format!(
-                    "the scale target must be finite and > 0, got {s}"
-                )));
-            }
-        }
+        self.check()?;
         let (nc, h, w) = op.measurement_shape();
         let (yc, yh, yw) = y_shape;
         if yc != nc {
@@ -254,5 +246,32 @@ impl ReconOptions {
             )));
         }
         acq.check_shape(h, w)
+    }
+
+    /// Checks what needs no data (samples, lambda, scale target), so that a command can refuse
+    /// bad settings before it reads or writes anything.
+    pub fn check(&self) -> Result<()> {
+        if self.samples == 0 {
+            return Err(Error::invalid(
+                "the number of posterior samples must be at least 1, got 0",
+            ));
+        }
+        if !(self.lambda.is_finite() && (0.0..=2.0).contains(&self.lambda)) {
+            return Err(Error::invalid(format!(
+                "the data-consistency step lambda must be in [0, 2], got {}: the step moves each \
+                 acquired entry from s to s + lambda (y - s), so above 2 it multiplies the \
+                 mismatch by more than 1 at every step and the chain diverges (1 replaces the \
+                 estimate by the data, 2 is the paper's MRI value)",
+                self.lambda
+            )));
+        }
+        if let Some(s) = self.scale_target {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(Error::invalid(format!(
+                    "the scale target must be finite and > 0, got {s}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
