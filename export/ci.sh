@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI for the trainer (msm-export): installs libtorch 2.13.0 through PyTorch's wheel, NumPy, safetensors (the GPU trainer's checkpoint format) and
-# onnxruntime (the onnxruntime parity check), the Colin27 volume (Debian package mricron-data),
+# onnxruntime (the onnxruntime parity check), h5py (the scans the trainer reads in its tests), the Colin27 volume (Debian package mricron-data),
 # then builds and runs the trainer's tests. Idempotent: every install step is skipped when already
 # satisfied. Run from anywhere, as root or with sudo available.
 #
@@ -16,7 +16,7 @@ if ! python3 -c 'import torch, sys; sys.exit(0 if torch.__version__.split("+")[0
     # shellcheck disable=SC2086
     pip install --quiet torch==2.13.0 ${TORCH_PIP_ARGS:-}
 fi
-python3 -c 'import numpy, onnxruntime, safetensors' 2>/dev/null || pip install --quiet numpy onnxruntime safetensors
+python3 -c 'import numpy, onnxruntime, safetensors, h5py' 2>/dev/null || pip install --quiet numpy onnxruntime safetensors h5py
 if [ ! -e /usr/share/mricron/templates/ch2.nii.gz ]; then
     $SUDO apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mricron-data

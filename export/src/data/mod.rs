@@ -16,6 +16,7 @@
 //! and below are joined), so no voxel of the held-out block is ever seen in training.
 
 mod scale;
+mod scans;
 mod sim;
 
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ pub use scale::{ScaleEstimate, SCALE_DRAWS, SCALE_KEY};
 /// Where the Debian package `mricron-data` installs the Colin27 template.
 pub const DEFAULT_VOLUME: &str = "/usr/share/mricron/templates/ch2.nii.gz";
 
-/// How measurements are simulated.
+/// Where measurements come from (simulated from a volume, or read from scans) and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
@@ -60,6 +61,27 @@ pub struct DataConfig {
     /// radians; each example draws its strength uniformly from it (see
     /// [`msm::simulate::smooth_phase`]; the runtime's `msm simulate` uses pi/2).
     pub phase_strength: [f64; 2],
+    /// fastMRI / ISMRMRD HDF5 scans to train on instead of simulating from `volume` (empty, the
+    /// default: simulate). Every slice of every file is a training measurement, as `msm
+    /// reconstruct` would read it (module `scans`): `coils` must be the files' coil count,
+    /// `image_size` their width (the readout is cropped or padded to it), `acceleration` and
+    /// `acs_lines` must describe their masks (checked), and `noise_eta` is their noise std on
+    /// the scale where each slice's zero-filled maximum is 1. `volume`, `held_out_axial`,
+    /// `max_rotation_deg` and `phase_strength` are not used: hold out whole files yourself.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scans: Vec<PathBuf>,
+}
+
+impl DataConfig {
+    /// Whether measurements are read from scans rather than simulated.
+    pub fn from_scans(&self) -> bool {
+        !self.scans.is_empty()
+    }
+
+    /// The scans, for the model's metadata: their count and file names.
+    pub fn describe_scans(&self) -> String {
+        scans::describe(&self.scans)
+    }
 }
 
 impl Default for DataConfig {
@@ -74,6 +96,7 @@ impl Default for DataConfig {
             held_out_axial: [80, 100],
             max_rotation_deg: 10.0,
             phase_strength: [1.0, 3.0],
+            scans: Vec::new(),
         }
     }
 }
@@ -109,10 +132,16 @@ impl Measurement {
     }
 }
 
-/// Yields simulated measurements from the training slices of a volume.
+/// Yields measurements: simulated from the training slices of a volume, or read from scans.
 pub struct Loader {
-    sim: sim::Simulator,
+    source: Source,
     cfg: DataConfig,
+}
+
+/// Where a [`Loader`]'s measurements come from.
+enum Source {
+    Simulated(Box<sim::Simulator>),
+    Scans(scans::Scans),
 }
 
 impl std::fmt::Debug for Loader {
@@ -136,6 +165,12 @@ impl Loader {
     /// Opens the volume of `cfg` and checks the configuration.
     pub fn open(cfg: &DataConfig) -> Result<Loader> {
         check(cfg)?;
+        if cfg.from_scans() {
+            return Ok(Loader {
+                source: Source::Scans(scans::Scans::open(cfg)?),
+                cfg: cfg.clone(),
+            });
+        }
         if !cfg.volume.exists() {
             return Err(Error::format(
                 &cfg.volume,
@@ -147,7 +182,7 @@ impl Loader {
         let sim =
             sim::Simulator::new(vol, cfg).map_err(|e| Error::format(&cfg.volume, e.to_string()))?;
         Ok(Loader {
-            sim,
+            source: Source::Simulated(Box::new(sim)),
             cfg: cfg.clone(),
         })
     }
@@ -157,14 +192,29 @@ impl Loader {
         &self.cfg
     }
 
-    /// How many distinct training slices each orientation offers.
+    /// How many distinct training slices each orientation of the volume offers (none when
+    /// the measurements come from scans: [`Loader::scan_slices`]).
     pub fn slice_counts(&self) -> [(Plane, usize); 3] {
-        self.sim.slice_counts()
+        match &self.source {
+            Source::Simulated(sim) => sim.slice_counts(),
+            Source::Scans(_) => [Plane::Axial, Plane::Coronal, Plane::Sagittal].map(|p| (p, 0)),
+        }
+    }
+
+    /// How many scan slices may be drawn (0 when the measurements are simulated).
+    pub fn scan_slices(&self) -> usize {
+        match &self.source {
+            Source::Simulated(_) => 0,
+            Source::Scans(scans) => scans.len(),
+        }
     }
 
     /// One measurement drawn with `rng`.
     pub fn example(&self, rng: &mut ChaCha8Rng) -> Result<Measurement> {
-        self.sim.simulate(rng)
+        match &self.source {
+            Source::Simulated(sim) => sim.simulate(rng),
+            Source::Scans(scans) => Ok(scans.draw(rng)),
+        }
     }
 
     /// The minibatch of training step `step` for run seed `seed`: example i uses its own RNG

@@ -109,35 +109,56 @@ pub fn metadata(
         extra(RECON_ETA_KEY, eta.to_string());
     }
     if let Some(data) = &prov.data {
-        extra(
-            INPUT_NORMALISATION_KEY,
-            "k-space scaled so that max |A_S^H s| is 0.8 to 1.2 (uniform) before noise".into(),
-        );
         m.train_acceleration = data.acceleration;
         m.train_acs_lines = data.acs_lines;
         m.train_noise_eta = data.noise_eta;
         m.coils = Some(data.coils);
-        m.data_source = Some(format!(
-            "{} (Colin27 T1, mricron-data); simulated {}-coil birdcage acquisitions, random \
-             Cartesian R = {} with {} ACS columns, axial/coronal/sagittal slices, smooth random \
-             phase of strength {} to {} rad, flips, zoom 0.9-1.1, rotations up to {} deg, gamma \
-             0.8-1.25, zero-filled max scaled to 0.8-1.2, noise std {} per real component",
-            data.volume.display(),
-            data.coils,
-            data.acceleration,
-            data.acs_lines,
-            data.phase_strength[0],
-            data.phase_strength[1],
-            data.max_rotation_deg,
-            data.noise_eta
-        ));
-        m.held_out_slices = Some(format!(
-            "axial slices k = {}..{} (half-open, 0-based NIfTI index) of {}; never used in \
-             training",
-            data.held_out_axial[0],
-            data.held_out_axial[1],
-            data.volume.display()
-        ));
+        if data.from_scans() {
+            extra(
+                INPUT_NORMALISATION_KEY,
+                "each slice's k-space scaled so that max |A_S^H s| is 1".into(),
+            );
+            m.data_source = Some(format!(
+                "{}; every slice as measured (fastMRI / ISMRMRD HDF5, {} coils, readout fitted to \
+                 {} rows), coil maps by ESPIRiT from each slice's ACS, masks R = {:.2} with {} ACS \
+                 columns or more, stated noise std {} per real component",
+                data.describe_scans(),
+                data.coils,
+                data.image_size,
+                data.acceleration,
+                data.acs_lines,
+                data.noise_eta
+            ));
+            m.held_out_slices = Some(
+                "none by the trainer: scans held out for evaluation are files not listed".into(),
+            );
+        } else {
+            extra(
+                INPUT_NORMALISATION_KEY,
+                "k-space scaled so that max |A_S^H s| is 0.8 to 1.2 (uniform) before noise".into(),
+            );
+            m.data_source = Some(format!(
+                "{} (Colin27 T1, mricron-data); simulated {}-coil birdcage acquisitions, random \
+                 Cartesian R = {} with {} ACS columns, axial/coronal/sagittal slices, smooth random \
+                 phase of strength {} to {} rad, flips, zoom 0.9-1.1, rotations up to {} deg, gamma \
+                 0.8-1.25, zero-filled max scaled to 0.8-1.2, noise std {} per real component",
+                data.volume.display(),
+                data.coils,
+                data.acceleration,
+                data.acs_lines,
+                data.phase_strength[0],
+                data.phase_strength[1],
+                data.max_rotation_deg,
+                data.noise_eta
+            ));
+            m.held_out_slices = Some(format!(
+                "axial slices k = {}..{} (half-open, 0-based NIfTI index) of {}; never used in \
+                 training",
+                data.held_out_axial[0],
+                data.held_out_axial[1],
+                data.volume.display()
+            ));
+        }
     }
     m.architecture = Some(cfg.describe());
     m.steps_trained = prov.steps_trained;

@@ -1,0 +1,206 @@
+//! Measurements read from scans (private to `data`): the undersampled slices of fastMRI /
+//! ISMRMRD HDF5 files, as a scanner delivered them. What the trainer gets from a file is what
+//! the runtime's `msm reconstruct` gets from it, slice by slice:
+//!
+//! - the k-space grid fitted to the model's (`msm::volume::grid::GridPlan`: the readout
+//!   centre-cropped or zero-padded in image space to the model's height; the width, the
+//!   phase-encode axis, must equal the model's);
+//! - the column mask from the file's `mask` dataset, else the columns that hold data
+//!   ([`msm::io::fastmri::detect_mask`]);
+//! - coil maps estimated from the slice's ACS by ESPIRiT with BART `ecalib`'s defaults
+//!   ([`msm::coils::espirit`]);
+//! - the k-space scaled so that the slice's zero-filled image has maximum 1 (a scanner's gain is
+//!   arbitrary; the simulator scales its measurements to 0.8 to 1.2 the same way).
+//!
+//! Nothing else is read: not `reconstruction_rss`, not any image. Every slice is prepared once,
+//! when the loader opens (about 16 x coils x height x width bytes a slice in memory), so a bad
+//! file fails there, naming the file and the slice, not in the middle of a run.
+
+use std::path::{Path, PathBuf};
+
+use super::{DataConfig, Measurement};
+use msm::coils::espirit::{espirit, EspiritOptions};
+use msm::io::fastmri::{detect_mask, FastMriFile};
+use msm::mask::Mask;
+use msm::sense::{Operator, Sense};
+use msm::volume::grid::GridPlan;
+use msm::{Error, Result};
+use rand::{Rng, RngExt};
+
+/// Every training slice of the scans, prepared.
+pub(super) struct Scans {
+    /// `(file, slice index, measurement)` for every slice that holds data.
+    slices: Vec<(PathBuf, usize, Measurement)>,
+}
+
+impl Scans {
+    /// Reads and prepares every slice of `cfg.scans`; errors name the file (and the slice).
+    pub(super) fn open(cfg: &DataConfig) -> Result<Scans> {
+        let mut slices = Vec::new();
+        for path in &cfg.scans {
+            let file = FastMriFile::open(path)?;
+            let fmt = |msg: String| Error::format(path, msg);
+            if file.coils() != cfg.coils {
+                return Err(fmt(format!(
+                    "has {} coils but the data config says coils = {}; expected every scan to \
+                     have the configured coil count",
+                    file.coils(),
+                    cfg.coils
+                )));
+            }
+            let n = cfg.image_size;
+            let plan = GridPlan::new(file.kspace_size(), Some((n, n)), (n, n))
+                .map_err(|e| fmt(format!("does not fit image_size {n}: {e}")))?;
+            for index in 0..file.num_slices() {
+                let k0 = file.slice_kspace(index)?;
+                let columns = match file.mask() {
+                    Some(m) => m.to_vec(),
+                    None => detect_mask(k0.view()),
+                };
+                if !columns.iter().any(|&c| c) {
+                    continue; // An empty slice: nothing was measured.
+                }
+                let m = prepare(plan.kspace_to_model(k0.view()), columns, cfg.noise_eta)
+                    .map_err(|e| fmt(format!("slice {index}: {e}")))?;
+                slices.push((path.clone(), index, m));
+            }
+        }
+        if slices.is_empty() {
+            return Err(Error::invalid(
+                "data config: the scans hold no slice with measured k-space; expected at least \
+                 one",
+            ));
+        }
+        let scans = Scans { slices };
+        scans.check_masks(cfg)?;
+        Ok(scans)
+    }
+
+    /// How many slices may be drawn.
+    pub(super) fn len(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// A slice drawn uniformly with `rng`.
+    pub(super) fn draw<R: Rng + ?Sized>(&self, rng: &mut R) -> Measurement {
+        self.slices[rng.random_range(0..self.slices.len())]
+            .2
+            .clone()
+    }
+
+    /// The configured `acceleration` and `acs_lines` go into the model's metadata, where the
+    /// runtime's partial masks take them from: they must describe the scans' masks. Checks that
+    /// the mean kept fraction is within 10% of `1 / acceleration` and that every mask keeps at
+    /// least `acs_lines` central columns, and says what the scans have otherwise.
+    fn check_masks(&self, cfg: &DataConfig) -> Result<()> {
+        let fraction = self
+            .slices
+            .iter()
+            .map(|(_, _, m)| m.mask.iter().filter(|&&k| k).count() as f64 / m.mask.len() as f64)
+            .sum::<f64>()
+            / self.slices.len() as f64;
+        let accel = 1.0 / fraction;
+        let (path, index, fewest) = self
+            .slices
+            .iter()
+            .map(|(p, i, m)| (p, *i, central_run(&m.mask)))
+            .min_by_key(|&(_, _, n)| n)
+            .expect("at least one slice");
+        if (accel - cfg.acceleration).abs() > 0.1 * cfg.acceleration || fewest < cfg.acs_lines {
+            return Err(Error::invalid(format!(
+                "data config: acceleration {} with {} ACS lines does not describe the scans' \
+                 masks: they keep {:.1}% of the columns on average (R = {accel:.2}), and the \
+                 fewest central columns kept are {fewest} ({}, slice {index}); expected \
+                 acceleration within 10% of {accel:.2} and acs_lines at most {fewest} (the model \
+                 records both, and the runtime draws its partial masks from them)",
+                cfg.acceleration,
+                cfg.acs_lines,
+                100.0 * fraction,
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One slice's measurement: `kspace` on the model's grid, its column mask, ESPIRiT maps from
+/// its ACS, the k-space scaled so that the zero-filled image's maximum is 1.
+fn prepare(
+    mut kspace: ndarray::Array3<msm::C32>,
+    columns: Vec<bool>,
+    eta: f64,
+) -> Result<Measurement> {
+    let (_, _, w) = kspace.dim();
+    if columns.len() != w {
+        return Err(Error::invalid(format!(
+            "the mask has {} entries but the k-space is {w} wide",
+            columns.len()
+        )));
+    }
+    let mask = Mask::Columns(columns.clone());
+    // Unmeasured columns are zero, as the trainer's operator expects (a file's mask may keep
+    // fewer columns than hold data).
+    for (c, &kept) in columns.iter().enumerate() {
+        if !kept {
+            kspace
+                .slice_mut(ndarray::s![.., .., c])
+                .fill(msm::C32::new(0.0, 0.0));
+        }
+    }
+    let maps = espirit(kspace.view(), Some(&mask), &EspiritOptions::default())?;
+    let op = Sense::new(maps)?;
+    let zf = op.adjoint(kspace.view(), Some(&mask));
+    let peak = zf.iter().fold(0.0f32, |m, v| m.max(v.norm()));
+    if !(peak > 0.0 && peak.is_finite()) {
+        return Err(Error::invalid(
+            "the zero-filled image is zero everywhere (no signal where the coil maps are \
+             non-zero); expected a slice with signal",
+        ));
+    }
+    kspace.mapv_inplace(|v| v / peak);
+    Ok(Measurement {
+        kspace,
+        maps: op.maps().clone(),
+        mask: columns,
+        eta,
+    })
+}
+
+/// The number of consecutive kept columns around the centre column `w / 2` (0 if it is not
+/// kept): the fully sampled ACS block of a fastMRI mask.
+fn central_run(mask: &[bool]) -> usize {
+    let c = mask.len() / 2;
+    if !mask[c] {
+        return 0;
+    }
+    let left = mask[..c].iter().rev().take_while(|&&k| k).count();
+    let right = mask[c..].iter().take_while(|&&k| k).count();
+    left + right
+}
+
+/// The scans of `cfg`, listed for the model's metadata: their count and file names.
+pub(super) fn describe(scans: &[PathBuf]) -> String {
+    let names: Vec<String> = scans
+        .iter()
+        .map(|p| {
+            Path::new(p)
+                .file_name()
+                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+        })
+        .collect();
+    format!("{} scan file(s): {}", scans.len(), names.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::central_run;
+
+    #[test]
+    fn central_run_counts_the_acs_block() {
+        let m = |s: &str| s.chars().map(|c| c == '1').collect::<Vec<_>>();
+        assert_eq!(central_run(&m("10011110001")), 4);
+        assert_eq!(central_run(&m("1111")), 4);
+        assert_eq!(central_run(&m("1100")), 0);
+        assert_eq!(central_run(&m("00111000")), 3);
+    }
+}

@@ -1,0 +1,174 @@
+//! Training on scans: the loader reads every slice of fastMRI-layout HDF5 files (written by
+//! h5py, `tests/volume/make_files.py`) as `msm reconstruct` would, a model trains on them and
+//! records them, and files that do not fit give clear errors. Needs python3 with h5py and numpy
+//! (CI installs them); without them each test says so and passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use msm::denoiser::OnnxDenoiser;
+use msm::io::fastmri::FastMriFile;
+use msm::mask::Mask;
+use msm::onnx::WeightType;
+use msm::sense::{Operator, Sense};
+use msm::volume::GridPlan;
+use msm_export::data::{DataConfig, Loader};
+use msm_export::onnx::export_run;
+use msm_export::train::Trainer;
+
+mod common;
+use common::tiny;
+
+/// The runtime's HDF5 test files in a temporary folder, or `None` (with a note) without h5py.
+fn fixtures() -> Option<tempfile::TempDir> {
+    let probe = Command::new("python3")
+        .args(["-c", "import h5py, numpy"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with h5py and numpy is required on CI"
+        );
+        eprintln!("note: skipping the scan tests: python3 with h5py and numpy is not available");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/volume/make_files.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(dir)
+}
+
+/// `scan.h5` (6 slices, 4 coils, 40 x 32 k-space, every third column and 10 central ones,
+/// which keeps 18 of 32: R = 1.78) as a data config for the tiny 32x32 network.
+fn scan_config(scan: PathBuf) -> DataConfig {
+    DataConfig {
+        scans: vec![scan],
+        acceleration: 32.0 / 18.0,
+        acs_lines: 10,
+        ..tiny().data
+    }
+}
+
+#[test]
+fn loader_reads_every_slice_as_msm_reconstruct_would() {
+    let Some(dir) = fixtures() else { return };
+    let scan = dir.path().join("scan.h5");
+    let cfg = scan_config(scan.clone());
+    let loader = Loader::open(&cfg).unwrap();
+    assert_eq!(loader.scan_slices(), 6);
+
+    let file = FastMriFile::open(&scan).unwrap();
+    let columns = file.mask().unwrap().to_vec();
+    let plan = GridPlan::new(file.kspace_size(), Some((32, 32)), (32, 32)).unwrap();
+    let fitted: Vec<_> = (0..6)
+        .map(|i| plan.kspace_to_model(file.slice_kspace(i).unwrap().view()))
+        .collect();
+    let mut seen = [false; 6];
+    for step in 0..40 {
+        for m in loader.batch(3, step, 2).unwrap() {
+            assert_eq!(m.kspace().dim(), (4, 32, 32));
+            assert_eq!(m.mask(), &columns[..], "not the file's mask");
+            assert_eq!(m.eta(), cfg.noise_eta);
+            // The k-space is one slice of the file on the model's grid, times one gain.
+            let which = fitted
+                .iter()
+                .position(|k| {
+                    let gain = m.kspace()[(0, 16, 16)] / k[(0, 16, 16)];
+                    k.iter()
+                        .zip(m.kspace().iter())
+                        .all(|(a, b)| (a * gain - b).norm() <= 1e-4 * b.norm().max(1e-3))
+                })
+                .expect("a measurement that is no slice of the file");
+            seen[which] = true;
+            // The gain makes the zero-filled image's maximum 1 with the measurement's maps,
+            // which are normalised (sum over coils of |C|^2 is 1 or 0, as ESPIRiT's are).
+            let op = Sense::new(m.maps().clone()).unwrap();
+            let zf = op.adjoint(m.kspace().view(), Some(&Mask::Columns(columns.clone())));
+            let peak = zf.iter().fold(0.0f32, |a, v| a.max(v.norm()));
+            assert!((peak - 1.0).abs() < 1e-4, "zero-filled maximum {peak}");
+            let power: f32 = (0..4).map(|c| m.maps()[(c, 16, 16)].norm_sqr()).sum();
+            assert!((power - 1.0).abs() < 1e-3, "maps at the centre: {power}");
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "slices never drawn: {seen:?}");
+    // Same seed and step, same data.
+    let (a, b) = (
+        loader.batch(3, 0, 2).unwrap(),
+        loader.batch(3, 0, 2).unwrap(),
+    );
+    assert_eq!(a[1].kspace(), b[1].kspace());
+}
+
+#[test]
+fn a_model_trains_on_scans_and_says_so() {
+    let Some(dir) = fixtures() else { return };
+    tch::set_num_threads(2);
+    let mut cfg = tiny();
+    cfg.data = DataConfig {
+        noise_eta: 0.01,
+        ..scan_config(dir.path().join("scan.h5"))
+    };
+    cfg.steps = 2;
+    let mut tr = Trainer::new(&cfg).unwrap();
+    let run = dir.path().join("run");
+    tr.run(&run, |_| {}).unwrap();
+    assert!(tr.eval_loss(1_000_000).unwrap().is_finite());
+    let path = dir.path().join("scans.onnx");
+    export_run(&tr, &path, WeightType::F16, "test".into(), None).unwrap();
+    let meta = OnnxDenoiser::load(&path).unwrap().meta().clone();
+    assert_eq!(meta.train_acs_lines, 10);
+    assert!((meta.train_acceleration - 32.0 / 18.0).abs() < 1e-9);
+    assert_eq!(meta.train_noise_eta, 0.01);
+    let source = meta.data_source.as_deref().unwrap();
+    assert!(
+        source.contains("1 scan file(s): scan.h5") && source.contains("ESPIRiT"),
+        "{source}"
+    );
+    assert!(meta.held_out_slices.as_deref().unwrap().contains("none"));
+    // The run resumes from its checkpoint with the same scans.
+    cfg.steps = 3;
+    let mut again = Trainer::resume(&cfg, &run.join("checkpoint.safetensors")).unwrap();
+    again.run(&run, |_| {}).unwrap();
+}
+
+#[test]
+fn scans_that_do_not_fit_give_clear_errors() {
+    let Some(dir) = fixtures() else { return };
+    let d = dir.path();
+    let open = |cfg: DataConfig| Loader::open(&cfg).unwrap_err().to_string();
+    let e = open(DataConfig {
+        coils: 3,
+        ..scan_config(d.join("scan.h5"))
+    });
+    assert!(e.contains("scan.h5") && e.contains("4 coils"), "{e}");
+    let e = open(DataConfig {
+        acceleration: 4.0,
+        acs_lines: 4,
+        ..scan_config(d.join("scan.h5"))
+    });
+    assert!(
+        e.contains("R = 1.78") && e.contains("fewest central columns kept are 11"),
+        "{e}"
+    );
+    let e = open(DataConfig {
+        coils: 3,
+        ..scan_config(d.join("wide.h5"))
+    });
+    assert!(e.contains("wide.h5") && e.contains("image_size 32"), "{e}");
+    let e = open(DataConfig {
+        coils: 3,
+        ..scan_config(d.join("small_acs.h5"))
+    });
+    assert!(e.contains("small_acs.h5") && e.contains("slice 0"), "{e}");
+    let e = open(scan_config(d.join("missing.h5")));
+    assert!(e.contains("missing.h5"), "{e}");
+}
