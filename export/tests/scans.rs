@@ -73,6 +73,7 @@ fn loader_reads_every_slice_as_msm_reconstruct_would() {
         .map(|i| plan.kspace_to_model(file.slice_kspace(i).unwrap().view()))
         .collect();
     let mut seen = [false; 6];
+    let mut gains = Vec::new();
     for step in 0..40 {
         for m in loader.batch(3, step, 2).unwrap() {
             assert_eq!(m.kspace().dim(), (4, 32, 32));
@@ -89,6 +90,7 @@ fn loader_reads_every_slice_as_msm_reconstruct_would() {
                 })
                 .expect("a measurement that is no slice of the file");
             seen[which] = true;
+            gains.push((m.kspace()[(0, 16, 16)] / fitted[which][(0, 16, 16)]).norm() as f64);
             // The gain makes the zero-filled image's maximum 1 with the measurement's maps,
             // which are normalised (sum over coils of |C|^2 is 1 or 0, as ESPIRiT's are).
             let op = Sense::new(m.maps().clone()).unwrap();
@@ -100,6 +102,15 @@ fn loader_reads_every_slice_as_msm_reconstruct_would() {
         }
     }
     assert!(seen.iter().all(|&s| s), "slices never drawn: {seen:?}");
+    // The file's k-space holds white noise of std 1e-4 per real component: the estimate from
+    // the outer rows, on the training scale, is that times the gains.
+    gains.sort_by(f64::total_cmp);
+    let expected = 1e-4 * gains[gains.len() / 2];
+    let estimate = loader.scan_noise_estimate().unwrap();
+    assert!(
+        (estimate / expected - 1.0).abs() < 0.25,
+        "noise estimate {estimate:.3e}, expected about {expected:.3e}"
+    );
     // Same seed and step, same data.
     let (a, b) = (
         loader.batch(3, 0, 2).unwrap(),

@@ -169,6 +169,15 @@ fn run(cli: Cli) -> msm::Result<()> {
             } else {
                 Trainer::new(&cfg)?
             };
+            if let Some(noise) = tr.loader().scan_noise_estimate() {
+                eprintln!(
+                    "{} scan slices; their noise std, estimated from the image rows with the \
+                     least signal, is about {noise:.3e} per real component on the training scale \
+                     (data.noise_eta is {})",
+                    tr.loader().scan_slices(),
+                    cfg.data.noise_eta
+                );
+            }
             eprintln!(
                 "training from step {} to {} in {}",
                 tr.step_count(),

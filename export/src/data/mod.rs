@@ -209,6 +209,17 @@ impl Loader {
         }
     }
 
+    /// For measurements read from scans, their noise std per real component on the training
+    /// scale, estimated from the image rows of each slice with the least signal (the median
+    /// over slices): a guide for `noise_eta`, which the SURE loss needs and real scans do not
+    /// state.
+    pub fn scan_noise_estimate(&self) -> Option<f64> {
+        match &self.source {
+            Source::Simulated(_) => None,
+            Source::Scans(scans) => Some(scans.noise_estimate()),
+        }
+    }
+
     /// One measurement drawn with `rng`.
     pub fn example(&self, rng: &mut ChaCha8Rng) -> Result<Measurement> {
         match &self.source {

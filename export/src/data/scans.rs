@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::{DataConfig, Measurement};
 use msm::coils::espirit::{espirit, EspiritOptions};
+use msm::fft::Fft2;
 use msm::io::fastmri::{detect_mask, FastMriFile};
 use msm::mask::Mask;
 use msm::sense::{Operator, Sense};
@@ -31,12 +32,16 @@ use rand::{Rng, RngExt};
 pub(super) struct Scans {
     /// `(file, slice index, measurement)` for every slice that holds data.
     slices: Vec<(PathBuf, usize, Measurement)>,
+    /// Each slice's noise std per real component, estimated from its image rows with the
+    /// least signal ([`row_noise`]), on the training scale.
+    noise: Vec<f64>,
 }
 
 impl Scans {
     /// Reads and prepares every slice of `cfg.scans`; errors name the file (and the slice).
     pub(super) fn open(cfg: &DataConfig) -> Result<Scans> {
         let mut slices = Vec::new();
+        let mut noise = Vec::new();
         for path in &cfg.scans {
             let file = FastMriFile::open(path)?;
             let fmt = |msg: String| Error::format(path, msg);
@@ -60,9 +65,14 @@ impl Scans {
                 if !columns.iter().any(|&c| c) {
                     continue; // An empty slice: nothing was measured.
                 }
-                let m = prepare(plan.kspace_to_model(k0.view()), columns, cfg.noise_eta)
+                let raw_noise = row_noise(k0.view(), &columns);
+                let (m, gain) = prepare(plan.kspace_to_model(k0.view()), columns, cfg.noise_eta)
                     .map_err(|e| fmt(format!("slice {index}: {e}")))?;
                 slices.push((path.clone(), index, m));
+                // Zero-padding the readout (a scan shorter than the model) spreads the same
+                // noise over more rows: sqrt(H / Hm) of it per entry; a crop keeps it.
+                let rows = file.kspace_size().0.min(n) as f64 / n as f64;
+                noise.push(raw_noise * gain * rows.sqrt());
             }
         }
         if slices.is_empty() {
@@ -71,7 +81,7 @@ impl Scans {
                  one",
             ));
         }
-        let scans = Scans { slices };
+        let scans = Scans { slices, noise };
         scans.check_masks(cfg)?;
         Ok(scans)
     }
@@ -79,6 +89,14 @@ impl Scans {
     /// How many slices may be drawn.
     pub(super) fn len(&self) -> usize {
         self.slices.len()
+    }
+
+    /// The median over the slices of their estimated noise std ([`row_noise`]), per real
+    /// component on the training scale: a guide for `noise_eta`.
+    pub(super) fn noise_estimate(&self) -> f64 {
+        let mut v = self.noise.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
     }
 
     /// A slice drawn uniformly with `rng`.
@@ -124,12 +142,12 @@ impl Scans {
 }
 
 /// One slice's measurement: `kspace` on the model's grid, its column mask, ESPIRiT maps from
-/// its ACS, the k-space scaled so that the zero-filled image's maximum is 1.
+/// its ACS, the k-space scaled so that the zero-filled image's maximum is 1; and that gain.
 fn prepare(
     mut kspace: ndarray::Array3<msm::C32>,
     columns: Vec<bool>,
     eta: f64,
-) -> Result<Measurement> {
+) -> Result<(Measurement, f64)> {
     let (_, _, w) = kspace.dim();
     if columns.len() != w {
         return Err(Error::invalid(format!(
@@ -158,12 +176,52 @@ fn prepare(
         ));
     }
     kspace.mapv_inplace(|v| v / peak);
-    Ok(Measurement {
+    let m = Measurement {
         kspace,
         maps: op.maps().clone(),
         mask: columns,
         eta,
-    })
+    };
+    Ok((m, 1.0 / peak as f64))
+}
+
+/// The noise std per real component of a scan's k-space `(coils, H, W)` (unmeasured columns
+/// zero), estimated in image space: in each coil's zero-filled image a pixel sums the noise of
+/// the measured entries with unit-norm weights, so its std is `sigma sqrt(f)` for a kept
+/// fraction `f`. The pixels are those of the eighth of rows with the least energy over all
+/// coils (for a readout oversampled as fastMRI's, rows outside the object, which aliasing along
+/// the phase-encode axis does not reach), and their std is taken robustly as the median of
+/// the real and imaginary parts' absolute values over 0.6745 (the median of |x| for
+/// x ~ N(0, sigma^2)). Where the object fills every row this is an upper bound.
+fn row_noise(kspace: ndarray::ArrayView3<msm::C32>, columns: &[bool]) -> f64 {
+    let (_, h, w) = kspace.dim();
+    let kept = columns.iter().filter(|&&k| k).count();
+    if kept == 0 || h == 0 {
+        return 0.0;
+    }
+    let mut images = kspace.to_owned();
+    Fft2::new(h, w).inverse_coils(&mut images);
+    let mut energy: Vec<(f32, usize)> = (0..h)
+        .map(|r| {
+            let e = images
+                .slice(ndarray::s![.., r, ..])
+                .iter()
+                .map(|v| v.norm_sqr())
+                .sum::<f32>();
+            (e, r)
+        })
+        .collect();
+    energy.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut parts: Vec<f32> = Vec::new();
+    for &(_, r) in &energy[..(h / 8).max(1)] {
+        for v in images.slice(ndarray::s![.., r, ..]) {
+            parts.extend([v.re.abs(), v.im.abs()]);
+        }
+    }
+    let mid = parts.len() / 2;
+    let (_, median, _) = parts.select_nth_unstable_by(mid, f32::total_cmp);
+    let pixel = *median as f64 / 0.6745;
+    pixel / (kept as f64 / w as f64).sqrt()
 }
 
 /// The number of consecutive kept columns around the centre column `w / 2` (0 if it is not
