@@ -1332,6 +1332,21 @@ fn png_reads_gray_alpha_rgb_and_16_bit() {
     let pal = png::read_png(d("pal.png")).unwrap();
     assert!((pal[(0, 0)] - 0.114).abs() < 1e-6);
     assert!((pal[(0, 1)] - 1.0).abs() < 1e-6);
+    // A file cut short is a format error that says so (not the OS's bare "unexpected end of
+    // file"), as is one that is no PNG at all.
+    let whole = std::fs::read(d("rgb.png")).unwrap();
+    std::fs::write(d("cut.png"), &whole[..whole.len() - 20]).unwrap();
+    assert_err(
+        png::read_png(d("cut.png")),
+        &d("cut.png"),
+        &["not a readable PNG", "ends early"],
+    );
+    std::fs::write(d("text.png"), b"not an image").unwrap();
+    assert_err(
+        png::read_png(d("text.png")),
+        &d("text.png"),
+        &["not a readable PNG"],
+    );
 }
 
 #[test]

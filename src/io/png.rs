@@ -147,6 +147,12 @@ pub fn read_png(path: impl AsRef<Path>) -> Result<Array2<f32>> {
     let path = path.as_ref();
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let bad = |e: png::DecodingError| match e {
+        png::DecodingError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::format(
+                path,
+                "not a readable PNG: the file ends early; expected a complete PNG image",
+            )
+        }
         png::DecodingError::IoError(e) => Error::io(path, e),
         e => Error::format(path, format!("not a readable PNG: {e}")),
     };
