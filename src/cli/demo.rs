@@ -392,8 +392,13 @@ pub fn run(a: Args) -> Result<()> {
         bar.finish_and_clear();
         rows.push(row(
             &format!(
-                "MSM (K={}, w={}, eta {}, {} samples, final DC {})",
-                sopts.steps, sopts.partials, sopts.eta, ropts.samples, ropts.final_dc
+                "MSM (K={}, w={}, eta {}, {} sample{}, final DC {})",
+                sopts.steps,
+                sopts.partials,
+                sopts.eta,
+                ropts.samples,
+                if ropts.samples == 1 { "" } else { "s" },
+                ropts.final_dc
             ),
             reference,
             &msm_out.mean,
