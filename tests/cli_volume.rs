@@ -237,6 +237,67 @@ fn h5_without_header_or_mask_and_given_maps_or_ratio_maps() {
     assert!(norms.iter().all(|&n| (n - 1.0).abs() < 1e-4), "{norms:?}");
 }
 
+#[test]
+fn npy_and_cfl_stacks_reconstruct_as_the_h5_file_does() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let plain = d.join("plain.h5");
+    let file = FastMriFile::open(&plain).unwrap();
+    let slices: Vec<Array3<C32>> = (0..2).map(|i| file.slice_kspace(i).unwrap()).collect();
+    let views: Vec<_> = slices.iter().map(|k| k.view()).collect();
+    let stack = ndarray::stack(Axis(0), &views).unwrap();
+    let (n, c, h, w) = stack.dim();
+    // The same slices as a NumPy (slices, coils, H, W) and a BART [H, W, 1, coils] stack with
+    // slices along dimension 13, written element by element in BART's column-major order.
+    let npy_stack = d.join("stack.npy");
+    npy::write_npy(&npy_stack, &stack).unwrap();
+    let cfl_stack = d.join("stack");
+    let mut data = vec![C32::new(0.0, 0.0); n * c * h * w];
+    for ((k, ci, r, col), v) in stack.indexed_iter() {
+        data[r + h * col + h * w * ci + h * w * c * k] = *v;
+    }
+    let mut dims = [1usize; 14];
+    (dims[0], dims[1], dims[3], dims[13]) = (h, w, c, n);
+    cfl::write_array(&cfl_stack, &dims, &data).unwrap();
+
+    // Masks detected per slice and maps estimated per slice, as for the .h5 file: the same
+    // bytes, slice for slice.
+    let run = |input: &Path, out: &str| -> Vec<u8> {
+        let out = d.join(out);
+        ok(&recon_args(&model, "3", &["--quiet", s(input), s(&out)]));
+        std::fs::read(&out).unwrap()
+    };
+    let from_h5 = run(&plain, "h5.npy");
+    assert_eq!(
+        run(&npy_stack, "npy.npy"),
+        from_h5,
+        "the .npy stack differs"
+    );
+    assert_eq!(
+        run(&cfl_stack, "cfl.npy"),
+        from_h5,
+        "the .cfl stack differs"
+    );
+    // The volume options apply to stacks too.
+    let one = d.join("one.npy");
+    ok(&recon_args(
+        &model,
+        "3",
+        &["--quiet", "--slices", "1", s(&npy_stack), s(&one)],
+    ));
+    let v: Array3<C32> = npy::read_npy_as(&one).unwrap();
+    assert_eq!(v.dim(), (1, 32, 32));
+    // A stack whose maps do not fit is refused before any work, naming both files.
+    let bad_maps = d.join("bad_maps.npy");
+    npy::write_npy(&bad_maps, &Array3::<C32>::ones((2, 32, 32))).unwrap();
+    fails(
+        &recon_args(&model, "3", &[s(&npy_stack), s(&bad_maps), s(&one)]),
+        &["bad_maps.npy", "stack.npy", "(2 or 1, 3, 32, 32)"],
+    );
+}
+
 /// Waits until `dir` holds at least one finished slice, or the process ends.
 fn wait_for_a_part(child: &mut std::process::Child, dir: &Path) -> bool {
     let start = Instant::now();

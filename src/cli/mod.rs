@@ -11,6 +11,7 @@ mod model;
 mod progress;
 mod recon;
 mod reconstruct;
+mod scan;
 mod shipped;
 mod simulate;
 mod volume;

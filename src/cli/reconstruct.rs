@@ -1,7 +1,8 @@
 //! `msm reconstruct`: MSM posterior sampling of undersampled multi-coil k-space: one slice
-//! (`.cfl`/`.npy`), or every slice of a fastMRI / ISMRMRD `.h5` file ([`super::volume`]).
+//! (`.cfl`/`.npy`), or every slice of a volume: a fastMRI / ISMRMRD `.h5` file, a 4-D `.npy` or
+//! a `.cfl` with slices along BART dimension 13 ([`super::volume`]).
 
-use super::{coilmaps, data, model, progress, volume};
+use super::{coilmaps, data, model, progress, scan, volume};
 use msm::denoiser::OnnxDenoiser;
 use msm::io::atomic;
 use msm::sampler::{self, NetworkPrior, ReconOptions, Stats};
@@ -12,19 +13,20 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 #[command(
     override_usage = "msm reconstruct [OPTIONS] <KSPACE> <MAPS> <OUTPUT>\n       \
-                            msm reconstruct [OPTIONS] <SCAN.h5> [MAPS] <OUTPUT>"
+                            msm reconstruct [OPTIONS] <VOLUME> [MAPS] <OUTPUT>"
 )]
 pub struct Args {
     /// KSPACE [MAPS] OUTPUT. One slice: k-space (.cfl [H, W, 1, coils] or .npy (coils, H, W)),
     /// coil maps in the same layout, and the output image, the posterior mean (.cfl, .npy, or
-    /// magnitude .png, .nii, .nii.gz). A fastMRI / ISMRMRD .h5 volume: MAPS is optional
-    /// (default: estimated per slice from the ACS, --maps-method) and OUTPUT is a volume: .nii /
-    /// .nii.gz (magnitude), .npy (complex, (slices, H, W)) or .cfl (complex, slices along BART
-    /// dim 13).
+    /// magnitude .png, .nii, .nii.gz). A volume (a fastMRI / ISMRMRD .h5 file, a .npy
+    /// (slices, coils, H, W), or a .cfl [H, W, 1, coils] with slices along BART dim 13): MAPS is
+    /// optional (default: estimated per slice from the ACS, --maps-method; given, one set for
+    /// every slice or one per slice) and OUTPUT is a volume: .nii / .nii.gz (magnitude), .npy
+    /// (complex, (slices, H, W)) or .cfl (complex, slices along BART dim 13).
     #[arg(num_args = 2..=3, required = true, value_name = "FILES")]
     pub files: Vec<PathBuf>,
     /// Sampling mask (vector over the width or 2-D pattern); default: the non-zero entries (for
-    /// .h5 input: the file's `mask` dataset, else the columns with data, per slice).
+    /// a volume: an .h5 file's `mask` dataset, else the columns with data, per slice).
     #[arg(long)]
     pub mask: Option<PathBuf>,
     /// Data-consistency step lambda, in [0, 2] (1 = replace the estimate by the data on acquired
@@ -45,20 +47,20 @@ pub struct Args {
     /// (default: the model's training scale from its metadata, else no scaling).
     #[arg(long)]
     pub scale_target: Option<f64>,
-    /// .h5 input: the slices to reconstruct, `a..b` (a to b - 1), `a..`, `..b` or one index
+    /// Volume input: the slices to reconstruct, `a..b` (a to b - 1), `a..`, `..b` or one index
     /// `a` (default: all).
     #[arg(long)]
     pub slices: Option<String>,
-    /// .h5 input without maps: how the coil maps of each slice are estimated from its ACS
+    /// Volume input without maps: how the coil maps of each slice are estimated from its ACS
     /// [default: espirit].
     #[arg(long, value_enum)]
     pub maps_method: Option<coilmaps::Method>,
     #[command(flatten)]
     pub maps_opts: coilmaps::MapsArgs,
-    /// .h5 input: write the volume here too (another format: .nii, .nii.gz, .npy or .cfl).
+    /// Volume input: write the volume here too (another format: .nii, .nii.gz, .npy or .cfl).
     #[arg(long)]
     pub also: Option<PathBuf>,
-    /// .h5 input: discard the finished slices of an earlier run (in <OUTPUT>.parts/) and
+    /// Volume input: discard the finished slices of an earlier run (in <OUTPUT>.parts/) and
     /// start over.
     #[arg(long)]
     pub restart: bool,
@@ -99,7 +101,7 @@ pub fn recon_options(a: &Args, net: &OnnxDenoiser) -> Result<ReconOptions> {
 }
 
 impl Args {
-    /// How the coil maps of `.h5` input without maps are estimated (`--maps-method`, else
+    /// How the coil maps of volume input without maps are estimated (`--maps-method`, else
     /// ESPIRiT).
     pub fn estimator(&self) -> coilmaps::Method {
         self.maps_method.unwrap_or(coilmaps::Method::Espirit)
@@ -113,7 +115,7 @@ pub fn run(a: Args) -> Result<()> {
         [k, m, o] => (k.clone(), Some(m.clone()), o.clone()),
         _ => unreachable!("clap takes 2 or 3 paths"),
     };
-    if data::is_hdf5(&kspace_path) {
+    if scan::is_volume(&kspace_path)? {
         return volume::run(&a, &kspace_path, maps_path.as_deref(), &output);
     }
     let volume_only = [
@@ -125,15 +127,18 @@ pub fn run(a: Args) -> Result<()> {
     if let Some((flag, _)) = volume_only.iter().find(|(_, given)| *given) {
         return Err(Error::format(
             &kspace_path,
-            format!("{flag} applies to .h5 volumes; this k-space is one slice"),
+            format!(
+                "{flag} applies to volumes (.h5, a 4-D .npy, a .cfl with slices along BART \
+                 dimension 13); this k-space is one slice"
+            ),
         ));
     }
     let Some(maps_path) = maps_path else {
         return Err(Error::format(
             &kspace_path,
-            "coil maps are needed for .cfl / .npy k-space: msm reconstruct <kspace> <maps> \
-             <output> (estimate them with msm ecalib <kspace> <maps>); only .h5 input estimates \
-             them itself",
+            "coil maps are needed for one-slice .cfl / .npy k-space: msm reconstruct <kspace> \
+             <maps> <output> (estimate them with msm ecalib <kspace> <maps>); only volume input \
+             estimates them itself",
         ));
     };
     a.maps_opts

@@ -1,4 +1,5 @@
-//! `msm reconstruct` on a fastMRI / ISMRMRD `.h5` file: every selected slice, resumable.
+//! `msm reconstruct` on a volume: every selected slice of a fastMRI / ISMRMRD `.h5` file, or of a
+//! stack of slices in a `.npy` / `.cfl` file ([`super::scan::Scan`]), resumable.
 //!
 //! Per slice: read its k-space, take the mask (`--mask`, the file's `mask`, or the columns that
 //! hold data), bring the k-space to the model's grid ([`msm::volume::GridPlan`]), estimate coil
@@ -9,16 +10,17 @@
 
 use super::coilmaps::{MapsArgs, Method};
 use super::reconstruct::{recon_options, Args};
+use super::scan::{read_stack, Scan};
 use super::{data, model, progress};
 use msm::denoiser::OnnxDenoiser;
-use msm::io::fastmri::{detect_mask, FastMriFile};
-use msm::io::{atomic, cfl, npy};
+use msm::io::fastmri::detect_mask;
+use msm::io::{atomic, cfl};
 use msm::mask::Mask;
 use msm::sampler::{self, NetworkPrior, Progress, ReconOptions, SamplerOptions, Stats};
 use msm::sense::Sense;
 use msm::volume::{slice_seed, write_volume, GridPlan, Manifest, Parts, VolumeFormat};
 use msm::{Error, Result, C32};
-use ndarray::{s, Array2, Array4, Ix3, Ix4, ShapeBuilder};
+use ndarray::{s, Array2, Array4};
 use rayon::prelude::*;
 use std::io::Read;
 use std::ops::Range;
@@ -44,7 +46,7 @@ enum MapsSource {
 
 /// Everything the slices share.
 struct Context {
-    file: FastMriFile,
+    file: Scan,
     plan: GridPlan,
     mask: MaskSource,
     maps: MapsSource,
@@ -55,7 +57,8 @@ struct Context {
     seed: u64,
 }
 
-/// Runs `msm reconstruct` on the `.h5` file `kspace`, with optional maps, writing `output`.
+/// Runs `msm reconstruct` on the volume `kspace` (`.h5`, or a stack in a `.npy` / `.cfl`), with
+/// optional maps, writing `output`.
 pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Result<()> {
     // Everything that can be checked is checked before the first slice is read.
     let mut outputs = vec![(output.to_path_buf(), VolumeFormat::of(output)?)];
@@ -68,7 +71,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     if let Some(p) = &a.std {
         return Err(Error::format(
             p,
-            "--std is not available for .h5 volumes; expected it only with one-slice input",
+            "--std is not available for volumes; expected it only with one-slice input",
         ));
     }
     let method = a.estimator();
@@ -84,7 +87,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         }
         None => a.maps_opts.check_for(method)?,
     }
-    let file = FastMriFile::open(kspace)?;
+    let file = Scan::open(kspace)?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
     let (h0, w0) = file.kspace_size();
     let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 200, Some(w0))?;
@@ -103,7 +106,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
             Mask::Pattern(_) => {
                 return Err(Error::format(
                     p,
-                    "is a 2-D pattern that does not keep whole columns; .h5 volumes need a \
+                    "is a 2-D pattern that does not keep whole columns; volumes need a \
                      column mask (one entry per k-space column)",
                 ))
             }
@@ -300,45 +303,10 @@ fn parse_slices(text: Option<&str>, count: usize, file: &Path) -> Result<Range<u
 }
 
 /// A user's coil maps for the volume, `(sets, coils, H0, W0)` with one set or one per slice.
-fn read_maps(path: &Path, file: &FastMriFile) -> Result<Array4<C32>> {
+fn read_maps(path: &Path, file: &Scan) -> Result<Array4<C32>> {
     let (h0, w0) = file.kspace_size();
     let (slices, coils) = (file.num_slices(), file.coils());
-    let maps: Array4<C32> = match data::kind(path) {
-        data::Kind::Npy => match npy::read_npy(path)?.shape().len() {
-            3 => npy::read_npy_as::<C32, Ix3>(path)?.insert_axis(ndarray::Axis(0)),
-            _ => npy::read_npy_as::<C32, Ix4>(path)?,
-        },
-        data::Kind::Png | data::Kind::Nifti => return Err(data::no_coils(path)),
-        data::Kind::Cfl => {
-            let array = cfl::read_array(path)?;
-            let slice_dim = msm::volume::output::BART_SLICE_DIM;
-            if let Some(d) = (0..array.dims.len())
-                .find(|&d| ![0, 1, 3, slice_dim].contains(&d) && array.dim(d) != 1)
-            {
-                return Err(Error::format(
-                    path,
-                    format!(
-                        "has dimensions {:?} with {} along BART dimension {d}; expected coil maps \
-                         [H, W, 1, coils] with slices along dimension 13 (SLICE)",
-                        array.dims,
-                        array.dim(d)
-                    ),
-                ));
-            }
-            let (h, w, c, n) = (
-                array.dim(0),
-                array.dim(1),
-                array.dim(3),
-                array.dim(slice_dim),
-            );
-            // Column-major [h, w, c, n] read as (h, w, c, n) with Fortran strides.
-            Array4::from_shape_vec((h, w, c, n).f(), array.data)
-                .map_err(|e| Error::format(path, e.to_string()))?
-                .permuted_axes([3, 2, 0, 1])
-                .as_standard_layout()
-                .into_owned()
-        }
-    };
+    let maps = read_stack(path, "coil maps")?;
     let (n, c, h, w) = maps.dim();
     if (c, h, w) != (coils, h0, w0) || (n != 1 && n != slices) {
         return Err(Error::format(
@@ -359,7 +327,7 @@ fn manifest(
     a: &Args,
     opts: &SamplerOptions,
     recon: &ReconOptions,
-    file: &FastMriFile,
+    file: &Scan,
     plan: &GridPlan,
     maps: Option<&Path>,
 ) -> Result<Manifest> {

@@ -1,0 +1,157 @@
+//! The k-space of a volume run of `msm reconstruct`: a fastMRI / ISMRMRD HDF5 file, or a stack of
+//! slices in a NumPy or BART file (the layouts those tools use for several slices), read the
+//! same way slice by slice.
+
+use super::data;
+use msm::io::fastmri::FastMriFile;
+use msm::io::{cfl, npy};
+use msm::volume::output::BART_SLICE_DIM;
+use msm::{Error, Result, C32};
+use ndarray::{s, Array3, Array4, Ix3, Ix4, ShapeBuilder};
+use std::path::{Path, PathBuf};
+
+/// A multi-slice multi-coil k-space.
+pub enum Scan {
+    /// A fastMRI / ISMRMRD HDF5 file, read one slice at a time.
+    H5(Box<FastMriFile>),
+    /// A stack read whole: `.npy` `(slices, coils, H, W)` or `.cfl` `[H, W, 1, coils]` with
+    /// slices along BART dimension 13 (SLICE).
+    Stack {
+        /// The file it came from.
+        path: PathBuf,
+        /// `(slices, coils, H, W)`.
+        kspace: Array4<C32>,
+    },
+}
+
+impl Scan {
+    /// Opens `path`: HDF5 by its extension, else a stack ([`read_stack`]).
+    pub fn open(path: &Path) -> Result<Scan> {
+        if data::is_hdf5(path) {
+            return Ok(Scan::H5(Box::new(FastMriFile::open(path)?)));
+        }
+        let kspace = read_stack(path, "multi-coil k-space")?;
+        if kspace.dim().1 == 0 {
+            return Err(Error::format(path, "has zero coils; expected at least one"));
+        }
+        Ok(Scan::Stack {
+            path: path.to_path_buf(),
+            kspace,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        match self {
+            Scan::H5(f) => f.path(),
+            Scan::Stack { path, .. } => path,
+        }
+    }
+
+    /// Number of slices.
+    pub fn num_slices(&self) -> usize {
+        match self {
+            Scan::H5(f) => f.num_slices(),
+            Scan::Stack { kspace, .. } => kspace.dim().0,
+        }
+    }
+
+    /// Number of coils.
+    pub fn coils(&self) -> usize {
+        match self {
+            Scan::H5(f) => f.coils(),
+            Scan::Stack { kspace, .. } => kspace.dim().1,
+        }
+    }
+
+    /// One coil's k-space grid `(height, width)`.
+    pub fn kspace_size(&self) -> (usize, usize) {
+        match self {
+            Scan::H5(f) => f.kspace_size(),
+            Scan::Stack { kspace, .. } => (kspace.dim().2, kspace.dim().3),
+        }
+    }
+
+    /// The recon size an HDF5 file states; a stack states none (its output is its grid).
+    pub fn recon_size(&self) -> Option<(usize, usize)> {
+        match self {
+            Scan::H5(f) => f.recon_size(),
+            Scan::Stack { .. } => None,
+        }
+    }
+
+    /// The column mask an HDF5 file stores; a stack stores none (`--mask`, or detected).
+    pub fn mask(&self) -> Option<&[bool]> {
+        match self {
+            Scan::H5(f) => f.mask(),
+            Scan::Stack { .. } => None,
+        }
+    }
+
+    /// K-space of slice `index`, `(coils, H, W)`.
+    pub fn slice_kspace(&self, index: usize) -> Result<Array3<C32>> {
+        match self {
+            Scan::H5(f) => f.slice_kspace(index),
+            Scan::Stack { path, kspace } if index >= kspace.dim().0 => Err(Error::format(
+                path,
+                format!(
+                    "slice {index} is out of range; the stack has {} slices",
+                    kspace.dim().0
+                ),
+            )),
+            Scan::Stack { kspace, .. } => Ok(kspace.slice(s![index, .., .., ..]).to_owned()),
+        }
+    }
+}
+
+/// Whether `path` is k-space that `msm reconstruct` runs as a volume: HDF5, a 4-D `.npy`, or a
+/// `.cfl` with more than one slice along BART dimension 13 (SLICE). Reads the file to find out.
+pub fn is_volume(path: &Path) -> Result<bool> {
+    Ok(match data::kind(path) {
+        _ if data::is_hdf5(path) => true,
+        data::Kind::Npy => npy::read_npy(path)?.shape().len() == 4,
+        data::Kind::Cfl => cfl::read_array(path)?.dim(BART_SLICE_DIM) > 1,
+        data::Kind::Png | data::Kind::Nifti => false,
+    })
+}
+
+/// Reads `what` (k-space or coil maps) stored for several slices as `(slices, coils, H, W)`:
+/// a `.npy` of 3 dimensions (one slice) or 4, or a `.cfl` `[H, W, 1, coils]` with slices along
+/// BART dimension 13 (SLICE). Errors name the file and the layout expected.
+pub fn read_stack(path: &Path, what: &str) -> Result<Array4<C32>> {
+    match data::kind(path) {
+        data::Kind::Npy => match npy::read_npy(path)?.shape().len() {
+            3 => Ok(npy::read_npy_as::<C32, Ix3>(path)?.insert_axis(ndarray::Axis(0))),
+            _ => npy::read_npy_as::<C32, Ix4>(path),
+        },
+        data::Kind::Png | data::Kind::Nifti => Err(data::no_coils(path)),
+        data::Kind::Cfl => {
+            let array = cfl::read_array(path)?;
+            if let Some(d) = (0..array.dims.len())
+                .find(|&d| ![0, 1, 3, BART_SLICE_DIM].contains(&d) && array.dim(d) != 1)
+            {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "has dimensions {:?} with {} along BART dimension {d}; expected {what} \
+                         [H, W, 1, coils] with slices along dimension {BART_SLICE_DIM} (SLICE)",
+                        array.dims,
+                        array.dim(d)
+                    ),
+                ));
+            }
+            let (h, w, c, n) = (
+                array.dim(0),
+                array.dim(1),
+                array.dim(3),
+                array.dim(BART_SLICE_DIM),
+            );
+            // Column-major [h, w, c, n] read as (h, w, c, n) with Fortran strides.
+            Ok(Array4::from_shape_vec((h, w, c, n).f(), array.data)
+                .map_err(|e| Error::format(path, e.to_string()))?
+                .permuted_axes([3, 2, 0, 1])
+                .as_standard_layout()
+                .into_owned())
+        }
+    }
+}
