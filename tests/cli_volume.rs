@@ -289,6 +289,14 @@ fn npy_and_cfl_stacks_reconstruct_as_the_h5_file_does() {
     ));
     let v: Array3<C32> = npy::read_npy_as(&one).unwrap();
     assert_eq!(v.dim(), (1, 32, 32));
+    // ecalib takes a slice of a stack as of the .h5 file.
+    let (from_stack, from_file) = (d.join("m_stack.npy"), d.join("m_h5.npy"));
+    ok(&["ecalib", "--slice", "1", s(&cfl_stack), s(&from_stack)]);
+    ok(&["ecalib", "--slice", "1", s(&plain), s(&from_file)]);
+    assert_eq!(
+        std::fs::read(&from_stack).unwrap(),
+        std::fs::read(&from_file).unwrap()
+    );
     // A stack whose maps do not fit is refused before any work, naming both files.
     let bad_maps = d.join("bad_maps.npy");
     npy::write_npy(&bad_maps, &Array3::<C32>::ones((2, 32, 32))).unwrap();

@@ -2,8 +2,9 @@
 
 use super::coilmaps::{MapsArgs, Method};
 use super::data;
+use super::scan::{self, Scan};
 use msm::io::atomic;
-use msm::io::fastmri::{detect_mask, FastMriFile};
+use msm::io::fastmri::detect_mask;
 use msm::mask::Mask;
 use msm::{Error, Result, C32};
 use ndarray::Array3;
@@ -13,18 +14,19 @@ use std::time::Instant;
 /// Options of `msm ecalib`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Multi-coil k-space: .cfl [H, W, 1, coils], .npy (coils, H, W), or a fastMRI / ISMRMRD
-    /// .h5 file (one slice of it, --slice).
+    /// Multi-coil k-space: .cfl [H, W, 1, coils], .npy (coils, H, W), or one slice (--slice)
+    /// of a volume: a fastMRI / ISMRMRD .h5 file, a .npy (slices, coils, H, W), a .cfl with
+    /// slices along BART dimension 13.
     pub kspace: PathBuf,
     /// Output coil maps (coils, H, W): .npy, else .cfl [H, W, 1, coils].
     pub maps: PathBuf,
     /// Estimator.
     #[arg(long, value_enum, default_value_t = Method::Espirit)]
     pub method: Method,
-    /// Slice of a .h5 file (default 0).
+    /// Slice of a volume (default 0).
     #[arg(long)]
     pub slice: Option<usize>,
-    /// Sampling mask (vector over the width or 2-D pattern); default: the .h5 file's `mask`
+    /// Sampling mask (vector over the width or 2-D pattern); default: a .h5 file's `mask`
     /// dataset, else the non-zero entries of the k-space.
     #[arg(long)]
     pub mask: Option<PathBuf>,
@@ -37,8 +39,8 @@ pub struct Args {
 
 /// K-space of one slice and its mask (`None`: the non-zero entries).
 fn read_input(a: &Args) -> Result<(Array3<C32>, Option<Mask>, String)> {
-    if data::is_hdf5(&a.kspace) {
-        let file = FastMriFile::open(&a.kspace)?;
+    if scan::is_volume(&a.kspace)? {
+        let file = Scan::open(&a.kspace)?;
         let index = a.slice.unwrap_or(0);
         let kspace = file.slice_kspace(index)?;
         let (_, h, w) = kspace.dim();
@@ -55,7 +57,8 @@ fn read_input(a: &Args) -> Result<(Array3<C32>, Option<Mask>, String)> {
     if a.slice.is_some() {
         return Err(Error::format(
             &a.kspace,
-            "--slice applies to .h5 input; this file holds one slice",
+            "--slice applies to volumes (.h5, a 4-D .npy, a .cfl with slices along BART \
+             dimension 13); this file holds one slice",
         ));
     }
     let kspace = data::read_coils(&a.kspace)?;
