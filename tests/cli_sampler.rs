@@ -339,11 +339,10 @@ fn shipped_model_is_found_from_any_folder() {
     let built = Path::new(env!("CARGO_BIN_EXE_msm"));
     let default = "models/msm-brain-128-noisy.onnx";
 
-    // Run from a folder without models/: the default model is the source checkout's.
-    let out = run_in(
-        built,
-        d,
-        &[
+    // One sample with the default model, run by `exe` in `cwd`: the side of the grid it
+    // wrote, which says which model it found.
+    let side = |exe: &Path, cwd: &Path| -> usize {
+        let args = [
             "generate",
             "--count",
             "1",
@@ -353,15 +352,16 @@ fn shipped_model_is_found_from_any_folder() {
             "1",
             "--quiet",
             "g",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let grid = msm::io::npy::read_npy(d.join("g.npy")).unwrap();
-    assert_eq!(grid.shape(), [1, 128, 128], "not the shipped 128x128 model");
+        ];
+        let out = run_in(exe, cwd, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let grid = msm::io::npy::read_npy(cwd.join("g.npy")).unwrap();
+        assert_eq!(grid.shape()[..2], [1, grid.shape()[2]]);
+        grid.shape()[2]
+    };
+    // Run from a folder without models/: the default model is the source checkout's.
+    assert_eq!(side(built, d), 128, "not the shipped 128x128 model");
 
     // A copy of the binary with a models/ folder beside it takes the model there first (a tiny
     // 32x32 one here, under the shipped name), as an install that ships both would.
@@ -371,30 +371,9 @@ fn shipped_model_is_found_from_any_folder() {
     tiny_model(&bin.join(default), 32, true);
     let work = d.join("work");
     std::fs::create_dir(&work).unwrap();
-    let out = run_in(
-        &bin.join("msm"),
-        &work,
-        &[
-            "generate",
-            "--count",
-            "1",
-            "--steps",
-            "1",
-            "--partials",
-            "1",
-            "--quiet",
-            "g",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let grid = msm::io::npy::read_npy(work.join("g.npy")).unwrap();
     assert_eq!(
-        grid.shape(),
-        [1, 32, 32],
+        side(&bin.join("msm"), &work),
+        32,
         "not the model beside the executable"
     );
 

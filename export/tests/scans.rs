@@ -3,8 +3,7 @@
 //! records them, and files that do not fit give clear errors. Needs python3 with h5py and numpy
 //! (CI installs them); without them each test says so and passes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use msm::denoiser::OnnxDenoiser;
 use msm::io::fastmri::FastMriFile;
@@ -18,33 +17,12 @@ use msm_export::train::Trainer;
 
 mod common;
 use common::tiny;
+#[path = "../../tests/common/h5py.rs"]
+mod h5py;
 
 /// The runtime's HDF5 test files in a temporary folder, or `None` (with a note) without h5py.
 fn fixtures() -> Option<tempfile::TempDir> {
-    let probe = Command::new("python3")
-        .args(["-c", "import h5py, numpy"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with h5py and numpy is required on CI"
-        );
-        eprintln!("note: skipping the scan tests: python3 with h5py and numpy is not available");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/volume/make_files.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(dir)
+    h5py::h5py_fixtures("../tests/volume/make_files.py", "the scan tests")
 }
 
 /// `scan.h5` (6 slices, 4 coils, 40 x 32 k-space, every third column and 10 central ones,

@@ -5,7 +5,11 @@
 use msm::onnx::{Dim, ModelMeta, OnnxBuilder, WeightType};
 use std::path::Path;
 use std::process::{Command, Output};
-use tempfile::TempDir;
+
+mod h5py;
+// Not every test binary that includes this module reads HDF5 files.
+#[allow(unused_imports)]
+pub use h5py::h5py_fixtures;
 
 /// Runs `msm` with `args`.
 pub fn msm(args: &[&str]) -> Output {
@@ -82,36 +86,4 @@ pub fn tiny_model_with(path: &Path, size: usize, meta: Option<ModelMeta>) {
         b.set_meta(&m);
     }
     b.write(path).unwrap();
-}
-
-/// A temporary folder holding the files that the h5py script `script` (a path relative to the
-/// crate root) writes into it, or `None` with a note naming `what` is skipped when python3 with
-/// h5py and NumPy is not available. On CI (the environment variable `CI` set, as .ci/run has it)
-/// a missing h5py is a broken setup, not a skip, and fails.
-pub fn h5py_fixtures(script: &str, what: &str) -> Option<TempDir> {
-    let probe = Command::new("python3")
-        .args(["-c", "import h5py, numpy"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 with h5py and numpy is required on CI (python3 -m pip install h5py numpy)"
-        );
-        eprintln!("note: skipping {what}: python3 with h5py and numpy is not available");
-        return None;
-    }
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(dir)
 }
