@@ -289,6 +289,22 @@ fn npy_and_cfl_stacks_reconstruct_as_the_h5_file_does() {
     ));
     let v: Array3<C32> = npy::read_npy_as(&one).unwrap();
     assert_eq!(v.dim(), (1, 32, 32));
+    // Compressed to 2 virtual coils per slice (maps estimated on them), and more virtual coils
+    // than coils refused before any work.
+    let cc = d.join("cc.npy");
+    ok(&recon_args(
+        &model,
+        "3",
+        &["--quiet", "--virtual-coils", "2", s(&npy_stack), s(&cc)],
+    ));
+    let v: Array3<C32> = npy::read_npy_as(&cc).unwrap();
+    assert_eq!(v.dim(), (2, 32, 32));
+    assert_ne!(std::fs::read(&cc).unwrap(), from_h5);
+    fails(
+        &recon_args(&model, "3", &["--virtual-coils", "4", s(&plain), s(&cc)]),
+        &["plain.h5", "--virtual-coils 4", "3 coils"],
+    );
+    assert!(!Parts::dir_for(&cc).exists());
     // ecalib takes a slice of a stack as of the .h5 file.
     let (from_stack, from_file) = (d.join("m_stack.npy"), d.join("m_h5.npy"));
     ok(&["ecalib", "--slice", "1", s(&cfl_stack), s(&from_stack)]);

@@ -130,15 +130,34 @@ fn a_model_trains_on_scans_and_says_so() {
 }
 
 #[test]
+fn scans_with_more_coils_are_compressed_to_the_configured_count() {
+    let Some(dir) = fixtures() else { return };
+    // scan.h5 (4 coils) and plain.h5's 3 coils would not batch together; at coils = 3 the
+    // first is compressed to 3 virtual coils. (plain.h5's two masks keep 21 and 15 of 32
+    // columns, so the mix still keeps 18 of 32 on average, with at least 10 central ones.)
+    let cfg = DataConfig {
+        scans: vec![dir.path().join("scan.h5"), dir.path().join("plain.h5")],
+        coils: 3,
+        ..scan_config(PathBuf::new())
+    };
+    let loader = Loader::open(&cfg).unwrap();
+    assert_eq!(loader.scan_slices(), 8);
+    for m in loader.batch(5, 0, 8).unwrap() {
+        assert_eq!(m.kspace().dim(), (3, 32, 32));
+        assert_eq!(m.maps().dim(), (3, 32, 32));
+    }
+}
+
+#[test]
 fn scans_that_do_not_fit_give_clear_errors() {
     let Some(dir) = fixtures() else { return };
     let d = dir.path();
     let open = |cfg: DataConfig| Loader::open(&cfg).unwrap_err().to_string();
     let e = open(DataConfig {
-        coils: 3,
+        coils: 5,
         ..scan_config(d.join("scan.h5"))
     });
-    assert!(e.contains("scan.h5") && e.contains("4 coils"), "{e}");
+    assert!(e.contains("scan.h5") && e.contains("has 4 coils"), "{e}");
     let e = open(DataConfig {
         acceleration: 4.0,
         acs_lines: 4,

@@ -2,6 +2,7 @@
 //! preview, write only for complex data), `.nii` / `.nii.gz` (a one-slice NIfTI-1 magnitude
 //! image), anything else a BART `.cfl/.hdr` pair.
 
+use msm::coils::Compression;
 use msm::io::nifti::{self, Volume};
 use msm::io::{atomic, cfl, npy, png};
 use msm::mask::Mask;
@@ -222,6 +223,38 @@ pub struct Acquisition {
     pub op: Sense,
     /// The sampling mask (`--mask`, or the non-zero entries of the k-space).
     pub mask: Mask,
+}
+
+impl Acquisition {
+    /// The acquisition on `virtual_coils` virtual coils ([`msm::coils::Compression`], BART
+    /// `cc -p N -S -A`), k-space and maps by the same matrix; unchanged for `None`. Says on
+    /// stderr (unless `quiet`) how much of the k-space energy the virtual coils keep; errors
+    /// name `kspace`.
+    pub fn compressed(
+        self,
+        virtual_coils: Option<usize>,
+        kspace: &Path,
+        quiet: bool,
+    ) -> Result<Acquisition> {
+        let Some(n) = virtual_coils else {
+            return Ok(self);
+        };
+        let in_file = |e: Error| Error::format(kspace, e.to_string());
+        let cc = Compression::svd(self.kspace.view(), n).map_err(in_file)?;
+        if !quiet {
+            eprintln!(
+                "coil compression: {} coils to {n} virtual coils, {:.2}% of the k-space energy \
+                 kept",
+                self.kspace.dim().0,
+                100.0 * cc.kept_energy()
+            );
+        }
+        Ok(Acquisition {
+            kspace: cc.apply(self.kspace.view()).map_err(in_file)?,
+            op: Sense::new(cc.apply(self.op.maps().view()).map_err(in_file)?).map_err(in_file)?,
+            mask: self.mask,
+        })
+    }
 }
 
 /// Reads k-space and coil maps (which must have the same shape) and the mask (from `mask`, or

@@ -39,6 +39,11 @@ pub struct Args {
     /// Conjugate-gradient iterations of final data consistency on each sample (0: none).
     #[arg(long, default_value_t = ReconOptions::default().final_dc)]
     pub final_dc: usize,
+    /// Compress the k-space (and given maps) to this many virtual coils first (SVD over all
+    /// measured entries, as bart cc -p N -S -A; for a volume, per slice, before its maps are
+    /// estimated): a cheaper operator and ESPIRiT for a little of the data's energy.
+    #[arg(long, value_parser = super::at_least_one)]
+    pub virtual_coils: Option<usize>,
     /// Write the pixel-wise standard deviation of the samples' magnitude here (.png, .nii,
     /// .nii.gz, .npy, .cfl).
     #[arg(long)]
@@ -147,8 +152,12 @@ pub fn run(a: Args) -> Result<()> {
     for p in std::iter::once(&output).chain(&a.std) {
         atomic::check_folder(p)?;
     }
-    let data::Acquisition { kspace, op, mask } =
-        data::read_acquisition(&kspace_path, &maps_path, a.mask.as_deref())?;
+    let data::Acquisition { kspace, op, mask } = data::read_acquisition(
+        &kspace_path,
+        &maps_path,
+        a.mask.as_deref(),
+    )?
+    .compressed(a.virtual_coils, &kspace_path, a.sampler.quiet)?;
     let (_, h, w) = kspace.dim();
     let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 200, Some(w))?;
     net.check_data(h, w, 2)

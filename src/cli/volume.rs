@@ -12,6 +12,7 @@ use super::coilmaps::{MapsArgs, Method};
 use super::reconstruct::{recon_options, Args};
 use super::scan::{read_stack, Scan};
 use super::{data, model, progress};
+use msm::coils::Compression;
 use msm::denoiser::OnnxDenoiser;
 use msm::io::fastmri::detect_mask;
 use msm::io::{atomic, cfl};
@@ -55,6 +56,8 @@ struct Context {
     recon: ReconOptions,
     /// The run's seed (`--seed`); slice `i` is seeded with `slice_seed(seed, i)`.
     seed: u64,
+    /// Virtual coils each slice is compressed to (`--virtual-coils`), if any.
+    virtual_coils: Option<usize>,
 }
 
 /// Runs `msm reconstruct` on the volume `kspace` (`.h5`, or a stack in a `.npy` / `.cfl`), with
@@ -90,6 +93,16 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     let file = Scan::open(kspace)?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
     let (h0, w0) = file.kspace_size();
+    if let Some(n) = a.virtual_coils.filter(|&n| n > file.coils()) {
+        return Err(Error::format(
+            kspace,
+            format!(
+                "--virtual-coils {n}: the k-space has {} coils; expected at most that many \
+                 virtual coils",
+                file.coils()
+            ),
+        ));
+    }
     let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 200, Some(w0))?;
     let (hm, wm) = (net.meta().height, net.meta().width);
     let plan = GridPlan::new((h0, w0), file.recon_size(), (hm, wm)).map_err(|e| {
@@ -151,6 +164,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         opts,
         recon,
         seed: a.sampler.seed,
+        virtual_coils: a.virtual_coils,
     };
     let parallel = rayon::current_num_threads() > ctx.opts.partials && todo.len() > 1;
     if parallel {
@@ -234,10 +248,25 @@ impl Context {
         }
         let mask = Mask::Columns(columns);
         let kspace = self.plan.kspace_to_model(k0.view());
+        // Compressed before the maps are estimated (ESPIRiT on fewer coils); given maps go
+        // through the same matrix.
+        let cc = self
+            .virtual_coils
+            .map(|n| Compression::svd(kspace.view(), n))
+            .transpose()
+            .map_err(in_slice)?;
+        let kspace = match &cc {
+            Some(cc) => cc.apply(kspace.view()).map_err(in_slice)?,
+            None => kspace,
+        };
         let maps = match &self.maps {
             MapsSource::File(all) => {
                 let set = if all.dim().0 == 1 { 0 } else { index };
-                self.plan.maps_to_model(all.slice(s![set, .., .., ..]))
+                let maps = self.plan.maps_to_model(all.slice(s![set, .., .., ..]));
+                match &cc {
+                    Some(cc) => cc.apply(maps.view()).map_err(in_slice)?,
+                    None => maps,
+                }
             }
             MapsSource::Estimate(method, opts) => {
                 let what = format!("slice {index}");
@@ -349,6 +378,11 @@ fn manifest(
     m.add("write-back noise", format!("{:?}", opts.writeback_noise));
     m.add("partial masks", format!("{:?}", opts.partial));
     m.add("posterior", format!("{recon:?}"));
+    m.add(
+        "virtual coils",
+        a.virtual_coils
+            .map_or("none (the file's coils)".to_string(), |n| n.to_string()),
+    );
     m.add(
         "mask",
         match (&a.mask, file.mask()) {

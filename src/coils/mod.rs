@@ -9,10 +9,12 @@
 
 pub mod birdcage;
 pub mod calib;
+pub mod compress;
 pub mod espirit;
 pub mod ratio;
 
 pub use birdcage::{birdcage, birdcage_radius};
 pub use calib::{calibration_region, CalRegion};
+pub use compress::Compression;
 pub use espirit::{espirit, espirit_full, Espirit, EspiritOptions};
 pub use ratio::{ratio_maps, RatioOptions};

@@ -63,7 +63,8 @@ pub struct DataConfig {
     pub phase_strength: [f64; 2],
     /// fastMRI / ISMRMRD HDF5 scans to train on instead of simulating from `volume` (empty, the
     /// default: simulate). Every slice of every file is a training measurement, as `msm
-    /// reconstruct` would read it (module `scans`): `coils` must be the files' coil count,
+    /// reconstruct` would read it (module `scans`): `coils` is at most the files' coil count
+    /// (scans with more are compressed to `coils` virtual coils),
     /// `image_size` their width (the readout is cropped or padded to it), `acceleration` and
     /// `acs_lines` must describe their masks (checked), and `noise_eta` is their noise std on
     /// the scale where each slice's zero-filled maximum is 1. `volume`, `held_out_axial`,

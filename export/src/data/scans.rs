@@ -7,6 +7,9 @@
 //!   phase-encode axis, must equal the model's);
 //! - the column mask from the file's `mask` dataset, else the columns that hold data
 //!   ([`msm::io::fastmri::detect_mask`]);
+//! - a scan with more coils than the configured `coils` compressed to that many virtual coils
+//!   ([`msm::coils::Compression`], BART `cc -p N -S -A`), so that scans of different coil
+//!   counts share one;
 //! - coil maps estimated from the slice's ACS by ESPIRiT with BART `ecalib`'s defaults
 //!   ([`msm::coils::espirit`]);
 //! - the k-space scaled so that the slice's zero-filled image has maximum 1 (a scanner's gain is
@@ -20,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::{DataConfig, Measurement};
 use msm::coils::espirit::{espirit, EspiritOptions};
+use msm::coils::Compression;
 use msm::fft::Fft2;
 use msm::io::fastmri::{detect_mask, FastMriFile};
 use msm::mask::Mask;
@@ -45,14 +49,16 @@ impl Scans {
         for path in &cfg.scans {
             let file = FastMriFile::open(path)?;
             let fmt = |msg: String| Error::format(path, msg);
-            if file.coils() != cfg.coils {
+            if file.coils() < cfg.coils {
                 return Err(fmt(format!(
-                    "has {} coils but the data config says coils = {}; expected every scan to \
-                     have the configured coil count",
+                    "has {} coils but the data config says coils = {}; expected at least that \
+                     many (scans with more are compressed to {} virtual coils)",
                     file.coils(),
+                    cfg.coils,
                     cfg.coils
                 )));
             }
+            let compress = (file.coils() > cfg.coils).then_some(cfg.coils);
             let n = cfg.image_size;
             let plan = GridPlan::new(file.kspace_size(), Some((n, n)), (n, n))
                 .map_err(|e| fmt(format!("does not fit image_size {n}: {e}")))?;
@@ -66,7 +72,8 @@ impl Scans {
                     continue; // An empty slice: nothing was measured.
                 }
                 let raw_noise = row_noise(k0.view(), &columns);
-                let (m, gain) = prepare(plan.kspace_to_model(k0.view()), columns, cfg.noise_eta)
+                let fitted = plan.kspace_to_model(k0.view());
+                let (m, gain) = prepare(fitted, columns, compress, cfg.noise_eta)
                     .map_err(|e| fmt(format!("slice {index}: {e}")))?;
                 slices.push((path.clone(), index, m));
                 // Zero-padding the readout (a scan shorter than the model) spreads the same
@@ -141,13 +148,19 @@ impl Scans {
     }
 }
 
-/// One slice's measurement: `kspace` on the model's grid, its column mask, ESPIRiT maps from
-/// its ACS, the k-space scaled so that the zero-filled image's maximum is 1; and that gain.
+/// One slice's measurement: `kspace` on the model's grid (compressed to `virtual_coils`
+/// virtual coils if set: [`msm::coils::Compression`]), its column mask, ESPIRiT maps from its
+/// ACS, the k-space scaled so that the zero-filled image's maximum is 1; and that gain.
 fn prepare(
-    mut kspace: ndarray::Array3<msm::C32>,
+    kspace: ndarray::Array3<msm::C32>,
     columns: Vec<bool>,
+    virtual_coils: Option<usize>,
     eta: f64,
 ) -> Result<(Measurement, f64)> {
+    let mut kspace = match virtual_coils {
+        Some(n) => Compression::svd(kspace.view(), n)?.apply(kspace.view())?,
+        None => kspace,
+    };
     let (_, _, w) = kspace.dim();
     if columns.len() != w {
         return Err(Error::invalid(format!(
