@@ -17,7 +17,7 @@
 //!
 //! The image is cut into bands of tile rows (a function of the layer's shape only, so every
 //! thread count gives the same bits); a band's transformed input and products stay in the
-//! core's L2 cache, and bands are the pieces ([`super::pieces`]) that workers share.
+//! core's L2 cache, and bands are the pieces (module `pieces`) that workers share.
 
 use super::kernels::{affine_generic, matmul, simd_dispatch};
 use super::pieces::{self, grow, with_buffer, Disjoint};
