@@ -3,7 +3,7 @@
 //! records them, and files that do not fit give clear errors. Needs python3 with h5py and numpy
 //! (CI installs them); without them each test says so and passes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use msm::denoiser::OnnxDenoiser;
 use msm::io::fastmri::FastMriFile;
@@ -179,4 +179,42 @@ fn scans_that_do_not_fit_give_clear_errors() {
     assert!(e.contains("small_acs.h5") && e.contains("slice 0"), "{e}");
     let e = open(scan_config(d.join("missing.h5")));
     assert!(e.contains("missing.h5"), "{e}");
+}
+
+#[test]
+fn msm_train_trains_on_scans_and_leaves_nothing_on_a_bad_one() {
+    let Some(dir) = fixtures() else { return };
+    let d = dir.path();
+    let train = |cfg: &msm_export::train::TrainConfig, out: &Path| {
+        let path = d.join("run.json");
+        std::fs::write(&path, serde_json::to_string(cfg).unwrap()).unwrap();
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_msm-train"))
+            .args(["train", "--threads", "2", "--config"])
+            .arg(&path)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("msm-train runs");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let mut cfg = tiny();
+    cfg.data = scan_config(d.join("scan.h5"));
+    cfg.steps = 1;
+    let run = d.join("run");
+    let (ok, err) = train(&cfg, &run);
+    assert!(ok, "{err}");
+    assert!(err.contains("6 scan slices; their noise std"), "{err}");
+    assert!(run.join("checkpoint.safetensors").exists());
+    // A missing scan: an error naming it, and no run folder.
+    cfg.data.scans = vec![d.join("missing.h5")];
+    let bad = d.join("bad_run");
+    let (ok, err) = train(&cfg, &bad);
+    assert!(!ok && err.contains("missing.h5"), "{err}");
+    assert!(
+        !bad.exists(),
+        "a run folder was left for a run that never started"
+    );
 }

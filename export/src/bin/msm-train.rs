@@ -158,10 +158,8 @@ fn run(cli: Cli) -> msm::Result<()> {
                 cfg.init_from = Some(p.display().to_string());
             }
             cfg.validate()?;
-            std::fs::create_dir_all(&out).map_err(|e| msm::Error::io(&out, e))?;
-            let cfg_path = out.join("config.json");
-            let json = serde_json::to_string_pretty(&cfg).unwrap_or_default();
-            msm::io::atomic::write_atomic(&cfg_path, |f| f.write_all(json.as_bytes()))?;
+            // The data (a volume, or scans) are opened before the run folder is made, so a
+            // missing or bad file leaves no folder behind.
             let mut tr = if resume {
                 Trainer::resume(&cfg, &checkpoint_path(&out))?
             } else if let Some(p) = &init_from {
@@ -169,6 +167,10 @@ fn run(cli: Cli) -> msm::Result<()> {
             } else {
                 Trainer::new(&cfg)?
             };
+            std::fs::create_dir_all(&out).map_err(|e| msm::Error::io(&out, e))?;
+            let cfg_path = out.join("config.json");
+            let json = serde_json::to_string_pretty(&cfg).unwrap_or_default();
+            msm::io::atomic::write_atomic(&cfg_path, |f| f.write_all(json.as_bytes()))?;
             if let Some(noise) = tr.loader().scan_noise_estimate() {
                 eprintln!(
                     "{} scan slices; their noise std, estimated from the image rows with the \
