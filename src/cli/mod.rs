@@ -14,6 +14,7 @@ mod reconstruct;
 mod scan;
 mod shipped;
 mod simulate;
+mod slices;
 mod volume;
 
 use clap::{Parser, Subcommand};

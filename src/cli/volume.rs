@@ -8,56 +8,30 @@
 //! `<output>.parts/` ([`msm::volume::Parts`]). When every selected slice is there, the volume is
 //! written (atomically) and the parts folder removed.
 
-use super::coilmaps::{MapsArgs, Method};
 use super::reconstruct::{recon_options, Args};
-use super::scan::{read_stack, Scan};
+use super::scan::Scan;
+use super::slices::{parse_slices, MapsChoice, SliceInputs};
 use super::{data, model, progress};
-use msm::coils::Compression;
 use msm::denoiser::OnnxDenoiser;
-use msm::io::fastmri::detect_mask;
 use msm::io::{atomic, cfl};
-use msm::mask::Mask;
 use msm::sampler::{self, NetworkPrior, Progress, ReconOptions, SamplerOptions, Stats};
-use msm::sense::Sense;
 use msm::volume::{slice_seed, write_volume, GridPlan, Manifest, Parts, VolumeFormat};
 use msm::{Error, Result, C32};
-use ndarray::{s, Array2, Array4};
+use ndarray::Array2;
 use rayon::prelude::*;
 use std::io::Read;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// Where each slice's sampling mask comes from.
-enum MaskSource {
-    /// One column mask for every slice (`--mask`, or the file's `mask` dataset).
-    Fixed(Vec<bool>),
-    /// The columns of each slice that hold data.
-    Detect,
-}
-
-/// Where each slice's coil maps come from.
-enum MapsSource {
-    /// A maps file on the scan's grid: one set for all slices, or one per slice of the file.
-    File(Array4<C32>),
-    /// Estimated from each slice's ACS.
-    Estimate(Method, MapsArgs),
-}
-
 /// Everything the slices share.
 struct Context {
-    file: Scan,
-    plan: GridPlan,
-    mask: MaskSource,
-    maps: MapsSource,
+    inputs: SliceInputs,
     prior: NetworkPrior<OnnxDenoiser>,
     opts: SamplerOptions,
     recon: ReconOptions,
     /// The run's seed (`--seed`); slice `i` is seeded with `slice_seed(seed, i)`.
     seed: u64,
-    /// Virtual coils each slice is compressed to (`--virtual-coils`), if any.
-    virtual_coils: Option<usize>,
 }
 
 /// Runs `msm reconstruct` on the volume `kspace` (`.h5`, or a stack in a `.npy` / `.cfl`), with
@@ -77,32 +51,10 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
             "--std is not available for volumes; expected it only with one-slice input",
         ));
     }
-    let method = a.estimator();
-    match maps {
-        Some(p) => {
-            let why = format!("the coil maps come from {}", p.display());
-            if a.maps_method.is_some() {
-                return Err(Error::invalid(format!(
-                    "--maps-method sets how coil maps are estimated, but {why}"
-                )));
-            }
-            a.maps_opts.check_none(&why)?;
-        }
-        None => a.maps_opts.check_for(method)?,
-    }
+    let maps_choice = MapsChoice::new(maps, a.maps_method, &a.maps_opts)?;
     let file = Scan::open(kspace)?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
     let (h0, w0) = file.kspace_size();
-    if let Some(n) = a.virtual_coils.filter(|&n| n > file.coils()) {
-        return Err(Error::format(
-            kspace,
-            format!(
-                "--virtual-coils {n}: the k-space has {} coils; expected at most that many \
-                 virtual coils",
-                file.coils()
-            ),
-        ));
-    }
     let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 200, Some(w0))?;
     let (hm, wm) = (net.meta().height, net.meta().width);
     let plan = GridPlan::new((h0, w0), file.recon_size(), (hm, wm)).map_err(|e| {
@@ -113,33 +65,16 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     })?;
     net.check_data(hm, wm, 2)?;
     let recon = recon_options(a, &net)?;
-    let mask = match (&a.mask, file.mask()) {
-        (Some(p), _) => match data::read_mask(p, h0, w0)? {
-            Mask::Columns(c) => MaskSource::Fixed(c),
-            Mask::Pattern(_) => {
-                return Err(Error::format(
-                    p,
-                    "is a 2-D pattern that does not keep whole columns; volumes need a \
-                     column mask (one entry per k-space column)",
-                ))
-            }
-        },
-        (None, Some(m)) => MaskSource::Fixed(m.to_vec()),
-        (None, None) => MaskSource::Detect,
-    };
-    let maps_source = match maps {
-        Some(p) => MapsSource::File(read_maps(p, &file)?),
-        None => MapsSource::Estimate(method, a.maps_opts.clone()),
-    };
     let manifest = manifest(a, &opts, &recon, &file, &plan, maps)?;
-    let parts = Parts::open(output, manifest, plan.output, a.restart)?;
+    let inputs = SliceInputs::new(file, plan, a.mask.as_deref(), maps_choice, a.virtual_coils)?;
+    let parts = Parts::open(output, manifest, inputs.plan().output, a.restart)?;
     let quiet = a.sampler.quiet;
     let say = |msg: String| {
         if !quiet {
             eprintln!("{msg}");
         }
     };
-    if let Some(msg) = plan.describe() {
+    if let Some(msg) = inputs.plan().describe() {
         say(format!("{}: {msg}", kspace.display()));
     }
     let todo: Vec<usize> = range
@@ -156,15 +91,11 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         ));
     }
     let ctx = Context {
-        file,
-        plan,
-        mask,
-        maps: maps_source,
+        inputs,
         prior: NetworkPrior::new(net),
         opts,
         recon,
         seed: a.sampler.seed,
-        virtual_coils: a.virtual_coils,
     };
     let parallel = rayon::current_num_threads() > ctx.opts.partials && todo.len() > 1;
     if parallel {
@@ -209,7 +140,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         write_volume(p, *format, &images)?;
     }
     parts.clear()?;
-    let (ho, wo) = ctx.plan.output;
+    let (ho, wo) = ctx.inputs.plan().output;
     say(format!(
         "wrote {} ({} slices {}..{}, {ho}x{wo})",
         outputs
@@ -227,55 +158,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
 impl Context {
     /// Reconstructs slice `index` on the output grid.
     fn slice(&self, index: usize, progress: Option<Progress>) -> Result<(Array2<C32>, Stats)> {
-        let path = self.file.path();
-        let in_slice = |e: Error| match e {
-            Error::Invalid(msg) => Error::format(path, format!("slice {index}: {msg}")),
-            other => other,
-        };
-        let k0 = self.file.slice_kspace(index)?;
-        let columns = match &self.mask {
-            MaskSource::Fixed(c) => c.clone(),
-            MaskSource::Detect => detect_mask(k0.view()),
-        };
-        if !columns.iter().any(|&c| c) {
-            return Err(Error::format(
-                path,
-                format!(
-                    "slice {index} holds no k-space sample (every value is zero); expected \
-                     acquired columns"
-                ),
-            ));
-        }
-        let mask = Mask::Columns(columns);
-        let kspace = self.plan.kspace_to_model(k0.view());
-        // Compressed before the maps are estimated (ESPIRiT on fewer coils); given maps go
-        // through the same matrix.
-        let cc = self
-            .virtual_coils
-            .map(|n| Compression::svd(kspace.view(), n))
-            .transpose()
-            .map_err(in_slice)?;
-        let kspace = match &cc {
-            Some(cc) => cc.apply(kspace.view()).map_err(in_slice)?,
-            None => kspace,
-        };
-        let maps = match &self.maps {
-            MapsSource::File(all) => {
-                let set = if all.dim().0 == 1 { 0 } else { index };
-                let maps = self.plan.maps_to_model(all.slice(s![set, .., .., ..]));
-                match &cc {
-                    Some(cc) => cc.apply(maps.view()).map_err(in_slice)?,
-                    None => maps,
-                }
-            }
-            MapsSource::Estimate(method, opts) => {
-                let what = format!("slice {index}");
-                opts.estimate(*method, kspace.view(), Some(&mask))
-                    .map_err(|e| super::ecalib::in_file(path, &what, e))?
-                    .maps
-            }
-        };
-        let op = Sense::new(maps).map_err(in_slice)?;
+        let (kspace, mask, op) = self.inputs.acquire(index)?;
         let opts = SamplerOptions {
             seed: slice_seed(self.seed, index),
             progress,
@@ -283,72 +166,12 @@ impl Context {
         };
         let prior = &self.prior;
         let out = sampler::reconstruct(prior, &op, kspace.view(), &mask, &opts, &self.recon)
-            .map_err(in_slice)?;
-        Ok((self.plan.image_to_output(out.mean.view()), out.stats))
+            .map_err(|e| self.inputs.in_slice(index, e))?;
+        Ok((
+            self.inputs.plan().image_to_output(out.mean.view()),
+            out.stats,
+        ))
     }
-}
-
-/// The slice range of `--slices` (`a..b`, `a..`, `..b`, `a`) within `0..count`.
-fn parse_slices(text: Option<&str>, count: usize, file: &Path) -> Result<Range<usize>> {
-    let Some(text) = text else {
-        return Ok(0..count);
-    };
-    let bad = |why: String| {
-        Error::format(
-            file,
-            format!(
-                "--slices {text:?}: {why}; expected a..b (slices a to b - 1), a.., ..b or one \
-                 index, within the file's {count} slices (0..{count})"
-            ),
-        )
-    };
-    let number = |s: &str| {
-        s.trim()
-            .parse::<usize>()
-            .map_err(|_| bad(format!("{s:?} is not a slice index")))
-    };
-    let range = match text.split_once("..") {
-        Some((a, b)) => {
-            let start = if a.trim().is_empty() { 0 } else { number(a)? };
-            let end = if b.trim().is_empty() {
-                count
-            } else {
-                number(b)?
-            };
-            start..end
-        }
-        None => {
-            let i = number(text)?;
-            i..i + 1
-        }
-    };
-    if range.is_empty() {
-        return Err(bad("the range is empty".to_string()));
-    }
-    if range.end > count {
-        return Err(bad(format!("slice {} is out of range", range.end - 1)));
-    }
-    Ok(range)
-}
-
-/// A user's coil maps for the volume, `(sets, coils, H0, W0)` with one set or one per slice.
-fn read_maps(path: &Path, file: &Scan) -> Result<Array4<C32>> {
-    let (h0, w0) = file.kspace_size();
-    let (slices, coils) = (file.num_slices(), file.coils());
-    let maps = read_stack(path, "coil maps")?;
-    let (n, c, h, w) = maps.dim();
-    if (c, h, w) != (coils, h0, w0) || (n != 1 && n != slices) {
-        return Err(Error::format(
-            path,
-            format!(
-                "coil maps have shape (sets, coils, H, W) = {:?}; expected ({slices} or 1, \
-                 {coils}, {h0}, {w0}) for the k-space of {}",
-                maps.dim(),
-                file.path().display()
-            ),
-        ));
-    }
-    Ok(maps)
 }
 
 /// The settings that decide every slice's result (module [`msm::volume::parts`]).
