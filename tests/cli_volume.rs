@@ -322,6 +322,60 @@ fn npy_and_cfl_stacks_reconstruct_as_the_h5_file_does() {
     );
 }
 
+#[test]
+fn recon_runs_every_slice_of_a_volume_as_on_one_slice() {
+    let Some((dir, _model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let plain = d.join("plain.h5");
+    let vol = d.join("cg.npy");
+    ok(&["recon", "--method", "cg-sense", s(&plain), s(&vol)]);
+    let v: Array3<C32> = npy::read_npy_as(&vol).unwrap();
+    assert_eq!(v.dim(), (2, 32, 32));
+    // Each slice is what the one-slice command gives with that slice's k-space and ESPIRiT
+    // maps (msm ecalib --slice: the estimate the volume run makes), bit for bit.
+    let file = FastMriFile::open(&plain).unwrap();
+    for i in 0..2 {
+        let (ksp, maps, one) = (
+            d.join(format!("k{i}")),
+            d.join(format!("m{i}.npy")),
+            d.join(format!("one{i}.npy")),
+        );
+        cfl::write_coils(&ksp, &file.slice_kspace(i).unwrap()).unwrap();
+        ok(&["ecalib", "--slice", &i.to_string(), s(&plain), s(&maps)]);
+        ok(&["recon", "--method", "cg-sense", s(&ksp), s(&maps), s(&one)]);
+        let one: Array2<C32> = npy::read_npy_as(&one).unwrap();
+        assert_eq!(v.index_axis(Axis(0), i), one, "slice {i}");
+    }
+    // The recon size of an .h5 file is the output grid (40 x 32 k-space, 32 x 32 recon), as for
+    // msm reconstruct; --slices selects; options that only estimate maps need no maps file.
+    let scan = d.join("scan.h5");
+    let zf = d.join("zf.nii");
+    ok(&[
+        "recon",
+        "--method",
+        "zero-filled",
+        "--slices",
+        "2..5",
+        s(&scan),
+        s(&zf),
+    ]);
+    let nii = msm::io::nifti::read_nifti(&zf).unwrap();
+    assert_eq!(nii.data.dim(), (32, 32, 3));
+    fails(
+        &[
+            "recon",
+            "--slices",
+            "1",
+            s(&d.join("k0")),
+            s(&d.join("m0.npy")),
+            s(&zf),
+        ],
+        &["k0", "apply to volumes"],
+    );
+}
+
 /// Waits until `dir` holds at least one finished slice, or the process ends.
 fn wait_for_a_part(child: &mut std::process::Child, dir: &Path) -> bool {
     let start = Instant::now();
