@@ -376,6 +376,66 @@ fn recon_runs_every_slice_of_a_volume_as_on_one_slice() {
     );
 }
 
+#[test]
+fn metrics_scores_a_volume_against_the_files_reference_slice_by_slice() {
+    let Some((dir, _model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let scan = d.join("scan.h5");
+    let vol = d.join("cg.npy");
+    ok(&["recon", s(&scan), s(&vol)]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = ok(args);
+        serde_json::from_slice(&out.stdout).expect("metrics --json is JSON")
+    };
+    let all = json(&["metrics", "--scale", "--json", s(&scan), s(&vol)]);
+    let rows = all["slices"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    // Each row is what the one-image command gives for that slice: the file's
+    // reconstruction_rss slice against the volume's slice (scored as magnitude, the reference
+    // being real).
+    let rss = FastMriFile::open(&scan)
+        .unwrap()
+        .reconstruction_rss()
+        .unwrap()
+        .unwrap();
+    let images: Array3<C32> = npy::read_npy_as(&vol).unwrap();
+    let mut sum = 0.0;
+    for (k, row) in rows.iter().enumerate() {
+        let (r, x) = (d.join(format!("r{k}.npy")), d.join(format!("x{k}.npy")));
+        npy::write_npy(&r, &rss.index_axis(Axis(0), k).to_owned()).unwrap();
+        npy::write_npy(&x, &images.index_axis(Axis(0), k).to_owned()).unwrap();
+        let one = json(&["metrics", "--scale", "--json", s(&r), s(&x)]);
+        assert_eq!(row["slice"].as_u64(), Some(k as u64));
+        for key in ["psnr", "ssim", "ssim_object", "nmse"] {
+            assert_eq!(row[key], one[key], "slice {k}, {key}");
+        }
+        sum += one["psnr"].as_f64().unwrap();
+        // Against a real reference, a complex image scores as its magnitude.
+        let m = d.join(format!("m{k}.npy"));
+        npy::write_npy(&m, &images.index_axis(Axis(0), k).mapv(|v| v.norm())).unwrap();
+        let mag = json(&["metrics", "--scale", "--json", s(&r), s(&m)]);
+        assert_eq!(mag["psnr"], one["psnr"], "slice {k}");
+    }
+    let mean = all["psnr"]["mean"].as_f64().unwrap();
+    assert!((mean - sum / 6.0).abs() < 1e-5, "{mean} vs {}", sum / 6.0);
+    // A volume of a subset of slices says which with --slices; a count that does not match,
+    // and an .h5 reference without reconstruction_rss, are errors naming the file.
+    let part = d.join("part.nii");
+    ok(&["recon", "--slices", "2..4", s(&scan), s(&part)]);
+    let two = json(&["metrics", "--json", "--slices", "2..4", s(&scan), s(&part)]);
+    assert_eq!(two["slices"][1]["slice"].as_u64(), Some(3));
+    fails(
+        &["metrics", s(&scan), s(&part)],
+        &["part.nii", "holds 2 slices", "--slices"],
+    );
+    fails(
+        &["metrics", s(&d.join("plain.h5")), s(&part)],
+        &["plain.h5", "reconstruction_rss"],
+    );
+}
+
 /// Waits until `dir` holds at least one finished slice, or the process ends.
 fn wait_for_a_part(child: &mut std::process::Child, dir: &Path) -> bool {
     let start = Instant::now();

@@ -1,29 +1,54 @@
-//! `msm metrics`: PSNR / SSIM / NMSE of an image against a reference.
+//! `msm metrics`: PSNR / SSIM / NMSE of an image against a reference, or of every slice of a
+//! volume against a reference volume (such as a fastMRI file's `reconstruction_rss`).
 
 use super::data;
-use msm::metrics::{check_reference, compare};
-use msm::{Error, Result};
-use std::path::PathBuf;
+use super::slices::parse_slices;
+use msm::io::fastmri::FastMriFile;
+use msm::io::{cfl, nifti, npy};
+use msm::metrics::{check_reference, compare, Quality};
+use msm::volume::output::BART_SLICE_DIM;
+use msm::volume::read_volume;
+use msm::{Error, Result, C32};
+use ndarray::Array2;
+use std::path::{Path, PathBuf};
 
 /// Options of `msm metrics`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Reference image (.cfl, .npy, .png, or a one-slice .nii / .nii.gz).
+    /// Reference: an image (.cfl, .npy, .png, or a one-slice .nii / .nii.gz), or a volume: a
+    /// fastMRI / ISMRMRD .h5 file (its `reconstruction_rss`), a .nii / .nii.gz of several
+    /// slices, a .npy (slices, H, W) or a .cfl with slices along BART dimension 13.
     pub reference: PathBuf,
-    /// Image to score (.cfl, .npy, .png, or a one-slice .nii / .nii.gz).
+    /// Image to score, in the same layouts (a volume for a volume reference, as msm reconstruct
+    /// and msm recon write them).
     pub image: PathBuf,
-    /// Scale the image by the least-squares complex factor onto the reference first.
+    /// Scale the image by the least-squares complex factor onto the reference first (for a
+    /// volume, slice by slice). Against a real reference (a magnitude image: RSS, NIfTI, PNG)
+    /// the image's magnitude is scored, scaled or not.
     #[arg(long)]
     pub scale: bool,
-    /// Print JSON instead of a line of text.
+    /// Volume reference: the reference slices the image holds, `a..b` (a to b - 1), `a..`,
+    /// `..b` or one index (default: all, in order).
+    #[arg(long)]
+    pub slices: Option<String>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 /// Runs `msm metrics`.
 pub fn run(a: Args) -> Result<()> {
+    if let Some(reference) = reference_volume(&a.reference)? {
+        return run_volume(&a, reference);
+    }
+    if a.slices.is_some() {
+        return Err(Error::format(
+            &a.reference,
+            "--slices applies to a volume reference; this reference is one image",
+        ));
+    }
     let r = data::read_image(&a.reference)?;
-    let x = data::read_image(&a.image)?;
+    let x = magnitude_if_real(&r, data::read_image(&a.image)?);
     check_reference(r.view()).map_err(|e| Error::format(&a.reference, e.to_string()))?;
     let q = compare(r.view(), x.view(), a.scale).map_err(|e| {
         Error::format(
@@ -32,36 +57,184 @@ pub fn run(a: Args) -> Result<()> {
         )
     })?;
     if a.json {
-        // Non-finite figures are not JSON: null instead (PSNR of an image equal to the
-        // reference is infinite; SSIM of an image smaller than the window is NaN).
-        let num = |v: f64| {
-            if v.is_finite() {
-                format!("{v:.6}")
-            } else {
-                "null".to_string()
-            }
-        };
-        println!(
-            "{{\"psnr\": {}, \"ssim\": {}, \"ssim_object\": {}, \"nmse\": {:.6e}, \"scaled\": {}}}",
-            num(q.psnr),
-            num(q.ssim),
-            num(q.ssim_object),
-            q.nmse,
-            a.scale
-        );
+        println!("{{{}, \"scaled\": {}}}", json_fields(&q), a.scale);
     } else {
         println!(
-            "PSNR {:.2} dB  SSIM {:.4}  SSIM (object) {:.4}  NMSE {:.4e}  (magnitude, peak = reference max, {})",
-            q.psnr,
-            q.ssim,
-            q.ssim_object,
-            q.nmse,
-            if a.scale {
-                "least-squares complex scaling"
-            } else {
-                "no scaling"
-            }
+            "{}  (magnitude, peak = reference max, {})",
+            text(&q),
+            scaling(a.scale)
         );
     }
     Ok(())
+}
+
+/// The slices of a volume reference, or `None` for a one-image reference: an `.h5` file's
+/// `reconstruction_rss`, or a NIfTI of several slices, a 3-D `.npy`, a `.cfl` with slices.
+fn reference_volume(path: &Path) -> Result<Option<Vec<Array2<C32>>>> {
+    if data::is_hdf5(path) {
+        let file = FastMriFile::open(path)?;
+        let Some(rss) = file.reconstruction_rss()? else {
+            return Err(Error::format(
+                path,
+                "has no `reconstruction_rss` dataset; expected an .h5 reference with the fully \
+                 sampled root-sum-of-squares images (fastMRI's training and validation files)",
+            ));
+        };
+        return Ok(Some(
+            rss.outer_iter()
+                .map(|s| s.mapv(|v| C32::new(v, 0.0)))
+                .collect(),
+        ));
+    }
+    let volume = match data::kind(path) {
+        data::Kind::Npy => npy::read_npy(path)?.shape().len() == 3,
+        data::Kind::Nifti => nifti::read_nifti(path)?.data.dim().2 > 1,
+        data::Kind::Cfl => cfl::read_array(path)?.dim(BART_SLICE_DIM) > 1,
+        data::Kind::Png => false,
+    };
+    Ok(if volume {
+        Some(read_volume(path)?)
+    } else {
+        None
+    })
+}
+
+/// Scores every slice of the image volume against the reference slices it holds.
+fn run_volume(a: &Args, reference: Vec<Array2<C32>>) -> Result<()> {
+    let range = parse_slices(a.slices.as_deref(), reference.len(), &a.reference)?;
+    let image = read_volume(&a.image)?;
+    if image.len() != range.len() {
+        return Err(Error::format(
+            &a.image,
+            format!(
+                "holds {} slices but the reference slices {}..{} of {} are {}; expected one \
+                 image slice for each (--slices says which reference slices the image holds)",
+                image.len(),
+                range.start,
+                range.end,
+                a.reference.display(),
+                range.len()
+            ),
+        ));
+    }
+    let mut rows = Vec::with_capacity(range.len());
+    for (k, x) in range.clone().zip(&image) {
+        let r = &reference[k];
+        let in_slice = |path: &Path, e: Error| Error::format(path, format!("slice {k}: {e}"));
+        check_reference(r.view()).map_err(|e| in_slice(&a.reference, e))?;
+        let x = magnitude_if_real(r, x.clone());
+        let q = compare(r.view(), x.view(), a.scale).map_err(|e| in_slice(&a.image, e))?;
+        rows.push((k, q));
+    }
+    // Mean and sample standard deviation over the slices (NaN, JSON's null, for one slice).
+    let mean = |f: fn(&Quality) -> f64| {
+        let v: Vec<f64> = rows.iter().map(|(_, q)| f(q)).collect();
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+        (m, if v.len() > 1 { var.sqrt() } else { f64::NAN })
+    };
+    let stats = [
+        ("psnr", mean(|q| q.psnr)),
+        ("ssim", mean(|q| q.ssim)),
+        ("ssim_object", mean(|q| q.ssim_object)),
+        ("nmse", mean(|q| q.nmse)),
+    ];
+    if a.json {
+        let slices: Vec<String> = rows
+            .iter()
+            .map(|(k, q)| format!("{{\"slice\": {k}, {}}}", json_fields(q)))
+            .collect();
+        let summary: Vec<String> = stats
+            .iter()
+            .map(|(name, (m, s))| {
+                format!(
+                    "\"{name}\": {{\"mean\": {}, \"std\": {}}}",
+                    num(*m),
+                    num(*s)
+                )
+            })
+            .collect();
+        println!(
+            "{{\"slices\": [{}], {}, \"scaled\": {}}}",
+            slices.join(", "),
+            summary.join(", "),
+            a.scale
+        );
+    } else {
+        for (k, q) in &rows {
+            println!("slice {k}: {}", text(q));
+        }
+        let [p, s, so, n] = stats.map(|(_, v)| v);
+        println!(
+            "mean (std) over {} slices: PSNR {:.2} ({:.2}) dB  SSIM {:.4} ({:.4})  SSIM (object) \
+             {:.4} ({:.4})  NMSE {:.4e} ({:.1e})  (magnitude, peak = each reference slice's max, \
+             {})",
+            rows.len(),
+            p.0,
+            p.1,
+            s.0,
+            s.1,
+            so.0,
+            so.1,
+            n.0,
+            n.1,
+            scaling(a.scale)
+        );
+    }
+    Ok(())
+}
+
+/// The image's magnitude when the reference is real (a magnitude image: fastMRI's
+/// root-sum-of-squares, NIfTI, PNG), else the image: a complex image's phase has nothing to
+/// match in a real reference, and the least-squares complex scale onto one shrinks with the
+/// image's phase variation (2.6 dB on the test scan's CG-SENSE slices against their RSS).
+fn magnitude_if_real(reference: &Array2<C32>, image: Array2<C32>) -> Array2<C32> {
+    if reference.iter().all(|v| v.im == 0.0) {
+        image.mapv(|v| C32::new(v.norm(), 0.0))
+    } else {
+        image
+    }
+}
+
+/// A figure for JSON: non-finite figures are not JSON, so null instead (PSNR of an image equal
+/// to the reference is infinite; SSIM of an image smaller than the window is NaN).
+fn num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.6}")
+    } else {
+        "null".to_string()
+    }
+}
+
+/// The four figures as JSON fields.
+fn json_fields(q: &Quality) -> String {
+    format!(
+        "\"psnr\": {}, \"ssim\": {}, \"ssim_object\": {}, \"nmse\": {}",
+        num(q.psnr),
+        num(q.ssim),
+        num(q.ssim_object),
+        if q.nmse.is_finite() {
+            format!("{:.6e}", q.nmse)
+        } else {
+            "null".to_string()
+        }
+    )
+}
+
+/// The four figures as text.
+fn text(q: &Quality) -> String {
+    format!(
+        "PSNR {:.2} dB  SSIM {:.4}  SSIM (object) {:.4}  NMSE {:.4e}",
+        q.psnr, q.ssim, q.ssim_object, q.nmse
+    )
+}
+
+/// How the image was scaled, for the text output.
+fn scaling(scale: bool) -> &'static str {
+    if scale {
+        "least-squares complex scaling"
+    } else {
+        "no scaling"
+    }
 }

@@ -11,7 +11,7 @@ pub mod output;
 pub mod parts;
 
 pub use grid::GridPlan;
-pub use output::{write_volume, VolumeFormat};
+pub use output::{read_volume, write_volume, VolumeFormat};
 pub use parts::{Manifest, Parts};
 
 /// The sampler seed of slice `index` (its index in the file) of a run seeded with `seed`:

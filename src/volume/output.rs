@@ -9,10 +9,10 @@
 //! Height is the readout (BART READ, NIfTI `i`), width the phase encode (BART PHS1, NIfTI `j`),
 //! as everywhere in `msm`; the slice axis is the file's slice order. Every writer is atomic.
 
-use crate::io::nifti::{write_nifti, Volume};
+use crate::io::nifti::{read_nifti, write_nifti, Volume};
 use crate::io::{cfl, npy};
 use crate::{Error, Result, C32};
-use ndarray::{Array2, Array3};
+use ndarray::{Array2, Array3, Axis};
 use std::path::Path;
 
 /// BART's SLICE dimension.
@@ -102,10 +102,49 @@ pub fn write_volume(path: &Path, format: VolumeFormat, slices: &[Array2<C32>]) -
     }
 }
 
+/// Reads a volume as [`write_volume`] writes it, and as other tools write these layouts: any
+/// 3-D NIfTI (slices along `k`; magnitude, imaginary part 0), a `.npy` `(slices, height,
+/// width)` (complex64 or float32), or a `.cfl` whose only non-trivial dimensions are READ,
+/// PHS1 and SLICE (13). Errors name the file and the layout expected.
+pub fn read_volume(path: &Path) -> Result<Vec<Array2<C32>>> {
+    match VolumeFormat::of(path)? {
+        VolumeFormat::Nifti => {
+            let v = read_nifti(path)?;
+            Ok(v.data
+                .axis_iter(Axis(2))
+                .map(|s| s.mapv(|x| C32::new(x, 0.0)))
+                .collect())
+        }
+        VolumeFormat::Npy => {
+            let v: Array3<C32> = npy::read_npy_as(path)?;
+            Ok(v.outer_iter().map(|s| s.to_owned()).collect())
+        }
+        VolumeFormat::Cfl => {
+            let a = cfl::read_array(path)?;
+            if let Some(d) =
+                (0..a.dims.len()).find(|&d| ![0, 1, BART_SLICE_DIM].contains(&d) && a.dim(d) != 1)
+            {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "has dimensions {:?} with {} along BART dimension {d}; expected a volume \
+                         [H, W, 1, ..., 1, slices] (READ, PHS1, SLICE = dimension 13)",
+                        a.dims,
+                        a.dim(d)
+                    ),
+                ));
+            }
+            let (h, w, n) = (a.dim(0), a.dim(1), a.dim(BART_SLICE_DIM));
+            Ok((0..n)
+                .map(|k| Array2::from_shape_fn((h, w), |(r, c)| a.data[r + h * c + h * w * k]))
+                .collect())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::nifti::read_nifti;
 
     #[test]
     fn formats_by_name_and_axis_layouts() {
@@ -153,5 +192,20 @@ mod tests {
         let back: Array3<C32> = npy::read_npy_as(&npy_path).unwrap();
         assert_eq!(back[(2, 3, 1)], C32::new(231.0, -1.0));
         assert!(write_volume(&d.join("e.npy"), VolumeFormat::Npy, &[]).is_err());
+
+        // read_volume gives back what each writer wrote (NIfTI: the magnitude).
+        assert_eq!(read_volume(&cfl_path).unwrap(), slices);
+        assert_eq!(read_volume(&npy_path).unwrap(), slices);
+        let mags = read_volume(&nii).unwrap();
+        assert_eq!(mags.len(), 3);
+        for (m, s) in mags.iter().zip(&slices) {
+            for (a, b) in m.iter().zip(s) {
+                assert!((a.re - b.norm()).abs() < 1e-3 && a.im == 0.0);
+            }
+        }
+        // A .cfl with coils is not a volume of images.
+        cfl::write_array(d.join("coils"), &[4, 2, 1, 3], &[C32::new(1.0, 0.0); 24]).unwrap();
+        let e = read_volume(&d.join("coils")).unwrap_err().to_string();
+        assert!(e.contains("BART dimension 3"), "{e}");
     }
 }
