@@ -124,37 +124,22 @@ fn simulate_recon_metrics_pipeline() {
     ]);
     // As many virtual coils as coils: a unitary change of coil basis, the same CG-SENSE image
     // (to rounding); fewer: a close one; more than the coils: refused, naming the file.
-    let cg_cc = |n: &str, name: &str| {
+    let cg_npy = |extra: &[&str], name: &str| {
         let out = dir.path().join(name);
-        ok(&[
-            "recon",
-            "--method",
-            "cg-sense",
-            "--virtual-coils",
-            n,
-            s(&ksp),
-            s(&maps),
-            s(&out),
-        ]);
+        let mut args = vec!["recon", "--method", "cg-sense"];
+        args.extend_from_slice(extra);
+        args.extend([s(&ksp), s(&maps), s(&out)]);
+        ok(&args);
         msm::io::npy::read_npy_as::<msm::C32, ndarray::Ix2>(&out).unwrap()
     };
-    let plain = dir.path().join("cg_plain.npy");
-    ok(&[
-        "recon",
-        "--method",
-        "cg-sense",
-        s(&ksp),
-        s(&maps),
-        s(&plain),
-    ]);
-    let plain = msm::io::npy::read_npy_as::<msm::C32, ndarray::Ix2>(&plain).unwrap();
+    let plain = cg_npy(&[], "cg_plain.npy");
     let rel = |x: &ndarray::Array2<msm::C32>| {
         let num: f32 = x.iter().zip(&plain).map(|(a, b)| (a - b).norm_sqr()).sum();
         (num / plain.iter().map(|v| v.norm_sqr()).sum::<f32>()).sqrt()
     };
-    let all = cg_cc("4", "cg_cc4.npy");
+    let all = cg_npy(&["--virtual-coils", "4"], "cg_cc4.npy");
     assert!(rel(&all) < 1e-4, "4 of 4 virtual coils: {}", rel(&all));
-    let two = cg_cc("2", "cg_cc2.npy");
+    let two = cg_npy(&["--virtual-coils", "2"], "cg_cc2.npy");
     // (Measured: 5.0% relative difference.)
     assert!(rel(&two) < 0.08, "2 of 4 virtual coils: {}", rel(&two));
     fails(
