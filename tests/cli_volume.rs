@@ -436,6 +436,40 @@ fn metrics_scores_a_volume_against_the_files_reference_slice_by_slice() {
     );
 }
 
+#[test]
+fn recon_size_lets_a_file_without_one_fit_the_model() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    // tall.h5: 48 x 32 k-space and no header, so its whole 48-row image is the output, which
+    // the 32-row model cannot hold; stated as 32 x 32, the readout is cropped to the model.
+    let tall = d.join("tall.h5");
+    let out = d.join("tall.npy");
+    fails(
+        &recon_args(&model, "3", &["--quiet", s(&tall), s(&out)]),
+        &["tall.h5", "at least 48 rows"],
+    );
+    ok(&recon_args(
+        &model,
+        "3",
+        &["--quiet", "--recon-size", "32x32", s(&tall), s(&out)],
+    ));
+    let v: Array3<C32> = npy::read_npy_as(&out).unwrap();
+    assert_eq!(v.dim(), (1, 32, 32));
+    // msm recon crops its output the same way; a size that is no HxW is refused by name.
+    let cg = d.join("tall_cg.npy");
+    ok(&["recon", "--recon-size", "40x32", s(&tall), s(&cg)]);
+    let v: Array3<C32> = npy::read_npy_as(&cg).unwrap();
+    assert_eq!(v.dim(), (1, 40, 32));
+    let bad = common::msm(&["recon", "--recon-size", "32", s(&tall), s(&cg)]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("--recon-size") && err.contains("HxW"),
+        "{err}"
+    );
+}
+
 /// Waits until `dir` holds at least one finished slice, or the process ends.
 fn wait_for_a_part(child: &mut std::process::Child, dir: &Path) -> bool {
     let start = Instant::now();

@@ -49,6 +49,18 @@ enum Command {
     Bench(bench::Args),
 }
 
+/// Parses an image size `HxW` (height, the readout, by width), both at least 1.
+fn image_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let expected = "expected HxW, two counts of at least 1 such as 320x320";
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?}: {expected}"))?;
+    match (h.trim().parse::<usize>(), w.trim().parse::<usize>()) {
+        (Ok(h), Ok(w)) if h > 0 && w > 0 => Ok((h, w)),
+        _ => Err(format!("{s:?}: {expected}")),
+    }
+}
+
 /// Parses a count that must be at least 1 (clap's error names the option and the value).
 fn at_least_one(s: &str) -> std::result::Result<usize, String> {
     match s.parse::<usize>() {

@@ -60,6 +60,10 @@ pub struct Args {
     pub maps_method: Option<coilmaps::Method>,
     #[command(flatten)]
     pub maps_opts: MapsArgs,
+    /// Volume input: the output grid `HxW` when the file states none or another (as msm
+    /// reconstruct's --recon-size).
+    #[arg(long, value_parser = super::image_size)]
+    pub recon_size: Option<(usize, usize)>,
 }
 
 /// Reconstruction methods.
@@ -81,10 +85,10 @@ pub fn run(a: Args) -> Result<()> {
     if scan::is_volume(&kspace_path)? {
         return run_volume(&a, &kspace_path, maps_path.as_deref(), &output);
     }
-    if a.slices.is_some() || a.maps_method.is_some() {
+    if a.slices.is_some() || a.maps_method.is_some() || a.recon_size.is_some() {
         return Err(Error::format(
             &kspace_path,
-            "--slices and --maps-method apply to volumes (.h5, a 4-D .npy, a .cfl with slices \
+            "--slices, --maps-method and --recon-size apply to volumes (.h5, a 4-D .npy, a .cfl with slices \
              along BART dimension 13); this k-space is one slice",
         ));
     }
@@ -144,7 +148,7 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
     let file = Scan::open(kspace)?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
     let grid = file.kspace_size();
-    let plan = GridPlan::new(grid, file.recon_size(), grid)
+    let plan = GridPlan::new(grid, a.recon_size.or(file.recon_size()), grid)
         .map_err(|e| Error::format(kspace, e.to_string()))?;
     let inputs = SliceInputs::new(file, plan, a.mask.as_deref(), choice, a.virtual_coils)?;
     let start = Instant::now();

@@ -62,6 +62,12 @@ pub struct Args {
     pub maps_method: Option<coilmaps::Method>,
     #[command(flatten)]
     pub maps_opts: coilmaps::MapsArgs,
+    /// Volume input: the output grid `HxW` (height x width) when the file states none or
+    /// another (a stack states none; an .h5 file's ISMRMRD header or reconstruction_rss does):
+    /// the image is centre-cropped (or padded) to it, and a readout longer than the model is
+    /// cropped to the model only where that keeps these rows.
+    #[arg(long, value_parser = super::image_size)]
+    pub recon_size: Option<(usize, usize)>,
     /// Volume input: write the volume here too (another format: .nii, .nii.gz, .npy or .cfl).
     #[arg(long)]
     pub also: Option<PathBuf>,
@@ -128,6 +134,7 @@ pub fn run(a: Args) -> Result<()> {
         ("--also", a.also.is_some()),
         ("--restart", a.restart),
         ("--maps-method", a.maps_method.is_some()),
+        ("--recon-size", a.recon_size.is_some()),
     ];
     if let Some((flag, _)) = volume_only.iter().find(|(_, given)| *given) {
         return Err(Error::format(

@@ -57,12 +57,13 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     let (h0, w0) = file.kspace_size();
     let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 200, Some(w0))?;
     let (hm, wm) = (net.meta().height, net.meta().width);
-    let plan = GridPlan::new((h0, w0), file.recon_size(), (hm, wm)).map_err(|e| {
-        Error::format(
-            kspace,
-            format!("does not fit the model {}: {e}", a.sampler.model.display()),
-        )
-    })?;
+    let plan =
+        GridPlan::new((h0, w0), a.recon_size.or(file.recon_size()), (hm, wm)).map_err(|e| {
+            Error::format(
+                kspace,
+                format!("does not fit the model {}: {e}", a.sampler.model.display()),
+            )
+        })?;
     net.check_data(hm, wm, 2)?;
     let recon = recon_options(a, &net)?;
     let manifest = manifest(a, &opts, &recon, &file, &plan, maps)?;
