@@ -31,6 +31,7 @@ use msm::sense::{Operator, Sense};
 use msm::volume::grid::GridPlan;
 use msm::{Error, Result};
 use rand::{Rng, RngExt};
+use rayon::prelude::*;
 
 /// Every training slice of the scans, prepared.
 pub(super) struct Scans {
@@ -62,24 +63,33 @@ impl Scans {
             let n = cfg.image_size;
             let plan = GridPlan::new(file.kspace_size(), Some((n, n)), (n, n))
                 .map_err(|e| fmt(format!("does not fit image_size {n}: {e}")))?;
-            for index in 0..file.num_slices() {
-                let k0 = file.slice_kspace(index)?;
-                let columns = match file.mask() {
-                    Some(m) => m.to_vec(),
-                    None => detect_mask(k0.view()),
-                };
-                if !columns.iter().any(|&c| c) {
-                    continue; // An empty slice: nothing was measured.
+            // Slices are prepared in parallel (ESPIRiT dominates), kept in the file's order.
+            let prepared = (0..file.num_slices())
+                .into_par_iter()
+                .map(|index| -> Result<Option<(Measurement, f64)>> {
+                    let k0 = file.slice_kspace(index)?;
+                    let columns = match file.mask() {
+                        Some(m) => m.to_vec(),
+                        None => detect_mask(k0.view()),
+                    };
+                    if !columns.iter().any(|&c| c) {
+                        return Ok(None); // An empty slice: nothing was measured.
+                    }
+                    let raw_noise = row_noise(k0.view(), &columns);
+                    let fitted = plan.kspace_to_model(k0.view());
+                    let (m, gain) = prepare(fitted, columns, compress, cfg.noise_eta)
+                        .map_err(|e| fmt(format!("slice {index}: {e}")))?;
+                    // Zero-padding the readout (a scan shorter than the model) spreads the same
+                    // noise over more rows: sqrt(H / Hm) of it per entry; a crop keeps it.
+                    let rows = file.kspace_size().0.min(n) as f64 / n as f64;
+                    Ok(Some((m, raw_noise * gain * rows.sqrt())))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for (index, slice) in prepared.into_iter().enumerate() {
+                if let Some((m, sigma)) = slice {
+                    slices.push((path.clone(), index, m));
+                    noise.push(sigma);
                 }
-                let raw_noise = row_noise(k0.view(), &columns);
-                let fitted = plan.kspace_to_model(k0.view());
-                let (m, gain) = prepare(fitted, columns, compress, cfg.noise_eta)
-                    .map_err(|e| fmt(format!("slice {index}: {e}")))?;
-                slices.push((path.clone(), index, m));
-                // Zero-padding the readout (a scan shorter than the model) spreads the same
-                // noise over more rows: sqrt(H / Hm) of it per entry; a crop keeps it.
-                let rows = file.kspace_size().0.min(n) as f64 / n as f64;
-                noise.push(raw_noise * gain * rows.sqrt());
             }
         }
         if slices.is_empty() {
