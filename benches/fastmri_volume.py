@@ -23,10 +23,13 @@ import subprocess
 import sys
 import tempfile
 
+import h5py
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MSM = os.path.join(ROOT, "target", "release", "msm")
+sys.path.insert(0, os.path.join(ROOT, "tests", "volume"))
+from make_files import fft_c, header, ifft_c  # noqa: E402  (the test fixtures' helpers)
 VOLUME = "/usr/share/mricron/templates/ch2.nii.gz"
 SLICES = [84, 88, 92, 96]
 
@@ -38,27 +41,7 @@ def run(cmd):
     return p.stdout
 
 
-def fft_c(x):
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=ax), axes=ax, norm="ortho"), axes=ax)
-
-
-def ifft_c(k):
-    ax = (-2, -1)
-    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=ax), axes=ax, norm="ortho"), axes=ax)
-
-
-def header(enc, rec):
-    return (
-        '<?xml version="1.0" encoding="utf-8"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
-        f"<encoding><encodedSpace><matrixSize><x>{enc[0]}</x><y>{enc[1]}</y><z>1</z></matrixSize>"
-        f"</encodedSpace><reconSpace><matrixSize><x>{rec[0]}</x><y>{rec[1]}</y><z>1</z>"
-        "</matrixSize></reconSpace><trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"
-    )
-
-
 def build(folder, noise):
-    import h5py
 
     rng = np.random.default_rng(0)
     ks, rss = [], []

@@ -1,6 +1,9 @@
 """Writes the fastMRI-layout HDF5 files that tests/cli_volume.rs reconstructs, with h5py.
 
 Usage: python3 make_files.py OUT_DIR
+
+Its helpers (centred FFTs, the ISMRMRD header) are also imported by
+benches/fastmri_volume.py.
 """
 import os
 import sys
@@ -8,8 +11,7 @@ import sys
 import h5py
 import numpy as np
 
-out = sys.argv[1]
-rng = np.random.default_rng(11)
+out = None  # the output folder, set by main()
 
 
 def path(name):
@@ -81,31 +83,40 @@ def write(name, k, mask=None, hdr=None, rss=None):
             f.create_dataset("reconstruction_rss", data=rss.astype(np.float32))
 
 
-# The scan: 6 slices, 4 coils, 40 x 32 k-space (readout oversampled: recon 32 x 32), 10 ACS
-# columns plus every 3rd, `mask` stored; reconstruction_rss from the fully sampled data.
-S, C, H, W = 6, 4, 40, 32
-full = kspace(S, C, H, W, 32)
-full += 1e-4 * (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape))
-mask = column_mask(W, 3, 10)
-rss = center_crop(np.sqrt((np.abs(ifft_c(full)) ** 2).sum(axis=1)), (32, 32))
-write("scan.h5", full * mask, mask=mask, hdr=header((H, W), (32, 32)), rss=rss)
+def main():
+    global out
+    out = sys.argv[1]
+    rng = np.random.default_rng(11)
 
-# No header, no mask (detected per slice, a different one for each slice), 32 x 32.
-plain = kspace(2, 3, 32, 32, 32)
-masks = np.stack([column_mask(32, 2, 10), column_mask(32, 4, 10)])
-write("plain.h5", plain * masks[:, None, None, :])
+    # The scan: 6 slices, 4 coils, 40 x 32 k-space (readout oversampled: recon 32 x 32), 10 ACS
+    # columns plus every 3rd, `mask` stored; reconstruction_rss from the fully sampled data.
+    S, C, H, W = 6, 4, 40, 32
+    full = kspace(S, C, H, W, 32)
+    full += 1e-4 * (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape))
+    mask = column_mask(W, 3, 10)
+    rss = center_crop(np.sqrt((np.abs(ifft_c(full)) ** 2).sum(axis=1)), (32, 32))
+    write("scan.h5", full * mask, mask=mask, hdr=header((H, W), (32, 32)), rss=rss)
 
-# Bad input.
-with h5py.File(path("no_kspace.h5"), "w") as f:
-    f.create_dataset("image", data=np.zeros((2, 32, 32), np.float32))
-with h5py.File(path("real_kspace.h5"), "w") as f:
-    f.create_dataset("kspace", data=np.ones((2, 4, 32, 32), np.float32))
-with h5py.File(path("zero_coils.h5"), "w") as f:
-    f.create_dataset("kspace", data=np.zeros((2, 0, 32, 32), np.complex64))
-write("bad_header.h5", plain * masks[:, None, None, :],
-      hdr="<ismrmrdHeader><encoding><encodedSpace>")
-# Only 4 ACS columns: too few for the 6 x 6 ESPIRiT kernel.
-write("small_acs.h5", plain * column_mask(32, 4, 4), mask=column_mask(32, 4, 4))
-# Grids the 32 x 32 model cannot take: 30 wide; 48 rows with no recon size to crop to.
-write("wide.h5", kspace(1, 3, 32, 30, 32) * column_mask(30, 2, 10))
-write("tall.h5", kspace(1, 3, 48, 32, 32) * column_mask(32, 2, 10))
+    # No header, no mask (detected per slice, a different one for each slice), 32 x 32.
+    plain = kspace(2, 3, 32, 32, 32)
+    masks = np.stack([column_mask(32, 2, 10), column_mask(32, 4, 10)])
+    write("plain.h5", plain * masks[:, None, None, :])
+
+    # Bad input.
+    with h5py.File(path("no_kspace.h5"), "w") as f:
+        f.create_dataset("image", data=np.zeros((2, 32, 32), np.float32))
+    with h5py.File(path("real_kspace.h5"), "w") as f:
+        f.create_dataset("kspace", data=np.ones((2, 4, 32, 32), np.float32))
+    with h5py.File(path("zero_coils.h5"), "w") as f:
+        f.create_dataset("kspace", data=np.zeros((2, 0, 32, 32), np.complex64))
+    write("bad_header.h5", plain * masks[:, None, None, :],
+          hdr="<ismrmrdHeader><encoding><encodedSpace>")
+    # Only 4 ACS columns: too few for the 6 x 6 ESPIRiT kernel.
+    write("small_acs.h5", plain * column_mask(32, 4, 4), mask=column_mask(32, 4, 4))
+    # Grids the 32 x 32 model cannot take: 30 wide; 48 rows with no recon size to crop to.
+    write("wide.h5", kspace(1, 3, 32, 30, 32) * column_mask(30, 2, 10))
+    write("tall.h5", kspace(1, 3, 48, 32, 32) * column_mask(32, 2, 10))
+
+
+if __name__ == "__main__":
+    main()
