@@ -600,6 +600,37 @@ fn npy_typed_reads_check_dtype_and_shape() {
     );
 }
 
+#[test]
+fn headers_alone_give_the_shape_and_the_dimensions() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    // .npy: the shape the full read gives, from the header; a file cut inside its header fails
+    // as the full read does, and one cut in its data still has its shape.
+    let a = ndarray::Array3::<C32>::zeros((2, 3, 4));
+    npy::write_npy(d("a.npy"), &a).unwrap();
+    assert_eq!(npy::read_shape(d("a.npy")).unwrap(), [2, 3, 4]);
+    let bytes = fs::read(d("a.npy")).unwrap();
+    fs::write(d("head.npy"), &bytes[..20]).unwrap();
+    assert_err(npy::read_shape(d("head.npy")), &d("head.npy"), &["header"]);
+    assert_err(npy::read_npy(d("head.npy")), &d("head.npy"), &["header"]);
+    fs::write(d("cut.npy"), &bytes[..bytes.len() - 8]).unwrap();
+    assert_eq!(npy::read_shape(d("cut.npy")).unwrap(), [2, 3, 4]);
+    fs::write(d("text.npy"), b"not numpy").unwrap();
+    assert_err(
+        npy::read_shape(d("text.npy")),
+        &d("text.npy"),
+        &["bad magic"],
+    );
+    // .cfl: the dimensions read_array gives, from the .hdr alone.
+    cfl::write_array(d("b"), &[4, 3, 1, 2], &[C32::new(1.0, 0.0); 24]).unwrap();
+    assert_eq!(
+        cfl::read_dims(d("b")).unwrap(),
+        cfl::read_array(d("b")).unwrap().dims
+    );
+    fs::remove_file(d("b.cfl")).unwrap();
+    assert_eq!(cfl::read_dims(d("b.cfl")).unwrap()[..4], [4, 3, 1, 2]);
+}
+
 /// A hand-built `.npy` file: version 1.0 header `dict` and raw data bytes.
 fn raw_npy(path: &Path, dict: &str, data: &[u8]) {
     let mut header = dict.to_string();

@@ -4,7 +4,7 @@
 use super::data;
 use super::slices::parse_slices;
 use msm::io::fastmri::FastMriFile;
-use msm::io::{cfl, nifti, npy};
+use msm::io::{cfl, npy};
 use msm::metrics::{check_reference, compare, Quality};
 use msm::volume::output::BART_SLICE_DIM;
 use msm::volume::read_volume;
@@ -36,18 +36,24 @@ pub struct Args {
     pub json: bool,
 }
 
+/// A reference, read once: one image, or the slices of a volume.
+enum Reference {
+    Image(Array2<C32>),
+    Volume(Vec<Array2<C32>>),
+}
+
 /// Runs `msm metrics`.
 pub fn run(a: Args) -> Result<()> {
-    if let Some(reference) = reference_volume(&a.reference)? {
-        return run_volume(&a, reference);
-    }
+    let r = match read_reference(&a.reference)? {
+        Reference::Volume(slices) => return run_volume(&a, slices),
+        Reference::Image(r) => r,
+    };
     if a.slices.is_some() {
         return Err(Error::format(
             &a.reference,
             "--slices applies to a volume reference; this reference is one image",
         ));
     }
-    let r = data::read_image(&a.reference)?;
     let x = magnitude_if_real(&r, data::read_image(&a.image)?);
     check_reference(r.view()).map_err(|e| Error::format(&a.reference, e.to_string()))?;
     let q = compare(r.view(), x.view(), a.scale).map_err(|e| {
@@ -68,9 +74,10 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// The slices of a volume reference, or `None` for a one-image reference: an `.h5` file's
-/// `reconstruction_rss`, or a NIfTI of several slices, a 3-D `.npy`, a `.cfl` with slices.
-fn reference_volume(path: &Path) -> Result<Option<Vec<Array2<C32>>>> {
+/// The reference in `path`, each file read once: a volume for an `.h5` file (its
+/// `reconstruction_rss`), a NIfTI of several slices, a 3-D `.npy` or a `.cfl` with slices
+/// (known from their headers); else one image.
+fn read_reference(path: &Path) -> Result<Reference> {
     if data::is_hdf5(path) {
         let file = FastMriFile::open(path)?;
         let Some(rss) = file.reconstruction_rss()? else {
@@ -80,22 +87,30 @@ fn reference_volume(path: &Path) -> Result<Option<Vec<Array2<C32>>>> {
                  sampled root-sum-of-squares images (fastMRI's training and validation files)",
             ));
         };
-        return Ok(Some(
+        return Ok(Reference::Volume(
             rss.outer_iter()
                 .map(|s| s.mapv(|v| C32::new(v, 0.0)))
                 .collect(),
         ));
     }
     let volume = match data::kind(path) {
-        data::Kind::Npy => npy::read_npy(path)?.shape().len() == 3,
-        data::Kind::Nifti => nifti::read_nifti(path)?.data.dim().2 > 1,
-        data::Kind::Cfl => cfl::read_array(path)?.dim(BART_SLICE_DIM) > 1,
+        data::Kind::Nifti => {
+            let mut slices = read_volume(path)?;
+            return Ok(match slices.len() {
+                1 => Reference::Image(slices.remove(0)),
+                _ => Reference::Volume(slices),
+            });
+        }
+        data::Kind::Npy => npy::read_shape(path)?.len() == 3,
+        data::Kind::Cfl => cfl::read_dims(path)?
+            .get(BART_SLICE_DIM)
+            .is_some_and(|&n| n > 1),
         data::Kind::Png => false,
     };
     Ok(if volume {
-        Some(read_volume(path)?)
+        Reference::Volume(read_volume(path)?)
     } else {
-        None
+        Reference::Image(data::read_image(path)?)
     })
 }
 

@@ -105,12 +105,14 @@ impl Scan {
 }
 
 /// Whether `path` is k-space that `msm reconstruct` runs as a volume: HDF5, a 4-D `.npy`, or a
-/// `.cfl` with more than one slice along BART dimension 13 (SLICE). Reads the file to find out.
+/// `.cfl` with more than one slice along BART dimension 13 (SLICE). Reads the header only.
 pub fn is_volume(path: &Path) -> Result<bool> {
     Ok(match data::kind(path) {
         _ if data::is_hdf5(path) => true,
-        data::Kind::Npy => npy::read_npy(path)?.shape().len() == 4,
-        data::Kind::Cfl => cfl::read_array(path)?.dim(BART_SLICE_DIM) > 1,
+        data::Kind::Npy => npy::read_shape(path)?.len() == 4,
+        data::Kind::Cfl => cfl::read_dims(path)?
+            .get(BART_SLICE_DIM)
+            .is_some_and(|&n| n > 1),
         data::Kind::Png | data::Kind::Nifti => false,
     })
 }

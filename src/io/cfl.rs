@@ -78,9 +78,8 @@ pub fn pair_paths(path: impl AsRef<Path>) -> (PathBuf, PathBuf) {
 /// non-numeric or zero dimensions, a `.cfl` whose size is not the product of the dimensions times
 /// 8 bytes, and NaN or infinite values (with the index of the first one).
 pub fn read_array(path: impl AsRef<Path>) -> Result<CflArray> {
-    let (cfl, hdr) = pair_paths(path);
-    let text = std::fs::read(&hdr).map_err(|e| Error::io(&hdr, e))?;
-    let dims = parse_header(&hdr, &String::from_utf8_lossy(&text))?;
+    let (cfl, hdr) = pair_paths(&path);
+    let dims = read_dims(path)?;
     let count = dims
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
@@ -120,6 +119,15 @@ pub fn read_array(path: impl AsRef<Path>) -> Result<CflArray> {
         ));
     }
     Ok(CflArray { dims, data })
+}
+
+/// The dimensions a pair's `.hdr` lists (as many as it lists), reading the header only: what
+/// the array is, before (or instead of) reading its data. Errors as [`read_array`]'s for the
+/// header.
+pub fn read_dims(path: impl AsRef<Path>) -> Result<Vec<usize>> {
+    let (_, hdr) = pair_paths(path);
+    let text = std::fs::read(&hdr).map_err(|e| Error::io(&hdr, e))?;
+    parse_header(&hdr, &String::from_utf8_lossy(&text))
 }
 
 /// Writes a `.cfl`/`.hdr` pair atomically (both files or neither). The header always lists 16

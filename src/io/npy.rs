@@ -8,6 +8,7 @@
 use super::{atomic, first_non_finite};
 use crate::{Error, Result, C32};
 use ndarray::{ArrayD, ArrayRef, Dimension, IxDyn, ShapeBuilder};
+use std::io::Read;
 use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -275,6 +276,38 @@ pub fn encode_npy<T: NpyElement, D: Dimension>(
 
 /// Splits a file into its parsed header and its data bytes.
 fn split_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Header, &'a [u8])> {
+    let (start, end) = header_span(path, bytes)?;
+    if end > bytes.len() {
+        return Err(Error::format(path, "file ends inside the header"));
+    }
+    let text = std::str::from_utf8(&bytes[start..end])
+        .map_err(|_| Error::format(path, "header is not text"))?;
+    Ok((parse_header(path, text)?, &bytes[end..]))
+}
+
+/// The shape a `.npy` file's header gives, reading the header only: what the array is, before
+/// (or instead of) reading its data. Errors as [`read_npy`]'s for the header.
+pub fn read_shape(path: impl AsRef<Path>) -> Result<Vec<usize>> {
+    let path = path.as_ref();
+    let io = |e| Error::io(path, e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    // The magic, the version and the header length take at most 12 bytes.
+    let mut bytes = Vec::with_capacity(MAGIC.len() + 6);
+    (&mut file)
+        .take(MAGIC.len() as u64 + 6)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let (_, end) = header_span(path, &bytes)?;
+    (&mut file)
+        .take(end.saturating_sub(bytes.len()) as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    Ok(split_header(path, &bytes)?.0.shape)
+}
+
+/// Where the header text lies, `(start, end)`, from the first 12 bytes of a `.npy` file (the
+/// magic, the version and the header length); `end` may lie beyond `bytes`.
+fn header_span(path: &Path, bytes: &[u8]) -> Result<(usize, usize)> {
     if !bytes.starts_with(MAGIC) || bytes.len() < MAGIC.len() + 2 {
         return Err(Error::format(
             path,
@@ -299,11 +332,8 @@ fn split_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Header, &'a [u8])> 
     let start = 8usize + len_size;
     let end = start
         .checked_add(header_len)
-        .filter(|&e| e <= bytes.len())
         .ok_or_else(|| Error::format(path, "file ends inside the header"))?;
-    let text = std::str::from_utf8(&bytes[start..end])
-        .map_err(|_| Error::format(path, "header is not text"))?;
-    Ok((parse_header(path, text)?, &bytes[end..]))
+    Ok((start, end))
 }
 
 /// Parses the header dictionary, e.g. `{'descr': '<c8', 'fortran_order': False, 'shape': (2, 3), }`.
