@@ -7,9 +7,10 @@ use msm::io::nifti::{self, Volume};
 use msm::io::{atomic, cfl, npy, png};
 use msm::mask::Mask;
 use msm::sense::Sense;
+use msm::volume::VolumeFormat;
 use msm::{Error, Result, C32};
 use ndarray::{Array2, Array3, Axis, Ix1, Ix2, Ix3};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// File kinds the CLI understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,11 +27,8 @@ pub enum Kind {
 
 /// The kind of `path`, from its extension.
 pub fn kind(path: &Path) -> Kind {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+    // The names NIfTI is written under, as the volume writer knows them.
+    if matches!(VolumeFormat::of(path), Ok(VolumeFormat::Nifti)) {
         return Kind::Nifti;
     }
     match path
@@ -49,6 +47,14 @@ pub fn is_hdf5(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("h5") || e.eq_ignore_ascii_case("hdf5"))
+}
+
+/// `path` with `suffix` appended to its last component (`out` -> `out.png`, `acq` ->
+/// `acq_ksp`): the names of a command's outputs from one prefix.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
 }
 
 /// Checks before any work that multi-coil data can be written to `path` (not a PNG or NIfTI

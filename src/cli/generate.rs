@@ -1,12 +1,12 @@
 //! `msm generate`: unconditional samples from the model (Algorithm 1).
 
-use super::{model, progress, reconstruct};
+use super::{data, model, progress, reconstruct};
 use msm::io::{atomic, npy, png};
 use msm::sampler::{self, NetworkPrior};
 use msm::sense::Sense;
 use msm::{coils, Error, Result, C32};
 use ndarray::{Array3, Axis};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Options of `msm generate`.
 #[derive(clap::Args, Debug)]
@@ -30,8 +30,8 @@ pub struct Args {
 /// Runs `msm generate`.
 pub fn run(a: Args) -> Result<()> {
     let (png_path, npy_path) = (
-        with_suffix(&a.output, ".png"),
-        with_suffix(&a.output, ".npy"),
+        data::with_suffix(&a.output, ".png"),
+        data::with_suffix(&a.output, ".npy"),
     );
     atomic::check_folder(&png_path)?;
     let (net, opts) = model::load(&a.sampler, model::Job::Generation, 200, None)?;
@@ -66,11 +66,4 @@ pub fn run(a: Args) -> Result<()> {
         reconstruct::report(&out.stats);
     }
     Ok(())
-}
-
-/// `path` with `suffix` appended to its last component (`out` -> `out.png`).
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(suffix);
-    PathBuf::from(p)
 }

@@ -112,12 +112,6 @@ pub fn load_magnitude(path: &Path, plane: PlaneArg, slice: Option<usize>) -> Res
     }
 }
 
-fn suffixed(prefix: &Path, suffix: &str) -> PathBuf {
-    let mut s = prefix.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
 /// Runs `msm simulate`.
 pub fn run(a: Args) -> Result<()> {
     let image = load_magnitude(&a.input, a.plane, a.slice)?;
@@ -146,7 +140,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let acq = simulate(image.view(), &opts, &mut rng)?;
     let mask = msm::mask::Mask::Columns(acq.mask.clone());
-    let p = |s: &str| suffixed(&a.output, s);
+    let p = |s: &str| super::data::with_suffix(&a.output, s);
     // Every output or none: a failure half-way must not leave k-space beside stale maps.
     let mut files = cfl::encode_coils(p("_ksp"), &acq.kspace)?;
     files.extend(cfl::encode_coils(p("_maps"), &acq.maps)?);
