@@ -91,7 +91,7 @@ pub fn write_coils(path: &Path, data: &Array3<C32>) -> Result<()> {
 /// Reads multi-coil data `(coils, H, W)` (k-space or maps). A 2-D file is one coil.
 pub fn read_coils(path: &Path) -> Result<Array3<C32>> {
     match kind(path) {
-        Kind::Npy => match npy::read_npy(path)?.shape().len() {
+        Kind::Npy => match npy::read_shape(path)?.len() {
             2 => Ok(npy::read_npy_as::<C32, Ix2>(path)?.insert_axis(ndarray::Axis(0))),
             _ => npy::read_npy_as::<C32, Ix3>(path),
         },
@@ -159,7 +159,7 @@ fn write_nifti_image(path: &Path, image: &Array2<f32>) -> Result<()> {
 /// mask. Values are kept where non-zero.
 pub fn read_mask(path: &Path, height: usize, width: usize) -> Result<Mask> {
     let mask = match kind(path) {
-        Kind::Npy => match npy::read_npy(path)?.shape().len() {
+        Kind::Npy => match npy::read_shape(path)?.len() {
             1 => Mask::Columns(
                 npy::read_npy_as::<f32, Ix1>(path)?
                     .iter()

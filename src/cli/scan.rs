@@ -122,7 +122,7 @@ pub fn is_volume(path: &Path) -> Result<bool> {
 /// BART dimension 13 (SLICE). Errors name the file and the layout expected.
 pub fn read_stack(path: &Path, what: &str) -> Result<Array4<C32>> {
     match data::kind(path) {
-        data::Kind::Npy => match npy::read_npy(path)?.shape().len() {
+        data::Kind::Npy => match npy::read_shape(path)?.len() {
             3 => Ok(npy::read_npy_as::<C32, Ix3>(path)?.insert_axis(ndarray::Axis(0))),
             _ => npy::read_npy_as::<C32, Ix4>(path),
         },
