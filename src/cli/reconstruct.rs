@@ -111,14 +111,6 @@ pub fn recon_options(a: &Args, net: &OnnxDenoiser) -> Result<ReconOptions> {
     Ok(recon)
 }
 
-impl Args {
-    /// How the coil maps of volume input without maps are estimated (`--maps-method`, else
-    /// ESPIRiT).
-    pub fn estimator(&self) -> coilmaps::Method {
-        self.maps_method.unwrap_or(coilmaps::Method::Espirit)
-    }
-}
-
 /// Runs `msm reconstruct`.
 pub fn run(a: Args) -> Result<()> {
     let (kspace_path, maps_path, output) = match &a.files[..] {

@@ -66,7 +66,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         })?;
     net.check_data(hm, wm, 2)?;
     let recon = recon_options(a, &net)?;
-    let manifest = manifest(a, &opts, &recon, &file, &plan, maps)?;
+    let manifest = manifest(a, &opts, &recon, &file, &plan, &maps_choice)?;
     let inputs = SliceInputs::new(file, plan, a.mask.as_deref(), maps_choice, a.virtual_coils)?;
     let parts = Parts::open(output, manifest, inputs.plan().output, a.restart)?;
     let quiet = a.sampler.quiet;
@@ -182,7 +182,7 @@ fn manifest(
     recon: &ReconOptions,
     file: &Scan,
     plan: &GridPlan,
-    maps: Option<&Path>,
+    maps: &MapsChoice,
 ) -> Result<Manifest> {
     let mut m = Manifest::new();
     m.add("msm", env!("CARGO_PKG_VERSION"));
@@ -218,11 +218,10 @@ fn manifest(
     m.add(
         "maps",
         match maps {
-            Some(p) => format!("file {}", identity(p, true)?),
-            None => format!(
-                "estimated per slice: {}",
-                a.maps_opts.describe(a.estimator())
-            ),
+            MapsChoice::File(p) => format!("file {}", identity(p, true)?),
+            MapsChoice::Estimate(method, opts) => {
+                format!("estimated per slice: {}", opts.describe(*method))
+            }
         },
     );
     Ok(m)
