@@ -133,11 +133,11 @@ fn run_volume(a: &Args, reference: Vec<Array2<C32>>) -> Result<()> {
         ));
     }
     let mut rows = Vec::with_capacity(range.len());
-    for (k, x) in range.clone().zip(&image) {
+    for (k, x) in range.clone().zip(image) {
         let r = &reference[k];
         let in_slice = |path: &Path, e: Error| Error::format(path, format!("slice {k}: {e}"));
         check_reference(r.view()).map_err(|e| in_slice(&a.reference, e))?;
-        let x = magnitude_if_real(r, x.clone());
+        let x = magnitude_if_real(r, x);
         let q = compare(r.view(), x.view(), a.scale).map_err(|e| in_slice(&a.image, e))?;
         rows.push((k, q));
     }
