@@ -818,7 +818,6 @@ def main(argv=None):
     if args.assemble:
         assemble(args.assemble, args.out)
         return 0
-    os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.safetensors")
 
     base = default_config()
@@ -841,9 +840,16 @@ def main(argv=None):
     if args.init_from and init_meta["config"]["unet"] != cfg["unet"]:
         raise SystemExit(f"{args.init_from}: checkpoint holds a different architecture (`unet` section) than the config")
 
+    eta = cfg["data"]["noise_eta"]
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+        raise SystemExit(
+            f"config: data.noise_eta {eta!r}; expected a number >= 0 (this trainer simulates its "
+            "measurements; \"estimate\", each scan slice's own level, is msm-train's, for scans)"
+        )
     dev = torch.device(args.device)
     if cfg["precision"] not in ("f32", "bf16"):
         raise SystemExit(f"config: precision `{cfg['precision']}`; expected f32 or bf16")
+    os.makedirs(args.out, exist_ok=True)
     amp = (dev.type == "cuda" or cfg["precision"] == "bf16") if args.amp == "auto" else args.amp == "on"
     cfg["precision"] = "bf16" if amp else "f32"
     if dev.type == "cuda":

@@ -73,8 +73,19 @@ impl Operator {
 
     /// Number of real measured values (2 per measured complex entry), over the whole batch.
     pub fn measured_reals(&self) -> f64 {
+        self.measured_reals_each().iter().sum()
+    }
+
+    /// Number of real measured values of each example.
+    pub fn measured_reals_each(&self) -> Vec<f64> {
         let size = self.maps.size();
         let (nc, h) = (size[1], size[2]);
-        2.0 * (nc * h) as f64 * self.mask.sum(Kind::Double).double_value(&[])
+        let columns = Vec::<f64>::try_from(
+            self.mask
+                .sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double)
+                .to_device(tch::Device::Cpu),
+        )
+        .expect("a real mask");
+        columns.iter().map(|c| 2.0 * (nc * h) as f64 * c).collect()
     }
 }

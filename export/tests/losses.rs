@@ -202,7 +202,7 @@ fn noiseless_loss_is_eps_loss_on_measured_entries() {
         kspace: kspace.shallow_clone(),
         maps,
         mask,
-        eta: 0.0,
+        eta: vec![0.0; b as usize],
     };
     let sched = Schedule::reference();
     for t in [0usize, 250, 995] {
@@ -243,13 +243,13 @@ fn noisy_loss_tends_to_noiseless_loss_as_eta_vanishes() {
         kspace: kspace.shallow_clone(),
         maps: maps.shallow_clone(),
         mask: mask.shallow_clone(),
-        eta: 0.0,
+        eta: vec![0.0],
     };
     let noisy = MeasBatch {
         kspace,
         maps,
         mask,
-        eta: 1e-7,
+        eta: vec![1e-7],
     };
     let a = noiseless_loss(&toy_net, &clean, &sched, t, &n).double_value(&[]);
     let parts = noisy_loss(
@@ -294,7 +294,8 @@ fn sure_expectation_matches_true_mse_of_linear_denoiser() {
         let y = &z + crandn(&[1, 1, h, w]) * &mask * eta;
         let probe = crandn(&[1, 1, h, w]) * &mask;
         let fy = f(&y);
-        let est = sure(&y, &fy, &f(&(&y + &probe * tau)), &probe, eta, tau, m).double_value(&[]);
+        let est =
+            sure(&y, &fy, &f(&(&y + &probe * tau)), &probe, &[eta], tau, &[m]).double_value(&[]);
         let mse = (&fy - &z)
             .abs()
             .square()
@@ -330,4 +331,130 @@ fn sure_expectation_matches_true_mse_of_linear_denoiser() {
         bias.abs() > 10.0 * se,
         "the check has no power: bias without divergence {bias}, se {se}"
     );
+}
+
+#[test]
+fn sure_expectation_matches_true_mse_with_a_noise_level_per_example() {
+    // Two examples with their own masks and noise levels (a real scan's slices differ): E[SURE]
+    // over the batch must equal the batch's E|f(y) - z|^2 / M, and one stated eta for both
+    // (the first's, as one `noise_eta` for all slices would be) must not.
+    tch::manual_seed(9);
+    let (h, w) = (16i64, 16i64);
+    let cols: Vec<f32> = (0..2 * w)
+        .map(|j| {
+            let (i, c) = (j / w, j % w);
+            if c % (3 + i) == 0 {
+                0.
+            } else {
+                1.
+            }
+        })
+        .collect();
+    let mask = Tensor::from_slice(&cols).view([2, 1, 1, w]);
+    let m: Vec<f64> = (0..2)
+        .map(|i| 2.0 * h as f64 * mask.get(i).sum(Kind::Double).double_value(&[]))
+        .collect();
+    let total: f64 = m.iter().sum();
+    let eta = [0.3, 0.08];
+    let eta_t = Tensor::from_slice(&[eta[0] as f32, eta[1] as f32]).view([2, 1, 1, 1]);
+    let z = crandn(&[2, 1, h, w]) * &mask;
+    let f = |y: &Tensor| (y * 0.6 + y.roll([1i64], [2i64]) * 0.3) * &mask;
+    let tau = 0.005;
+    let draws = 400;
+    let (mut diffs, mut shared) = (Vec::new(), Vec::new());
+    for _ in 0..draws {
+        let y = &z + crandn(&[2, 1, h, w]) * &mask * &eta_t;
+        let probe = crandn(&[2, 1, h, w]) * &mask;
+        let (fy, fp) = (f(&y), f(&(&y + &probe * tau)));
+        let mse = (&fy - &z)
+            .abs()
+            .square()
+            .sum(Kind::Double)
+            .double_value(&[])
+            / total;
+        diffs.push(sure(&y, &fy, &fp, &probe, &eta, tau, &m).double_value(&[]) - mse);
+        shared.push(sure(&y, &fy, &fp, &probe, &[eta[0]; 2], tau, &m).double_value(&[]) - mse);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let sd = |v: &[f64]| {
+        let mu = mean(v);
+        (v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+    };
+    let se = sd(&diffs) / (draws as f64).sqrt();
+    assert!(
+        mean(&diffs).abs() < 4.0 * se,
+        "E[SURE] - MSE = {} (standard error {se})",
+        mean(&diffs)
+    );
+    let bias = mean(&shared);
+    assert!(
+        bias.abs() > 10.0 * se,
+        "one shared eta should be biased: {bias}, se {se}"
+    );
+}
+
+#[test]
+fn noisy_loss_of_a_batch_is_the_weighted_mean_of_its_examples_alone() {
+    // A batch whose examples have their own noise levels, one on each side of sigma_t (Tweedie's
+    // target for the first, the pseudo-clean reference for the second): its main loss and SURE
+    // term are each example's alone, weighted by its measured values.
+    tch::manual_seed(10);
+    let (b, nc, h, w) = (2i64, 2, 8, 8);
+    let maps = crandn(&[b, nc, h, w]) * 0.5;
+    let mask = Tensor::from_slice(&[
+        1f32, 0., 1., 1., 0., 1., 0., 1., 1., 1., 1., 0., 0., 1., 1., 1.,
+    ])
+    .reshape([b, w]);
+    let op = Operator::new(&maps, &mask);
+    let kspace = op.restrict(&crandn(&[b, nc, h, w]));
+    let sched = Schedule::reference();
+    let t = 50;
+    let sigma = sched.sigma(t);
+    let eta = vec![sigma / 4.0, sigma * 3.0];
+    let n = crandn(&[b, nc, h, w]);
+    let probe = crandn(&[b, nc, h, w]);
+    let opts = LossOptions::default();
+    let loss = |i: Option<i64>| {
+        let pick = |x: &Tensor| match i {
+            Some(i) => x.narrow(0, i, 1),
+            None => x.shallow_clone(),
+        };
+        let batch = MeasBatch {
+            kspace: pick(&kspace),
+            maps: pick(&maps),
+            mask: pick(&mask),
+            eta: match i {
+                Some(i) => vec![eta[i as usize]],
+                None => eta.clone(),
+            },
+        };
+        let parts = noisy_loss(&toy_net, &batch, &sched, t, &pick(&n), &pick(&probe), &opts);
+        let reals = Operator::new(&batch.maps, &batch.mask).measured_reals();
+        (
+            parts.main.double_value(&[]),
+            parts.sure.expect("sure term").double_value(&[]),
+            reals,
+        )
+    };
+    let (main, sure_term, _) = loss(None);
+    let ((main0, sure0, m0), (main1, sure1, m1)) = (loss(Some(0)), loss(Some(1)));
+    let want_main = (main0 * m0 + main1 * m1) / (m0 + m1);
+    let want_sure = (sure0 * m0 + sure1 * m1) / (m0 + m1);
+    assert!(
+        (main - want_main).abs() < 1e-5 * want_main.abs(),
+        "main {main} vs examples {want_main}"
+    );
+    assert!(
+        (sure_term - want_sure).abs() < 1e-5 * want_sure.abs().max(1e-3),
+        "sure {sure_term} vs examples {want_sure}"
+    );
+    // The two examples' levels matter: the batch with both at the first's level differs.
+    let shared = MeasBatch {
+        kspace: kspace.shallow_clone(),
+        maps: maps.shallow_clone(),
+        mask: mask.shallow_clone(),
+        eta: vec![eta[0]; 2],
+    };
+    let other = noisy_loss(&toy_net, &shared, &sched, t, &n, &probe, &opts);
+    assert!((other.main.double_value(&[]) - main).abs() > 1e-3 * main.abs());
 }

@@ -11,7 +11,7 @@ use msm::mask::Mask;
 use msm::onnx::WeightType;
 use msm::sense::{Operator, Sense};
 use msm::volume::GridPlan;
-use msm_export::data::{DataConfig, Loader};
+use msm_export::data::{DataConfig, Loader, NoiseEta};
 use msm_export::onnx::export_run;
 use msm_export::train::Trainer;
 
@@ -56,7 +56,7 @@ fn loader_reads_every_slice_as_msm_reconstruct_would() {
         for m in loader.batch(3, step, 2).unwrap() {
             assert_eq!(m.kspace().dim(), (4, 32, 32));
             assert_eq!(m.mask(), &columns[..], "not the file's mask");
-            assert_eq!(m.eta(), cfg.noise_eta);
+            assert_eq!(NoiseEta::Fixed(m.eta()), cfg.noise_eta);
             // The k-space is one slice of the file on the model's grid, times one gain.
             let which = fitted
                 .iter()
@@ -84,7 +84,7 @@ fn loader_reads_every_slice_as_msm_reconstruct_would() {
     // the outer rows, on the training scale, is that times the gains.
     gains.sort_by(f64::total_cmp);
     let expected = 1e-4 * gains[gains.len() / 2];
-    let estimate = loader.scan_noise_estimate().unwrap();
+    let estimate = loader.scan_noise().unwrap().median;
     assert!(
         (estimate / expected - 1.0).abs() < 0.25,
         "noise estimate {estimate:.3e}, expected about {expected:.3e}"
@@ -103,7 +103,7 @@ fn a_model_trains_on_scans_and_says_so() {
     tch::set_num_threads(2);
     let mut cfg = tiny();
     cfg.data = DataConfig {
-        noise_eta: 0.01,
+        noise_eta: NoiseEta::Fixed(0.01),
         ..scan_config(dir.path().join("scan.h5"))
     };
     cfg.steps = 2;
@@ -127,6 +127,67 @@ fn a_model_trains_on_scans_and_says_so() {
     cfg.steps = 3;
     let mut again = Trainer::resume(&cfg, &run.join("checkpoint.safetensors")).unwrap();
     again.run(&run, |_| {}).unwrap();
+}
+
+#[test]
+fn each_slice_trains_with_its_own_noise_estimate() {
+    let Some(dir) = fixtures() else { return };
+    let scan = dir.path().join("scan.h5");
+    let cfg = DataConfig {
+        noise_eta: NoiseEta::Estimate,
+        ..scan_config(scan.clone())
+    };
+    let loader = Loader::open(&cfg).unwrap();
+    let file = FastMriFile::open(&scan).unwrap();
+    let plan = GridPlan::new(file.kspace_size(), Some((32, 32)), (32, 32)).unwrap();
+    let centre: Vec<_> = (0..6)
+        .map(|i| plan.kspace_to_model(file.slice_kspace(i).unwrap().view())[(0, 16, 16)])
+        .collect();
+    // The file holds noise of std 1e-4 in every slice; on the training scale that is 1e-4
+    // times the slice's own gain, and each measurement carries its slice's estimate of it.
+    let mut etas = std::collections::BTreeMap::new();
+    for step in 0..30 {
+        for m in loader.batch(4, step, 2).unwrap() {
+            let gain = centre
+                .iter()
+                .map(|c| (m.kspace()[(0, 16, 16)] / c).norm() as f64)
+                .find(|g| {
+                    let expected = 1e-4 * g;
+                    (m.eta() / expected - 1.0).abs() < 0.25
+                });
+            assert!(gain.is_some(), "eta {} fits no slice's gain", m.eta());
+            etas.insert(m.eta().to_bits(), m.eta());
+        }
+    }
+    let summary = loader.scan_noise().unwrap();
+    assert!(etas.len() >= 4, "one noise level for all slices: {etas:?}");
+    for eta in etas.values() {
+        assert!(
+            summary.min <= *eta && *eta <= summary.max,
+            "{eta} outside {summary}"
+        );
+    }
+    // A model trained so records the median and says how the levels were found.
+    tch::set_num_threads(2);
+    let mut tcfg = tiny();
+    tcfg.data = cfg.clone();
+    tcfg.steps = 2;
+    let mut tr = Trainer::new(&tcfg).unwrap();
+    tr.run(&dir.path().join("run_estimate"), |_| {}).unwrap();
+    let path = dir.path().join("estimate.onnx");
+    export_run(&tr, &path, WeightType::F16, "test".into(), None).unwrap();
+    let meta = OnnxDenoiser::load(&path).unwrap().meta().clone();
+    assert_eq!(meta.train_noise_eta, summary.median);
+    let source = meta.data_source.as_deref().unwrap();
+    assert!(source.contains("each slice's noise std"), "{source}");
+    // Simulated measurements are given their noise: "estimate" is refused for them.
+    let e = Loader::open(&DataConfig {
+        noise_eta: NoiseEta::Estimate,
+        ..tiny().data
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no scans are listed"), "{e}");
 }
 
 #[test]
@@ -206,7 +267,10 @@ fn msm_train_trains_on_scans_and_leaves_nothing_on_a_bad_one() {
     let run = d.join("run");
     let (ok, err) = train(&cfg, &run);
     assert!(ok, "{err}");
-    assert!(err.contains("6 scan slices; their noise std"), "{err}");
+    assert!(
+        err.contains("6 scan slices; their noise std") && err.contains("data.noise_eta is 0"),
+        "{err}"
+    );
     assert!(run.join("checkpoint.safetensors").exists());
     // A missing scan: an error naming it, and no run folder.
     cfg.data.scans = vec![d.join("missing.h5")];

@@ -110,7 +110,7 @@ fn network_and_losses_match_msm_train() {
             kspace: base.kspace.shallow_clone(),
             maps: base.maps.shallow_clone(),
             mask: base.mask.shallow_clone(),
-            eta,
+            eta: vec![eta; 2],
         };
         let want = tch::no_grad(|| {
             if eta > 0.0 {
@@ -397,4 +397,12 @@ fn bad_inputs_give_clear_errors() {
     std::fs::write(&cfg, r#"{"batch_sise": 8}"#).unwrap();
     let err = trainer_fails(&["--config", arg(&cfg), "--out", arg(&run)]);
     assert!(err.contains("unknown field `batch_sise`"), "{err}");
+    // Per-slice noise estimates are msm-train's (for scans): refused, with no run folder left.
+    std::fs::write(&cfg, r#"{"data": {"noise_eta": "estimate"}}"#).unwrap();
+    let err = trainer_fails(&["--config", arg(&cfg), "--out", arg(&run)]);
+    assert!(
+        err.contains("data.noise_eta 'estimate'") && err.contains("expected a number"),
+        "{err}"
+    );
+    assert!(!run.exists(), "a run folder was left for a refused config");
 }

@@ -7,7 +7,7 @@ use msm::denoiser::OnnxDenoiser;
 use msm::mask::Mask;
 use msm::onnx::WeightType;
 use msm::sense::{Operator, Sense};
-use msm_export::data::{DataConfig, Loader, DEFAULT_VOLUME, SCALE_DRAWS, SCALE_KEY};
+use msm_export::data::{DataConfig, Loader, NoiseEta, DEFAULT_VOLUME, SCALE_DRAWS, SCALE_KEY};
 use msm_export::onnx::export_run;
 use msm_export::train::Trainer;
 use msm_export::unet::Precision;
@@ -96,7 +96,7 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     tch::set_num_threads(1);
     let mut cfg = tiny();
     cfg.steps = 6;
-    cfg.data.noise_eta = 0.02; // exercise the noisy (SURE) path too
+    cfg.data.noise_eta = NoiseEta::Fixed(0.02); // exercise the noisy (SURE) path too
     let dir = tempfile::tempdir().unwrap();
     let mut full = Trainer::new(&cfg).unwrap();
     full.run(&dir.path().join("full"), |_| {}).unwrap();
@@ -398,7 +398,7 @@ fn init_from_starts_a_new_run_from_a_checkpoints_ema() {
     let ema = base.ema_weights().unwrap();
 
     let mut noisy = cfg.clone();
-    noisy.data.noise_eta = 0.01;
+    noisy.data.noise_eta = NoiseEta::Fixed(0.01);
     noisy.seed = 7;
     noisy.init_from = Some(ckpt.display().to_string());
     let mut tuned = Trainer::init_from(&noisy, &ckpt).unwrap();

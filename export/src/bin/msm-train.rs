@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use msm::onnx::WeightType;
 use msm_export::config::UNetConfig;
 use msm_export::convert::{check_state_dict, read_state_dict};
+use msm_export::data::NoiseEta;
 use msm_export::onnx::{export_run, freeze, Provenance};
 use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
 use msm_export::unet::Precision;
@@ -39,9 +40,10 @@ enum Cmd {
         /// Override the seed.
         #[arg(long)]
         seed: Option<u64>,
-        /// Override the measurement noise std.
+        /// Override the measurement noise std: a number, or `estimate` (scans only: each
+        /// slice's own, estimated from its image rows with the least signal).
         #[arg(long)]
-        noise_eta: Option<f64>,
+        noise_eta: Option<NoiseEta>,
         /// Continue from OUT/checkpoint.safetensors.
         #[arg(long, conflicts_with = "init_from")]
         resume: bool,
@@ -171,13 +173,15 @@ fn run(cli: Cli) -> msm::Result<()> {
             let cfg_path = out.join("config.json");
             let json = serde_json::to_string_pretty(&cfg).unwrap_or_default();
             msm::io::atomic::write_atomic(&cfg_path, |f| f.write_all(json.as_bytes()))?;
-            if let Some(noise) = tr.loader().scan_noise_estimate() {
+            if let Some(noise) = tr.loader().scan_noise() {
+                let used = match cfg.data.noise_eta {
+                    NoiseEta::Estimate => "each slice trains with its own estimate".to_string(),
+                    eta => format!("data.noise_eta is {eta} for every slice"),
+                };
                 eprintln!(
-                    "{} scan slices; their noise std, estimated from the image rows with the \
-                     least signal, is about {noise:.3e} per real component on the training scale \
-                     (data.noise_eta is {})",
+                    "{} scan slices; their noise std per real component on the training scale, \
+                     estimated from the image rows with the least signal: {noise} ({used})",
                     tr.loader().scan_slices(),
-                    cfg.data.noise_eta
                 );
             }
             eprintln!(

@@ -15,6 +15,7 @@
 //! and it is cut out of the volume before coronal and sagittal slices are taken (the parts above
 //! and below are joined), so no voxel of the held-out block is ever seen in training.
 
+mod noise;
 mod scale;
 mod scans;
 mod sim;
@@ -31,6 +32,7 @@ use crate::loss::MeasBatch;
 use msm::io::nifti::{read_nifti, Plane};
 use msm::{Error, Result, C32};
 
+pub use noise::{NoiseEta, NoiseSummary};
 pub use scale::{ScaleEstimate, SCALE_DRAWS, SCALE_KEY};
 
 /// Where the Debian package `mricron-data` installs the Colin27 template.
@@ -51,8 +53,9 @@ pub struct DataConfig {
     /// Central (ACS) columns always kept.
     pub acs_lines: usize,
     /// Measurement noise std per real component (0: noiseless), on the scale where the
-    /// zero-filled image's maximum is about 1.
-    pub noise_eta: f64,
+    /// zero-filled image's maximum is about 1; or, for scans, `"estimate"`: each slice's own
+    /// ([`NoiseEta`]).
+    pub noise_eta: NoiseEta,
     /// Held-out axial slices `[first, end)` (NIfTI k index); never used in training.
     pub held_out_axial: [usize; 2],
     /// Largest in-plane rotation in degrees.
@@ -67,7 +70,7 @@ pub struct DataConfig {
     /// (scans with more are compressed to `coils` virtual coils),
     /// `image_size` their width (the readout is cropped or padded to it), `acceleration` and
     /// `acs_lines` must describe their masks (checked), and `noise_eta` is their noise std on
-    /// the scale where each slice's zero-filled maximum is 1. `volume`, `held_out_axial`,
+    /// the scale where each slice's zero-filled maximum is 1, or `"estimate"`. `volume`, `held_out_axial`,
     /// `max_rotation_deg` and `phase_strength` are not used: hold out whole files yourself.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scans: Vec<PathBuf>,
@@ -93,7 +96,7 @@ impl Default for DataConfig {
             coils: 8,
             acceleration: 4.0,
             acs_lines: 10,
-            noise_eta: 0.0,
+            noise_eta: NoiseEta::default(),
             held_out_axial: [80, 100],
             max_rotation_deg: 10.0,
             phase_strength: [1.0, 3.0],
@@ -211,13 +214,13 @@ impl Loader {
     }
 
     /// For measurements read from scans, their noise std per real component on the training
-    /// scale, estimated from the image rows of each slice with the least signal (the median
-    /// over slices): a guide for `noise_eta`, which the SURE loss needs and real scans do not
-    /// state.
-    pub fn scan_noise_estimate(&self) -> Option<f64> {
+    /// scale, estimated from the image rows of each slice with the least signal (summarised
+    /// over slices): what `noise_eta = "estimate"` trains with, and a guide for a stated
+    /// `noise_eta`, which the SURE loss needs and real scans do not state.
+    pub fn scan_noise(&self) -> Option<NoiseSummary> {
         match &self.source {
             Source::Simulated(_) => None,
-            Source::Scans(scans) => Some(scans.noise_estimate()),
+            Source::Scans(scans) => Some(scans.noise_summary()),
         }
     }
 
@@ -272,13 +275,16 @@ fn check(cfg: &DataConfig) -> Result<()> {
             "data config: phase_strength [{lo}, {hi}] must be finite with 0 <= low <= high"
         )));
     }
-    if !(cfg.noise_eta >= 0.0 && cfg.noise_eta.is_finite()) {
-        return Err(Error::invalid(format!(
-            "data config: noise_eta {} must be >= 0",
-            cfg.noise_eta
-        )));
+    match cfg.noise_eta {
+        NoiseEta::Fixed(eta) if !(eta >= 0.0 && eta.is_finite()) => Err(Error::invalid(format!(
+            "data config: noise_eta {eta} must be >= 0 (or \"estimate\" for scans)"
+        ))),
+        NoiseEta::Estimate if !cfg.from_scans() => Err(Error::invalid(
+            "data config: noise_eta \"estimate\" estimates each scan slice's noise, but no \
+             scans are listed; simulated measurements take their noise std as a number",
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn complex_tensor(arrays: &[&Array3<C32>], device: Device) -> Tensor {
@@ -296,17 +302,18 @@ fn complex_tensor(arrays: &[&Array3<C32>], device: Device) -> Tensor {
         .to_device(device)
 }
 
-/// Stacks measurements (same size, same eta) into a device batch.
+/// Stacks measurements (same size; all noiseless or all noisy, each with its own eta) into a
+/// device batch.
 pub fn to_batch(ms: &[Measurement], device: Device) -> Result<MeasBatch> {
     let first = ms
         .first()
         .ok_or_else(|| Error::invalid("empty minibatch"))?;
     if ms
         .iter()
-        .any(|m| m.kspace.dim() != first.kspace.dim() || m.eta != first.eta)
+        .any(|m| m.kspace.dim() != first.kspace.dim() || (m.eta > 0.0) != (first.eta > 0.0))
     {
         return Err(Error::invalid(
-            "minibatch mixes k-space sizes or noise levels",
+            "minibatch mixes k-space sizes, or noiseless and noisy measurements",
         ));
     }
     let ks: Vec<&Array3<C32>> = ms.iter().map(|m| &m.kspace).collect();
@@ -323,6 +330,6 @@ pub fn to_batch(ms: &[Measurement], device: Device) -> Result<MeasBatch> {
             .reshape([ms.len() as i64, w as i64])
             .to_kind(Kind::Float)
             .to_device(device),
-        eta: first.eta,
+        eta: ms.iter().map(|m| m.eta).collect(),
     })
 }

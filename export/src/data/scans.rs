@@ -21,7 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{DataConfig, Measurement};
+use super::{DataConfig, Measurement, NoiseEta, NoiseSummary};
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
 use msm::fft::Fft2;
@@ -77,12 +77,24 @@ impl Scans {
                     }
                     let raw_noise = row_noise(k0.view(), &columns);
                     let fitted = plan.kspace_to_model(k0.view());
-                    let (m, gain) = prepare(fitted, columns, compress, cfg.noise_eta)
+                    let (mut m, gain) = prepare(fitted, columns, compress)
                         .map_err(|e| fmt(format!("slice {index}: {e}")))?;
                     // Zero-padding the readout (a scan shorter than the model) spreads the same
                     // noise over more rows: sqrt(H / Hm) of it per entry; a crop keeps it.
                     let rows = file.kspace_size().0.min(n) as f64 / n as f64;
-                    Ok(Some((m, raw_noise * gain * rows.sqrt())))
+                    let sigma = raw_noise * gain * rows.sqrt();
+                    m.eta = match cfg.noise_eta {
+                        NoiseEta::Fixed(eta) => eta,
+                        NoiseEta::Estimate if sigma > 0.0 && sigma.is_finite() => sigma,
+                        NoiseEta::Estimate => {
+                            return Err(fmt(format!(
+                                "slice {index}: its noise estimate is {sigma} (the image rows \
+                                 with the least signal hold no noise); expected noisy k-space \
+                                 for noise_eta \"estimate\", or state noise_eta as a number"
+                            )))
+                        }
+                    };
+                    Ok(Some((m, sigma)))
                 })
                 .collect::<Result<Vec<_>>>()?;
             for (index, slice) in prepared.into_iter().enumerate() {
@@ -108,12 +120,10 @@ impl Scans {
         self.slices.len()
     }
 
-    /// The median over the slices of their estimated noise std ([`row_noise`]), per real
-    /// component on the training scale: a guide for `noise_eta`.
-    pub(super) fn noise_estimate(&self) -> f64 {
-        let mut v = self.noise.clone();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    /// The slices' estimated noise std ([`row_noise`]), per real component on the training
+    /// scale, summarised: what `noise_eta = "estimate"` uses, slice by slice.
+    pub(super) fn noise_summary(&self) -> NoiseSummary {
+        NoiseSummary::of(&self.noise)
     }
 
     /// A slice drawn uniformly with `rng`.
@@ -160,12 +170,12 @@ impl Scans {
 
 /// One slice's measurement: `kspace` on the model's grid (compressed to `virtual_coils`
 /// virtual coils if set: [`msm::coils::Compression`]), its column mask, ESPIRiT maps from its
-/// ACS, the k-space scaled so that the zero-filled image's maximum is 1; and that gain.
+/// ACS, the k-space scaled so that the zero-filled image's maximum is 1 (its noise level
+/// left to the caller: 0); and that gain.
 fn prepare(
     kspace: ndarray::Array3<msm::C32>,
     columns: Vec<bool>,
     virtual_coils: Option<usize>,
-    eta: f64,
 ) -> Result<(Measurement, f64)> {
     let mut kspace = match virtual_coils {
         Some(n) => Compression::svd(kspace.view(), n)?.apply(kspace.view())?,
@@ -203,7 +213,7 @@ fn prepare(
         kspace,
         maps: op.maps().clone(),
         mask: columns,
-        eta,
+        eta: 0.0,
     };
     Ok((m, 1.0 / peak as f64))
 }

@@ -33,6 +33,8 @@ pub(super) struct Simulator {
     /// Drawable slice indices per plane, in the order of [`PLANES`].
     slices: [Vec<usize>; 3],
     cfg: DataConfig,
+    /// The noise std added to every measurement.
+    eta: f64,
     op: Sense,
 }
 
@@ -44,6 +46,9 @@ fn occupied(slice: ArrayView2<f32>) -> bool {
 
 impl Simulator {
     pub(super) fn new(vol: Volume, cfg: &DataConfig) -> Result<Simulator> {
+        let eta = cfg.noise_eta.fixed().ok_or_else(|| {
+            Error::invalid("simulated measurements need a noise std, not \"estimate\"")
+        })?;
         let nz = vol.slice_count(Plane::Axial);
         let (h0, h1) = (cfg.held_out_axial[0], cfg.held_out_axial[1]);
         if h0 > h1 || h1 > nz {
@@ -88,6 +93,7 @@ impl Simulator {
             excised,
             slices,
             cfg: cfg.clone(),
+            eta,
             op,
         })
     }
@@ -145,12 +151,12 @@ impl Simulator {
             1.0
         };
         k.mapv_inplace(|v| v * gain);
-        add_noise(&mut k, &mask, self.cfg.noise_eta, rng);
+        add_noise(&mut k, &mask, self.eta, rng);
         Ok(Measurement {
             kspace: k,
             maps: self.op.maps().clone(),
             mask: cols,
-            eta: self.cfg.noise_eta,
+            eta: self.eta,
         })
     }
 }

@@ -7,7 +7,7 @@ pub mod emit;
 use std::path::{Path, PathBuf};
 
 use crate::config::UNetConfig;
-use crate::data::{DataConfig, SCALE_DRAWS, SCALE_KEY};
+use crate::data::{DataConfig, NoiseEta, NoiseSummary, SCALE_DRAWS, SCALE_KEY};
 use crate::train::Trainer;
 use emit::{emit_unet, Weights};
 use msm::onnx::meta::RECON_ETA_KEY;
@@ -27,6 +27,8 @@ pub const WEIGHTS_KEY: &str = "msm.weights";
 pub struct Provenance {
     /// The data the model was trained on (None: unknown, e.g. a converted checkpoint).
     pub data: Option<DataConfig>,
+    /// For scans, their per-slice noise estimates (what `noise_eta = "estimate"` trained with).
+    pub scan_noise: Option<NoiseSummary>,
     /// Optimizer steps trained.
     pub steps_trained: Option<u64>,
     /// Loss at the end of training.
@@ -79,13 +81,14 @@ pub fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The metadata of a model of architecture `cfg` trained with schedule `sched`.
+/// The metadata of a model of architecture `cfg` trained with schedule `sched`. Fails when
+/// `prov` says the noise was estimated per slice but carries no estimates.
 pub fn metadata(
     cfg: &UNetConfig,
     sched: &Schedule,
     prov: &Provenance,
     weights: WeightType,
-) -> ModelMeta {
+) -> Result<ModelMeta> {
     let mut m = ModelMeta::new(cfg.image_size, cfg.image_size);
     m.beta_start = sched.beta(0);
     m.beta_end = sched.beta(sched.len() - 1);
@@ -111,7 +114,16 @@ pub fn metadata(
     if let Some(data) = &prov.data {
         m.train_acceleration = data.acceleration;
         m.train_acs_lines = data.acs_lines;
-        m.train_noise_eta = data.noise_eta;
+        // Per-slice estimates are recorded as their median.
+        m.train_noise_eta = match (data.noise_eta, prov.scan_noise) {
+            (NoiseEta::Fixed(eta), _) => eta,
+            (NoiseEta::Estimate, Some(summary)) => summary.median,
+            (NoiseEta::Estimate, None) => {
+                return Err(msm::Error::invalid(
+                    "noise_eta \"estimate\" without the scans' noise estimates",
+                ))
+            }
+        };
         m.coils = Some(data.coils);
         if data.from_scans() {
             extra(
@@ -121,13 +133,19 @@ pub fn metadata(
             m.data_source = Some(format!(
                 "{}; every slice as measured (fastMRI / ISMRMRD HDF5, {} coils, readout fitted to \
                  {} rows), coil maps by ESPIRiT from each slice's ACS, masks R = {:.2} with {} ACS \
-                 columns or more, stated noise std {} per real component",
+                 columns or more, {}",
                 data.describe_scans(),
                 data.coils,
                 data.image_size,
                 data.acceleration,
                 data.acs_lines,
-                data.noise_eta
+                match (data.noise_eta, prov.scan_noise) {
+                    (NoiseEta::Estimate, Some(n)) => format!(
+                        "each slice's noise std per real component estimated from its image rows \
+                         with the least signal ({n})"
+                    ),
+                    (eta, _) => format!("stated noise std {eta} per real component"),
+                }
             ));
             m.held_out_slices = Some(
                 "none by the trainer: scans held out for evaluation are files not listed".into(),
@@ -165,7 +183,7 @@ pub fn metadata(
     m.final_loss = prov.final_loss;
     m.git_commit = Some(git_commit());
     m.created = Some(now_rfc3339());
-    m
+    Ok(m)
 }
 
 /// The card path beside an ONNX file: `model.onnx` -> `model.md`.
@@ -219,7 +237,7 @@ pub fn freeze(
     prov: &Provenance,
     path: &Path,
 ) -> Result<ModelMeta> {
-    let meta = metadata(cfg, &Schedule::reference(), prov, weights);
+    let meta = metadata(cfg, &Schedule::reference(), prov, weights)?;
     let model = emit_unet(cfg, w, weights, &meta)?.to_bytes()?;
     let card = model_card(&meta, prov);
     // The model and its card or neither: a card must never describe another file's weights.
@@ -290,6 +308,7 @@ pub fn export_run(
     ));
     let prov = Provenance {
         data: Some(cfg.data.clone()),
+        scan_noise: tr.loader().scan_noise(),
         steps_trained: Some(tr.step_count()),
         final_loss: tr.last_loss(),
         scale_p99: Some(scale.median),
