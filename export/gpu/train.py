@@ -389,6 +389,10 @@ class Operator:
     def measured_reals(self):
         return 2.0 * self.nc * self.h * self.mask.sum()
 
+    def measured_reals_each(self):
+        """The measured real values of each example, `[B]`."""
+        return 2.0 * self.nc * self.h * self.mask.sum(dim=(1, 2, 3))
+
 
 def complex_randn(shape, device, gen):
     re = torch.randn(shape, device=device, generator=gen)
@@ -583,59 +587,73 @@ class Loss:
         self.cfg = cfg
         self.amp = amp
         self.channels_last = channels_last
-        self.t_eta = None
+        self.t_eta = {}
 
     def x0(self, u, t):
-        ab = self.sched.alpha_bar[t]
-        tt = torch.full((u.shape[0],), float(t), device=u.device)
+        """x0 from the network at step `t`: one step for the batch, or a list of one step per
+        example (loss.rs `net_x0` / `net_x0_each`)."""
+        steps = [t] * u.shape[0] if isinstance(t, int) else list(t)
+        ab = torch.tensor([self.sched.alpha_bar[k] for k in steps], dtype=torch.float64)
+        tt = torch.tensor([float(k) for k in steps], device=u.device)
         inp = torch.view_as_real(u).permute(0, 3, 1, 2)
         inp = inp.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         with torch.autocast(u.device.type, dtype=torch.bfloat16, enabled=self.amp):
             eps = self.net.eps(inp, tt)
         eps = eps.float()
-        return u / math.sqrt(ab) - torch.complex(eps[:, 0], eps[:, 1]) * math.sqrt(1.0 / ab - 1.0)
+        inv_root = (1.0 / ab.sqrt()).float().to(u.device)[:, None, None]
+        noise = (1.0 / ab - 1.0).sqrt().float().to(u.device)[:, None, None]
+        return u * inv_root - torch.complex(eps[:, 0], eps[:, 1]) * noise
 
     def __call__(self, op, ksp, eta, t, n, probe):
         """The loss at step `t` with diffusion noise `n` and SURE probe `probe` (complex
-        standard Gaussian, shaped like `ksp`; the probe is used for noisy data only)."""
+        standard Gaussian, shaped like `ksp`; the probe is used for noisy data only). `eta` is
+        the noise std: one number, or one per example (all 0 or all > 0), per loss.rs."""
         sched = self.sched
+        b = ksp.shape[0]
+        etas = [float(e) for e in eta] if isinstance(eta, (list, tuple)) else [float(eta)] * b
         ab = sched.alpha_bar[t]
         sigma = sched.sigma(t)
         w = ab / (1.0 - ab)
         m = op.measured_reals()
         s = op.restrict(ksp)
-        if eta <= 0:
+        if all(e <= 0 for e in etas):
             st = (s + op.restrict(n) * sigma) * math.sqrt(ab)
             x0 = self.x0(op.adjoint(st), t)
             return sq_norm(s - op.forward(x0)) * w / m
+        dev = ksp.device
+
+        def per(values, dims):
+            return torch.tensor(values, dtype=torch.float32, device=dev).reshape((-1,) + (1,) * dims)
+
         probe = op.restrict(probe)
         tau = self.cfg["sure_tau"]
-        if self.t_eta is None:
-            self.t_eta = sched.timestep_for_sigma(eta)
-        t_eta = self.t_eta
-        ab_eta = sched.alpha_bar[t_eta]
+        for e in etas:
+            if e not in self.t_eta:
+                self.t_eta[e] = sched.timestep_for_sigma(e)
+        t_eta = [self.t_eta[e] for e in etas]
+        root_ab_eta = per([math.sqrt(sched.alpha_bar[k]) for k in t_eta], 3)
 
         def denoise(y):
-            return op.forward(self.x0(op.adjoint(y * math.sqrt(ab_eta)), t_eta))
+            return op.forward(self.x0(op.adjoint(y * root_ab_eta), t_eta))
 
         y1 = denoise(s)
         y2 = denoise(s + probe * tau)
-        fit = sq_norm(y1 - s) / m
-        div = (probe.conj() * (y2 - y1)).real.sum()
-        sure = fit - eta * eta + div * (2.0 * eta * eta / (tau * m))
-        if sigma > eta:
-            c2 = sigma * sigma - eta * eta
-            st = (s + op.restrict(n) * math.sqrt(c2)) * math.sqrt(ab)
-            u = op.adjoint(st)
-            x0 = self.x0(u, t)
-            u_meas = u / math.sqrt(ab)
-            s_hat = u_meas + (x0 - u_meas) * (c2 / (sigma * sigma))
-            main = sq_norm(s - op.forward(s_hat)) * w / m
-        else:
-            target = y1.detach()
-            st = (target + op.restrict(n) * sigma) * math.sqrt(ab)
-            x0 = self.x0(op.adjoint(st), t)
-            main = sq_norm(target - op.forward(x0)) * w / m
+        eta2 = [e * e for e in etas]
+        m_each = op.measured_reals_each()
+        floor = (per(eta2, 0) * m_each).sum()
+        div = (probe.conj() * (y2 - y1)).real.sum(dim=(1, 2, 3))
+        sure = (sq_norm(y1 - s) - floor + (div * per(eta2, 0)).sum() * (2.0 / tau)) / m
+        # Per example: Tweedie's target where sigma_t > eta, else the pseudo-clean y1.
+        tweedie = [sigma > e for e in etas]
+        g = [(sigma * sigma - e * e) / (sigma * sigma) if tw else 1.0 for e, tw in zip(etas, tweedie)]
+        keep = per([1.0 if tw else 0.0 for tw in tweedie], 3)
+        target = s * keep + y1.detach() * (1.0 - keep)
+        st = (target + op.restrict(n) * per([sigma * math.sqrt(gi) for gi in g], 3)) * math.sqrt(ab)
+        u = op.adjoint(st)
+        x0 = self.x0(u, t)
+        u_meas = u / math.sqrt(ab)
+        s_hat = u_meas + (x0 - u_meas) * per(g, 2)
+        main = sq_norm(target - op.forward(s_hat)) * w / m
         return main + sure * self.cfg["sure_weight"]
 
 

@@ -97,23 +97,31 @@ fn network_and_losses_match_msm_train() {
     let err = rel(&read(&out, "eps"), &rust);
     assert!(err < 1e-5, "eps differs by {err:.2e} (relative l2)");
 
-    // Losses on the same measurements, noise and probe: noiseless, and noisy on both branches
-    // (sigma_t > eta at t = 300; sigma_t <= eta at t = 0).
+    // Losses on the same measurements, noise and probe: noiseless, noisy on both branches
+    // (sigma_t > eta at t = 300; sigma_t <= eta at t = 0), and one level per example, one on
+    // each side of sigma_0 (about 0.01), as `noise_eta = "estimate"` gives scan slices.
     let ms = tr.loader().batch(cfg.seed, 99, 2).unwrap();
     let base = to_batch(&ms, Device::Cpu).unwrap();
     let n = complex_randn(&base.kspace);
     let probe = complex_randn(&base.kspace);
     let sched = Schedule::reference();
     let net = |x: &Tensor, tt: &Tensor| tr.net().eps(x, tt, false);
-    for (eta, t) in [(0.0, 300usize), (0.01, 300), (0.01, 0)] {
+    let cases = [
+        (vec![0.0; 2], 300usize),
+        (vec![0.01; 2], 300),
+        (vec![0.01; 2], 0),
+        (vec![0.005, 0.02], 0),
+        (vec![0.005, 0.02], 300),
+    ];
+    for (eta, t) in cases {
         let batch = MeasBatch {
             kspace: base.kspace.shallow_clone(),
             maps: base.maps.shallow_clone(),
             mask: base.mask.shallow_clone(),
-            eta: vec![eta; 2],
+            eta: eta.clone(),
         };
         let want = tch::no_grad(|| {
-            if eta > 0.0 {
+            if batch.is_noisy() {
                 noisy_loss(&net, &batch, &sched, t, &n, &probe, &LossOptions::default()).total
             } else {
                 noiseless_loss(&net, &batch, &sched, t, &n)
@@ -130,7 +138,7 @@ fn network_and_losses_match_msm_train() {
                 ("n", &c(&n)),
                 ("probe", &c(&probe)),
                 ("t", &Tensor::from_slice(&[t as i64])),
-                ("eta", &Tensor::from_slice(&[eta])),
+                ("eta", &Tensor::from_slice(&eta)),
             ],
             &inp,
         )
@@ -141,7 +149,7 @@ fn network_and_losses_match_msm_train() {
         let err = (got - want).abs() / want.abs();
         assert!(
             err < 1e-4,
-            "eta {eta}, t {t}: torch loss {got} against msm-train {want}"
+            "eta {eta:?}, t {t}: torch loss {got} against msm-train {want}"
         );
     }
 }

@@ -51,7 +51,8 @@ def loss(ckpt, inp, out):
     op = T.Operator(c("maps"), d["mask"])
     fn = T.Loss(net, T.Schedule(), cfg, amp=False)
     t = int(d["t"].item())
-    eta = float(d["eta"].item())
+    eta = [float(e) for e in d["eta"].reshape(-1)]  # one per example, or one for all
+    eta = eta[0] if len(eta) == 1 else eta
     with torch.no_grad():
         value = fn(op, c("kspace"), eta, t, c("n"), c("probe"))
     save_file({"loss": value.reshape(1).float()}, out)
