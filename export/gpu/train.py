@@ -18,10 +18,13 @@ What is the same as msm-train (export/src)
       rotation, flips, gamma 0.8-1.25, smooth random phase, birdcage maps, random Cartesian masks
       with ACS, the scanner gain (zero-filled maximum 0.8-1.2), measurement noise; simulated on
       the device in batches. The draws come from torch's generator, not ChaCha8, so the examples
-      differ from msm-train's while following the same distribution;
+      differ from msm-train's while following the same distribution. Or, with `data.scans`,
+      scan slices prepared by `msm-train prepare` (a .safetensors file: k-space on the model's
+      grid, masks, ESPIRiT maps, noise estimates; this script has no HDF5 reader or ESPIRiT),
+      checked against the config as msm-train checks them and drawn uniformly;
     - loss (export/src/loss.rs): one timestep per minibatch from the respaced steps, the
       noiseless measurement loss, or for noisy data Tweedie's correction / the pseudo-clean
-      target plus the SURE term;
+      target plus the SURE term, with one noise level per example for `noise_eta` "estimate";
     - optimizer (export/src/train.rs): AdamW with bias correction, global-norm clipping, EMA
       with warm-up, the cosine learning-rate decay `lr_at`.
 
@@ -93,6 +96,7 @@ def default_config():
             "held_out_axial": [80, 100],
             "max_rotation_deg": 10.0,
             "phase_strength": [1.0, 3.0],
+            "scans": [],
         },
         "steps": 20000,
         "batch_size": 4,
@@ -574,6 +578,96 @@ class Simulator:
             ksp = ksp + op.restrict(complex_randn(ksp.shape, dev, gen)) * eta
         return ksp, mask
 
+    def draw(self, size, gen):
+        """(k-space, masks, maps, noise std) of `size` measurements."""
+        ksp, mask = self.batch(size, gen)
+        return ksp, mask, self.maps, self.cfg["noise_eta"]
+
+    def describe(self):
+        return f"slices per plane {[len(i) for i in self.ids]}"
+
+
+PREPARED_FORMAT = "msm-train prepared scans 1"
+
+
+def central_run(mask):
+    """Consecutive kept columns around the centre column (export/src/data/scans.rs)."""
+    c = len(mask) // 2
+    if not mask[c]:
+        return 0
+    left = next((i for i, k in enumerate(mask[:c][::-1]) if not k), c)
+    right = next((i for i, k in enumerate(mask[c:]) if not k), len(mask) - c)
+    return left + right
+
+
+class PreparedScans:
+    """Scan slices prepared by `msm-train prepare` (export/src/data/prepared.rs: k-space on the
+    model's grid, masks, ESPIRiT maps, noise estimates), held on the device and drawn uniformly;
+    each carries its estimate as its noise level for `noise_eta` "estimate", else the stated
+    one. Checked as msm-train checks them: grid and coils, and the masks against
+    `acceleration` and `acs_lines`."""
+
+    def __init__(self, dcfg, device):
+        from safetensors.torch import load_file
+
+        self.cfg = dcfg
+        ks, maps, masks, noise, self.sources = [], [], [], [], []
+        for path in dcfg["scans"]:
+            if not str(path).endswith(".safetensors"):
+                raise SystemExit(
+                    f"{path}: this trainer reads scans prepared by msm-train (a .safetensors "
+                    "file); run `msm-train prepare --config C --out S.safetensors` and list "
+                    "S.safetensors in data.scans"
+                )
+            if not os.path.exists(path):
+                raise SystemExit(f"{path}: prepared scans not found")
+            try:
+                t = load_file(path)
+                meta = json.loads(bytes(t.pop("__meta").numpy().tobytes()).decode())
+            except Exception as e:  # noqa: BLE001 - the message names the file
+                raise SystemExit(f"{path}: not a readable prepared scans file (written by msm-train prepare): {e}")
+            if meta.get("format") != PREPARED_FORMAT:
+                raise SystemExit(f"{path}: prepared scans format `{meta.get('format')}`, expected `{PREPARED_FORMAT}`")
+            n = dcfg["image_size"]
+            if (meta["height"], meta["width"], meta["coils"]) != (n, n, dcfg["coils"]):
+                raise SystemExit(
+                    f"{path}: prepared for a {meta['height']} x {meta['width']} grid with {meta['coils']} "
+                    f"coils, but the data config says image_size {n} and coils {dcfg['coils']}; "
+                    "expected the same (run `msm-train prepare` again with this config)"
+                )
+            ks.append(torch.view_as_complex(t["kspace"].contiguous()))
+            maps.append(torch.view_as_complex(t["maps"].contiguous()))
+            masks.append(t["mask"].bool())
+            noise.append(t["noise"].double())
+            self.sources += [os.path.basename(f) for f, _ in meta["sources"]]
+        self.kspace = torch.cat(ks).to(device)
+        self.maps = torch.cat(maps).to(device)
+        self.mask = torch.cat(masks).to(device)
+        self.noise = torch.cat(noise)
+        rows = self.mask.cpu().numpy()
+        accel = 1.0 / rows.mean()
+        fewest = min(central_run(list(r)) for r in rows)
+        if abs(accel - dcfg["acceleration"]) > 0.1 * dcfg["acceleration"] or fewest < dcfg["acs_lines"]:
+            raise SystemExit(
+                f"data config: acceleration {dcfg['acceleration']} with {dcfg['acs_lines']} ACS lines "
+                f"does not describe the scans' masks (R = {accel:.2f}, fewest central columns kept "
+                f"{fewest}); expected acceleration within 10% of {accel:.2f} and acs_lines at most {fewest}"
+            )
+        if dcfg["noise_eta"] == "estimate" and not bool((self.noise > 0).all()):
+            raise SystemExit("data config: noise_eta \"estimate\", but a prepared slice's noise estimate is 0; state noise_eta as a number")
+
+    def draw(self, size, gen):
+        """(k-space, masks, maps, noise std: one number, or one per example) of `size` slices."""
+        idx = torch.randint(0, len(self.noise), (size,), device=self.kspace.device, generator=gen)
+        eta = self.cfg["noise_eta"]
+        if eta == "estimate":
+            eta = self.noise[idx.cpu()].tolist()
+        return self.kspace[idx], self.mask[idx], self.maps[idx], eta
+
+    def describe(self):
+        names = sorted(set(self.sources))
+        return f"{len(self.noise)} prepared scan slices of {len(names)} file(s)"
+
 
 # --------------------------------------------------------------------------------------------
 # Loss (export/src/loss.rs)
@@ -859,14 +953,18 @@ def main(argv=None):
         raise SystemExit(f"{args.init_from}: checkpoint holds a different architecture (`unet` section) than the config")
 
     eta = cfg["data"]["noise_eta"]
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+    scans = cfg["data"]["scans"]
+    number = not isinstance(eta, bool) and isinstance(eta, (int, float)) and eta >= 0
+    if not (number or (eta == "estimate" and scans)):
         raise SystemExit(
-            f"config: data.noise_eta {eta!r}; expected a number >= 0 (this trainer simulates its "
-            "measurements; \"estimate\", each scan slice's own level, is msm-train's, for scans)"
+            f"config: data.noise_eta {eta!r}; expected a number >= 0, or \"estimate\" (each scan "
+            "slice's own level) with data.scans"
         )
     dev = torch.device(args.device)
     if cfg["precision"] not in ("f32", "bf16"):
         raise SystemExit(f"config: precision `{cfg['precision']}`; expected f32 or bf16")
+    # The data are opened before the run folder is made: a bad file leaves no folder behind.
+    source = PreparedScans(cfg["data"], dev) if cfg["data"]["scans"] else Simulator(cfg["data"], dev)
     os.makedirs(args.out, exist_ok=True)
     amp = (dev.type == "cuda" or cfg["precision"] == "bf16") if args.amp == "auto" else args.amp == "on"
     cfg["precision"] = "bf16" if amp else "f32"
@@ -910,7 +1008,6 @@ def main(argv=None):
     adam_m = [m.to(dev) for m in adam_m]
     adam_v = [v.to(dev) for v in adam_v]
 
-    sim = Simulator(cfg["data"], dev)
     sched = Schedule()
     loss_fn = Loss(net, sched, cfg, amp, channels_last)
     respaced = sched.respace(cfg["respaced_steps"])
@@ -934,7 +1031,7 @@ def main(argv=None):
 
     say(
         f"{trained_by}: "
-        f"from step {step}, batch {cfg['batch_size']}, noise_eta {eta}, slices per plane {[len(i) for i in sim.ids]}"
+        f"from step {step}, batch {cfg['batch_size']}, noise_eta {eta}, {source.describe()}"
     )
     b1, b2 = cfg["adam_betas"]
     start_step = step
@@ -970,12 +1067,13 @@ def main(argv=None):
             cfg["steps"] = total
             cfg["lr_decay_from"] = int(total - args.decay_fraction * (total - start_step))
             say(f"measured {rate:.2f} steps/s: {total} steps in all, cosine decay from step {cfg['lr_decay_from']}")
-        ksp, mask = sim.batch(cfg["batch_size"], gen)
-        op = Operator(sim.maps, mask)
+        ksp, mask, maps, eta_b = source.draw(cfg["batch_size"], gen)
+        op = Operator(maps, mask)
         t = respaced[int(pick.integers(len(respaced)))]
         n = complex_randn(ksp.shape, dev, gen)
-        probe = complex_randn(ksp.shape, dev, gen) if eta > 0 else None
-        loss = loss_fn(op, ksp, eta, t, n, probe)
+        noisy = any(e > 0 for e in eta_b) if isinstance(eta_b, list) else eta_b > 0
+        probe = complex_randn(ksp.shape, dev, gen) if noisy else None
+        loss = loss_fn(op, ksp, eta_b, t, n, probe)
         for p in params:
             p.grad = None
         loss.backward()

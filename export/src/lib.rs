@@ -6,7 +6,8 @@
 //!   schedule is the runtime's [`msm::schedule::Schedule`]).
 //! - [`data`]: simulated scanner measurements (on the runtime's NIfTI reader, masks, coil maps,
 //!   phase, noise and SENSE operator); clean images are unreachable by construction.
-//! - [`train`]: AdamW, EMA, clipping, checkpoint and resume.
+//! - [`train`]: AdamW, EMA, clipping, checkpoint and resume; [`store`]: the safetensors files
+//!   msm-train writes (checkpoints, prepared scans).
 //! - [`onnx`]: the ONNX emitter (on the runtime's `OnnxBuilder` and `ModelMeta`), the input
 //!   scale, the model card; [`convert`]: state_dict -> ONNX.
 
@@ -17,5 +18,6 @@ pub mod layout;
 pub mod loss;
 pub mod onnx;
 pub mod operator;
+pub mod store;
 pub mod train;
 pub mod unet;

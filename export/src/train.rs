@@ -18,6 +18,7 @@ use crate::config::UNetConfig;
 use crate::data::{mix_seed, to_batch, DataConfig, Loader};
 use crate::loss::{msm_loss, LossOptions};
 use crate::onnx::emit::Weights;
+use crate::store;
 use crate::unet::{Precision, UNet};
 use msm::schedule::Schedule;
 use msm::{Error, Result};
@@ -404,28 +405,14 @@ impl Trainer {
             last_loss: self.last_loss,
             config: self.cfg.clone(),
         };
-        let json = serde_json::to_vec(&meta).map_err(|e| Error::invalid(e.to_string()))?;
-        let mut entries: Vec<(String, Tensor)> = vec![("__meta".into(), Tensor::from_slice(&json))];
+        let mut entries: Vec<(String, Tensor)> = Vec::new();
         for (i, n) in self.names.iter().enumerate() {
             entries.push((format!("model.{n}"), self.params[i].detach().copy()));
             entries.push((format!("ema.{n}"), self.ema[i].copy()));
             entries.push((format!("adam_m.{n}"), self.adam_m[i].copy()));
             entries.push((format!("adam_v.{n}"), self.adam_v[i].copy()));
         }
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(
-            ".{}.tmp{}",
-            path.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        Tensor::write_safetensors(&entries, &tmp)
-            .map_err(|e| Error::format(&tmp, format!("cannot write checkpoint: {e}")))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        store::write(path, &meta, entries, "checkpoint")
     }
 
     /// Resumes a run from `path`, written by [`Trainer::save_checkpoint`] for the same
@@ -572,41 +559,7 @@ fn checkpoint_tensor<'a>(
 fn read_checkpoint(
     path: &Path,
 ) -> Result<(CheckpointMeta, std::collections::HashMap<String, Tensor>)> {
-    if !path.exists() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
-        ));
-    }
-    let entries = Tensor::read_safetensors(path).map_err(|e| {
-        Error::format(
-            path,
-            format!(
-                "not a readable checkpoint (expected a safetensors file written by msm-train): {e}"
-            ),
-        )
-    })?;
-    let map: std::collections::HashMap<String, Tensor> = entries.into_iter().collect();
-    let meta_t = map.get("__meta").ok_or_else(|| {
-        Error::format(
-            path,
-            "checkpoint has no `__meta` entry; not written by msm-train",
-        )
-    })?;
-    let bytes = Vec::<u8>::try_from(meta_t.reshape([-1]))
-        .map_err(|e| Error::format(path, format!("bad `__meta` entry: {e}")))?;
-    let meta: CheckpointMeta = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::format(path, format!("bad `__meta` JSON: {e}")))?;
-    if meta.format != CHECKPOINT_FORMAT {
-        return Err(Error::format(
-            path,
-            format!(
-                "checkpoint format `{}`, expected `{CHECKPOINT_FORMAT}`",
-                meta.format
-            ),
-        ));
-    }
-    Ok((meta, map))
+    store::read(path, CHECKPOINT_FORMAT, "checkpoint")
 }
 
 /// The checkpoint file of a run folder.

@@ -13,9 +13,10 @@ use msm::sense::{Operator, Sense};
 use msm::volume::GridPlan;
 use msm_export::data::{DataConfig, Loader, NoiseEta};
 use msm_export::onnx::export_run;
-use msm_export::train::Trainer;
+use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
 
 mod common;
+mod python;
 use common::tiny;
 #[path = "../../tests/common/h5py.rs"]
 mod h5py;
@@ -191,6 +192,79 @@ fn each_slice_trains_with_its_own_noise_estimate() {
 }
 
 #[test]
+fn prepared_scans_give_the_same_measurements_without_preparing_again() {
+    let Some(dir) = fixtures() else { return };
+    let d = dir.path();
+    let cfg = DataConfig {
+        noise_eta: NoiseEta::Estimate,
+        ..scan_config(d.join("scan.h5"))
+    };
+    let loader = Loader::open(&cfg).unwrap();
+    let file = d.join("scan.safetensors");
+    loader.write_prepared(&file).unwrap();
+    let prepared_cfg = DataConfig {
+        scans: vec![file.clone()],
+        ..cfg.clone()
+    };
+    let prepared = Loader::open(&prepared_cfg).unwrap();
+    assert_eq!(prepared.scan_slices(), 6);
+    assert_eq!(prepared.scan_noise(), loader.scan_noise());
+    assert_eq!(prepared.scan_sources().unwrap(), "1 scan file(s): scan.h5");
+    for step in 0..5 {
+        let (a, b) = (
+            loader.batch(7, step, 3).unwrap(),
+            prepared.batch(7, step, 3).unwrap(),
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.kspace(), y.kspace());
+            assert_eq!(x.maps(), y.maps());
+            assert_eq!(x.mask(), y.mask());
+            assert_eq!(x.eta(), y.eta());
+        }
+    }
+    // A config the file was not prepared for, and files that are not prepared scans.
+    let open = |cfg: DataConfig| Loader::open(&cfg).unwrap_err().to_string();
+    let e = open(DataConfig {
+        coils: 3,
+        ..prepared_cfg.clone()
+    });
+    assert!(
+        e.contains("scan.safetensors") && e.contains("with 4 coils") && e.contains("prepare"),
+        "{e}"
+    );
+    let junk = d.join("junk.safetensors");
+    std::fs::write(&junk, b"not a tensor file").unwrap();
+    let e = open(DataConfig {
+        scans: vec![junk],
+        ..prepared_cfg.clone()
+    });
+    assert!(e.contains("junk.safetensors") && e.contains("not a readable prepared scans"));
+    let run = d.join("run_prepared");
+    let mut tcfg = tiny();
+    tcfg.data = prepared_cfg;
+    tcfg.steps = 1;
+    let ckpt = d.join("ckpt.safetensors");
+    let mut tr = Trainer::new(&tcfg).unwrap();
+    tr.run(&run, |_| {}).unwrap();
+    tr.save_checkpoint(&ckpt).unwrap();
+    let e = open(DataConfig {
+        scans: vec![ckpt],
+        ..tcfg.data.clone()
+    });
+    assert!(
+        e.contains("format `msm-export checkpoint 1`, expected `msm-train prepared scans 1`"),
+        "{e}"
+    );
+    // Simulated measurements have nothing to prepare.
+    let e = Loader::open(&tiny().data)
+        .unwrap()
+        .write_prepared(&d.join("sim.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no scans"), "{e}");
+}
+
+#[test]
 fn scans_with_more_coils_are_compressed_to_the_configured_count() {
     let Some(dir) = fixtures() else { return };
     // scan.h5 (4 coils) and plain.h5's 3 coils would not batch together; at coils = 3 the
@@ -268,10 +342,46 @@ fn msm_train_trains_on_scans_and_leaves_nothing_on_a_bad_one() {
     let (ok, err) = train(&cfg, &run);
     assert!(ok, "{err}");
     assert!(
-        err.contains("6 scan slices; their noise std") && err.contains("data.noise_eta is 0"),
+        err.contains("6 scan slices; their noise std")
+            && err.contains("data.noise_eta is 0")
+            && err.contains("warning: data.noise_eta is 0"),
         "{err}"
     );
     assert!(run.join("checkpoint.safetensors").exists());
+    // `prepare` writes the slices once; a run lists the file in their place.
+    let prepare = |out: &Path| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_msm-train"))
+            .args(["prepare", "--config"])
+            .arg(d.join("run.json"))
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("msm-train runs");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = prepare(&d.join("slices.npy"));
+    assert!(
+        !ok && err.contains("expected a .safetensors file name"),
+        "{err}"
+    );
+    assert!(!d.join("slices.npy").exists());
+    let prepared = d.join("slices.safetensors");
+    let (ok, err) = prepare(&prepared);
+    assert!(
+        ok && err.contains("wrote 6 slices of 1 scan file(s): scan.h5"),
+        "{err}"
+    );
+    cfg.data.scans = vec![prepared];
+    cfg.data.noise_eta = NoiseEta::Estimate;
+    let (ok, err) = train(&cfg, &d.join("run_from_prepared"));
+    assert!(
+        ok && err.contains("6 scan slices") && err.contains("its own estimate"),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
     // A missing scan: an error naming it, and no run folder.
     cfg.data.scans = vec![d.join("missing.h5")];
     let bad = d.join("bad_run");
@@ -281,4 +391,63 @@ fn msm_train_trains_on_scans_and_leaves_nothing_on_a_bad_one() {
         !bad.exists(),
         "a run folder was left for a run that never started"
     );
+}
+
+#[test]
+fn the_gpu_trainer_trains_on_prepared_scans_with_their_own_noise_levels() {
+    let Some(dir) = fixtures() else { return };
+    let d = dir.path();
+    let mut cfg = tiny();
+    cfg.data = DataConfig {
+        noise_eta: NoiseEta::Estimate,
+        ..scan_config(d.join("scan.h5"))
+    };
+    let loader = Loader::open(&cfg.data).unwrap();
+    let prepared = d.join("scan.safetensors");
+    loader.write_prepared(&prepared).unwrap();
+    cfg.data.scans = vec![prepared];
+    cfg.steps = 2;
+    cfg.batch_size = 2;
+    let config = d.join("gpu.json");
+    std::fs::write(&config, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let run = d.join("gpu_run");
+    let trainer = concat!(env!("CARGO_MANIFEST_DIR"), "/gpu/train.py");
+    let args = |config: &Path, run: &Path| {
+        let mut a: Vec<std::ffi::OsString> = vec![trainer.into(), "--config".into()];
+        a.extend([config.into(), "--out".into(), run.into()]);
+        a.extend(["--device".into(), "cpu".into()]);
+        a
+    };
+    let (ok, log) = python::run(&args(&config, &run));
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("6 prepared scan slices of 1 file(s)") && log.contains("step 2/2"),
+        "{log}"
+    );
+    // msm-train resumes and exports the run, recording the scans it came from.
+    let saved = TrainConfig::from_json_file(&run.join("config.json")).unwrap();
+    let tr = Trainer::resume(&saved, &checkpoint_path(&run)).unwrap();
+    assert_eq!(tr.step_count(), 2);
+    let onnx = d.join("gpu.onnx");
+    export_run(&tr, &onnx, WeightType::F16, "test".into(), None).unwrap();
+    let meta = OnnxDenoiser::load(&onnx).unwrap().meta().clone();
+    assert_eq!(meta.train_noise_eta, loader.scan_noise().unwrap().median);
+    assert!(meta.data_source.unwrap().contains("scan.h5"));
+    // It reads prepared scans only, and checks them against the config as msm-train does.
+    for (scans, acs, expected) in [
+        (d.join("scan.h5"), 10, "msm-train prepare"),
+        (d.join("scan.safetensors"), 16, "acs_lines at most 11"),
+    ] {
+        let mut bad = cfg.clone();
+        bad.data.scans = vec![scans];
+        bad.data.acs_lines = acs;
+        std::fs::write(&config, serde_json::to_string(&bad).unwrap()).unwrap();
+        let bad_run = d.join("bad_gpu_run");
+        let (ok, log) = python::run(&args(&config, &bad_run));
+        assert!(!ok && log.contains(expected), "{log}");
+        assert!(
+            !bad_run.exists(),
+            "a run folder was left for a refused config"
+        );
+    }
 }

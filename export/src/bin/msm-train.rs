@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use msm::onnx::WeightType;
 use msm_export::config::UNetConfig;
 use msm_export::convert::{check_state_dict, read_state_dict};
-use msm_export::data::NoiseEta;
+use msm_export::data::{Loader, NoiseEta};
 use msm_export::onnx::{export_run, freeze, Provenance};
 use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
 use msm_export::unet::Precision;
@@ -62,6 +62,17 @@ enum Cmd {
         /// Also write OUT/model.onnx (EMA weights, f16) and its card at the end.
         #[arg(long)]
         export: bool,
+    },
+    /// Prepare the scans of a config's `data.scans` once (k-space on the model's grid, masks,
+    /// ESPIRiT maps, gains, noise estimates) and write them to one .safetensors file, which a
+    /// config may list in `data.scans` in their place, here and in export/gpu/train.py.
+    Prepare {
+        /// JSON training config whose `data` section lists the scans.
+        #[arg(long)]
+        config: PathBuf,
+        /// The .safetensors file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Export the EMA weights of a run's checkpoint to ONNX (with a model card beside it).
     Export {
@@ -183,6 +194,14 @@ fn run(cli: Cli) -> msm::Result<()> {
                      estimated from the image rows with the least signal: {noise} ({used})",
                     tr.loader().scan_slices(),
                 );
+                if cfg.data.noise_eta == NoiseEta::Fixed(0.0) {
+                    eprintln!(
+                        "warning: data.noise_eta is 0, so the scans train with the noiseless \
+                         loss, which takes their noise for signal; `--noise-eta estimate` (or \
+                         \"noise_eta\": \"estimate\") gives each slice its own level for the \
+                         SURE loss"
+                    );
+                }
             }
             eprintln!(
                 "training from step {} to {} in {}",
@@ -196,6 +215,29 @@ fn run(cli: Cli) -> msm::Result<()> {
                 export_run(&tr, &path, WeightType::F16, command, None)?;
                 eprintln!("wrote {}", path.display());
             }
+        }
+        Cmd::Prepare { config, out } => {
+            if out.extension().is_none_or(|e| e != "safetensors") {
+                return Err(msm::Error::invalid(format!(
+                    "{}: expected a .safetensors file name (a config's data.scans reads prepared \
+                     scans by that extension)",
+                    out.display()
+                )));
+            }
+            let cfg = TrainConfig::from_json_file(&config)?;
+            cfg.validate()?;
+            let loader = Loader::open(&cfg.data)?;
+            loader.write_prepared(&out)?;
+            eprintln!(
+                "wrote {} slices of {} to {}; their noise estimates: {}",
+                loader.scan_slices(),
+                loader.scan_sources().unwrap_or_default(),
+                out.display(),
+                loader
+                    .scan_noise()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            );
         }
         Cmd::Export {
             run,

@@ -16,6 +16,7 @@
 //! and below are joined), so no voxel of the held-out block is ever seen in training.
 
 mod noise;
+mod prepared;
 mod scale;
 mod scans;
 mod sim;
@@ -33,6 +34,7 @@ use msm::io::nifti::{read_nifti, Plane};
 use msm::{Error, Result, C32};
 
 pub use noise::{NoiseEta, NoiseSummary};
+pub use prepared::PREPARED_FORMAT;
 pub use scale::{ScaleEstimate, SCALE_DRAWS, SCALE_KEY};
 
 /// Where the Debian package `mricron-data` installs the Colin27 template.
@@ -65,14 +67,14 @@ pub struct DataConfig {
     /// [`msm::simulate::smooth_phase`]; the runtime's `msm simulate` uses pi/2).
     pub phase_strength: [f64; 2],
     /// fastMRI / ISMRMRD HDF5 scans to train on instead of simulating from `volume` (empty, the
-    /// default: simulate). Every slice of every file is a training measurement, as `msm
+    /// default: simulate), or files `msm-train prepare` wrote from such scans (`.safetensors`,
+    /// read in place of the scans without preparing them again). Every slice of every file is a training measurement, as `msm
     /// reconstruct` would read it (module `scans`): `coils` is at most the files' coil count
     /// (scans with more are compressed to `coils` virtual coils),
     /// `image_size` their width (the readout is cropped or padded to it), `acceleration` and
     /// `acs_lines` must describe their masks (checked), and `noise_eta` is their noise std on
     /// the scale where each slice's zero-filled maximum is 1, or `"estimate"`. `volume`, `held_out_axial`,
     /// `max_rotation_deg` and `phase_strength` are not used: hold out whole files yourself.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scans: Vec<PathBuf>,
 }
 
@@ -80,11 +82,6 @@ impl DataConfig {
     /// Whether measurements are read from scans rather than simulated.
     pub fn from_scans(&self) -> bool {
         !self.scans.is_empty()
-    }
-
-    /// The scans, for the model's metadata: their count and file names.
-    pub fn describe_scans(&self) -> String {
-        scans::describe(&self.scans)
     }
 }
 
@@ -221,6 +218,29 @@ impl Loader {
         match &self.source {
             Source::Simulated(_) => None,
             Source::Scans(scans) => Some(scans.noise_summary()),
+        }
+    }
+
+    /// Writes every scan slice, prepared as this loader prepared it (k-space on the model's
+    /// grid, mask, ESPIRiT maps, gain) with its noise estimate, to one file that a data config
+    /// may list in `scans` in place of the scans (`msm-train prepare`; module `prepared`).
+    /// Simulated measurements are drawn afresh every step and cannot be written.
+    pub fn write_prepared(&self, path: &std::path::Path) -> Result<()> {
+        match &self.source {
+            Source::Simulated(_) => Err(Error::invalid(
+                "data config lists no scans: simulated measurements are drawn afresh every step, \
+                 so there is nothing to prepare; expected data.scans",
+            )),
+            Source::Scans(scans) => scans.write_prepared(path),
+        }
+    }
+
+    /// For measurements read from scans, the scan files their slices came from (count and
+    /// names), for the model's metadata.
+    pub fn scan_sources(&self) -> Option<String> {
+        match &self.source {
+            Source::Simulated(_) => None,
+            Source::Scans(scans) => Some(scans.describe()),
         }
     }
 

@@ -19,8 +19,9 @@
 //! when the loader opens (about 16 x coils x height x width bytes a slice in memory), so a bad
 //! file fails there, naming the file and the slice, not in the middle of a run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::prepared::{self, PreparedSlice};
 use super::{DataConfig, Measurement, NoiseEta, NoiseSummary};
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
@@ -35,74 +36,41 @@ use rayon::prelude::*;
 
 /// Every training slice of the scans, prepared.
 pub(super) struct Scans {
-    /// `(file, slice index, measurement)` for every slice that holds data.
-    slices: Vec<(PathBuf, usize, Measurement)>,
-    /// Each slice's noise std per real component, estimated from its image rows with the
+    /// Every slice that holds data, with its source, its measurement (its `eta` set from the
+    /// config) and its noise std per real component, estimated from its image rows with the
     /// least signal ([`row_noise`]), on the training scale.
-    noise: Vec<f64>,
+    slices: Vec<PreparedSlice>,
 }
 
 impl Scans {
-    /// Reads and prepares every slice of `cfg.scans`; errors name the file (and the slice).
+    /// Reads and prepares every slice of `cfg.scans` (`.h5` scans, or files written by
+    /// `msm-train prepare`); errors name the file (and the slice).
     pub(super) fn open(cfg: &DataConfig) -> Result<Scans> {
         let mut slices = Vec::new();
-        let mut noise = Vec::new();
         for path in &cfg.scans {
-            let file = FastMriFile::open(path)?;
-            let fmt = |msg: String| Error::format(path, msg);
-            if file.coils() < cfg.coils {
-                return Err(fmt(format!(
-                    "has {} coils but the data config says coils = {}; expected at least that \
-                     many (scans with more are compressed to {} virtual coils)",
-                    file.coils(),
-                    cfg.coils,
-                    cfg.coils
-                )));
-            }
-            let compress = (file.coils() > cfg.coils).then_some(cfg.coils);
-            let n = cfg.image_size;
-            let plan = GridPlan::new(file.kspace_size(), Some((n, n)), (n, n))
-                .map_err(|e| fmt(format!("does not fit image_size {n}: {e}")))?;
-            // Slices are prepared in parallel (ESPIRiT dominates), kept in the file's order.
-            let prepared = (0..file.num_slices())
-                .into_par_iter()
-                .map(|index| -> Result<Option<(Measurement, f64)>> {
-                    let k0 = file.slice_kspace(index)?;
-                    let columns = match file.mask() {
-                        Some(m) => m.to_vec(),
-                        None => detect_mask(k0.view()),
-                    };
-                    if !columns.iter().any(|&c| c) {
-                        return Ok(None); // An empty slice: nothing was measured.
+            let mut read = if prepared::is_prepared(path) {
+                prepared::read(path, cfg.image_size, cfg.coils)?
+            } else {
+                prepare_file(path, cfg)?
+            };
+            for s in &mut read {
+                s.measurement.eta = match cfg.noise_eta {
+                    NoiseEta::Fixed(eta) => eta,
+                    NoiseEta::Estimate if s.noise > 0.0 && s.noise.is_finite() => s.noise,
+                    NoiseEta::Estimate => {
+                        return Err(Error::format(
+                            &s.source,
+                            format!(
+                                "slice {}: its noise estimate is {} (the image rows with the \
+                                 least signal hold no noise); expected noisy k-space for \
+                                 noise_eta \"estimate\", or state noise_eta as a number",
+                                s.index, s.noise
+                            ),
+                        ))
                     }
-                    let raw_noise = row_noise(k0.view(), &columns);
-                    let fitted = plan.kspace_to_model(k0.view());
-                    let (mut m, gain) = prepare(fitted, columns, compress)
-                        .map_err(|e| fmt(format!("slice {index}: {e}")))?;
-                    // Zero-padding the readout (a scan shorter than the model) spreads the same
-                    // noise over more rows: sqrt(H / Hm) of it per entry; a crop keeps it.
-                    let rows = file.kspace_size().0.min(n) as f64 / n as f64;
-                    let sigma = raw_noise * gain * rows.sqrt();
-                    m.eta = match cfg.noise_eta {
-                        NoiseEta::Fixed(eta) => eta,
-                        NoiseEta::Estimate if sigma > 0.0 && sigma.is_finite() => sigma,
-                        NoiseEta::Estimate => {
-                            return Err(fmt(format!(
-                                "slice {index}: its noise estimate is {sigma} (the image rows \
-                                 with the least signal hold no noise); expected noisy k-space \
-                                 for noise_eta \"estimate\", or state noise_eta as a number"
-                            )))
-                        }
-                    };
-                    Ok(Some((m, sigma)))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            for (index, slice) in prepared.into_iter().enumerate() {
-                if let Some((m, sigma)) = slice {
-                    slices.push((path.clone(), index, m));
-                    noise.push(sigma);
-                }
+                };
             }
+            slices.extend(read);
         }
         if slices.is_empty() {
             return Err(Error::invalid(
@@ -110,9 +78,31 @@ impl Scans {
                  one",
             ));
         }
-        let scans = Scans { slices, noise };
+        let scans = Scans { slices };
         scans.check_masks(cfg)?;
         Ok(scans)
+    }
+
+    /// The scan files the slices came from, for the model's metadata: their count and names
+    /// (for a prepared file, those of the scans it was prepared from).
+    pub(super) fn describe(&self) -> String {
+        let mut names: Vec<String> = Vec::new();
+        for s in &self.slices {
+            let name = s.source.file_name().map_or_else(
+                || s.source.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            );
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        format!("{} scan file(s): {}", names.len(), names.join(", "))
+    }
+
+    /// Writes every slice, prepared, to `path` ([`prepared`]), for runs that list that file in
+    /// place of the scans.
+    pub(super) fn write_prepared(&self, path: &Path) -> Result<()> {
+        prepared::write(path, &self.slices)
     }
 
     /// How many slices may be drawn.
@@ -123,13 +113,14 @@ impl Scans {
     /// The slices' estimated noise std ([`row_noise`]), per real component on the training
     /// scale, summarised: what `noise_eta = "estimate"` uses, slice by slice.
     pub(super) fn noise_summary(&self) -> NoiseSummary {
-        NoiseSummary::of(&self.noise)
+        let noise: Vec<f64> = self.slices.iter().map(|s| s.noise).collect();
+        NoiseSummary::of(&noise)
     }
 
     /// A slice drawn uniformly with `rng`.
     pub(super) fn draw<R: Rng + ?Sized>(&self, rng: &mut R) -> Measurement {
         self.slices[rng.random_range(0..self.slices.len())]
-            .2
+            .measurement
             .clone()
     }
 
@@ -141,14 +132,17 @@ impl Scans {
         let fraction = self
             .slices
             .iter()
-            .map(|(_, _, m)| m.mask.iter().filter(|&&k| k).count() as f64 / m.mask.len() as f64)
+            .map(|s| {
+                let mask = &s.measurement.mask;
+                mask.iter().filter(|&&k| k).count() as f64 / mask.len() as f64
+            })
             .sum::<f64>()
             / self.slices.len() as f64;
         let accel = 1.0 / fraction;
         let (path, index, fewest) = self
             .slices
             .iter()
-            .map(|(p, i, m)| (p, *i, central_run(&m.mask)))
+            .map(|s| (&s.source, s.index, central_run(&s.measurement.mask)))
             .min_by_key(|&(_, _, n)| n)
             .expect("at least one slice");
         if (accel - cfg.acceleration).abs() > 0.1 * cfg.acceleration || fewest < cfg.acs_lines {
@@ -166,6 +160,53 @@ impl Scans {
         }
         Ok(())
     }
+}
+
+/// Reads and prepares every slice of the scan `path` that holds data, in parallel (ESPIRiT
+/// dominates), in the file's order.
+fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
+    let file = FastMriFile::open(path)?;
+    let fmt = |msg: String| Error::format(path, msg);
+    if file.coils() < cfg.coils {
+        return Err(fmt(format!(
+            "has {} coils but the data config says coils = {}; expected at least that many \
+             (scans with more are compressed to {} virtual coils)",
+            file.coils(),
+            cfg.coils,
+            cfg.coils
+        )));
+    }
+    let compress = (file.coils() > cfg.coils).then_some(cfg.coils);
+    let n = cfg.image_size;
+    let plan = GridPlan::new(file.kspace_size(), Some((n, n)), (n, n))
+        .map_err(|e| fmt(format!("does not fit image_size {n}: {e}")))?;
+    let prepared = (0..file.num_slices())
+        .into_par_iter()
+        .map(|index| -> Result<Option<PreparedSlice>> {
+            let k0 = file.slice_kspace(index)?;
+            let columns = match file.mask() {
+                Some(m) => m.to_vec(),
+                None => detect_mask(k0.view()),
+            };
+            if !columns.iter().any(|&c| c) {
+                return Ok(None); // An empty slice: nothing was measured.
+            }
+            let raw_noise = row_noise(k0.view(), &columns);
+            let fitted = plan.kspace_to_model(k0.view());
+            let (measurement, gain) = prepare(fitted, columns, compress)
+                .map_err(|e| fmt(format!("slice {index}: {e}")))?;
+            // Zero-padding the readout (a scan shorter than the model) spreads the same noise
+            // over more rows: sqrt(H / Hm) of it per entry; a crop keeps it.
+            let rows = file.kspace_size().0.min(n) as f64 / n as f64;
+            Ok(Some(PreparedSlice {
+                source: path.to_path_buf(),
+                index,
+                measurement,
+                noise: raw_noise * gain * rows.sqrt(),
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(prepared.into_iter().flatten().collect())
 }
 
 /// One slice's measurement: `kspace` on the model's grid (compressed to `virtual_coils`
@@ -267,19 +308,6 @@ fn central_run(mask: &[bool]) -> usize {
     let left = mask[..c].iter().rev().take_while(|&&k| k).count();
     let right = mask[c..].iter().take_while(|&&k| k).count();
     left + right
-}
-
-/// The scans of `cfg`, listed for the model's metadata: their count and file names.
-pub(super) fn describe(scans: &[PathBuf]) -> String {
-    let names: Vec<String> = scans
-        .iter()
-        .map(|p| {
-            Path::new(p)
-                .file_name()
-                .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
-        })
-        .collect();
-    format!("{} scan file(s): {}", scans.len(), names.join(", "))
 }
 
 #[cfg(test)]

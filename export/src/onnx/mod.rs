@@ -29,6 +29,8 @@ pub struct Provenance {
     pub data: Option<DataConfig>,
     /// For scans, their per-slice noise estimates (what `noise_eta = "estimate"` trained with).
     pub scan_noise: Option<NoiseSummary>,
+    /// For scans, the files the slices came from (count and names).
+    pub scan_sources: Option<String>,
     /// Optimizer steps trained.
     pub steps_trained: Option<u64>,
     /// Loss at the end of training.
@@ -114,37 +116,36 @@ pub fn metadata(
     if let Some(data) = &prov.data {
         m.train_acceleration = data.acceleration;
         m.train_acs_lines = data.acs_lines;
-        // Per-slice estimates are recorded as their median.
-        m.train_noise_eta = match (data.noise_eta, prov.scan_noise) {
-            (NoiseEta::Fixed(eta), _) => eta,
-            (NoiseEta::Estimate, Some(summary)) => summary.median,
-            (NoiseEta::Estimate, None) => {
-                return Err(msm::Error::invalid(
-                    "noise_eta \"estimate\" without the scans' noise estimates",
-                ))
-            }
-        };
+        m.train_noise_eta = data.noise_eta.fixed().unwrap_or(0.0);
         m.coils = Some(data.coils);
         if data.from_scans() {
+            let (Some(sources), Some(noise)) = (&prov.scan_sources, prov.scan_noise) else {
+                return Err(msm::Error::invalid(
+                    "a model trained on scans needs their files and noise estimates recorded",
+                ));
+            };
+            // Per-slice estimates are recorded as their median.
+            if data.noise_eta == NoiseEta::Estimate {
+                m.train_noise_eta = noise.median;
+            }
             extra(
                 INPUT_NORMALISATION_KEY,
                 "each slice's k-space scaled so that max |A_S^H s| is 1".into(),
             );
             m.data_source = Some(format!(
-                "{}; every slice as measured (fastMRI / ISMRMRD HDF5, {} coils, readout fitted to \
-                 {} rows), coil maps by ESPIRiT from each slice's ACS, masks R = {:.2} with {} ACS \
-                 columns or more, {}",
-                data.describe_scans(),
+                "{sources}; every slice as measured (fastMRI / ISMRMRD HDF5, {} coils, readout \
+                 fitted to {} rows), coil maps by ESPIRiT from each slice's ACS, masks R = {:.2} \
+                 with {} ACS columns or more, {}",
                 data.coils,
                 data.image_size,
                 data.acceleration,
                 data.acs_lines,
-                match (data.noise_eta, prov.scan_noise) {
-                    (NoiseEta::Estimate, Some(n)) => format!(
+                match data.noise_eta {
+                    NoiseEta::Estimate => format!(
                         "each slice's noise std per real component estimated from its image rows \
-                         with the least signal ({n})"
+                         with the least signal ({noise})"
                     ),
-                    (eta, _) => format!("stated noise std {eta} per real component"),
+                    eta => format!("stated noise std {eta} per real component"),
                 }
             ));
             m.held_out_slices = Some(
@@ -309,6 +310,7 @@ pub fn export_run(
     let prov = Provenance {
         data: Some(cfg.data.clone()),
         scan_noise: tr.loader().scan_noise(),
+        scan_sources: tr.loader().scan_sources(),
         steps_trained: Some(tr.step_count()),
         final_loss: tr.last_loss(),
         scale_p99: Some(scale.median),
