@@ -16,6 +16,7 @@ pub mod fft;
 pub mod io;
 pub mod mask;
 pub mod metrics;
+pub mod noise;
 pub mod onnx;
 pub mod recon;
 pub mod sampler;

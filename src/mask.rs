@@ -104,6 +104,18 @@ pub fn acs_range(width: usize, acs: Acs) -> std::ops::Range<usize> {
     pad..pad + n
 }
 
+/// The number of consecutive kept columns around the centre column `w / 2` (0 if it is not
+/// kept): the fully sampled ACS block of a fastMRI mask.
+pub fn acs_lines(mask: &[bool]) -> usize {
+    let c = mask.len() / 2;
+    if !mask[c] {
+        return 0;
+    }
+    let left = mask[..c].iter().rev().take_while(|&&k| k).count();
+    let right = mask[c..].iter().take_while(|&&k| k).count();
+    left + right
+}
+
 fn check_accel(accel: f64, width: usize, acs_lines: usize) -> Result<()> {
     if !(accel.is_finite() && accel >= 1.0) {
         return Err(Error::invalid(format!(

@@ -185,3 +185,17 @@ fn respacing_picks_the_stated_steps() {
     assert!(s.respace(0).is_err());
     assert!(s.respace(1001).is_err());
 }
+
+#[test]
+fn acs_lines_counts_the_central_block() {
+    let m = |s: &str| s.chars().map(|c| c == '1').collect::<Vec<_>>();
+    assert_eq!(mask::acs_lines(&m("10011110001")), 4);
+    assert_eq!(mask::acs_lines(&m("1111")), 4);
+    assert_eq!(mask::acs_lines(&m("1100")), 0);
+    assert_eq!(mask::acs_lines(&m("00111000")), 3);
+    // The block a random mask places (fastMRI's centre) is found, with neighbours kept at
+    // random counted in when they touch it.
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let cols = mask::random_cartesian(128, 4.0, Acs::Lines(20), &mut rng).unwrap();
+    assert!(mask::acs_lines(&cols) >= 20);
+}

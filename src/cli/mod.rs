@@ -6,6 +6,7 @@ mod data;
 mod demo;
 mod ecalib;
 mod generate;
+mod info;
 mod metrics;
 mod model;
 mod progress;
@@ -47,6 +48,9 @@ enum Command {
     Demo(demo::Args),
     /// Speed of this runtime on one model and one simulated slice (table, --json).
     Bench(bench::Args),
+    /// What a file holds: a model's metadata and executor, or a scan's slices, coils, grid,
+    /// masks (acceleration, ACS) and noise level.
+    Info(info::Args),
 }
 
 /// Parses an image size `HxW` (height, the readout, by width), both at least 1.
@@ -81,5 +85,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Info(a) => info::run(a),
     }
 }

@@ -335,7 +335,7 @@ fn read_proto(path: &Path) -> Result<ModelProto> {
 fn not_onnx(path: &Path, why: &str) -> Error {
     Error::format(
         path,
-        format!("not an ONNX model ({why}); expected a model file written by `msm train`"),
+        format!("not an ONNX model ({why}); expected a model file written by `msm-train`"),
     )
 }
 

@@ -480,7 +480,7 @@ impl Reader<'_> {
                 self.path,
                 format!(
                     "model metadata lacks `{KEY_PREFIX}{key}` (expected {expected}); \
-                     is this a model written by `msm train`?"
+                     is this a model written by `msm-train`?"
                 ),
             )
         })

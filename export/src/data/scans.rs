@@ -25,9 +25,9 @@ use super::prepared::{self, PreparedSlice};
 use super::{DataConfig, Measurement, NoiseEta, NoiseSummary};
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
-use msm::fft::Fft2;
 use msm::io::fastmri::{detect_mask, FastMriFile};
-use msm::mask::Mask;
+use msm::mask::{acs_lines, Mask};
+use msm::noise::row_noise;
 use msm::sense::{Operator, Sense};
 use msm::volume::grid::GridPlan;
 use msm::{Error, Result};
@@ -38,7 +38,7 @@ use rayon::prelude::*;
 pub(super) struct Scans {
     /// Every slice that holds data, with its source, its measurement (its `eta` set from the
     /// config) and its noise std per real component, estimated from its image rows with the
-    /// least signal ([`row_noise`]), on the training scale.
+    /// least signal ([`msm::noise::row_noise`]), on the training scale.
     slices: Vec<PreparedSlice>,
 }
 
@@ -110,7 +110,7 @@ impl Scans {
         self.slices.len()
     }
 
-    /// The slices' estimated noise std ([`row_noise`]), per real component on the training
+    /// The slices' estimated noise std ([`msm::noise::row_noise`]), per real component on the training
     /// scale, summarised: what `noise_eta = "estimate"` uses, slice by slice.
     pub(super) fn noise_summary(&self) -> NoiseSummary {
         let noise: Vec<f64> = self.slices.iter().map(|s| s.noise).collect();
@@ -142,7 +142,7 @@ impl Scans {
         let (path, index, fewest) = self
             .slices
             .iter()
-            .map(|s| (&s.source, s.index, central_run(&s.measurement.mask)))
+            .map(|s| (&s.source, s.index, acs_lines(&s.measurement.mask)))
             .min_by_key(|&(_, _, n)| n)
             .expect("at least one slice");
         if (accel - cfg.acceleration).abs() > 0.1 * cfg.acceleration || fewest < cfg.acs_lines {
@@ -257,69 +257,4 @@ fn prepare(
         eta: 0.0,
     };
     Ok((m, 1.0 / peak as f64))
-}
-
-/// The noise std per real component of a scan's k-space `(coils, H, W)` (unmeasured columns
-/// zero), estimated in image space: in each coil's zero-filled image a pixel sums the noise of
-/// the measured entries with unit-norm weights, so its std is `sigma sqrt(f)` for a kept
-/// fraction `f`. The pixels are those of the eighth of rows with the least energy over all
-/// coils (for a readout oversampled as fastMRI's, rows outside the object, which aliasing along
-/// the phase-encode axis does not reach), and their std is taken robustly as the median of
-/// the real and imaginary parts' absolute values over 0.6745 (the median of |x| for
-/// x ~ N(0, sigma^2)). Where the object fills every row this is an upper bound.
-fn row_noise(kspace: ndarray::ArrayView3<msm::C32>, columns: &[bool]) -> f64 {
-    let (_, h, w) = kspace.dim();
-    let kept = columns.iter().filter(|&&k| k).count();
-    if kept == 0 || h == 0 {
-        return 0.0;
-    }
-    let mut images = kspace.to_owned();
-    Fft2::new(h, w).inverse_coils(&mut images);
-    let mut energy: Vec<(f32, usize)> = (0..h)
-        .map(|r| {
-            let e = images
-                .slice(ndarray::s![.., r, ..])
-                .iter()
-                .map(|v| v.norm_sqr())
-                .sum::<f32>();
-            (e, r)
-        })
-        .collect();
-    energy.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut parts: Vec<f32> = Vec::new();
-    for &(_, r) in &energy[..(h / 8).max(1)] {
-        for v in images.slice(ndarray::s![.., r, ..]) {
-            parts.extend([v.re.abs(), v.im.abs()]);
-        }
-    }
-    let mid = parts.len() / 2;
-    let (_, median, _) = parts.select_nth_unstable_by(mid, f32::total_cmp);
-    let pixel = *median as f64 / 0.6745;
-    pixel / (kept as f64 / w as f64).sqrt()
-}
-
-/// The number of consecutive kept columns around the centre column `w / 2` (0 if it is not
-/// kept): the fully sampled ACS block of a fastMRI mask.
-fn central_run(mask: &[bool]) -> usize {
-    let c = mask.len() / 2;
-    if !mask[c] {
-        return 0;
-    }
-    let left = mask[..c].iter().rev().take_while(|&&k| k).count();
-    let right = mask[c..].iter().take_while(|&&k| k).count();
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::central_run;
-
-    #[test]
-    fn central_run_counts_the_acs_block() {
-        let m = |s: &str| s.chars().map(|c| c == '1').collect::<Vec<_>>();
-        assert_eq!(central_run(&m("10011110001")), 4);
-        assert_eq!(central_run(&m("1111")), 4);
-        assert_eq!(central_run(&m("1100")), 0);
-        assert_eq!(central_run(&m("00111000")), 3);
-    }
 }

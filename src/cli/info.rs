@@ -1,0 +1,200 @@
+//! `msm info`: what a file holds, before anything runs on it. For a model: its metadata, the
+//! executor it runs on, and its card. For multi-coil k-space (a fastMRI / ISMRMRD `.h5` file, a
+//! NumPy or BART slice or stack): slices, coils, grid, recon size, and for every slice its mask
+//! (kept columns, acceleration, ACS block) and noise level, the figures a training config
+//! (`acceleration`, `acs_lines`, `noise_eta`) and a reconstruction need.
+
+use super::scan::Scan;
+use msm::denoiser::{Backend, OnnxDenoiser};
+use msm::io::fastmri::{detect_mask, FastMriFile};
+use msm::mask::acs_lines;
+use msm::noise::row_noise;
+use msm::{Error, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// Options of `msm info`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A model (.onnx), or multi-coil k-space: a fastMRI / ISMRMRD .h5 file, a .npy (coils, H,
+    /// W) or (slices, coils, H, W), a .cfl [H, W, 1, coils] (slices along BART dimension 13).
+    pub file: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `msm info`.
+pub fn run(a: Args) -> Result<()> {
+    let is_model = a
+        .file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let (text, value) = if is_model {
+        model(&a.file)?
+    } else {
+        scan(&a.file)?
+    };
+    if a.json {
+        println!("{value}");
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+/// A model's metadata, executor and card.
+fn model(path: &Path) -> Result<(String, Value)> {
+    let model = OnnxDenoiser::load(path)?;
+    let meta = model.meta();
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    let backend = model.backend();
+    // Why the native executor declined the file, when it did.
+    let native_refusal = match backend {
+        Backend::Tract => OnnxDenoiser::load_with(path, Backend::Native)
+            .err()
+            .map(|e| e.to_string()),
+        _ => None,
+    };
+    let card = path.with_extension("md");
+    let card = card.exists().then_some(card);
+    let props = meta.to_props();
+    let mut text = format!(
+        "{}: MSM model (ONNX), {:.1} MiB\n  {meta}\n  executor: {backend}{}\n",
+        path.display(),
+        bytes as f64 / (1024.0 * 1024.0),
+        native_refusal.as_ref().map_or(String::new(), |e| format!(
+            " (the native executor declined: {e})"
+        ))
+    );
+    let width = props.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in &props {
+        text.push_str(&format!("  {k:width$}  {v}\n"));
+    }
+    if let Some(c) = &card {
+        text.push_str(&format!("  card: {}\n", c.display()));
+    }
+    let value = json!({
+        "file": path.display().to_string(),
+        "kind": "model",
+        "bytes": bytes,
+        "executor": backend.to_string(),
+        "native_declined": native_refusal,
+        "metadata": props
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect::<serde_json::Map<String, Value>>(),
+        "card": card.map(|c| c.display().to_string()),
+    });
+    Ok((text, value))
+}
+
+/// One slice's mask and noise.
+struct SliceInfo {
+    kept: usize,
+    acs: usize,
+    noise: f64,
+}
+
+/// A k-space file's layout, and every slice's mask and noise level.
+fn scan(path: &Path) -> Result<(String, Value)> {
+    let scan = Scan::open(path).map_err(|e| {
+        Error::invalid(format!(
+            "{e}. msm info reads a model (.onnx) or multi-coil k-space (.h5, .npy (coils, H, W) \
+             or (slices, coils, H, W), .cfl [H, W, 1, coils])"
+        ))
+    })?;
+    let (h, w) = scan.kspace_size();
+    let stored_mask = scan.mask().map(<[bool]>::to_vec);
+    let mut slices = Vec::with_capacity(scan.num_slices());
+    for index in 0..scan.num_slices() {
+        let k = scan.slice_kspace(index)?;
+        let columns = stored_mask.clone().unwrap_or_else(|| detect_mask(k.view()));
+        slices.push(SliceInfo {
+            kept: columns.iter().filter(|&&c| c).count(),
+            acs: acs_lines(&columns),
+            noise: row_noise(k.view(), &columns),
+        });
+    }
+    let (format, reference) = match &scan {
+        Scan::H5(f) => ("fastMRI / ISMRMRD HDF5", rss_shape(f)?),
+        Scan::Stack { .. } if super::data::kind(path) == super::data::Kind::Npy => ("NumPy", None),
+        Scan::Stack { .. } => ("BART", None),
+    };
+    let accel = |s: &SliceInfo| (s.kept > 0).then(|| w as f64 / s.kept as f64);
+    let mut text = format!(
+        "{}: {format} k-space, {} slice(s), {} coils, {h} x {w} (rows: readout; columns: phase \
+         encode)\n",
+        path.display(),
+        slices.len(),
+        scan.coils()
+    );
+    text.push_str(&match scan.recon_size() {
+        Some((rh, rw)) => format!("  recon size {rh} x {rw} (ismrmrd_header)\n"),
+        None => "  recon size: none stated (the output is the k-space grid unless --recon-size)\n"
+            .into(),
+    });
+    text.push_str(if stored_mask.is_some() {
+        "  mask: the file's `mask` dataset\n"
+    } else {
+        "  mask: none stored; the columns that hold data, slice by slice\n"
+    });
+    if let Some((n, rh, rw)) = reference {
+        text.push_str(&format!("  reconstruction_rss: {n} x {rh} x {rw}\n"));
+    }
+    text.push_str("  slice  kept columns  R      ACS  noise std*\n");
+    for (i, s) in slices.iter().enumerate() {
+        text.push_str(&format!(
+            "  {i:<5}  {:<12}  {:<5}  {:<3}  {}\n",
+            format!("{} of {w}", s.kept),
+            accel(s).map_or("-".into(), |r| format!("{r:.2}")),
+            s.acs,
+            if s.kept > 0 {
+                format!("{:.3e}", s.noise)
+            } else {
+                "- (nothing measured)".into()
+            }
+        ));
+    }
+    text.push_str(
+        "  * per real component, on the file's scale, from the eighth of image rows with the \
+         least signal: the noise there when the readout is oversampled (fastMRI's 2x), an upper \
+         bound where the object fills every row\n",
+    );
+    let measured: Vec<&SliceInfo> = slices.iter().filter(|s| s.kept > 0).collect();
+    if !measured.is_empty() {
+        let kept: usize = measured.iter().map(|s| s.kept).sum();
+        let fewest_acs = measured.iter().map(|s| s.acs).min().unwrap_or(0);
+        text.push_str(&format!(
+            "  all measured slices: R = {:.2} (mean kept fraction), ACS at least {fewest_acs} \
+             columns: a training config's `acceleration` and `acs_lines`\n",
+            (measured.len() * w) as f64 / kept as f64,
+        ));
+    }
+    let value = json!({
+        "file": path.display().to_string(),
+        "kind": "kspace",
+        "format": format,
+        "slices": slices.len(),
+        "coils": scan.coils(),
+        "kspace_size": [h, w],
+        "recon_size": scan.recon_size().map(|(a, b)| [a, b]),
+        "mask": if stored_mask.is_some() { "stored" } else { "detected" },
+        "reconstruction_rss": reference.map(|(n, a, b)| [n, a, b]),
+        "per_slice": slices.iter().enumerate().map(|(i, s)| json!({
+            "slice": i,
+            "kept_columns": s.kept,
+            "acceleration": accel(s),
+            "acs_lines": s.acs,
+            "noise_std": (s.kept > 0).then_some(s.noise),
+        })).collect::<Vec<_>>(),
+    });
+    Ok((text, value))
+}
+
+/// The shape of an HDF5 file's `reconstruction_rss`, when it has one.
+fn rss_shape(file: &FastMriFile) -> Result<Option<(usize, usize, usize)>> {
+    Ok(file.reconstruction_rss()?.map(|r| r.dim()))
+}
