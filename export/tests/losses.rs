@@ -314,22 +314,26 @@ fn sure_expectation_matches_true_mse_of_linear_denoiser() {
                 - mse,
         );
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let sd = |v: &[f64]| {
-        let mu = mean(v);
-        (v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
-    };
-    let se = sd(&diffs) / (draws as f64).sqrt();
-    assert!(
-        mean(&diffs).abs() < 4.0 * se,
-        "E[SURE] - MSE = {} (standard error {se})",
-        mean(&diffs)
-    );
     // The divergence term matters: without it the estimate is biased far beyond that error.
-    let bias = mean(&fit_only);
+    assert_unbiased_and_powerful(&diffs, &fit_only, "without the divergence term");
+}
+
+/// Asserts that `diffs` (estimate - truth, one per draw) average to 0 within 4 standard errors,
+/// and that `biased` (the same for an estimate that should be wrong, `what`) averages more
+/// than 10 standard errors away: the check can tell a right estimate from a wrong one.
+fn assert_unbiased_and_powerful(diffs: &[f64], biased: &[f64], what: &str) {
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let mu = mean(diffs);
+    let var = diffs.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (diffs.len() - 1) as f64;
+    let se = (var / diffs.len() as f64).sqrt();
+    assert!(
+        mu.abs() < 4.0 * se,
+        "E[SURE] - MSE = {mu} (standard error {se})"
+    );
+    let bias = mean(biased);
     assert!(
         bias.abs() > 10.0 * se,
-        "the check has no power: bias without divergence {bias}, se {se}"
+        "the check has no power: bias {what} {bias}, se {se}"
     );
 }
 
@@ -375,22 +379,7 @@ fn sure_expectation_matches_true_mse_with_a_noise_level_per_example() {
         diffs.push(sure(&y, &fy, &fp, &probe, &eta, tau, &m).double_value(&[]) - mse);
         shared.push(sure(&y, &fy, &fp, &probe, &[eta[0]; 2], tau, &m).double_value(&[]) - mse);
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let sd = |v: &[f64]| {
-        let mu = mean(v);
-        (v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
-    };
-    let se = sd(&diffs) / (draws as f64).sqrt();
-    assert!(
-        mean(&diffs).abs() < 4.0 * se,
-        "E[SURE] - MSE = {} (standard error {se})",
-        mean(&diffs)
-    );
-    let bias = mean(&shared);
-    assert!(
-        bias.abs() > 10.0 * se,
-        "one shared eta should be biased: {bias}, se {se}"
-    );
+    assert_unbiased_and_powerful(&diffs, &shared, "with one stated eta for both");
 }
 
 #[test]
