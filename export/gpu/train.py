@@ -117,6 +117,7 @@ def default_config():
         "log_every": 10,
         "precision": "f32",
         "init_from": None,
+        "validation": None,
     }
 
 
@@ -963,6 +964,12 @@ def main(argv=None):
     dev = torch.device(args.device)
     if cfg["precision"] not in ("f32", "bf16"):
         raise SystemExit(f"config: precision `{cfg['precision']}`; expected f32 or bf16")
+    if cfg["validation"]:
+        print(
+            "note: validation is msm-train's; this trainer skips it (run `msm-train validate --run "
+            f"{args.out}` on the checkpoint)",
+            flush=True,
+        )
     # The data are opened before the run folder is made: a bad file leaves no folder behind.
     source = PreparedScans(cfg["data"], dev) if cfg["data"]["scans"] else Simulator(cfg["data"], dev)
     os.makedirs(args.out, exist_ok=True)

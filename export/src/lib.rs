@@ -7,7 +7,8 @@
 //! - [`data`]: simulated scanner measurements (on the runtime's NIfTI reader, masks, coil maps,
 //!   phase, noise and SENSE operator); clean images are unreachable by construction.
 //! - [`train`]: AdamW, EMA, clipping, checkpoint and resume; [`store`]: the safetensors files
-//!   msm-train writes (checkpoints, prepared scans).
+//!   msm-train writes (checkpoints, prepared scans); [`validation`]: the loss of held-out
+//!   scans during training.
 //! - [`onnx`]: the ONNX emitter (on the runtime's `OnnxBuilder` and `ModelMeta`), the input
 //!   scale, the model card; [`convert`]: state_dict -> ONNX.
 
@@ -21,3 +22,4 @@ pub mod operator;
 pub mod store;
 pub mod train;
 pub mod unet;
+pub mod validation;

@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::UNetConfig;
-use crate::data::{mix_seed, to_batch, DataConfig, Loader};
+use crate::data::{mix_seed, to_batch, DataConfig, Loader, Measurement};
 use crate::loss::{msm_loss, LossOptions};
 use crate::onnx::emit::Weights;
 use crate::store;
 use crate::unet::{Precision, UNet};
+use crate::validation::{Validation, ValidationConfig};
 use msm::schedule::Schedule;
 use msm::{Error, Result};
 
@@ -73,6 +74,9 @@ pub struct TrainConfig {
     /// Where the run's weights started when it did not start from `seed`'s initialisation: the
     /// checkpoint whose EMA weights [`Trainer::init_from`] copied (provenance, for the card).
     pub init_from: Option<String>,
+    /// Held-out scans whose loss is logged during training (none: no validation). It does not
+    /// change training, so a run may be resumed with other validation settings.
+    pub validation: Option<ValidationConfig>,
 }
 
 impl Default for TrainConfig {
@@ -99,6 +103,7 @@ impl Default for TrainConfig {
             log_every: 10,
             precision: Precision::F32,
             init_from: None,
+            validation: None,
         }
     }
 }
@@ -146,6 +151,9 @@ impl TrainConfig {
             return Err(Error::invalid(
                 "lr must be > 0, ema_decay in [0, 1), grad_clip >= 0",
             ));
+        }
+        if let Some(v) = &self.validation {
+            v.validate()?;
         }
         if let Some(f) = self.lr_final {
             if !(f > 0.0 && f <= self.lr) || self.lr_decay_from >= self.steps {
@@ -213,6 +221,7 @@ pub struct Trainer {
     last_loss: Option<f64>,
     sched: Schedule,
     loader: Loader,
+    validation: Option<Validation>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -226,6 +235,11 @@ impl Trainer {
     pub fn new(cfg: &TrainConfig) -> Result<Trainer> {
         cfg.validate()?;
         let loader = Loader::open(&cfg.data)?;
+        let validation = cfg
+            .validation
+            .as_ref()
+            .map(|v| Validation::open(v, &cfg.data))
+            .transpose()?;
         let (vs, net) = {
             let _rng = TCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
             tch::manual_seed(cfg.seed as i64);
@@ -252,6 +266,7 @@ impl Trainer {
             last_loss: None,
             sched: Schedule::reference(),
             loader,
+            validation,
         })
     }
 
@@ -306,24 +321,69 @@ impl Trainer {
     }
 
     fn loss_at(&self, step: u64) -> Result<(Tensor, usize)> {
-        // tch's generator is one per process: hold it from the seeding to the last draw, so
-        // that trainers running side by side (tests) keep their streams.
-        let _rng = TCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
         let ms = self
             .loader
             .batch(self.cfg.seed, step, self.cfg.batch_size)?;
-        let batch = to_batch(&ms, Device::Cpu)?;
         let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(self.cfg.seed ^ 0x7431_5eed, step));
         let steps = self.sched.respace(self.cfg.respaced_steps)?;
         let t = steps[rng.random_range(0..steps.len())];
-        tch::manual_seed((mix_seed(self.cfg.seed, step) >> 1) as i64);
+        let loss = self.batch_loss(&ms, t, mix_seed(self.cfg.seed, step) >> 1)?;
+        Ok((loss, t))
+    }
+
+    /// The loss of the measurements `ms` at step `t`, the diffusion noise and SURE probe drawn
+    /// from torch's generator seeded with `seed`.
+    fn batch_loss(&self, ms: &[Measurement], t: usize, seed: u64) -> Result<Tensor> {
+        // tch's generator is one per process: hold it from the seeding to the last draw, so
+        // that trainers running side by side (tests) keep their streams.
+        let _rng = TCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = to_batch(ms, Device::Cpu)?;
+        tch::manual_seed(seed as i64);
         let opts = LossOptions {
             sure_tau: self.cfg.sure_tau,
             sure_weight: self.cfg.sure_weight,
         };
         let net = |x: &Tensor, tt: &Tensor| self.net.eps(x, tt, true);
-        let parts = msm_loss(&net, &batch, &self.sched, t, &opts);
-        Ok((parts.total, t))
+        Ok(msm_loss(&net, &batch, &self.sched, t, &opts).total)
+    }
+
+    /// The validation loss ([`crate::validation`]) with the EMA weights: the mean loss of the
+    /// held-out minibatches, the same measurements, timesteps and noise at every call; `None`
+    /// when the run has no validation.
+    pub fn validation_loss(&mut self) -> Result<Option<f64>> {
+        let Some(v) = &self.validation else {
+            return Ok(None);
+        };
+        let batches = v.batches(self.cfg.batch_size, &self.sched, self.cfg.respaced_steps)?;
+        // The network runs on `params`: swap the EMA weights in, and the current ones back.
+        let current: Vec<Tensor> = tch::no_grad(|| {
+            self.params
+                .iter_mut()
+                .zip(&self.ema)
+                .map(|(p, e)| {
+                    let kept = p.detach().copy();
+                    p.copy_(e);
+                    kept
+                })
+                .collect()
+        });
+        let losses: Result<Vec<f64>> = tch::no_grad(|| {
+            batches
+                .iter()
+                .map(|b| {
+                    Ok(self
+                        .batch_loss(&b.measurements, b.t, b.seed)?
+                        .double_value(&[]))
+                })
+                .collect()
+        });
+        tch::no_grad(|| {
+            for (p, c) in self.params.iter_mut().zip(&current) {
+                p.copy_(c);
+            }
+        });
+        let losses = losses?;
+        Ok(Some(losses.iter().sum::<f64>() / losses.len() as f64))
     }
 
     /// One optimizer step.
@@ -429,6 +489,7 @@ impl Trainer {
         same.log_every = cfg.log_every;
         same.precision = cfg.precision;
         same.init_from = cfg.init_from.clone();
+        same.validation = cfg.validation.clone();
         if &same != cfg {
             return Err(Error::format(
                 path,
@@ -504,6 +565,15 @@ impl Trainer {
                 self.step, self.cfg.steps
             )
             .map_err(|e| Error::io(&log_path, e))?;
+            if let Some(v) = &self.validation {
+                let line = format!(
+                    "# validation every {} steps on {} (EMA weights)",
+                    v.config().every,
+                    v.describe(self.cfg.batch_size)
+                );
+                writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
+                progress(&line);
+            }
         }
         let mut window = (Instant::now(), 0u64, 0.0f64);
         while self.step < self.cfg.steps {
@@ -527,6 +597,14 @@ impl Trainer {
                 writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
                 progress(&line);
                 window = (Instant::now(), 0, 0.0);
+            }
+            let every = self.validation.as_ref().map(|v| v.config().every);
+            if every.is_some_and(|e| st.step % e == 0 || st.step == self.cfg.steps) {
+                if let Some(loss) = self.validation_loss()? {
+                    let line = format!("step {} validation loss {loss:.6}", st.step);
+                    writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
+                    progress(&line);
+                }
             }
             if st.step % self.cfg.checkpoint_every.max(1) == 0 || st.step == self.cfg.steps {
                 self.save_checkpoint(&ckpt)?;

@@ -14,6 +14,7 @@ use msm::volume::GridPlan;
 use msm_export::data::{DataConfig, Loader, NoiseEta};
 use msm_export::onnx::export_run;
 use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
+use msm_export::validation::ValidationConfig;
 
 mod common;
 mod python;
@@ -450,4 +451,69 @@ fn the_gpu_trainer_trains_on_prepared_scans_with_their_own_noise_levels() {
             "a run folder was left for a refused config"
         );
     }
+}
+
+#[test]
+fn validation_tracks_held_out_scans_with_the_ema_weights() {
+    let Some(dir) = fixtures() else { return };
+    let d = dir.path();
+    let mut cfg = tiny();
+    // Train on scan.h5 (compressed to 3 coils), validate on plain.h5 (3 coils), noisy loss.
+    cfg.data = DataConfig {
+        coils: 3,
+        noise_eta: NoiseEta::Fixed(1e-3),
+        ..scan_config(d.join("scan.h5"))
+    };
+    cfg.validation = Some(ValidationConfig {
+        scans: vec![d.join("plain.h5")],
+        every: 1,
+        batches: 2,
+    });
+    cfg.steps = 3;
+    let mut tr = Trainer::new(&cfg).unwrap();
+    let before = tr.weights();
+    let v0 = tr.validation_loss().unwrap().unwrap();
+    assert!(v0.is_finite());
+    // The same measurements, timesteps and noise every time; the current weights restored.
+    assert_eq!(tr.validation_loss().unwrap().unwrap(), v0);
+    for ((_, a), (_, b)) in before.iter().zip(tr.weights()) {
+        assert!(a.equal(&b), "validation changed the current weights");
+    }
+    let run = d.join("run_validated");
+    let mut lines = Vec::new();
+    tr.run(&run, |l| lines.push(l.to_string())).unwrap();
+    assert!(
+        lines[0]
+            .contains("validation every 1 steps on 8 measurements from 1 scan file(s): plain.h5"),
+        "{lines:?}"
+    );
+    let losses: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.split("validation loss ").nth(1).map(str::to_string))
+        .collect();
+    assert_eq!(losses.len(), 3, "{lines:?}");
+    assert!(
+        losses.iter().any(|l| l.parse::<f64>().unwrap() != v0),
+        "the EMA weights moved, the validation loss did not: {losses:?} vs {v0}"
+    );
+    // `msm-train validate` on the checkpoint gives the last value logged (the run folder's
+    // config.json is what `msm-train train` writes there).
+    std::fs::write(run.join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_msm-train"))
+        .args(["validate", "--run"])
+        .arg(&run)
+        .output()
+        .expect("msm-train runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out.trim(), format!("step 3 validation loss {}", losses[2]));
+    // Validation does not change training: a run resumes without it, or with other settings.
+    let mut without = cfg.clone();
+    without.validation = None;
+    Trainer::resume(&without, &checkpoint_path(&run)).unwrap();
+    // Settings that cannot validate are refused before any work.
+    let mut empty = cfg.clone();
+    empty.validation = Some(ValidationConfig::default());
+    let e = Trainer::new(&empty).unwrap_err().to_string();
+    assert!(e.contains("validation: needs at least one scan"), "{e}");
 }

@@ -13,6 +13,7 @@ use msm_export::data::{Loader, NoiseEta};
 use msm_export::onnx::{export_run, freeze, Provenance};
 use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
 use msm_export::unet::Precision;
+use msm_export::validation::ValidationConfig;
 
 #[derive(Parser)]
 #[command(
@@ -73,6 +74,16 @@ enum Cmd {
         /// The .safetensors file to write.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// The validation loss of a run's checkpoint (EMA weights) on held-out scans: the config's
+    /// `validation` settings, or these scans with its defaults.
+    Validate {
+        /// Run folder holding checkpoint.safetensors and config.json.
+        #[arg(long)]
+        run: PathBuf,
+        /// Held-out scans (.h5, or prepared .safetensors) in place of the config's.
+        #[arg(long, num_args = 1..)]
+        scans: Vec<PathBuf>,
     },
     /// Export the EMA weights of a run's checkpoint to ONNX (with a model card beside it).
     Export {
@@ -238,6 +249,25 @@ fn run(cli: Cli) -> msm::Result<()> {
                     .map(|n| n.to_string())
                     .unwrap_or_default()
             );
+        }
+        Cmd::Validate { run, scans } => {
+            let mut cfg = TrainConfig::from_json_file(&run.join("config.json"))?;
+            if !scans.is_empty() {
+                cfg.validation = Some(ValidationConfig {
+                    scans,
+                    ..cfg.validation.unwrap_or_default()
+                });
+            }
+            if cfg.validation.is_none() {
+                return Err(msm::Error::invalid(format!(
+                    "{}: the run's config has no `validation` section; expected --scans",
+                    run.display()
+                )));
+            }
+            let mut tr = Trainer::resume(&cfg, &checkpoint_path(&run))?;
+            if let Some(loss) = tr.validation_loss()? {
+                println!("step {} validation loss {loss:.6}", tr.step_count());
+            }
         }
         Cmd::Export {
             run,
