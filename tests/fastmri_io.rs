@@ -100,6 +100,7 @@ fn fastmri_layout_reads_back_to_the_same_numbers() {
         Some(&IsmrmrdHeader {
             encoded_size: (32, 24, 1),
             recon_size: (20, 16, 1),
+            kspace_center: None,
         })
     );
     assert_eq!(f.recon_size(), Some((20, 16)));

@@ -498,7 +498,11 @@ fn validation_tracks_held_out_scans_with_the_ema_weights() {
     );
     // `msm-train validate` on the checkpoint gives the last value logged (the run folder's
     // config.json is what `msm-train train` writes there).
-    std::fs::write(run.join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        run.join("config.json"),
+        serde_json::to_string(&cfg).unwrap(),
+    )
+    .unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_msm-train"))
         .args(["validate", "--run"])
         .arg(&run)
@@ -516,4 +520,55 @@ fn validation_tracks_held_out_scans_with_the_ema_weights() {
     empty.validation = Some(ValidationConfig::default());
     let e = Trainer::new(&empty).unwrap_err().to_string();
     assert!(e.contains("validation: needs at least one scan"), "{e}");
+}
+
+#[test]
+fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
+    let Some(dir) = h5py::h5py_fixtures("../tests/ismrmrd/make_raw.py", "the raw-scan test") else {
+        return;
+    };
+    let d = dir.path();
+    let cfg = |file: &str| DataConfig {
+        noise_eta: NoiseEta::Estimate,
+        ..scan_config(d.join(file))
+    };
+    let raw = Loader::open(&cfg("scan_raw.h5")).unwrap();
+    let twin = Loader::open(&cfg("scan_raw_as_fastmri.h5")).unwrap();
+    assert_eq!(raw.scan_slices(), 3);
+    let scan = msm::io::fastmri::RawScan::open(d.join("scan_raw.h5")).unwrap();
+    let noise_scan = scan.noise_std().unwrap();
+    for step in 0..4 {
+        for (a, b) in raw
+            .batch(9, step, 2)
+            .unwrap()
+            .iter()
+            .zip(&twin.batch(9, step, 2).unwrap())
+        {
+            // The same measurement, maps and mask from either layout.
+            let diff = a
+                .kspace()
+                .iter()
+                .zip(b.kspace().iter())
+                .map(|(x, y)| (x - y).norm())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-5, "k-space differs by {diff}");
+            assert_eq!(a.mask(), b.mask());
+            // The raw file's level is its noise scan's times the slice's gain, the fastMRI
+            // twin's the rows' estimate times the same gain: their ratio is the two raw-scale
+            // figures' (the rows' within 25% of the scan's, as for the runtime's scan.h5).
+            let rows: Vec<f64> = (0..3)
+                .map(|k| {
+                    let ks = scan.slice_kspace(k).unwrap();
+                    msm::noise::row_noise(ks.view(), a.mask())
+                })
+                .collect();
+            let ratio = b.eta() / a.eta();
+            assert!(
+                rows.iter()
+                    .any(|r| (r / noise_scan - ratio).abs() < 1e-6 * ratio),
+                "ratio {ratio} is no slice's rows-to-scan ratio ({rows:?} / {noise_scan})"
+            );
+            assert!((ratio - 1.0).abs() < 0.25, "{} vs {}", b.eta(), a.eta());
+        }
+    }
 }

@@ -6,7 +6,7 @@
 
 use super::scan::Scan;
 use msm::denoiser::{Backend, OnnxDenoiser};
-use msm::io::fastmri::{detect_mask, FastMriFile};
+use msm::io::fastmri::{detect_mask, FastMriFile, HdfScan};
 use msm::mask::acs_lines;
 use msm::noise::row_noise;
 use msm::{Error, Result};
@@ -118,10 +118,15 @@ fn scan(path: &Path) -> Result<(String, Value)> {
             noise: row_noise(k.view(), &columns),
         });
     }
-    let (format, reference) = match &scan {
-        Scan::H5(f) => ("fastMRI / ISMRMRD HDF5", rss_shape(f)?),
-        Scan::Stack { .. } if super::data::kind(path) == super::data::Kind::Npy => ("NumPy", None),
-        Scan::Stack { .. } => ("BART", None),
+    let (format, reference, noise_scan) = match &scan {
+        Scan::H5(f) => match f.as_ref() {
+            HdfScan::FastMri(f) => ("fastMRI HDF5", rss_shape(f)?, None),
+            HdfScan::Raw(r) => ("ISMRMRD raw data", None, r.noise_std()),
+        },
+        Scan::Stack { .. } if super::data::kind(path) == super::data::Kind::Npy => {
+            ("NumPy", None, None)
+        }
+        Scan::Stack { .. } => ("BART", None, None),
     };
     let accel = |s: &SliceInfo| (s.kept > 0).then(|| w as f64 / s.kept as f64);
     let mut text = format!(
@@ -132,7 +137,7 @@ fn scan(path: &Path) -> Result<(String, Value)> {
         scan.coils()
     );
     text.push_str(&match scan.recon_size() {
-        Some((rh, rw)) => format!("  recon size {rh} x {rw} (ismrmrd_header)\n"),
+        Some((rh, rw)) => format!("  recon size {rh} x {rw} (the ISMRMRD header)\n"),
         None => "  recon size: none stated (the output is the k-space grid unless --recon-size)\n"
             .into(),
     });
@@ -143,6 +148,11 @@ fn scan(path: &Path) -> Result<(String, Value)> {
     });
     if let Some((n, rh, rw)) = reference {
         text.push_str(&format!("  reconstruction_rss: {n} x {rh} x {rw}\n"));
+    }
+    if let Some(sigma) = noise_scan {
+        text.push_str(&format!(
+            "  noise measurement: std {sigma:.3e} per real component (the scanner's noise scan)\n"
+        ));
     }
     text.push_str("  slice  kept columns  R      ACS  noise std*\n");
     for (i, s) in slices.iter().enumerate() {
@@ -183,6 +193,7 @@ fn scan(path: &Path) -> Result<(String, Value)> {
         "recon_size": scan.recon_size().map(|(a, b)| [a, b]),
         "mask": if stored_mask.is_some() { "stored" } else { "detected" },
         "reconstruction_rss": reference.map(|(n, a, b)| [n, a, b]),
+        "noise_measurement_std": noise_scan,
         "per_slice": slices.iter().enumerate().map(|(i, s)| json!({
             "slice": i,
             "kept_columns": s.kept,

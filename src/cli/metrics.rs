@@ -3,7 +3,7 @@
 
 use super::data;
 use super::slices::parse_slices;
-use msm::io::fastmri::FastMriFile;
+use msm::io::fastmri::{is_raw, FastMriFile};
 use msm::io::{cfl, npy};
 use msm::metrics::{check_reference, compare, Quality};
 use msm::volume::output::BART_SLICE_DIM;
@@ -79,6 +79,14 @@ pub fn run(a: Args) -> Result<()> {
 /// (known from their headers); else one image.
 fn read_reference(path: &Path) -> Result<Reference> {
     if data::is_hdf5(path) {
+        if is_raw(path) {
+            return Err(Error::format(
+                path,
+                "is ISMRMRD raw data, which holds no reference image; expected an .h5 reference \
+                 with the fully sampled root-sum-of-squares images (fastMRI's training and \
+                 validation files), or a volume file",
+            ));
+        }
         let file = FastMriFile::open(path)?;
         let Some(rss) = file.reconstruction_rss()? else {
             return Err(Error::format(

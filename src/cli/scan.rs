@@ -3,7 +3,7 @@
 //! same way slice by slice.
 
 use super::data;
-use msm::io::fastmri::FastMriFile;
+use msm::io::fastmri::HdfScan;
 use msm::io::{cfl, npy};
 use msm::volume::output::BART_SLICE_DIM;
 use msm::{Error, Result, C32};
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// A multi-slice multi-coil k-space.
 pub enum Scan {
-    /// A fastMRI / ISMRMRD HDF5 file, read one slice at a time.
-    H5(Box<FastMriFile>),
+    /// A fastMRI HDF5 file, read one slice at a time, or ISMRMRD raw data, assembled.
+    H5(Box<HdfScan>),
     /// A stack read whole: `.npy` `(slices, coils, H, W)` or `.cfl` `[H, W, 1, coils]` with
     /// slices along BART dimension 13 (SLICE).
     Stack {
@@ -28,7 +28,7 @@ impl Scan {
     /// Opens `path`: HDF5 by its extension, else a stack ([`read_stack`]).
     pub fn open(path: &Path) -> Result<Scan> {
         if data::is_hdf5(path) {
-            return Ok(Scan::H5(Box::new(FastMriFile::open(path)?)));
+            return Ok(Scan::H5(Box::new(HdfScan::open(path)?)));
         }
         let kspace = read_stack(path, "multi-coil k-space")?;
         if kspace.dim().1 == 0 {

@@ -25,7 +25,7 @@ use super::prepared::{self, PreparedSlice};
 use super::{DataConfig, Measurement, NoiseEta, NoiseSummary};
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
-use msm::io::fastmri::{detect_mask, FastMriFile};
+use msm::io::fastmri::{detect_mask, HdfScan};
 use msm::mask::{acs_lines, Mask};
 use msm::noise::row_noise;
 use msm::sense::{Operator, Sense};
@@ -165,7 +165,7 @@ impl Scans {
 /// Reads and prepares every slice of the scan `path` that holds data, in parallel (ESPIRiT
 /// dominates), in the file's order.
 fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
-    let file = FastMriFile::open(path)?;
+    let file = HdfScan::open(path)?;
     let fmt = |msg: String| Error::format(path, msg);
     if file.coils() < cfg.coils {
         return Err(fmt(format!(
@@ -191,7 +191,10 @@ fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
             if !columns.iter().any(|&c| c) {
                 return Ok(None); // An empty slice: nothing was measured.
             }
-            let raw_noise = row_noise(k0.view(), &columns);
+            // ISMRMRD raw data with a noise scan states its noise; else it is estimated.
+            let raw_noise = file
+                .noise_scan_std()
+                .unwrap_or_else(|| row_noise(k0.view(), &columns));
             let fitted = plan.kspace_to_model(k0.view());
             let (measurement, gain) = prepare(fitted, columns, compress)
                 .map_err(|e| fmt(format!("slice {index}: {e}")))?;

@@ -20,6 +20,10 @@ pub struct IsmrmrdHeader {
     pub encoded_size: (usize, usize, usize),
     /// `encoding/reconSpace/matrixSize` `(x, y, z)`.
     pub recon_size: (usize, usize, usize),
+    /// `encoding/encodingLimits/kspace_encoding_step_1/center`: the phase-encode counter of
+    /// k-space's centre line, which places raw acquisitions (ISMRMRD raw data) on the grid;
+    /// `None` when the header does not give it.
+    pub kspace_center: Option<usize>,
 }
 
 impl IsmrmrdHeader {
@@ -36,9 +40,24 @@ impl IsmrmrdHeader {
         let encoding = root.child("encoding").ok_or_else(|| {
             HeaderError("no <encoding> element under <ismrmrdHeader>".to_string())
         })?;
+        let center = encoding
+            .child("encodingLimits")
+            .and_then(|l| l.child("kspace_encoding_step_1"))
+            .and_then(|l| l.child("center"));
+        let kspace_center = match center {
+            None => None,
+            Some(el) => Some(el.text.trim().parse::<usize>().map_err(|_| {
+                HeaderError(format!(
+                    "<encoding>/<encodingLimits>/<kspace_encoding_step_1>/<center> is {:?}, \
+                     expected a non-negative integer",
+                    el.text.trim()
+                ))
+            })?),
+        };
         Ok(IsmrmrdHeader {
             encoded_size: matrix_size(encoding, "encodedSpace")?,
             recon_size: matrix_size(encoding, "reconSpace")?,
+            kspace_center,
         })
     }
 }

@@ -49,9 +49,13 @@
 
 mod header;
 mod image;
+mod raw;
+mod scan;
 
 pub use header::{HeaderError, IsmrmrdHeader};
 pub use image::{center_crop, crop_or_pad, detect_mask, reference_image, rss_image, zero_pad};
+pub use raw::{is_raw, RawScan};
+pub use scan::HdfScan;
 
 use crate::{Error, Result, C32};
 use hdf5_reader::error::{Error as H5Error, Result as H5Result};

@@ -1,0 +1,366 @@
+//! ISMRMRD raw data: the HDF5 layout that `siemens_to_ismrmrd`, Gadgetron and the ISMRMRD tools
+//! write from a scanner, one acquisition (readout line) at a time, assembled here into Cartesian
+//! multi-coil k-space, slice by slice.
+//!
+//! # Layout read
+//! - `/dataset/xml`: the ISMRMRD XML header ([`IsmrmrdHeader`]): the encoded matrix gives the
+//!   grid (`x` readout rows, `y` phase-encode columns), the recon matrix the output size, and
+//!   `encodingLimits/kspace_encoding_step_1/center` the counter of the centre line.
+//! - `/dataset/data`: a 1-D compound dataset of acquisitions, each with `head` (ISMRMRD's
+//!   `AcquisitionHeader`: of its fields this reads `flags`, `number_of_samples`,
+//!   `active_channels`, `center_sample` and the encoding counters `idx`), `traj` (unused) and
+//!   `data` (variable length, `float32` pairs: real and imaginary parts, channel-major, so
+//!   sample `s` of channel `c` is at `2 (c n + s)` for `n` samples).
+//!
+//! # Assembly
+//! An imaging line (no flag other than the parallel-calibration ones, 20 and 21) with counters
+//! `kspace_encode_step_1 = e1` and `slice = k` fills column `e1 - center + W / 2` of slice `k`,
+//! its samples centred on row `H / 2` at `center_sample`. Lines repeated (averages) are averaged;
+//! acquisitions of another contrast, phase, repetition or set than 0, or with a second encoding
+//! step (3-D), are refused with the counter named, rather than mixed. Noise measurements (flag
+//! 19), which scanners take with the RF off, give the noise std per real component
+//! ([`RawScan::noise_std`]); navigators, phase correction and other non-imaging acquisitions
+//! are skipped. The whole scan is assembled in memory when the file is opened (16 x coils x H x
+//! W bytes a slice).
+
+use super::{read_text, IsmrmrdHeader, DAMAGED, MAX_READ_BYTES};
+use crate::{Error, Result, C32};
+use hdf5_reader::{Dataset, Datatype, Hdf5File, OpenOptions};
+use ndarray::Array3;
+use std::path::{Path, PathBuf};
+
+/// ISMRMRD acquisition flags (1-based bit numbers, as `ismrmrd.h` numbers them).
+const NOISE_MEASUREMENT: u32 = 19;
+const PARALLEL_CALIBRATION: u32 = 20;
+const PARALLEL_CALIBRATION_AND_IMAGING: u32 = 21;
+
+/// Whether `flags` has ISMRMRD flag `bit` (1-based).
+fn has_flag(flags: u64, bit: u32) -> bool {
+    flags & (1u64 << (bit - 1)) != 0
+}
+
+/// A scan's ISMRMRD raw data, assembled into k-space.
+pub struct RawScan {
+    path: PathBuf,
+    header: IsmrmrdHeader,
+    /// One `(coils, H, W)` k-space per slice, zero on columns no line filled.
+    slices: Vec<Array3<C32>>,
+    /// The noise std per real component of the noise measurements, if the file has any.
+    noise_std: Option<f64>,
+    /// Non-imaging acquisitions skipped (navigators, phase correction, ...).
+    skipped: usize,
+}
+
+impl std::fmt::Debug for RawScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawScan")
+            .field("path", &self.path)
+            .field("header", &self.header)
+            .field("slices", &self.slices.len())
+            .field("noise_std", &self.noise_std)
+            .field("skipped", &self.skipped)
+            .finish()
+    }
+}
+
+/// Where an integer field of the acquisition header lies in an element of `/dataset/data`.
+#[derive(Clone, Copy)]
+struct Field {
+    offset: usize,
+    size: usize,
+}
+
+impl Field {
+    fn read(self, element: &[u8]) -> u64 {
+        let mut b = [0u8; 8];
+        b[..self.size].copy_from_slice(&element[self.offset..self.offset + self.size]);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// The field at `path` (nested compound names) of `dtype`, with its byte offset from the start.
+fn find<'a>(dtype: &'a Datatype, path: &[&str]) -> Option<(usize, &'a Datatype)> {
+    let (first, rest) = path.split_first()?;
+    let Datatype::Compound { fields, .. } = dtype else {
+        return None;
+    };
+    let f = fields.iter().find(|f| f.name == *first)?;
+    if rest.is_empty() {
+        return Some((f.byte_offset as usize, &f.datatype));
+    }
+    let (offset, dt) = find(&f.datatype, rest)?;
+    Some((f.byte_offset as usize + offset, dt))
+}
+
+/// An unsigned little-endian integer field of the acquisition header.
+fn integer(dtype: &Datatype, path: &[&str]) -> std::result::Result<Field, String> {
+    match find(dtype, path) {
+        Some((
+            offset,
+            Datatype::FixedPoint {
+                size,
+                signed: false,
+                ..
+            },
+        )) if *size <= 8 => Ok(Field {
+            offset,
+            size: *size as usize,
+        }),
+        Some(_) => Err(format!(
+            "`{}` of `/dataset/data` is not an unsigned integer; expected ISMRMRD's \
+             AcquisitionHeader",
+            path.join(".")
+        )),
+        None => Err(format!(
+            "`/dataset/data` has no field `{}`; expected ISMRMRD acquisitions (head, traj, data)",
+            path.join(".")
+        )),
+    }
+}
+
+/// Whether `path` is an HDF5 file holding ISMRMRD raw data (`/dataset/data`), not fastMRI's
+/// `kspace`. Reads the file's structure only.
+pub fn is_raw(path: &Path) -> bool {
+    Hdf5File::open(path)
+        .and_then(|f| f.dataset("/dataset/data"))
+        .is_ok()
+}
+
+impl RawScan {
+    /// Reads and assembles `path`; errors name the file and what is wrong.
+    pub fn open(path: impl AsRef<Path>) -> Result<RawScan> {
+        let path = path.as_ref();
+        std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let fmt = |msg: String| Error::format(path, msg);
+        let options = OpenOptions::default().with_max_read_bytes(MAX_READ_BYTES);
+        let file = Hdf5File::open_with_options(path, options)
+            .map_err(|e| fmt(format!("cannot be read as HDF5 ({e})")))?;
+        let xml = read_text(&file, "dataset/xml").map_err(fmt)?;
+        let header = IsmrmrdHeader::parse(&xml).map_err(|e| {
+            fmt(format!(
+                "`/dataset/xml` is not a usable ISMRMRD header: {e}"
+            ))
+        })?;
+        let data = file
+            .dataset("/dataset/data")
+            .map_err(|e| fmt(format!("cannot open `/dataset/data` ({e}){DAMAGED}")))?;
+        let (slices, noise_std, skipped) = assemble(&data, &header).map_err(fmt)?;
+        Ok(RawScan {
+            path: path.to_path_buf(),
+            header,
+            slices,
+            noise_std,
+            skipped,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The header.
+    pub fn header(&self) -> &IsmrmrdHeader {
+        &self.header
+    }
+
+    /// Number of slices.
+    pub fn num_slices(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// Number of coils.
+    pub fn coils(&self) -> usize {
+        self.slices[0].dim().0
+    }
+
+    /// One coil's k-space grid `(height, width)`: the encoded matrix.
+    pub fn kspace_size(&self) -> (usize, usize) {
+        (self.header.encoded_size.0, self.header.encoded_size.1)
+    }
+
+    /// The recon matrix `(height, width)`.
+    pub fn recon_size(&self) -> (usize, usize) {
+        (self.header.recon_size.0, self.header.recon_size.1)
+    }
+
+    /// K-space of slice `index`, `(coils, H, W)`.
+    pub fn slice_kspace(&self, index: usize) -> Result<Array3<C32>> {
+        self.slices.get(index).cloned().ok_or_else(|| {
+            Error::format(
+                &self.path,
+                format!(
+                    "slice {index} is out of range; the scan has {} slices",
+                    self.slices.len()
+                ),
+            )
+        })
+    }
+
+    /// The noise std per real component of the file's noise measurements (flag 19), on the
+    /// file's scale; `None` when it has none.
+    pub fn noise_std(&self) -> Option<f64> {
+        self.noise_std
+    }
+
+    /// How many non-imaging acquisitions (navigators, phase correction, ...) were skipped.
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+}
+
+/// Places every acquisition; returns the slices, the noise std and the skipped count.
+#[allow(clippy::type_complexity)]
+fn assemble(
+    data: &Dataset,
+    header: &IsmrmrdHeader,
+) -> std::result::Result<(Vec<Array3<C32>>, Option<f64>, usize), String> {
+    let dtype = data.dtype();
+    let head = |name: &str| integer(dtype, &["head", name]);
+    let idx = |name: &str| integer(dtype, &["head", "idx", name]);
+    let flags = head("flags")?;
+    let samples = head("number_of_samples")?;
+    let channels = head("active_channels")?;
+    let center_sample = head("center_sample")?;
+    let e1 = idx("kspace_encode_step_1")?;
+    let slice = idx("slice")?;
+    let others = [
+        ("kspace_encode_step_2", idx("kspace_encode_step_2")?),
+        ("contrast", idx("contrast")?),
+        ("phase", idx("phase")?),
+        ("repetition", idx("repetition")?),
+        ("set", idx("set")?),
+    ];
+    let values = match find(dtype, &["data"]) {
+        Some((offset, Datatype::VarLen { base, .. }))
+            if matches!(**base, Datatype::FloatingPoint { size: 4, .. }) =>
+        {
+            offset
+        }
+        _ => {
+            return Err(
+                "`/dataset/data` has no `data` field of variable-length float32 values; \
+                 expected ISMRMRD acquisitions"
+                    .into(),
+            )
+        }
+    };
+    let bytes = data
+        .read_native_bytes()
+        .map_err(|e| format!("cannot read `/dataset/data` ({e}){DAMAGED}"))?;
+    let size = data
+        .raw_element_size()
+        .map_err(|e| format!("`/dataset/data`: {e}"))?;
+    let reference = data.vlen_reference_size();
+    let (h, w, _) = header.encoded_size;
+    let center = header.kspace_center.unwrap_or(w / 2);
+    // (slice, column) -> (sum, count) of the lines placed there.
+    let mut sums: Vec<Array3<C32>> = Vec::new();
+    let mut counts: Vec<Vec<u32>> = Vec::new();
+    let mut coils = None;
+    let (mut noise_sq, mut noise_n) = (0.0f64, 0usize);
+    let mut skipped = 0;
+    for (i, element) in bytes.chunks_exact(size).enumerate() {
+        let what = |m: String| format!("acquisition {i}: {m}");
+        let fl = flags.read(element);
+        let n = samples.read(element) as usize;
+        let c = channels.read(element) as usize;
+        let raw = data
+            .resolve_vlen_reference_bytes(&element[values..values + reference], 4)
+            .map_err(|e| what(format!("cannot read its data ({e}){DAMAGED}")))?;
+        if raw.len() != 8 * n * c {
+            return Err(what(format!(
+                "holds {} values for {c} channels of {n} samples; expected {}",
+                raw.len() / 4,
+                2 * n * c
+            )));
+        }
+        let value =
+            |k: usize| f32::from_le_bytes(raw[4 * k..4 * k + 4].try_into().unwrap_or([0; 4]));
+        if has_flag(fl, NOISE_MEASUREMENT) {
+            for k in 0..2 * n * c {
+                noise_sq += f64::from(value(k)).powi(2);
+            }
+            noise_n += 2 * n * c;
+            continue;
+        }
+        let calibration =
+            (1u64 << (PARALLEL_CALIBRATION - 1)) | (1u64 << (PARALLEL_CALIBRATION_AND_IMAGING - 1));
+        if fl & !calibration != 0 {
+            skipped += 1;
+            continue;
+        }
+        for (name, field) in &others {
+            let v = field.read(element);
+            if v != 0 {
+                return Err(what(format!(
+                    "has {name} {v}; expected 0 (this reader takes one 2-D contrast, phase, \
+                     repetition and set)"
+                )));
+            }
+        }
+        match coils {
+            None => coils = Some(c),
+            Some(prev) if prev != c => {
+                return Err(what(format!(
+                    "has {c} channels where earlier acquisitions have {prev}"
+                )))
+            }
+            Some(_) => {}
+        }
+        let col = (e1.read(element) as usize + w / 2)
+            .checked_sub(center)
+            .filter(|&col| col < w)
+            .ok_or_else(|| {
+                what(format!(
+                    "phase-encode counter {} with centre {center} falls outside the {w} columns \
+                     of the encoded matrix",
+                    e1.read(element)
+                ))
+            })?;
+        let k = slice.read(element) as usize;
+        while sums.len() <= k {
+            sums.push(Array3::zeros((c, h, w)));
+            counts.push(vec![0; w]);
+        }
+        let cs = center_sample.read(element) as usize;
+        if n > h + cs.min(n) || cs > n {
+            return Err(what(format!(
+                "has {n} samples centred at {cs}; expected at most the {h} readout rows of \
+                 the encoded matrix, centred"
+            )));
+        }
+        // Sample s lies at row s - cs + h / 2.
+        let first = (h / 2) as isize - cs as isize;
+        for ch in 0..c {
+            for s in 0..n {
+                let row = first + s as isize;
+                if (0..h as isize).contains(&row) {
+                    let v = C32::new(value(2 * (ch * n + s)), value(2 * (ch * n + s) + 1));
+                    sums[k][(ch, row as usize, col)] += v;
+                }
+            }
+        }
+        counts[k][col] += 1;
+    }
+    if sums.is_empty() {
+        return Err(
+            "holds no imaging acquisition; expected readout lines of a Cartesian scan".into(),
+        );
+    }
+    for (k, (sum, count)) in sums.iter_mut().zip(&counts).enumerate() {
+        if count.iter().all(|&n| n == 0) {
+            return Err(format!(
+                "slice {k} has no acquisition; expected slices numbered from 0 without gaps"
+            ));
+        }
+        for (col, &n) in count.iter().enumerate() {
+            if n > 1 {
+                sum.slice_mut(ndarray::s![.., .., col])
+                    .mapv_inplace(|v| v / n as f32);
+            }
+        }
+    }
+    let noise = (noise_n > 0).then(|| (noise_sq / noise_n as f64).sqrt());
+    Ok((sums, noise, skipped))
+}

@@ -1,0 +1,95 @@
+//! A multi-coil HDF5 scan of either layout: fastMRI's `kspace` array ([`FastMriFile`]) or
+//! ISMRMRD raw acquisitions ([`RawScan`]), told apart by their datasets and read slice by slice
+//! through one interface.
+
+use super::{raw, FastMriFile, RawScan};
+use crate::{Result, C32};
+use ndarray::Array3;
+use std::path::Path;
+
+/// An HDF5 scan: fastMRI layout or ISMRMRD raw data.
+#[derive(Debug)]
+pub enum HdfScan {
+    /// fastMRI's layout (`kspace` (slices, coils, H, W), header, mask, reference).
+    FastMri(Box<FastMriFile>),
+    /// ISMRMRD raw data (`/dataset/data` acquisitions), assembled into k-space.
+    Raw(RawScan),
+}
+
+impl HdfScan {
+    /// Opens `path`: ISMRMRD raw data when it has `/dataset/data`, else the fastMRI layout.
+    pub fn open(path: impl AsRef<Path>) -> Result<HdfScan> {
+        let path = path.as_ref();
+        Ok(if raw::is_raw(path) {
+            HdfScan::Raw(RawScan::open(path)?)
+        } else {
+            HdfScan::FastMri(Box::new(FastMriFile::open(path)?))
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        match self {
+            HdfScan::FastMri(f) => f.path(),
+            HdfScan::Raw(r) => r.path(),
+        }
+    }
+
+    /// Number of slices.
+    pub fn num_slices(&self) -> usize {
+        match self {
+            HdfScan::FastMri(f) => f.num_slices(),
+            HdfScan::Raw(r) => r.num_slices(),
+        }
+    }
+
+    /// Number of coils.
+    pub fn coils(&self) -> usize {
+        match self {
+            HdfScan::FastMri(f) => f.coils(),
+            HdfScan::Raw(r) => r.coils(),
+        }
+    }
+
+    /// One coil's k-space grid `(height, width)`.
+    pub fn kspace_size(&self) -> (usize, usize) {
+        match self {
+            HdfScan::FastMri(f) => f.kspace_size(),
+            HdfScan::Raw(r) => r.kspace_size(),
+        }
+    }
+
+    /// The recon size the file states (a raw file's header always does).
+    pub fn recon_size(&self) -> Option<(usize, usize)> {
+        match self {
+            HdfScan::FastMri(f) => f.recon_size(),
+            HdfScan::Raw(r) => Some(r.recon_size()),
+        }
+    }
+
+    /// The column mask a fastMRI file stores (raw data stores none: the columns its lines
+    /// filled are found from the data).
+    pub fn mask(&self) -> Option<&[bool]> {
+        match self {
+            HdfScan::FastMri(f) => f.mask(),
+            HdfScan::Raw(_) => None,
+        }
+    }
+
+    /// The noise std per real component of the scanner's noise measurements, for raw data that
+    /// has them (fastMRI files keep none).
+    pub fn noise_scan_std(&self) -> Option<f64> {
+        match self {
+            HdfScan::FastMri(_) => None,
+            HdfScan::Raw(r) => r.noise_std(),
+        }
+    }
+
+    /// K-space of slice `index`, `(coils, H, W)`.
+    pub fn slice_kspace(&self, index: usize) -> Result<Array3<C32>> {
+        match self {
+            HdfScan::FastMri(f) => f.slice_kspace(index),
+            HdfScan::Raw(r) => r.slice_kspace(index),
+        }
+    }
+}

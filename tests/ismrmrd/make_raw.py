@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""ISMRMRD raw-data test files (the HDF5 layout siemens_to_ismrmrd and Gadgetron write):
+`/dataset/xml` and `/dataset/data`, one acquisition per readout line with ISMRMRD's 340-byte
+AcquisitionHeader, written with h5py into the folder given as the only argument.
+
+raw.h5: 2 slices, 3 coils, 16 x 12 encoded matrix (recon 8 x 12), lines 0, 2, 4..7, 9, 11 of
+each slice (5 and 6 flagged as parallel calibration), line 4 of slice 1 acquired twice (an
+average), one noise measurement and one navigator first. raw_expected.npy holds the k-space the
+reader must assemble (slices, coils, 16, 12), raw_noise.npy the noise scan's rms per real value.
+raw_as_fastmri.h5: the expected k-space in fastMRI's layout with the same header.
+raw_contrast.h5: the same with one line of contrast 1. raw_offcentre.h5: centre counter 10, so
+line 11 falls outside the 12 columns.
+"""
+import os
+import sys
+
+import h5py
+import numpy as np
+
+ENC = np.dtype([(n, "<u2") for n in ["kspace_encode_step_1", "kspace_encode_step_2", "average", "slice",
+                                     "contrast", "phase", "repetition", "set", "segment"]]
+               + [("user", "<u2", (8,))])
+HEAD = np.dtype([
+    ("version", "<u2"), ("flags", "<u8"), ("measurement_uid", "<u4"), ("scan_counter", "<u4"),
+    ("acquisition_time_stamp", "<u4"), ("physiology_time_stamp", "<u4", (3,)),
+    ("number_of_samples", "<u2"), ("available_channels", "<u2"), ("active_channels", "<u2"),
+    ("channel_mask", "<u8", (16,)), ("discard_pre", "<u2"), ("discard_post", "<u2"),
+    ("center_sample", "<u2"), ("encoding_space_ref", "<u2"), ("trajectory_dimensions", "<u2"),
+    ("sample_time_us", "<f4"), ("position", "<f4", (3,)), ("read_dir", "<f4", (3,)),
+    ("phase_dir", "<f4", (3,)), ("slice_dir", "<f4", (3,)), ("patient_table_position", "<f4", (3,)),
+    ("idx", ENC), ("user_int", "<i4", (8,)), ("user_float", "<f4", (8,)),
+])
+ACQ = np.dtype([("head", HEAD), ("traj", h5py.vlen_dtype(np.dtype("<f4"))),
+                ("data", h5py.vlen_dtype(np.dtype("<f4")))])
+S, C, H, W = 2, 3, 16, 12
+LINES = [0, 2, 4, 5, 6, 7, 9, 11]
+
+
+def flag(bit):
+    return 1 << (bit - 1)
+
+
+def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0):
+    h = np.zeros((), HEAD)
+    h["version"] = 1
+    h["flags"] = flags
+    h["number_of_samples"] = samples.shape[1]
+    h["available_channels"] = h["active_channels"] = samples.shape[0]
+    h["center_sample"] = samples.shape[1] // 2
+    h["idx"]["kspace_encode_step_1"] = e1
+    h["idx"]["slice"] = slice_
+    h["idx"]["contrast"] = contrast
+    data = np.stack([samples.real, samples.imag], -1).astype("<f4").ravel()
+    return h, np.zeros(0, "<f4"), data
+
+
+def header(center):
+    return f"""<?xml version="1.0"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
+<encodedSpace><matrixSize><x>{H}</x><y>{W}</y><z>1</z></matrixSize></encodedSpace>
+<reconSpace><matrixSize><x>{H // 2}</x><y>{W}</y><z>1</z></matrixSize></reconSpace>
+<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{W - 1}</maximum>
+<center>{center}</center></kspace_encoding_step_1></encodingLimits>
+</encoding></ismrmrdHeader>"""
+
+
+def write(path, recs, center=W // 2):
+    arr = np.empty(len(recs), ACQ)
+    for i, r in enumerate(recs):
+        arr[i] = r
+    with h5py.File(path, "w") as f:
+        g = f.create_group("dataset")
+        g.create_dataset("xml", data=np.array([header(center)], dtype=h5py.string_dtype()))
+        g.create_dataset("data", data=arr)
+
+
+def main():
+    out = sys.argv[1]
+    rng = np.random.default_rng(3)
+    full = rng.standard_normal((S, C, H, W)) + 1j * rng.standard_normal((S, C, H, W))
+    expected = np.zeros_like(full)
+    noise = 0.1 * (rng.standard_normal((C, H)) + 1j * rng.standard_normal((C, H)))
+    recs = [acquisition(noise, flags=flag(19)),
+            acquisition(rng.standard_normal((C, H)) + 0j, flags=flag(24))]  # a navigator
+    for s in range(S):
+        for e1 in LINES:
+            f = flag(20) if e1 in (5, 6) else 0
+            recs.append(acquisition(full[s, :, :, e1], e1, s, f))
+            expected[s, :, :, e1] = full[s, :, :, e1]
+    again = rng.standard_normal((C, H)) + 1j * rng.standard_normal((C, H))
+    recs.append(acquisition(again, 4, 1))
+    expected[1, :, :, 4] = (full[1, :, :, 4] + again) / 2
+    write(os.path.join(out, "raw.h5"), recs)
+    np.save(os.path.join(out, "raw_expected.npy"), expected.astype(np.complex64))
+    parts = np.concatenate([noise.real.ravel(), noise.imag.ravel()]).astype(np.float32)
+    np.save(os.path.join(out, "raw_noise.npy"),
+            np.array([np.sqrt(np.mean(parts.astype(np.float64) ** 2))], np.float32))
+    # The same k-space in fastMRI's layout (no mask: detected, as for raw data).
+    with h5py.File(os.path.join(out, "raw_as_fastmri.h5"), "w") as f:
+        f.create_dataset("kspace", data=expected.astype(np.complex64))
+        f.create_dataset("ismrmrd_header", data=np.bytes_(header(W // 2).encode()))
+    write(os.path.join(out, "raw_contrast.h5"), recs + [acquisition(again, 3, 0, contrast=1)])
+    write(os.path.join(out, "raw_offcentre.h5"), recs, center=10)
+    write_scan(out, rng)
+
+
+def write_scan(out, rng):
+    """scan_raw.h5: the trainer's test scan (`tests/volume/make_files.py`'s object: 3 slices, 4
+    coils, 40 x 32 k-space, every third column and 10 central ones) as raw data with a noise
+    scan of std 1e-4, and scan_raw_as_fastmri.h5 the same k-space in fastMRI's layout."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "volume"))
+    from make_files import column_mask, header as fastmri_header, kspace  # noqa: E402
+
+    s, c, h, w = 3, 4, 40, 32
+    full = kspace(s, c, h, w, 32)
+    full += 1e-4 * (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape))
+    mask = column_mask(w, 3, 10)
+    noise = 1e-4 * (rng.standard_normal((c, h)) + 1j * rng.standard_normal((c, h)))
+    recs = [acquisition(noise, flags=flag(19))]
+    for k in range(s):
+        for e1 in np.flatnonzero(mask):
+            recs.append(acquisition(full[k, :, :, e1], int(e1), k))
+    arr = np.empty(len(recs), ACQ)
+    for i, r in enumerate(recs):
+        arr[i] = r
+    with h5py.File(os.path.join(out, "scan_raw.h5"), "w") as f:
+        g = f.create_group("dataset")
+        xml = fastmri_header((h, w), (32, 32)).replace(
+            "</encoding>",
+            f"<encodingLimits><kspace_encoding_step_1><center>{w // 2}</center>"
+            "</kspace_encoding_step_1></encodingLimits></encoding>")
+        g.create_dataset("xml", data=np.array([xml], dtype=h5py.string_dtype()))
+        g.create_dataset("data", data=arr)
+    with h5py.File(os.path.join(out, "scan_raw_as_fastmri.h5"), "w") as f:
+        f.create_dataset("kspace", data=(full * mask).astype(np.complex64))
+        f.create_dataset("ismrmrd_header", data=np.bytes_(fastmri_header((h, w), (32, 32)).encode()))
+
+
+if __name__ == "__main__":
+    main()
