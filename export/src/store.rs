@@ -42,7 +42,7 @@ pub fn write<M: Serialize>(
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// Reads a file written by [`write`]: its metadata (whose `format` field must be `format`) and
+/// Reads a file written by [`write()`]: its metadata (whose `format` field must be `format`) and
 /// its other entries. `what` names the file in errors ("checkpoint", "prepared scans").
 pub fn read<M: DeserializeOwned>(
     path: &Path,
