@@ -603,16 +603,19 @@ def central_run(mask):
 
 class PreparedScans:
     """Scan slices prepared by `msm-train prepare` (export/src/data/prepared.rs: k-space on the
-    model's grid, masks, ESPIRiT maps, noise estimates), held on the device and drawn uniformly;
-    each carries its estimate as its noise level for `noise_eta` "estimate", else the stated
-    one. Checked as msm-train checks them: grid and coils, and the masks against
-    `acceleration` and `acs_lines`."""
+    model's grid, masks, ESPIRiT maps, noise estimates), drawn uniformly; each carries its
+    estimate as its noise level for `noise_eta` "estimate", else the stated one. Masks, noise
+    estimates and sources are read when the files open; each minibatch's k-space and maps are
+    read from the (memory-mapped) files when drawn and moved to the device, so a set larger than
+    the host's or the GPU's memory trains. Checked as msm-train checks them: grid and coils, and
+    the masks against `acceleration` and `acs_lines`."""
 
     def __init__(self, dcfg, device):
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         self.cfg = dcfg
-        ks, maps, masks, noise, self.sources = [], [], [], [], []
+        self.device = device
+        self.handles, self.index, masks, noise, self.sources = [], [], [], [], []
         for path in dcfg["scans"]:
             if not str(path).endswith(".safetensors"):
                 raise SystemExit(
@@ -623,8 +626,8 @@ class PreparedScans:
             if not os.path.exists(path):
                 raise SystemExit(f"{path}: prepared scans not found")
             try:
-                t = load_file(path)
-                meta = json.loads(bytes(t.pop("__meta").numpy().tobytes()).decode())
+                f = safe_open(path, framework="pt")
+                meta = json.loads(bytes(f.get_tensor("__meta").numpy().tobytes()).decode())
             except Exception as e:  # noqa: BLE001 - the message names the file
                 raise SystemExit(f"{path}: not a readable prepared scans file (written by msm-train prepare): {e}")
             if meta.get("format") != PREPARED_FORMAT:
@@ -636,16 +639,14 @@ class PreparedScans:
                     f"coils, but the data config says image_size {n} and coils {dcfg['coils']}; "
                     "expected the same (run `msm-train prepare` again with this config)"
                 )
-            ks.append(torch.view_as_complex(t["kspace"].contiguous()))
-            maps.append(torch.view_as_complex(t["maps"].contiguous()))
-            masks.append(t["mask"].bool())
-            noise.append(t["noise"].double())
-            self.sources += [os.path.basename(f) for f, _ in meta["sources"]]
-        self.kspace = torch.cat(ks).to(device)
-        self.maps = torch.cat(maps).to(device)
-        self.mask = torch.cat(masks).to(device)
+            self.handles.append(f)
+            self.index += [(len(self.handles) - 1, i) for i in range(len(meta["sources"]))]
+            masks.append(f.get_tensor("mask").bool())
+            noise.append(f.get_tensor("noise").double())
+            self.sources += [os.path.basename(p) for p, _ in meta["sources"]]
+        self.mask = torch.cat(masks)
         self.noise = torch.cat(noise)
-        rows = self.mask.cpu().numpy()
+        rows = self.mask.numpy()
         accel = 1.0 / rows.mean()
         fewest = min(central_run(list(r)) for r in rows)
         if abs(accel - dcfg["acceleration"]) > 0.1 * dcfg["acceleration"] or fewest < dcfg["acs_lines"]:
@@ -659,11 +660,19 @@ class PreparedScans:
 
     def draw(self, size, gen):
         """(k-space, masks, maps, noise std: one number, or one per example) of `size` slices."""
-        idx = torch.randint(0, len(self.noise), (size,), device=self.kspace.device, generator=gen)
+        idx = torch.randint(0, len(self.noise), (size,), device=gen.device, generator=gen).cpu()
+
+        def read(name):
+            parts = []
+            for k in idx.tolist():
+                f, i = self.index[k]
+                parts.append(self.handles[f].get_slice(name)[i])
+            return torch.view_as_complex(torch.stack(parts).contiguous()).to(self.device)
+
         eta = self.cfg["noise_eta"]
         if eta == "estimate":
-            eta = self.noise[idx.cpu()].tolist()
-        return self.kspace[idx], self.mask[idx], self.maps[idx], eta
+            eta = self.noise[idx].tolist()
+        return read("kspace"), self.mask[idx].to(self.device), read("maps"), eta
 
     def describe(self):
         names = sorted(set(self.sources))

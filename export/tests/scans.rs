@@ -233,6 +233,15 @@ fn prepared_scans_give_the_same_measurements_without_preparing_again() {
         e.contains("scan.safetensors") && e.contains("with 4 coils") && e.contains("prepare"),
         "{e}"
     );
+    // A prepared file cut short (its header promises more data than the file holds).
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = d.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = open(DataConfig {
+        scans: vec![cut],
+        ..prepared_cfg.clone()
+    });
+    assert!(e.contains("cut.safetensors") && e.contains("within the file"), "{e}");
     let junk = d.join("junk.safetensors");
     std::fs::write(&junk, b"not a tensor file").unwrap();
     let e = open(DataConfig {

@@ -7,15 +7,20 @@
 //! Entries: `kspace` and `maps` `[N, coils, H, W, 2]` f32 (real, imaginary), `mask` `[N, W]`
 //! u8, `noise` `[N]` f64 (each slice's estimate, on the training scale), and `__meta` (JSON:
 //! format, grid, coils, and each slice's source file and index).
+//!
+//! Reading maps the file into memory ([`PreparedFile`]): the masks, noise estimates and sources
+//! are read when it opens, each slice's k-space and maps when it is drawn, so a set larger than
+//! the machine's memory trains (the system pages in the slices drawn).
 
 use std::path::{Path, PathBuf};
 
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::Measurement;
 use crate::store;
+use memmap2::Mmap;
 use msm::{Error, Result, C32};
 
 /// The `format` of a prepared-scans file.
@@ -94,64 +99,149 @@ pub(super) fn write(path: &Path, slices: &[PreparedSlice]) -> Result<()> {
     )
 }
 
-/// Reads a prepared-scans file for a model grid of `image_size` and `coils` coils.
-pub(super) fn read(path: &Path, image_size: usize, coils: usize) -> Result<Vec<PreparedSlice>> {
-    let (meta, map): (PreparedMeta, _) = store::read(path, PREPARED_FORMAT, "prepared scans")?;
-    let fmt = |msg: String| Error::format(path, msg);
-    if (meta.height, meta.width, meta.coils) != (image_size, image_size, coils) {
-        return Err(fmt(format!(
-            "prepared for a {} x {} grid with {} coils, but the data config says image_size {} \
-             and coils {}; expected the same (run `msm-train prepare` again with this config)",
-            meta.height, meta.width, meta.coils, image_size, coils
-        )));
-    }
-    let n = meta.sources.len();
-    let (h, w) = (meta.height, meta.width);
-    let entry = |name: &str, kind: Kind, shape: &[i64]| -> Result<Tensor> {
-        let t = map
-            .get(name)
-            .ok_or_else(|| fmt(format!("has no `{name}` entry")))?;
-        if t.size() != shape || t.kind() != kind {
+/// One slice of a prepared file, as listed when it opens: source, mask and noise estimate.
+pub(super) struct PreparedEntry {
+    pub(super) source: PathBuf,
+    pub(super) index: usize,
+    pub(super) mask: Vec<bool>,
+    pub(super) noise: f64,
+}
+
+/// A prepared-scans file, memory-mapped; slices are decoded when asked for.
+pub(super) struct PreparedFile {
+    map: Mmap,
+    /// Byte offsets of the `kspace` and `maps` data in the file.
+    kspace: usize,
+    maps: usize,
+    /// `(coils, H, W)` of every slice.
+    shape: (usize, usize, usize),
+}
+
+/// One entry of a safetensors header: its dtype, shape and byte range in the data section.
+#[derive(Deserialize)]
+struct Entry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [usize; 2],
+}
+
+impl PreparedFile {
+    /// Opens `path` for a model grid of `image_size` and `coils` coils: checks its format,
+    /// grid, coils and every entry's type, shape and extent, and lists its slices.
+    pub(super) fn open(
+        path: &Path,
+        image_size: usize,
+        coils: usize,
+    ) -> Result<(PreparedFile, Vec<PreparedEntry>)> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read only. A file truncated or rewritten by another process while
+        // a run reads it is outside what the trainer guards against (`msm-train prepare`
+        // replaces files by renaming, which leaves this map on the old contents).
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let fmt = |msg: String| Error::format(path, msg);
+        let unreadable = |why: &str| {
+            fmt(format!(
+                "not a readable prepared scans file ({why}); expected a safetensors file written \
+                 by msm-train prepare"
+            ))
+        };
+        let len = map
+            .get(..8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+            .ok_or_else(|| unreadable("shorter than a header"))?;
+        let start = 8usize
+            .checked_add(len)
+            .filter(|&s| s <= map.len())
+            .ok_or_else(|| unreadable("the header runs past the end"))?;
+        let header: std::collections::HashMap<String, serde_json::Value> =
+            serde_json::from_slice(&map[8..start])
+                .map_err(|e| unreadable(&format!("bad header: {e}")))?;
+        // The byte range of entry `name`, which must hold `dtype` values of `shape`.
+        let entry = |name: &str, dtype: &str, size: usize, shape: Option<&[usize]>| {
+            let e: Entry = header
+                .get(name)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .ok_or_else(|| fmt(format!("has no `{name}` entry")))?;
+            let [a, b] = e.data_offsets;
+            let count: usize = e.shape.iter().product();
+            if e.dtype != dtype
+                || shape.is_some_and(|s| s != e.shape.as_slice())
+                || b < a
+                || b - a != count * size
+                || start + b > map.len()
+            {
+                return Err(fmt(format!(
+                    "`{name}` is {} {:?}, expected {dtype}{} within the file",
+                    e.dtype,
+                    e.shape,
+                    shape.map_or(String::new(), |s| format!(" {s:?}"))
+                )));
+            }
+            Ok((start + a, start + b))
+        };
+        let (m0, m1) = entry("__meta", "U8", 1, None)?;
+        let value: serde_json::Value = serde_json::from_slice(&map[m0..m1])
+            .map_err(|e| fmt(format!("bad `__meta` JSON: {e}")))?;
+        let found = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
+        if found != PREPARED_FORMAT {
             return Err(fmt(format!(
-                "`{name}` is {:?} {:?}, expected {kind:?} {shape:?}",
-                t.kind(),
-                t.size()
+                "prepared scans format `{found}`, expected `{PREPARED_FORMAT}`"
             )));
         }
-        Ok(t.contiguous().view([-1]))
-    };
-    let shape = [n as i64, coils as i64, h as i64, w as i64, 2];
-    let floats = |name: &str| -> Result<Vec<f32>> {
-        Vec::<f32>::try_from(entry(name, Kind::Float, &shape)?)
-            .map_err(|e| fmt(format!("`{name}`: {e}")))
-    };
-    let (kspace, maps) = (floats("kspace")?, floats("maps")?);
-    let mask = Vec::<u8>::try_from(entry("mask", Kind::Uint8, &[n as i64, w as i64])?)
-        .map_err(|e| fmt(format!("`mask`: {e}")))?;
-    let noise = Vec::<f64>::try_from(entry("noise", Kind::Double, &[n as i64])?)
-        .map_err(|e| fmt(format!("`noise`: {e}")))?;
-    let per = 2 * coils * h * w;
-    let complex = |values: &[f32], i: usize| {
-        let part = &values[i * per..(i + 1) * per];
-        Array3::from_shape_fn((coils, h, w), |(c, y, x)| {
-            let k = 2 * ((c * h + y) * w + x);
-            C32::new(part[k], part[k + 1])
-        })
-    };
-    Ok(meta
-        .sources
-        .into_iter()
-        .enumerate()
-        .map(|(i, (source, index))| PreparedSlice {
-            source,
-            index,
-            measurement: Measurement {
-                kspace: complex(&kspace, i),
-                maps: complex(&maps, i),
-                mask: mask[i * w..(i + 1) * w].iter().map(|&k| k != 0).collect(),
-                eta: 0.0,
-            },
-            noise: noise[i],
-        })
-        .collect())
+        let meta: PreparedMeta =
+            serde_json::from_value(value).map_err(|e| fmt(format!("bad `__meta` JSON: {e}")))?;
+        if (meta.height, meta.width, meta.coils) != (image_size, image_size, coils) {
+            return Err(fmt(format!(
+                "prepared for a {} x {} grid with {} coils, but the data config says image_size \
+                 {} and coils {}; expected the same (run `msm-train prepare` again with this \
+                 config)",
+                meta.height, meta.width, meta.coils, image_size, coils
+            )));
+        }
+        let (n, h, w) = (meta.sources.len(), meta.height, meta.width);
+        let shape = [n, coils, h, w, 2];
+        let (kspace, _) = entry("kspace", "F32", 4, Some(&shape))?;
+        let (maps, _) = entry("maps", "F32", 4, Some(&shape))?;
+        let (k0, _) = entry("mask", "U8", 1, Some(&[n, w]))?;
+        let (n0, _) = entry("noise", "F64", 8, Some(&[n]))?;
+        let entries = meta
+            .sources
+            .into_iter()
+            .enumerate()
+            .map(|(i, (source, index))| PreparedEntry {
+                source,
+                index,
+                mask: map[k0 + i * w..k0 + (i + 1) * w]
+                    .iter()
+                    .map(|&k| k != 0)
+                    .collect(),
+                noise: f64::from_le_bytes(
+                    map[n0 + 8 * i..n0 + 8 * i + 8].try_into().unwrap_or([0; 8]),
+                ),
+            })
+            .collect();
+        let file = PreparedFile {
+            map,
+            kspace,
+            maps,
+            shape: (coils, h, w),
+        };
+        Ok((file, entries))
+    }
+
+    /// K-space and maps of slice `i`, `(coils, H, W)` each.
+    pub(super) fn arrays(&self, i: usize) -> (Array3<C32>, Array3<C32>) {
+        let (c, h, w) = self.shape;
+        let per = 8 * c * h * w;
+        let decode = |offset: usize| {
+            let bytes = &self.map[offset + i * per..offset + (i + 1) * per];
+            let f =
+                |k: usize| f32::from_le_bytes(bytes[4 * k..4 * k + 4].try_into().unwrap_or([0; 4]));
+            Array3::from_shape_fn((c, h, w), |(ci, y, x)| {
+                let k = 2 * ((ci * h + y) * w + x);
+                C32::new(f(k), f(k + 1))
+            })
+        };
+        (decode(self.kspace), decode(self.maps))
+    }
 }

@@ -19,9 +19,11 @@
 //! when the loader opens (about 16 x coils x height x width bytes a slice in memory), so a bad
 //! file fails there, naming the file and the slice, not in the middle of a run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::prepared::{self, PreparedSlice};
+use ndarray::Array3;
+
+use super::prepared::{self, PreparedFile, PreparedSlice};
 use super::{DataConfig, Measurement, NoiseEta, NoiseSummary};
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
@@ -30,47 +32,93 @@ use msm::mask::{acs_lines, Mask};
 use msm::noise::row_noise;
 use msm::sense::{Operator, Sense};
 use msm::volume::grid::GridPlan;
-use msm::{Error, Result};
+use msm::{Error, Result, C32};
 use rand::{Rng, RngExt};
 use rayon::prelude::*;
 
-/// Every training slice of the scans, prepared.
+/// Every training slice of the scans, prepared: in memory for `.h5` scans, decoded from its
+/// memory-mapped file when drawn for prepared scans.
 pub(super) struct Scans {
-    /// Every slice that holds data, with its source, its measurement (its `eta` set from the
-    /// config) and its noise std per real component, estimated from its image rows with the
-    /// least signal ([`msm::noise::row_noise`]), on the training scale.
-    slices: Vec<PreparedSlice>,
+    slices: Vec<ScanSlice>,
+    /// The prepared-scans files that [`SliceData::Mapped`] slices index.
+    files: Vec<PreparedFile>,
+}
+
+/// One slice that holds data: its source, mask, noise estimate and the noise level it trains
+/// with (from the config), and its k-space and maps.
+struct ScanSlice {
+    source: PathBuf,
+    index: usize,
+    mask: Vec<bool>,
+    /// Its noise std per real component, estimated from its image rows with the least signal
+    /// ([`msm::noise::row_noise`]) or a raw file's noise scan, on the training scale.
+    noise: f64,
+    eta: f64,
+    data: SliceData,
+}
+
+/// Where a slice's k-space and maps are.
+enum SliceData {
+    /// Prepared from a scan when the loader opened, `(coils, H, W)` each.
+    Owned {
+        kspace: Array3<C32>,
+        maps: Array3<C32>,
+    },
+    /// Slice `slice` of prepared file `file` of [`Scans::files`].
+    Mapped { file: usize, slice: usize },
 }
 
 impl Scans {
     /// Reads and prepares every slice of `cfg.scans` (`.h5` scans, or files written by
-    /// `msm-train prepare`); errors name the file (and the slice).
+    /// `msm-train prepare`, which are mapped, not read); errors name the file (and the slice).
     pub(super) fn open(cfg: &DataConfig) -> Result<Scans> {
         let mut slices = Vec::new();
+        let mut files = Vec::new();
         for path in &cfg.scans {
-            let mut read = if prepared::is_prepared(path) {
-                prepared::read(path, cfg.image_size, cfg.coils)?
+            if prepared::is_prepared(path) {
+                let (file, entries) = PreparedFile::open(path, cfg.image_size, cfg.coils)?;
+                files.push(file);
+                slices.extend(entries.into_iter().enumerate().map(|(i, e)| ScanSlice {
+                    source: e.source,
+                    index: e.index,
+                    mask: e.mask,
+                    noise: e.noise,
+                    eta: 0.0,
+                    data: SliceData::Mapped {
+                        file: files.len() - 1,
+                        slice: i,
+                    },
+                }));
             } else {
-                prepare_file(path, cfg)?
-            };
-            for s in &mut read {
-                s.measurement.eta = match cfg.noise_eta {
-                    NoiseEta::Fixed(eta) => eta,
-                    NoiseEta::Estimate if s.noise > 0.0 && s.noise.is_finite() => s.noise,
-                    NoiseEta::Estimate => {
-                        return Err(Error::format(
-                            &s.source,
-                            format!(
-                                "slice {}: its noise estimate is {} (the image rows with the \
-                                 least signal hold no noise); expected noisy k-space for \
-                                 noise_eta \"estimate\", or state noise_eta as a number",
-                                s.index, s.noise
-                            ),
-                        ))
-                    }
-                };
+                slices.extend(prepare_file(path, cfg)?.into_iter().map(|p| ScanSlice {
+                    source: p.source,
+                    index: p.index,
+                    mask: p.measurement.mask,
+                    noise: p.noise,
+                    eta: 0.0,
+                    data: SliceData::Owned {
+                        kspace: p.measurement.kspace,
+                        maps: p.measurement.maps,
+                    },
+                }));
             }
-            slices.extend(read);
+        }
+        for s in &mut slices {
+            s.eta = match cfg.noise_eta {
+                NoiseEta::Fixed(eta) => eta,
+                NoiseEta::Estimate if s.noise > 0.0 && s.noise.is_finite() => s.noise,
+                NoiseEta::Estimate => {
+                    return Err(Error::format(
+                        &s.source,
+                        format!(
+                            "slice {}: its noise estimate is {} (the image rows with the least \
+                             signal hold no noise); expected noisy k-space for noise_eta \
+                             \"estimate\", or state noise_eta as a number",
+                            s.index, s.noise
+                        ),
+                    ))
+                }
+            };
         }
         if slices.is_empty() {
             return Err(Error::invalid(
@@ -78,9 +126,23 @@ impl Scans {
                  one",
             ));
         }
-        let scans = Scans { slices };
+        let scans = Scans { slices, files };
         scans.check_masks(cfg)?;
         Ok(scans)
+    }
+
+    /// The measurement of slice `s`, with its noise level.
+    fn measurement(&self, s: &ScanSlice) -> Measurement {
+        let (kspace, maps) = match &s.data {
+            SliceData::Owned { kspace, maps } => (kspace.clone(), maps.clone()),
+            SliceData::Mapped { file, slice } => self.files[*file].arrays(*slice),
+        };
+        Measurement {
+            kspace,
+            maps,
+            mask: s.mask.clone(),
+            eta: s.eta,
+        }
     }
 
     /// The scan files the slices came from, for the model's metadata: their count and names
@@ -102,7 +164,20 @@ impl Scans {
     /// Writes every slice, prepared, to `path` ([`prepared`]), for runs that list that file in
     /// place of the scans.
     pub(super) fn write_prepared(&self, path: &Path) -> Result<()> {
-        prepared::write(path, &self.slices)
+        let slices: Vec<PreparedSlice> = self
+            .slices
+            .iter()
+            .map(|s| PreparedSlice {
+                source: s.source.clone(),
+                index: s.index,
+                measurement: Measurement {
+                    eta: 0.0,
+                    ..self.measurement(s)
+                },
+                noise: s.noise,
+            })
+            .collect();
+        prepared::write(path, &slices)
     }
 
     /// How many slices may be drawn.
@@ -119,9 +194,7 @@ impl Scans {
 
     /// A slice drawn uniformly with `rng`.
     pub(super) fn draw<R: Rng + ?Sized>(&self, rng: &mut R) -> Measurement {
-        self.slices[rng.random_range(0..self.slices.len())]
-            .measurement
-            .clone()
+        self.measurement(&self.slices[rng.random_range(0..self.slices.len())])
     }
 
     /// The configured `acceleration` and `acs_lines` go into the model's metadata, where the
@@ -132,17 +205,14 @@ impl Scans {
         let fraction = self
             .slices
             .iter()
-            .map(|s| {
-                let mask = &s.measurement.mask;
-                mask.iter().filter(|&&k| k).count() as f64 / mask.len() as f64
-            })
+            .map(|s| s.mask.iter().filter(|&&k| k).count() as f64 / s.mask.len() as f64)
             .sum::<f64>()
             / self.slices.len() as f64;
         let accel = 1.0 / fraction;
         let (path, index, fewest) = self
             .slices
             .iter()
-            .map(|s| (&s.source, s.index, acs_lines(&s.measurement.mask)))
+            .map(|s| (&s.source, s.index, acs_lines(&s.mask)))
             .min_by_key(|&(_, _, n)| n)
             .expect("at least one slice");
         if (accel - cfg.acceleration).abs() > 0.1 * cfg.acceleration || fewest < cfg.acs_lines {
