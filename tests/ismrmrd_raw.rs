@@ -54,6 +54,10 @@ fn raw_acquisitions_assemble_into_the_kspace_they_came_from() {
         e.contains("raw_contrast.h5") && e.contains("contrast 1"),
         "{e}"
     );
+    let e = RawScan::open(d.join("raw_reversed.h5"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reversed readout"), "{e}");
     let e = RawScan::open(d.join("raw_offcentre.h5"))
         .unwrap_err()
         .to_string();

@@ -241,7 +241,10 @@ fn prepared_scans_give_the_same_measurements_without_preparing_again() {
         scans: vec![cut],
         ..prepared_cfg.clone()
     });
-    assert!(e.contains("cut.safetensors") && e.contains("within the file"), "{e}");
+    assert!(
+        e.contains("cut.safetensors") && e.contains("within the file"),
+        "{e}"
+    );
     let junk = d.join("junk.safetensors");
     std::fs::write(&junk, b"not a tensor file").unwrap();
     let e = open(DataConfig {

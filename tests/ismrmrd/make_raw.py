@@ -4,11 +4,13 @@
 AcquisitionHeader, written with h5py into the folder given as the only argument.
 
 raw.h5: 2 slices, 3 coils, 16 x 12 encoded matrix (recon 8 x 12), lines 0, 2, 4..7, 9, 11 of
-each slice (5 and 6 flagged as parallel calibration), line 4 of slice 1 acquired twice (an
-average), one noise measurement and one navigator first. raw_expected.npy holds the k-space the
+each slice (5 and 6 flagged as parallel calibration, the first and last flagged first and last
+in slice, as scanners mark them), line 4 of slice 1 acquired twice (an average), one noise
+measurement and one navigator first. raw_expected.npy holds the k-space the
 reader must assemble (slices, coils, 16, 12), raw_noise.npy the noise scan's rms per real value.
 raw_as_fastmri.h5: the expected k-space in fastMRI's layout with the same header.
-raw_contrast.h5: the same with one line of contrast 1. raw_offcentre.h5: centre counter 10, so
+raw_contrast.h5: the same with one line of contrast 1; raw_reversed.h5 with one reversed (EPI)
+line. raw_offcentre.h5: centre counter 10, so
 line 11 falls outside the 12 columns.
 """
 import os
@@ -81,10 +83,12 @@ def main():
     expected = np.zeros_like(full)
     noise = 0.1 * (rng.standard_normal((C, H)) + 1j * rng.standard_normal((C, H)))
     recs = [acquisition(noise, flags=flag(19)),
-            acquisition(rng.standard_normal((C, H)) + 0j, flags=flag(24))]  # a navigator
+            acquisition(rng.standard_normal((C, H)) + 0j, flags=flag(23))]  # a navigator
     for s in range(S):
         for e1 in LINES:
+            # As scanners mark them: calibration lines, and the first and last line of a slice.
             f = flag(20) if e1 in (5, 6) else 0
+            f |= flag(7) if e1 == LINES[0] else flag(8) if e1 == LINES[-1] else 0
             recs.append(acquisition(full[s, :, :, e1], e1, s, f))
             expected[s, :, :, e1] = full[s, :, :, e1]
     again = rng.standard_normal((C, H)) + 1j * rng.standard_normal((C, H))
@@ -101,6 +105,7 @@ def main():
         f.create_dataset("ismrmrd_header", data=np.bytes_(header(W // 2).encode()))
     write(os.path.join(out, "raw_contrast.h5"), recs + [acquisition(again, 3, 0, contrast=1)])
     write(os.path.join(out, "raw_offcentre.h5"), recs, center=10)
+    write(os.path.join(out, "raw_reversed.h5"), recs + [acquisition(again, 3, 0, flags=flag(22))])
     write_scan(out, rng)
 
 

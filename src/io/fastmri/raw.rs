@@ -13,7 +13,8 @@
 //!   sample `s` of channel `c` is at `2 (c n + s)` for `n` samples).
 //!
 //! # Assembly
-//! An imaging line (no flag other than the parallel-calibration ones, 20 and 21) with counters
+//! An imaging line (no flag of a non-imaging acquisition: navigator, phase correction, feedback,
+//! dummy scan, ...; [`NOT_IMAGING`]) with counters
 //! `kspace_encode_step_1 = e1` and `slice = k` fills column `e1 - center + W / 2` of slice `k`,
 //! its samples centred on row `H / 2` at `center_sample`. Lines repeated (averages) are averaged;
 //! acquisitions of another contrast, phase, repetition or set than 0, or with a second encoding
@@ -29,10 +30,14 @@ use hdf5_reader::{Dataset, Datatype, Hdf5File, OpenOptions};
 use ndarray::Array3;
 use std::path::{Path, PathBuf};
 
-/// ISMRMRD acquisition flags (1-based bit numbers, as `ismrmrd.h` numbers them).
+/// ISMRMRD acquisition flags (1-based bit numbers, as `ismrmrd.h` numbers them). Flags 1 to 18
+/// (first / last in an encoding step, average, slice, contrast, phase, repetition, set,
+/// segment), 20 and 21 (parallel calibration) and 25 (last in measurement) mark imaging lines.
 const NOISE_MEASUREMENT: u32 = 19;
-const PARALLEL_CALIBRATION: u32 = 20;
-const PARALLEL_CALIBRATION_AND_IMAGING: u32 = 21;
+const REVERSE: u32 = 22;
+/// Navigators (23), phase correction (24), HP feedback (26), dummy scans (27), RT feedback
+/// (28), surface-coil correction (29) and phase stabilisation (30, 31): not image data.
+const NOT_IMAGING: [u32; 8] = [23, 24, 26, 27, 28, 29, 30, 31];
 
 /// Whether `flags` has ISMRMRD flag `bit` (1-based).
 fn has_flag(flags: u64, bit: u32) -> bool {
@@ -284,11 +289,16 @@ fn assemble(
             noise_n += 2 * n * c;
             continue;
         }
-        let calibration =
-            (1u64 << (PARALLEL_CALIBRATION - 1)) | (1u64 << (PARALLEL_CALIBRATION_AND_IMAGING - 1));
-        if fl & !calibration != 0 {
+        if NOT_IMAGING.iter().any(|&bit| has_flag(fl, bit)) {
             skipped += 1;
             continue;
+        }
+        if has_flag(fl, REVERSE) {
+            return Err(what(
+                "is a reversed readout (flag 22, EPI); expected Cartesian lines read in one \
+                 direction"
+                    .into(),
+            ));
         }
         for (name, field) in &others {
             let v = field.read(element);
