@@ -5,7 +5,7 @@ AcquisitionHeader, written with h5py into the folder given as the only argument.
 
 raw.h5: 2 slices, 3 coils, 16 x 12 encoded matrix (recon 8 x 12), lines 0, 2, 4..7, 9, 11 of
 each slice (5 and 6 flagged as parallel calibration, the first and last flagged first and last
-in slice, as scanners mark them), line 4 of slice 1 acquired twice (an average), one noise
+in slice, as scanners mark them; line 9 with 2 samples to discard at each end), line 4 of slice 1 acquired twice (an average), one noise
 measurement and one navigator first. raw_expected.npy holds the k-space the
 reader must assemble (slices, coils, 16, 12), raw_noise.npy the noise scan's rms per real value.
 raw_as_fastmri.h5: the expected k-space in fastMRI's layout with the same header.
@@ -42,12 +42,17 @@ def flag(bit):
     return 1 << (bit - 1)
 
 
-def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0):
+def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0, pad=0):
+    """One readout line; `pad` junk samples before and after, to discard."""
+    if pad:
+        junk = np.full((samples.shape[0], pad), 1e3 + 1e3j)
+        samples = np.concatenate([junk, samples, junk], axis=1)
     h = np.zeros((), HEAD)
     h["version"] = 1
     h["flags"] = flags
     h["number_of_samples"] = samples.shape[1]
     h["available_channels"] = h["active_channels"] = samples.shape[0]
+    h["discard_pre"] = h["discard_post"] = pad
     h["center_sample"] = samples.shape[1] // 2
     h["idx"]["kspace_encode_step_1"] = e1
     h["idx"]["slice"] = slice_
@@ -89,7 +94,8 @@ def main():
             # As scanners mark them: calibration lines, and the first and last line of a slice.
             f = flag(20) if e1 in (5, 6) else 0
             f |= flag(7) if e1 == LINES[0] else flag(8) if e1 == LINES[-1] else 0
-            recs.append(acquisition(full[s, :, :, e1], e1, s, f))
+            # Line 9 with 2 samples to discard at each end, as some scanners write them.
+            recs.append(acquisition(full[s, :, :, e1], e1, s, f, pad=2 if e1 == 9 else 0))
             expected[s, :, :, e1] = full[s, :, :, e1]
     again = rng.standard_normal((C, H)) + 1j * rng.standard_normal((C, H))
     recs.append(acquisition(again, 4, 1))

@@ -16,7 +16,8 @@
 //! An imaging line (no flag of a non-imaging acquisition: navigator, phase correction, feedback,
 //! dummy scan, ...; [`NOT_IMAGING`]) with counters
 //! `kspace_encode_step_1 = e1` and `slice = k` fills column `e1 - center + W / 2` of slice `k`,
-//! its samples centred on row `H / 2` at `center_sample`. Lines repeated (averages) are averaged;
+//! its samples (less `discard_pre` and `discard_post`) centred on row `H / 2` at
+//! `center_sample`; samples that do not fit the encoded readout are an error. Lines repeated (averages) are averaged;
 //! acquisitions of another contrast, phase, repetition or set than 0, or with a second encoding
 //! step (3-D), are refused with the counter named, rather than mixed. Noise measurements (flag
 //! 19), which scanners take with the RF off, give the noise std per real component
@@ -227,6 +228,8 @@ fn assemble(
     let samples = head("number_of_samples")?;
     let channels = head("active_channels")?;
     let center_sample = head("center_sample")?;
+    let discard_pre = head("discard_pre")?;
+    let discard_post = head("discard_post")?;
     let e1 = idx("kspace_encode_step_1")?;
     let slice = idx("slice")?;
     let others = [
@@ -333,22 +336,33 @@ fn assemble(
             sums.push(Array3::zeros((c, h, w)));
             counts.push(vec![0; w]);
         }
+        // The samples kept: all but `discard_pre` at the start and `discard_post` at the end.
+        let (pre, post) = (
+            discard_pre.read(element) as usize,
+            discard_post.read(element) as usize,
+        );
         let cs = center_sample.read(element) as usize;
-        if n > h + cs.min(n) || cs > n {
+        let kept = n.saturating_sub(pre + post);
+        if pre + post >= n || cs < pre || cs >= n - post {
             return Err(what(format!(
-                "has {n} samples centred at {cs}; expected at most the {h} readout rows of \
-                 the encoded matrix, centred"
+                "has {n} samples, {pre} and {post} to discard, centred at {cs}; expected the \
+                 centre among the samples kept"
             )));
         }
-        // Sample s lies at row s - cs + h / 2.
-        let first = (h / 2) as isize - cs as isize;
+        // Kept sample s (index pre + s) lies at row h / 2 + (pre + s - cs).
+        let first = (h / 2) as isize + pre as isize - cs as isize;
+        if first < 0 || first as usize + kept > h {
+            return Err(what(format!(
+                "has {kept} samples centred at {}, which do not fit the {h} readout rows of the \
+                 encoded matrix centred at {}",
+                cs - pre,
+                h / 2
+            )));
+        }
         for ch in 0..c {
-            for s in 0..n {
-                let row = first + s as isize;
-                if (0..h as isize).contains(&row) {
-                    let v = C32::new(value(2 * (ch * n + s)), value(2 * (ch * n + s) + 1));
-                    sums[k][(ch, row as usize, col)] += v;
-                }
+            for s in 0..kept {
+                let at = 2 * (ch * n + pre + s);
+                sums[k][(ch, first as usize + s, col)] += C32::new(value(at), value(at + 1));
             }
         }
         counts[k][col] += 1;
