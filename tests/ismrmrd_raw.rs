@@ -82,6 +82,7 @@ fn the_cli_reads_raw_data_as_a_volume() {
     assert_eq!(v["recon_size"], serde_json::json!([8, 12]));
     assert_eq!(v["per_slice"][0]["kept_columns"], 8);
     assert!(v["noise_measurement_std"].as_f64().unwrap() > 0.05);
+    assert_eq!(v["skipped_acquisitions"], 1);
     // Zero-filled reconstruction of both slices on the recon grid.
     let img = d.join("zf.npy");
     ok(&[

@@ -118,15 +118,15 @@ fn scan(path: &Path) -> Result<(String, Value)> {
             noise: row_noise(k.view(), &columns),
         });
     }
-    let (format, reference, noise_scan) = match &scan {
+    let (format, reference, noise_scan, skipped) = match &scan {
         Scan::H5(f) => match f.as_ref() {
-            HdfScan::FastMri(f) => ("fastMRI HDF5", rss_shape(f)?, None),
-            HdfScan::Raw(r) => ("ISMRMRD raw data", None, r.noise_std()),
+            HdfScan::FastMri(f) => ("fastMRI HDF5", rss_shape(f)?, None, None),
+            HdfScan::Raw(r) => ("ISMRMRD raw data", None, r.noise_std(), Some(r.skipped())),
         },
         Scan::Stack { .. } if super::data::kind(path) == super::data::Kind::Npy => {
-            ("NumPy", None, None)
+            ("NumPy", None, None, None)
         }
-        Scan::Stack { .. } => ("BART", None, None),
+        Scan::Stack { .. } => ("BART", None, None, None),
     };
     let accel = |s: &SliceInfo| (s.kept > 0).then(|| w as f64 / s.kept as f64);
     let mut text = format!(
@@ -148,6 +148,11 @@ fn scan(path: &Path) -> Result<(String, Value)> {
     });
     if let Some((n, rh, rw)) = reference {
         text.push_str(&format!("  reconstruction_rss: {n} x {rh} x {rw}\n"));
+    }
+    if let Some(n) = skipped.filter(|&n| n > 0) {
+        text.push_str(&format!(
+            "  skipped: {n} non-imaging acquisition(s) (navigators, phase correction, ...)\n"
+        ));
     }
     if let Some(sigma) = noise_scan {
         text.push_str(&format!(
@@ -194,6 +199,7 @@ fn scan(path: &Path) -> Result<(String, Value)> {
         "mask": if stored_mask.is_some() { "stored" } else { "detected" },
         "reconstruction_rss": reference.map(|(n, a, b)| [n, a, b]),
         "noise_measurement_std": noise_scan,
+        "skipped_acquisitions": skipped,
         "per_slice": slices.iter().enumerate().map(|(i, s)| json!({
             "slice": i,
             "kept_columns": s.kept,
