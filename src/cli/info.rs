@@ -1,8 +1,8 @@
 //! `msm info`: what a file holds, before anything runs on it. For a model: its metadata, the
-//! executor it runs on, and its card. For multi-coil k-space (a fastMRI / ISMRMRD `.h5` file, a
-//! NumPy or BART slice or stack): slices, coils, grid, recon size, and for every slice its mask
-//! (kept columns, acceleration, ACS block) and noise level, the figures a training config
-//! (`acceleration`, `acs_lines`, `noise_eta`) and a reconstruction need.
+//! executor it runs on, and its card. For multi-coil k-space (a fastMRI HDF5 file, ISMRMRD raw
+//! data, a NumPy or BART slice or stack): slices, coils, grid, recon size, and for every slice
+//! its mask (kept columns, acceleration, ACS block) and noise level, the figures a training
+//! config (`acceleration`, `acs_lines`, `noise_eta`) and a reconstruction need.
 
 use super::scan::Scan;
 use msm::denoiser::{Backend, OnnxDenoiser};
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// Options of `msm info`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A model (.onnx), or multi-coil k-space: a fastMRI / ISMRMRD .h5 file, a .npy (coils, H,
+    /// A model (.onnx), or multi-coil k-space: a fastMRI or ISMRMRD raw .h5 file, a .npy (coils, H,
     /// W) or (slices, coils, H, W), a .cfl [H, W, 1, coils] (slices along BART dimension 13).
     pub file: PathBuf,
     /// Print one JSON object instead of text.
