@@ -567,7 +567,8 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
             assert_eq!(a.mask(), b.mask());
             // The raw file's level is its noise scan's times the slice's gain, the fastMRI
             // twin's the rows' estimate times the same gain: their ratio is the two raw-scale
-            // figures' (the rows' within 25% of the scan's, as for the runtime's scan.h5).
+            // figures' (the rows' within 25% of the scan's, as for the runtime's scan.h5; to
+            // 1e-3, as the twin was whitened by NumPy and stored in float32).
             let rows: Vec<f64> = (0..3)
                 .map(|k| {
                     let ks = scan.slice_kspace(k).unwrap();
@@ -577,7 +578,7 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
             let ratio = b.eta() / a.eta();
             assert!(
                 rows.iter()
-                    .any(|r| (r / noise_scan - ratio).abs() < 1e-6 * ratio),
+                    .any(|r| (r / noise_scan - ratio).abs() < 1e-3 * ratio),
                 "ratio {ratio} is no slice's rows-to-scan ratio ({rows:?} / {noise_scan})"
             );
             assert!((ratio - 1.0).abs() < 0.25, "{} vs {}", b.eta(), a.eta());

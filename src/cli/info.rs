@@ -121,7 +121,10 @@ fn scan(path: &Path) -> Result<(String, Value)> {
     let (format, reference, noise_scan, skipped) = match &scan {
         Scan::H5(f) => match f.as_ref() {
             HdfScan::FastMri(f) => ("fastMRI HDF5", rss_shape(f)?, None, None),
-            HdfScan::Raw(r) => ("ISMRMRD raw data", None, r.noise_std(), Some(r.skipped())),
+            HdfScan::Raw(r) => {
+                let scan = r.noise_std().zip(r.whitening().map(|w| w.condition()));
+                ("ISMRMRD raw data", None, scan, Some(r.skipped()))
+            }
         },
         Scan::Stack { .. } if super::data::kind(path) == super::data::Kind::Npy => {
             ("NumPy", None, None, None)
@@ -154,9 +157,11 @@ fn scan(path: &Path) -> Result<(String, Value)> {
             "  skipped: {n} non-imaging acquisition(s) (navigators, phase correction, ...)\n"
         ));
     }
-    if let Some(sigma) = noise_scan {
+    if let Some((sigma, condition)) = noise_scan {
         text.push_str(&format!(
-            "  noise measurement: std {sigma:.3e} per real component (the scanner's noise scan)\n"
+            "  noise measurement: std {sigma:.3e} per real component (the scanner's noise scan); \
+             the k-space is prewhitened with its channel covariance (condition number \
+             {condition:.2})\n"
         ));
     }
     text.push_str("  slice  kept columns  R      ACS  noise std*\n");
@@ -198,7 +203,9 @@ fn scan(path: &Path) -> Result<(String, Value)> {
         "recon_size": scan.recon_size().map(|(a, b)| [a, b]),
         "mask": if stored_mask.is_some() { "stored" } else { "detected" },
         "reconstruction_rss": reference.map(|(n, a, b)| [n, a, b]),
-        "noise_measurement_std": noise_scan,
+        "noise_measurement_std": noise_scan.map(|n| n.0),
+        "prewhitened": noise_scan.is_some(),
+        "noise_condition": noise_scan.map(|n| n.1),
         "skipped_acquisitions": skipped,
         "per_slice": slices.iter().enumerate().map(|(i, s)| json!({
             "slice": i,

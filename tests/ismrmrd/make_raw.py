@@ -7,8 +7,9 @@ raw.h5: 2 slices, 3 coils, 16 x 12 encoded matrix (recon 8 x 12), lines 0, 2, 4.
 each slice (5 and 6 flagged as parallel calibration, the first and last flagged first and last
 in slice, as scanners mark them; line 9 with 2 samples to discard at each end), line 4 of slice 1 acquired twice (an average), one noise
 measurement and one navigator first. raw_expected.npy holds the k-space the
-reader must assemble (slices, coils, 16, 12), raw_noise.npy the noise scan's rms per real value.
-raw_as_fastmri.h5: the expected k-space in fastMRI's layout with the same header.
+reader must assemble (slices, coils, 16, 12), prewhitened with the noise scan of coupled
+channels (NumPy's Cholesky), raw_noise.npy the noise std per real component it leaves.
+raw_as_fastmri.h5: the expected (whitened) k-space in fastMRI's layout with the same header.
 raw_contrast.h5: the same with one line of contrast 1; raw_reversed.h5 with one reversed (EPI)
 line. raw_offcentre.h5: centre counter 10, so
 line 11 falls outside the 12 columns.
@@ -61,6 +62,17 @@ def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0, pad=0):
     return h, np.zeros(0, "<f4"), data
 
 
+def whitened(k, noise):
+    """k-space (slices, coils, H, W) prewhitened with the noise samples (coils, N) as Gadgetron
+    does (NumPy's Cholesky, the reference): W = L^-1 for Psi / s2 = L L^H, Psi = n n^H / N,
+    s2 = trace(Psi) / coils; and the noise std per real component, sqrt(s2 / 2)."""
+    noise = noise.astype(np.complex64).astype(np.complex128)  # as stored (float32)
+    psi = noise @ noise.conj().T / noise.shape[1]
+    s2 = np.trace(psi).real / psi.shape[0]
+    w = np.linalg.inv(np.linalg.cholesky(psi / s2))
+    return np.einsum("ab,sbhw->sahw", w, k), np.sqrt(s2 / 2)
+
+
 def header(center):
     return f"""<?xml version="1.0"?>
 <ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
@@ -84,9 +96,13 @@ def write(path, recs, center=W // 2):
 def main():
     out = sys.argv[1]
     rng = np.random.default_rng(3)
-    full = rng.standard_normal((S, C, H, W)) + 1j * rng.standard_normal((S, C, H, W))
+    # Values as stored (float32), so that the reference sees what the reader reads.
+    full = (rng.standard_normal((S, C, H, W)) + 1j * rng.standard_normal((S, C, H, W)))
+    full = full.astype(np.complex64).astype(np.complex128)
     expected = np.zeros_like(full)
-    noise = 0.1 * (rng.standard_normal((C, H)) + 1j * rng.standard_normal((C, H)))
+    # Coupled channels: noise A z with z white, 256 samples per channel.
+    coupling = np.eye(C) + np.array([[0, 0, 0], [0.6 + 0.2j, 0, 0], [0, -0.3j, 0]])
+    noise = 0.1 * coupling @ (rng.standard_normal((C, 256)) + 1j * rng.standard_normal((C, 256)))
     recs = [acquisition(noise, flags=flag(19)),
             acquisition(rng.standard_normal((C, H)) + 0j, flags=flag(23))]  # a navigator
     for s in range(S):
@@ -98,13 +114,13 @@ def main():
             recs.append(acquisition(full[s, :, :, e1], e1, s, f, pad=2 if e1 == 9 else 0))
             expected[s, :, :, e1] = full[s, :, :, e1]
     again = rng.standard_normal((C, H)) + 1j * rng.standard_normal((C, H))
+    again = again.astype(np.complex64).astype(np.complex128)
     recs.append(acquisition(again, 4, 1))
     expected[1, :, :, 4] = (full[1, :, :, 4] + again) / 2
     write(os.path.join(out, "raw.h5"), recs)
+    expected, level = whitened(expected, noise)
     np.save(os.path.join(out, "raw_expected.npy"), expected.astype(np.complex64))
-    parts = np.concatenate([noise.real.ravel(), noise.imag.ravel()]).astype(np.float32)
-    np.save(os.path.join(out, "raw_noise.npy"),
-            np.array([np.sqrt(np.mean(parts.astype(np.float64) ** 2))], np.float32))
+    np.save(os.path.join(out, "raw_noise.npy"), np.array([level], np.float32))
     # The same k-space in fastMRI's layout (no mask: detected, as for raw data).
     with h5py.File(os.path.join(out, "raw_as_fastmri.h5"), "w") as f:
         f.create_dataset("kspace", data=expected.astype(np.complex64))
@@ -118,7 +134,8 @@ def main():
 def write_scan(out, rng):
     """scan_raw.h5: the trainer's test scan (`tests/volume/make_files.py`'s object: 3 slices, 4
     coils, 40 x 32 k-space, every third column and 10 central ones) as raw data with a noise
-    scan of std 1e-4, and scan_raw_as_fastmri.h5 the same k-space in fastMRI's layout."""
+    scan of std 1e-4, and scan_raw_as_fastmri.h5 the same k-space, prewhitened with that scan, in
+    fastMRI's layout."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "volume"))
     from make_files import column_mask, header as fastmri_header, kspace  # noqa: E402
 
@@ -126,7 +143,7 @@ def write_scan(out, rng):
     full = kspace(s, c, h, w, 32)
     full += 1e-4 * (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape))
     mask = column_mask(w, 3, 10)
-    noise = 1e-4 * (rng.standard_normal((c, h)) + 1j * rng.standard_normal((c, h)))
+    noise = 1e-4 * (rng.standard_normal((c, 256)) + 1j * rng.standard_normal((c, 256)))
     recs = [acquisition(noise, flags=flag(19))]
     for k in range(s):
         for e1 in np.flatnonzero(mask):
@@ -143,7 +160,8 @@ def write_scan(out, rng):
         g.create_dataset("xml", data=np.array([xml], dtype=h5py.string_dtype()))
         g.create_dataset("data", data=arr)
     with h5py.File(os.path.join(out, "scan_raw_as_fastmri.h5"), "w") as f:
-        f.create_dataset("kspace", data=(full * mask).astype(np.complex64))
+        twin, _ = whitened((full * mask).astype(np.complex64).astype(np.complex128), noise)
+        f.create_dataset("kspace", data=twin.astype(np.complex64))
         f.create_dataset("ismrmrd_header", data=np.bytes_(fastmri_header((h, w), (32, 32)).encode()))
 
 

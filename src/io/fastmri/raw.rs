@@ -20,15 +20,18 @@
 //! `center_sample`; samples that do not fit the encoded readout are an error. Lines repeated (averages) are averaged;
 //! acquisitions of another contrast, phase, repetition or set than 0, or with a second encoding
 //! step (3-D), are refused with the counter named, rather than mixed. Noise measurements (flag
-//! 19), which scanners take with the RF off, give the noise std per real component
-//! ([`RawScan::noise_std`]); navigators, phase correction and other non-imaging acquisitions
+//! 19), which scanners take with the RF off, give the noise covariance of the receive channels:
+//! the k-space is prewhitened with it ([`crate::coils::Whitening`]: white noise of the mean
+//! channel's level), and its std per real component, corrected for the noise lines' dwell time,
+//! is [`RawScan::noise_std`]; navigators, phase correction and other non-imaging acquisitions
 //! are skipped. The whole scan is assembled in memory when the file is opened (16 x coils x H x
 //! W bytes a slice).
 
 use super::{read_text, IsmrmrdHeader, DAMAGED, MAX_READ_BYTES};
+use crate::coils::Whitening;
 use crate::{Error, Result, C32};
 use hdf5_reader::{Dataset, Datatype, Hdf5File, OpenOptions};
-use ndarray::Array3;
+use ndarray::{Array2, Array3};
 use std::path::{Path, PathBuf};
 
 /// ISMRMRD acquisition flags (1-based bit numbers, as `ismrmrd.h` numbers them). Flags 1 to 18
@@ -51,8 +54,11 @@ pub struct RawScan {
     header: IsmrmrdHeader,
     /// One `(coils, H, W)` k-space per slice, zero on columns no line filled.
     slices: Vec<Array3<C32>>,
-    /// The noise std per real component of the noise measurements, if the file has any.
+    /// The noise std per real component of the noise measurements, if the file has any
+    /// (corrected for their dwell time against the imaging lines').
     noise_std: Option<f64>,
+    /// The prewhitening computed from the noise measurements and applied to the k-space.
+    whitening: Option<Whitening>,
     /// Non-imaging acquisitions skipped (navigators, phase correction, ...).
     skipped: usize,
 }
@@ -150,12 +156,45 @@ impl RawScan {
         let data = file
             .dataset("/dataset/data")
             .map_err(|e| fmt(format!("cannot open `/dataset/data` ({e}){DAMAGED}")))?;
-        let (slices, noise_std, skipped) = assemble(&data, &header).map_err(fmt)?;
+        let Assembled {
+            mut slices,
+            noise,
+            imaging_dwell,
+            skipped,
+        } = assemble(&data, &header).map_err(fmt)?;
+        let coils = slices[0].dim().0;
+        let (whitening, noise_std) = match noise {
+            None => (None, None),
+            Some((samples, _)) if samples.dim().0 != coils => {
+                return Err(fmt(format!(
+                    "the noise measurements have {} channels and the imaging lines {coils}; \
+                     expected the same",
+                    samples.dim().0
+                )))
+            }
+            Some((samples, dwell)) => {
+                let wh = Whitening::from_noise(samples.view())
+                    .map_err(|e| fmt(format!("noise measurements: {e}")))?;
+                for s in &mut slices {
+                    wh.apply(s)?;
+                }
+                // Noise variance goes as the bandwidth, 1 / dwell time: a noise scan read at
+                // another dwell time than the image lines holds another level.
+                let ratio = if dwell > 0.0 && imaging_dwell > 0.0 {
+                    f64::from(dwell / imaging_dwell).sqrt()
+                } else {
+                    1.0
+                };
+                let std = wh.noise_std() * ratio;
+                (Some(wh), Some(std))
+            }
+        };
         Ok(RawScan {
             path: path.to_path_buf(),
             header,
             slices,
             noise_std,
+            whitening,
             skipped,
         })
     }
@@ -209,18 +248,31 @@ impl RawScan {
         self.noise_std
     }
 
+    /// The prewhitening applied to the k-space, when the file has noise measurements.
+    pub fn whitening(&self) -> Option<&Whitening> {
+        self.whitening.as_ref()
+    }
+
     /// How many non-imaging acquisitions (navigators, phase correction, ...) were skipped.
     pub fn skipped(&self) -> usize {
         self.skipped
     }
 }
 
-/// Places every acquisition; returns the slices, the noise std and the skipped count.
-#[allow(clippy::type_complexity)]
-fn assemble(
-    data: &Dataset,
-    header: &IsmrmrdHeader,
-) -> std::result::Result<(Vec<Array3<C32>>, Option<f64>, usize), String> {
+/// What [`assemble`] finds in the acquisitions.
+struct Assembled {
+    /// One `(coils, H, W)` k-space per slice.
+    slices: Vec<Array3<C32>>,
+    /// The noise measurements' samples `(channels, N)` and their dwell time (µs, 0 unknown).
+    noise: Option<(Array2<C32>, f32)>,
+    /// The imaging lines' dwell time (µs, 0 unknown).
+    imaging_dwell: f32,
+    /// Non-imaging acquisitions skipped.
+    skipped: usize,
+}
+
+/// Places every acquisition, and gathers the noise measurements.
+fn assemble(data: &Dataset, header: &IsmrmrdHeader) -> std::result::Result<Assembled, String> {
     let dtype = data.dtype();
     let head = |name: &str| integer(dtype, &["head", name]);
     let idx = |name: &str| integer(dtype, &["head", "idx", name]);
@@ -230,6 +282,15 @@ fn assemble(
     let center_sample = head("center_sample")?;
     let discard_pre = head("discard_pre")?;
     let discard_post = head("discard_post")?;
+    let dwell_at = match find(dtype, &["head", "sample_time_us"]) {
+        Some((offset, Datatype::FloatingPoint { size: 4, .. })) => Some(offset),
+        _ => None,
+    };
+    let dwell = |element: &[u8]| {
+        dwell_at.map_or(0.0, |o| {
+            f32::from_le_bytes(element[o..o + 4].try_into().unwrap_or([0; 4]))
+        })
+    };
     let e1 = idx("kspace_encode_step_1")?;
     let slice = idx("slice")?;
     let others = [
@@ -266,7 +327,10 @@ fn assemble(
     let mut sums: Vec<Array3<C32>> = Vec::new();
     let mut counts: Vec<Vec<u32>> = Vec::new();
     let mut coils = None;
-    let (mut noise_sq, mut noise_n) = (0.0f64, 0usize);
+    // Noise samples per channel, and the noise lines' dwell time.
+    let mut noise: Vec<Vec<C32>> = Vec::new();
+    let mut noise_dwell = 0.0f32;
+    let mut imaging_dwell = 0.0f32;
     let mut skipped = 0;
     for (i, element) in bytes.chunks_exact(size).enumerate() {
         let what = |m: String| format!("acquisition {i}: {m}");
@@ -286,10 +350,20 @@ fn assemble(
         let value =
             |k: usize| f32::from_le_bytes(raw[4 * k..4 * k + 4].try_into().unwrap_or([0; 4]));
         if has_flag(fl, NOISE_MEASUREMENT) {
-            for k in 0..2 * n * c {
-                noise_sq += f64::from(value(k)).powi(2);
+            if noise.is_empty() {
+                noise = vec![Vec::new(); c];
+                noise_dwell = dwell(element);
+            } else if noise.len() != c {
+                return Err(what(format!(
+                    "is a noise measurement of {c} channels where earlier ones have {}",
+                    noise.len()
+                )));
             }
-            noise_n += 2 * n * c;
+            for (ch, samples) in noise.iter_mut().enumerate() {
+                samples.extend(
+                    (0..n).map(|s| C32::new(value(2 * (ch * n + s)), value(2 * (ch * n + s) + 1))),
+                );
+            }
             continue;
         }
         if NOT_IMAGING.iter().any(|&bit| has_flag(fl, bit)) {
@@ -313,7 +387,10 @@ fn assemble(
             }
         }
         match coils {
-            None => coils = Some(c),
+            None => {
+                coils = Some(c);
+                imaging_dwell = dwell(element);
+            }
             Some(prev) if prev != c => {
                 return Err(what(format!(
                     "has {c} channels where earlier acquisitions have {prev}"
@@ -385,6 +462,15 @@ fn assemble(
             }
         }
     }
-    let noise = (noise_n > 0).then(|| (noise_sq / noise_n as f64).sqrt());
-    Ok((sums, noise, skipped))
+    let noise = (!noise.is_empty()).then(|| {
+        let n = noise[0].len();
+        let samples = Array2::from_shape_fn((noise.len(), n), |(c, s)| noise[c][s]);
+        (samples, noise_dwell)
+    });
+    Ok(Assembled {
+        slices: sums,
+        noise,
+        imaging_dwell,
+        skipped,
+    })
 }

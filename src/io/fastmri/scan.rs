@@ -13,7 +13,7 @@ pub enum HdfScan {
     /// fastMRI's layout (`kspace` (slices, coils, H, W), header, mask, reference).
     FastMri(Box<FastMriFile>),
     /// ISMRMRD raw data (`/dataset/data` acquisitions), assembled into k-space.
-    Raw(RawScan),
+    Raw(Box<RawScan>),
 }
 
 impl HdfScan {
@@ -21,7 +21,7 @@ impl HdfScan {
     pub fn open(path: impl AsRef<Path>) -> Result<HdfScan> {
         let path = path.as_ref();
         Ok(if raw::is_raw(path) {
-            HdfScan::Raw(RawScan::open(path)?)
+            HdfScan::Raw(Box::new(RawScan::open(path)?))
         } else {
             HdfScan::FastMri(Box::new(FastMriFile::open(path)?))
         })
