@@ -44,6 +44,22 @@ fn raw_acquisitions_assemble_into_the_kspace_they_came_from() {
     // The coupled channels of the noise scan: the k-space above is prewhitened (NumPy's
     // Cholesky gave the reference), and the covariance was far from white.
     assert!(scan.whitening().unwrap().condition() > 2.0);
+    assert!(scan.prewhitened());
+    // Without prewhitening: the k-space as recorded, and the same noise level.
+    let recorded = RawScan::open_with(&raw, false).unwrap();
+    assert!(!recorded.prewhitened());
+    assert_eq!(recorded.noise_std(), scan.noise_std());
+    let expected: Array4<C32> = npy::read_npy_as(d.join("raw_expected_as_recorded.npy")).unwrap();
+    for k in 0..2 {
+        let got = recorded.slice_kspace(k).unwrap();
+        let want = expected.index_axis(ndarray::Axis(0), k);
+        let err = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).norm())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-6, "slice {k} as recorded differs by {err}");
+    }
     assert!(scan
         .slice_kspace(2)
         .unwrap_err()
@@ -87,6 +103,10 @@ fn the_cli_reads_raw_data_as_a_volume() {
     assert_eq!(v["per_slice"][0]["kept_columns"], 8);
     assert!(v["noise_measurement_std"].as_f64().unwrap() > 0.05);
     assert_eq!(v["prewhitened"], true);
+    let out = ok(&["info", s(&raw), "--json", "--no-prewhiten"]);
+    let kept: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(kept["prewhitened"], false);
+    assert_eq!(kept["noise_measurement_std"], v["noise_measurement_std"]);
     assert!(v["noise_condition"].as_f64().unwrap() > 2.0);
     assert_eq!(v["skipped_acquisitions"], 1);
     // Zero-filled reconstruction of both slices on the recon grid.

@@ -97,6 +97,7 @@ def default_config():
             "max_rotation_deg": 10.0,
             "phase_strength": [1.0, 3.0],
             "scans": [],
+            "prewhiten": True,
         },
         "steps": 20000,
         "batch_size": 4,

@@ -22,6 +22,11 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// ISMRMRD raw data: keep the receive channels' noise as recorded, instead of prewhitening
+    /// the k-space with the file's noise scan (which whitens the noise, and weights the image
+    /// by the whitened coil sensitivities' norm).
+    #[arg(long)]
+    pub no_prewhiten: bool,
 }
 
 /// Runs `msm info`.
@@ -33,7 +38,7 @@ pub fn run(a: Args) -> Result<()> {
     let (text, value) = if is_model {
         model(&a.file)?
     } else {
-        scan(&a.file)?
+        scan(&a.file, !a.no_prewhiten)?
     };
     if a.json {
         println!("{value}");
@@ -99,8 +104,8 @@ struct SliceInfo {
 }
 
 /// A k-space file's layout, and every slice's mask and noise level.
-fn scan(path: &Path) -> Result<(String, Value)> {
-    let scan = Scan::open(path).map_err(|e| {
+fn scan(path: &Path, prewhiten: bool) -> Result<(String, Value)> {
+    let scan = Scan::open(path, prewhiten).map_err(|e| {
         Error::invalid(format!(
             "{e}. msm info reads a model (.onnx) or multi-coil k-space (.h5, .npy (coils, H, W) \
              or (slices, coils, H, W), .cfl [H, W, 1, coils])"
@@ -122,7 +127,9 @@ fn scan(path: &Path) -> Result<(String, Value)> {
         Scan::H5(f) => match f.as_ref() {
             HdfScan::FastMri(f) => ("fastMRI HDF5", rss_shape(f)?, None, None),
             HdfScan::Raw(r) => {
-                let scan = r.noise_std().zip(r.whitening().map(|w| w.condition()));
+                let scan = r
+                    .noise_std()
+                    .zip(r.whitening().map(|w| (w.condition(), r.prewhitened())));
                 ("ISMRMRD raw data", None, scan, Some(r.skipped()))
             }
         },
@@ -157,11 +164,15 @@ fn scan(path: &Path) -> Result<(String, Value)> {
             "  skipped: {n} non-imaging acquisition(s) (navigators, phase correction, ...)\n"
         ));
     }
-    if let Some((sigma, condition)) = noise_scan {
+    if let Some((sigma, (condition, whitened))) = noise_scan {
         text.push_str(&format!(
             "  noise measurement: std {sigma:.3e} per real component (the scanner's noise scan); \
-             the k-space is prewhitened with its channel covariance (condition number \
-             {condition:.2})\n"
+             channel covariance condition number {condition:.2}; the k-space is {}\n",
+            if whitened {
+                "prewhitened with it (--no-prewhiten keeps it as recorded)"
+            } else {
+                "as recorded (--no-prewhiten)"
+            }
         ));
     }
     text.push_str("  slice  kept columns  R      ACS  noise std*\n");
@@ -204,8 +215,8 @@ fn scan(path: &Path) -> Result<(String, Value)> {
         "mask": if stored_mask.is_some() { "stored" } else { "detected" },
         "reconstruction_rss": reference.map(|(n, a, b)| [n, a, b]),
         "noise_measurement_std": noise_scan.map(|n| n.0),
-        "prewhitened": noise_scan.is_some(),
-        "noise_condition": noise_scan.map(|n| n.1),
+        "prewhitened": noise_scan.is_some_and(|n| n.1 .1),
+        "noise_condition": noise_scan.map(|n| n.1 .0),
         "skipped_acquisitions": skipped,
         "per_slice": slices.iter().enumerate().map(|(i, s)| json!({
             "slice": i,

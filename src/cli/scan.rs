@@ -25,10 +25,11 @@ pub enum Scan {
 }
 
 impl Scan {
-    /// Opens `path`: HDF5 by its extension, else a stack ([`read_stack`]).
-    pub fn open(path: &Path) -> Result<Scan> {
+    /// Opens `path`: HDF5 by its extension (ISMRMRD raw data prewhitened with its noise scan
+    /// when `prewhiten`), else a stack ([`read_stack`]).
+    pub fn open(path: &Path, prewhiten: bool) -> Result<Scan> {
         if data::is_hdf5(path) {
-            return Ok(Scan::H5(Box::new(HdfScan::open(path)?)));
+            return Ok(Scan::H5(Box::new(HdfScan::open(path, prewhiten)?)));
         }
         let kspace = read_stack(path, "multi-coil k-space")?;
         if kspace.dim().1 == 0 {

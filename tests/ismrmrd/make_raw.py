@@ -118,6 +118,7 @@ def main():
     recs.append(acquisition(again, 4, 1))
     expected[1, :, :, 4] = (full[1, :, :, 4] + again) / 2
     write(os.path.join(out, "raw.h5"), recs)
+    np.save(os.path.join(out, "raw_expected_as_recorded.npy"), expected.astype(np.complex64))
     expected, level = whitened(expected, noise)
     np.save(os.path.join(out, "raw_expected.npy"), expected.astype(np.complex64))
     np.save(os.path.join(out, "raw_noise.npy"), np.array([level], np.float32))

@@ -76,6 +76,10 @@ pub struct DataConfig {
     /// the scale where each slice's zero-filled maximum is 1, or `"estimate"`. `volume`, `held_out_axial`,
     /// `max_rotation_deg` and `phase_strength` are not used: hold out whole files yourself.
     pub scans: Vec<PathBuf>,
+    /// ISMRMRD raw scans: prewhiten the k-space with the file's noise scan, as the runtime does
+    /// unless `--no-prewhiten` (the SURE loss assumes white noise). Models meant for
+    /// `--no-prewhiten` reconstructions train with `false`.
+    pub prewhiten: bool,
 }
 
 impl DataConfig {
@@ -98,6 +102,7 @@ impl Default for DataConfig {
             max_rotation_deg: 10.0,
             phase_strength: [1.0, 3.0],
             scans: Vec::new(),
+            prewhiten: true,
         }
     }
 }

@@ -235,7 +235,7 @@ impl Scans {
 /// Reads and prepares every slice of the scan `path` that holds data, in parallel (ESPIRiT
 /// dominates), in the file's order.
 fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
-    let file = HdfScan::open(path)?;
+    let file = HdfScan::open(path, cfg.prewhiten)?;
     let fmt = |msg: String| Error::format(path, msg);
     if file.coils() < cfg.coils {
         return Err(fmt(format!(

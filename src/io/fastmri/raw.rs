@@ -57,8 +57,10 @@ pub struct RawScan {
     /// The noise std per real component of the noise measurements, if the file has any
     /// (corrected for their dwell time against the imaging lines').
     noise_std: Option<f64>,
-    /// The prewhitening computed from the noise measurements and applied to the k-space.
+    /// The prewhitening computed from the noise measurements.
     whitening: Option<Whitening>,
+    /// Whether it was applied to the k-space.
+    prewhitened: bool,
     /// Non-imaging acquisitions skipped (navigators, phase correction, ...).
     skipped: usize,
 }
@@ -139,8 +141,15 @@ pub fn is_raw(path: &Path) -> bool {
 }
 
 impl RawScan {
-    /// Reads and assembles `path`; errors name the file and what is wrong.
+    /// Reads and assembles `path`, prewhitened with its noise scan if it has one; errors name
+    /// the file and what is wrong.
     pub fn open(path: impl AsRef<Path>) -> Result<RawScan> {
+        Self::open_with(path, true)
+    }
+
+    /// [`RawScan::open`], prewhitening the k-space with the noise scan only if `prewhiten`
+    /// (the noise scan's level and covariance are read either way).
+    pub fn open_with(path: impl AsRef<Path>, prewhiten: bool) -> Result<RawScan> {
         let path = path.as_ref();
         std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let fmt = |msg: String| Error::format(path, msg);
@@ -175,8 +184,10 @@ impl RawScan {
             Some((samples, dwell)) => {
                 let wh = Whitening::from_noise(samples.view())
                     .map_err(|e| fmt(format!("noise measurements: {e}")))?;
-                for s in &mut slices {
-                    wh.apply(s)?;
+                if prewhiten {
+                    for s in &mut slices {
+                        wh.apply(s)?;
+                    }
                 }
                 // Noise variance goes as the bandwidth, 1 / dwell time: a noise scan read at
                 // another dwell time than the image lines holds another level.
@@ -194,6 +205,7 @@ impl RawScan {
             header,
             slices,
             noise_std,
+            prewhitened: prewhiten && whitening.is_some(),
             whitening,
             skipped,
         })
@@ -248,9 +260,14 @@ impl RawScan {
         self.noise_std
     }
 
-    /// The prewhitening applied to the k-space, when the file has noise measurements.
+    /// The prewhitening computed from the noise measurements, when the file has them.
     pub fn whitening(&self) -> Option<&Whitening> {
         self.whitening.as_ref()
+    }
+
+    /// Whether the k-space was prewhitened ([`RawScan::open_with`]).
+    pub fn prewhitened(&self) -> bool {
+        self.prewhitened
     }
 
     /// How many non-imaging acquisitions (navigators, phase correction, ...) were skipped.

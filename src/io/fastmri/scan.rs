@@ -17,11 +17,12 @@ pub enum HdfScan {
 }
 
 impl HdfScan {
-    /// Opens `path`: ISMRMRD raw data when it has `/dataset/data`, else the fastMRI layout.
-    pub fn open(path: impl AsRef<Path>) -> Result<HdfScan> {
+    /// Opens `path`: ISMRMRD raw data when it has `/dataset/data` (prewhitened with its noise
+    /// scan, if it has one, when `prewhiten`: [`RawScan::open_with`]), else the fastMRI layout.
+    pub fn open(path: impl AsRef<Path>, prewhiten: bool) -> Result<HdfScan> {
         let path = path.as_ref();
         Ok(if raw::is_raw(path) {
-            HdfScan::Raw(Box::new(RawScan::open(path)?))
+            HdfScan::Raw(Box::new(RawScan::open_with(path, prewhiten)?))
         } else {
             HdfScan::FastMri(Box::new(FastMriFile::open(path)?))
         })
