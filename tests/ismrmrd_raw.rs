@@ -12,6 +12,22 @@ use msm::io::fastmri::{is_raw, RawScan};
 use msm::io::npy;
 use msm::C32;
 use ndarray::Array4;
+use std::path::Path;
+
+/// Asserts that every slice of `scan` equals the `(slices, coils, H, W)` k-space in `expected`
+/// within `tolerance` (largest entry difference).
+fn assert_assembled(scan: &RawScan, expected: &Path, tolerance: f32) {
+    let expected: Array4<C32> = npy::read_npy_as(expected).unwrap();
+    for (k, want) in expected.outer_iter().enumerate() {
+        let got = scan.slice_kspace(k).unwrap();
+        let err = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).norm())
+            .fold(0.0f32, f32::max);
+        assert!(err < tolerance, "slice {k} differs by {err}");
+    }
+}
 
 #[test]
 fn raw_acquisitions_assemble_into_the_kspace_they_came_from() {
@@ -27,17 +43,7 @@ fn raw_acquisitions_assemble_into_the_kspace_they_came_from() {
     assert_eq!(scan.kspace_size(), (16, 12));
     assert_eq!(scan.recon_size(), (8, 12));
     assert_eq!(scan.skipped(), 1, "the navigator");
-    let expected: Array4<C32> = npy::read_npy_as(d.join("raw_expected.npy")).unwrap();
-    for k in 0..2 {
-        let got = scan.slice_kspace(k).unwrap();
-        let want = expected.index_axis(ndarray::Axis(0), k);
-        let err = got
-            .iter()
-            .zip(want.iter())
-            .map(|(a, b)| (a - b).norm())
-            .fold(0.0f32, f32::max);
-        assert!(err < 2e-5, "slice {k} differs by {err}");
-    }
+    assert_assembled(&scan, &d.join("raw_expected.npy"), 2e-5);
     let noise: ndarray::Array1<f32> = npy::read_npy_as(d.join("raw_noise.npy")).unwrap();
     let (got, want) = (scan.noise_std().unwrap(), f64::from(noise[0]));
     assert!((got - want).abs() < 1e-5 * want, "{got} vs {want}");
@@ -49,17 +55,7 @@ fn raw_acquisitions_assemble_into_the_kspace_they_came_from() {
     let recorded = RawScan::open_with(&raw, false).unwrap();
     assert!(!recorded.prewhitened());
     assert_eq!(recorded.noise_std(), scan.noise_std());
-    let expected: Array4<C32> = npy::read_npy_as(d.join("raw_expected_as_recorded.npy")).unwrap();
-    for k in 0..2 {
-        let got = recorded.slice_kspace(k).unwrap();
-        let want = expected.index_axis(ndarray::Axis(0), k);
-        let err = got
-            .iter()
-            .zip(want.iter())
-            .map(|(a, b)| (a - b).norm())
-            .fold(0.0f32, f32::max);
-        assert!(err < 1e-6, "slice {k} as recorded differs by {err}");
-    }
+    assert_assembled(&recorded, &d.join("raw_expected_as_recorded.npy"), 1e-6);
     assert!(scan
         .slice_kspace(2)
         .unwrap_err()
