@@ -585,3 +585,78 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
         }
     }
 }
+
+#[test]
+fn the_gpu_trainer_draws_prepared_slices_as_they_were_written() {
+    let Some(dir) = fixtures() else { return };
+    let d = dir.path();
+    // Two prepared files of one grid (scan.h5 compressed to 3 coils, plain.h5's 3 coils), so
+    // that a slice index must be mapped to its file.
+    let base = DataConfig {
+        coils: 3,
+        noise_eta: NoiseEta::Estimate,
+        ..scan_config(PathBuf::new())
+    };
+    let files: Vec<PathBuf> = ["scan", "plain"]
+        .iter()
+        .map(|name| {
+            let out = d.join(format!("{name}_prepared.safetensors"));
+            Loader::open(&DataConfig {
+                scans: vec![d.join(format!("{name}.h5"))],
+                ..base.clone()
+            })
+            .unwrap()
+            .write_prepared(&out)
+            .unwrap();
+            out
+        })
+        .collect();
+    let mut cfg = tiny();
+    cfg.data = DataConfig {
+        scans: files.clone(),
+        ..base
+    };
+    let config = d.join("prepared.json");
+    std::fs::write(&config, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let out = d.join("drawn.safetensors");
+    let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/torch_trainer_check.py");
+    let (ok, log) = python::run(&[
+        std::ffi::OsStr::new(check),
+        "prepared".as_ref(),
+        config.as_os_str(),
+        out.as_os_str(),
+    ]);
+    assert!(ok, "{log}");
+    let read = |p: &Path| -> std::collections::HashMap<String, tch::Tensor> {
+        tch::Tensor::read_safetensors(p)
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let drawn = read(&out);
+    let written: Vec<_> = files.iter().map(|p| read(p)).collect();
+    let counts: Vec<i64> = written.iter().map(|w| w["noise"].size()[0]).collect();
+    assert_eq!(counts, [6, 2]);
+    let index = Vec::<i64>::try_from(&drawn["index"]).unwrap();
+    let eta = Vec::<f64>::try_from(&drawn["eta"]).unwrap();
+    let mut from = [0usize; 2];
+    for (k, &g) in index.iter().enumerate() {
+        let (f, i) = if g < counts[0] {
+            (0, g)
+        } else {
+            (1, g - counts[0])
+        };
+        from[f] += 1;
+        for name in ["kspace", "maps", "mask"] {
+            let want = written[f][name].get(i);
+            let got = drawn[name].get(k as i64);
+            assert!(got.equal(&want), "draw {k} (slice {g}): `{name}` differs");
+        }
+        let noise = written[f]["noise"].double_value(&[i]);
+        assert_eq!(eta[k], noise, "draw {k}: eta is not the slice's estimate");
+    }
+    assert!(
+        from.iter().all(|&n| n > 0),
+        "draws from one file only: {from:?}"
+    );
+}

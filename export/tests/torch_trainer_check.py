@@ -8,6 +8,9 @@ usage:
   torch_trainer_check.py loss CKPT IN OUT        the loss on IN's `kspace`, `maps` (complex as
                                                  [..., 2]), `mask`, `n`, `probe`, `t`, `eta`
                                                  -> OUT `loss` [1]
+  torch_trainer_check.py prepared CONFIG OUT    one minibatch of the prepared scans CONFIG
+                                                 lists, as train.py draws it (generator seed 7):
+                                                 `kspace`, `maps`, `mask`, `eta`, `index`
   torch_trainer_check.py data VOLUME SIZE COILS ACS OUT
                                                  the simulator's coil maps, its slices axial
                                                  60, coronal 100, sagittal 90 (the coronal and
@@ -18,6 +21,7 @@ usage:
 All files are safetensors; computations in f32 on the CPU.
 """
 
+import json
 import os
 import sys
 
@@ -80,8 +84,29 @@ def data(volume, size, coils, acs, out):
     save_file(res, out)
 
 
+def prepared(config, out):
+    """Draws one minibatch of 16 from the prepared scans of `config` (a training config's JSON)
+    with a generator seeded 7 and writes what the trainer would train on: `kspace` and `maps`
+    (complex as [..., 2]), `mask`, `eta`, and the slice indices drawn (`index`, over the files
+    in order)."""
+    with open(config) as f:
+        cfg = T.merge(T.default_config(), json.load(f))
+    scans = T.PreparedScans(cfg["data"], torch.device("cpu"))
+    gen = torch.Generator().manual_seed(7)
+    ksp, mask, maps, eta = scans.draw(16, gen)
+    gen = torch.Generator().manual_seed(7)
+    index = torch.randint(0, len(scans.noise), (16,), generator=gen)
+    save_file({
+        "kspace": torch.view_as_real(ksp).contiguous(),
+        "maps": torch.view_as_real(maps).contiguous(),
+        "mask": mask.to(torch.uint8).contiguous(),
+        "eta": torch.tensor(eta, dtype=torch.float64),
+        "index": index,
+    }, out)
+
+
 if __name__ == "__main__":
-    cmds = {"forward": forward, "loss": loss, "data": data}
+    cmds = {"forward": forward, "loss": loss, "data": data, "prepared": prepared}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         sys.exit(__doc__)
     cmds[sys.argv[1]](*sys.argv[2:])
