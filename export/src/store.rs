@@ -72,7 +72,18 @@ pub fn read<M: DeserializeOwned>(
     })?;
     let bytes = Vec::<u8>::try_from(meta_t.reshape([-1]))
         .map_err(|e| Error::format(path, format!("bad `{META_ENTRY}` entry: {e}")))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
+    Ok((parse_meta(path, &bytes, format, what)?, map))
+}
+
+/// The metadata in the `__meta` entry's `bytes` of `path`: JSON whose `format` field must be
+/// `format` (`what` names the file in errors).
+pub fn parse_meta<M: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    format: &str,
+    what: &str,
+) -> Result<M> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::format(path, format!("bad `{META_ENTRY}` JSON: {e}")))?;
     let found = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
     if found != format {
@@ -81,7 +92,6 @@ pub fn read<M: DeserializeOwned>(
             format!("{what} format `{found}`, expected `{format}`"),
         ));
     }
-    let meta = serde_json::from_value(value)
-        .map_err(|e| Error::format(path, format!("bad `{META_ENTRY}` JSON: {e}")))?;
-    Ok((meta, map))
+    serde_json::from_value(value)
+        .map_err(|e| Error::format(path, format!("bad `{META_ENTRY}` JSON: {e}")))
 }

@@ -179,17 +179,9 @@ impl PreparedFile {
             }
             Ok((start + a, start + b))
         };
-        let (m0, m1) = entry("__meta", "U8", 1, None)?;
-        let value: serde_json::Value = serde_json::from_slice(&map[m0..m1])
-            .map_err(|e| fmt(format!("bad `__meta` JSON: {e}")))?;
-        let found = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
-        if found != PREPARED_FORMAT {
-            return Err(fmt(format!(
-                "prepared scans format `{found}`, expected `{PREPARED_FORMAT}`"
-            )));
-        }
+        let (m0, m1) = entry(store::META_ENTRY, "U8", 1, None)?;
         let meta: PreparedMeta =
-            serde_json::from_value(value).map_err(|e| fmt(format!("bad `__meta` JSON: {e}")))?;
+            store::parse_meta(path, &map[m0..m1], PREPARED_FORMAT, "prepared scans")?;
         if (meta.height, meta.width, meta.coils) != (image_size, image_size, coils) {
             return Err(fmt(format!(
                 "prepared for a {} x {} grid with {} coils, but the data config says image_size \
