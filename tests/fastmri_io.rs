@@ -101,6 +101,7 @@ fn fastmri_layout_reads_back_to_the_same_numbers() {
             encoded_size: (32, 24, 1),
             recon_size: (20, 16, 1),
             kspace_center: None,
+            kspace_center_2: None,
         })
     );
     assert_eq!(f.recon_size(), Some((20, 16)));

@@ -2,13 +2,14 @@
 //! assembled into k-space: against the k-space the h5py writer placed
 //! (`tests/ismrmrd/make_raw.py`): lines on their columns, averages averaged, calibration lines
 //! kept, navigators skipped, prewhitened with the noise scan's covariance (against NumPy's
-//! Cholesky), the noise scan's level; then through the CLI (`msm info`, `msm
-//! recon`), and bad files.
+//! Cholesky), the noise scan's level; files of several images (repetitions, contrasts) read
+//! one at a time; a 3-D encoding read as slices (against NumPy's FFT along the partitions);
+//! then through the CLI (`msm info`, `msm recon`), and bad files.
 
 mod common;
 
 use common::{fails, h5py_fixtures, ok, s};
-use msm::io::fastmri::{is_raw, RawScan};
+use msm::io::fastmri::{is_raw, RawOptions, RawScan, Selection};
 use msm::io::npy;
 use msm::C32;
 use ndarray::Array4;
@@ -52,7 +53,11 @@ fn raw_acquisitions_assemble_into_the_kspace_they_came_from() {
     assert!(scan.whitening().unwrap().condition() > 2.0);
     assert!(scan.prewhitened());
     // Without prewhitening: the k-space as recorded, and the same noise level.
-    let recorded = RawScan::open_with(&raw, false).unwrap();
+    let as_recorded = RawOptions {
+        prewhiten: false,
+        ..RawOptions::default()
+    };
+    let recorded = RawScan::open_with(&raw, &as_recorded).unwrap();
     assert!(!recorded.prewhitened());
     assert_eq!(recorded.noise_std(), scan.noise_std());
     assert_assembled(&recorded, &d.join("raw_expected_as_recorded.npy"), 1e-6);
@@ -62,14 +67,6 @@ fn raw_acquisitions_assemble_into_the_kspace_they_came_from() {
         .to_string()
         .contains("out of range"));
 
-    // Acquisitions that this reader must not mix into one image are refused, naming them.
-    let e = RawScan::open(d.join("raw_contrast.h5"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("raw_contrast.h5") && e.contains("contrast 1"),
-        "{e}"
-    );
     let e = RawScan::open(d.join("raw_reversed.h5"))
         .unwrap_err()
         .to_string();
@@ -81,6 +78,200 @@ fn raw_acquisitions_assemble_into_the_kspace_they_came_from() {
     // A fastMRI file is not raw data.
     let other = h5py_fixtures("tests/volume/make_files.py", "the ISMRMRD raw test").unwrap();
     assert!(!is_raw(&other.path().join("scan.h5")));
+}
+
+/// `RawOptions` that read the given selection, prewhitened.
+fn selecting(select: Selection) -> RawOptions {
+    RawOptions {
+        select,
+        ..RawOptions::default()
+    }
+}
+
+#[test]
+fn a_file_of_several_images_is_read_one_image_at_a_time() {
+    let Some(dir) = h5py_fixtures("tests/ismrmrd/make_raw.py", "the ISMRMRD raw test") else {
+        return;
+    };
+    let d = dir.path();
+    let multi = d.join("raw_multi.h5");
+    // Two repetitions and none chosen: refused, with the values and the option named, rather
+    // than averaged into one k-space.
+    let e = RawScan::open(&multi).unwrap_err().to_string();
+    assert!(
+        e.contains("raw_multi.h5") && e.contains("repetition 0, 1") && e.contains("--repetition N"),
+        "{e}"
+    );
+    // Each repetition alone is the k-space its lines hold.
+    let first = RawScan::open_with(
+        &multi,
+        &selecting(Selection {
+            repetition: Some(0),
+            ..Selection::default()
+        }),
+    )
+    .unwrap();
+    assert_assembled(&first, &d.join("raw_expected.npy"), 2e-5);
+    assert_eq!(first.unselected(), 16, "the second repetition's lines");
+    let second = RawScan::open_with(
+        &multi,
+        &selecting(Selection {
+            repetition: Some(1),
+            ..Selection::default()
+        }),
+    )
+    .unwrap();
+    assert_assembled(&second, &d.join("raw_multi_expected.npy"), 2e-5);
+    assert_eq!(
+        second.unselected(),
+        17,
+        "the first repetition's lines, the average too"
+    );
+    let rep = &second.counters()[2];
+    assert_eq!(
+        (rep.name, rep.values.as_slice(), rep.selected),
+        ("repetition", &[0, 1][..], 1)
+    );
+    assert_eq!(second.noise_std(), first.noise_std());
+    // A value the file does not hold.
+    let e = RawScan::open_with(
+        &multi,
+        &selecting(Selection {
+            repetition: Some(2),
+            ..Selection::default()
+        }),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("no imaging line of repetition 2") && e.contains("repetition 0, 1"),
+        "{e}"
+    );
+
+    // One line of another contrast: refused unless a contrast is chosen; contrast 0 is raw.h5.
+    let contrast = d.join("raw_contrast.h5");
+    let e = RawScan::open(&contrast).unwrap_err().to_string();
+    assert!(
+        e.contains("raw_contrast.h5") && e.contains("contrast 0, 1"),
+        "{e}"
+    );
+    let zero = RawScan::open_with(
+        &contrast,
+        &selecting(Selection {
+            contrast: Some(0),
+            ..Selection::default()
+        }),
+    )
+    .unwrap();
+    assert_assembled(&zero, &d.join("raw_expected.npy"), 2e-5);
+    assert_eq!(zero.unselected(), 1);
+    // Contrast 1 is one line, of slice 0: a one-slice scan with that column alone.
+    let one = RawScan::open_with(
+        &contrast,
+        &selecting(Selection {
+            contrast: Some(1),
+            ..Selection::default()
+        }),
+    )
+    .unwrap();
+    assert_eq!(one.num_slices(), 1);
+    let k = one.slice_kspace(0).unwrap();
+    let filled: Vec<usize> = (0..12)
+        .filter(|&c| {
+            k.slice(ndarray::s![.., .., c])
+                .iter()
+                .any(|v| v.norm() > 0.0)
+        })
+        .collect();
+    assert_eq!(
+        filled,
+        [3],
+        "line 3, with the centre counter 6 on column W / 2 = 6"
+    );
+
+    // Through the CLI: `msm info` names the counter and what it read, `recon` reads the
+    // repetition asked for, and refuses to guess.
+    let out = ok(&["info", s(&multi), "--json", "--repetition", "1"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["images"]["repetition"],
+        serde_json::json!({"values": [0, 1], "selected": 1})
+    );
+    assert_eq!(v["unselected_acquisitions"], 17);
+    let out = ok(&["info", s(&multi), "--repetition", "1"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("repetition: reading 1 of 0, 1"), "{text}");
+    fails(&["info", s(&multi)], &["raw_multi.h5", "--repetition N"]);
+    let img = d.join("rep1.npy");
+    let zf = |input: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "recon",
+            s(input),
+            s(&img),
+            "--method",
+            "zero-filled",
+            "--maps-method",
+            "ratio",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+        npy::read_npy_as::<C32, ndarray::Ix3>(&img).unwrap()
+    };
+    let from_multi = zf(&multi, &["--repetition", "1"]);
+    let from_first = zf(&multi, &["--repetition", "0"]);
+    let from_raw = zf(&d.join("raw.h5"), &[]);
+    assert_eq!(from_first, from_raw, "repetition 0 is raw.h5's data");
+    assert_ne!(from_multi, from_raw);
+    fails(
+        &[
+            "recon",
+            s(&multi),
+            s(&d.join("none.npy")),
+            "--method",
+            "zero-filled",
+        ],
+        &["repetition 0, 1"],
+    );
+    assert!(!d.join("none.npy").exists());
+}
+
+#[test]
+fn a_3d_encoding_is_read_as_2d_slices() {
+    let Some(dir) = h5py_fixtures("tests/ismrmrd/make_raw.py", "the ISMRMRD raw test") else {
+        return;
+    };
+    let d = dir.path();
+    let vol = d.join("raw_3d.h5");
+    // Against NumPy: the partitions placed by their second phase-encode counter (the first
+    // zero-filled), an inverse FFT along them, the recon matrix's central 4 kept.
+    let scan = RawScan::open(&vol).unwrap();
+    assert_eq!(scan.num_slices(), 4);
+    assert_assembled(&scan, &d.join("raw_3d_expected.npy"), 2e-5);
+    let p = scan.encoding_3d().unwrap();
+    assert_eq!((p.encoded, p.kept, p.filled), (6, 4, 5.0));
+    // The noise level of the slices: the scan's, less the zero-filled partition's share.
+    let two_d = RawScan::open(d.join("raw.h5")).unwrap();
+    let (got, want) = (
+        scan.noise_std().unwrap(),
+        two_d.noise_std().unwrap() * (5.0f64 / 6.0).sqrt(),
+    );
+    assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+    assert!(two_d.encoding_3d().is_none());
+    // Undersampled along both phase encodes: refused, naming the partition.
+    let e = RawScan::open(d.join("raw_3d_mixed.h5"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("raw_3d_mixed.h5") && e.contains("partition 2 holds other phase-encode lines"),
+        "{e}"
+    );
+    let out = ok(&["info", s(&vol), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["slices"], 4);
+    assert_eq!(
+        v["encoding_3d"],
+        serde_json::json!({"partitions": 6, "acquired_per_slab": 5.0, "slices_per_slab": 4})
+    );
 }
 
 #[test]
@@ -139,7 +330,7 @@ fn the_cli_reads_raw_data_as_a_volume() {
     assert!(err < 1e-5, "raw and fastMRI layouts differ by {err}");
     fails(
         &["info", s(&d.join("raw_contrast.h5"))],
-        &["raw_contrast.h5", "contrast 1"],
+        &["raw_contrast.h5", "contrast 0, 1", "--contrast N"],
     );
     fails(
         &["metrics", s(&raw), s(&img)],

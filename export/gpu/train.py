@@ -98,6 +98,7 @@ def default_config():
             "phase_strength": [1.0, 3.0],
             "scans": [],
             "prewhiten": True,
+            "select": {"contrast": None, "phase": None, "repetition": None, "set": None},
         },
         "steps": 20000,
         "batch_size": 4,

@@ -584,6 +584,23 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
             assert!((ratio - 1.0).abs() < 0.25, "{} vs {}", b.eta(), a.eta());
         }
     }
+    // `data.select`, as a config file writes it, reaches the reader: the file's only
+    // repetition reads, another is refused with the file and the values named.
+    let pick = |repetition: u64| {
+        let mut c = cfg("scan_raw.h5");
+        c.select = serde_json::from_str(&format!("{{\"repetition\": {repetition}}}")).unwrap();
+        c
+    };
+    assert_eq!(Loader::open(&pick(0)).unwrap().scan_slices(), 3);
+    let Err(e) = Loader::open(&pick(1)) else {
+        panic!("repetition 1 of a file with one repetition was read")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("scan_raw.h5") && e.contains("no imaging line of repetition 1; its lines have repetition 0"),
+        "{e}"
+    );
+    assert!(serde_json::from_str::<msm_export::data::RawSelect>(r#"{"echo": 1}"#).is_err());
 }
 
 #[test]

@@ -35,17 +35,15 @@ pub struct Args {
     pub eigenvalues: Option<PathBuf>,
     #[command(flatten)]
     pub opts: MapsArgs,
-    /// ISMRMRD raw data: keep the receive channels' noise as recorded, instead of prewhitening
-    /// the k-space with the file's noise scan (which whitens the noise, and weights the image
-    /// by the whitened coil sensitivities' norm).
-    #[arg(long)]
-    pub no_prewhiten: bool,
+    /// How ISMRMRD raw data is read.
+    #[command(flatten)]
+    pub raw: super::scan::RawArgs,
 }
 
 /// K-space of one slice and its mask (`None`: the non-zero entries).
 fn read_input(a: &Args) -> Result<(Array3<C32>, Option<Mask>, String)> {
     if scan::is_volume(&a.kspace)? {
-        let file = Scan::open(&a.kspace, !a.no_prewhiten)?;
+        let file = Scan::open(&a.kspace, &a.raw.options())?;
         let index = a.slice.unwrap_or(0);
         let kspace = file.slice_kspace(index)?;
         let (_, h, w) = kspace.dim();

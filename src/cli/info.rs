@@ -6,7 +6,7 @@
 
 use super::scan::Scan;
 use msm::denoiser::{Backend, OnnxDenoiser};
-use msm::io::fastmri::{detect_mask, FastMriFile, HdfScan};
+use msm::io::fastmri::{detect_mask, FastMriFile, HdfScan, RawOptions, RawScan};
 use msm::mask::acs_lines;
 use msm::noise::row_noise;
 use msm::{Error, Result};
@@ -22,11 +22,9 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// ISMRMRD raw data: keep the receive channels' noise as recorded, instead of prewhitening
-    /// the k-space with the file's noise scan (which whitens the noise, and weights the image
-    /// by the whitened coil sensitivities' norm).
-    #[arg(long)]
-    pub no_prewhiten: bool,
+    /// How ISMRMRD raw data is read.
+    #[command(flatten)]
+    pub raw: super::scan::RawArgs,
 }
 
 /// Runs `msm info`.
@@ -38,7 +36,7 @@ pub fn run(a: Args) -> Result<()> {
     let (text, value) = if is_model {
         model(&a.file)?
     } else {
-        scan(&a.file, !a.no_prewhiten)?
+        scan(&a.file, &a.raw.options())?
     };
     if a.json {
         println!("{value}");
@@ -104,8 +102,8 @@ struct SliceInfo {
 }
 
 /// A k-space file's layout, and every slice's mask and noise level.
-fn scan(path: &Path, prewhiten: bool) -> Result<(String, Value)> {
-    let scan = Scan::open(path, prewhiten).map_err(|e| {
+fn scan(path: &Path, raw: &RawOptions) -> Result<(String, Value)> {
+    let scan = Scan::open(path, raw).map_err(|e| {
         Error::invalid(format!(
             "{e}. msm info reads a model (.onnx) or multi-coil k-space (.h5, .npy (coils, H, W) \
              or (slices, coils, H, W), .cfl [H, W, 1, coils])"
@@ -123,21 +121,21 @@ fn scan(path: &Path, prewhiten: bool) -> Result<(String, Value)> {
             noise: row_noise(k.view(), &columns),
         });
     }
-    let (format, reference, noise_scan, skipped) = match &scan {
+    let (format, reference, raw) = match &scan {
         Scan::H5(f) => match f.as_ref() {
-            HdfScan::FastMri(f) => ("fastMRI HDF5", rss_shape(f)?, None, None),
-            HdfScan::Raw(r) => {
-                let scan = r
-                    .noise_std()
-                    .zip(r.whitening().map(|w| (w.condition(), r.prewhitened())));
-                ("ISMRMRD raw data", None, scan, Some(r.skipped()))
-            }
+            HdfScan::FastMri(f) => ("fastMRI HDF5", rss_shape(f)?, None),
+            HdfScan::Raw(r) => ("ISMRMRD raw data", None, Some(r.as_ref())),
         },
         Scan::Stack { .. } if super::data::kind(path) == super::data::Kind::Npy => {
-            ("NumPy", None, None, None)
+            ("NumPy", None, None)
         }
-        Scan::Stack { .. } => ("BART", None, None, None),
+        Scan::Stack { .. } => ("BART", None, None),
     };
+    let noise_scan = raw.and_then(|r| {
+        r.noise_std()
+            .zip(r.whitening().map(|w| (w.condition(), r.prewhitened())))
+    });
+    let skipped = raw.map(RawScan::skipped);
     let accel = |s: &SliceInfo| (s.kept > 0).then(|| w as f64 / s.kept as f64);
     let mut text = format!(
         "{}: {format} k-space, {} slice(s), {} coils, {h} x {w} (rows: readout; columns: phase \
@@ -163,6 +161,34 @@ fn scan(path: &Path, prewhiten: bool) -> Result<(String, Value)> {
         text.push_str(&format!(
             "  skipped: {n} non-imaging acquisition(s) (navigators, phase correction, ...)\n"
         ));
+    }
+    if let Some(p) = raw.and_then(RawScan::encoding_3d) {
+        text.push_str(&format!(
+            "  3-D encoding: {} partitions ({} acquired per slab, the others zero-filled), \
+             read as 2-D slices by an inverse FFT along them; the central {} of each slab kept \
+             (the recon matrix)\n",
+            p.encoded, p.filled, p.kept
+        ));
+    }
+    if let Some(r) = raw {
+        for c in r.counters().iter().filter(|c| c.values.len() > 1) {
+            text.push_str(&format!(
+                "  {name}: reading {} of {} (--{name} N chooses)\n",
+                c.selected,
+                c.values
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                name = c.name,
+            ));
+        }
+        if r.unselected() > 0 {
+            text.push_str(&format!(
+                "  not read: {} imaging line(s) of the other images\n",
+                r.unselected()
+            ));
+        }
     }
     if let Some((sigma, (condition, whitened))) = noise_scan {
         text.push_str(&format!(
@@ -218,6 +244,16 @@ fn scan(path: &Path, prewhiten: bool) -> Result<(String, Value)> {
         "prewhitened": noise_scan.is_some_and(|n| n.1 .1),
         "noise_condition": noise_scan.map(|n| n.1 .0),
         "skipped_acquisitions": skipped,
+        "images": raw.map(|r| r.counters().iter().map(|c| (
+            c.name.to_string(),
+            json!({ "values": c.values, "selected": c.selected }),
+        )).collect::<serde_json::Map<String, Value>>()),
+        "unselected_acquisitions": raw.map(RawScan::unselected),
+        "encoding_3d": raw.and_then(RawScan::encoding_3d).map(|p| json!({
+            "partitions": p.encoded,
+            "acquired_per_slab": p.filled,
+            "slices_per_slab": p.kept,
+        })),
         "per_slice": slices.iter().enumerate().map(|(i, s)| json!({
             "slice": i,
             "kept_columns": s.kept,

@@ -79,15 +79,18 @@ pub fn run(a: Args) -> Result<()> {
 /// (known from their headers); else one image.
 fn read_reference(path: &Path) -> Result<Reference> {
     if data::is_hdf5(path) {
-        if is_raw(path) {
-            return Err(Error::format(
-                path,
-                "is ISMRMRD raw data, which holds no reference image; expected an .h5 reference \
-                 with the fully sampled root-sum-of-squares images (fastMRI's training and \
-                 validation files), or a volume file",
-            ));
-        }
-        let file = FastMriFile::open(path)?;
+        let file = FastMriFile::open(path).map_err(|e| {
+            if is_raw(path) {
+                Error::format(
+                    path,
+                    "is ISMRMRD raw data, which holds no reference image; expected an .h5 \
+                     reference with the fully sampled root-sum-of-squares images (fastMRI's \
+                     training and validation files), or a volume file",
+                )
+            } else {
+                e
+            }
+        })?;
         let Some(rss) = file.reconstruction_rss()? else {
             return Err(Error::format(
                 path,

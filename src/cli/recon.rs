@@ -47,11 +47,9 @@ pub struct Args {
     /// entries, as bart cc -p N -S -A): a cheaper operator for a little of the data's energy.
     #[arg(long, value_parser = super::at_least_one)]
     pub virtual_coils: Option<usize>,
-    /// ISMRMRD raw data: keep the receive channels' noise as recorded, instead of prewhitening
-    /// the k-space with the file's noise scan (which whitens the noise, and weights the image
-    /// by the whitened coil sensitivities' norm).
-    #[arg(long)]
-    pub no_prewhiten: bool,
+    /// How ISMRMRD raw data is read.
+    #[command(flatten)]
+    pub raw: super::scan::RawArgs,
     /// CG iterations (at least 1).
     #[arg(long, default_value_t = 30, value_parser = super::at_least_one)]
     pub iters: usize,
@@ -150,7 +148,7 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
     let format = VolumeFormat::of(output)?;
     atomic::check_folder(output)?;
     let choice = MapsChoice::new(maps, a.maps_method, &a.maps_opts)?;
-    let file = Scan::open(kspace, !a.no_prewhiten)?;
+    let file = Scan::open(kspace, &a.raw.options())?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
     let grid = file.kspace_size();
     let plan = GridPlan::new(grid, a.recon_size.or(file.recon_size()), grid)

@@ -44,11 +44,9 @@ pub struct Args {
     /// estimated): a cheaper operator and ESPIRiT for a little of the data's energy.
     #[arg(long, value_parser = super::at_least_one)]
     pub virtual_coils: Option<usize>,
-    /// ISMRMRD raw data: keep the receive channels' noise as recorded, instead of prewhitening
-    /// the k-space with the file's noise scan (which whitens the noise, and weights the image
-    /// by the whitened coil sensitivities' norm).
-    #[arg(long)]
-    pub no_prewhiten: bool,
+    /// How ISMRMRD raw data is read.
+    #[command(flatten)]
+    pub raw: super::scan::RawArgs,
     /// Write the pixel-wise standard deviation of the samples' magnitude here (.png, .nii,
     /// .nii.gz, .npy, .cfl).
     #[arg(long)]

@@ -3,12 +3,49 @@
 //! same way slice by slice.
 
 use super::data;
-use msm::io::fastmri::HdfScan;
+use msm::io::fastmri::{HdfScan, RawOptions, Selection};
 use msm::io::{cfl, npy};
 use msm::volume::output::BART_SLICE_DIM;
 use msm::{Error, Result, C32};
 use ndarray::{s, Array3, Array4, Ix3, Ix4, ShapeBuilder};
 use std::path::{Path, PathBuf};
+
+/// How ISMRMRD raw data is read: the options of every command that reads k-space.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RawArgs {
+    /// ISMRMRD raw data: keep the receive channels' noise as recorded, instead of prewhitening
+    /// the k-space with the file's noise scan (which whitens the noise, and weights the image
+    /// by the whitened coil sensitivities' norm).
+    #[arg(long)]
+    pub no_prewhiten: bool,
+    /// ISMRMRD raw data: the contrast (echo) to read, when the file holds several.
+    #[arg(long, value_name = "N")]
+    pub contrast: Option<u64>,
+    /// ISMRMRD raw data: the (cardiac) phase to read, when the file holds several.
+    #[arg(long, value_name = "N")]
+    pub phase: Option<u64>,
+    /// ISMRMRD raw data: the repetition to read, when the file holds several.
+    #[arg(long, value_name = "N")]
+    pub repetition: Option<u64>,
+    /// ISMRMRD raw data: the set (e.g. flow encoding) to read, when the file holds several.
+    #[arg(long, value_name = "N")]
+    pub set: Option<u64>,
+}
+
+impl RawArgs {
+    /// The reader's options.
+    pub fn options(&self) -> RawOptions {
+        RawOptions {
+            prewhiten: !self.no_prewhiten,
+            select: Selection {
+                contrast: self.contrast,
+                phase: self.phase,
+                repetition: self.repetition,
+                set: self.set,
+            },
+        }
+    }
+}
 
 /// A multi-slice multi-coil k-space.
 pub enum Scan {
@@ -25,11 +62,11 @@ pub enum Scan {
 }
 
 impl Scan {
-    /// Opens `path`: HDF5 by its extension (ISMRMRD raw data prewhitened with its noise scan
-    /// when `prewhiten`), else a stack ([`read_stack`]).
-    pub fn open(path: &Path, prewhiten: bool) -> Result<Scan> {
+    /// Opens `path`: HDF5 by its extension (ISMRMRD raw data read as `raw` says), else a stack
+    /// ([`read_stack`]).
+    pub fn open(path: &Path, raw: &RawOptions) -> Result<Scan> {
         if data::is_hdf5(path) {
-            return Ok(Scan::H5(Box::new(HdfScan::open(path, prewhiten)?)));
+            return Ok(Scan::H5(Box::new(HdfScan::open(path, raw)?)));
         }
         let kspace = read_stack(path, "multi-coil k-space")?;
         if kspace.dim().1 == 0 {

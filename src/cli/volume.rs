@@ -52,7 +52,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         ));
     }
     let maps_choice = MapsChoice::new(maps, a.maps_method, &a.maps_opts)?;
-    let file = Scan::open(kspace, !a.no_prewhiten)?;
+    let file = Scan::open(kspace, &a.raw.options())?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
     let (h0, w0) = file.kspace_size();
     let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 200, Some(w0))?;
@@ -202,7 +202,9 @@ fn manifest(
     m.add("write-back noise", format!("{:?}", opts.writeback_noise));
     m.add("partial masks", format!("{:?}", opts.partial));
     m.add("posterior", format!("{recon:?}"));
-    m.add("prewhiten", !a.no_prewhiten);
+    m.add("prewhiten", !a.raw.no_prewhiten);
+    // Another image of a raw file (contrast, phase, repetition, set) is other data.
+    m.add("raw selection", format!("{:?}", a.raw.options().select));
     m.add(
         "virtual coils",
         a.virtual_coils

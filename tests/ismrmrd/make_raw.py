@@ -12,7 +12,7 @@ channels (NumPy's Cholesky), raw_noise.npy the noise std per real component it l
 raw_as_fastmri.h5: the expected (whitened) k-space in fastMRI's layout with the same header.
 raw_contrast.h5: the same with one line of contrast 1; raw_reversed.h5 with one reversed (EPI)
 line. raw_offcentre.h5: centre counter 10, so
-line 11 falls outside the 12 columns.
+line 11 falls outside the 12 columns. raw_multi.h5: two repetitions (write_multi); raw_3d.h5: a 3-D encoding (write_3d).
 """
 import os
 import sys
@@ -43,7 +43,7 @@ def flag(bit):
     return 1 << (bit - 1)
 
 
-def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0, pad=0):
+def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0, pad=0, repetition=0, e2=0):
     """One readout line; `pad` junk samples before and after, to discard."""
     if pad:
         junk = np.full((samples.shape[0], pad), 1e3 + 1e3j)
@@ -58,6 +58,8 @@ def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0, pad=0):
     h["idx"]["kspace_encode_step_1"] = e1
     h["idx"]["slice"] = slice_
     h["idx"]["contrast"] = contrast
+    h["idx"]["repetition"] = repetition
+    h["idx"]["kspace_encode_step_2"] = e2
     data = np.stack([samples.real, samples.imag], -1).astype("<f4").ravel()
     return h, np.zeros(0, "<f4"), data
 
@@ -73,23 +75,25 @@ def whitened(k, noise):
     return np.einsum("ab,sbhw->sahw", w, k), np.sqrt(s2 / 2)
 
 
-def header(center):
+def header(center, z=1, recon_z=1):
+    step_2 = (f"<kspace_encoding_step_2><minimum>0</minimum><maximum>{z - 1}</maximum>"
+              f"<center>{z // 2}</center></kspace_encoding_step_2>") if z > 1 else ""
     return f"""<?xml version="1.0"?>
 <ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
-<encodedSpace><matrixSize><x>{H}</x><y>{W}</y><z>1</z></matrixSize></encodedSpace>
-<reconSpace><matrixSize><x>{H // 2}</x><y>{W}</y><z>1</z></matrixSize></reconSpace>
+<encodedSpace><matrixSize><x>{H}</x><y>{W}</y><z>{z}</z></matrixSize></encodedSpace>
+<reconSpace><matrixSize><x>{H // 2}</x><y>{W}</y><z>{recon_z}</z></matrixSize></reconSpace>
 <encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{W - 1}</maximum>
-<center>{center}</center></kspace_encoding_step_1></encodingLimits>
+<center>{center}</center></kspace_encoding_step_1>{step_2}</encodingLimits>
 </encoding></ismrmrdHeader>"""
 
 
-def write(path, recs, center=W // 2):
+def write(path, recs, center=W // 2, xml=None):
     arr = np.empty(len(recs), ACQ)
     for i, r in enumerate(recs):
         arr[i] = r
     with h5py.File(path, "w") as f:
         g = f.create_group("dataset")
-        g.create_dataset("xml", data=np.array([header(center)], dtype=h5py.string_dtype()))
+        g.create_dataset("xml", data=np.array([xml or header(center)], dtype=h5py.string_dtype()))
         g.create_dataset("data", data=arr)
 
 
@@ -130,6 +134,51 @@ def main():
     write(os.path.join(out, "raw_offcentre.h5"), recs, center=10)
     write(os.path.join(out, "raw_reversed.h5"), recs + [acquisition(again, 3, 0, flags=flag(22))])
     write_scan(out, rng)
+    write_multi(out, rng, recs, noise)
+    write_3d(out, rng, noise)
+
+
+def write_3d(out, rng, noise):
+    """raw_3d.h5: a 3-D encoding of one slab, 6 partitions (second phase-encode counter, centre
+    3), the recon matrix's central 4 kept, lines LINES in every partition but the first (partial
+    Fourier: zero-filled); raw_3d_expected.npy the 4 slices' k-space (an inverse FFT along the
+    partitions, centred and orthonormal, prewhitened). raw_3d_mixed.h5: partition 2 without
+    line 4 (2-D undersampling, refused)."""
+    z, recon_z = 6, 4
+    full = rng.standard_normal((z, C, H, W)) + 1j * rng.standard_normal((z, C, H, W))
+    full = full.astype(np.complex64).astype(np.complex128)
+    grid = np.zeros_like(full)
+    recs, mixed = [acquisition(noise, flags=flag(19))], [acquisition(noise, flags=flag(19))]
+    for p in range(1, z):
+        for e1 in LINES:
+            recs.append(acquisition(full[p, :, :, e1], e1, e2=p))
+            if not (p == 2 and e1 == 4):
+                mixed.append(recs[-1])
+            grid[p, :, :, e1] = full[p, :, :, e1]
+    xml = header(W // 2, z, recon_z)
+    write(os.path.join(out, "raw_3d.h5"), recs, xml=xml)
+    write(os.path.join(out, "raw_3d_mixed.h5"), mixed, xml=xml)
+    slices = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(grid, axes=0), axis=0, norm="ortho"),
+                             axes=0)
+    slices = slices[z // 2 - recon_z // 2:z // 2 - recon_z // 2 + recon_z]
+    expected, _ = whitened(slices, noise)
+    np.save(os.path.join(out, "raw_3d_expected.npy"), expected.astype(np.complex64))
+
+
+def write_multi(out, rng, recs, noise):
+    """raw_multi.h5: raw.h5's acquisitions (repetition 0) and a second repetition of other data
+    on the same lines; raw_multi_expected.npy the second one's k-space, prewhitened."""
+    second = (rng.standard_normal((S, C, H, W)) + 1j * rng.standard_normal((S, C, H, W)))
+    second = second.astype(np.complex64).astype(np.complex128)
+    expected = np.zeros_like(second)
+    more = []
+    for s in range(S):
+        for e1 in LINES:
+            more.append(acquisition(second[s, :, :, e1], e1, s, repetition=1))
+            expected[s, :, :, e1] = second[s, :, :, e1]
+    write(os.path.join(out, "raw_multi.h5"), recs + more)
+    expected, _ = whitened(expected, noise)
+    np.save(os.path.join(out, "raw_multi_expected.npy"), expected.astype(np.complex64))
 
 
 def write_scan(out, rng):

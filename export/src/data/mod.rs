@@ -80,6 +80,35 @@ pub struct DataConfig {
     /// unless `--no-prewhiten` (the SURE loss assumes white noise). Models meant for
     /// `--no-prewhiten` reconstructions train with `false`.
     pub prewhiten: bool,
+    /// ISMRMRD raw scans that hold several images (contrasts, phases, repetitions or sets):
+    /// the one to train on, as the runtime's `--contrast`, `--phase`, `--repetition` and
+    /// `--set` choose it. A counter left `null` must have one value in the file.
+    pub select: RawSelect,
+}
+
+/// [`DataConfig::select`]: a value of each ISMRMRD counter, or `null`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSelect {
+    /// The contrast (echo) counter.
+    pub contrast: Option<u64>,
+    /// The (cardiac) phase counter.
+    pub phase: Option<u64>,
+    /// The repetition counter.
+    pub repetition: Option<u64>,
+    /// The set counter.
+    pub set: Option<u64>,
+}
+
+impl From<RawSelect> for msm::io::fastmri::Selection {
+    fn from(s: RawSelect) -> Self {
+        msm::io::fastmri::Selection {
+            contrast: s.contrast,
+            phase: s.phase,
+            repetition: s.repetition,
+            set: s.set,
+        }
+    }
 }
 
 impl DataConfig {
@@ -103,6 +132,7 @@ impl Default for DataConfig {
             phase_strength: [1.0, 3.0],
             scans: Vec::new(),
             prewhiten: true,
+            select: RawSelect::default(),
         }
     }
 }

@@ -27,7 +27,7 @@ use super::prepared::{self, PreparedFile, PreparedSlice};
 use super::{DataConfig, Measurement, NoiseEta, NoiseSummary};
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
-use msm::io::fastmri::{detect_mask, HdfScan};
+use msm::io::fastmri::{detect_mask, HdfScan, RawOptions};
 use msm::mask::{acs_lines, Mask};
 use msm::noise::row_noise;
 use msm::sense::{Operator, Sense};
@@ -235,7 +235,13 @@ impl Scans {
 /// Reads and prepares every slice of the scan `path` that holds data, in parallel (ESPIRiT
 /// dominates), in the file's order.
 fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
-    let file = HdfScan::open(path, cfg.prewhiten)?;
+    let file = HdfScan::open(
+        path,
+        &RawOptions {
+            prewhiten: cfg.prewhiten,
+            select: cfg.select.into(),
+        },
+    )?;
     let fmt = |msg: String| Error::format(path, msg);
     if file.coils() < cfg.coils {
         return Err(fmt(format!(

@@ -24,6 +24,9 @@ pub struct IsmrmrdHeader {
     /// k-space's centre line, which places raw acquisitions (ISMRMRD raw data) on the grid;
     /// `None` when the header does not give it.
     pub kspace_center: Option<usize>,
+    /// `encoding/encodingLimits/kspace_encoding_step_2/center`: the second phase-encode
+    /// counter of k-space's centre partition (3-D encodings); `None` when not given.
+    pub kspace_center_2: Option<usize>,
 }
 
 impl IsmrmrdHeader {
@@ -40,26 +43,32 @@ impl IsmrmrdHeader {
         let encoding = root.child("encoding").ok_or_else(|| {
             HeaderError("no <encoding> element under <ismrmrdHeader>".to_string())
         })?;
-        let center = encoding
-            .child("encodingLimits")
-            .and_then(|l| l.child("kspace_encoding_step_1"))
-            .and_then(|l| l.child("center"));
-        let kspace_center = match center {
-            None => None,
-            Some(el) => Some(el.text.trim().parse::<usize>().map_err(|_| {
-                HeaderError(format!(
-                    "<encoding>/<encodingLimits>/<kspace_encoding_step_1>/<center> is {:?}, \
-                     expected a non-negative integer",
-                    el.text.trim()
-                ))
-            })?),
-        };
         Ok(IsmrmrdHeader {
             encoded_size: matrix_size(encoding, "encodedSpace")?,
             recon_size: matrix_size(encoding, "reconSpace")?,
-            kspace_center,
+            kspace_center: limit_center(encoding, "kspace_encoding_step_1")?,
+            kspace_center_2: limit_center(encoding, "kspace_encoding_step_2")?,
         })
     }
+}
+
+/// `encoding/encodingLimits/<counter>/center`, when the header gives it.
+fn limit_center(encoding: &Element, counter: &str) -> Result<Option<usize>, HeaderError> {
+    let center = encoding
+        .child("encodingLimits")
+        .and_then(|l| l.child(counter))
+        .and_then(|l| l.child("center"));
+    center
+        .map(|el| {
+            el.text.trim().parse::<usize>().map_err(|_| {
+                HeaderError(format!(
+                    "<encoding>/<encodingLimits>/<{counter}>/<center> is {:?}, expected a \
+                     non-negative integer",
+                    el.text.trim()
+                ))
+            })
+        })
+        .transpose()
 }
 
 /// Why an ISMRMRD header could not be read.

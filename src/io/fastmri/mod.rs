@@ -54,7 +54,7 @@ mod scan;
 
 pub use header::{HeaderError, IsmrmrdHeader};
 pub use image::{center_crop, crop_or_pad, detect_mask, reference_image, rss_image, zero_pad};
-pub use raw::{is_raw, RawScan};
+pub use raw::{is_raw, CounterValues, Partitions, RawOptions, RawScan, Selection, COUNTERS};
 pub use scan::HdfScan;
 
 use crate::{Error, Result, C32};
@@ -67,6 +67,19 @@ use std::path::{Path, PathBuf};
 /// `reconstruction_rss`): 4 GiB, far above any scan (a 16-coil 640 x 368 slice is 30 MB), so that
 /// a damaged file claiming an absurd size gives an error instead of an allocation failure.
 const MAX_READ_BYTES: usize = 4 << 30;
+
+/// Opens `path` as HDF5 with this module's read limit. A missing file is an I/O error; a file
+/// that is not HDF5 a format error that ends with `expected`.
+fn open_hdf5(path: &Path, expected: &str) -> Result<Hdf5File> {
+    std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let options = OpenOptions::default().with_max_read_bytes(MAX_READ_BYTES);
+    Hdf5File::open_with_options(path, options).map_err(|e| {
+        Error::format(
+            path,
+            format!("cannot be read as HDF5 ({e}); expected {expected}"),
+        )
+    })
+}
 
 /// Appended to errors from the HDF5 decoder on a file that passed the signature check.
 const DAMAGED: &str = "; the file may be truncated or damaged, expected a complete HDF5 file";
@@ -104,14 +117,13 @@ impl FastMriFile {
     /// Opens `path` and checks its datasets; reads the header and the mask, not the k-space.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let file = open_hdf5(path, "a fastMRI HDF5 file with a `kspace` dataset")?;
+        Self::from_file(path, &file)
+    }
+
+    /// [`FastMriFile::open`] on a file already open.
+    pub(crate) fn from_file(path: &Path, file: &Hdf5File) -> Result<Self> {
         let fmt = |msg: String| Error::format(path, msg);
-        let options = OpenOptions::default().with_max_read_bytes(MAX_READ_BYTES);
-        let file = Hdf5File::open_with_options(path, options).map_err(|e| {
-            fmt(format!(
-                "cannot be read as HDF5 ({e}); expected a fastMRI HDF5 file with a `kspace` dataset"
-            ))
-        })?;
         let root = file
             .root_group()
             .map_err(|e| fmt(format!("cannot read the HDF5 root group ({e}){DAMAGED}")))?;
@@ -155,7 +167,7 @@ impl FastMriFile {
         }
 
         let header = if names.iter().any(|n| n == "ismrmrd_header") {
-            let text = read_text(&file, "ismrmrd_header").map_err(fmt)?;
+            let text = read_text(file, "ismrmrd_header").map_err(fmt)?;
             Some(IsmrmrdHeader::parse(&text).map_err(|e| {
                 fmt(format!(
                     "`ismrmrd_header` cannot be parsed: {e}; expected ISMRMRD XML with \
@@ -167,7 +179,7 @@ impl FastMriFile {
         };
 
         let mask = if names.iter().any(|n| n == "mask") {
-            Some(read_mask(&file, shape.3).map_err(fmt)?)
+            Some(read_mask(file, shape.3).map_err(fmt)?)
         } else {
             None
         };

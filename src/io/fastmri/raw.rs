@@ -17,9 +17,17 @@
 //! dummy scan, ...; [`NOT_IMAGING`]) with counters
 //! `kspace_encode_step_1 = e1` and `slice = k` fills column `e1 - center + W / 2` of slice `k`,
 //! its samples (less `discard_pre` and `discard_post`) centred on row `H / 2` at
-//! `center_sample`; samples that do not fit the encoded readout are an error. Lines repeated (averages) are averaged;
-//! acquisitions of another contrast, phase, repetition or set than 0, or with a second encoding
-//! step (3-D), are refused with the counter named, rather than mixed. Noise measurements (flag
+//! `center_sample`; samples that do not fit the encoded readout are an error. Lines repeated
+//! (averages) are averaged. One image is assembled: one value of each of the counters
+//! [`COUNTERS`] (contrast, phase, repetition, set), chosen with [`Selection`]; a file that holds
+//! several values of a counter no selection names is refused with the values listed, rather
+//! than mixed. A 3-D encoding (encoded matrix `z` > 1) is read as 2-D slices: each line of
+//! `kspace_encode_step_2 = e2` fills partition `e2 - center_2 + Z / 2` of its slab (the
+//! `slice` counter), and an inverse FFT along the partitions (centred, orthonormal) makes each
+//! of the recon matrix's central `z` partitions a 2-D k-space slice. That needs the same
+//! phase-encode lines in every partition acquired (undersampling along the first phase encode
+//! only; partitions with no line, as under partial Fourier, are zero-filled); other patterns
+//! are refused. Noise measurements (flag
 //! 19), which scanners take with the RF off, give the noise covariance of the receive channels:
 //! the k-space is prewhitened with it ([`crate::coils::Whitening`]: white noise of the mean
 //! channel's level), and its std per real component, corrected for the noise lines' dwell time,
@@ -27,12 +35,70 @@
 //! are skipped. The whole scan is assembled in memory when the file is opened (16 x coils x H x
 //! W bytes a slice).
 
-use super::{read_text, IsmrmrdHeader, DAMAGED, MAX_READ_BYTES};
+use super::{open_hdf5, read_text, IsmrmrdHeader, DAMAGED};
 use crate::coils::Whitening;
+use crate::fft::Fft2;
 use crate::{Error, Result, C32};
-use hdf5_reader::{Dataset, Datatype, Hdf5File, OpenOptions};
+use hdf5_reader::{Dataset, Datatype, Hdf5File};
 use ndarray::{Array2, Array3};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+/// The ISMRMRD encoding counters that tell apart images of one scan which must not be mixed
+/// into one k-space, in [`Selection`]'s order.
+pub const COUNTERS: [&str; 4] = ["contrast", "phase", "repetition", "set"];
+
+/// Which image of a raw file to assemble: a value of each counter of [`COUNTERS`], or `None`
+/// where the file must hold a single value (the default: every counter).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// The contrast (echo) counter.
+    pub contrast: Option<u64>,
+    /// The cardiac phase counter.
+    pub phase: Option<u64>,
+    /// The repetition counter.
+    pub repetition: Option<u64>,
+    /// The set counter (e.g. flow encodings).
+    pub set: Option<u64>,
+}
+
+impl Selection {
+    /// The values in [`COUNTERS`]' order.
+    fn values(&self) -> [Option<u64>; 4] {
+        [self.contrast, self.phase, self.repetition, self.set]
+    }
+}
+
+/// How [`RawScan::open_with`] reads a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawOptions {
+    /// Prewhiten the k-space with the file's noise scan, if it has one (the noise scan's level
+    /// and covariance are read either way).
+    pub prewhiten: bool,
+    /// The image to assemble.
+    pub select: Selection,
+}
+
+impl Default for RawOptions {
+    /// Prewhitened, and every counter with a single value.
+    fn default() -> Self {
+        RawOptions {
+            prewhiten: true,
+            select: Selection::default(),
+        }
+    }
+}
+
+/// The values one counter of [`COUNTERS`] takes on a file's imaging lines, and the one read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CounterValues {
+    /// The counter's ISMRMRD name.
+    pub name: &'static str,
+    /// Every value on the file's imaging lines, ascending.
+    pub values: Vec<u64>,
+    /// The value assembled.
+    pub selected: u64,
+}
 
 /// ISMRMRD acquisition flags (1-based bit numbers, as `ismrmrd.h` numbers them). Flags 1 to 18
 /// (first / last in an encoding step, average, slice, contrast, phase, repetition, set,
@@ -63,6 +129,12 @@ pub struct RawScan {
     prewhitened: bool,
     /// Non-imaging acquisitions skipped (navigators, phase correction, ...).
     skipped: usize,
+    /// The counters' values, and those read.
+    counters: Vec<CounterValues>,
+    /// Imaging lines of other images (counter values not selected), not read.
+    unselected: usize,
+    /// How a 3-D encoding became slices.
+    encoding_3d: Option<Partitions>,
 }
 
 impl std::fmt::Debug for RawScan {
@@ -73,6 +145,8 @@ impl std::fmt::Debug for RawScan {
             .field("slices", &self.slices.len())
             .field("noise_std", &self.noise_std)
             .field("skipped", &self.skipped)
+            .field("counters", &self.counters)
+            .field("encoding_3d", &self.encoding_3d)
             .finish()
     }
 }
@@ -135,28 +209,37 @@ fn integer(dtype: &Datatype, path: &[&str]) -> std::result::Result<Field, String
 /// Whether `path` is an HDF5 file holding ISMRMRD raw data (`/dataset/data`), not fastMRI's
 /// `kspace`. Reads the file's structure only.
 pub fn is_raw(path: &Path) -> bool {
-    Hdf5File::open(path)
-        .and_then(|f| f.dataset("/dataset/data"))
-        .is_ok()
+    Hdf5File::open(path).is_ok_and(|f| holds_raw(&f))
+}
+
+/// Whether an open HDF5 file holds ISMRMRD raw data (`/dataset/data`).
+pub(super) fn holds_raw(file: &Hdf5File) -> bool {
+    file.dataset("/dataset/data").is_ok()
 }
 
 impl RawScan {
-    /// Reads and assembles `path`, prewhitened with its noise scan if it has one; errors name
-    /// the file and what is wrong.
+    /// Reads and assembles `path` with the default [`RawOptions`] (prewhitened with its noise
+    /// scan if it has one; a single value of every counter); errors name the file and what is
+    /// wrong.
     pub fn open(path: impl AsRef<Path>) -> Result<RawScan> {
-        Self::open_with(path, true)
+        Self::open_with(path, &RawOptions::default())
     }
 
-    /// [`RawScan::open`], prewhitening the k-space with the noise scan only if `prewhiten`
-    /// (the noise scan's level and covariance are read either way).
-    pub fn open_with(path: impl AsRef<Path>, prewhiten: bool) -> Result<RawScan> {
+    /// Reads and assembles `path` as `options` say.
+    pub fn open_with(path: impl AsRef<Path>, options: &RawOptions) -> Result<RawScan> {
         let path = path.as_ref();
-        std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let file = open_hdf5(
+            path,
+            "ISMRMRD raw data (`/dataset/xml` and `/dataset/data`)",
+        )?;
+        Self::from_file(path, &file, options)
+    }
+
+    /// [`RawScan::open_with`] on a file already open.
+    pub(super) fn from_file(path: &Path, file: &Hdf5File, options: &RawOptions) -> Result<RawScan> {
+        let prewhiten = options.prewhiten;
         let fmt = |msg: String| Error::format(path, msg);
-        let options = OpenOptions::default().with_max_read_bytes(MAX_READ_BYTES);
-        let file = Hdf5File::open_with_options(path, options)
-            .map_err(|e| fmt(format!("cannot be read as HDF5 ({e})")))?;
-        let xml = read_text(&file, "dataset/xml").map_err(fmt)?;
+        let xml = read_text(file, "dataset/xml").map_err(fmt)?;
         let header = IsmrmrdHeader::parse(&xml).map_err(|e| {
             fmt(format!(
                 "`/dataset/xml` is not a usable ISMRMRD header: {e}"
@@ -167,10 +250,13 @@ impl RawScan {
             .map_err(|e| fmt(format!("cannot open `/dataset/data` ({e}){DAMAGED}")))?;
         let Assembled {
             mut slices,
+            encoding_3d,
             noise,
             imaging_dwell,
             skipped,
-        } = assemble(&data, &header).map_err(fmt)?;
+            counters,
+            unselected,
+        } = assemble(&data, &header, &options.select).map_err(fmt)?;
         let coils = slices[0].dim().0;
         let (whitening, noise_std) = match noise {
             None => (None, None),
@@ -196,7 +282,10 @@ impl RawScan {
                 } else {
                     1.0
                 };
-                let std = wh.noise_std() * ratio;
+                // Partitions zero-filled (partial Fourier along the second phase encode) carry
+                // no noise into the inverse FFT along it.
+                let filled = encoding_3d.map_or(1.0, |p| p.filled / p.encoded as f64);
+                let std = wh.noise_std() * ratio * filled.sqrt();
                 (Some(wh), Some(std))
             }
         };
@@ -208,6 +297,9 @@ impl RawScan {
             prewhitened: prewhiten && whitening.is_some(),
             whitening,
             skipped,
+            counters,
+            unselected,
+            encoding_3d,
         })
     }
 
@@ -274,22 +366,140 @@ impl RawScan {
     pub fn skipped(&self) -> usize {
         self.skipped
     }
+
+    /// The values each counter of [`COUNTERS`] takes on the imaging lines, and the one read.
+    pub fn counters(&self) -> &[CounterValues] {
+        &self.counters
+    }
+
+    /// How a 3-D encoding was read as 2-D slices; `None` for a 2-D encoding.
+    pub fn encoding_3d(&self) -> Option<Partitions> {
+        self.encoding_3d
+    }
+
+    /// How many imaging lines belong to other images (counter values not selected) and were
+    /// not read.
+    pub fn unselected(&self) -> usize {
+        self.unselected
+    }
+}
+
+/// How a 3-D encoding became 2-D slices.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Partitions {
+    /// The encoded matrix's partitions (second phase-encode steps).
+    pub encoded: usize,
+    /// The slices kept from each slab: the recon matrix's central `z`.
+    pub kept: usize,
+    /// The partitions that hold lines, per slab (fewer than `encoded` under partial Fourier:
+    /// the others are zero-filled).
+    pub filled: f64,
+}
+
+/// One slab's k-space partitions `(coils, H, W)`, inverse-Fourier-transformed along the
+/// partitions (centred, orthonormal: the noise level of a full slab is kept) into `keep` 2-D
+/// k-space slices, the central ones.
+fn along_partitions(parts: &[Array3<C32>], keep: usize) -> Vec<Array3<C32>> {
+    let depth = parts.len();
+    let (c, h, w) = parts[0].dim();
+    // A `depth x 1` image's centred 2-D transform is the centred 1-D one along the depth.
+    let fft = Fft2::new(depth, 1);
+    let first = depth / 2 - keep / 2;
+    let mut out = vec![Array3::<C32>::zeros((c, h, w)); keep];
+    let mut buf = vec![C32::new(0.0, 0.0); depth];
+    for ch in 0..c {
+        for r in 0..h {
+            for col in 0..w {
+                for (b, p) in buf.iter_mut().zip(parts) {
+                    *b = p[(ch, r, col)];
+                }
+                if buf.iter().all(|v| v.norm_sqr() == 0.0) {
+                    continue;
+                }
+                fft.inverse(&mut buf);
+                for (o, v) in out.iter_mut().zip(&buf[first..first + keep]) {
+                    o[(ch, r, col)] = *v;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What [`assemble`] finds in the acquisitions.
 struct Assembled {
-    /// One `(coils, H, W)` k-space per slice.
+    /// One `(coils, H, W)` k-space per slice (per kept partition of each slab for a 3-D
+    /// encoding).
     slices: Vec<Array3<C32>>,
+    /// How a 3-D encoding was made slices; `None` for a 2-D one.
+    encoding_3d: Option<Partitions>,
     /// The noise measurements' samples `(channels, N)` and their dwell time (µs, 0 unknown).
     noise: Option<(Array2<C32>, f32)>,
     /// The imaging lines' dwell time (µs, 0 unknown).
     imaging_dwell: f32,
     /// Non-imaging acquisitions skipped.
     skipped: usize,
+    /// The counters' values, and those read.
+    counters: Vec<CounterValues>,
+    /// Imaging lines of other images, not read.
+    unselected: usize,
 }
 
-/// Places every acquisition, and gathers the noise measurements.
-fn assemble(data: &Dataset, header: &IsmrmrdHeader) -> std::result::Result<Assembled, String> {
+/// Whether an acquisition with `flags` is an imaging line (not a noise measurement, not a
+/// navigator or other non-imaging acquisition).
+fn is_imaging(flags: u64) -> bool {
+    !has_flag(flags, NOISE_MEASUREMENT) && !NOT_IMAGING.iter().any(|&bit| has_flag(flags, bit))
+}
+
+/// The value of each counter to read: the one selected, which the file must hold, or the
+/// file's only value.
+fn resolve(
+    found: Vec<BTreeSet<u64>>,
+    select: &Selection,
+) -> std::result::Result<Vec<CounterValues>, String> {
+    COUNTERS
+        .iter()
+        .zip(found)
+        .zip(select.values())
+        .map(|((&name, values), want)| {
+            let values: Vec<u64> = values.into_iter().collect();
+            let list = values
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let selected = match (want, values.as_slice()) {
+                (Some(v), _) if values.contains(&v) => v,
+                (Some(v), _) => {
+                    return Err(format!(
+                        "has no imaging line of {name} {v}; its lines have {name} {list}"
+                    ))
+                }
+                (None, [only]) => *only,
+                (None, _) => {
+                    return Err(format!(
+                        "holds {} images by the {name} counter ({name} {list}); expected one \
+                         chosen (msm's `--{name} N`, a training config's `data.select.{name}`), \
+                         rather than mixed into one k-space",
+                        values.len()
+                    ))
+                }
+            };
+            Ok(CounterValues {
+                name,
+                values,
+                selected,
+            })
+        })
+        .collect()
+}
+
+/// Places every imaging line of the selected image, and gathers the noise measurements.
+fn assemble(
+    data: &Dataset,
+    header: &IsmrmrdHeader,
+    select: &Selection,
+) -> std::result::Result<Assembled, String> {
     let dtype = data.dtype();
     let head = |name: &str| integer(dtype, &["head", name]);
     let idx = |name: &str| integer(dtype, &["head", "idx", name]);
@@ -310,13 +520,11 @@ fn assemble(data: &Dataset, header: &IsmrmrdHeader) -> std::result::Result<Assem
     };
     let e1 = idx("kspace_encode_step_1")?;
     let slice = idx("slice")?;
-    let others = [
-        ("kspace_encode_step_2", idx("kspace_encode_step_2")?),
-        ("contrast", idx("contrast")?),
-        ("phase", idx("phase")?),
-        ("repetition", idx("repetition")?),
-        ("set", idx("set")?),
-    ];
+    let e2 = idx("kspace_encode_step_2")?;
+    let counter_fields = COUNTERS
+        .iter()
+        .map(|name| idx(name))
+        .collect::<std::result::Result<Vec<Field>, String>>()?;
     let values = match find(dtype, &["data"]) {
         Some((offset, Datatype::VarLen { base, .. }))
             if matches!(**base, Datatype::FloatingPoint { size: 4, .. }) =>
@@ -338,9 +546,36 @@ fn assemble(data: &Dataset, header: &IsmrmrdHeader) -> std::result::Result<Assem
         .raw_element_size()
         .map_err(|e| format!("`/dataset/data`: {e}"))?;
     let reference = data.vlen_reference_size();
-    let (h, w, _) = header.encoded_size;
+    // First pass, over the headers: the counters' values on the imaging lines, and the image
+    // to read.
+    let (h, w, depth) = header.encoded_size;
+    let mut found = vec![BTreeSet::new(); COUNTERS.len()];
+    for (i, element) in bytes.chunks_exact(size).enumerate() {
+        if !is_imaging(flags.read(element)) {
+            continue;
+        }
+        let step = e2.read(element);
+        if depth == 1 && step != 0 {
+            return Err(format!(
+                "acquisition {i}: has kspace_encode_step_2 {step} but the header's encoded \
+                 matrix has z = 1; expected 0 for a 2-D encoding, or the 3-D matrix size"
+            ));
+        }
+        for (values, field) in found.iter_mut().zip(&counter_fields) {
+            values.insert(field.read(element));
+        }
+    }
+    if found[0].is_empty() {
+        return Err(
+            "holds no imaging acquisition; expected readout lines of a Cartesian scan".into(),
+        );
+    }
+    let counters = resolve(found, select)?;
+    let mut unselected = 0;
     let center = header.kspace_center.unwrap_or(w / 2);
-    // (slice, column) -> (sum, count) of the lines placed there.
+    let center_2 = header.kspace_center_2.unwrap_or(depth / 2);
+    // (slice, partition, column) -> (sum, count) of the lines placed there, at index
+    // `slice * depth + partition` (one partition for a 2-D encoding).
     let mut sums: Vec<Array3<C32>> = Vec::new();
     let mut counts: Vec<Vec<u32>> = Vec::new();
     let mut coils = None;
@@ -352,6 +587,15 @@ fn assemble(data: &Dataset, header: &IsmrmrdHeader) -> std::result::Result<Assem
     for (i, element) in bytes.chunks_exact(size).enumerate() {
         let what = |m: String| format!("acquisition {i}: {m}");
         let fl = flags.read(element);
+        if is_imaging(fl)
+            && counter_fields
+                .iter()
+                .zip(&counters)
+                .any(|(field, c)| field.read(element) != c.selected)
+        {
+            unselected += 1;
+            continue;
+        }
         let n = samples.read(element) as usize;
         let c = channels.read(element) as usize;
         let raw = data
@@ -394,15 +638,6 @@ fn assemble(data: &Dataset, header: &IsmrmrdHeader) -> std::result::Result<Assem
                     .into(),
             ));
         }
-        for (name, field) in &others {
-            let v = field.read(element);
-            if v != 0 {
-                return Err(what(format!(
-                    "has {name} {v}; expected 0 (this reader takes one 2-D contrast, phase, \
-                     repetition and set)"
-                )));
-            }
-        }
         match coils {
             None => {
                 coils = Some(c);
@@ -425,8 +660,19 @@ fn assemble(data: &Dataset, header: &IsmrmrdHeader) -> std::result::Result<Assem
                     e1.read(element)
                 ))
             })?;
-        let k = slice.read(element) as usize;
-        while sums.len() <= k {
+        let part = (e2.read(element) as usize + depth / 2)
+            .checked_sub(center_2)
+            .filter(|&p| p < depth)
+            .ok_or_else(|| {
+                what(format!(
+                    "second phase-encode counter {} with centre {center_2} falls outside the \
+                     {depth} partitions of the encoded matrix",
+                    e2.read(element)
+                ))
+            })?;
+        let k = slice.read(element) as usize * depth + part;
+        // Whole slabs: a partition no line fills (partial Fourier) stays zero.
+        while sums.len() < (k / depth + 1) * depth {
             sums.push(Array3::zeros((c, h, w)));
             counts.push(vec![0; w]);
         }
@@ -462,16 +708,17 @@ fn assemble(data: &Dataset, header: &IsmrmrdHeader) -> std::result::Result<Assem
         counts[k][col] += 1;
     }
     if sums.is_empty() {
-        return Err(
-            "holds no imaging acquisition; expected readout lines of a Cartesian scan".into(),
-        );
+        let image = counters
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.selected))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(format!(
+            "holds no imaging line of {image} together; expected a combination of counter \
+             values that the file's lines have"
+        ));
     }
-    for (k, (sum, count)) in sums.iter_mut().zip(&counts).enumerate() {
-        if count.iter().all(|&n| n == 0) {
-            return Err(format!(
-                "slice {k} has no acquisition; expected slices numbered from 0 without gaps"
-            ));
-        }
+    for (sum, count) in sums.iter_mut().zip(&counts) {
         for (col, &n) in count.iter().enumerate() {
             if n > 1 {
                 sum.slice_mut(ndarray::s![.., .., col])
@@ -479,15 +726,55 @@ fn assemble(data: &Dataset, header: &IsmrmrdHeader) -> std::result::Result<Assem
             }
         }
     }
+    // The central partitions of the recon matrix (the slice oversampling removed).
+    let keep = match header.recon_size.2 {
+        z if (1..=depth).contains(&z) => z,
+        _ => depth,
+    };
+    let mut parts = sums.into_iter();
+    let mut slices = Vec::with_capacity(counts.len() / depth * keep);
+    let mut filled = 0;
+    for (slab, count) in counts.chunks(depth).enumerate() {
+        let slab_parts: Vec<Array3<C32>> = parts.by_ref().take(depth).collect();
+        let lines = |p: usize| count[p].iter().map(|&n| n > 0).collect::<Vec<bool>>();
+        let held: Vec<usize> = (0..depth).filter(|&p| lines(p).contains(&true)).collect();
+        let Some(&first) = held.first() else {
+            return Err(format!(
+                "slice {slab} has no acquisition; expected slices numbered from 0 without gaps"
+            ));
+        };
+        filled += held.len();
+        if depth == 1 {
+            slices.extend(slab_parts);
+            continue;
+        }
+        if let Some(&p) = held.iter().find(|&&p| lines(p) != lines(first)) {
+            return Err(format!(
+                "slab {slab}: partition {p} holds other phase-encode lines than partition \
+                 {first}; expected the same lines in every partition acquired (undersampling \
+                 along the first phase encode only), since 3-D encodings are read as 2-D \
+                 slices by an inverse FFT along the second"
+            ));
+        }
+        slices.extend(along_partitions(&slab_parts, keep));
+    }
+    let encoding_3d = (depth > 1).then(|| Partitions {
+        encoded: depth,
+        kept: keep,
+        filled: filled as f64 / (counts.len() / depth) as f64,
+    });
     let noise = (!noise.is_empty()).then(|| {
         let n = noise[0].len();
         let samples = Array2::from_shape_fn((noise.len(), n), |(c, s)| noise[c][s]);
         (samples, noise_dwell)
     });
     Ok(Assembled {
-        slices: sums,
+        slices,
+        encoding_3d,
         noise,
         imaging_dwell,
         skipped,
+        counters,
+        unselected,
     })
 }

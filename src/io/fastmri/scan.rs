@@ -2,7 +2,7 @@
 //! ISMRMRD raw acquisitions ([`RawScan`]), told apart by their datasets and read slice by slice
 //! through one interface.
 
-use super::{raw, FastMriFile, RawScan};
+use super::{open_hdf5, raw, FastMriFile, RawOptions, RawScan};
 use crate::{Result, C32};
 use ndarray::Array3;
 use std::path::Path;
@@ -17,14 +17,18 @@ pub enum HdfScan {
 }
 
 impl HdfScan {
-    /// Opens `path`: ISMRMRD raw data when it has `/dataset/data` (prewhitened with its noise
-    /// scan, if it has one, when `prewhiten`: [`RawScan::open_with`]), else the fastMRI layout.
-    pub fn open(path: impl AsRef<Path>, prewhiten: bool) -> Result<HdfScan> {
+    /// Opens `path` once: ISMRMRD raw data when it has `/dataset/data`, assembled as `raw`
+    /// says ([`RawScan::open_with`]), else the fastMRI layout ([`FastMriFile::open`]).
+    pub fn open(path: impl AsRef<Path>, raw: &RawOptions) -> Result<HdfScan> {
         let path = path.as_ref();
-        Ok(if raw::is_raw(path) {
-            HdfScan::Raw(Box::new(RawScan::open_with(path, prewhiten)?))
+        let file = open_hdf5(
+            path,
+            "a fastMRI HDF5 file with a `kspace` dataset, or ISMRMRD raw data (`/dataset/data`)",
+        )?;
+        Ok(if raw::holds_raw(&file) {
+            HdfScan::Raw(Box::new(RawScan::from_file(path, &file, raw)?))
         } else {
-            HdfScan::FastMri(Box::new(FastMriFile::open(path)?))
+            HdfScan::FastMri(Box::new(FastMriFile::from_file(path, &file)?))
         })
     }
 
