@@ -4,11 +4,12 @@
 //! kept, navigators skipped, prewhitened with the noise scan's covariance (against NumPy's
 //! Cholesky), the noise scan's level; files of several images (repetitions, contrasts) read
 //! one at a time; a 3-D encoding read as slices (against NumPy's FFT along the partitions);
+//! files written by the ISMRMRD project's own Python library (`tests/ismrmrd/make_official.py`);
 //! then through the CLI (`msm info`, `msm recon`), and bad files.
 
 mod common;
 
-use common::{fails, h5py_fixtures, ok, s};
+use common::{fails, h5py_fixtures, ok, python_fixtures, s};
 use msm::io::fastmri::{is_raw, RawOptions, RawScan, Selection};
 use msm::io::npy;
 use msm::C32;
@@ -272,6 +273,61 @@ fn a_3d_encoding_is_read_as_2d_slices() {
         v["encoding_3d"],
         serde_json::json!({"partitions": 6, "acquired_per_slab": 5.0, "slices_per_slab": 4})
     );
+}
+
+#[test]
+fn files_the_ismrmrd_library_writes_read_as_written() {
+    // The ISMRMRD project's own Python library as the writer: its compound types, a chunked
+    // `/dataset/data` grown one acquisition at a time, its own header XML.
+    let Some(dir) = python_fixtures(
+        "tests/ismrmrd/make_official.py",
+        &["ismrmrd", "h5py", "numpy"],
+        "the ISMRMRD-library test",
+    ) else {
+        return;
+    };
+    let d = dir.path();
+    let file = d.join("official.h5");
+    for repetition in 0..2u64 {
+        let scan = RawScan::open_with(
+            &file,
+            &selecting(Selection {
+                repetition: Some(repetition),
+                ..Selection::default()
+            }),
+        )
+        .unwrap();
+        assert_eq!(scan.num_slices(), 2);
+        assert_eq!(scan.coils(), 4);
+        assert_eq!(scan.kspace_size(), (32, 24));
+        assert_eq!(scan.recon_size(), (16, 24));
+        assert!(scan.prewhitened());
+        assert_assembled(
+            &scan,
+            &d.join(format!("official_rep{repetition}.npy")),
+            2e-5,
+        );
+    }
+    let e = RawScan::open(&file).unwrap_err().to_string();
+    assert!(e.contains("repetition 0, 1"), "{e}");
+    let vol = RawScan::open(d.join("official_3d.h5")).unwrap();
+    assert_eq!(vol.num_slices(), 4);
+    assert_assembled(&vol, &d.join("official_3d.npy"), 2e-5);
+    // And through a reconstruction: both slices of repetition 1 on the recon grid.
+    let img = d.join("zf.npy");
+    ok(&[
+        "recon",
+        s(&file),
+        s(&img),
+        "--repetition",
+        "1",
+        "--method",
+        "zero-filled",
+        "--maps-method",
+        "ratio",
+    ]);
+    let out: ndarray::Array3<C32> = npy::read_npy_as(&img).unwrap();
+    assert_eq!(out.dim(), (2, 16, 24));
 }
 
 #[test]

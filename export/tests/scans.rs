@@ -20,6 +20,7 @@ mod common;
 mod python;
 use common::tiny;
 #[path = "../../tests/common/h5py.rs"]
+#[allow(dead_code)]
 mod h5py;
 
 /// The runtime's HDF5 test files in a temporary folder, or `None` (with a note) without h5py.
@@ -597,7 +598,8 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
     };
     let e = e.to_string();
     assert!(
-        e.contains("scan_raw.h5") && e.contains("no imaging line of repetition 1; its lines have repetition 0"),
+        e.contains("scan_raw.h5")
+            && e.contains("no imaging line of repetition 1; its lines have repetition 0"),
         "{e}"
     );
     assert!(serde_json::from_str::<msm_export::data::RawSelect>(r#"{"echo": 1}"#).is_err());

@@ -164,10 +164,16 @@ fn scan(path: &Path, raw: &RawOptions) -> Result<(String, Value)> {
     }
     if let Some(p) = raw.and_then(RawScan::encoding_3d) {
         text.push_str(&format!(
-            "  3-D encoding: {} partitions ({} acquired per slab, the others zero-filled), \
-             read as 2-D slices by an inverse FFT along them; the central {} of each slab kept \
-             (the recon matrix)\n",
-            p.encoded, p.filled, p.kept
+            "  3-D encoding: {} partitions ({} acquired per slab{}), read as 2-D slices by an \
+             inverse FFT along them; the central {} of each slab kept (the recon matrix)\n",
+            p.encoded,
+            p.filled,
+            if p.filled < p.encoded as f64 {
+                ", the others zero-filled"
+            } else {
+                ""
+            },
+            p.kept
         ));
     }
     if let Some(r) = raw {

@@ -1,5 +1,5 @@
-//! HDF5 test files written by h5py scripts (shared with the trainer's tests, which include this
-//! file by path).
+//! HDF5 test files written by Python scripts (shared with the trainer's tests, which include
+//! this file by path).
 
 use std::path::Path;
 use std::process::Command;
@@ -10,15 +10,22 @@ use tempfile::TempDir;
 /// h5py and NumPy is not available. On CI (the environment variable `CI` set, as .ci/run has it)
 /// a missing h5py is a broken setup, not a skip, and fails.
 pub fn h5py_fixtures(script: &str, what: &str) -> Option<TempDir> {
+    python_fixtures(script, &["h5py", "numpy"], what)
+}
+
+/// [`h5py_fixtures`] for a script that imports the Python `modules` (pip package names equal
+/// to the module names): `None` with a note where one is missing, a failure on CI.
+pub fn python_fixtures(script: &str, modules: &[&str], what: &str) -> Option<TempDir> {
     let probe = Command::new("python3")
-        .args(["-c", "import h5py, numpy"])
+        .args(["-c", &format!("import {}", modules.join(", "))])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
+        let list = modules.join(" ");
         assert!(
             std::env::var_os("CI").is_none(),
-            "python3 with h5py and numpy is required on CI (python3 -m pip install h5py numpy)"
+            "python3 with {list} is required on CI (python3 -m pip install {list})"
         );
-        eprintln!("note: skipping {what}: python3 with h5py and numpy is not available");
+        eprintln!("note: skipping {what}: python3 with {list} is not available");
         return None;
     }
     let dir = tempfile::tempdir().expect("temporary folder");

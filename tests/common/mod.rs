@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 mod h5py;
 // Not every test binary that includes this module reads HDF5 files.
 #[allow(unused_imports)]
-pub use h5py::h5py_fixtures;
+pub use h5py::{h5py_fixtures, python_fixtures};
 
 /// Runs `msm` with `args`.
 pub fn msm(args: &[&str]) -> Output {
