@@ -81,12 +81,33 @@ fn raw_acquisitions_assemble_into_the_kspace_they_came_from() {
     assert!(!is_raw(&other.path().join("scan.h5")));
 }
 
-/// `RawOptions` that read the given selection, prewhitened.
-fn selecting(select: Selection) -> RawOptions {
-    RawOptions {
-        select,
-        ..RawOptions::default()
-    }
+/// Opens `path` reading the given selection, prewhitened.
+fn open_selecting(path: &Path, select: Selection) -> msm::Result<RawScan> {
+    RawScan::open_with(
+        path,
+        &RawOptions {
+            select,
+            ..RawOptions::default()
+        },
+    )
+}
+
+/// Opens `path` reading one repetition.
+fn open_repetition(path: &Path, repetition: u64) -> msm::Result<RawScan> {
+    let select = Selection {
+        repetition: Some(repetition),
+        ..Selection::default()
+    };
+    open_selecting(path, select)
+}
+
+/// Opens `path` reading one contrast.
+fn open_contrast(path: &Path, contrast: u64) -> msm::Result<RawScan> {
+    let select = Selection {
+        contrast: Some(contrast),
+        ..Selection::default()
+    };
+    open_selecting(path, select)
 }
 
 #[test]
@@ -104,24 +125,10 @@ fn a_file_of_several_images_is_read_one_image_at_a_time() {
         "{e}"
     );
     // Each repetition alone is the k-space its lines hold.
-    let first = RawScan::open_with(
-        &multi,
-        &selecting(Selection {
-            repetition: Some(0),
-            ..Selection::default()
-        }),
-    )
-    .unwrap();
+    let first = open_repetition(&multi, 0).unwrap();
     assert_assembled(&first, &d.join("raw_expected.npy"), 2e-5);
     assert_eq!(first.unselected(), 16, "the second repetition's lines");
-    let second = RawScan::open_with(
-        &multi,
-        &selecting(Selection {
-            repetition: Some(1),
-            ..Selection::default()
-        }),
-    )
-    .unwrap();
+    let second = open_repetition(&multi, 1).unwrap();
     assert_assembled(&second, &d.join("raw_multi_expected.npy"), 2e-5);
     assert_eq!(
         second.unselected(),
@@ -135,15 +142,7 @@ fn a_file_of_several_images_is_read_one_image_at_a_time() {
     );
     assert_eq!(second.noise_std(), first.noise_std());
     // A value the file does not hold.
-    let e = RawScan::open_with(
-        &multi,
-        &selecting(Selection {
-            repetition: Some(2),
-            ..Selection::default()
-        }),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = open_repetition(&multi, 2).unwrap_err().to_string();
     assert!(
         e.contains("no imaging line of repetition 2") && e.contains("repetition 0, 1"),
         "{e}"
@@ -156,25 +155,11 @@ fn a_file_of_several_images_is_read_one_image_at_a_time() {
         e.contains("raw_contrast.h5") && e.contains("contrast 0, 1"),
         "{e}"
     );
-    let zero = RawScan::open_with(
-        &contrast,
-        &selecting(Selection {
-            contrast: Some(0),
-            ..Selection::default()
-        }),
-    )
-    .unwrap();
+    let zero = open_contrast(&contrast, 0).unwrap();
     assert_assembled(&zero, &d.join("raw_expected.npy"), 2e-5);
     assert_eq!(zero.unselected(), 1);
     // Contrast 1 is one line, of slice 0: a one-slice scan with that column alone.
-    let one = RawScan::open_with(
-        &contrast,
-        &selecting(Selection {
-            contrast: Some(1),
-            ..Selection::default()
-        }),
-    )
-    .unwrap();
+    let one = open_contrast(&contrast, 1).unwrap();
     assert_eq!(one.num_slices(), 1);
     let k = one.slice_kspace(0).unwrap();
     let filled: Vec<usize> = (0..12)
@@ -289,14 +274,7 @@ fn files_the_ismrmrd_library_writes_read_as_written() {
     let d = dir.path();
     let file = d.join("official.h5");
     for repetition in 0..2u64 {
-        let scan = RawScan::open_with(
-            &file,
-            &selecting(Selection {
-                repetition: Some(repetition),
-                ..Selection::default()
-            }),
-        )
-        .unwrap();
+        let scan = open_repetition(&file, repetition).unwrap();
         assert_eq!(scan.num_slices(), 2);
         assert_eq!(scan.coils(), 4);
         assert_eq!(scan.kspace_size(), (32, 24));
