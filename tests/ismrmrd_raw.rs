@@ -124,6 +124,16 @@ fn a_file_of_several_images_is_read_one_image_at_a_time() {
         e.contains("raw_multi.h5") && e.contains("repetition 0, 1") && e.contains("--repetition N"),
         "{e}"
     );
+    // The images the file holds, each with every counter given.
+    let images = RawScan::images(&multi).unwrap();
+    let reps: Vec<[Option<u64>; 4]> = images.iter().map(Selection::values).collect();
+    assert_eq!(
+        reps,
+        [
+            [Some(0), Some(0), Some(0), Some(0)],
+            [Some(0), Some(0), Some(1), Some(0)]
+        ]
+    );
     // Each repetition alone is the k-space its lines hold.
     let first = open_repetition(&multi, 0).unwrap();
     assert_assembled(&first, &d.join("raw_expected.npy"), 2e-5);

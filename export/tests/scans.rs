@@ -603,6 +603,43 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
         "{e}"
     );
     assert!(serde_json::from_str::<msm_export::data::RawSelect>(r#"{"echo": 1}"#).is_err());
+
+    // "all": every repetition of a file, each its own training slices, in order.
+    let reps = |select: &str| {
+        let mut c = cfg("scan_raw_reps.h5");
+        c.select = serde_json::from_str(select).unwrap();
+        Loader::open(&c)
+    };
+    let Err(e) = reps("{}") else {
+        panic!("a file of two repetitions was read with none chosen")
+    };
+    assert!(e.to_string().contains("repetition 0, 1"), "{e}");
+    assert_eq!(reps(r#"{"repetition": "all"}"#).unwrap().scan_slices(), 6);
+    let prepared = |select: &str, name: &str| {
+        let file = d.join(name);
+        reps(select).unwrap().write_prepared(&file).unwrap();
+        tch::Tensor::read_safetensors(&file).unwrap()
+    };
+    let entry = |entries: &[(String, tch::Tensor)], name: &str| {
+        entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .shallow_clone()
+    };
+    let all = prepared(r#"{"repetition": "all"}"#, "all.safetensors");
+    let first = prepared(r#"{"repetition": 0}"#, "first.safetensors");
+    let second = prepared(r#"{"repetition": 1}"#, "second.safetensors");
+    for name in ["kspace", "maps", "mask", "noise"] {
+        let joined = tch::Tensor::cat(&[entry(&first, name), entry(&second, name)], 0);
+        assert!(
+            entry(&all, name).equal(&joined),
+            "`{name}` of \"all\" is not the repetitions' in order"
+        );
+    }
+    // The repetitions hold other noise, so the comparison above can tell them apart.
+    assert!(!entry(&first, "kspace").equal(&entry(&second, "kspace")));
 }
 
 #[test]

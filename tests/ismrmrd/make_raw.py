@@ -185,7 +185,7 @@ def write_scan(out, rng):
     """scan_raw.h5: the trainer's test scan (`tests/volume/make_files.py`'s object: 3 slices, 4
     coils, 40 x 32 k-space, every third column and 10 central ones) as raw data with a noise
     scan of std 1e-4, and scan_raw_as_fastmri.h5 the same k-space, prewhitened with that scan, in
-    fastMRI's layout."""
+    fastMRI's layout; scan_raw_reps.h5 a second repetition beside the first."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "volume"))
     from make_files import column_mask, header as fastmri_header, kspace  # noqa: E402
 
@@ -198,17 +198,16 @@ def write_scan(out, rng):
     for k in range(s):
         for e1 in np.flatnonzero(mask):
             recs.append(acquisition(full[k, :, :, e1], int(e1), k))
-    arr = np.empty(len(recs), ACQ)
-    for i, r in enumerate(recs):
-        arr[i] = r
-    with h5py.File(os.path.join(out, "scan_raw.h5"), "w") as f:
-        g = f.create_group("dataset")
-        xml = fastmri_header((h, w), (32, 32)).replace(
-            "</encoding>",
-            f"<encodingLimits><kspace_encoding_step_1><center>{w // 2}</center>"
-            "</kspace_encoding_step_1></encodingLimits></encoding>")
-        g.create_dataset("xml", data=np.array([xml], dtype=h5py.string_dtype()))
-        g.create_dataset("data", data=arr)
+    xml = fastmri_header((h, w), (32, 32)).replace(
+        "</encoding>",
+        f"<encodingLimits><kspace_encoding_step_1><center>{w // 2}</center>"
+        "</kspace_encoding_step_1></encodingLimits></encoding>")
+    write(os.path.join(out, "scan_raw.h5"), recs, xml=xml)
+    # scan_raw_reps.h5: the same lines as repetition 0, and as repetition 1 with other noise.
+    again = full + 1e-4 * (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape))
+    reps = recs + [acquisition(again[k, :, :, e1], int(e1), k, repetition=1)
+                   for k in range(s) for e1 in np.flatnonzero(mask)]
+    write(os.path.join(out, "scan_raw_reps.h5"), reps, xml=xml)
     with h5py.File(os.path.join(out, "scan_raw_as_fastmri.h5"), "w") as f:
         twin, _ = whitened((full * mask).astype(np.complex64).astype(np.complex128), noise)
         f.create_dataset("kspace", data=twin.astype(np.complex64))

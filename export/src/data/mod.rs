@@ -21,7 +21,7 @@ mod scale;
 mod scans;
 mod sim;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ndarray::Array3;
 use rand::SeedableRng;
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::loss::MeasBatch;
+use msm::io::fastmri::{is_raw, RawScan, Selection};
 use msm::io::nifti::{read_nifti, Plane};
 use msm::{Error, Result, C32};
 
@@ -81,33 +82,83 @@ pub struct DataConfig {
     /// `--no-prewhiten` reconstructions train with `false`.
     pub prewhiten: bool,
     /// ISMRMRD raw scans that hold several images (contrasts, phases, repetitions or sets):
-    /// the one to train on, as the runtime's `--contrast`, `--phase`, `--repetition` and
-    /// `--set` choose it. A counter left `null` must have one value in the file.
+    /// which to train on, per counter: a value (as the runtime's `--contrast`, `--phase`,
+    /// `--repetition` and `--set` choose one), or `"all"`: every value the file has, each
+    /// image's slices training measurements of their own (repetitions of one scan are
+    /// independent noisy measurements). A counter left `null` must have one value in the file.
     pub select: RawSelect,
 }
 
-/// [`DataConfig::select`]: a value of each ISMRMRD counter, or `null`.
+/// [`DataConfig::select`]: a choice for each ISMRMRD counter, or `null`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSelect {
     /// The contrast (echo) counter.
-    pub contrast: Option<u64>,
+    pub contrast: Option<CounterChoice>,
     /// The (cardiac) phase counter.
-    pub phase: Option<u64>,
+    pub phase: Option<CounterChoice>,
     /// The repetition counter.
-    pub repetition: Option<u64>,
+    pub repetition: Option<CounterChoice>,
     /// The set counter.
-    pub set: Option<u64>,
+    pub set: Option<CounterChoice>,
 }
 
-impl From<RawSelect> for msm::io::fastmri::Selection {
-    fn from(s: RawSelect) -> Self {
-        msm::io::fastmri::Selection {
-            contrast: s.contrast,
-            phase: s.phase,
-            repetition: s.repetition,
-            set: s.set,
+/// One counter's choice in [`RawSelect`]: a value, or `"all"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CounterChoice {
+    /// This value only.
+    Value(u64),
+    /// Every value the file has (written `"all"`).
+    All(AllValues),
+}
+
+/// The word `"all"` of [`CounterChoice::All`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllValues {
+    /// `"all"`.
+    All,
+}
+
+impl RawSelect {
+    /// The images of the scan `path` to train on, as the runtime's reader selects them: one
+    /// selection without `"all"`; with it, one per image of the file whose counters match
+    /// the values given (listed by [`RawScan::images`]; a file in fastMRI's layout has one).
+    pub fn images(&self, path: &Path) -> Result<Vec<Selection>> {
+        let choices = [self.contrast, self.phase, self.repetition, self.set];
+        let fixed = choices.map(|c| match c {
+            Some(CounterChoice::Value(v)) => Some(v),
+            _ => None,
+        });
+        let all = |c: &Option<CounterChoice>| matches!(c, Some(CounterChoice::All(_)));
+        if !choices.iter().any(all) || !is_raw(path) {
+            return Ok(vec![Selection::from_values(fixed)]);
         }
+        let mut images: Vec<Selection> = Vec::new();
+        for image in RawScan::images(path)? {
+            let have = image.values();
+            if have.iter().zip(fixed).any(|(h, w)| w.is_some() && *h != w) {
+                continue;
+            }
+            // The counters chosen, by value or "all", set; the others left to the reader,
+            // which refuses them if they have several values.
+            let s = Selection::from_values(std::array::from_fn(|i| choices[i].and(have[i])));
+            if !images.contains(&s) {
+                images.push(s);
+            }
+        }
+        if images.is_empty() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "has no image with the values that `data.select` gives ({:?}); expected \
+                     values its imaging lines have (`msm info` lists them)",
+                    Selection::from_values(fixed)
+                ),
+            ));
+        }
+        Ok(images)
     }
 }
 

@@ -232,16 +232,33 @@ impl Scans {
     }
 }
 
-/// Reads and prepares every slice of the scan `path` that holds data, in parallel (ESPIRiT
-/// dominates), in the file's order.
+/// Reads and prepares every slice of the scan `path` that holds data, of every image
+/// `data.select` names ([`super::RawSelect::images`]), in the file's order; a slice's index
+/// counts on across the images.
 fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
-    let file = HdfScan::open(
-        path,
-        &RawOptions {
+    let mut slices = Vec::new();
+    let mut first = 0;
+    for select in cfg.select.images(path)? {
+        let options = RawOptions {
             prewhiten: cfg.prewhiten,
-            select: cfg.select.into(),
-        },
-    )?;
+            select,
+        };
+        let (image, count) = prepare_image(path, cfg, &options, first)?;
+        slices.extend(image);
+        first += count;
+    }
+    Ok(slices)
+}
+
+/// Reads and prepares every slice of one image of the scan `path` that holds data, in
+/// parallel (ESPIRiT dominates), indexed from `first`; and the image's slice count.
+fn prepare_image(
+    path: &Path,
+    cfg: &DataConfig,
+    options: &RawOptions,
+    first: usize,
+) -> Result<(Vec<PreparedSlice>, usize)> {
+    let file = HdfScan::open(path, options)?;
     let fmt = |msg: String| Error::format(path, msg);
     if file.coils() < cfg.coils {
         return Err(fmt(format!(
@@ -279,13 +296,13 @@ fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
             let rows = file.kspace_size().0.min(n) as f64 / n as f64;
             Ok(Some(PreparedSlice {
                 source: path.to_path_buf(),
-                index,
+                index: first + index,
                 measurement,
                 noise: raw_noise * gain * rows.sqrt(),
             }))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(prepared.into_iter().flatten().collect())
+    Ok((prepared.into_iter().flatten().collect(), file.num_slices()))
 }
 
 /// One slice's measurement: `kspace` on the model's grid (compressed to `virtual_coils`

@@ -64,8 +64,19 @@ pub struct Selection {
 
 impl Selection {
     /// The values in [`COUNTERS`]' order.
-    fn values(&self) -> [Option<u64>; 4] {
+    pub fn values(&self) -> [Option<u64>; 4] {
         [self.contrast, self.phase, self.repetition, self.set]
+    }
+
+    /// The selection of `values`, in [`COUNTERS`]' order.
+    pub fn from_values(values: [Option<u64>; 4]) -> Selection {
+        let [contrast, phase, repetition, set] = values;
+        Selection {
+            contrast,
+            phase,
+            repetition,
+            set,
+        }
     }
 }
 
@@ -217,7 +228,108 @@ pub(super) fn holds_raw(file: &Hdf5File) -> bool {
     file.dataset("/dataset/data").is_ok()
 }
 
+/// The header and the acquisitions dataset of an open raw-data file.
+fn header_and_data(file: &Hdf5File) -> std::result::Result<(IsmrmrdHeader, Dataset), String> {
+    let xml = read_text(file, "dataset/xml")?;
+    let header = IsmrmrdHeader::parse(&xml)
+        .map_err(|e| format!("`/dataset/xml` is not a usable ISMRMRD header: {e}"))?;
+    let data = file
+        .dataset("/dataset/data")
+        .map_err(|e| format!("cannot open `/dataset/data` ({e}){DAMAGED}"))?;
+    Ok((header, data))
+}
+
+/// Every acquisition of `/dataset/data` as bytes, and the size of one.
+fn acquisition_bytes(data: &Dataset) -> std::result::Result<(Vec<u8>, usize), String> {
+    let bytes = data
+        .read_native_bytes()
+        .map_err(|e| format!("cannot read `/dataset/data` ({e}){DAMAGED}"))?;
+    let size = data
+        .raw_element_size()
+        .map_err(|e| format!("`/dataset/data`: {e}"))?;
+    Ok((bytes, size))
+}
+
+/// The acquisition-header fields that tell which image a line belongs to.
+struct ImageFields {
+    flags: Field,
+    e2: Field,
+    /// The counters of [`COUNTERS`].
+    counters: Vec<Field>,
+}
+
+impl ImageFields {
+    fn new(dtype: &Datatype) -> std::result::Result<Self, String> {
+        let idx = |name: &str| integer(dtype, &["head", "idx", name]);
+        Ok(ImageFields {
+            flags: integer(dtype, &["head", "flags"])?,
+            e2: idx("kspace_encode_step_2")?,
+            counters: COUNTERS
+                .iter()
+                .map(|name| idx(name))
+                .collect::<std::result::Result<Vec<Field>, String>>()?,
+        })
+    }
+
+    /// The combinations of counter values ([`COUNTERS`]' order) on the imaging lines of the
+    /// acquisitions `bytes` (elements of `size` bytes), for an encoded matrix of `depth`
+    /// partitions; an error when there is no imaging line, or a second phase encode that a
+    /// 2-D header does not have.
+    fn images(
+        &self,
+        bytes: &[u8],
+        size: usize,
+        depth: usize,
+    ) -> std::result::Result<BTreeSet<[u64; 4]>, String> {
+        let mut images = BTreeSet::new();
+        for (i, element) in bytes.chunks_exact(size).enumerate() {
+            if !is_imaging(self.flags.read(element)) {
+                continue;
+            }
+            let step = self.e2.read(element);
+            if depth == 1 && step != 0 {
+                return Err(format!(
+                    "acquisition {i}: has kspace_encode_step_2 {step} but the header's encoded \
+                     matrix has z = 1; expected 0 for a 2-D encoding, or the 3-D matrix size"
+                ));
+            }
+            let mut image = [0; 4];
+            for (v, field) in image.iter_mut().zip(&self.counters) {
+                *v = field.read(element);
+            }
+            images.insert(image);
+        }
+        if images.is_empty() {
+            return Err(
+                "holds no imaging acquisition; expected readout lines of a Cartesian scan".into(),
+            );
+        }
+        Ok(images)
+    }
+}
+
 impl RawScan {
+    /// The images of the raw-data file `path`: one [`Selection`] (every counter given) for
+    /// each combination of contrast, phase, repetition and set its imaging lines have, in
+    /// ascending order. Reads the acquisition headers, assembles nothing.
+    pub fn images(path: impl AsRef<Path>) -> Result<Vec<Selection>> {
+        let path = path.as_ref();
+        let fmt = |msg: String| Error::format(path, msg);
+        let file = open_hdf5(
+            path,
+            "ISMRMRD raw data (`/dataset/xml` and `/dataset/data`)",
+        )?;
+        let (header, data) = header_and_data(&file).map_err(fmt)?;
+        let (bytes, size) = acquisition_bytes(&data).map_err(fmt)?;
+        let images = ImageFields::new(data.dtype())
+            .and_then(|f| f.images(&bytes, size, header.encoded_size.2))
+            .map_err(fmt)?;
+        Ok(images
+            .into_iter()
+            .map(|image| Selection::from_values(image.map(Some)))
+            .collect())
+    }
+
     /// Reads and assembles `path` with the default [`RawOptions`] (prewhitened with its noise
     /// scan if it has one; a single value of every counter); errors name the file and what is
     /// wrong.
@@ -239,15 +351,7 @@ impl RawScan {
     pub(super) fn from_file(path: &Path, file: &Hdf5File, options: &RawOptions) -> Result<RawScan> {
         let prewhiten = options.prewhiten;
         let fmt = |msg: String| Error::format(path, msg);
-        let xml = read_text(file, "dataset/xml").map_err(fmt)?;
-        let header = IsmrmrdHeader::parse(&xml).map_err(|e| {
-            fmt(format!(
-                "`/dataset/xml` is not a usable ISMRMRD header: {e}"
-            ))
-        })?;
-        let data = file
-            .dataset("/dataset/data")
-            .map_err(|e| fmt(format!("cannot open `/dataset/data` ({e}){DAMAGED}")))?;
+        let (header, data) = header_and_data(file).map_err(fmt)?;
         let Assembled {
             mut slices,
             encoding_3d,
@@ -503,7 +607,6 @@ fn assemble(
     let dtype = data.dtype();
     let head = |name: &str| integer(dtype, &["head", name]);
     let idx = |name: &str| integer(dtype, &["head", "idx", name]);
-    let flags = head("flags")?;
     let samples = head("number_of_samples")?;
     let channels = head("active_channels")?;
     let center_sample = head("center_sample")?;
@@ -520,11 +623,8 @@ fn assemble(
     };
     let e1 = idx("kspace_encode_step_1")?;
     let slice = idx("slice")?;
-    let e2 = idx("kspace_encode_step_2")?;
-    let counter_fields = COUNTERS
-        .iter()
-        .map(|name| idx(name))
-        .collect::<std::result::Result<Vec<Field>, String>>()?;
+    let fields = ImageFields::new(dtype)?;
+    let (flags, e2, counter_fields) = (fields.flags, fields.e2, &fields.counters);
     let values = match find(dtype, &["data"]) {
         Some((offset, Datatype::VarLen { base, .. }))
             if matches!(**base, Datatype::FloatingPoint { size: 4, .. }) =>
@@ -539,36 +639,15 @@ fn assemble(
             )
         }
     };
-    let bytes = data
-        .read_native_bytes()
-        .map_err(|e| format!("cannot read `/dataset/data` ({e}){DAMAGED}"))?;
-    let size = data
-        .raw_element_size()
-        .map_err(|e| format!("`/dataset/data`: {e}"))?;
+    let (bytes, size) = acquisition_bytes(data)?;
     let reference = data.vlen_reference_size();
-    // First pass, over the headers: the counters' values on the imaging lines, and the image
-    // to read.
+    // First pass, over the headers: the images the lines belong to, and the one to read.
     let (h, w, depth) = header.encoded_size;
     let mut found = vec![BTreeSet::new(); COUNTERS.len()];
-    for (i, element) in bytes.chunks_exact(size).enumerate() {
-        if !is_imaging(flags.read(element)) {
-            continue;
+    for image in fields.images(&bytes, size, depth)? {
+        for (values, v) in found.iter_mut().zip(image) {
+            values.insert(v);
         }
-        let step = e2.read(element);
-        if depth == 1 && step != 0 {
-            return Err(format!(
-                "acquisition {i}: has kspace_encode_step_2 {step} but the header's encoded \
-                 matrix has z = 1; expected 0 for a 2-D encoding, or the 3-D matrix size"
-            ));
-        }
-        for (values, field) in found.iter_mut().zip(&counter_fields) {
-            values.insert(field.read(element));
-        }
-    }
-    if found[0].is_empty() {
-        return Err(
-            "holds no imaging acquisition; expected readout lines of a Cartesian scan".into(),
-        );
     }
     let counters = resolve(found, select)?;
     let mut unselected = 0;
