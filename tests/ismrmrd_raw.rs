@@ -158,6 +158,11 @@ fn a_file_of_several_images_is_read_one_image_at_a_time() {
         "{e}"
     );
 
+    // A line of a second encoding (as a separately encoded reference scan): not read.
+    let encodings = RawScan::open(d.join("raw_encodings.h5")).unwrap();
+    assert_assembled(&encodings, &d.join("raw_expected.npy"), 2e-5);
+    assert_eq!(encodings.unselected(), 1);
+
     // One line of another contrast: refused unless a contrast is chosen; contrast 0 is raw.h5.
     let contrast = d.join("raw_contrast.h5");
     let e = RawScan::open(&contrast).unwrap_err().to_string();

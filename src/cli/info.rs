@@ -191,7 +191,7 @@ fn scan(path: &Path, raw: &RawOptions) -> Result<(String, Value)> {
         }
         if r.unselected() > 0 {
             text.push_str(&format!(
-                "  not read: {} imaging line(s) of the other images\n",
+                "  not read: {} imaging line(s) of other images or encodings\n",
                 r.unselected()
             ));
         }

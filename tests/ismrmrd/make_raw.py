@@ -11,7 +11,7 @@ reader must assemble (slices, coils, 16, 12), prewhitened with the noise scan of
 channels (NumPy's Cholesky), raw_noise.npy the noise std per real component it leaves.
 raw_as_fastmri.h5: the expected (whitened) k-space in fastMRI's layout with the same header.
 raw_contrast.h5: the same with one line of contrast 1; raw_reversed.h5 with one reversed (EPI)
-line. raw_offcentre.h5: centre counter 10, so
+line; raw_encodings.h5 with one line of a second encoding (encoding_space_ref 1). raw_offcentre.h5: centre counter 10, so
 line 11 falls outside the 12 columns. raw_multi.h5: two repetitions (write_multi); raw_3d.h5: a 3-D encoding (write_3d).
 """
 import os
@@ -43,7 +43,8 @@ def flag(bit):
     return 1 << (bit - 1)
 
 
-def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0, pad=0, repetition=0, e2=0):
+def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0, pad=0, repetition=0, e2=0,
+                encoding=0):
     """One readout line; `pad` junk samples before and after, to discard."""
     if pad:
         junk = np.full((samples.shape[0], pad), 1e3 + 1e3j)
@@ -55,6 +56,7 @@ def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0, pad=0, repetition=
     h["available_channels"] = h["active_channels"] = samples.shape[0]
     h["discard_pre"] = h["discard_post"] = pad
     h["center_sample"] = samples.shape[1] // 2
+    h["encoding_space_ref"] = encoding
     h["idx"]["kspace_encode_step_1"] = e1
     h["idx"]["slice"] = slice_
     h["idx"]["contrast"] = contrast
@@ -133,6 +135,7 @@ def main():
     write(os.path.join(out, "raw_contrast.h5"), recs + [acquisition(again, 3, 0, contrast=1)])
     write(os.path.join(out, "raw_offcentre.h5"), recs, center=10)
     write(os.path.join(out, "raw_reversed.h5"), recs + [acquisition(again, 3, 0, flags=flag(22))])
+    write(os.path.join(out, "raw_encodings.h5"), recs + [acquisition(again, 3, 0, encoding=1)])
     write_scan(out, rng)
     write_multi(out, rng, recs, noise)
     write_3d(out, rng, noise)

@@ -27,7 +27,9 @@
 //! of the recon matrix's central `z` partitions a 2-D k-space slice. That needs the same
 //! phase-encode lines in every partition acquired (undersampling along the first phase encode
 //! only; partitions with no line, as under partial Fourier, are zero-filled); other patterns
-//! are refused. Noise measurements (flag
+//! are refused. Lines of another encoding than the header's first (`encoding_space_ref` > 0,
+//! e.g. a separately encoded reference scan, of other geometry) are not read. Noise
+//! measurements (flag
 //! 19), which scanners take with the RF off, give the noise covariance of the receive channels:
 //! the k-space is prewhitened with it ([`crate::coils::Whitening`]: white noise of the mean
 //! channel's level), and its std per real component, corrected for the noise lines' dwell time,
@@ -253,6 +255,8 @@ fn acquisition_bytes(data: &Dataset) -> std::result::Result<(Vec<u8>, usize), St
 /// The acquisition-header fields that tell which image a line belongs to.
 struct ImageFields {
     flags: Field,
+    /// `encoding_space_ref`: which of the header's encodings the line belongs to.
+    encoding: Field,
     e2: Field,
     /// The counters of [`COUNTERS`].
     counters: Vec<Field>,
@@ -263,12 +267,20 @@ impl ImageFields {
         let idx = |name: &str| integer(dtype, &["head", "idx", name]);
         Ok(ImageFields {
             flags: integer(dtype, &["head", "flags"])?,
+            encoding: integer(dtype, &["head", "encoding_space_ref"])?,
             e2: idx("kspace_encode_step_2")?,
             counters: COUNTERS
                 .iter()
                 .map(|name| idx(name))
                 .collect::<std::result::Result<Vec<Field>, String>>()?,
         })
+    }
+
+    /// Whether `element` is an imaging line of the header's first encoding, the one whose
+    /// geometry this reader places lines in (lines of other encodings, such as a separately
+    /// encoded reference scan, are not read).
+    fn is_read(&self, element: &[u8]) -> bool {
+        is_imaging(self.flags.read(element)) && self.encoding.read(element) == 0
     }
 
     /// The combinations of counter values ([`COUNTERS`]' order) on the imaging lines of the
@@ -283,7 +295,7 @@ impl ImageFields {
     ) -> std::result::Result<BTreeSet<[u64; 4]>, String> {
         let mut images = BTreeSet::new();
         for (i, element) in bytes.chunks_exact(size).enumerate() {
-            if !is_imaging(self.flags.read(element)) {
+            if !self.is_read(element) {
                 continue;
             }
             let step = self.e2.read(element);
@@ -481,8 +493,8 @@ impl RawScan {
         self.encoding_3d
     }
 
-    /// How many imaging lines belong to other images (counter values not selected) and were
-    /// not read.
+    /// How many imaging lines belong to other images (counter values not selected, or other
+    /// encodings than the header's first) and were not read.
     pub fn unselected(&self) -> usize {
         self.unselected
     }
@@ -667,10 +679,11 @@ fn assemble(
         let what = |m: String| format!("acquisition {i}: {m}");
         let fl = flags.read(element);
         if is_imaging(fl)
-            && counter_fields
-                .iter()
-                .zip(&counters)
-                .any(|(field, c)| field.read(element) != c.selected)
+            && (!fields.is_read(element)
+                || counter_fields
+                    .iter()
+                    .zip(&counters)
+                    .any(|(field, c)| field.read(element) != c.selected))
         {
             unselected += 1;
             continue;
