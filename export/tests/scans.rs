@@ -11,7 +11,7 @@ use msm::mask::Mask;
 use msm::onnx::WeightType;
 use msm::sense::{Operator, Sense};
 use msm::volume::GridPlan;
-use msm_export::data::{DataConfig, Loader, NoiseEta};
+use msm_export::data::{CounterChoice, DataConfig, Loader, NoiseEta};
 use msm_export::onnx::export_run;
 use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
 use msm_export::validation::ValidationConfig;
@@ -602,7 +602,21 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
             && e.contains("no imaging line of repetition 1; its lines have repetition 0"),
         "{e}"
     );
-    assert!(serde_json::from_str::<msm_export::data::RawSelect>(r#"{"echo": 1}"#).is_err());
+    // The config's forms: a number or "all" per counter; other words and names are errors.
+    let parse = |json: &str| serde_json::from_str::<msm_export::data::RawSelect>(json);
+    let all = parse(r#"{"repetition": "all", "contrast": 2}"#).unwrap();
+    assert_eq!(all.repetition, Some(CounterChoice::All));
+    assert_eq!(all.contrast, Some(CounterChoice::Value(2)));
+    assert_eq!(parse(&serde_json::to_string(&all).unwrap()).unwrap(), all);
+    assert!(parse(r#"{"echo": 1}"#).is_err());
+    for bad in [
+        r#"{"repetition": "every"}"#,
+        r#"{"set": -1}"#,
+        r#"{"set": 1.5}"#,
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains(r#"a number >= 0) or "all""#), "{bad}: {e}");
+    }
 
     // "all": every repetition of a file, each its own training slices, in order.
     let reps = |select: &str| {

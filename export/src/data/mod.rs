@@ -103,22 +103,42 @@ pub struct RawSelect {
     pub set: Option<CounterChoice>,
 }
 
-/// One counter's choice in [`RawSelect`]: a value, or `"all"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// One counter's choice in [`RawSelect`]: a value (a number in a config file), or `"all"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CounterChoice {
+    /// Every value the file has.
+    All,
     /// This value only.
+    #[serde(untagged)]
     Value(u64),
-    /// Every value the file has (written `"all"`).
-    All(AllValues),
 }
 
-/// The word `"all"` of [`CounterChoice::All`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AllValues {
-    /// `"all"`.
-    All,
+impl<'de> Deserialize<'de> for CounterChoice {
+    /// A number >= 0 or `"all"`; anything else is an error that says so (serde's own untagged
+    /// form names no expected value).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Choice;
+        impl serde::de::Visitor<'_> for Choice {
+            type Value = CounterChoice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a counter value (a number >= 0) or \"all\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                Ok(CounterChoice::Value(v))
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
+                match v {
+                    "all" => Ok(CounterChoice::All),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Choice)
+    }
 }
 
 impl RawSelect {
@@ -131,8 +151,7 @@ impl RawSelect {
             Some(CounterChoice::Value(v)) => Some(v),
             _ => None,
         });
-        let all = |c: &Option<CounterChoice>| matches!(c, Some(CounterChoice::All(_)));
-        if !choices.iter().any(all) || !is_raw(path) {
+        if !choices.contains(&Some(CounterChoice::All)) || !is_raw(path) {
             return Ok(vec![Selection::from_values(fixed)]);
         }
         let mut images: Vec<Selection> = Vec::new();
