@@ -181,11 +181,7 @@ fn scan(path: &Path, raw: &RawOptions) -> Result<(String, Value)> {
             text.push_str(&format!(
                 "  {name}: reading {} of {} (--{name} N chooses)\n",
                 c.selected,
-                c.values
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                c.listed(),
                 name = c.name,
             ));
         }

@@ -113,6 +113,22 @@ pub struct CounterValues {
     pub selected: u64,
 }
 
+/// `values` as text, comma-separated.
+fn listed(values: &[u64]) -> String {
+    values
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl CounterValues {
+    /// The values as text, comma-separated (`0, 1, 2`).
+    pub fn listed(&self) -> String {
+        listed(&self.values)
+    }
+}
+
 /// ISMRMRD acquisition flags (1-based bit numbers, as `ismrmrd.h` numbers them). Flags 1 to 18
 /// (first / last in an encoding step, average, slice, contrast, phase, repetition, set,
 /// segment), 20 and 21 (parallel calibration) and 25 (last in measurement) mark imaging lines.
@@ -121,6 +137,9 @@ const REVERSE: u32 = 22;
 /// Navigators (23), phase correction (24), HP feedback (26), dummy scans (27), RT feedback
 /// (28), surface-coil correction (29) and phase stabilisation (30, 31): not image data.
 const NOT_IMAGING: [u32; 8] = [23, 24, 26, 27, 28, 29, 30, 31];
+
+/// What a raw-data file is expected to be, in the error for one that is not HDF5.
+const RAW_LAYOUT: &str = "ISMRMRD raw data (`/dataset/xml` and `/dataset/data`)";
 
 /// Whether `flags` has ISMRMRD flag `bit` (1-based).
 fn has_flag(flags: u64, bit: u32) -> bool {
@@ -276,11 +295,19 @@ impl ImageFields {
         })
     }
 
-    /// Whether `element` is an imaging line of the header's first encoding, the one whose
-    /// geometry this reader places lines in (lines of other encodings, such as a separately
-    /// encoded reference scan, are not read).
-    fn is_read(&self, element: &[u8]) -> bool {
-        is_imaging(self.flags.read(element)) && self.encoding.read(element) == 0
+    /// The image `element` belongs to (its counters in [`COUNTERS`]' order), if it is an
+    /// imaging line of the header's first encoding, the one whose geometry this reader places
+    /// lines in (lines of other encodings, such as a separately encoded reference scan, are not
+    /// read).
+    fn image(&self, element: &[u8]) -> Option<[u64; 4]> {
+        if !is_imaging(self.flags.read(element)) || self.encoding.read(element) != 0 {
+            return None;
+        }
+        let mut image = [0; 4];
+        for (v, field) in image.iter_mut().zip(&self.counters) {
+            *v = field.read(element);
+        }
+        Some(image)
     }
 
     /// The combinations of counter values ([`COUNTERS`]' order) on the imaging lines of the
@@ -295,19 +322,15 @@ impl ImageFields {
     ) -> std::result::Result<BTreeSet<[u64; 4]>, String> {
         let mut images = BTreeSet::new();
         for (i, element) in bytes.chunks_exact(size).enumerate() {
-            if !self.is_read(element) {
+            let Some(image) = self.image(element) else {
                 continue;
-            }
+            };
             let step = self.e2.read(element);
             if depth == 1 && step != 0 {
                 return Err(format!(
                     "acquisition {i}: has kspace_encode_step_2 {step} but the header's encoded \
                      matrix has z = 1; expected 0 for a 2-D encoding, or the 3-D matrix size"
                 ));
-            }
-            let mut image = [0; 4];
-            for (v, field) in image.iter_mut().zip(&self.counters) {
-                *v = field.read(element);
             }
             images.insert(image);
         }
@@ -327,10 +350,7 @@ impl RawScan {
     pub fn images(path: impl AsRef<Path>) -> Result<Vec<Selection>> {
         let path = path.as_ref();
         let fmt = |msg: String| Error::format(path, msg);
-        let file = open_hdf5(
-            path,
-            "ISMRMRD raw data (`/dataset/xml` and `/dataset/data`)",
-        )?;
+        let file = open_hdf5(path, RAW_LAYOUT)?;
         let (header, data) = header_and_data(&file).map_err(fmt)?;
         let (bytes, size) = acquisition_bytes(&data).map_err(fmt)?;
         let images = ImageFields::new(data.dtype())
@@ -352,10 +372,7 @@ impl RawScan {
     /// Reads and assembles `path` as `options` say.
     pub fn open_with(path: impl AsRef<Path>, options: &RawOptions) -> Result<RawScan> {
         let path = path.as_ref();
-        let file = open_hdf5(
-            path,
-            "ISMRMRD raw data (`/dataset/xml` and `/dataset/data`)",
-        )?;
+        let file = open_hdf5(path, RAW_LAYOUT)?;
         Self::from_file(path, &file, options)
     }
 
@@ -579,11 +596,7 @@ fn resolve(
         .zip(select.values())
         .map(|((&name, values), want)| {
             let values: Vec<u64> = values.into_iter().collect();
-            let list = values
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = listed(&values);
             let selected = match (want, values.as_slice()) {
                 (Some(v), _) if values.contains(&v) => v,
                 (Some(v), _) => {
@@ -636,7 +649,7 @@ fn assemble(
     let e1 = idx("kspace_encode_step_1")?;
     let slice = idx("slice")?;
     let fields = ImageFields::new(dtype)?;
-    let (flags, e2, counter_fields) = (fields.flags, fields.e2, &fields.counters);
+    let (flags, e2) = (fields.flags, fields.e2);
     let values = match find(dtype, &["data"]) {
         Some((offset, Datatype::VarLen { base, .. }))
             if matches!(**base, Datatype::FloatingPoint { size: 4, .. }) =>
@@ -662,6 +675,7 @@ fn assemble(
         }
     }
     let counters = resolve(found, select)?;
+    let selected: [u64; 4] = std::array::from_fn(|i| counters[i].selected);
     let mut unselected = 0;
     let center = header.kspace_center.unwrap_or(w / 2);
     let center_2 = header.kspace_center_2.unwrap_or(depth / 2);
@@ -678,13 +692,7 @@ fn assemble(
     for (i, element) in bytes.chunks_exact(size).enumerate() {
         let what = |m: String| format!("acquisition {i}: {m}");
         let fl = flags.read(element);
-        if is_imaging(fl)
-            && (!fields.is_read(element)
-                || counter_fields
-                    .iter()
-                    .zip(&counters)
-                    .any(|(field, c)| field.read(element) != c.selected))
-        {
+        if is_imaging(fl) && fields.image(element) != Some(selected) {
             unselected += 1;
             continue;
         }
@@ -840,7 +848,8 @@ fn assemble(
             slices.extend(slab_parts);
             continue;
         }
-        if let Some(&p) = held.iter().find(|&&p| lines(p) != lines(first)) {
+        let first_lines = lines(first);
+        if let Some(&p) = held.iter().find(|&&p| lines(p) != first_lines) {
             return Err(format!(
                 "slab {slab}: partition {p} holds other phase-encode lines than partition \
                  {first}; expected the same lines in every partition acquired (undersampling \
