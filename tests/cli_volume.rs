@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fails, h5py_fixtures, ok, s, tiny_model};
+use common::{fails, h5py_fixtures, ok, s, tiny_model, wait_for_a_part};
 use msm::io::fastmri::{detect_mask, FastMriFile};
 use msm::io::{cfl, nifti, npy};
 use msm::mask::Mask;
@@ -16,7 +16,6 @@ use msm::C32;
 use ndarray::{Array2, Array3, Axis};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A temporary folder with the files of `make_files.py` and the tiny 32 x 32 model, or `None`
 /// (with a note) when h5py is not installed.
@@ -468,28 +467,6 @@ fn recon_size_lets_a_file_without_one_fit_the_model() {
         !bad.status.success() && err.contains("--recon-size") && err.contains("HxW"),
         "{err}"
     );
-}
-
-/// Waits until `dir` holds at least one finished slice, or the process ends.
-fn wait_for_a_part(child: &mut std::process::Child, dir: &Path) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(120) {
-        let parts = std::fs::read_dir(dir)
-            .map(|r| {
-                r.filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("slice-"))
-                    .count()
-            })
-            .unwrap_or(0);
-        if parts > 0 {
-            return true;
-        }
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
 }
 
 #[test]

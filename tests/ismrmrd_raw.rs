@@ -5,16 +5,20 @@
 //! Cholesky), the noise scan's level; files of several images (repetitions, contrasts) read
 //! one at a time; a 3-D encoding read as slices (against NumPy's FFT along the partitions);
 //! files written by the ISMRMRD project's own Python library (`tests/ismrmrd/make_official.py`);
-//! then through the CLI (`msm info`, `msm recon`), and bad files.
+//! then through the CLI (`msm info`, `msm recon`), and bad files. A series (`--repetition
+//! all`): one output with an axis per counter, in NumPy, NIfTI (its header read here) and BART
+//! (`bart slice` picking an image) layouts, each image as it reconstructs alone.
 
 mod common;
 
-use common::{fails, h5py_fixtures, ok, python_fixtures, s};
+use common::{fails, h5py_fixtures, msm, ok, python_fixtures, s, tiny_model, wait_for_a_part};
 use msm::io::fastmri::{is_raw, RawOptions, RawScan, Selection};
-use msm::io::npy;
+use msm::io::{cfl, npy};
+use msm::volume::Parts;
 use msm::C32;
-use ndarray::Array4;
+use ndarray::{Array4, Axis};
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// Asserts that every slice of `scan` equals the `(slices, coils, H, W)` k-space in `expected`
 /// within `tolerance` (largest entry difference).
@@ -385,4 +389,305 @@ fn the_cli_reads_raw_data_as_a_volume() {
         &["metrics", s(&raw), s(&img)],
         &["raw.h5", "ISMRMRD raw data, which holds no reference image"],
     );
+}
+
+/// `msm recon` zero-filled (maps from the ratio to the coil combination) of `input` into
+/// `output`, with `extra` options.
+fn zero_filled(input: &Path, output: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "recon",
+        s(input),
+        s(output),
+        "--method",
+        "zero-filled",
+        "--maps-method",
+        "ratio",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+}
+
+#[test]
+fn a_series_of_images_is_one_output_with_an_axis_per_counter() {
+    let Some(dir) = h5py_fixtures("tests/ismrmrd/make_raw.py", "the ISMRMRD series test") else {
+        return;
+    };
+    let d = dir.path();
+    let series = d.join("raw_series.h5");
+    // Each image alone, [contrast * 2 + repetition].
+    let alone: Vec<ndarray::Array3<C32>> = (0..4)
+        .map(|n| {
+            let (c, r) = ((n / 2).to_string(), (n % 2).to_string());
+            let p = d.join(format!("c{c}r{r}.npy"));
+            zero_filled(&series, &p, &["--contrast", &c, "--repetition", &r]);
+            npy::read_npy_as(&p).unwrap()
+        })
+        .collect();
+    // The file's contrast 1 holds the other repetition's contrast-0 lines.
+    assert_eq!(alone[2], alone[1]);
+    assert_eq!(alone[3], alone[0]);
+    assert_ne!(alone[0], alone[1]);
+
+    // NumPy: (contrast, repetition, slices, H, W).
+    let all_npy = d.join("all.npy");
+    zero_filled(
+        &series,
+        &all_npy,
+        &["--contrast", "all", "--repetition", "all"],
+    );
+    let all: ndarray::ArrayD<C32> = npy::read_npy_as(&all_npy).unwrap();
+    assert_eq!(all.shape(), &[2, 2, 2, 8, 12]);
+    for (n, image) in alone.iter().enumerate() {
+        let got = all.index_axis(Axis(0), n / 2);
+        assert_eq!(got.index_axis(Axis(0), n % 2), image.view().into_dyn());
+    }
+    // One counter "all", the other fixed: that counter's axis only.
+    let reps = d.join("reps.npy");
+    zero_filled(&series, &reps, &["--contrast", "1", "--repetition", "all"]);
+    let reps: ndarray::Array4<C32> = npy::read_npy_as(&reps).unwrap();
+    assert_eq!(reps.index_axis(Axis(0), 0), alone[2]);
+    assert_eq!(reps.index_axis(Axis(0), 1), alone[3]);
+
+    // NIfTI: [H, W, slices, contrast, repetition] magnitude, read here from the header's
+    // fields (dim at byte 40, vox_offset at 108) and the little-endian float32 data.
+    let nii = d.join("all.nii");
+    zero_filled(&series, &nii, &["--contrast", "all", "--repetition", "all"]);
+    let bytes = std::fs::read(&nii).unwrap();
+    let i16_at = |at: usize| i16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let f32_at = |at: usize| f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let dim: Vec<i16> = (0..8).map(|i| i16_at(40 + 2 * i)).collect();
+    assert_eq!(dim, [5, 8, 12, 2, 2, 2, 1, 1]);
+    let offset = f32_at(108) as usize;
+    assert_eq!(bytes.len(), offset + 4 * 8 * 12 * 2 * 4);
+    for (n, image) in alone.iter().enumerate() {
+        let (c, r) = (n / 2, n % 2);
+        for ((k, row, col), v) in image.indexed_iter() {
+            let at = row + 8 * (col + 12 * (k + 2 * (c + 2 * r)));
+            assert!((f32_at(offset + 4 * at) - v.norm()).abs() < 1e-6);
+        }
+    }
+
+    // BART: contrast on TE (dimension 5), repetition on TIME (10), slices on SLICE (13).
+    let base = d.join("all");
+    zero_filled(
+        &series,
+        &base,
+        &["--contrast", "all", "--repetition", "all"],
+    );
+    let a = cfl::read_array(&base).unwrap();
+    let mut dims = [1usize; 14];
+    (dims[0], dims[1], dims[5], dims[10], dims[13]) = (8, 12, 2, 2, 2);
+    assert_eq!(a.dims[..14], dims);
+    for (n, image) in alone.iter().enumerate() {
+        let (c, r) = (n / 2, n % 2);
+        for ((k, row, col), v) in image.indexed_iter() {
+            let at = row + 8 * col + 96 * c + 192 * r + 384 * k;
+            assert_eq!(a.data[at], *v);
+        }
+    }
+    // And BART itself picks an image out of it: contrast 1, repetition 0.
+    if Command::new("bart")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let pick = d.join("pick");
+        let out = Command::new("bart")
+            .args(["slice", "5", "1", "10", "0"])
+            .args([&base, &pick])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p = cfl::read_array(&pick).unwrap();
+        assert_eq!(p.data.len(), 8 * 12 * 2);
+        for ((k, row, col), v) in alone[2].indexed_iter() {
+            assert_eq!(p.data[row + 8 * col + 96 * k], *v);
+        }
+    } else if std::env::var_os("CI").is_some() {
+        panic!("`bart` is not on PATH on CI");
+    }
+
+    // Refusals: a series with a hole, `all` where one image is read, `all` on a file without
+    // counters; nothing written.
+    let out = d.join("refused.npy");
+    let hole = d.join("raw_hole.h5");
+    fails(
+        &[
+            "recon",
+            s(&hole),
+            s(&out),
+            "--contrast",
+            "all",
+            "--repetition",
+            "all",
+        ],
+        &[
+            "raw_hole.h5",
+            "3 of the 4 images",
+            "contrast 1, repetition 1",
+        ],
+    );
+    fails(
+        &["info", s(&series), "--repetition", "all"],
+        &["--repetition all", "msm reconstruct", "--repetition N"],
+    );
+    fails(
+        &[
+            "ecalib",
+            s(&series),
+            s(&out),
+            "--contrast",
+            "all",
+            "--repetition",
+            "0",
+        ],
+        &["--contrast all", "one value"],
+    );
+    fails(
+        &[
+            "recon",
+            s(&d.join("raw_as_fastmri.h5")),
+            s(&out),
+            "--repetition",
+            "all",
+        ],
+        &["raw_as_fastmri.h5", "not ISMRMRD raw data"],
+    );
+    // A bad word is a usage error (clap's exit code 2) that says what a choice is.
+    let bad = msm(&["recon", s(&series), s(&out), "--repetition", "every"]);
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("\"every\" is not a counter value (a number >= 0) or \"all\""),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn reconstruct_runs_a_series_as_its_images_run_alone() {
+    let Some(dir) = h5py_fixtures("tests/ismrmrd/make_raw.py", "the ISMRMRD series test") else {
+        return;
+    };
+    let d = dir.path();
+    let model = d.join("tiny.onnx");
+    tiny_model(&model, 32, true);
+    let scan = d.join("scan_raw_reps.h5");
+    let run = |out: &Path, repetition: &str, threads: &str, steps: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_msm"))
+            .args([
+                "reconstruct",
+                "--model",
+                s(&model),
+                "--steps",
+                steps,
+                "--seed",
+                "3",
+            ])
+            .args(["--repetition", repetition, "--quiet"])
+            .args([&scan, out])
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (first, second, all) = (d.join("r0.npy"), d.join("r1.npy"), d.join("all.npy"));
+    run(&first, "0", "1", "4");
+    run(&second, "1", "1", "4");
+    run(&all, "all", "2", "4");
+    let first: ndarray::Array3<C32> = npy::read_npy_as(&first).unwrap();
+    let second: ndarray::Array3<C32> = npy::read_npy_as(&second).unwrap();
+    let all: Array4<C32> = npy::read_npy_as(&all).unwrap();
+    assert_eq!(all.dim(), (2, 3, 32, 32));
+    // Each image's slices are those of its run alone, to the bit (the seed is keyed by the
+    // image, never by what ran before it or how many threads ran).
+    assert_eq!(all.index_axis(Axis(0), 0), first);
+    assert_eq!(all.index_axis(Axis(0), 1), second);
+    assert_ne!(first, second);
+    assert!(!Parts::dir_for(&d.join("all.npy")).exists());
+    // The seed is keyed by the image: scan_raw.h5 holds repetition 0's lines alone, the same
+    // k-space (zero-filled alike), yet its one image is sampled with other noise than the
+    // series' image 0.
+    let (single, zf_single, zf_first) = (d.join("single.npy"), d.join("zs.npy"), d.join("zr.npy"));
+    zero_filled(&d.join("scan_raw.h5"), &zf_single, &[]);
+    zero_filled(&scan, &zf_first, &["--repetition", "0"]);
+    let zf: Vec<ndarray::Array3<C32>> = [&zf_single, &zf_first]
+        .iter()
+        .map(|p| npy::read_npy_as(p).unwrap())
+        .collect();
+    assert_eq!(zf[0], zf[1]);
+    ok(&[
+        "reconstruct",
+        "--model",
+        s(&model),
+        "--steps",
+        "4",
+        "--seed",
+        "3",
+        "--quiet",
+        s(&d.join("scan_raw.h5")),
+        s(&single),
+    ]);
+    let single: ndarray::Array3<C32> = npy::read_npy_as(&single).unwrap();
+    assert_ne!(single, first);
+
+    // A killed series resumes to the uninterrupted run's bytes: the parts of both images
+    // (slice s of image i is part 3 i + s) are found and skipped.
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "reconstruct",
+            "--model",
+            s(&model),
+            "--steps",
+            "60",
+            "--seed",
+            "3",
+        ]
+        .into_iter()
+        .chain(["--repetition", "all", s(&scan), s(out)])
+        .map(String::from)
+        .collect()
+    };
+    let reference = d.join("reference.npy");
+    run(&reference, "all", "1", "60");
+    let reference = std::fs::read(&reference).unwrap();
+    let out = d.join("killed.npy");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args(args(&out))
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let parts = Parts::dir_for(&out);
+    let caught = wait_for_a_part(&mut child, &parts);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(caught, "the run ended before its first slice was stored");
+    let stored = std::fs::read_dir(&parts)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("slice-")
+        })
+        .count();
+    eprintln!("killed with {stored} of 6 slices stored");
+    assert!((1..6).contains(&stored), "{stored} parts");
+    let log = msm(&args(&out).iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&log.stderr);
+    assert!(log.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{stored} of 6 slices already done"))
+            && err.contains("a series of 2 images (2 repetitions)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), reference);
 }

@@ -603,7 +603,7 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
         "{e}"
     );
     // The config's forms: a number or "all" per counter; other words and names are errors.
-    let parse = |json: &str| serde_json::from_str::<msm_export::data::RawSelect>(json);
+    let parse = |json: &str| serde_json::from_str::<msm_export::data::ImageChoice>(json);
     let all = parse(r#"{"repetition": "all", "contrast": 2}"#).unwrap();
     assert_eq!(all.repetition, Some(CounterChoice::All));
     assert_eq!(all.contrast, Some(CounterChoice::Value(2)));

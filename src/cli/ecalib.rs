@@ -43,7 +43,7 @@ pub struct Args {
 /// K-space of one slice and its mask (`None`: the non-zero entries).
 fn read_input(a: &Args) -> Result<(Array3<C32>, Option<Mask>, String)> {
     if scan::is_volume(&a.kspace)? {
-        let file = Scan::open(&a.kspace, &a.raw.options())?;
+        let file = Scan::open(&a.kspace, &a.raw.options()?)?;
         let index = a.slice.unwrap_or(0);
         let kspace = file.slice_kspace(index)?;
         let (_, h, w) = kspace.dim();

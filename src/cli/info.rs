@@ -36,7 +36,7 @@ pub fn run(a: Args) -> Result<()> {
     let (text, value) = if is_model {
         model(&a.file)?
     } else {
-        scan(&a.file, &a.raw.options())?
+        scan(&a.file, &a.raw.options()?)?
     };
     if a.json {
         println!("{value}");

@@ -9,7 +9,7 @@ use msm::io::atomic;
 use msm::mask::Mask;
 use msm::recon::{cg_sense, zero_filled, CgOptions};
 use msm::sense::Sense;
-use msm::volume::{write_volume, GridPlan, VolumeFormat};
+use msm::volume::{write_series, GridPlan, VolumeFormat};
 use msm::{Error, Result, C32};
 use ndarray::{Array2, Array3};
 use rayon::prelude::*;
@@ -143,33 +143,50 @@ fn solve(a: &Args, op: &Sense, kspace: &Array3<C32>, mask: &Mask) -> Result<Arra
 }
 
 /// Every selected slice of the volume `kspace` on its own grid, the output on the file's recon
-/// size (the grid of `msm reconstruct`'s output), written as one volume.
+/// size (the grid of `msm reconstruct`'s output), written as one volume; with a counter chosen
+/// `all` (`--repetition all`), every image of the series, written with the series' axes.
 fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Result<()> {
     let format = VolumeFormat::of(output)?;
     atomic::check_folder(output)?;
     let choice = MapsChoice::new(maps, a.maps_method, &a.maps_opts)?;
-    let file = Scan::open(kspace, &a.raw.options())?;
+    let series = a.raw.choice().series(kspace)?;
+    let file = Scan::open(kspace, &a.raw.options_for(series.images[0]))?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
     let grid = file.kspace_size();
     let plan = GridPlan::new(grid, a.recon_size.or(file.recon_size()), grid)
         .map_err(|e| Error::format(kspace, e.to_string()))?;
-    let inputs = SliceInputs::new(file, plan, a.mask.as_deref(), choice, a.virtual_coils)?;
+    let mut inputs = SliceInputs::new(file, plan, a.mask.as_deref(), choice, a.virtual_coils)?;
+    inputs.name_image(series.label(0));
     let start = Instant::now();
-    let images = range
-        .clone()
-        .into_par_iter()
-        .map(|index| {
-            let (k, mask, op) = inputs.acquire(index)?;
-            let image = solve(a, &op, &k, &mask).map_err(|e| inputs.in_slice(index, e))?;
-            Ok(inputs.plan().image_to_output(image.view()))
-        })
-        .collect::<Result<Vec<Array2<C32>>>>()?;
-    write_volume(output, format, &images)?;
+    let mut volumes = Vec::with_capacity(series.images.len());
+    for (i, select) in series.images.iter().enumerate() {
+        if i > 0 {
+            let file = Scan::open(kspace, &a.raw.options_for(*select))?;
+            inputs.set_image(file, series.label(i))?;
+        }
+        let inputs = &inputs;
+        volumes.push(
+            range
+                .clone()
+                .into_par_iter()
+                .map(|index| {
+                    let (k, mask, op) = inputs.acquire(index)?;
+                    let image = solve(a, &op, &k, &mask).map_err(|e| inputs.in_slice(index, e))?;
+                    Ok(inputs.plan().image_to_output(image.view()))
+                })
+                .collect::<Result<Vec<Array2<C32>>>>()?,
+        );
+    }
+    write_series(output, format, &series.shape(), &volumes)?;
     let (ho, wo) = inputs.plan().output;
     eprintln!(
-        "{:?}: wrote {} ({} slices {}..{}, {ho}x{wo}) in {:.2} s",
+        "{:?}: wrote {} ({}{} slices {}..{}, {ho}x{wo}) in {:.2} s",
         a.method,
         output.display(),
+        match volumes.len() {
+            1 => String::new(),
+            n => format!("{n} images of "),
+        },
         range.len(),
         range.start,
         range.end,

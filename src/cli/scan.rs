@@ -3,7 +3,7 @@
 //! same way slice by slice.
 
 use super::data;
-use msm::io::fastmri::{HdfScan, RawOptions, Selection};
+use msm::io::fastmri::{CounterChoice, HdfScan, ImageChoice, RawOptions, Selection, COUNTERS};
 use msm::io::{cfl, npy};
 use msm::volume::output::BART_SLICE_DIM;
 use msm::{Error, Result, C32};
@@ -18,32 +18,60 @@ pub struct RawArgs {
     /// by the whitened coil sensitivities' norm).
     #[arg(long)]
     pub no_prewhiten: bool,
-    /// ISMRMRD raw data: the contrast (echo) to read, when the file holds several.
-    #[arg(long, value_name = "N")]
-    pub contrast: Option<u64>,
-    /// ISMRMRD raw data: the (cardiac) phase to read, when the file holds several.
-    #[arg(long, value_name = "N")]
-    pub phase: Option<u64>,
-    /// ISMRMRD raw data: the repetition to read, when the file holds several.
-    #[arg(long, value_name = "N")]
-    pub repetition: Option<u64>,
-    /// ISMRMRD raw data: the set (e.g. flow encoding) to read, when the file holds several.
-    #[arg(long, value_name = "N")]
-    pub set: Option<u64>,
+    /// ISMRMRD raw data: the contrast (echo) to read, when the file holds several; `all`
+    /// (reconstruct, recon): every one, an axis of the output.
+    #[arg(long, value_name = "N|all")]
+    pub contrast: Option<CounterChoice>,
+    /// ISMRMRD raw data: the (cardiac) phase to read, when the file holds several; `all`
+    /// (reconstruct, recon): every one, an axis of the output.
+    #[arg(long, value_name = "N|all")]
+    pub phase: Option<CounterChoice>,
+    /// ISMRMRD raw data: the repetition to read, when the file holds several; `all`
+    /// (reconstruct, recon): every one, an axis of the output.
+    #[arg(long, value_name = "N|all")]
+    pub repetition: Option<CounterChoice>,
+    /// ISMRMRD raw data: the set (e.g. flow encoding) to read, when the file holds several;
+    /// `all` (reconstruct, recon): every one, an axis of the output.
+    #[arg(long, value_name = "N|all")]
+    pub set: Option<CounterChoice>,
 }
 
 impl RawArgs {
-    /// The reader's options.
-    pub fn options(&self) -> RawOptions {
+    /// The counters' choices.
+    pub fn choice(&self) -> ImageChoice {
+        ImageChoice {
+            contrast: self.contrast,
+            phase: self.phase,
+            repetition: self.repetition,
+            set: self.set,
+        }
+    }
+
+    /// The reader's options for one image, `select`.
+    pub fn options_for(&self, select: Selection) -> RawOptions {
         RawOptions {
             prewhiten: !self.no_prewhiten,
-            select: Selection {
-                contrast: self.contrast,
-                phase: self.phase,
-                repetition: self.repetition,
-                set: self.set,
-            },
+            select,
         }
+    }
+
+    /// The reader's options of a command that reads one image: `all` is refused, naming the
+    /// commands that take it.
+    pub fn options(&self) -> Result<RawOptions> {
+        let choice = self.choice();
+        if let Some((_, name)) = choice
+            .choices()
+            .iter()
+            .zip(COUNTERS)
+            .find(|(c, _)| **c == Some(CounterChoice::All))
+        {
+            return Err(Error::invalid(format!(
+                "--{name} all reads every image of a series, which `msm reconstruct` and `msm \
+                 recon` write as an axis of a volume output; expected one value (--{name} N) \
+                 here"
+            )));
+        }
+        Ok(self.options_for(choice.fixed()))
     }
 }
 
@@ -124,6 +152,23 @@ impl Scan {
             Scan::H5(f) => f.mask(),
             Scan::Stack { .. } => None,
         }
+    }
+
+    /// The values of the counters of which the file has several (ISMRMRD raw data), as
+    /// `(index in COUNTERS, value read)`: the key of [`msm::volume::image_seed`]. Empty for a
+    /// file of one image.
+    pub fn image_key(&self) -> Vec<(usize, u64)> {
+        let Scan::H5(f) = self else {
+            return Vec::new();
+        };
+        let HdfScan::Raw(raw) = f.as_ref() else {
+            return Vec::new();
+        };
+        raw.counters()
+            .iter()
+            .filter(|c| c.values.len() > 1)
+            .filter_map(|c| Some((COUNTERS.iter().position(|n| *n == c.name)?, c.selected)))
+            .collect()
     }
 
     /// K-space of slice `index`, `(coils, H, W)`.

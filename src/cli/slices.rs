@@ -74,6 +74,8 @@ pub struct SliceInputs {
     mask: MaskSource,
     maps: MapsSource,
     virtual_coils: Option<usize>,
+    /// The image of a series the scan is (`repetition 1`), named in errors; empty for one.
+    image: String,
 }
 
 impl SliceInputs {
@@ -121,7 +123,39 @@ impl SliceInputs {
             mask,
             maps,
             virtual_coils,
+            image: String::new(),
         })
+    }
+
+    /// Names the scan's image of a series (`repetition 1`) in the errors of its slices.
+    pub fn name_image(&mut self, image: String) {
+        self.image = image;
+    }
+
+    /// Moves to the image `image` of a series from the same file, `file`, keeping the mask and
+    /// maps sources: it must have the coils, grid and slice count of the image before.
+    pub fn set_image(&mut self, file: Scan, image: String) -> Result<()> {
+        let shape = |f: &Scan| (f.num_slices(), f.coils(), f.kspace_size());
+        let (n, c, grid) = shape(&self.file);
+        if shape(&file) != (n, c, grid) {
+            let (n2, c2, grid2) = shape(&file);
+            return Err(Error::format(
+                file.path(),
+                format!(
+                    "{image} has {n2} slices of {c2} coils on a {grid2:?} grid, {} has {n} of \
+                     {c} on {grid:?}; expected every image of a series alike",
+                    self.image
+                ),
+            ));
+        }
+        self.file = file;
+        self.image = image;
+        Ok(())
+    }
+
+    /// The scan of the current image.
+    pub fn scan(&self) -> &Scan {
+        &self.file
     }
 
     /// How the scan's grid reaches the target and output grids.
@@ -132,7 +166,13 @@ impl SliceInputs {
     /// An error of slice `index`, naming the file and the slice.
     pub fn in_slice(&self, index: usize, e: Error) -> Error {
         match e {
-            Error::Invalid(msg) => Error::format(self.file.path(), format!("slice {index}: {msg}")),
+            Error::Invalid(msg) if self.image.is_empty() => {
+                Error::format(self.file.path(), format!("slice {index}: {msg}"))
+            }
+            Error::Invalid(msg) => Error::format(
+                self.file.path(),
+                format!("{}, slice {index}: {msg}", self.image),
+            ),
             other => other,
         }
     }

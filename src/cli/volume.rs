@@ -7,6 +7,11 @@
 //! [`msm::volume::slice_seed`], bring the image to the output grid and store it in
 //! `<output>.parts/` ([`msm::volume::Parts`]). When every selected slice is there, the volume is
 //! written (atomically) and the parts folder removed.
+//!
+//! With a counter of an ISMRMRD file chosen `all` (`--repetition all`), the images of the
+//! series are reconstructed one after another, slice `s` of image `i` stored as part
+//! `i * slices + s`, and written as one output with the series' axes
+//! ([`msm::volume::write_series`]).
 
 use super::reconstruct::{recon_options, Args};
 use super::scan::Scan;
@@ -15,7 +20,7 @@ use super::{data, model, progress};
 use msm::denoiser::OnnxDenoiser;
 use msm::io::{atomic, cfl};
 use msm::sampler::{self, NetworkPrior, Progress, ReconOptions, SamplerOptions, Stats};
-use msm::volume::{slice_seed, write_volume, GridPlan, Manifest, Parts, VolumeFormat};
+use msm::volume::{image_seed, slice_seed, write_series, GridPlan, Manifest, Parts, VolumeFormat};
 use msm::{Error, Result, C32};
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -26,16 +31,14 @@ use std::time::Instant;
 
 /// Everything the slices share.
 struct Context {
-    inputs: SliceInputs,
     prior: NetworkPrior<OnnxDenoiser>,
     opts: SamplerOptions,
     recon: ReconOptions,
-    /// The run's seed (`--seed`); slice `i` is seeded with `slice_seed(seed, i)`.
-    seed: u64,
 }
 
 /// Runs `msm reconstruct` on the volume `kspace` (`.h5`, or a stack in a `.npy` / `.cfl`), with
-/// optional maps, writing `output`.
+/// optional maps, writing `output`: one volume, or with a counter chosen `all` the series of
+/// the file's images (`--repetition all`), each image's volume in turn.
 pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Result<()> {
     // Everything that can be checked is checked before the first slice is read.
     let mut outputs = vec![(output.to_path_buf(), VolumeFormat::of(output)?)];
@@ -52,8 +55,10 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         ));
     }
     let maps_choice = MapsChoice::new(maps, a.maps_method, &a.maps_opts)?;
-    let file = Scan::open(kspace, &a.raw.options())?;
+    let series = a.raw.choice().series(kspace)?;
+    let file = Scan::open(kspace, &a.raw.options_for(series.images[0]))?;
     let range = parse_slices(a.slices.as_deref(), file.num_slices(), kspace)?;
+    let per_image = file.num_slices();
     let (h0, w0) = file.kspace_size();
     let (net, opts) = model::load(&a.sampler, model::Job::Reconstruction, 200, Some(w0))?;
     let (hm, wm) = (net.meta().height, net.meta().width);
@@ -67,7 +72,8 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     net.check_data(hm, wm, 2)?;
     let recon = recon_options(a, &net)?;
     let manifest = manifest(a, &opts, &recon, &file, &plan, &maps_choice)?;
-    let inputs = SliceInputs::new(file, plan, a.mask.as_deref(), maps_choice, a.virtual_coils)?;
+    let mut inputs = SliceInputs::new(file, plan, a.mask.as_deref(), maps_choice, a.virtual_coils)?;
+    inputs.name_image(series.label(0));
     let parts = Parts::open(output, manifest, inputs.plan().output, a.restart)?;
     let quiet = a.sampler.quiet;
     let say = |msg: String| {
@@ -78,77 +84,111 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     if let Some(msg) = inputs.plan().describe() {
         say(format!("{}: {msg}", kspace.display()));
     }
-    let todo: Vec<usize> = range
-        .clone()
-        .filter(|i| parts.done().binary_search(i).is_err())
+    // Slice `s` of image `i` of the series is part `i * per_image + s`.
+    let part = |image: usize, slice: usize| image * per_image + slice;
+    let todo: Vec<Vec<usize>> = (0..series.images.len())
+        .map(|i| {
+            range
+                .clone()
+                .filter(|&s| parts.done().binary_search(&part(i, s)).is_err())
+                .collect()
+        })
         .collect();
-    let done_before = range.len() - todo.len();
-    if done_before > 0 {
+    let total = range.len() * series.images.len();
+    let left: usize = todo.iter().map(Vec::len).sum();
+    if total > left {
         say(format!(
-            "{}: {done_before} of {} slices already done, {} to reconstruct",
+            "{}: {} of {total} slices already done, {left} to reconstruct",
             parts.dir().display(),
-            range.len(),
-            todo.len()
+            total - left,
+        ));
+    }
+    if !series.axes.is_empty() {
+        say(format!(
+            "{}: a series of {} images ({})",
+            kspace.display(),
+            series.images.len(),
+            series
+                .shape()
+                .iter()
+                .map(|(name, n)| format!("{n} {name}s"))
+                .collect::<Vec<_>>()
+                .join(" x ")
         ));
     }
     let ctx = Context {
-        inputs,
         prior: NetworkPrior::new(net),
         opts,
         recon,
-        seed: a.sampler.seed,
     };
-    let parallel = rayon::current_num_threads() > ctx.opts.partials && todo.len() > 1;
-    if parallel {
-        say(format!(
-            "{} slices across {} threads (more threads than the {} partial scores per step)",
-            todo.len(),
-            rayon::current_num_threads(),
-            ctx.opts.partials
-        ));
-    }
     let finished = AtomicUsize::new(0);
-    let one = |index: usize, bar: bool| -> Result<()> {
-        let start = Instant::now();
-        let (cb, pb) = progress::bar(quiet || !bar, &format!("slice {index}"));
-        let (image, stats) = ctx.slice(index, cb)?;
-        pb.finish_and_clear();
-        parts.write(index, &image)?;
-        let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
-        if !quiet {
-            eprintln!(
-                "slice {index} done in {:.1} s, {} network calls ({n} of {} this run, {} left)",
-                start.elapsed().as_secs_f64(),
-                stats.denoisings,
-                todo.len(),
-                todo.len() - n
-            );
+    for (i, todo) in todo.iter().enumerate() {
+        if todo.is_empty() {
+            continue;
         }
-        Ok(())
-    };
-    if parallel {
-        todo.par_iter().try_for_each(|&i| one(i, false))?;
-    } else {
-        for &i in &todo {
-            one(i, true)?;
+        if i > 0 {
+            let file = Scan::open(kspace, &a.raw.options_for(series.images[i]))?;
+            inputs.set_image(file, series.label(i))?;
+        }
+        let seed = image_seed(a.sampler.seed, &inputs.scan().image_key());
+        let name = |index: usize| match series.label(i) {
+            label if label.is_empty() => format!("slice {index}"),
+            label => format!("{label}, slice {index}"),
+        };
+        let parallel = rayon::current_num_threads() > ctx.opts.partials && todo.len() > 1;
+        if parallel {
+            say(format!(
+                "{} slices across {} threads (more threads than the {} partial scores per step)",
+                todo.len(),
+                rayon::current_num_threads(),
+                ctx.opts.partials
+            ));
+        }
+        let one = |index: usize, bar: bool| -> Result<()> {
+            let start = Instant::now();
+            let (cb, pb) = progress::bar(quiet || !bar, &name(index));
+            let (image, stats) = ctx.slice(&inputs, seed, index, cb)?;
+            pb.finish_and_clear();
+            parts.write(part(i, index), &image)?;
+            let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
+            if !quiet {
+                eprintln!(
+                    "{} done in {:.1} s, {} network calls ({n} of {left} this run, {} left)",
+                    name(index),
+                    start.elapsed().as_secs_f64(),
+                    stats.denoisings,
+                    left - n
+                );
+            }
+            Ok(())
+        };
+        if parallel {
+            todo.par_iter().try_for_each(|&s| one(s, false))?;
+        } else {
+            for &s in todo {
+                one(s, true)?;
+            }
         }
     }
-    let images = range
-        .clone()
-        .map(|i| parts.read(i))
-        .collect::<Result<Vec<Array2<C32>>>>()?;
+    let volumes = (0..series.images.len())
+        .map(|i| range.clone().map(|s| parts.read(part(i, s))).collect())
+        .collect::<Result<Vec<Vec<Array2<C32>>>>>()?;
     for (p, format) in &outputs {
-        write_volume(p, *format, &images)?;
+        write_series(p, *format, &series.shape(), &volumes)?;
     }
     parts.clear()?;
-    let (ho, wo) = ctx.inputs.plan().output;
+    let (ho, wo) = inputs.plan().output;
     say(format!(
-        "wrote {} ({} slices {}..{}, {ho}x{wo})",
+        "wrote {} ({}{} slices {}..{}, {ho}x{wo})",
         outputs
             .iter()
             .map(|(p, _)| p.display().to_string())
             .collect::<Vec<_>>()
             .join(" and "),
+        match series.images.len() {
+            1 => String::new(),
+            n => format!("{n} images of "),
+        },
         range.len(),
         range.start,
         range.end
@@ -157,21 +197,25 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
 }
 
 impl Context {
-    /// Reconstructs slice `index` on the output grid.
-    fn slice(&self, index: usize, progress: Option<Progress>) -> Result<(Array2<C32>, Stats)> {
-        let (kspace, mask, op) = self.inputs.acquire(index)?;
+    /// Reconstructs slice `index` of the image `inputs` read, its sampler seeded from the
+    /// image's seed `seed`, on the output grid.
+    fn slice(
+        &self,
+        inputs: &SliceInputs,
+        seed: u64,
+        index: usize,
+        progress: Option<Progress>,
+    ) -> Result<(Array2<C32>, Stats)> {
+        let (kspace, mask, op) = inputs.acquire(index)?;
         let opts = SamplerOptions {
-            seed: slice_seed(self.seed, index),
+            seed: slice_seed(seed, index),
             progress,
             ..self.opts.clone()
         };
         let prior = &self.prior;
         let out = sampler::reconstruct(prior, &op, kspace.view(), &mask, &opts, &self.recon)
-            .map_err(|e| self.inputs.in_slice(index, e))?;
-        Ok((
-            self.inputs.plan().image_to_output(out.mean.view()),
-            out.stats,
-        ))
+            .map_err(|e| inputs.in_slice(index, e))?;
+        Ok((inputs.plan().image_to_output(out.mean.view()), out.stats))
     }
 }
 
@@ -204,7 +248,7 @@ fn manifest(
     m.add("posterior", format!("{recon:?}"));
     m.add("prewhiten", !a.raw.no_prewhiten);
     // Another image of a raw file (contrast, phase, repetition, set) is other data.
-    m.add("raw selection", format!("{:?}", a.raw.options().select));
+    m.add("raw selection", a.raw.choice().describe());
     m.add(
         "virtual coils",
         a.virtual_coils

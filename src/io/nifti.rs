@@ -23,7 +23,7 @@ use super::{atomic, first_non_finite};
 use crate::{Error, Result};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
-use ndarray::{s, Array2, Array3, Axis, ShapeBuilder};
+use ndarray::{s, Array2, Array3, ArrayViewD, Axis, ShapeBuilder};
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -336,50 +336,79 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
 /// Errors: a dimension of 0 or above 32767, a non-positive or non-finite voxel size, a
 /// non-finite value, or an I/O failure.
 pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
+    write_nifti_nd(path, &volume.data.view().into_dyn(), volume.voxel_size)
+}
+
+/// Writes `data`, indexed `[x, y, z]` or with up to four more axes `[x, y, z, t, u, v, w]`
+/// (NIfTI's `dim[1..]`: a series of volumes, such as dynamics or echoes, along the fourth), as
+/// [`write_nifti`] writes a volume. The axes above the third get a spacing of 1 (`pixdim`) and
+/// no unit.
+///
+/// Errors: fewer than 3 or more than 7 axes, and [`write_nifti`]'s.
+pub fn write_nifti_nd(
+    path: impl AsRef<Path>,
+    data: &ArrayViewD<f32>,
+    voxel_size: [f32; 3],
+) -> Result<()> {
     let path = path.as_ref();
-    let (nx, ny, nz) = volume.data.dim();
+    let shape = data.shape();
     let invalid = |msg: String| Error::invalid(format!("{}: {msg}", path.display()));
-    let dims: Vec<i16> = [nx, ny, nz]
+    let shown = shape
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join("x");
+    if !(3..=7).contains(&shape.len()) {
+        return Err(invalid(format!(
+            "cannot write a {shown} array: NIfTI-1 holds 3 to 7 dimensions here"
+        )));
+    }
+    let dims: Vec<i16> = shape
         .iter()
         .map(|&n| i16::try_from(n).ok().filter(|&n| n > 0))
         .collect::<Option<_>>()
         .ok_or_else(|| {
             invalid(format!(
-                "cannot write a {nx}x{ny}x{nz} volume: NIfTI-1 sizes are 1 to 32767"
+                "cannot write a {shown} volume: NIfTI-1 sizes are 1 to 32767"
             ))
         })?;
-    if volume
-        .voxel_size
-        .iter()
-        .any(|&v| !(v.is_finite() && v > 0.0))
-    {
+    if voxel_size.iter().any(|&v| !(v.is_finite() && v > 0.0)) {
         return Err(invalid(format!(
-            "voxel sizes {:?} must be positive and finite",
-            volume.voxel_size
+            "voxel sizes {voxel_size:?} must be positive and finite"
         )));
     }
-    if let Some(n) = first_non_finite(volume.data.t().iter().copied()) {
+    if let Some(mut n) = first_non_finite(data.t().iter().copied()) {
+        let at: Vec<String> = shape
+            .iter()
+            .map(|&d| {
+                let i = n % d;
+                n /= d;
+                i.to_string()
+            })
+            .collect();
         return Err(invalid(format!(
-            "refusing to write a non-finite value at voxel [{}, {}, {}]",
-            n % nx,
-            n / nx % ny,
-            n / (nx * ny)
+            "refusing to write a non-finite value at voxel [{}]",
+            at.join(", ")
         )));
     }
-    let [vx, vy, vz] = volume.voxel_size;
+    let [vx, vy, vz] = voxel_size;
     let mut header = vec![0u8; DATA_OFFSET];
     let mut put = |at: usize, bytes: &[u8]| header[at..at + bytes.len()].copy_from_slice(bytes);
     put(0, &(HEADER_SIZE as i32).to_le_bytes());
     put(38, b"r");
-    for (i, d) in [3, dims[0], dims[1], dims[2], 1, 1, 1, 1]
-        .iter()
-        .enumerate()
-    {
+    let mut dim = [1i16; 8];
+    dim[0] = dims.len() as i16;
+    dim[1..=dims.len()].copy_from_slice(&dims);
+    for (i, d) in dim.iter().enumerate() {
         put(40 + 2 * i, &d.to_le_bytes());
     }
     put(70, &16i16.to_le_bytes()); // datatype float32
     put(72, &32i16.to_le_bytes()); // bitpix
-    for (i, p) in [1.0f32, vx, vy, vz, 0.0, 0.0, 0.0, 0.0].iter().enumerate() {
+    let extra = |axis: usize| if axis < dims.len() { 1.0f32 } else { 0.0 };
+    for (i, p) in [1.0f32, vx, vy, vz, extra(3), extra(4), extra(5), extra(6)]
+        .iter()
+        .enumerate()
+    {
         put(76 + 4 * i, &p.to_le_bytes());
     }
     put(108, &(DATA_OFFSET as f32).to_le_bytes());
@@ -396,8 +425,8 @@ pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     }
     put(344, b"n+1\0");
     let mut bytes = header;
-    bytes.reserve(volume.data.len() * 4);
-    for v in volume.data.t().iter() {
+    bytes.reserve(data.len() * 4);
+    for v in data.t().iter() {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
     let gzip = path.extension().is_some_and(|e| e == "gz");

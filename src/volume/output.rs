@@ -8,15 +8,34 @@
 //!
 //! Height is the readout (BART READ, NIfTI `i`), width the phase encode (BART PHS1, NIfTI `j`),
 //! as everywhere in `msm`; the slice axis is the file's slice order. Every writer is atomic.
+//!
+//! A series of volumes (the images of an ISMRMRD file chosen `all`: echoes, cardiac phases,
+//! repetitions, sets; [`write_series`]) adds one axis per counter, in the order contrast,
+//! phase, repetition, set:
+//!
+//! | format | layout of a series |
+//! |---|---|
+//! | NIfTI | `[i, j, k, t, ...]`: the counters from the fourth dimension on (`t` = the first) |
+//! | `.npy` | `(counters..., slices, height, width)`: the counters first |
+//! | `.cfl` | each counter on its BART dimension ([`BART_COUNTER_DIMS`]): contrast on TE (5), repetition on TIME (10), phase on TIME2 (11), set on BATCH (15) |
 
-use crate::io::nifti::{read_nifti, write_nifti, Volume};
+use crate::io::nifti::{read_nifti, write_nifti_nd};
 use crate::io::{cfl, npy};
 use crate::{Error, Result, C32};
-use ndarray::{Array2, Array3, Axis};
+use ndarray::{Array2, Array3, ArrayD, Axis, IxDyn};
 use std::path::Path;
 
 /// BART's SLICE dimension.
 pub const BART_SLICE_DIM: usize = 13;
+
+/// The BART dimension of each ISMRMRD counter in a series ([`write_series`]): echoes on TE, dynamics
+/// on TIME, cardiac phases on TIME2, sets (such as flow encodings) on BATCH.
+pub const BART_COUNTER_DIMS: [(&str, usize); 4] = [
+    ("contrast", 5),
+    ("phase", 11),
+    ("repetition", 10),
+    ("set", 15),
+];
 
 /// Volume file formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,49 +74,113 @@ impl VolumeFormat {
 
 /// Writes the slices (all of one shape, at least one) to `path` in `format`, atomically.
 pub fn write_volume(path: &Path, format: VolumeFormat, slices: &[Array2<C32>]) -> Result<()> {
-    let Some(first) = slices.first() else {
-        return Err(Error::invalid(format!(
-            "{}: no slices to write",
-            path.display()
-        )));
-    };
-    let (h, w) = first.dim();
-    if let Some(i) = slices.iter().position(|s| s.dim() != (h, w)) {
-        return Err(Error::invalid(format!(
-            "{}: slice {i} is {:?}, slice 0 is {:?}; expected one shape",
-            path.display(),
-            slices[i].dim(),
-            (h, w)
+    write_series(path, format, &[], &[slices])
+}
+
+/// Writes a series of volumes to `path` in `format`, atomically: `volumes[n]` is the point `n`
+/// of the grid `axes` (counter names of [`BART_COUNTER_DIMS`] and sizes, row-major: the last
+/// axis fastest), each a volume of slices of one shape. Without axes, one volume, as
+/// [`write_volume`] writes it. The layouts are in the module documentation.
+pub fn write_series<V: AsRef<[Array2<C32>]>>(
+    path: &Path,
+    format: VolumeFormat,
+    axes: &[(&str, usize)],
+    volumes: &[V],
+) -> Result<()> {
+    let volumes: Vec<&[Array2<C32>]> = volumes.iter().map(AsRef::as_ref).collect();
+    let invalid = |msg: String| Error::invalid(format!("{}: {msg}", path.display()));
+    let grid: usize = axes.iter().map(|a| a.1).product();
+    if volumes.len() != grid {
+        return Err(invalid(format!(
+            "{} volumes for a series of {grid} ({axes:?}); expected one per image",
+            volumes.len()
         )));
     }
-    let n = slices.len();
+    let Some(first) = volumes.first().and_then(|v| v.first()) else {
+        return Err(invalid("no slices to write".to_string()));
+    };
+    let (h, w) = first.dim();
+    let n = volumes[0].len();
+    for (v, slices) in volumes.iter().enumerate() {
+        if slices.len() != n {
+            return Err(invalid(format!(
+                "volume {v} has {} slices, volume 0 {n}; expected one count",
+                slices.len()
+            )));
+        }
+        if let Some(i) = slices.iter().position(|s| s.dim() != (h, w)) {
+            return Err(invalid(format!(
+                "slice {i} of volume {v} is {:?}, slice 0 of volume 0 is {:?}; expected one shape",
+                slices[i].dim(),
+                (h, w)
+            )));
+        }
+    }
+    let sizes: Vec<usize> = axes.iter().map(|a| a.1).collect();
+    let at = |v: usize, s: usize, r: usize, c: usize| volumes[v][s][(r, c)];
     match format {
         VolumeFormat::Nifti => {
-            let data = Array3::from_shape_fn((h, w, n), |(r, c, s)| slices[s][(r, c)].norm());
-            write_nifti(
-                path,
-                &Volume {
-                    data,
-                    voxel_size: [1.0; 3],
-                },
-            )
+            // [H, W, slices, counters...]: the first counter on the fourth axis.
+            let mut shape = vec![h, w, n];
+            shape.extend(&sizes);
+            let data = ArrayD::from_shape_fn(IxDyn(&shape), |ix| {
+                let v = (3..shape.len()).fold(0, |acc, d| acc * shape[d] + ix[d]);
+                at(v, ix[2], ix[0], ix[1]).norm()
+            });
+            write_nifti_nd(path, &data.view(), [1.0; 3])
         }
         VolumeFormat::Npy => {
-            let data = Array3::from_shape_fn((n, h, w), |(s, r, c)| slices[s][(r, c)]);
+            let mut shape = sizes.clone();
+            shape.extend([n, h, w]);
+            let data: Vec<C32> = volumes
+                .iter()
+                .flat_map(|v| v.iter().flat_map(|s| s.iter().copied()))
+                .collect();
+            let data =
+                ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| invalid(e.to_string()))?;
             npy::write_npy(path, &data)
         }
         VolumeFormat::Cfl => {
-            // Column-major [H, W, ..., slices]: the row index fastest, then the column, then
-            // the slice.
-            let data: Vec<C32> = slices
-                .iter()
-                .flat_map(|s| s.t().iter().copied().collect::<Vec<_>>())
-                .collect();
-            let mut dims = [1usize; BART_SLICE_DIM + 1];
+            let mut dims = [1usize; 16];
             dims[0] = h;
             dims[1] = w;
             dims[BART_SLICE_DIM] = n;
-            cfl::write_array(path, &dims, &data)
+            let mut bart_axes = Vec::with_capacity(axes.len());
+            for (name, size) in axes {
+                let Some(&(_, d)) = BART_COUNTER_DIMS.iter().find(|(c, _)| c == name) else {
+                    return Err(invalid(format!(
+                        "no BART dimension for the axis {name:?}; expected one of {:?}",
+                        BART_COUNTER_DIMS.map(|(c, _)| c)
+                    )));
+                };
+                dims[d] = *size;
+                bart_axes.push(d);
+            }
+            // Column-major: the element at (row, column, dims...) sits at the sum of each index
+            // times the product of the dimensions below its own.
+            let strides: Vec<usize> = (0..16).map(|d| dims[..d].iter().product()).collect();
+            let mut data = vec![C32::new(0.0, 0.0); dims.iter().product()];
+            for (v, slices) in volumes.iter().enumerate() {
+                let mut rest = v;
+                let mut base = 0;
+                for (&d, &size) in bart_axes.iter().zip(&sizes).rev() {
+                    base += rest % size * strides[d];
+                    rest /= size;
+                }
+                for (k, slice) in slices.iter().enumerate() {
+                    let offset = base + k * strides[BART_SLICE_DIM];
+                    for ((r, c), &x) in slice.indexed_iter() {
+                        data[offset + r + h * c] = x;
+                    }
+                }
+            }
+            // Dimensions to SLICE always, as for one volume; BATCH's too when a series uses it.
+            let used = dims
+                .iter()
+                .rposition(|&d| d > 1)
+                .map_or(0, |d| d + 1)
+                .max(BART_SLICE_DIM + 1);
+            cfl::write_array(path, &dims[..used], &data)
         }
     }
 }
@@ -203,6 +286,40 @@ mod tests {
                 assert!((a.re - b.norm()).abs() < 1e-3 && a.im == 0.0);
             }
         }
+        // A series: phase on TIME2 (11) and set on BATCH (15), NumPy's counters first.
+        let series: Vec<Vec<Array2<C32>>> = (0..6)
+            .map(|v| {
+                slices
+                    .iter()
+                    .map(|s| s.mapv(|x| x + C32::new(1000.0 * v as f32, 0.0)))
+                    .collect()
+            })
+            .collect();
+        let axes = [("phase", 2), ("set", 3)];
+        let base = d.join("series");
+        write_series(&base, VolumeFormat::Cfl, &axes, &series).unwrap();
+        let a = cfl::read_array(&base).unwrap();
+        assert_eq!(a.dims, [4, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 3, 1, 3]);
+        // Column-major strides: row 1, column 4, phase 8, slice 16, set 48. Volume v is
+        // phase v / 3, set v % 3.
+        for (v, k, r, c) in [(5, 2, 3, 1), (1, 0, 0, 0), (3, 1, 2, 0)] {
+            let at = r + 4 * c + 8 * (v / 3) + 16 * k + 48 * (v % 3);
+            assert_eq!(a.data[at], series[v][k][(r, c)], "{v} {k} {r} {c}");
+        }
+        let npy_series = d.join("series.npy");
+        write_series(&npy_series, VolumeFormat::Npy, &axes, &series).unwrap();
+        let back: ndarray::ArrayD<C32> = npy::read_npy_as(&npy_series).unwrap();
+        assert_eq!(back.shape(), &[2, 3, 3, 4, 2]);
+        assert_eq!(back[[1, 2, 2, 3, 1]], series[5][2][(3, 1)]);
+        let e = write_series(&base, VolumeFormat::Cfl, &axes, &series[..5])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("5 volumes for a series of 6"), "{e}");
+        let e = write_series(&base, VolumeFormat::Cfl, &[("echo", 6)], &series)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no BART dimension for the axis \"echo\""), "{e}");
+
         // A .cfl with coils is not a volume of images.
         cfl::write_array(d.join("coils"), &[4, 2, 1, 3], &[C32::new(1.0, 0.0); 24]).unwrap();
         let e = read_volume(&d.join("coils")).unwrap_err().to_string();

@@ -87,3 +87,25 @@ pub fn tiny_model_with(path: &Path, size: usize, meta: Option<ModelMeta>) {
     }
     b.write(path).unwrap();
 }
+
+/// Waits until `dir` holds at least one finished slice, or the process ends.
+pub fn wait_for_a_part(child: &mut std::process::Child, dir: &Path) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(120) {
+        let parts = std::fs::read_dir(dir)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("slice-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if parts > 0 {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    false
+}

@@ -12,7 +12,7 @@ channels (NumPy's Cholesky), raw_noise.npy the noise std per real component it l
 raw_as_fastmri.h5: the expected (whitened) k-space in fastMRI's layout with the same header.
 raw_contrast.h5: the same with one line of contrast 1; raw_reversed.h5 with one reversed (EPI)
 line; raw_encodings.h5 with one line of a second encoding (encoding_space_ref 1). raw_offcentre.h5: centre counter 10, so
-line 11 falls outside the 12 columns. raw_multi.h5: two repetitions (write_multi); raw_3d.h5: a 3-D encoding (write_3d).
+line 11 falls outside the 12 columns. raw_multi.h5: two repetitions, raw_series.h5 two contrasts of each (write_multi); raw_3d.h5: a 3-D encoding (write_3d).
 """
 import os
 import sys
@@ -64,6 +64,15 @@ def acquisition(samples, e1=0, slice_=0, flags=0, contrast=0, pad=0, repetition=
     h["idx"]["kspace_encode_step_2"] = e2
     data = np.stack([samples.real, samples.imag], -1).astype("<f4").ravel()
     return h, np.zeros(0, "<f4"), data
+
+
+def retag(rec, contrast, repetition):
+    """A copy of the acquisition `rec` as a line of another contrast and repetition."""
+    h, traj, data = rec
+    h = h.copy()
+    h["idx"]["contrast"] = contrast
+    h["idx"]["repetition"] = repetition
+    return h, traj, data
 
 
 def whitened(k, noise):
@@ -180,6 +189,12 @@ def write_multi(out, rng, recs, noise):
             more.append(acquisition(second[s, :, :, e1], e1, s, repetition=1))
             expected[s, :, :, e1] = second[s, :, :, e1]
     write(os.path.join(out, "raw_multi.h5"), recs + more)
+    # raw_series.h5: repetitions 0, 1 x contrasts 0, 1, each contrast-1 image the lines of the
+    # other repetition's contrast 0; raw_hole.h5 lacks repetition 1's contrast 1.
+    imaging = [r for r in recs if not int(r[0]["flags"]) & (flag(19) | flag(23))]
+    c1 = [retag(r, 1, 0) for r in more]
+    write(os.path.join(out, "raw_series.h5"), recs + more + c1 + [retag(r, 1, 1) for r in imaging])
+    write(os.path.join(out, "raw_hole.h5"), recs + more + c1)
     expected, _ = whitened(expected, noise)
     np.save(os.path.join(out, "raw_multi_expected.npy"), expected.astype(np.complex64))
 

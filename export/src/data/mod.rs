@@ -21,7 +21,7 @@ mod scale;
 mod scans;
 mod sim;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ndarray::Array3;
 use rand::SeedableRng;
@@ -30,10 +30,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::loss::MeasBatch;
-use msm::io::fastmri::{is_raw, RawScan, Selection};
 use msm::io::nifti::{read_nifti, Plane};
 use msm::{Error, Result, C32};
 
+pub use msm::io::fastmri::{CounterChoice, ImageChoice};
 pub use noise::{NoiseEta, NoiseSummary};
 pub use prepared::PREPARED_FORMAT;
 pub use scale::{ScaleEstimate, SCALE_DRAWS, SCALE_KEY};
@@ -86,99 +86,7 @@ pub struct DataConfig {
     /// `--repetition` and `--set` choose one), or `"all"`: every value the file has, each
     /// image's slices training measurements of their own (repetitions of one scan are
     /// independent noisy measurements). A counter left `null` must have one value in the file.
-    pub select: RawSelect,
-}
-
-/// [`DataConfig::select`]: a choice for each ISMRMRD counter, or `null`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawSelect {
-    /// The contrast (echo) counter.
-    pub contrast: Option<CounterChoice>,
-    /// The (cardiac) phase counter.
-    pub phase: Option<CounterChoice>,
-    /// The repetition counter.
-    pub repetition: Option<CounterChoice>,
-    /// The set counter.
-    pub set: Option<CounterChoice>,
-}
-
-/// One counter's choice in [`RawSelect`]: a value (a number in a config file), or `"all"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CounterChoice {
-    /// Every value the file has.
-    All,
-    /// This value only.
-    #[serde(untagged)]
-    Value(u64),
-}
-
-impl<'de> Deserialize<'de> for CounterChoice {
-    /// A number >= 0 or `"all"`; anything else is an error that says so (serde's own untagged
-    /// form names no expected value).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Choice;
-        impl serde::de::Visitor<'_> for Choice {
-            type Value = CounterChoice;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a counter value (a number >= 0) or \"all\"")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
-                Ok(CounterChoice::Value(v))
-            }
-            fn visit_str<E: serde::de::Error>(
-                self,
-                v: &str,
-            ) -> std::result::Result<Self::Value, E> {
-                match v {
-                    "all" => Ok(CounterChoice::All),
-                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
-                }
-            }
-        }
-        d.deserialize_any(Choice)
-    }
-}
-
-impl RawSelect {
-    /// The images of the scan `path` to train on, as the runtime's reader selects them: one
-    /// selection without `"all"`; with it, one per image of the file whose counters match
-    /// the values given (listed by [`RawScan::images`]; a file in fastMRI's layout has one).
-    pub fn images(&self, path: &Path) -> Result<Vec<Selection>> {
-        let choices = [self.contrast, self.phase, self.repetition, self.set];
-        let fixed = choices.map(|c| match c {
-            Some(CounterChoice::Value(v)) => Some(v),
-            _ => None,
-        });
-        if !choices.contains(&Some(CounterChoice::All)) || !is_raw(path) {
-            return Ok(vec![Selection::from_values(fixed)]);
-        }
-        let mut images: Vec<Selection> = Vec::new();
-        for image in RawScan::images(path)? {
-            let have = image.values();
-            if have.iter().zip(fixed).any(|(h, w)| w.is_some() && *h != w) {
-                continue;
-            }
-            // The counters chosen, by value or "all", set; the others left to the reader,
-            // which refuses them if they have several values.
-            let s = Selection::from_values(std::array::from_fn(|i| choices[i].and(have[i])));
-            if !images.contains(&s) {
-                images.push(s);
-            }
-        }
-        if images.is_empty() {
-            return Err(Error::format(
-                path,
-                format!(
-                    "has no image with the values that `data.select` gives ({:?}); expected \
-                     values its imaging lines have (`msm info` lists them)",
-                    Selection::from_values(fixed)
-                ),
-            ));
-        }
-        Ok(images)
-    }
+    pub select: ImageChoice,
 }
 
 impl DataConfig {
@@ -202,7 +110,7 @@ impl Default for DataConfig {
             phase_strength: [1.0, 3.0],
             scans: Vec::new(),
             prewhiten: true,
-            select: RawSelect::default(),
+            select: ImageChoice::default(),
         }
     }
 }

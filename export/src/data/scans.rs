@@ -233,7 +233,7 @@ impl Scans {
 }
 
 /// Reads and prepares every slice of the scan `path` that holds data, of every image
-/// `data.select` names ([`super::RawSelect::images`]), in the file's order; a slice's index
+/// `data.select` names ([`ImageChoice::images`](msm::io::fastmri::ImageChoice::images)), in the file's order; a slice's index
 /// counts on across the images.
 fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
     let mut slices = Vec::new();
