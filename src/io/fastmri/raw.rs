@@ -42,7 +42,8 @@ use crate::coils::Whitening;
 use crate::fft::Fft2;
 use crate::{Error, Result, C32};
 use hdf5_reader::{Dataset, Datatype, Hdf5File};
-use ndarray::{Array2, Array3};
+use ndarray::{Array2, Array3, ArrayViewMut2};
+use rayon::prelude::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -531,32 +532,40 @@ pub struct Partitions {
 
 /// One slab's k-space partitions `(coils, H, W)`, inverse-Fourier-transformed along the
 /// partitions (centred, orthonormal: the noise level of a full slab is kept) into `keep` 2-D
-/// k-space slices, the central ones.
-fn along_partitions(parts: &[Array3<C32>], keep: usize) -> Vec<Array3<C32>> {
+/// k-space slices, the central ones. In place, coils in parallel: the slices are the kept
+/// partitions' arrays, so the slab is never held twice.
+fn along_partitions(mut parts: Vec<Array3<C32>>, keep: usize) -> Vec<Array3<C32>> {
     let depth = parts.len();
-    let (c, h, w) = parts[0].dim();
+    let coils = parts[0].dim().0;
     // A `depth x 1` image's centred 2-D transform is the centred 1-D one along the depth.
     let fft = Fft2::new(depth, 1);
     let first = depth / 2 - keep / 2;
-    let mut out = vec![Array3::<C32>::zeros((c, h, w)); keep];
-    let mut buf = vec![C32::new(0.0, 0.0); depth];
-    for ch in 0..c {
+    // Each coil's image in every partition, so that coils run in parallel.
+    let mut by_coil: Vec<Vec<ArrayViewMut2<C32>>> = (0..coils).map(|_| Vec::new()).collect();
+    for part in &mut parts {
+        for (list, view) in by_coil.iter_mut().zip(part.outer_iter_mut()) {
+            list.push(view);
+        }
+    }
+    by_coil.into_par_iter().for_each(|mut views| {
+        let (h, w) = views[0].dim();
+        let mut buf = vec![C32::new(0.0, 0.0); depth];
         for r in 0..h {
             for col in 0..w {
-                for (b, p) in buf.iter_mut().zip(parts) {
-                    *b = p[(ch, r, col)];
+                for (b, v) in buf.iter_mut().zip(&views) {
+                    *b = v[(r, col)];
                 }
                 if buf.iter().all(|v| v.norm_sqr() == 0.0) {
                     continue;
                 }
                 fft.inverse(&mut buf);
-                for (o, v) in out.iter_mut().zip(&buf[first..first + keep]) {
-                    o[(ch, r, col)] = *v;
+                for (v, x) in views[first..first + keep].iter_mut().zip(&buf[first..]) {
+                    v[(r, col)] = *x;
                 }
             }
         }
-    }
-    out
+    });
+    parts.drain(first..first + keep).collect()
 }
 
 /// What [`assemble`] finds in the acquisitions.
@@ -857,7 +866,7 @@ fn assemble(
                  slices by an inverse FFT along the second"
             ));
         }
-        slices.extend(along_partitions(&slab_parts, keep));
+        slices.extend(along_partitions(slab_parts, keep));
     }
     let encoding_3d = (depth > 1).then(|| Partitions {
         encoded: depth,
