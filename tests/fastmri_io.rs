@@ -102,8 +102,12 @@ fn fastmri_layout_reads_back_to_the_same_numbers() {
             recon_size: (20, 16, 1),
             kspace_center: None,
             kspace_center_2: None,
+            encoded_fov_mm: Some((280.0, 210.0, 4.5)),
+            recon_fov_mm: Some((140.0, 140.0, 4.5)),
         })
     );
+    // The recon field of view over the recon matrix.
+    assert_eq!(f.header().unwrap().voxel_size_mm(), Some([7.0, 8.75, 4.5]));
     assert_eq!(f.recon_size(), Some((20, 16)));
     assert_eq!(f.mask(), Some(&read_bools(&d.join("fastmri_mask.bin"))[..]));
 

@@ -325,6 +325,29 @@ fn files_the_ismrmrd_library_writes_read_as_written() {
     ]);
     let out: ndarray::Array3<C32> = npy::read_npy_as(&img).unwrap();
     assert_eq!(out.dim(), (2, 16, 24));
+    // The header's recon field of view (the library's 220 mm over 24 columns, 220 * 16 / 24
+    // mm over 16 rows, 5 mm slices) gives the NIfTI output's voxel size.
+    let voxel = [220.0 / 24.0, 220.0 / 24.0, 5.0];
+    let info = ok(&["info", s(&file), "--json", "--repetition", "1"]);
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    for (got, want) in v["voxel_size_mm"].as_array().unwrap().iter().zip(voxel) {
+        assert!((got.as_f64().unwrap() - want).abs() < 1e-5, "{v}");
+    }
+    let nii = d.join("zf.nii");
+    ok(&[
+        "recon",
+        s(&file),
+        s(&nii),
+        "--repetition",
+        "1",
+        "--method",
+        "zero-filled",
+    ]);
+    let vol = msm::io::nifti::read_nifti(&nii).unwrap();
+    assert_eq!(vol.data.dim(), (16, 24, 2));
+    for (got, want) in vol.voxel_size.iter().zip(voxel) {
+        assert!((*got as f64 - want).abs() < 1e-5, "{:?}", vol.voxel_size);
+    }
 }
 
 #[test]
@@ -340,6 +363,11 @@ fn the_cli_reads_raw_data_as_a_volume() {
     assert_eq!(v["slices"], 2);
     assert_eq!(v["kspace_size"], serde_json::json!([16, 12]));
     assert_eq!(v["recon_size"], serde_json::json!([8, 12]));
+    assert_eq!(
+        v["voxel_size_mm"],
+        serde_json::Value::Null,
+        "no field of view in its header"
+    );
     assert_eq!(v["per_slice"][0]["kept_columns"], 8);
     assert!(v["noise_measurement_std"].as_f64().unwrap() > 0.05);
     assert_eq!(v["prewhitened"], true);
@@ -457,6 +485,9 @@ fn a_series_of_images_is_one_output_with_an_axis_per_counter() {
     let f32_at = |at: usize| f32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
     let dim: Vec<i16> = (0..8).map(|i| i16_at(40 + 2 * i)).collect();
     assert_eq!(dim, [5, 8, 12, 2, 2, 2, 1, 1]);
+    // pixdim: 1 mm (the header states no field of view), a spacing of 1 along the counters.
+    let pixdim: Vec<f32> = (1..6).map(|i| f32_at(76 + 4 * i)).collect();
+    assert_eq!(pixdim, [1.0; 5]);
     let offset = f32_at(108) as usize;
     assert_eq!(bytes.len(), offset + 4 * 8 * 12 * 2 * 4);
     for (n, image) in alone.iter().enumerate() {

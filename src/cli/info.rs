@@ -149,6 +149,13 @@ fn scan(path: &Path, raw: &RawOptions) -> Result<(String, Value)> {
         None => "  recon size: none stated (the output is the k-space grid unless --recon-size)\n"
             .into(),
     });
+    text.push_str(&match scan.voxel_size_mm() {
+        Some([a, b, c]) => format!(
+            "  voxel size {a:.4} x {b:.4} x {c:.4} mm (the header's recon field of view over its \
+             matrix; written to NIfTI outputs)\n"
+        ),
+        None => "  voxel size: none stated (NIfTI outputs get 1 mm)\n".into(),
+    });
     text.push_str(if stored_mask.is_some() {
         "  mask: the file's `mask` dataset\n"
     } else {
@@ -240,6 +247,7 @@ fn scan(path: &Path, raw: &RawOptions) -> Result<(String, Value)> {
         "coils": scan.coils(),
         "kspace_size": [h, w],
         "recon_size": scan.recon_size().map(|(a, b)| [a, b]),
+        "voxel_size_mm": scan.voxel_size_mm(),
         "mask": if stored_mask.is_some() { "stored" } else { "detected" },
         "reconstruction_rss": reference.map(|(n, a, b)| [n, a, b]),
         "noise_measurement_std": noise_scan.map(|n| n.0),

@@ -177,7 +177,8 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
                 .collect::<Result<Vec<Array2<C32>>>>()?,
         );
     }
-    write_series(output, format, &series.shape(), &volumes)?;
+    let voxel = inputs.scan().voxel_size_mm().unwrap_or([1.0; 3]);
+    write_series(output, format, &series.shape(), &volumes, voxel)?;
     let (ho, wo) = inputs.plan().output;
     eprintln!(
         "{:?}: wrote {} ({}{} slices {}..{}, {ho}x{wo}) in {:.2} s",

@@ -146,6 +146,15 @@ impl Scan {
         }
     }
 
+    /// The voxel size in mm an HDF5 file's header states (`[readout, phase encode, slice]`); a
+    /// stack states none.
+    pub fn voxel_size_mm(&self) -> Option<[f32; 3]> {
+        match self {
+            Scan::H5(f) => f.voxel_size_mm(),
+            Scan::Stack { .. } => None,
+        }
+    }
+
     /// The column mask an HDF5 file stores; a stack stores none (`--mask`, or detected).
     pub fn mask(&self) -> Option<&[bool]> {
         match self {

@@ -170,11 +170,12 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
             }
         }
     }
+    let voxel = inputs.scan().voxel_size_mm().unwrap_or([1.0; 3]);
     let volumes = (0..series.images.len())
         .map(|i| range.clone().map(|s| parts.read(part(i, s))).collect())
         .collect::<Result<Vec<Vec<Array2<C32>>>>>()?;
     for (p, format) in &outputs {
-        write_series(p, *format, &series.shape(), &volumes)?;
+        write_series(p, *format, &series.shape(), &volumes, voxel)?;
     }
     parts.clear()?;
     let (ho, wo) = inputs.plan().output;

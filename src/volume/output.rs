@@ -2,7 +2,7 @@
 //!
 //! | name ends in | written | layout |
 //! |---|---|---|
-//! | `.nii`, `.nii.gz` | magnitude, NIfTI-1 float32 ([`crate::io::nifti`]) | voxel `[i, j, k]` = (row, column, slice), 1 mm voxels |
+//! | `.nii`, `.nii.gz` | magnitude, NIfTI-1 float32 ([`crate::io::nifti`]) | voxel `[i, j, k]` = (row, column, slice); [`write_series`]' voxel size (`msm` passes the header's, else 1 mm) |
 //! | `.npy` | complex64 NumPy array | `(slices, height, width)` |
 //! | anything else (`.cfl`, a base name) | complex BART `.cfl/.hdr` | dims `[H, W, 1, ..., 1, slices]`: READ, PHS1, SLICE (dim 13) |
 //!
@@ -74,18 +74,21 @@ impl VolumeFormat {
 
 /// Writes the slices (all of one shape, at least one) to `path` in `format`, atomically.
 pub fn write_volume(path: &Path, format: VolumeFormat, slices: &[Array2<C32>]) -> Result<()> {
-    write_series(path, format, &[], &[slices])
+    write_series(path, format, &[], &[slices], [1.0; 3])
 }
 
 /// Writes a series of volumes to `path` in `format`, atomically: `volumes[n]` is the point `n`
 /// of the grid `axes` (counter names of [`BART_COUNTER_DIMS`] and sizes, row-major: the last
 /// axis fastest), each a volume of slices of one shape. Without axes, one volume, as
-/// [`write_volume`] writes it. The layouts are in the module documentation.
+/// [`write_volume`] writes it. The layouts are in the module documentation. `voxel_mm` is
+/// the voxel size `[row, column, slice]` a NIfTI file records (`pixdim`); the complex formats
+/// hold none.
 pub fn write_series<V: AsRef<[Array2<C32>]>>(
     path: &Path,
     format: VolumeFormat,
     axes: &[(&str, usize)],
     volumes: &[V],
+    voxel_mm: [f32; 3],
 ) -> Result<()> {
     let volumes: Vec<&[Array2<C32>]> = volumes.iter().map(AsRef::as_ref).collect();
     let invalid = |msg: String| Error::invalid(format!("{}: {msg}", path.display()));
@@ -127,7 +130,7 @@ pub fn write_series<V: AsRef<[Array2<C32>]>>(
                 let v = (3..shape.len()).fold(0, |acc, d| acc * shape[d] + ix[d]);
                 at(v, ix[2], ix[0], ix[1]).norm()
             });
-            write_nifti_nd(path, &data.view(), [1.0; 3])
+            write_nifti_nd(path, &data.view(), voxel_mm)
         }
         VolumeFormat::Npy => {
             let mut shape = sizes.clone();
@@ -297,7 +300,7 @@ mod tests {
             .collect();
         let axes = [("phase", 2), ("set", 3)];
         let base = d.join("series");
-        write_series(&base, VolumeFormat::Cfl, &axes, &series).unwrap();
+        write_series(&base, VolumeFormat::Cfl, &axes, &series, [1.0; 3]).unwrap();
         let a = cfl::read_array(&base).unwrap();
         assert_eq!(a.dims, [4, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 3, 1, 3]);
         // Column-major strides: row 1, column 4, phase 8, slice 16, set 48. Volume v is
@@ -307,15 +310,15 @@ mod tests {
             assert_eq!(a.data[at], series[v][k][(r, c)], "{v} {k} {r} {c}");
         }
         let npy_series = d.join("series.npy");
-        write_series(&npy_series, VolumeFormat::Npy, &axes, &series).unwrap();
+        write_series(&npy_series, VolumeFormat::Npy, &axes, &series, [1.0; 3]).unwrap();
         let back: ndarray::ArrayD<C32> = npy::read_npy_as(&npy_series).unwrap();
         assert_eq!(back.shape(), &[2, 3, 3, 4, 2]);
         assert_eq!(back[[1, 2, 2, 3, 1]], series[5][2][(3, 1)]);
-        let e = write_series(&base, VolumeFormat::Cfl, &axes, &series[..5])
+        let e = write_series(&base, VolumeFormat::Cfl, &axes, &series[..5], [1.0; 3])
             .unwrap_err()
             .to_string();
         assert!(e.contains("5 volumes for a series of 6"), "{e}");
-        let e = write_series(&base, VolumeFormat::Cfl, &[("echo", 6)], &series)
+        let e = write_series(&base, VolumeFormat::Cfl, &[("echo", 6)], &series, [1.0; 3])
             .unwrap_err()
             .to_string();
         assert!(e.contains("no BART dimension for the axis \"echo\""), "{e}");

@@ -1,6 +1,7 @@
 //! The ISMRMRD XML header that fastMRI files keep in their `ismrmrd_header` dataset, reduced to
 //! what reconstruction needs: the encoded and reconstructed matrix sizes of the first
-//! `<encoding>` (as fastMRI's own loader reads them).
+//! `<encoding>` (as fastMRI's own loader reads them), and its fields of view, which give the
+//! output's voxel size.
 //!
 //! The parser is a small hand-written one for the subset of XML that ISMRMRD headers use:
 //! elements, attributes (skipped), text, comments, processing instructions, a DOCTYPE and CDATA
@@ -14,7 +15,7 @@ use std::fmt;
 /// In fastMRI files `x` is the readout direction, which is the k-space height axis, and `y` the
 /// phase-encode direction, the width axis: a knee file has `kspace` `(slices, coils, 640, 368)`
 /// with an encoded matrix of `x = 640, y = 368` and a recon matrix of `320 x 320`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct IsmrmrdHeader {
     /// `encoding/encodedSpace/matrixSize` `(x, y, z)`.
     pub encoded_size: (usize, usize, usize),
@@ -27,6 +28,10 @@ pub struct IsmrmrdHeader {
     /// `encoding/encodingLimits/kspace_encoding_step_2/center`: the second phase-encode
     /// counter of k-space's centre partition (3-D encodings); `None` when not given.
     pub kspace_center_2: Option<usize>,
+    /// `encoding/encodedSpace/fieldOfView_mm` `(x, y, z)`; `None` when not given.
+    pub encoded_fov_mm: Option<(f64, f64, f64)>,
+    /// `encoding/reconSpace/fieldOfView_mm` `(x, y, z)`; `None` when not given.
+    pub recon_fov_mm: Option<(f64, f64, f64)>,
 }
 
 impl IsmrmrdHeader {
@@ -48,8 +53,42 @@ impl IsmrmrdHeader {
             recon_size: matrix_size(encoding, "reconSpace")?,
             kspace_center: limit_center(encoding, "kspace_encoding_step_1")?,
             kspace_center_2: limit_center(encoding, "kspace_encoding_step_2")?,
+            encoded_fov_mm: field_of_view(encoding, "encodedSpace")?,
+            recon_fov_mm: field_of_view(encoding, "reconSpace")?,
         })
     }
+
+    /// The voxel size in mm of the reconstructed image, `[readout (height), phase encode
+    /// (width), slice]`: the recon space's field of view over its matrix, as Gadgetron's image
+    /// headers state it (a 2-D acquisition's slice entry is its thickness; a gap between
+    /// slices is not in the header). `None` when the header gives no recon field of view.
+    pub fn voxel_size_mm(&self) -> Option<[f32; 3]> {
+        let (fx, fy, fz) = self.recon_fov_mm?;
+        let (nx, ny, nz) = self.recon_size;
+        Some([fx / nx as f64, fy / ny as f64, fz / nz as f64].map(|v| v as f32))
+    }
+}
+
+/// `encoding/<space>/fieldOfView_mm` as `(x, y, z)` when the header gives it; each must be a
+/// positive number.
+fn field_of_view(encoding: &Element, space: &str) -> Result<Option<(f64, f64, f64)>, HeaderError> {
+    let Some(fov) = encoding
+        .child(space)
+        .and_then(|s| s.child("fieldOfView_mm"))
+    else {
+        return Ok(None);
+    };
+    let axis = |name: &str| -> Result<f64, HeaderError> {
+        let text = fov.child(name).map(|el| el.text.trim()).unwrap_or("");
+        match text.parse::<f64>() {
+            Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+            _ => Err(HeaderError(format!(
+                "<encoding>/<{space}>/<fieldOfView_mm>/<{name}> is {text:?}, expected a \
+                 positive number of millimetres"
+            ))),
+        }
+    };
+    Ok(Some((axis("x")?, axis("y")?, axis("z")?)))
 }
 
 /// `encoding/encodingLimits/<counter>/center`, when the header gives it.
@@ -335,6 +374,7 @@ mod tests {
     </encodedSpace>
     <reconSpace>
       <matrixSize><x>320</x><y>320</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>140</x><y>140.0</y><z>3</z></fieldOfView_mm>
     </reconSpace>
     <encodingLimits><kspace_encoding_step_1><minimum>0</minimum></kspace_encoding_step_1></encodingLimits>
   </encoding>
@@ -349,6 +389,10 @@ mod tests {
         let h = IsmrmrdHeader::parse(KNEE).unwrap();
         assert_eq!(h.encoded_size, (640, 368, 1));
         assert_eq!(h.recon_size, (320, 320, 1));
+        assert_eq!(h.encoded_fov_mm, Some((280.0, 280.0, 4.5)));
+        assert_eq!(h.recon_fov_mm, Some((140.0, 140.0, 3.0)));
+        // 140 mm over 320 pixels; the slice thickness.
+        assert_eq!(h.voxel_size_mm(), Some([0.4375, 0.4375, 3.0]));
     }
 
     #[test]
@@ -360,6 +404,7 @@ mod tests {
         let h = IsmrmrdHeader::parse(xml).unwrap();
         assert_eq!(h.encoded_size, (64, 48, 1));
         assert_eq!(h.recon_size, (32, 32, 1));
+        assert_eq!(h.voxel_size_mm(), None);
     }
 
     #[test]
@@ -390,6 +435,14 @@ mod tests {
                 "unterminated comment",
             ),
             ("<a></a><b></b>", "more than one root"),
+            (
+                &KNEE.replace("<y>140.0</y>", "<y>-1</y>"),
+                "<reconSpace>/<fieldOfView_mm>/<y> is \"-1\", expected a positive number",
+            ),
+            (
+                &KNEE.replace("<z>4.5</z>", ""),
+                "<encodedSpace>/<fieldOfView_mm>/<z> is \"\"",
+            ),
         ];
         for (xml, needle) in cases {
             let err = IsmrmrdHeader::parse(xml).unwrap_err().0;

@@ -2,7 +2,7 @@
 //! ISMRMRD raw acquisitions ([`RawScan`]), told apart by their datasets and read slice by slice
 //! through one interface.
 
-use super::{open_hdf5, raw, FastMriFile, RawOptions, RawScan};
+use super::{open_hdf5, raw, FastMriFile, IsmrmrdHeader, RawOptions, RawScan};
 use crate::{Result, C32};
 use ndarray::Array3;
 use std::path::Path;
@@ -69,6 +69,16 @@ impl HdfScan {
         match self {
             HdfScan::FastMri(f) => f.recon_size(),
             HdfScan::Raw(r) => Some(r.recon_size()),
+        }
+    }
+
+    /// The voxel size in mm of the reconstructed images, `[readout, phase encode, slice]`,
+    /// from the ISMRMRD header's recon field of view ([`IsmrmrdHeader::voxel_size_mm`]);
+    /// `None` for a file without one.
+    pub fn voxel_size_mm(&self) -> Option<[f32; 3]> {
+        match self {
+            HdfScan::FastMri(f) => f.header().and_then(IsmrmrdHeader::voxel_size_mm),
+            HdfScan::Raw(r) => r.header().voxel_size_mm(),
         }
     }
 
