@@ -144,6 +144,69 @@ fn h5_volume_reconstructs_to_nifti_and_cfl_on_the_recon_grid() {
     }
 }
 
+#[test]
+fn a_volume_writes_the_samples_uncertainty_beside_their_mean() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let scan = d.join("scan.h5");
+    let (mean, std) = (d.join("mean.npy"), d.join("std.npy"));
+    let two = ["--quiet", "--samples", "2"];
+    let run = |rest: &[&str]| {
+        let args: Vec<&str> = two.iter().chain(rest).copied().collect();
+        ok(&recon_args(&model, "20", &args));
+    };
+    run(&["--std", s(&std), s(&scan), s(&mean)]);
+    // The std changes nothing in the mean.
+    let alone = d.join("alone.npy");
+    run(&[s(&scan), s(&alone)]);
+    assert_eq!(
+        std::fs::read(&mean).unwrap(),
+        std::fs::read(&alone).unwrap()
+    );
+    // float32 (slices, H, W) on the output grid: the spread of two different samples.
+    let map: Array3<f32> = npy::read_npy_as(&std).unwrap();
+    assert_eq!(map.dim(), (6, 32, 32));
+    assert!(map.iter().all(|v| v.is_finite() && *v >= 0.0));
+    for k in 0..6 {
+        let slice = map.index_axis(Axis(0), k);
+        assert!(slice.iter().any(|&v| v > 0.0), "slice {k}: all zero");
+    }
+    // A subset of the slices as NIfTI: the same maps, slice for slice.
+    let sub = d.join("sub_std.nii");
+    run(&[
+        "--slices",
+        "2..4",
+        "--std",
+        s(&sub),
+        s(&scan),
+        s(&d.join("sub.npy")),
+    ]);
+    let sub = nifti::read_nifti(&sub).unwrap();
+    assert_eq!(sub.data.dim(), (32, 32, 2));
+    for ((r, c, k), v) in sub.data.indexed_iter() {
+        assert!((v - map[(k + 2, r, c)]).abs() <= 1e-6 * (1.0 + v.abs()));
+    }
+    // One sample has no spread.
+    let one = d.join("one_std.npy");
+    ok(&recon_args(
+        &model,
+        "20",
+        &[
+            "--quiet",
+            "--slices",
+            "0",
+            "--std",
+            s(&one),
+            s(&scan),
+            s(&d.join("one.npy")),
+        ],
+    ));
+    let one: Array3<f32> = npy::read_npy_as(&one).unwrap();
+    assert!(one.iter().all(|&v| v == 0.0));
+}
+
 /// Runs `msm` with `RAYON_NUM_THREADS=threads`, asserting success; returns its stderr.
 fn ok_with_threads(args: &[&str], threads: usize) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_msm"))
@@ -469,6 +532,11 @@ fn recon_size_lets_a_file_without_one_fit_the_model() {
     );
 }
 
+/// The arguments as `&str`s.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 #[test]
 fn killed_volume_run_resumes_to_the_same_bytes() {
     let Some((dir, model)) = fixtures() else {
@@ -477,20 +545,23 @@ fn killed_volume_run_resumes_to_the_same_bytes() {
     let d = dir.path();
     let scan = d.join("scan.h5");
     let (reference, ref_cfl) = (d.join("ref.nii"), d.join("ref.cfl"));
+    let ref_std = d.join("ref_std.npy");
     let steps = "60";
-    ok(&recon_args(
-        &model,
-        steps,
-        &["--quiet", s(&scan), s(&reference), "--also", s(&ref_cfl)],
-    ));
+    // Two samples and their uncertainty map, whose parts resume alongside the image's.
+    let with = |out: &Path, also: &Path, std: &Path| -> Vec<String> {
+        let rest = ["--quiet", s(&scan), s(out), "--also", s(also)];
+        recon_args(&model, steps, &rest)
+            .into_iter()
+            .chain(["--samples", "2", "--std", s(std)])
+            .map(String::from)
+            .collect()
+    };
+    ok(&strs(&with(&reference, &ref_cfl, &ref_std)));
 
-    let (out, out_cfl) = (d.join("run.nii"), d.join("run.cfl"));
+    let (out, out_cfl, out_std) = (d.join("run.nii"), d.join("run.cfl"), d.join("run_std.npy"));
     let parts = Parts::dir_for(&out);
-    let args = recon_args(
-        &model,
-        steps,
-        &["--quiet", s(&scan), s(&out), "--also", s(&out_cfl)],
-    );
+    let owned = with(&out, &out_cfl, &out_std);
+    let args = strs(&owned);
     let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
         .args(&args)
         .stdout(Stdio::null())
@@ -516,6 +587,7 @@ fn killed_volume_run_resumes_to_the_same_bytes() {
         "no volume from a killed run"
     );
     assert!(parts.join("manifest.txt").exists());
+    assert!(Parts::dir_for(&out_std).join("manifest.txt").exists());
 
     // Other settings on the same parts: refused, naming what differs; nothing written.
     let mut other = args.clone();
@@ -540,7 +612,11 @@ fn killed_volume_run_resumes_to_the_same_bytes() {
     let (a, b) = (cfl::pair_paths(&out_cfl), cfl::pair_paths(&ref_cfl));
     assert_eq!(std::fs::read(a.0).unwrap(), std::fs::read(b.0).unwrap());
     assert_eq!(std::fs::read(a.1).unwrap(), std::fs::read(b.1).unwrap());
-    assert!(!parts.exists());
+    assert_eq!(
+        std::fs::read(&out_std).unwrap(),
+        std::fs::read(&ref_std).unwrap()
+    );
+    assert!(!parts.exists() && !Parts::dir_for(&out_std).exists());
 
     // --restart discards parts made with other settings and starts over.
     let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
@@ -559,6 +635,31 @@ fn killed_volume_run_resumes_to_the_same_bytes() {
     assert_eq!(
         std::fs::read(&out).unwrap(),
         std::fs::read(&reference).unwrap()
+    );
+
+    // A run killed without --std resumes with it: the slices stored without their uncertainty
+    // map are made again, so both volumes match the uninterrupted run.
+    let std_at = args.iter().position(|&a| a == "--std").unwrap();
+    let mut without = args.clone();
+    without.drain(std_at..std_at + 2);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args(&without)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let caught = wait_for_a_part(&mut child, &parts);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(caught && !Parts::dir_for(&out_std).exists());
+    ok(&args);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&reference).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&out_std).unwrap(),
+        std::fs::read(&ref_std).unwrap()
     );
 }
 

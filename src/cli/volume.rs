@@ -20,7 +20,10 @@ use super::{data, model, progress};
 use msm::denoiser::OnnxDenoiser;
 use msm::io::{atomic, cfl};
 use msm::sampler::{self, NetworkPrior, Progress, ReconOptions, SamplerOptions, Stats};
-use msm::volume::{image_seed, slice_seed, write_series, GridPlan, Manifest, Parts, VolumeFormat};
+use msm::volume::{
+    image_seed, slice_seed, write_series, write_series_real, GridPlan, Manifest, Parts,
+    VolumeFormat,
+};
 use msm::{Error, Result, C32};
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -45,14 +48,13 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     if let Some(p) = &a.also {
         outputs.push((p.clone(), VolumeFormat::of(p)?));
     }
-    for (p, _) in &outputs {
+    // The uncertainty volume (`--std`): the samples' magnitude std, slice by slice.
+    let std_output = match &a.std {
+        Some(p) => Some((p.clone(), VolumeFormat::of(p)?)),
+        None => None,
+    };
+    for (p, _) in outputs.iter().chain(&std_output) {
         atomic::check_folder(p)?;
-    }
-    if let Some(p) = &a.std {
-        return Err(Error::format(
-            p,
-            "--std is not available for volumes; expected it only with one-slice input",
-        ));
     }
     let maps_choice = MapsChoice::new(maps, a.maps_method, &a.maps_opts)?;
     let series = a.raw.choice().series(kspace)?;
@@ -74,7 +76,18 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     let manifest = manifest(a, &opts, &recon, &file, &plan, &maps_choice)?;
     let mut inputs = SliceInputs::new(file, plan, a.mask.as_deref(), maps_choice, a.virtual_coils)?;
     inputs.name_image(series.label(0));
-    let parts = Parts::open(output, manifest, inputs.plan().output, a.restart)?;
+    let shape = inputs.plan().output;
+    let std_parts = match &std_output {
+        Some((p, _)) => Some(Parts::open(p, manifest.clone(), shape, a.restart)?),
+        None => None,
+    };
+    let parts = Parts::open(output, manifest, shape, a.restart)?;
+    // A slice is done when its image and, with --std, its uncertainty map are stored.
+    let done = |n: usize| {
+        std::iter::once(&parts)
+            .chain(&std_parts)
+            .all(|p| p.done().binary_search(&n).is_ok())
+    };
     let quiet = a.sampler.quiet;
     let say = |msg: String| {
         if !quiet {
@@ -87,12 +100,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     // Slice `s` of image `i` of the series is part `i * per_image + s`.
     let part = |image: usize, slice: usize| image * per_image + slice;
     let todo: Vec<Vec<usize>> = (0..series.images.len())
-        .map(|i| {
-            range
-                .clone()
-                .filter(|&s| parts.done().binary_search(&part(i, s)).is_err())
-                .collect()
-        })
+        .map(|i| range.clone().filter(|&s| !done(part(i, s))).collect())
         .collect();
     let total = range.len() * series.images.len();
     let left: usize = todo.iter().map(Vec::len).sum();
@@ -147,8 +155,11 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         let one = |index: usize, bar: bool| -> Result<()> {
             let start = Instant::now();
             let (cb, pb) = progress::bar(quiet || !bar, &name(index));
-            let (image, stats) = ctx.slice(&inputs, seed, index, cb)?;
+            let (image, std, stats) = ctx.slice(&inputs, seed, index, cb)?;
             pb.finish_and_clear();
+            if let Some(p) = &std_parts {
+                p.write(part(i, index), &std)?;
+            }
             parts.write(part(i, index), &image)?;
             let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
             if !quiet {
@@ -177,6 +188,18 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
     for (p, format) in &outputs {
         write_series(p, *format, &series.shape(), &volumes, voxel)?;
     }
+    if let (Some((p, format)), Some(std_parts)) = (&std_output, &std_parts) {
+        let maps = (0..series.images.len())
+            .map(|i| {
+                range
+                    .clone()
+                    .map(|s| Ok(std_parts.read(part(i, s))?.mapv(|v| v.re)))
+                    .collect()
+            })
+            .collect::<Result<Vec<Vec<Array2<f32>>>>>()?;
+        write_series_real(p, *format, &series.shape(), &maps, voxel)?;
+        std_parts.clear()?;
+    }
     parts.clear()?;
     let (ho, wo) = inputs.plan().output;
     say(format!(
@@ -199,14 +222,15 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
 
 impl Context {
     /// Reconstructs slice `index` of the image `inputs` read, its sampler seeded from the
-    /// image's seed `seed`, on the output grid.
+    /// image's seed `seed`, on the output grid: the posterior mean, the samples' magnitude std
+    /// (real, stored as the real part) and the timing.
     fn slice(
         &self,
         inputs: &SliceInputs,
         seed: u64,
         index: usize,
         progress: Option<Progress>,
-    ) -> Result<(Array2<C32>, Stats)> {
+    ) -> Result<(Array2<C32>, Array2<C32>, Stats)> {
         let (kspace, mask, op) = inputs.acquire(index)?;
         let opts = SamplerOptions {
             seed: slice_seed(seed, index),
@@ -216,7 +240,12 @@ impl Context {
         let prior = &self.prior;
         let out = sampler::reconstruct(prior, &op, kspace.view(), &mask, &opts, &self.recon)
             .map_err(|e| inputs.in_slice(index, e))?;
-        Ok((inputs.plan().image_to_output(out.mean.view()), out.stats))
+        let std = out.std.mapv(|v| C32::new(v, 0.0));
+        Ok((
+            inputs.plan().image_to_output(out.mean.view()),
+            inputs.plan().image_to_output(std.view()),
+            out.stats,
+        ))
     }
 }
 

@@ -14,7 +14,7 @@ pub mod output;
 pub mod parts;
 
 pub use grid::GridPlan;
-pub use output::{read_volume, write_series, write_volume, VolumeFormat};
+pub use output::{read_volume, write_series, write_series_real, write_volume, VolumeFormat};
 pub use parts::{Manifest, Parts};
 
 /// The sampler seed of slice `index` (its index in the file) of a run seeded with `seed`:

@@ -188,6 +188,46 @@ pub fn write_series<V: AsRef<[Array2<C32>]>>(
     }
 }
 
+/// [`write_series`] for real volumes (such as uncertainty maps): NIfTI as it writes magnitudes,
+/// `.npy` as float32 `(counters..., slices, height, width)`, BART (complex only) with zero
+/// imaginary parts.
+pub fn write_series_real<V: AsRef<[Array2<f32>]>>(
+    path: &Path,
+    format: VolumeFormat,
+    axes: &[(&str, usize)],
+    volumes: &[V],
+    voxel_mm: [f32; 3],
+) -> Result<()> {
+    let volumes: Vec<&[Array2<f32>]> = volumes.iter().map(AsRef::as_ref).collect();
+    if format == VolumeFormat::Npy {
+        let grid: usize = axes.iter().map(|a| a.1).product();
+        let (n, (h, w)) = volumes
+            .first()
+            .and_then(|v| v.first().map(|s| (v.len(), s.dim())))
+            .unwrap_or_default();
+        let alike = volumes
+            .iter()
+            .all(|v| v.len() == n && v.iter().all(|s| s.dim() == (h, w)));
+        if volumes.len() == grid && n > 0 && alike {
+            let mut shape: Vec<usize> = axes.iter().map(|a| a.1).collect();
+            shape.extend([n, h, w]);
+            let data: Vec<f32> = volumes
+                .iter()
+                .flat_map(|v| v.iter().flat_map(|s| s.iter().copied()))
+                .collect();
+            let data = ArrayD::from_shape_vec(IxDyn(&shape), data)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+            return npy::write_npy(path, &data);
+        }
+    }
+    // Other formats, and the checks' errors: through the complex writer.
+    let complex: Vec<Vec<Array2<C32>>> = volumes
+        .iter()
+        .map(|v| v.iter().map(|s| s.mapv(|x| C32::new(x, 0.0))).collect())
+        .collect();
+    write_series(path, format, axes, &complex, voxel_mm)
+}
+
 /// Reads a volume as [`write_volume`] writes it, and as other tools write these layouts: any
 /// 3-D NIfTI (slices along `k`; magnitude, imaginary part 0), a `.npy` `(slices, height,
 /// width)` (complex64 or float32), or a `.cfl` whose only non-trivial dimensions are READ,
