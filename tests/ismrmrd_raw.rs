@@ -722,3 +722,89 @@ fn reconstruct_runs_a_series_as_its_images_run_alone() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), reference);
 }
+
+#[test]
+fn a_noise_scan_taken_apart_prewhitens_the_file_without_one() {
+    let Some(dir) = h5py_fixtures("tests/ismrmrd/make_raw.py", "the ISMRMRD noise-file test")
+    else {
+        return;
+    };
+    let d = dir.path();
+    let (plain, noise) = (d.join("raw_nonoise.h5"), d.join("raw_noise_dep.h5"));
+    // Alone, the imaging lines have no noise scan: read as recorded.
+    let alone = RawScan::open(&plain).unwrap();
+    assert!(!alone.prewhitened() && alone.noise_std().is_none());
+    assert_assembled(&alone, &d.join("raw_expected_as_recorded.npy"), 1e-6);
+    // With the noise scan from its own file: what raw.h5 (both in one file) gives.
+    let with_noise = RawOptions {
+        noise_file: Some(noise.clone()),
+        ..RawOptions::default()
+    };
+    let scan = RawScan::open_with(&plain, &with_noise).unwrap();
+    assert!(scan.prewhitened());
+    assert_assembled(&scan, &d.join("raw_expected.npy"), 2e-5);
+    let together = RawScan::open(d.join("raw.h5")).unwrap();
+    assert_eq!(scan.noise_std(), together.noise_std());
+    assert_eq!(
+        scan.skipped(),
+        alone.skipped(),
+        "the noise file's navigator is not the scan's"
+    );
+
+    // Through the CLI: `msm info` names the noise file, `msm recon` gives raw.h5's volume.
+    let out = ok(&["info", s(&plain), "--json", "--noise", s(&noise)]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["prewhitened"], true);
+    assert_eq!(v["noise_file"], s(&noise));
+    let text = ok(&["info", s(&plain), "--noise", s(&noise)]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("the noise scan in"));
+    let (from_parts, from_one) = (d.join("parts.npy"), d.join("one.npy"));
+    zero_filled(&plain, &from_parts, &["--noise", s(&noise)]);
+    zero_filled(&d.join("raw.h5"), &from_one, &[]);
+    let a: ndarray::Array3<C32> = npy::read_npy_as(&from_parts).unwrap();
+    let b: ndarray::Array3<C32> = npy::read_npy_as(&from_one).unwrap();
+    let err = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).norm())
+        .fold(0.0f32, f32::max);
+    assert!(err < 1e-5, "{err}");
+
+    // Refusals name the noise file: no noise line in it, other channels; and a file in
+    // fastMRI's layout, which is not prewhitened, refuses a noise file it would ignore.
+    let open = |noise: &Path| {
+        RawScan::open_with(
+            &plain,
+            &RawOptions {
+                noise_file: Some(noise.to_path_buf()),
+                ..RawOptions::default()
+            },
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let e = open(&plain);
+    assert!(
+        e.contains("raw_nonoise.h5") && e.contains("has no noise measurement among its"),
+        "{e}"
+    );
+    let e = open(&d.join("raw_noise_2ch.h5"));
+    assert!(
+        e.contains("raw_noise_2ch.h5") && e.contains("2 channels") && e.contains("have 3"),
+        "{e}"
+    );
+    let e = open(&d.join("missing.h5"));
+    assert!(e.contains("missing.h5"), "{e}");
+    let out = d.join("refused.npy");
+    fails(
+        &[
+            "recon",
+            s(&d.join("raw_as_fastmri.h5")),
+            s(&out),
+            "--noise",
+            s(&noise),
+        ],
+        &["raw_as_fastmri.h5", "fastMRI's layout", "raw_noise_dep.h5"],
+    );
+    assert!(!out.exists());
+}

@@ -102,8 +102,8 @@ struct SliceInfo {
 }
 
 /// A k-space file's layout, and every slice's mask and noise level.
-fn scan(path: &Path, raw: &RawOptions) -> Result<(String, Value)> {
-    let scan = Scan::open(path, raw).map_err(|e| {
+fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
+    let scan = Scan::open(path, raw_options).map_err(|e| {
         Error::invalid(format!(
             "{e}. msm info reads a model (.onnx) or multi-coil k-space (.h5, .npy (coils, H, W) \
              or (slices, coils, H, W), .cfl [H, W, 1, coils])"
@@ -200,9 +200,13 @@ fn scan(path: &Path, raw: &RawOptions) -> Result<(String, Value)> {
         }
     }
     if let Some((sigma, (condition, whitened))) = noise_scan {
+        let source = match &raw_options.noise_file {
+            Some(p) => format!("the noise scan in {}", p.display()),
+            None => "the scanner's noise scan in this file".to_string(),
+        };
         text.push_str(&format!(
-            "  noise measurement: std {sigma:.3e} per real component (the scanner's noise scan); \
-             channel covariance condition number {condition:.2}; the k-space is {}\n",
+            "  noise measurement: std {sigma:.3e} per real component ({source}); channel \
+             covariance condition number {condition:.2}; the k-space is {}\n",
             if whitened {
                 "prewhitened with it (--no-prewhiten keeps it as recorded)"
             } else {
@@ -251,6 +255,7 @@ fn scan(path: &Path, raw: &RawOptions) -> Result<(String, Value)> {
         "mask": if stored_mask.is_some() { "stored" } else { "detected" },
         "reconstruction_rss": reference.map(|(n, a, b)| [n, a, b]),
         "noise_measurement_std": noise_scan.map(|n| n.0),
+        "noise_file": raw_options.noise_file.as_ref().map(|p| p.display().to_string()),
         "prewhitened": noise_scan.is_some_and(|n| n.1 .1),
         "noise_condition": noise_scan.map(|n| n.1 .0),
         "skipped_acquisitions": skipped,

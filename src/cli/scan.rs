@@ -18,6 +18,11 @@ pub struct RawArgs {
     /// by the whitened coil sensitivities' norm).
     #[arg(long)]
     pub no_prewhiten: bool,
+    /// ISMRMRD raw data: take the noise scan (its noise measurements, flag 19) from this
+    /// ISMRMRD file instead of the file's own: a noise scan taken as a measurement of its own,
+    /// as Gadgetron's noise dependency (`siemens_to_ismrmrd -z 1` of a multi-measurement file).
+    #[arg(long, value_name = "FILE")]
+    pub noise: Option<PathBuf>,
     /// ISMRMRD raw data: the contrast (echo) to read, when the file holds several; `all`
     /// (reconstruct, recon): every one, an axis of the output.
     #[arg(long, value_name = "N|all")]
@@ -52,6 +57,7 @@ impl RawArgs {
         RawOptions {
             prewhiten: !self.no_prewhiten,
             select,
+            noise_file: self.noise.clone(),
         }
     }
 

@@ -277,6 +277,13 @@ fn manifest(
     m.add("partial masks", format!("{:?}", opts.partial));
     m.add("posterior", format!("{recon:?}"));
     m.add("prewhiten", !a.raw.no_prewhiten);
+    m.add(
+        "noise scan",
+        match &a.raw.noise {
+            Some(p) => format!("file {}", identity(p, true)?),
+            None => "the input's own".to_string(),
+        },
+    );
     // Another image of a raw file (contrast, phase, repetition, set) is other data.
     m.add("raw selection", a.raw.choice().describe());
     m.add(

@@ -10,6 +10,7 @@ measurement and one navigator first. raw_expected.npy holds the k-space the
 reader must assemble (slices, coils, 16, 12), prewhitened with the noise scan of coupled
 channels (NumPy's Cholesky), raw_noise.npy the noise std per real component it leaves.
 raw_as_fastmri.h5: the expected (whitened) k-space in fastMRI's layout with the same header.
+raw_nonoise.h5 and raw_noise_dep.h5: its imaging lines and its noise scan apart.
 raw_contrast.h5: the same with one line of contrast 1; raw_reversed.h5 with one reversed (EPI)
 line; raw_encodings.h5 with one line of a second encoding (encoding_space_ref 1). raw_offcentre.h5: centre counter 10, so
 line 11 falls outside the 12 columns. raw_multi.h5: two repetitions, raw_series.h5 two contrasts of each (write_multi); raw_3d.h5: a 3-D encoding (write_3d).
@@ -145,6 +146,12 @@ def main():
     write(os.path.join(out, "raw_offcentre.h5"), recs, center=10)
     write(os.path.join(out, "raw_reversed.h5"), recs + [acquisition(again, 3, 0, flags=flag(22))])
     write(os.path.join(out, "raw_encodings.h5"), recs + [acquisition(again, 3, 0, encoding=1)])
+    # The noise scan as a measurement of its own (Gadgetron's noise dependency): raw_nonoise.h5
+    # the imaging lines alone, raw_noise_dep.h5 the noise scan (and a navigator, not noise),
+    # raw_noise_2ch.h5 a noise scan of two channels.
+    write(os.path.join(out, "raw_nonoise.h5"), recs[1:])
+    write(os.path.join(out, "raw_noise_dep.h5"), recs[:2])
+    write(os.path.join(out, "raw_noise_2ch.h5"), [acquisition(noise[:2], flags=flag(19))])
     write_scan(out, rng)
     write_multi(out, rng, recs, noise)
     write_3d(out, rng, noise)

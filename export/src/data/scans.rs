@@ -242,6 +242,7 @@ fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
         let options = RawOptions {
             prewhiten: cfg.prewhiten,
             select,
+            noise_file: None,
         };
         let (image, count) = prepare_image(path, cfg, &options, first)?;
         slices.extend(image);

@@ -84,21 +84,26 @@ impl Selection {
 }
 
 /// How [`RawScan::open_with`] reads a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawOptions {
-    /// Prewhiten the k-space with the file's noise scan, if it has one (the noise scan's level
+    /// Prewhiten the k-space with the noise scan, if there is one (the noise scan's level
     /// and covariance are read either way).
     pub prewhiten: bool,
     /// The image to assemble.
     pub select: Selection,
+    /// Take the noise scan from this ISMRMRD raw file instead of the file's own noise
+    /// measurements: a noise scan taken as a measurement of its own (Gadgetron's noise
+    /// dependency; `siemens_to_ismrmrd -z 1` of a multi-measurement file).
+    pub noise_file: Option<PathBuf>,
 }
 
 impl Default for RawOptions {
-    /// Prewhitened, and every counter with a single value.
+    /// Prewhitened with the file's own noise scan, and every counter with a single value.
     fn default() -> Self {
         RawOptions {
             prewhiten: true,
             select: Selection::default(),
+            noise_file: None,
         }
     }
 }
@@ -392,18 +397,25 @@ impl RawScan {
             unselected,
         } = assemble(&data, &header, &options.select).map_err(fmt)?;
         let coils = slices[0].dim().0;
+        // The noise scan: the file's own, or one taken as a measurement of its own.
+        let (noise, noise_path) = match &options.noise_file {
+            Some(p) => (Some(noise_file(p)?), p.as_path()),
+            None => (noise, path),
+        };
+        let noise_err = |msg: String| Error::format(noise_path, msg);
         let (whitening, noise_std) = match noise {
             None => (None, None),
             Some((samples, _)) if samples.dim().0 != coils => {
-                return Err(fmt(format!(
-                    "the noise measurements have {} channels and the imaging lines {coils}; \
-                     expected the same",
-                    samples.dim().0
+                return Err(noise_err(format!(
+                    "the noise measurements have {} channels and the imaging lines of {} have \
+                     {coils}; expected the same",
+                    samples.dim().0,
+                    path.display()
                 )))
             }
             Some((samples, dwell)) => {
                 let wh = Whitening::from_noise(samples.view())
-                    .map_err(|e| fmt(format!("noise measurements: {e}")))?;
+                    .map_err(|e| noise_err(format!("noise measurements: {e}")))?;
                 if prewhiten {
                     for s in &mut slices {
                         wh.apply(s)?;
@@ -632,6 +644,160 @@ fn resolve(
         .collect()
 }
 
+/// Where the acquisitions of `/dataset/data` keep what every line needs: its sample and
+/// channel counts, its dwell time and its samples.
+struct Lines<'a> {
+    data: &'a Dataset,
+    samples: Field,
+    channels: Field,
+    /// Offset of the 32-bit `sample_time_us`, if the layout has one.
+    dwell_at: Option<usize>,
+    /// Offset of the variable-length `data` field, and the size of its reference.
+    values: usize,
+    reference: usize,
+}
+
+impl<'a> Lines<'a> {
+    fn new(data: &'a Dataset) -> std::result::Result<Self, String> {
+        let dtype = data.dtype();
+        let values = match find(dtype, &["data"]) {
+            Some((offset, Datatype::VarLen { base, .. }))
+                if matches!(**base, Datatype::FloatingPoint { size: 4, .. }) =>
+            {
+                offset
+            }
+            _ => {
+                return Err(
+                    "`/dataset/data` has no `data` field of variable-length float32 values; \
+                     expected ISMRMRD acquisitions"
+                        .into(),
+                )
+            }
+        };
+        Ok(Lines {
+            data,
+            samples: integer(dtype, &["head", "number_of_samples"])?,
+            channels: integer(dtype, &["head", "active_channels"])?,
+            dwell_at: match find(dtype, &["head", "sample_time_us"]) {
+                Some((offset, Datatype::FloatingPoint { size: 4, .. })) => Some(offset),
+                _ => None,
+            },
+            values,
+            reference: data.vlen_reference_size(),
+        })
+    }
+
+    /// The line's dwell time (µs; 0 unknown).
+    fn dwell(&self, element: &[u8]) -> f32 {
+        self.dwell_at.map_or(0.0, |o| {
+            f32::from_le_bytes(element[o..o + 4].try_into().unwrap_or([0; 4]))
+        })
+    }
+
+    /// The line's sample count `n`, channel count `c`, and its `n` complex samples of each
+    /// channel in turn.
+    fn read(&self, element: &[u8]) -> std::result::Result<(usize, usize, Vec<C32>), String> {
+        let n = self.samples.read(element) as usize;
+        let c = self.channels.read(element) as usize;
+        let raw = self
+            .data
+            .resolve_vlen_reference_bytes(&element[self.values..self.values + self.reference], 4)
+            .map_err(|e| format!("cannot read its data ({e}){DAMAGED}"))?;
+        if raw.len() != 8 * n * c {
+            return Err(format!(
+                "holds {} values for {c} channels of {n} samples; expected {}",
+                raw.len() / 4,
+                2 * n * c
+            ));
+        }
+        let value =
+            |k: usize| f32::from_le_bytes(raw[4 * k..4 * k + 4].try_into().unwrap_or([0; 4]));
+        Ok((
+            n,
+            c,
+            (0..n * c)
+                .map(|k| C32::new(value(2 * k), value(2 * k + 1)))
+                .collect(),
+        ))
+    }
+}
+
+/// Noise measurements (flag 19), gathered line by line: each channel's samples, and the first
+/// line's dwell time.
+#[derive(Default)]
+struct NoiseLines {
+    channels: Vec<Vec<C32>>,
+    dwell: f32,
+}
+
+impl NoiseLines {
+    /// Adds a line of `c` channels of `n` samples each (`samples`, channel after channel).
+    fn add(
+        &mut self,
+        n: usize,
+        c: usize,
+        samples: &[C32],
+        dwell: f32,
+    ) -> std::result::Result<(), String> {
+        if self.channels.is_empty() {
+            self.channels = vec![Vec::new(); c];
+            self.dwell = dwell;
+        } else if self.channels.len() != c {
+            return Err(format!(
+                "is a noise measurement of {c} channels where earlier ones have {}",
+                self.channels.len()
+            ));
+        }
+        for (ch, dst) in self.channels.iter_mut().enumerate() {
+            dst.extend_from_slice(&samples[ch * n..(ch + 1) * n]);
+        }
+        Ok(())
+    }
+
+    /// The samples `(channels, N)` and their dwell time, if any line was added.
+    fn finish(self) -> Option<(Array2<C32>, f32)> {
+        let first = self.channels.first()?;
+        let n = first.len();
+        let samples = Array2::from_shape_fn((self.channels.len(), n), |(c, s)| self.channels[c][s]);
+        Some((samples, self.dwell))
+    }
+}
+
+/// The noise measurements (flag 19) of the ISMRMRD raw file `path` and their dwell time: a
+/// noise scan taken as a measurement of its own. Its other acquisitions are not read. Errors
+/// name the file: not raw data, or no noise measurement.
+fn noise_file(path: &Path) -> Result<(Array2<C32>, f32)> {
+    let fmt = |msg: String| Error::format(path, msg);
+    let file = open_hdf5(path, RAW_LAYOUT)?;
+    let data = file.dataset("/dataset/data").map_err(|e| {
+        fmt(format!(
+            "has no `/dataset/data` ({e}); expected {RAW_LAYOUT}"
+        ))
+    })?;
+    let lines = Lines::new(&data).map_err(fmt)?;
+    let flags = integer(data.dtype(), &["head", "flags"]).map_err(fmt)?;
+    let (bytes, size) = acquisition_bytes(&data).map_err(fmt)?;
+    let mut noise = NoiseLines::default();
+    let mut total = 0;
+    for (i, element) in bytes.chunks_exact(size).enumerate() {
+        total += 1;
+        if !has_flag(flags.read(element), NOISE_MEASUREMENT) {
+            continue;
+        }
+        let what = |m: String| fmt(format!("acquisition {i}: {m}"));
+        let (n, c, samples) = lines.read(element).map_err(what)?;
+        noise
+            .add(n, c, &samples, lines.dwell(element))
+            .map_err(what)?;
+    }
+    noise.finish().ok_or_else(|| {
+        fmt(format!(
+            "has no noise measurement among its {total} acquisitions (flag 19, \
+             ACQ_IS_NOISE_MEASUREMENT); expected a noise scan"
+        ))
+    })
+}
+
 /// Places every imaging line of the selected image, and gathers the noise measurements.
 fn assemble(
     data: &Dataset,
@@ -641,40 +807,15 @@ fn assemble(
     let dtype = data.dtype();
     let head = |name: &str| integer(dtype, &["head", name]);
     let idx = |name: &str| integer(dtype, &["head", "idx", name]);
-    let samples = head("number_of_samples")?;
-    let channels = head("active_channels")?;
+    let lines = Lines::new(data)?;
     let center_sample = head("center_sample")?;
     let discard_pre = head("discard_pre")?;
     let discard_post = head("discard_post")?;
-    let dwell_at = match find(dtype, &["head", "sample_time_us"]) {
-        Some((offset, Datatype::FloatingPoint { size: 4, .. })) => Some(offset),
-        _ => None,
-    };
-    let dwell = |element: &[u8]| {
-        dwell_at.map_or(0.0, |o| {
-            f32::from_le_bytes(element[o..o + 4].try_into().unwrap_or([0; 4]))
-        })
-    };
     let e1 = idx("kspace_encode_step_1")?;
     let slice = idx("slice")?;
     let fields = ImageFields::new(dtype)?;
     let (flags, e2) = (fields.flags, fields.e2);
-    let values = match find(dtype, &["data"]) {
-        Some((offset, Datatype::VarLen { base, .. }))
-            if matches!(**base, Datatype::FloatingPoint { size: 4, .. }) =>
-        {
-            offset
-        }
-        _ => {
-            return Err(
-                "`/dataset/data` has no `data` field of variable-length float32 values; \
-                 expected ISMRMRD acquisitions"
-                    .into(),
-            )
-        }
-    };
     let (bytes, size) = acquisition_bytes(data)?;
-    let reference = data.vlen_reference_size();
     // First pass, over the headers: the images the lines belong to, and the one to read.
     let (h, w, depth) = header.encoded_size;
     let mut found = vec![BTreeSet::new(); COUNTERS.len()];
@@ -693,9 +834,7 @@ fn assemble(
     let mut sums: Vec<Array3<C32>> = Vec::new();
     let mut counts: Vec<Vec<u32>> = Vec::new();
     let mut coils = None;
-    // Noise samples per channel, and the noise lines' dwell time.
-    let mut noise: Vec<Vec<C32>> = Vec::new();
-    let mut noise_dwell = 0.0f32;
+    let mut noise = NoiseLines::default();
     let mut imaging_dwell = 0.0f32;
     let mut skipped = 0;
     for (i, element) in bytes.chunks_exact(size).enumerate() {
@@ -705,35 +844,9 @@ fn assemble(
             unselected += 1;
             continue;
         }
-        let n = samples.read(element) as usize;
-        let c = channels.read(element) as usize;
-        let raw = data
-            .resolve_vlen_reference_bytes(&element[values..values + reference], 4)
-            .map_err(|e| what(format!("cannot read its data ({e}){DAMAGED}")))?;
-        if raw.len() != 8 * n * c {
-            return Err(what(format!(
-                "holds {} values for {c} channels of {n} samples; expected {}",
-                raw.len() / 4,
-                2 * n * c
-            )));
-        }
-        let value =
-            |k: usize| f32::from_le_bytes(raw[4 * k..4 * k + 4].try_into().unwrap_or([0; 4]));
+        let (n, c, line) = lines.read(element).map_err(what)?;
         if has_flag(fl, NOISE_MEASUREMENT) {
-            if noise.is_empty() {
-                noise = vec![Vec::new(); c];
-                noise_dwell = dwell(element);
-            } else if noise.len() != c {
-                return Err(what(format!(
-                    "is a noise measurement of {c} channels where earlier ones have {}",
-                    noise.len()
-                )));
-            }
-            for (ch, samples) in noise.iter_mut().enumerate() {
-                samples.extend(
-                    (0..n).map(|s| C32::new(value(2 * (ch * n + s)), value(2 * (ch * n + s) + 1))),
-                );
-            }
+            noise.add(n, c, &line, lines.dwell(element)).map_err(what)?;
             continue;
         }
         if NOT_IMAGING.iter().any(|&bit| has_flag(fl, bit)) {
@@ -750,7 +863,7 @@ fn assemble(
         match coils {
             None => {
                 coils = Some(c);
-                imaging_dwell = dwell(element);
+                imaging_dwell = lines.dwell(element);
             }
             Some(prev) if prev != c => {
                 return Err(what(format!(
@@ -810,8 +923,7 @@ fn assemble(
         }
         for ch in 0..c {
             for s in 0..kept {
-                let at = 2 * (ch * n + pre + s);
-                sums[k][(ch, first as usize + s, col)] += C32::new(value(at), value(at + 1));
+                sums[k][(ch, first as usize + s, col)] += line[ch * n + pre + s];
             }
         }
         counts[k][col] += 1;
@@ -873,11 +985,7 @@ fn assemble(
         kept: keep,
         filled: filled as f64 / (counts.len() / depth) as f64,
     });
-    let noise = (!noise.is_empty()).then(|| {
-        let n = noise[0].len();
-        let samples = Array2::from_shape_fn((noise.len(), n), |(c, s)| noise[c][s]);
-        (samples, noise_dwell)
-    });
+    let noise = noise.finish();
     Ok(Assembled {
         slices,
         encoding_3d,

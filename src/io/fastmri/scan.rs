@@ -3,7 +3,7 @@
 //! through one interface.
 
 use super::{open_hdf5, raw, FastMriFile, IsmrmrdHeader, RawOptions, RawScan};
-use crate::{Result, C32};
+use crate::{Error, Result, C32};
 use ndarray::Array3;
 use std::path::Path;
 
@@ -27,6 +27,15 @@ impl HdfScan {
         )?;
         Ok(if raw::holds_raw(&file) {
             HdfScan::Raw(Box::new(RawScan::from_file(path, &file, raw)?))
+        } else if let Some(noise) = &raw.noise_file {
+            return Err(Error::format(
+                path,
+                format!(
+                    "is in fastMRI's layout, which is not prewhitened here, so the noise scan \
+                     {} would not be used; expected ISMRMRD raw data (`/dataset/data`) with it",
+                    noise.display()
+                ),
+            ));
         } else {
             HdfScan::FastMri(Box::new(FastMriFile::from_file(path, &file)?))
         })
