@@ -145,8 +145,13 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         };
         let parallel = rayon::current_num_threads() > ctx.opts.partials && todo.len() > 1;
         if parallel {
+            let image = match series.label(i) {
+                label if label.is_empty() => String::new(),
+                label => format!("{label}: "),
+            };
             say(format!(
-                "{} slices across {} threads (more threads than the {} partial scores per step)",
+                "{image}{} slices across {} threads (more threads than the {} partial scores per \
+                 step)",
                 todo.len(),
                 rayon::current_num_threads(),
                 ctx.opts.partials
