@@ -643,6 +643,12 @@ fn reconstruct_runs_a_series_as_its_images_run_alone() {
     assert_eq!(all.index_axis(Axis(0), 0), first);
     assert_eq!(all.index_axis(Axis(0), 1), second);
     assert_ne!(first, second);
+    // With more threads than partial scores, the slices of both images run together (an image
+    // has 3 slices, fewer than the 4 threads): the same bytes.
+    let together = d.join("together.npy");
+    run(&together, "all", "4", "4");
+    let together: Array4<C32> = npy::read_npy_as(&together).unwrap();
+    assert_eq!(together, all);
     assert!(!Parts::dir_for(&d.join("all.npy")).exists());
     // The seed is keyed by the image: scan_raw.h5 holds repetition 0's lines alone, the same
     // k-space (zero-filled alike), yet its one image is sampled with other noise than the

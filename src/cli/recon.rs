@@ -155,16 +155,19 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
     let grid = file.kspace_size();
     let plan = GridPlan::new(grid, a.recon_size.or(file.recon_size()), grid)
         .map_err(|e| Error::format(kspace, e.to_string()))?;
-    let mut inputs = SliceInputs::new(file, plan, a.mask.as_deref(), choice, a.virtual_coils)?;
-    inputs.name_image(series.label(0));
+    let mut first = SliceInputs::new(file, plan, a.mask.as_deref(), choice, a.virtual_coils)?;
+    first.name_image(series.label(0));
     let start = Instant::now();
     let mut volumes = Vec::with_capacity(series.images.len());
     for (i, select) in series.images.iter().enumerate() {
-        if i > 0 {
+        let other;
+        let inputs = if i == 0 {
+            &first
+        } else {
             let file = Scan::open(kspace, &a.raw.options_for(*select))?;
-            inputs.set_image(file, series.label(i))?;
-        }
-        let inputs = &inputs;
+            other = first.for_image(file, series.label(i))?;
+            &other
+        };
         volumes.push(
             range
                 .clone()
@@ -177,9 +180,9 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
                 .collect::<Result<Vec<Array2<C32>>>>()?,
         );
     }
-    let voxel = inputs.scan().voxel_size_mm().unwrap_or([1.0; 3]);
+    let voxel = first.scan().voxel_size_mm().unwrap_or([1.0; 3]);
     write_series(output, format, &series.shape(), &volumes, voxel)?;
-    let (ho, wo) = inputs.plan().output;
+    let (ho, wo) = first.plan().output;
     eprintln!(
         "{:?}: wrote {} ({}{} slices {}..{}, {ho}x{wo}) in {:.2} s",
         a.method,

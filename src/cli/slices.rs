@@ -14,6 +14,7 @@ use msm::{Error, Result, C32};
 use ndarray::{s, Array3, Array4};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Where the coil maps come from, as the command line says (checked before any file is read).
 pub enum MapsChoice<'a> {
@@ -52,6 +53,7 @@ impl<'a> MapsChoice<'a> {
 }
 
 /// Where each slice's sampling mask comes from.
+#[derive(Clone)]
 enum MaskSource {
     /// One column mask for every slice (`--mask`, or the file's `mask` dataset).
     Fixed(Vec<bool>),
@@ -60,9 +62,11 @@ enum MaskSource {
 }
 
 /// Where each slice's coil maps come from.
+#[derive(Clone)]
 enum MapsSource {
-    /// A maps file on the scan's grid: one set for all slices, or one per slice of the file.
-    File(Array4<C32>),
+    /// A maps file on the scan's grid: one set for all slices, or one per slice of the file
+    /// (shared by the images of a series).
+    File(Arc<Array4<C32>>),
     /// Estimated from each slice's ACS.
     Estimate(Method, MapsArgs),
 }
@@ -114,7 +118,7 @@ impl SliceInputs {
             (None, None) => MaskSource::Detect,
         };
         let maps = match maps {
-            MapsChoice::File(p) => MapsSource::File(read_maps(p, &file)?),
+            MapsChoice::File(p) => MapsSource::File(Arc::new(read_maps(p, &file)?)),
             MapsChoice::Estimate(method, opts) => MapsSource::Estimate(method, opts),
         };
         Ok(SliceInputs {
@@ -132,9 +136,10 @@ impl SliceInputs {
         self.image = image;
     }
 
-    /// Moves to the image `image` of a series from the same file, `file`, keeping the mask and
-    /// maps sources: it must have the coils, grid and slice count of the image before.
-    pub fn set_image(&mut self, file: Scan, image: String) -> Result<()> {
+    /// The inputs of another image of the series, `image`, from the same file, `file`, with
+    /// these inputs' grid plan and mask and maps sources: it must have the coils, grid and
+    /// slice count of this image.
+    pub fn for_image(&self, file: Scan, image: String) -> Result<SliceInputs> {
         let shape = |f: &Scan| (f.num_slices(), f.coils(), f.kspace_size());
         let (n, c, grid) = shape(&self.file);
         if shape(&file) != (n, c, grid) {
@@ -148,12 +153,17 @@ impl SliceInputs {
                 ),
             ));
         }
-        self.file = file;
-        self.image = image;
-        Ok(())
+        Ok(SliceInputs {
+            file,
+            plan: self.plan,
+            mask: self.mask.clone(),
+            maps: self.maps.clone(),
+            virtual_coils: self.virtual_coils,
+            image,
+        })
     }
 
-    /// The scan of the current image.
+    /// The scan of the image.
     pub fn scan(&self) -> &Scan {
         &self.file
     }

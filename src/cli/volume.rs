@@ -9,9 +9,10 @@
 //! written (atomically) and the parts folder removed.
 //!
 //! With a counter of an ISMRMRD file chosen `all` (`--repetition all`), the images of the
-//! series are reconstructed one after another, slice `s` of image `i` stored as part
-//! `i * slices + s`, and written as one output with the series' axes
-//! ([`msm::volume::write_series`]).
+//! series are reconstructed in turn, slice `s` of image `i` stored as part `i * slices + s`,
+//! and written as one output with the series' axes ([`msm::volume::write_series`]). When
+//! slices run in parallel and an image has fewer slices than threads (a cine or dynamic series
+//! of one slice), the slices of several images run together.
 
 use super::reconstruct::{recon_options, Args};
 use super::scan::Scan;
@@ -130,37 +131,70 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         recon,
     };
     let finished = AtomicUsize::new(0);
-    for (i, todo) in todo.iter().enumerate() {
-        if todo.is_empty() {
-            continue;
+    let threads = rayon::current_num_threads();
+    // With more threads than partial scores per step, slices run in parallel, the slices of
+    // several images together when one image has fewer slices than threads (a cine or
+    // dynamic series of one slice): images are opened in groups of at least a slice per
+    // thread, so that no more of the series than that is in memory.
+    let across = threads > ctx.opts.partials;
+    let mut next = 0;
+    while next < todo.len() {
+        let mut members = Vec::new();
+        let mut count = 0;
+        while next < todo.len() && (members.is_empty() || (across && count < threads)) {
+            if !todo[next].is_empty() {
+                members.push(next);
+                count += todo[next].len();
+            }
+            next += 1;
         }
-        if i > 0 {
-            let file = Scan::open(kspace, &a.raw.options_for(series.images[i]))?;
-            inputs.set_image(file, series.label(i))?;
-        }
-        let seed = image_seed(a.sampler.seed, &inputs.scan().image_key());
-        let name = |index: usize| match series.label(i) {
-            label if label.is_empty() => format!("slice {index}"),
-            label => format!("{label}, slice {index}"),
-        };
-        let parallel = rayon::current_num_threads() > ctx.opts.partials && todo.len() > 1;
+        let opened = members
+            .iter()
+            .filter(|&&i| i > 0)
+            .map(|&i| {
+                let file = Scan::open(kspace, &a.raw.options_for(series.images[i]))?;
+                inputs.for_image(file, series.label(i))
+            })
+            .collect::<Result<Vec<SliceInputs>>>()?;
+        let mut others = opened.iter();
+        let group: Vec<(usize, &SliceInputs, u64)> = members
+            .iter()
+            .filter_map(|&i| {
+                let image = if i == 0 { Some(&inputs) } else { others.next() }?;
+                Some((
+                    i,
+                    image,
+                    image_seed(a.sampler.seed, &image.scan().image_key()),
+                ))
+            })
+            .collect();
+        let jobs: Vec<(usize, usize)> = group
+            .iter()
+            .enumerate()
+            .flat_map(|(g, (i, _, _))| todo[*i].iter().map(move |&s| (g, s)))
+            .collect();
+        let parallel = across && jobs.len() > 1;
         if parallel {
-            let image = match series.label(i) {
-                label if label.is_empty() => String::new(),
-                label => format!("{label}: "),
-            };
             say(format!(
-                "{image}{} slices across {} threads (more threads than the {} partial scores per \
-                 step)",
-                todo.len(),
-                rayon::current_num_threads(),
+                "{} slices{} across {threads} threads (more threads than the {} partial scores \
+                 per step)",
+                jobs.len(),
+                match group.len() {
+                    1 => String::new(),
+                    n => format!(" of {n} images"),
+                },
                 ctx.opts.partials
             ));
         }
-        let one = |index: usize, bar: bool| -> Result<()> {
+        let one = |(g, index): (usize, usize), bar: bool| -> Result<()> {
+            let (i, inputs, seed) = group[g];
+            let name = match series.label(i) {
+                label if label.is_empty() => format!("slice {index}"),
+                label => format!("{label}, slice {index}"),
+            };
             let start = Instant::now();
-            let (cb, pb) = progress::bar(quiet || !bar, &name(index));
-            let (image, std, stats) = ctx.slice(&inputs, seed, index, cb)?;
+            let (cb, pb) = progress::bar(quiet || !bar, &name);
+            let (image, std, stats) = ctx.slice(inputs, seed, index, cb)?;
             pb.finish_and_clear();
             if let Some(p) = &std_parts {
                 p.write(part(i, index), &std)?;
@@ -169,8 +203,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
             let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
             if !quiet {
                 eprintln!(
-                    "{} done in {:.1} s, {} network calls ({n} of {left} this run, {} left)",
-                    name(index),
+                    "{name} done in {:.1} s, {} network calls ({n} of {left} this run, {} left)",
                     start.elapsed().as_secs_f64(),
                     stats.denoisings,
                     left - n
@@ -179,10 +212,10 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
             Ok(())
         };
         if parallel {
-            todo.par_iter().try_for_each(|&s| one(s, false))?;
+            jobs.par_iter().try_for_each(|&job| one(job, false))?;
         } else {
-            for &s in todo {
-                one(s, true)?;
+            for &job in &jobs {
+                one(job, true)?;
             }
         }
     }
