@@ -98,6 +98,8 @@ def default_config():
             "phase_strength": [1.0, 3.0],
             "scans": [],
             "prewhiten": True,
+            # Read by `msm-train prepare` (ISMRMRD noise files); prepared scans carry their levels.
+            "noise_scans": {},
             "select": {"contrast": None, "phase": None, "repetition": None, "set": None},
         },
         "steps": 20000,

@@ -654,6 +654,51 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
     }
     // The repetitions hold other noise, so the comparison above can tell them apart.
     assert!(!entry(&first, "kspace").equal(&entry(&second, "kspace")));
+
+    // `data.noise_scans`: a scan whose noise scan is a file of its own prepares as the file
+    // that holds both (prewhitened, at the noise scan's level); without it, it does not.
+    let apart = |noise: bool, name: &str| {
+        let mut c = cfg("scan_raw_nonoise.h5");
+        if noise {
+            let map = format!(
+                "{{{:?}: {:?}}}",
+                d.join("scan_raw_nonoise.h5"),
+                d.join("scan_raw_noise.h5")
+            );
+            c.noise_scans = serde_json::from_str(&map).unwrap();
+        }
+        let file = d.join(name);
+        Loader::open(&c).unwrap().write_prepared(&file).unwrap();
+        tch::Tensor::read_safetensors(&file).unwrap()
+    };
+    let together = {
+        let file = d.join("together.safetensors");
+        Loader::open(&cfg("scan_raw.h5"))
+            .unwrap()
+            .write_prepared(&file)
+            .unwrap();
+        tch::Tensor::read_safetensors(&file).unwrap()
+    };
+    let with_file = apart(true, "with_file.safetensors");
+    let without = apart(false, "without.safetensors");
+    for name in ["kspace", "maps", "mask", "noise"] {
+        assert!(
+            entry(&with_file, name).equal(&entry(&together, name)),
+            "`{name}` with the noise file differs from the file holding both"
+        );
+    }
+    assert!(!entry(&without, "noise").equal(&entry(&together, "noise")));
+    // A key that is not a listed scan is a config error naming it.
+    let mut c = cfg("scan_raw_nonoise.h5");
+    c.noise_scans = serde_json::from_str(r#"{"other.h5": "noise.h5"}"#).unwrap();
+    let Err(e) = Loader::open(&c) else {
+        panic!("a noise file for a scan that is not listed was accepted")
+    };
+    assert!(
+        e.to_string()
+            .contains("noise_scans names other.h5, which is not in scans"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -210,7 +210,8 @@ def write_scan(out, rng):
     """scan_raw.h5: the trainer's test scan (`tests/volume/make_files.py`'s object: 3 slices, 4
     coils, 40 x 32 k-space, every third column and 10 central ones) as raw data with a noise
     scan of std 1e-4, and scan_raw_as_fastmri.h5 the same k-space, prewhitened with that scan, in
-    fastMRI's layout; scan_raw_reps.h5 a second repetition beside the first."""
+    fastMRI's layout; scan_raw_reps.h5 a second repetition beside the first; scan_raw_nonoise.h5
+    and scan_raw_noise.h5 its imaging lines and its noise scan apart."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "volume"))
     from make_files import column_mask, header as fastmri_header, kspace  # noqa: E402
 
@@ -228,6 +229,9 @@ def write_scan(out, rng):
         f"<encodingLimits><kspace_encoding_step_1><center>{w // 2}</center>"
         "</kspace_encoding_step_1></encodingLimits></encoding>")
     write(os.path.join(out, "scan_raw.h5"), recs, xml=xml)
+    # The same with its noise scan in a file of its own.
+    write(os.path.join(out, "scan_raw_nonoise.h5"), recs[1:], xml=xml)
+    write(os.path.join(out, "scan_raw_noise.h5"), recs[:1], xml=xml)
     # scan_raw_reps.h5: the same lines as repetition 0, and as repetition 1 with other noise.
     again = full + 1e-4 * (rng.standard_normal(full.shape) + 1j * rng.standard_normal(full.shape))
     reps = recs + [acquisition(again[k, :, :, e1], int(e1), k, repetition=1)

@@ -21,6 +21,7 @@ mod scale;
 mod scans;
 mod sim;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ndarray::Array3;
@@ -81,6 +82,10 @@ pub struct DataConfig {
     /// unless `--no-prewhiten` (the SURE loss assumes white noise). Models meant for
     /// `--no-prewhiten` reconstructions train with `false`.
     pub prewhiten: bool,
+    /// ISMRMRD raw scans whose noise scan is a file of its own (Gadgetron's noise dependency;
+    /// the runtime's `--noise FILE`): each listed scan's path, as in `scans`, mapped to its
+    /// noise file. A key that is not in `scans` is an error.
+    pub noise_scans: BTreeMap<PathBuf, PathBuf>,
     /// ISMRMRD raw scans that hold several images (contrasts, phases, repetitions or sets):
     /// which to train on, per counter: a value (as the runtime's `--contrast`, `--phase`,
     /// `--repetition` and `--set` choose one), or `"all"`: every value the file has, each
@@ -110,6 +115,7 @@ impl Default for DataConfig {
             phase_strength: [1.0, 3.0],
             scans: Vec::new(),
             prewhiten: true,
+            noise_scans: BTreeMap::new(),
             select: ImageChoice::default(),
         }
     }
@@ -300,6 +306,18 @@ fn check(cfg: &DataConfig) -> Result<()> {
         return Err(Error::invalid(format!(
             "data config: acceleration {} with {} ACS lines does not fit width {} (need R >= 1 and ACS <= width / R)",
             cfg.acceleration, cfg.acs_lines, cfg.image_size
+        )));
+    }
+    if let Some(scan) = cfg.noise_scans.keys().find(|k| !cfg.scans.contains(k)) {
+        return Err(Error::invalid(format!(
+            "data config: noise_scans names {}, which is not in scans ({}); expected the path \
+             of a listed scan, as written there",
+            scan.display(),
+            cfg.scans
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let [lo, hi] = cfg.phase_strength;

@@ -242,7 +242,7 @@ fn prepare_file(path: &Path, cfg: &DataConfig) -> Result<Vec<PreparedSlice>> {
         let options = RawOptions {
             prewhiten: cfg.prewhiten,
             select,
-            noise_file: None,
+            noise_file: cfg.noise_scans.get(path).cloned(),
         };
         let (image, count) = prepare_image(path, cfg, &options, first)?;
         slices.extend(image);
