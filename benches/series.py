@@ -28,20 +28,13 @@ import sys
 import tempfile
 import time
 
-import h5py
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MSM = os.path.join(ROOT, "target", "release", "msm")
-sys.path.insert(0, os.path.join(ROOT, "tests", "ismrmrd"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "volume"))
-sys.path.insert(0, os.path.join(ROOT, "benches"))
-import make_raw  # noqa: E402  (the ISMRMRD acquisition layout of the tests)
-from make_files import fft_c, header  # noqa: E402
-from prewhitening import coupling  # noqa: E402
-from sweep import psnr  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The prewhitening bench's paths, test helpers (the ISMRMRD acquisition layout, the centred
+# FFT, the header) and channel coupling.
+from prewhitening import MSM, VOLUME, coupling, fft_c, header, make_raw, psnr  # noqa: E402
 
-VOLUME = "/usr/share/mricron/templates/ch2.nii.gz"
 SLICES = [84, 92]
 
 
@@ -51,16 +44,6 @@ def run(*args):
     if p.returncode != 0:
         sys.exit(f"failed: msm {' '.join(args)}\n{p.stderr[-2000:]}")
     return time.time() - t
-
-
-def write(path, recs, xml):
-    arr = np.empty(len(recs), make_raw.ACQ)
-    for i, r in enumerate(recs):
-        arr[i] = r
-    with h5py.File(path, "w") as f:
-        g = f.create_group("dataset")
-        g.create_dataset("xml", data=np.array([xml], dtype=h5py.string_dtype()))
-        g.create_dataset("data", data=arr)
 
 
 def build(folder, reps, sigma):
@@ -92,10 +75,10 @@ def build(folder, reps, sigma):
         "</encoding>",
         f"<encodingLimits><kspace_encoding_step_1><center>{w // 2}</center>"
         "</kspace_encoding_step_1></encodingLimits></encoding>")
-    write(os.path.join(folder, "series.h5"), recs, xml)
+    make_raw.write(os.path.join(folder, "series.h5"), recs, xml=xml)
     scan = sigma * a @ (rng.standard_normal((c, 4096)) + 1j * rng.standard_normal((c, 4096)))
-    write(os.path.join(folder, "noise.h5"),
-          [make_raw.acquisition(scan, flags=make_raw.flag(19))], xml)
+    make_raw.write(os.path.join(folder, "noise.h5"),
+                   [make_raw.acquisition(scan, flags=make_raw.flag(19))], xml=xml)
     return refs
 
 

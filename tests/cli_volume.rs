@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{fails, h5py_fixtures, ok, s, tiny_model, wait_for_a_part};
+use common::{fails, h5py_fixtures, kill_after_a_part, ok, s, tiny_model};
 use msm::io::fastmri::{detect_mask, FastMriFile};
 use msm::io::{cfl, nifti, npy};
 use msm::mask::Mask;
@@ -15,7 +15,7 @@ use msm::volume::Parts;
 use msm::C32;
 use ndarray::{Array2, Array3, Axis};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// A temporary folder with the files of `make_files.py` and the tiny 32 x 32 model, or `None`
 /// (with a note) when h5py is not installed.
@@ -562,15 +562,7 @@ fn killed_volume_run_resumes_to_the_same_bytes() {
     let parts = Parts::dir_for(&out);
     let owned = with(&out, &out_cfl, &out_std);
     let args = strs(&owned);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let caught = wait_for_a_part(&mut child, &parts);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let caught = kill_after_a_part(&args, &[], &parts);
     assert!(caught, "the run ended before its first slice was stored");
     let stored: Vec<String> = std::fs::read_dir(&parts)
         .unwrap()
@@ -619,15 +611,7 @@ fn killed_volume_run_resumes_to_the_same_bytes() {
     assert!(!parts.exists() && !Parts::dir_for(&out_std).exists());
 
     // --restart discards parts made with other settings and starts over.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args(&other)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let caught = wait_for_a_part(&mut child, &parts);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let caught = kill_after_a_part(&other, &[], &parts);
     assert!(caught && parts.join("manifest.txt").exists());
     let mut restart = args.clone();
     restart.push("--restart");
@@ -642,15 +626,7 @@ fn killed_volume_run_resumes_to_the_same_bytes() {
     let std_at = args.iter().position(|&a| a == "--std").unwrap();
     let mut without = args.clone();
     without.drain(std_at..std_at + 2);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args(&without)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let caught = wait_for_a_part(&mut child, &parts);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let caught = kill_after_a_part(&without, &[], &parts);
     assert!(caught && !Parts::dir_for(&out_std).exists());
     ok(&args);
     assert_eq!(

@@ -11,14 +11,14 @@
 
 mod common;
 
-use common::{fails, h5py_fixtures, msm, ok, python_fixtures, s, tiny_model, wait_for_a_part};
+use common::{fails, h5py_fixtures, kill_after_a_part, msm, ok, python_fixtures, s, tiny_model};
 use msm::io::fastmri::{is_raw, RawOptions, RawScan, Selection};
 use msm::io::{cfl, npy};
 use msm::volume::Parts;
 use msm::C32;
 use ndarray::{Array4, Axis};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Asserts that every slice of `scan` equals the `(slices, coils, H, W)` k-space in `expected`
 /// within `tolerance` (largest entry difference).
@@ -209,17 +209,7 @@ fn a_file_of_several_images_is_read_one_image_at_a_time() {
     fails(&["info", s(&multi)], &["raw_multi.h5", "--repetition N"]);
     let img = d.join("rep1.npy");
     let zf = |input: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "recon",
-            s(input),
-            s(&img),
-            "--method",
-            "zero-filled",
-            "--maps-method",
-            "ratio",
-        ];
-        args.extend_from_slice(extra);
-        ok(&args);
+        zero_filled(input, &img, extra);
         npy::read_npy_as::<C32, ndarray::Ix3>(&img).unwrap()
     };
     let from_multi = zf(&multi, &["--repetition", "1"]);
@@ -697,17 +687,10 @@ fn reconstruct_runs_a_series_as_its_images_run_alone() {
     run(&reference, "all", "1", "60");
     let reference = std::fs::read(&reference).unwrap();
     let out = d.join("killed.npy");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
-        .args(args(&out))
-        .env("RAYON_NUM_THREADS", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let parts = Parts::dir_for(&out);
-    let caught = wait_for_a_part(&mut child, &parts);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let owned = args(&out);
+    let argv: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let caught = kill_after_a_part(&argv, &[("RAYON_NUM_THREADS", "1")], &parts);
     assert!(caught, "the run ended before its first slice was stored");
     let stored = std::fs::read_dir(&parts)
         .unwrap()
@@ -718,7 +701,7 @@ fn reconstruct_runs_a_series_as_its_images_run_alone() {
         .count();
     eprintln!("killed with {stored} of 6 slices stored");
     assert!((1..6).contains(&stored), "{stored} parts");
-    let log = msm(&args(&out).iter().map(String::as_str).collect::<Vec<_>>());
+    let log = msm(&argv);
     let err = String::from_utf8_lossy(&log.stderr);
     assert!(log.status.success(), "{err}");
     assert!(

@@ -88,9 +88,18 @@ pub fn tiny_model_with(path: &Path, size: usize, meta: Option<ModelMeta>) {
     b.write(path).unwrap();
 }
 
-/// Waits until `dir` holds at least one finished slice, or the process ends.
-pub fn wait_for_a_part(child: &mut std::process::Child, dir: &Path) -> bool {
+/// Runs `msm` with `args` (and the environment `env`) until the parts folder `dir` holds a
+/// finished slice, then kills it; whether a slice was stored before the run ended.
+pub fn kill_after_a_part(args: &[&str], env: &[(&str, &str)], dir: &Path) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msm"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let start = std::time::Instant::now();
+    let mut caught = false;
     while start.elapsed() < std::time::Duration::from_secs(120) {
         let parts = std::fs::read_dir(dir)
             .map(|r| {
@@ -100,12 +109,15 @@ pub fn wait_for_a_part(child: &mut std::process::Child, dir: &Path) -> bool {
             })
             .unwrap_or(0);
         if parts > 0 {
-            return true;
+            caught = true;
+            break;
         }
         if child.try_wait().unwrap().is_some() {
-            return false;
+            break;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    false
+    child.kill().unwrap();
+    child.wait().unwrap();
+    caught
 }
