@@ -179,10 +179,12 @@ impl Scan {
         let HdfScan::Raw(raw) = f.as_ref() else {
             return Vec::new();
         };
+        // One entry per counter, in COUNTERS' order.
         raw.counters()
             .iter()
-            .filter(|c| c.values.len() > 1)
-            .filter_map(|c| Some((COUNTERS.iter().position(|n| *n == c.name)?, c.selected)))
+            .enumerate()
+            .filter(|(_, c)| c.values.len() > 1)
+            .map(|(i, c)| (i, c.selected))
             .collect()
     }
 

@@ -91,34 +91,8 @@ pub fn write_series<V: AsRef<[Array2<C32>]>>(
     voxel_mm: [f32; 3],
 ) -> Result<()> {
     let volumes: Vec<&[Array2<C32>]> = volumes.iter().map(AsRef::as_ref).collect();
+    let (n, h, w) = series_shape(path, axes, &volumes)?;
     let invalid = |msg: String| Error::invalid(format!("{}: {msg}", path.display()));
-    let grid: usize = axes.iter().map(|a| a.1).product();
-    if volumes.len() != grid {
-        return Err(invalid(format!(
-            "{} volumes for a series of {grid} ({axes:?}); expected one per image",
-            volumes.len()
-        )));
-    }
-    let Some(first) = volumes.first().and_then(|v| v.first()) else {
-        return Err(invalid("no slices to write".to_string()));
-    };
-    let (h, w) = first.dim();
-    let n = volumes[0].len();
-    for (v, slices) in volumes.iter().enumerate() {
-        if slices.len() != n {
-            return Err(invalid(format!(
-                "volume {v} has {} slices, volume 0 {n}; expected one count",
-                slices.len()
-            )));
-        }
-        if let Some(i) = slices.iter().position(|s| s.dim() != (h, w)) {
-            return Err(invalid(format!(
-                "slice {i} of volume {v} is {:?}, slice 0 of volume 0 is {:?}; expected one shape",
-                slices[i].dim(),
-                (h, w)
-            )));
-        }
-    }
     let sizes: Vec<usize> = axes.iter().map(|a| a.1).collect();
     let at = |v: usize, s: usize, r: usize, c: usize| volumes[v][s][(r, c)];
     match format {
@@ -132,17 +106,7 @@ pub fn write_series<V: AsRef<[Array2<C32>]>>(
             });
             write_nifti_nd(path, &data.view(), voxel_mm)
         }
-        VolumeFormat::Npy => {
-            let mut shape = sizes.clone();
-            shape.extend([n, h, w]);
-            let data: Vec<C32> = volumes
-                .iter()
-                .flat_map(|v| v.iter().flat_map(|s| s.iter().copied()))
-                .collect();
-            let data =
-                ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| invalid(e.to_string()))?;
-            npy::write_npy(path, &data)
-        }
+        VolumeFormat::Npy => npy::write_npy(path, &stacked(path, axes, &volumes, (n, h, w))?),
         VolumeFormat::Cfl => {
             let mut dims = [1usize; 16];
             dims[0] = h;
@@ -200,32 +164,72 @@ pub fn write_series_real<V: AsRef<[Array2<f32>]>>(
 ) -> Result<()> {
     let volumes: Vec<&[Array2<f32>]> = volumes.iter().map(AsRef::as_ref).collect();
     if format == VolumeFormat::Npy {
-        let grid: usize = axes.iter().map(|a| a.1).product();
-        let (n, (h, w)) = volumes
-            .first()
-            .and_then(|v| v.first().map(|s| (v.len(), s.dim())))
-            .unwrap_or_default();
-        let alike = volumes
-            .iter()
-            .all(|v| v.len() == n && v.iter().all(|s| s.dim() == (h, w)));
-        if volumes.len() == grid && n > 0 && alike {
-            let mut shape: Vec<usize> = axes.iter().map(|a| a.1).collect();
-            shape.extend([n, h, w]);
-            let data: Vec<f32> = volumes
-                .iter()
-                .flat_map(|v| v.iter().flat_map(|s| s.iter().copied()))
-                .collect();
-            let data = ArrayD::from_shape_vec(IxDyn(&shape), data)
-                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
-            return npy::write_npy(path, &data);
-        }
+        let shape = series_shape(path, axes, &volumes)?;
+        return npy::write_npy(path, &stacked(path, axes, &volumes, shape)?);
     }
-    // Other formats, and the checks' errors: through the complex writer.
+    // Other formats through the complex writer (BART holds complex values only).
     let complex: Vec<Vec<Array2<C32>>> = volumes
         .iter()
         .map(|v| v.iter().map(|s| s.mapv(|x| C32::new(x, 0.0))).collect())
         .collect();
     write_series(path, format, axes, &complex, voxel_mm)
+}
+
+/// The slice count and slice shape `(n, h, w)` of a series of volumes on the grid `axes`:
+/// one volume per grid point, each of `n >= 1` slices of one shape, else an error naming
+/// `path` and what differs.
+fn series_shape<T>(
+    path: &Path,
+    axes: &[(&str, usize)],
+    volumes: &[&[Array2<T>]],
+) -> Result<(usize, usize, usize)> {
+    let invalid = |msg: String| Error::invalid(format!("{}: {msg}", path.display()));
+    let grid: usize = axes.iter().map(|a| a.1).product();
+    if volumes.len() != grid {
+        return Err(invalid(format!(
+            "{} volumes for a series of {grid} ({axes:?}); expected one per image",
+            volumes.len()
+        )));
+    }
+    let Some(first) = volumes.first().and_then(|v| v.first()) else {
+        return Err(invalid("no slices to write".to_string()));
+    };
+    let (h, w) = first.dim();
+    let n = volumes[0].len();
+    for (v, slices) in volumes.iter().enumerate() {
+        if slices.len() != n {
+            return Err(invalid(format!(
+                "volume {v} has {} slices, volume 0 {n}; expected one count",
+                slices.len()
+            )));
+        }
+        if let Some(i) = slices.iter().position(|s| s.dim() != (h, w)) {
+            return Err(invalid(format!(
+                "slice {i} of volume {v} is {:?}, slice 0 of volume 0 is {:?}; expected one shape",
+                slices[i].dim(),
+                (h, w)
+            )));
+        }
+    }
+    Ok((n, h, w))
+}
+
+/// A series checked by [`series_shape`] as one array `(counters..., slices, height, width)`,
+/// NumPy's layout.
+fn stacked<T: Copy>(
+    path: &Path,
+    axes: &[(&str, usize)],
+    volumes: &[&[Array2<T>]],
+    (n, h, w): (usize, usize, usize),
+) -> Result<ArrayD<T>> {
+    let mut shape: Vec<usize> = axes.iter().map(|a| a.1).collect();
+    shape.extend([n, h, w]);
+    let data: Vec<T> = volumes
+        .iter()
+        .flat_map(|v| v.iter().flat_map(|s| s.iter().copied()))
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), data)
+        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
 }
 
 /// Reads a volume as [`write_volume`] writes it, and as other tools write these layouts: any
