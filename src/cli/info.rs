@@ -4,11 +4,12 @@
 //! its mask (kept columns, acceleration, ACS block) and noise level, the figures a training
 //! config (`acceleration`, `acs_lines`, `noise_eta`) and a reconstruction need.
 
-use super::scan::Scan;
+use super::scan::{Placed, Scan};
 use msm::denoiser::{Backend, OnnxDenoiser};
 use msm::io::fastmri::{detect_mask, FastMriFile, HdfScan, RawOptions, RawScan};
 use msm::mask::acs_lines;
 use msm::noise::row_noise;
+use msm::volume::grid::GridPlan;
 use msm::{Error, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -152,9 +153,34 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
     text.push_str(&match scan.voxel_size_mm() {
         Some([a, b, c]) => format!(
             "  voxel size {a:.4} x {b:.4} x {c:.4} mm (the header's recon field of view over its \
-             matrix; written to NIfTI outputs)\n"
+             matrix; a 2-D scan's slice entry is its thickness)\n"
         ),
         None => "  voxel size: none stated (NIfTI outputs get 1 mm)\n".into(),
+    });
+    // Where a NIfTI output of every slice lies (the output grid of `msm recon`).
+    let plan = GridPlan::new((h, w), scan.recon_size(), (h, w))
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    let (space, placed) = scan.voxel_space(&(0..slices.len()), &plan)?;
+    text.push_str(&match &placed {
+        Placed::Scanner => {
+            let [x, y, z] = space.world([0.0; 3]);
+            let [sx, sy, sz] = space.voxel_size();
+            let codes = space.axis_codes();
+            format!(
+                "  placement: scanner coordinates from the acquisitions' position and \
+                 directions: NIfTI voxel axes i, j, k point to {} (RAS+), {:.4} x {:.4} x {:.4} \
+                 mm apart, voxel (0, 0, 0) at ({x:.2}, {y:.2}, {z:.2}) mm\n",
+                codes, sx, sy, sz
+            )
+        }
+        Placed::NotStated => {
+            "  placement: none stated (NIfTI outputs are not placed in scanner coordinates)\n"
+                .into()
+        }
+        Placed::Unusable(why) => format!(
+            "  placement: not usable ({why}); NIfTI outputs are not placed in scanner \
+             coordinates\n"
+        ),
     });
     text.push_str(if stored_mask.is_some() {
         "  mask: the file's `mask` dataset\n"
@@ -252,6 +278,14 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
         "kspace_size": [h, w],
         "recon_size": scan.recon_size().map(|(a, b)| [a, b]),
         "voxel_size_mm": scan.voxel_size_mm(),
+        "placement": match &placed {
+            Placed::Scanner => json!({
+                "axes": space.axis_codes(),
+                "affine_ras_mm": space.affine(),
+            }),
+            Placed::NotStated => Value::Null,
+            Placed::Unusable(why) => json!({ "unusable": why }),
+        },
         "mask": if stored_mask.is_some() { "stored" } else { "detected" },
         "reconstruction_rss": reference.map(|(n, a, b)| [n, a, b]),
         "noise_measurement_std": noise_scan.map(|n| n.0),

@@ -180,8 +180,11 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
                 .collect::<Result<Vec<Array2<C32>>>>()?,
         );
     }
-    let voxel = first.scan().voxel_size_mm().unwrap_or([1.0; 3]);
-    write_series(output, format, &series.shape(), &volumes, voxel)?;
+    let (space, placed) = first.scan().voxel_space(&range, first.plan())?;
+    if let Some(note) = placed.note(kspace) {
+        eprintln!("{note}");
+    }
+    write_series(output, format, &series.shape(), &volumes, &space)?;
     let (ho, wo) = first.plan().output;
     eprintln!(
         "{:?}: wrote {} ({}{} slices {}..{}, {ho}x{wo}) in {:.2} s",

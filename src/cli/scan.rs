@@ -3,11 +3,15 @@
 //! same way slice by slice.
 
 use super::data;
+use msm::io::fastmri::geometry::placement;
 use msm::io::fastmri::{CounterChoice, HdfScan, ImageChoice, RawOptions, Selection, COUNTERS};
+use msm::io::space::VoxelSpace;
 use msm::io::{cfl, npy};
-use msm::volume::output::BART_SLICE_DIM;
+use msm::volume::grid::GridPlan;
+use msm::volume::output::{BART_SLICE_DIM, UNPLACED};
 use msm::{Error, Result, C32};
 use ndarray::{s, Array3, Array4, Ix3, Ix4, ShapeBuilder};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// How ISMRMRD raw data is read: the options of every command that reads k-space.
@@ -78,6 +82,32 @@ impl RawArgs {
             )));
         }
         Ok(self.options_for(choice.fixed()))
+    }
+}
+
+/// Where [`Scan::voxel_space`]'s placement came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// Scanner coordinates, from the acquisitions' geometry.
+    Scanner,
+    /// The file states no geometry: the header's voxel size (else 1 mm) along the world axes.
+    NotStated,
+    /// The acquisitions state a geometry that cannot give one affine (why): the header's
+    /// voxel size along the world axes.
+    Unusable(String),
+}
+
+impl Placed {
+    /// A note for stderr when stated geometry was not used, naming the file `path`.
+    pub fn note(&self, path: &Path) -> Option<String> {
+        match self {
+            Placed::Unusable(why) => Some(format!(
+                "note: {}: the NIfTI output is not placed in scanner coordinates (voxel axes \
+                 along the world axes): {why}",
+                path.display()
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -159,6 +189,42 @@ impl Scan {
             Scan::H5(f) => f.voxel_size_mm(),
             Scan::Stack { .. } => None,
         }
+    }
+
+    /// The placement of an output volume of the slices `range` on `plan`'s output grid: in
+    /// scanner coordinates where ISMRMRD raw data states each slice's geometry and the header
+    /// its field of view ([`msm::io::fastmri::geometry`]); else the header's voxel size; else
+    /// 1 mm voxels. [`Placed`] says which, and why stated geometry could not be used.
+    pub fn voxel_space(
+        &self,
+        range: &Range<usize>,
+        plan: &GridPlan,
+    ) -> Result<(VoxelSpace, Placed)> {
+        let geometry: Option<Vec<_>> = match self {
+            Scan::H5(f) => range.clone().map(|k| f.slice_geometry(k)).collect(),
+            Scan::Stack { .. } => None,
+        };
+        let Some(size) = self.voxel_size_mm() else {
+            let placed = match geometry {
+                Some(_) => Placed::Unusable(
+                    "the header states no field of view, so the voxel size is not known".into(),
+                ),
+                None => Placed::NotStated,
+            };
+            return Ok((UNPLACED, placed));
+        };
+        let scaled =
+            VoxelSpace::scaled(size).map_err(|e| Error::format(self.path(), e.to_string()))?;
+        let Some(slices) = geometry else {
+            return Ok((scaled, Placed::NotStated));
+        };
+        let [dr, dc, dz] = size.map(f64::from);
+        Ok(
+            match placement(&slices, [dr, dc], dz, plan.output_centre()) {
+                Ok(space) => (space, Placed::Scanner),
+                Err(e) => (scaled, Placed::Unusable(e)),
+            },
+        )
     }
 
     /// The column mask an HDF5 file stores; a stack stores none (`--mask`, or detected).

@@ -219,12 +219,15 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
             }
         }
     }
-    let voxel = inputs.scan().voxel_size_mm().unwrap_or([1.0; 3]);
+    let (space, placed) = inputs.scan().voxel_space(&range, inputs.plan())?;
+    if let Some(note) = placed.note(kspace) {
+        say(note);
+    }
     let volumes = (0..series.images.len())
         .map(|i| range.clone().map(|s| parts.read(part(i, s))).collect())
         .collect::<Result<Vec<Vec<Array2<C32>>>>>()?;
     for (p, format) in &outputs {
-        write_series(p, *format, &series.shape(), &volumes, voxel)?;
+        write_series(p, *format, &series.shape(), &volumes, &space)?;
     }
     if let (Some((p, format)), Some(std_parts)) = (&std_output, &std_parts) {
         let maps = (0..series.images.len())
@@ -235,7 +238,7 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
                     .collect()
             })
             .collect::<Result<Vec<Vec<Array2<f32>>>>>()?;
-        write_series_real(p, *format, &series.shape(), &maps, voxel)?;
+        write_series_real(p, *format, &series.shape(), &maps, &space)?;
         std_parts.clear()?;
     }
     parts.clear()?;

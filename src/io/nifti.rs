@@ -8,8 +8,10 @@
 //! (`i` fastest on disk). The qform/sform orientation is not applied.
 //!
 //! Writing produces a little-endian float32 single-file NIfTI-1 volume (gzip-compressed at the
-//! fast level when the file name ends in `.gz`), with the voxel sizes in `pixdim` and a diagonal
-//! qform and sform (voxel axes = RAS world axes, origin at voxel 0).
+//! fast level when the file name ends in `.gz`), placed by a [`VoxelSpace`]: its affine is the
+//! sform, its quaternion form the qform (both with code 1, scanner coordinates), its column
+//! lengths `pixdim`. A volume of unknown placement gets [`VoxelSpace::scaled`]: voxel axes along
+//! the RAS world axes, origin at voxel 0.
 //!
 //! # Display orientation of slices
 //! [`Volume::slice`] assumes the voxel axes point (approximately) to the subject's Right,
@@ -19,6 +21,7 @@
 //! have superior at the top and `x` increasing to the right; sagittal slices have superior at
 //! the top and `y` (anterior) increasing to the right. Row 0 is the top of the image.
 
+use super::space::VoxelSpace;
 use super::{atomic, first_non_finite};
 use crate::{Error, Result};
 use flate2::read::MultiGzDecoder;
@@ -336,19 +339,22 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
 /// Errors: a dimension of 0 or above 32767, a non-positive or non-finite voxel size, a
 /// non-finite value, or an I/O failure.
 pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
-    write_nifti_nd(path, &volume.data.view().into_dyn(), volume.voxel_size)
+    let path = path.as_ref();
+    let space = VoxelSpace::scaled(volume.voxel_size)
+        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+    write_nifti_nd(path, &volume.data.view().into_dyn(), &space)
 }
 
 /// Writes `data`, indexed `[x, y, z]` or with up to four more axes `[x, y, z, t, u, v, w]`
 /// (NIfTI's `dim[1..]`: a series of volumes, such as dynamics or echoes, along the fourth), as
-/// [`write_nifti`] writes a volume. The axes above the third get a spacing of 1 (`pixdim`) and
-/// no unit.
+/// [`write_nifti`] writes a volume, placed by `space`. The axes above the third get a spacing
+/// of 1 (`pixdim`) and no unit.
 ///
 /// Errors: fewer than 3 or more than 7 axes, and [`write_nifti`]'s.
 pub fn write_nifti_nd(
     path: impl AsRef<Path>,
     data: &ArrayViewD<f32>,
-    voxel_size: [f32; 3],
+    space: &VoxelSpace,
 ) -> Result<()> {
     let path = path.as_ref();
     let shape = data.shape();
@@ -372,11 +378,6 @@ pub fn write_nifti_nd(
                 "cannot write a {shown} volume: NIfTI-1 sizes are 1 to 32767"
             ))
         })?;
-    if voxel_size.iter().any(|&v| !(v.is_finite() && v > 0.0)) {
-        return Err(invalid(format!(
-            "voxel sizes {voxel_size:?} must be positive and finite"
-        )));
-    }
     if let Some(mut n) = first_non_finite(data.t().iter().copied()) {
         let at: Vec<String> = shape
             .iter()
@@ -391,7 +392,8 @@ pub fn write_nifti_nd(
             at.join(", ")
         )));
     }
-    let [vx, vy, vz] = voxel_size;
+    let [vx, vy, vz] = space.voxel_size();
+    let q = space.quaternion();
     let mut header = vec![0u8; DATA_OFFSET];
     let mut put = |at: usize, bytes: &[u8]| header[at..at + bytes.len()].copy_from_slice(bytes);
     put(0, &(HEADER_SIZE as i32).to_le_bytes());
@@ -405,9 +407,18 @@ pub fn write_nifti_nd(
     put(70, &16i16.to_le_bytes()); // datatype float32
     put(72, &32i16.to_le_bytes()); // bitpix
     let extra = |axis: usize| if axis < dims.len() { 1.0f32 } else { 0.0 };
-    for (i, p) in [1.0f32, vx, vy, vz, extra(3), extra(4), extra(5), extra(6)]
-        .iter()
-        .enumerate()
+    for (i, p) in [
+        q.qfac as f32,
+        vx,
+        vy,
+        vz,
+        extra(3),
+        extra(4),
+        extra(5),
+        extra(6),
+    ]
+    .iter()
+    .enumerate()
     {
         put(76 + 4 * i, &p.to_le_bytes());
     }
@@ -416,11 +427,12 @@ pub fn write_nifti_nd(
     put(123, &[2]); // xyzt_units: millimetres
     put(252, &1i16.to_le_bytes()); // qform_code: scanner
     put(254, &1i16.to_le_bytes()); // sform_code: scanner
-    for (row, v) in [vx, vy, vz].iter().enumerate() {
-        let mut srow = [0.0f32; 4];
-        srow[row] = *v;
-        for (i, s) in srow.iter().enumerate() {
-            put(280 + 16 * row + 4 * i, &s.to_le_bytes());
+    for (i, v) in q.bcd.iter().chain(&q.offset).enumerate() {
+        put(256 + 4 * i, &(*v as f32).to_le_bytes()); // quatern_b..d, qoffset_x..z
+    }
+    for (row, srow) in space.affine().iter().enumerate() {
+        for (i, v) in srow.iter().enumerate() {
+            put(280 + 16 * row + 4 * i, &(*v as f32).to_le_bytes());
         }
     }
     put(344, b"n+1\0");

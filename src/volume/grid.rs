@@ -178,6 +178,23 @@ impl GridPlan {
         out
     }
 
+    /// Where the scan grid's centre lies on the output grid, `[row, column]`: index `n / 2` of
+    /// each axis of the scan's image (the field of view's centre, in the centred transform),
+    /// moved by step 3's crop or zero pad.
+    pub fn output_centre(&self) -> [f64; 2] {
+        let at = |n: usize, m: usize| {
+            if m <= n {
+                (n / 2 - (n - m) / 2) as f64
+            } else {
+                (n / 2 + (m - n) / 2) as f64
+            }
+        };
+        [
+            at(self.scan.0, self.output.0),
+            at(self.scan.1, self.output.1),
+        ]
+    }
+
     /// A reconstructed image on the model's grid `(Hm, W0)` on the output grid (step 3): back on
     /// the scan's `H0` rows, then centre-cropped or zero-padded to the output size.
     pub fn image_to_output(&self, image: ArrayView2<C32>) -> Array2<C32> {
@@ -216,6 +233,24 @@ mod tests {
         let mut k = images.clone();
         Fft2::new(h, w).forward_coils(&mut k);
         k
+    }
+
+    #[test]
+    fn the_output_centre_is_where_the_scan_centre_lands() {
+        // A point at the centre of the field of view: k-space of constant phase, whose
+        // centred inverse transform peaks at index n / 2.
+        for (scan, out) in [((16, 12), (8, 12)), ((9, 7), (12, 4)), ((10, 6), (10, 6))] {
+            let mut k = Array3::from_elem((1, scan.0, scan.1), C32::new(1.0, 0.0));
+            Fft2::new(scan.0, scan.1).inverse_coils(&mut k);
+            let plan = GridPlan::new(scan, Some(out), scan).unwrap();
+            let img = plan.image_to_output(k.slice(s![0, .., ..]));
+            let peak = img
+                .indexed_iter()
+                .max_by(|a, b| a.1.norm().total_cmp(&b.1.norm()))
+                .map(|(ix, _)| [ix.0 as f64, ix.1 as f64])
+                .unwrap();
+            assert_eq!(peak, plan.output_centre(), "{scan:?} -> {out:?}");
+        }
     }
 
     #[test]

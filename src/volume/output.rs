@@ -2,7 +2,7 @@
 //!
 //! | name ends in | written | layout |
 //! |---|---|---|
-//! | `.nii`, `.nii.gz` | magnitude, NIfTI-1 float32 ([`crate::io::nifti`]) | voxel `[i, j, k]` = (row, column, slice); [`write_series`]' voxel size (`msm` passes the header's, else 1 mm) |
+//! | `.nii`, `.nii.gz` | magnitude, NIfTI-1 float32 ([`crate::io::nifti`]) | voxel `[i, j, k]` = (row, column, slice), placed by [`write_series`]' [`VoxelSpace`] (`msm` passes the scanner placement of ISMRMRD raw data, else the header's voxel size, else 1 mm) |
 //! | `.npy` | complex64 NumPy array | `(slices, height, width)` |
 //! | anything else (`.cfl`, a base name) | complex BART `.cfl/.hdr` | dims `[H, W, 1, ..., 1, slices]`: READ, PHS1, SLICE (dim 13) |
 //!
@@ -20,10 +20,15 @@
 //! | `.cfl` | each counter on its BART dimension ([`BART_COUNTER_DIMS`]): contrast on TE (5), repetition on TIME (10), phase on TIME2 (11), set on BATCH (15) |
 
 use crate::io::nifti::{read_nifti, write_nifti_nd};
+use crate::io::space::VoxelSpace;
 use crate::io::{cfl, npy};
 use crate::{Error, Result, C32};
 use ndarray::{Array2, Array3, ArrayD, Axis, IxDyn};
 use std::path::Path;
+
+/// 1 mm voxels along the world axes: the placement of a volume whose scanner placement is not
+/// known.
+pub const UNPLACED: VoxelSpace = VoxelSpace::unit();
 
 /// BART's SLICE dimension.
 pub const BART_SLICE_DIM: usize = 13;
@@ -74,21 +79,21 @@ impl VolumeFormat {
 
 /// Writes the slices (all of one shape, at least one) to `path` in `format`, atomically.
 pub fn write_volume(path: &Path, format: VolumeFormat, slices: &[Array2<C32>]) -> Result<()> {
-    write_series(path, format, &[], &[slices], [1.0; 3])
+    write_series(path, format, &[], &[slices], &UNPLACED)
 }
 
 /// Writes a series of volumes to `path` in `format`, atomically: `volumes[n]` is the point `n`
 /// of the grid `axes` (counter names of [`BART_COUNTER_DIMS`] and sizes, row-major: the last
 /// axis fastest), each a volume of slices of one shape. Without axes, one volume, as
-/// [`write_volume`] writes it. The layouts are in the module documentation. `voxel_mm` is
-/// the voxel size `[row, column, slice]` a NIfTI file records (`pixdim`); the complex formats
-/// hold none.
+/// [`write_volume`] writes it. The layouts are in the module documentation. `space` places
+/// the voxels `[row, column, slice]` in a NIfTI file (its sform, qform and `pixdim`); the
+/// complex formats hold no placement.
 pub fn write_series<V: AsRef<[Array2<C32>]>>(
     path: &Path,
     format: VolumeFormat,
     axes: &[(&str, usize)],
     volumes: &[V],
-    voxel_mm: [f32; 3],
+    space: &VoxelSpace,
 ) -> Result<()> {
     let volumes: Vec<&[Array2<C32>]> = volumes.iter().map(AsRef::as_ref).collect();
     let (n, h, w) = series_shape(path, axes, &volumes)?;
@@ -104,7 +109,7 @@ pub fn write_series<V: AsRef<[Array2<C32>]>>(
                 let v = (3..shape.len()).fold(0, |acc, d| acc * shape[d] + ix[d]);
                 at(v, ix[2], ix[0], ix[1]).norm()
             });
-            write_nifti_nd(path, &data.view(), voxel_mm)
+            write_nifti_nd(path, &data.view(), space)
         }
         VolumeFormat::Npy => npy::write_npy(path, &stacked(path, axes, &volumes, (n, h, w))?),
         VolumeFormat::Cfl => {
@@ -160,7 +165,7 @@ pub fn write_series_real<V: AsRef<[Array2<f32>]>>(
     format: VolumeFormat,
     axes: &[(&str, usize)],
     volumes: &[V],
-    voxel_mm: [f32; 3],
+    space: &VoxelSpace,
 ) -> Result<()> {
     let volumes: Vec<&[Array2<f32>]> = volumes.iter().map(AsRef::as_ref).collect();
     if format == VolumeFormat::Npy {
@@ -172,7 +177,7 @@ pub fn write_series_real<V: AsRef<[Array2<f32>]>>(
         .iter()
         .map(|v| v.iter().map(|s| s.mapv(|x| C32::new(x, 0.0))).collect())
         .collect();
-    write_series(path, format, axes, &complex, voxel_mm)
+    write_series(path, format, axes, &complex, space)
 }
 
 /// The slice count and slice shape `(n, h, w)` of a series of volumes on the grid `axes`:
@@ -344,7 +349,7 @@ mod tests {
             .collect();
         let axes = [("phase", 2), ("set", 3)];
         let base = d.join("series");
-        write_series(&base, VolumeFormat::Cfl, &axes, &series, [1.0; 3]).unwrap();
+        write_series(&base, VolumeFormat::Cfl, &axes, &series, &UNPLACED).unwrap();
         let a = cfl::read_array(&base).unwrap();
         assert_eq!(a.dims, [4, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 3, 1, 3]);
         // Column-major strides: row 1, column 4, phase 8, slice 16, set 48. Volume v is
@@ -354,15 +359,15 @@ mod tests {
             assert_eq!(a.data[at], series[v][k][(r, c)], "{v} {k} {r} {c}");
         }
         let npy_series = d.join("series.npy");
-        write_series(&npy_series, VolumeFormat::Npy, &axes, &series, [1.0; 3]).unwrap();
+        write_series(&npy_series, VolumeFormat::Npy, &axes, &series, &UNPLACED).unwrap();
         let back: ndarray::ArrayD<C32> = npy::read_npy_as(&npy_series).unwrap();
         assert_eq!(back.shape(), &[2, 3, 3, 4, 2]);
         assert_eq!(back[[1, 2, 2, 3, 1]], series[5][2][(3, 1)]);
-        let e = write_series(&base, VolumeFormat::Cfl, &axes, &series[..5], [1.0; 3])
+        let e = write_series(&base, VolumeFormat::Cfl, &axes, &series[..5], &UNPLACED)
             .unwrap_err()
             .to_string();
         assert!(e.contains("5 volumes for a series of 6"), "{e}");
-        let e = write_series(&base, VolumeFormat::Cfl, &[("echo", 6)], &series, [1.0; 3])
+        let e = write_series(&base, VolumeFormat::Cfl, &[("echo", 6)], &series, &UNPLACED)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no BART dimension for the axis \"echo\""), "{e}");

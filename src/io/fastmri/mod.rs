@@ -47,6 +47,7 @@
 //! 0.16, a dependency of `tract-data`; an existing `target/` therefore rebuilds `tract` once
 //! after this dependency arrives (a clean CI build pays only the few crates above).
 
+pub mod geometry;
 mod header;
 mod image;
 mod raw;

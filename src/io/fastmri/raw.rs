@@ -37,6 +37,7 @@
 //! are skipped. The whole scan is assembled in memory when the file is opened (16 x coils x H x
 //! W bytes a slice).
 
+use super::geometry::SliceGeometry;
 use super::{open_hdf5, read_text, IsmrmrdHeader, DAMAGED};
 use crate::coils::Whitening;
 use crate::fft::Fft2;
@@ -173,6 +174,9 @@ pub struct RawScan {
     unselected: usize,
     /// How a 3-D encoding became slices.
     encoding_3d: Option<Partitions>,
+    /// Where each slice lies, as its first imaging line states it (`None` where the file
+    /// states no usable geometry).
+    geometry: Vec<Option<SliceGeometry>>,
 }
 
 impl std::fmt::Debug for RawScan {
@@ -241,6 +245,44 @@ fn integer(dtype: &Datatype, path: &[&str]) -> std::result::Result<Field, String
             "`/dataset/data` has no field `{}`; expected ISMRMRD acquisitions (head, traj, data)",
             path.join(".")
         )),
+    }
+}
+
+/// Offsets of the acquisition header's geometry: `position`, `read_dir`, `phase_dir` and
+/// `slice_dir`, each three little-endian float32 values; `None` when the layout lacks one.
+#[derive(Clone, Copy)]
+struct GeometryFields([usize; 4]);
+
+impl GeometryFields {
+    fn new(dtype: &Datatype) -> Option<Self> {
+        let vector = |name: &str| match find(dtype, &["head", name])? {
+            (offset, Datatype::Array { base, dims })
+                if dims.as_slice() == [3]
+                    && matches!(**base, Datatype::FloatingPoint { size: 4, .. }) =>
+            {
+                Some(offset)
+            }
+            _ => None,
+        };
+        Some(GeometryFields([
+            vector("position")?,
+            vector("read_dir")?,
+            vector("phase_dir")?,
+            vector("slice_dir")?,
+        ]))
+    }
+
+    /// The geometry `element` states, if usable ([`SliceGeometry::checked`]).
+    fn read(&self, element: &[u8]) -> Option<SliceGeometry> {
+        let [p, r, ph, s] = self.0.map(|at| {
+            std::array::from_fn(|i| {
+                let o = at + 4 * i;
+                f64::from(f32::from_le_bytes(
+                    element[o..o + 4].try_into().unwrap_or([0; 4]),
+                ))
+            })
+        });
+        SliceGeometry::checked(p, r, ph, s)
     }
 }
 
@@ -395,6 +437,7 @@ impl RawScan {
             skipped,
             counters,
             unselected,
+            geometry,
         } = assemble(&data, &header, &options.select).map_err(fmt)?;
         let coils = slices[0].dim().0;
         // The noise scan: the file's own, or one taken as a measurement of its own.
@@ -446,6 +489,7 @@ impl RawScan {
             counters,
             unselected,
             encoding_3d,
+            geometry,
         })
     }
 
@@ -528,6 +572,13 @@ impl RawScan {
     pub fn unselected(&self) -> usize {
         self.unselected
     }
+
+    /// Where slice `index` lies in the scanner, as its first imaging line states it (a 3-D
+    /// slab's partitions moved along its normal; [`super::geometry`]); `None` when the file
+    /// states no usable geometry, or the index is out of range.
+    pub fn slice_geometry(&self, index: usize) -> Option<SliceGeometry> {
+        self.geometry.get(index).copied().flatten()
+    }
 }
 
 /// How a 3-D encoding became 2-D slices.
@@ -597,6 +648,8 @@ struct Assembled {
     counters: Vec<CounterValues>,
     /// Imaging lines of other images, not read.
     unselected: usize,
+    /// Where each slice lies (per kept partition of each slab for a 3-D encoding).
+    geometry: Vec<Option<SliceGeometry>>,
 }
 
 /// Whether an acquisition with `flags` is an imaging line (not a noise measurement, not a
@@ -814,6 +867,7 @@ fn assemble(
     let e1 = idx("kspace_encode_step_1")?;
     let slice = idx("slice")?;
     let fields = ImageFields::new(dtype)?;
+    let placed = GeometryFields::new(dtype);
     let (flags, e2) = (fields.flags, fields.e2);
     let (bytes, size) = acquisition_bytes(data)?;
     // First pass, over the headers: the images the lines belong to, and the one to read.
@@ -833,6 +887,8 @@ fn assemble(
     // `slice * depth + partition` (one partition for a 2-D encoding).
     let mut sums: Vec<Array3<C32>> = Vec::new();
     let mut counts: Vec<Vec<u32>> = Vec::new();
+    // Each slice's (slab's) geometry, from its first imaging line.
+    let mut slab_geometry: Vec<Option<Option<SliceGeometry>>> = Vec::new();
     let mut coils = None;
     let mut noise = NoiseLines::default();
     let mut imaging_dwell = 0.0f32;
@@ -898,6 +954,10 @@ fn assemble(
             sums.push(Array3::zeros((c, h, w)));
             counts.push(vec![0; w]);
         }
+        if slab_geometry.len() <= k / depth {
+            slab_geometry.resize(k / depth + 1, None);
+        }
+        slab_geometry[k / depth].get_or_insert_with(|| placed.and_then(|g| g.read(element)));
         // The samples kept: all but `discard_pre` at the start and `discard_post` at the end.
         let (pre, post) = (
             discard_pre.read(element) as usize,
@@ -952,8 +1012,15 @@ fn assemble(
         z if (1..=depth).contains(&z) => z,
         _ => depth,
     };
+    // The spacing of a slab's partitions, which places them along its normal.
+    let partition_mm = match (header.encoded_fov_mm, header.recon_fov_mm) {
+        (Some((_, _, z)), _) => Some(z / depth as f64),
+        (None, Some((_, _, z))) => Some(z / keep as f64),
+        (None, None) => None,
+    };
     let mut parts = sums.into_iter();
     let mut slices = Vec::with_capacity(counts.len() / depth * keep);
+    let mut geometry = Vec::with_capacity(slices.capacity());
     let mut filled = 0;
     for (slab, count) in counts.chunks(depth).enumerate() {
         let slab_parts: Vec<Array3<C32>> = parts.by_ref().take(depth).collect();
@@ -965,10 +1032,19 @@ fn assemble(
             ));
         };
         filled += held.len();
+        let placed_at = slab_geometry.get(slab).copied().flatten().flatten();
         if depth == 1 {
             slices.extend(slab_parts);
+            geometry.push(placed_at);
             continue;
         }
+        // Kept partition `q` is partition `depth / 2 - keep / 2 + q` of the centred transform.
+        let offset = |q: usize| (depth / 2 - keep / 2 + q) as f64 - (depth / 2) as f64;
+        geometry.extend((0..keep).map(|q| {
+            placed_at
+                .zip(partition_mm)
+                .map(|(g, dz)| g.along_normal(offset(q) * dz))
+        }));
         let first_lines = lines(first);
         if let Some(&p) = held.iter().find(|&&p| lines(p) != first_lines) {
             return Err(format!(
@@ -994,5 +1070,6 @@ fn assemble(
         skipped,
         counters,
         unselected,
+        geometry,
     })
 }

@@ -2,6 +2,7 @@
 //! ISMRMRD raw acquisitions ([`RawScan`]), told apart by their datasets and read slice by slice
 //! through one interface.
 
+use super::geometry::SliceGeometry;
 use super::{open_hdf5, raw, FastMriFile, IsmrmrdHeader, RawOptions, RawScan};
 use crate::{Error, Result, C32};
 use ndarray::Array3;
@@ -88,6 +89,15 @@ impl HdfScan {
         match self {
             HdfScan::FastMri(f) => f.header().and_then(IsmrmrdHeader::voxel_size_mm),
             HdfScan::Raw(r) => r.header().voxel_size_mm(),
+        }
+    }
+
+    /// Where slice `index` lies in the scanner: ISMRMRD raw data whose acquisitions state it
+    /// ([`RawScan::slice_geometry`]); fastMRI files keep no acquisition headers.
+    pub fn slice_geometry(&self, index: usize) -> Option<SliceGeometry> {
+        match self {
+            HdfScan::FastMri(_) => None,
+            HdfScan::Raw(r) => r.slice_geometry(index),
         }
     }
 

@@ -1,0 +1,185 @@
+//! NIfTI outputs of ISMRMRD raw data placed in scanner coordinates: point objects at known
+//! positions (`tests/ismrmrd/make_geometry.py`, whose k-space is the MR signal equation's, not
+//! `msm`'s transforms) must land, through `msm recon` and `msm reconstruct`, on the voxel that
+//! nibabel's reading of the written affine maps to their position; the qform must agree with
+//! the sform, and `msm info` must name the axes as nibabel does.
+
+mod common;
+
+use common::{msm, ok, python_fixtures, s, tiny_meta, tiny_model_with};
+use msm::io::nifti::read_nifti;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// What nibabel reads from a NIfTI file: its sform and qform (4 x 4), `aff2axcodes` of its
+/// affine, and its voxel sizes.
+struct Nibabel {
+    sform: Vec<Vec<f64>>,
+    qform: Vec<Vec<f64>>,
+    codes: String,
+    zooms: Vec<f64>,
+}
+
+fn nibabel(path: &Path) -> Nibabel {
+    let script = "import json, sys, nibabel as nib\n\
+                  img = nib.load(sys.argv[1])\n\
+                  print(json.dumps({'sform': img.get_sform().tolist(), \
+                  'qform': img.get_qform().tolist(), \
+                  'codes': ''.join(nib.aff2axcodes(img.affine)), \
+                  'zooms': [float(z) for z in img.header.get_zooms()[:3]], \
+                  'sform_code': int(img.header['sform_code']), \
+                  'qform_code': int(img.header['qform_code'])}))";
+    let out = Command::new("python3")
+        .args(["-c", script, s(path)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let matrix = |name: &str| -> Vec<Vec<f64>> { serde_json::from_value(v[name].clone()).unwrap() };
+    assert_eq!(v["sform_code"], 1, "scanner coordinates");
+    assert_eq!(v["qform_code"], 1, "scanner coordinates");
+    Nibabel {
+        sform: matrix("sform"),
+        qform: matrix("qform"),
+        codes: v["codes"].as_str().unwrap().to_string(),
+        zooms: serde_json::from_value(v["zooms"].clone()).unwrap(),
+    }
+}
+
+/// The world position (RAS mm) of voxel `(i, j, k)` under `affine`.
+fn world(affine: &[Vec<f64>], ijk: [usize; 3]) -> [f64; 3] {
+    std::array::from_fn(|r| {
+        (0..3).map(|c| affine[r][c] * ijk[c] as f64).sum::<f64>() + affine[r][3]
+    })
+}
+
+/// The voxel `(i, j)` of largest magnitude in slice `k` of the NIfTI volume `path`.
+fn peak(path: &Path, k: usize) -> [usize; 3] {
+    let volume = read_nifti(path).unwrap();
+    let (mut best, mut at) = (f32::MIN, [0; 3]);
+    for ((i, j, kk), &v) in volume.data.indexed_iter() {
+        if kk == k && v > best {
+            (best, at) = (v, [i, j, k]);
+        }
+    }
+    at
+}
+
+/// Asserts that each point of `expected` (`points`: RAS mm; `slices`: its output slice,
+/// less `first`, the first slice written) is the peak of its slice, at its position under the
+/// affine nibabel reads; and that the qform agrees with the sform.
+fn assert_placed(out: &Path, expected: &Value, first: usize) -> Nibabel {
+    let nib = nibabel(out);
+    let points = expected["points"].as_array().unwrap();
+    let slices = expected["slices"].as_array().unwrap();
+    for (point, k) in points.iter().zip(slices) {
+        let Some(k) = (k.as_u64().unwrap() as usize).checked_sub(first) else {
+            continue;
+        };
+        let want: Vec<f64> = serde_json::from_value(point.clone()).unwrap();
+        let got = world(&nib.sform, peak(out, k));
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() < 0.01,
+                "{}: slice {k}'s point at {got:?} mm, expected {want:?}",
+                out.display()
+            );
+        }
+    }
+    for (q, f) in nib.qform.iter().flatten().zip(nib.sform.iter().flatten()) {
+        assert!(
+            (q - f).abs() < 1e-3,
+            "qform {:?} sform {:?}",
+            nib.qform,
+            nib.sform
+        );
+    }
+    nib
+}
+
+#[test]
+fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
+    let Some(dir) = python_fixtures(
+        "tests/ismrmrd/make_geometry.py",
+        &["h5py", "numpy", "nibabel"],
+        "the NIfTI placement test",
+    ) else {
+        return;
+    };
+    let d = dir.path();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(d.join("geometry.json")).unwrap()).unwrap();
+    let recon = |input: &Path, output: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "recon",
+            s(input),
+            s(output),
+            "--method",
+            "zero-filled",
+            "--maps-method",
+            "ratio",
+        ];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    for name in ["geom_2d.h5", "geom_3d.h5"] {
+        let input = d.join(name);
+        let out = d.join(name.replace(".h5", ".nii.gz"));
+        recon(&input, &out, &[]);
+        let nib = assert_placed(&out, &expected[name], 0);
+        // Oblique slices: the axes nibabel names, which `msm info` states too.
+        let info = ok(&["info", s(&input), "--json"]);
+        let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["placement"]["axes"], nib.codes.as_str(), "{name}");
+        // 4 mm pixels; the slice step is the distance between slice centres (a 2 mm gap
+        // between 4 mm slices) or the partition spacing.
+        let step = if name == "geom_2d.h5" { 6.0 } else { 3.0 };
+        for (z, want) in nib.zooms.iter().zip([4.0, 4.0, step]) {
+            assert!((z - want).abs() < 1e-4, "{name}: zooms {:?}", nib.zooms);
+        }
+    }
+    // A range of slices starts the affine at the first slice written.
+    let part = d.join("part.nii");
+    recon(&d.join("geom_2d.h5"), &part, &["--slices", "1..3"]);
+    assert_placed(&part, &expected["geom_2d.h5"], 1);
+    // The model's reconstruction writes the same placement.
+    let model = d.join("tiny.onnx");
+    // Partial masks of a 16-wide grid at R = 2 around the 4 ACS columns.
+    let mut meta = tiny_meta(16);
+    meta.train_acceleration = 2.0;
+    tiny_model_with(&model, 16, Some(meta));
+    let msm_out = d.join("msm.nii");
+    let input = d.join("geom_3d.h5");
+    ok(&[
+        "reconstruct",
+        "--model",
+        s(&model),
+        "--steps",
+        "3",
+        "--quiet",
+        s(&input),
+        s(&msm_out),
+    ]);
+    let zf = nibabel(&d.join("geom_3d.nii.gz"));
+    assert_eq!(nibabel(&msm_out).sform, zf.sform);
+    // Slices not evenly spaced share no affine: a note, and axes along the world's.
+    let uneven = d.join("uneven.nii");
+    let out = recon(&d.join("geom_uneven.h5"), &uneven, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not placed in scanner coordinates") && err.contains("evenly spaced"),
+        "{err}"
+    );
+    assert_eq!(nibabel(&uneven).codes, "RAS");
+    let info = msm(&["info", s(&d.join("geom_uneven.h5")), "--json"]);
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert!(info["placement"]["unusable"]
+        .as_str()
+        .unwrap()
+        .contains("evenly spaced"));
+}
