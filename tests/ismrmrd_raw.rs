@@ -323,6 +323,16 @@ fn files_the_ismrmrd_library_writes_read_as_written() {
     for (got, want) in v["voxel_size_mm"].as_array().unwrap().iter().zip(voxel) {
         assert!((got.as_f64().unwrap() - want).abs() < 1e-5, "{v}");
     }
+    // The library's acquisition geometry (sagittal slices) places the output: rows along P,
+    // columns along I, slices along L (RAS+), voxel (0, 0, 0) 8 rows and 12 columns from the
+    // first slice's centre (-10, 4, 12) mm LPS.
+    assert_eq!(v["placement"]["axes"], "PIL", "{v}");
+    let affine = &v["placement"]["affine_ras_mm"];
+    let origin = [10.0, -4.0 + 8.0 * voxel[0], 12.0 + 12.0 * voxel[1]];
+    for (r, want) in origin.iter().enumerate() {
+        let got = affine[r][3].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-3, "{affine}");
+    }
     let nii = d.join("zf.nii");
     ok(&[
         "recon",

@@ -7,7 +7,9 @@ one acquisition at a time, its own header XML).
 
 official.h5: 2 slices, 4 coils, 32 x 24 encoded matrix (recon 16 x 24), two repetitions of
 other data, every second phase-encode line and the 8 central ones (flagged as parallel
-calibration and imaging), a noise scan of coupled channels first; official_rep{0,1}.npy the
+calibration and imaging), sagittal slices (readout along DICOM's y, phase encode along -z,
+slice normal along x; slice centres (-10, 4, 12) and (-5, 4, 12) mm), a noise scan of coupled
+channels first; official_rep{0,1}.npy the
 k-space (slices, coils, 32, 24) of each repetition, prewhitened as make_raw.py's reference does
 (NumPy's Cholesky).
 official_3d.h5: one slab of a 3-D encoding, 4 partitions (centre 2), every partition holding
@@ -67,6 +69,11 @@ def line(samples, e1, slice_=0, repetition=0, e2=0, calibration=False):
     acq.sample_time_us = 5.0
     if calibration:
         acq.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+    # Sagittal slices 5 mm apart (LPS): the placement of NIfTI outputs.
+    acq.position[:] = (-10.0 + 5.0 * slice_, 4.0, 12.0)
+    acq.read_dir[:] = (0.0, 1.0, 0.0)
+    acq.phase_dir[:] = (0.0, 0.0, -1.0)
+    acq.slice_dir[:] = (1.0, 0.0, 0.0)
     return acq
 
 

@@ -8,7 +8,9 @@
 //!   `encodingLimits/kspace_encoding_step_1/center` the counter of the centre line.
 //! - `/dataset/data`: a 1-D compound dataset of acquisitions, each with `head` (ISMRMRD's
 //!   `AcquisitionHeader`: of its fields this reads `flags`, `number_of_samples`,
-//!   `active_channels`, `center_sample` and the encoding counters `idx`), `traj` (unused) and
+//!   `active_channels`, `center_sample`, the encoding counters `idx`, and `position`,
+//!   `read_dir`, `phase_dir` and `slice_dir`, which place the slices ([`super::geometry`])),
+//!   `traj` (unused) and
 //!   `data` (variable length, `float32` pairs: real and imaginary parts, channel-major, so
 //!   sample `s` of channel `c` is at `2 (c n + s)` for `n` samples).
 //!
