@@ -2,12 +2,16 @@
 //! positions (`tests/ismrmrd/make_geometry.py`, whose k-space is the MR signal equation's, not
 //! `msm`'s transforms) must land, through `msm recon` and `msm reconstruct`, on the voxel that
 //! nibabel's reading of the written affine maps to their position; the qform must agree with
-//! the sform, and `msm info` must name the axes as nibabel does.
+//! the sform, and `msm info` must name the axes as nibabel does. And read: a volume stored in
+//! any voxel order turns to the order closest to RAS as nibabel's `as_closest_canonical` turns
+//! it, so that `msm simulate --plane axial` cuts an axial slice whatever the file's order.
 
 mod common;
 
 use common::{msm, ok, python_fixtures, s, tiny_meta, tiny_model_with};
-use msm::io::nifti::read_nifti;
+use msm::io::nifti::{read_nifti, read_nifti_canonical, write_nifti_nd, Volume};
+use msm::io::space::VoxelSpace;
+use ndarray::Array3;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -19,6 +23,8 @@ struct Nibabel {
     qform: Vec<Vec<f64>>,
     codes: String,
     zooms: Vec<f64>,
+    /// `sform_code` and `qform_code`.
+    form_codes: [i64; 2],
 }
 
 fn nibabel(path: &Path) -> Nibabel {
@@ -41,13 +47,15 @@ fn nibabel(path: &Path) -> Nibabel {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let matrix = |name: &str| -> Vec<Vec<f64>> { serde_json::from_value(v[name].clone()).unwrap() };
-    assert_eq!(v["sform_code"], 1, "scanner coordinates");
-    assert_eq!(v["qform_code"], 1, "scanner coordinates");
     Nibabel {
         sform: matrix("sform"),
         qform: matrix("qform"),
         codes: v["codes"].as_str().unwrap().to_string(),
         zooms: serde_json::from_value(v["zooms"].clone()).unwrap(),
+        form_codes: [
+            v["sform_code"].as_i64().unwrap(),
+            v["qform_code"].as_i64().unwrap(),
+        ],
     }
 }
 
@@ -75,6 +83,7 @@ fn peak(path: &Path, k: usize) -> [usize; 3] {
 /// affine nibabel reads; and that the qform agrees with the sform.
 fn assert_placed(out: &Path, expected: &Value, first: usize) -> Nibabel {
     let nib = nibabel(out);
+    assert_eq!(nib.form_codes, [1, 1], "scanner coordinates");
     let points = expected["points"].as_array().unwrap();
     let slices = expected["slices"].as_array().unwrap();
     for (point, k) in points.iter().zip(slices) {
@@ -182,4 +191,75 @@ fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
         .as_str()
         .unwrap()
         .contains("evenly spaced"));
+}
+
+#[test]
+fn a_volume_stored_in_another_order_reads_back_in_ras_order() {
+    // V in RAS order, 1 x 2 x 3 mm voxels, voxel 0 at (10, 20, 30) mm. Stored: axis 0 is y
+    // reversed, axis 1 is z, axis 2 is x, so S[i, j, k] = V[k, 3 - i, j].
+    let v = Array3::from_shape_fn((3, 4, 5), |(x, y, z)| (100 * x + 10 * y + z) as f32);
+    let stored = Array3::from_shape_fn((4, 5, 3), |(i, j, k)| v[(k, 3 - i, j)]);
+    let affine = [
+        [0.0, 0.0, 1.0, 10.0],
+        [-2.0, 0.0, 0.0, 26.0],
+        [0.0, 3.0, 0.0, 30.0],
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stored.nii");
+    write_nifti_nd(
+        &path,
+        &stored.view().into_dyn(),
+        &VoxelSpace::new(affine).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(read_nifti(&path).unwrap().data, stored, "stored order");
+    let back = read_nifti_canonical(&path).unwrap();
+    assert_eq!(back.data, v);
+    assert_eq!(back.voxel_size, [1.0, 2.0, 3.0]);
+    let (_, space) = Volume {
+        data: stored,
+        voxel_size: [2.0, 3.0, 1.0],
+    }
+    .reoriented(&VoxelSpace::new(affine).unwrap());
+    assert_eq!(
+        space.affine(),
+        [
+            [1.0, 0.0, 0.0, 10.0],
+            [0.0, 2.0, 0.0, 20.0],
+            [0.0, 0.0, 3.0, 30.0]
+        ]
+    );
+}
+
+#[test]
+fn real_volumes_turn_to_ras_as_nibabel_turns_them() {
+    // natbrainlab is stored LAS (radiological); ch2 turned to P, I, L by nibabel itself.
+    let templates = Path::new("/usr/share/mricron/templates");
+    if !templates.join("ch2.nii.gz").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "mricron-data is required on CI"
+        );
+        eprintln!("note: mricron-data is missing; skipping");
+        return;
+    }
+    let Some(dir) = python_fixtures(
+        "tests/nifti/make_reoriented.py",
+        &["nibabel", "numpy"],
+        "the NIfTI reorientation test",
+    ) else {
+        return;
+    };
+    let d = dir.path();
+    let lab = read_nifti_canonical(templates.join("natbrainlab.nii.gz")).unwrap();
+    let want: ndarray::Array3<f32> =
+        msm::io::npy::read_npy_as(d.join("natbrainlab_canonical.npy")).unwrap();
+    assert_eq!(lab.data, want);
+    let stored = read_nifti(templates.join("natbrainlab.nii.gz")).unwrap();
+    assert_ne!(stored.data, want, "stored LAS: x reversed");
+    let ch2 = read_nifti(templates.join("ch2.nii.gz")).unwrap();
+    let turned = d.join("ch2_pil.nii.gz");
+    assert_eq!(nibabel(&turned).codes, "PIL");
+    assert_ne!(read_nifti(&turned).unwrap().data.dim(), ch2.data.dim());
+    assert_eq!(read_nifti_canonical(&turned).unwrap().data, ch2.data);
 }

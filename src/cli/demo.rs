@@ -137,7 +137,7 @@ fn load_slices(a: &Args, block: (usize, usize)) -> Result<Vec<(String, Array2<f3
         let img = npy::read_npy_as::<f32, Ix2>(&shipped)?;
         return Ok(vec![("axial 90 (shipped)".to_string(), img)]);
     }
-    let vol = nifti::read_nifti(&volume)?;
+    let vol = nifti::read_nifti_canonical(&volume)?;
     let n = a.slices;
     let (lo, hi) = block;
     let count = vol.slice_count(nifti::Plane::Axial);

@@ -82,7 +82,7 @@ pub enum PatternArg {
 pub fn load_magnitude(path: &Path, plane: PlaneArg, slice: Option<usize>) -> Result<Array2<f32>> {
     let name = path.to_string_lossy().to_ascii_lowercase();
     if name.ends_with(".nii") || name.ends_with(".nii.gz") {
-        let vol = nifti::read_nifti(path)?;
+        let vol = nifti::read_nifti_canonical(path)?;
         let plane = match plane {
             PlaneArg::Axial => nifti::Plane::Axial,
             PlaneArg::Coronal => nifti::Plane::Coronal,

@@ -5,7 +5,9 @@
 //! uint8, int8, int16, uint16, int32, float32 and float64. Values are scaled by
 //! `scl_slope`/`scl_inter` (a slope of 0 or a non-finite slope means no scaling) and the data is
 //! read from `vox_offset`. The volume is indexed `[x, y, z]`, NIfTI's voxel indices `i, j, k`
-//! (`i` fastest on disk). The qform/sform orientation is not applied.
+//! (`i` fastest on disk). [`read_nifti_placed`] also returns the header's placement (sform,
+//! else qform, else `pixdim`), and [`read_nifti_canonical`] reorders the voxels to the order
+//! closest to RAS with it.
 //!
 //! Writing produces a little-endian float32 single-file NIfTI-1 volume (gzip-compressed at the
 //! fast level when the file name ends in `.gz`), placed by a [`VoxelSpace`]: its affine is the
@@ -15,13 +17,14 @@
 //!
 //! # Display orientation of slices
 //! [`Volume::slice`] assumes the voxel axes point (approximately) to the subject's Right,
-//! Anterior and Superior (RAS, as in MNI templates such as Colin27 `ch2.nii.gz`). Slices are
+//! Anterior and Superior (RAS, as in MNI templates such as Colin27 `ch2.nii.gz`): read volumes
+//! stored otherwise with [`read_nifti_canonical`]. Slices are
 //! oriented as viewers show them in neurological convention (subject's left on the image's
 //! left): axial slices have anterior at the top and `x` increasing to the right; coronal slices
 //! have superior at the top and `x` increasing to the right; sagittal slices have superior at
 //! the top and `y` (anterior) increasing to the right. Row 0 is the top of the image.
 
-use super::space::VoxelSpace;
+use super::space::{Quaternion, VoxelSpace};
 use super::{atomic, first_non_finite};
 use crate::{Error, Result};
 use flate2::read::MultiGzDecoder;
@@ -76,6 +79,65 @@ impl Volume {
         // `section` is indexed [x, y], [x, z] or [y, z]: put the second axis on the rows, top
         // row = largest coordinate.
         Ok(section.t().slice(s![..;-1, ..]).to_owned())
+    }
+}
+
+impl Volume {
+    /// This volume (placed by `space`) with its voxel axes permuted and flipped to the order
+    /// closest to RAS, and the map of the result: each voxel axis goes to the world axis it is
+    /// most nearly parallel to (the permutation with the largest summed cosines), reversed
+    /// where it points the other way. The data is only reordered, never resampled, as
+    /// nibabel's `as_closest_canonical` does.
+    pub fn reoriented(&self, space: &VoxelSpace) -> (Volume, VoxelSpace) {
+        let a = space.affine();
+        let size = space.voxel_size().map(f64::from);
+        let cos = |r: usize, c: usize| a[r][c] / size[c];
+        // to[c]: the world axis of voxel axis c.
+        let perms = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        let score = |p: &[usize; 3]| (0..3).map(|c| cos(p[c], c).abs()).sum::<f64>();
+        let to = perms
+            .iter()
+            .copied()
+            .max_by(|p, q| score(p).total_cmp(&score(q)))
+            .unwrap_or([0, 1, 2]);
+        // from[r]: the voxel axis that becomes world axis r.
+        let mut from = [0; 3];
+        for (c, &r) in to.iter().enumerate() {
+            from[r] = c;
+        }
+        let mut data = self.data.view().permuted_axes(from);
+        let dims = self.data.dim();
+        let n = [dims.0, dims.1, dims.2];
+        let mut affine = [[0.0; 4]; 3];
+        for row in 0..3 {
+            affine[row][3] = a[row][3];
+        }
+        for (r, &c) in from.iter().enumerate() {
+            let flip = cos(r, c) < 0.0;
+            if flip {
+                data.invert_axis(Axis(r));
+            }
+            for row in 0..3 {
+                if flip {
+                    affine[row][3] += (n[c] - 1) as f64 * a[row][c];
+                }
+                affine[row][r] = if flip { -a[row][c] } else { a[row][c] };
+            }
+        }
+        let volume = Volume {
+            data: data.as_standard_layout().into_owned(),
+            voxel_size: from.map(|c| self.voxel_size[c]),
+        };
+        // A reordering of a valid map is valid.
+        let space = VoxelSpace::new(affine).unwrap_or(*space);
+        (volume, space)
     }
 }
 
@@ -173,12 +235,28 @@ impl Fields<'_> {
     }
 }
 
-/// Reads a NIfTI-1 volume from a `.nii` or `.nii.gz` file.
+/// Reads a NIfTI-1 volume from a `.nii` or `.nii.gz` file, in its stored voxel order.
 ///
 /// Errors (each naming the file): a bad `sizeof_hdr` or magic, an unsupported datatype (named),
 /// more than three dimensions above 1, data shorter than the dimensions need, and NaN or
 /// infinite voxel values (with the position of the first one).
 pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
+    read_nifti_placed(path).map(|(volume, _)| volume)
+}
+
+/// Reads a NIfTI-1 volume as [`read_nifti`] does, turned to the voxel order closest to RAS
+/// ([`Volume::reoriented`], as nibabel's `as_closest_canonical`): `x` towards the subject's
+/// Right, `y` Anterior, `z` Superior, so that [`Volume::slice`]'s planes are the anatomical
+/// ones whatever order the file stores (a sagittal acquisition, a radiological LAS file).
+pub fn read_nifti_canonical(path: impl AsRef<Path>) -> Result<Volume> {
+    let (volume, space) = read_nifti_placed(path)?;
+    Ok(volume.reoriented(&space).0)
+}
+
+/// Reads a NIfTI-1 volume as [`read_nifti`] does, with its placement: the sform when its code
+/// is set (and it is not degenerate), else the qform when its code is set, else NIfTI's
+/// method 1 (`pixdim` along the world axes, no orientation).
+pub fn read_nifti_placed(path: impl AsRef<Path>) -> Result<(Volume, VoxelSpace)> {
     let path = path.as_ref();
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
@@ -327,9 +405,61 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
         .map_err(|e| Error::format(path, e.to_string()))?
         .as_standard_layout()
         .into_owned();
-    Ok(Volume {
-        data,
-        voxel_size: [h.f32(80), h.f32(84), h.f32(88)],
+    let space = placement(&h);
+    Ok((
+        Volume {
+            data,
+            voxel_size: [h.f32(80), h.f32(84), h.f32(88)],
+        },
+        space,
+    ))
+}
+
+/// The header's voxel-to-world map: the sform (code > 0), else the qform (code > 0), else
+/// `pixdim` along the world axes; a degenerate form is passed over for the next.
+fn placement(h: &Fields) -> VoxelSpace {
+    let pixdim: [f64; 3] = std::array::from_fn(|i| {
+        let v = f64::from(h.f32(80 + 4 * i)).abs();
+        if v.is_finite() && v > 0.0 {
+            v
+        } else {
+            1.0
+        }
+    });
+    let sform = (h.i16(254) > 0)
+        .then(|| {
+            VoxelSpace::new(std::array::from_fn(|r| {
+                std::array::from_fn(|c| f64::from(h.f32(280 + 16 * r + 4 * c)))
+            }))
+            .ok()
+        })
+        .flatten();
+    let qform = || {
+        (h.i16(252) > 0)
+            .then(|| {
+                let q = Quaternion {
+                    bcd: std::array::from_fn(|i| f64::from(h.f32(256 + 4 * i))),
+                    qfac: if h.f32(76) < 0.0 { -1.0 } else { 1.0 },
+                    offset: std::array::from_fn(|i| f64::from(h.f32(268 + 4 * i))),
+                };
+                let r = q.rotation();
+                VoxelSpace::new(std::array::from_fn(|row| {
+                    [
+                        r[row][0] * pixdim[0],
+                        r[row][1] * pixdim[1],
+                        r[row][2] * pixdim[2],
+                        q.offset[row],
+                    ]
+                }))
+                .ok()
+            })
+            .flatten()
+    };
+    sform.or_else(qform).unwrap_or_else(|| {
+        VoxelSpace::new(std::array::from_fn(|r| {
+            std::array::from_fn(|c| if c == r { pixdim[r] } else { 0.0 })
+        }))
+        .unwrap_or(VoxelSpace::unit())
     })
 }
 

@@ -1,11 +1,11 @@
 //! Training data: what a scanner gives, and nothing more.
 //!
 //! A [`Loader`] opens a magnitude volume (Colin27 `ch2.nii.gz` from `mricron-data`, read with
-//! [`msm::io::nifti::read_nifti`]) and yields [`Measurement`]s: undersampled (zero outside the
-//! mask), optionally noisy, multi-coil k-space with its column mask and coil maps. The clean
-//! slice exists only inside the private simulator module and is dropped there; neither
-//! `Measurement` nor `Loader` has any way to return it, so the trainer cannot reach a clean image
-//! by construction.
+//! [`msm::io::nifti::read_nifti_canonical`], in the voxel order closest to RAS) and yields
+//! [`Measurement`]s: undersampled (zero outside the mask), optionally noisy, multi-coil k-space
+//! with its column mask and coil maps. The clean slice exists only inside the private simulator
+//! module and is dropped there; neither `Measurement` nor `Loader` has any way to return it, so
+//! the trainer cannot reach a clean image by construction.
 //!
 //! Slices are cut with [`msm::io::nifti::Volume::slice`], so they have the display orientation
 //! the runtime's `msm simulate` uses (axial: anterior at the top, the subject's left-right along
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::loss::MeasBatch;
-use msm::io::nifti::{read_nifti, Plane};
+use msm::io::nifti::{read_nifti_canonical, Plane};
 use msm::{Error, Result, C32};
 
 pub use msm::io::fastmri::{CounterChoice, ImageChoice};
@@ -198,7 +198,7 @@ impl Loader {
                  `ch2.nii.gz` (Debian package mricron-data: `apt-get install mricron-data`)",
             ));
         }
-        let vol = read_nifti(&cfg.volume)?;
+        let vol = read_nifti_canonical(&cfg.volume)?;
         let sim =
             sim::Simulator::new(vol, cfg).map_err(|e| Error::format(&cfg.volume, e.to_string()))?;
         Ok(Loader {
