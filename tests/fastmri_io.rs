@@ -104,6 +104,7 @@ fn fastmri_layout_reads_back_to_the_same_numbers() {
             kspace_center_2: None,
             encoded_fov_mm: Some((280.0, 210.0, 4.5)),
             recon_fov_mm: Some((140.0, 140.0, 4.5)),
+            calibration_mode: None,
         })
     );
     // The recon field of view over the recon matrix.

@@ -807,3 +807,82 @@ fn a_noise_scan_taken_apart_prewhitens_the_file_without_one() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn a_separate_reference_scan_calibrates_the_maps_and_is_not_image_data() {
+    let Some(dir) = h5py_fixtures("tests/ismrmrd/make_raw.py", "the reference-scan test") else {
+        return;
+    };
+    let d = dir.path();
+    let path = d.join("raw_separate.h5");
+    // Its lines are tagged repetition 1 and the image's 0: a reference scan serves every
+    // image, so the file is still one image.
+    let scan = RawScan::open(&path).unwrap();
+    assert_assembled(&scan, &d.join("raw_separate_expected.npy"), 2e-5);
+    let want: Array4<C32> = npy::read_npy_as(d.join("raw_separate_reference.npy")).unwrap();
+    for (s, want) in want.outer_iter().enumerate() {
+        let got = scan
+            .slice_reference(s)
+            .expect("a reference for every slice");
+        let err = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).norm())
+            .fold(0.0f32, f32::max);
+        assert!(err < 2e-5, "slice {s}: reference off by {err}");
+    }
+    // Under calibration mode `embedded` the same lines are image data: columns 3..8 filled.
+    let embedded = RawScan::open(d.join("raw_separate_embedded.h5")).unwrap();
+    assert!(embedded.slice_reference(0).is_none());
+    let k = embedded.slice_kspace(0).unwrap();
+    for col in [3, 5, 7] {
+        assert!(k
+            .slice(ndarray::s![.., .., col])
+            .iter()
+            .any(|v| v.norm() > 0.0));
+    }
+    let info = ok(&["info", s(&path), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(
+        v["reference_scan"],
+        serde_json::json!({ "slices": 2, "columns": 6 })
+    );
+    assert_eq!(
+        v["per_slice"][0]["kept_columns"], 6,
+        "the image's lines only"
+    );
+    // The maps of a slice are those of its reference scan alone.
+    let (from_scan, from_ref) = (d.join("maps.npy"), d.join("maps_ref.npy"));
+    let ecalib = |input: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec!["ecalib", s(input), s(out), "--method", "ratio"];
+        args.extend_from_slice(extra);
+        ok(&args)
+    };
+    let out = ecalib(&path, &from_scan, &["--slice", "1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("separate reference scan"));
+    let one = d.join("ref1.npy");
+    npy::write_npy(&one, &want.index_axis(Axis(0), 1).to_owned()).unwrap();
+    ecalib(&one, &from_ref, &[]);
+    let a: ndarray::Array3<C32> = npy::read_npy_as(&from_scan).unwrap();
+    let b: ndarray::Array3<C32> = npy::read_npy_as(&from_ref).unwrap();
+    let err = a
+        .iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).norm())
+        .fold(0.0f32, f32::max);
+    assert!(err < 1e-5, "maps differ by {err}");
+    // Reconstructions estimate the maps so too: slice 1 with maps estimated in the run equals
+    // slice 1 with the reference's maps given.
+    let (estimated, given) = (d.join("sep.npy"), d.join("sep_given.npy"));
+    let sl = ["--slices", "1"];
+    ok(&[
+        &["recon", s(&path), s(&estimated), "--maps-method", "ratio"][..],
+        &sl,
+    ]
+    .concat());
+    ok(&[&["recon", s(&path), s(&from_scan), s(&given)][..], &sl].concat());
+    let a: ndarray::Array3<C32> = npy::read_npy_as(&estimated).unwrap();
+    let b: ndarray::Array3<C32> = npy::read_npy_as(&given).unwrap();
+    assert_eq!(a.dim(), (1, 8, 12));
+    assert_eq!(a, b);
+}

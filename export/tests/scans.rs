@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::denoiser::OnnxDenoiser;
 use msm::io::fastmri::FastMriFile;
 use msm::mask::Mask;
@@ -774,4 +775,48 @@ fn the_gpu_trainer_draws_prepared_slices_as_they_were_written() {
         from.iter().all(|&n| n > 0),
         "draws from one file only: {from:?}"
     );
+}
+
+#[test]
+fn a_separate_reference_scan_calibrates_the_training_maps() {
+    let Some(dir) = h5py::h5py_fixtures("../tests/ismrmrd/make_raw.py", "the reference-scan test")
+    else {
+        return;
+    };
+    let path = dir.path().join("scan_raw_separate.h5");
+    let cfg = DataConfig {
+        noise_eta: NoiseEta::Estimate,
+        // The image holds no central block: the reference scan is the calibration.
+        acceleration: 32.0 / 11.0,
+        acs_lines: 0,
+        ..scan_config(path.clone())
+    };
+    let loader = Loader::open(&cfg).unwrap();
+    // Each slice's maps: ESPIRiT on its reference scan alone, on the model's grid.
+    let scan = msm::io::fastmri::RawScan::open(&path).unwrap();
+    let plan = GridPlan::new(scan.kspace_size(), Some((32, 32)), (32, 32)).unwrap();
+    let maps: Vec<_> = (0..scan.num_slices())
+        .map(|k| {
+            let r = plan.kspace_to_model(scan.slice_reference(k).unwrap().view());
+            let calib = Mask::Columns(msm::io::fastmri::detect_mask(r.view()));
+            espirit(r.view(), Some(&calib), &EspiritOptions::default()).unwrap()
+        })
+        .collect();
+    for m in loader.batch(5, 0, 6).unwrap() {
+        // The image is the every-third columns only: the reference is not image data.
+        assert_eq!(m.mask().iter().filter(|&&c| c).count(), 11);
+        let closest = maps
+            .iter()
+            .map(|want| {
+                want.iter()
+                    .zip(m.maps().iter())
+                    .map(|(a, b)| (a - b).norm())
+                    .fold(0.0f32, f32::max)
+            })
+            .fold(f32::INFINITY, f32::min);
+        assert!(
+            closest < 1e-5,
+            "maps differ from every slice's reference maps by {closest}"
+        );
+    }
 }

@@ -45,7 +45,11 @@ fn read_input(a: &Args) -> Result<(Array3<C32>, Option<Mask>, String)> {
     if scan::is_volume(&a.kspace)? {
         let file = Scan::open(&a.kspace, &a.raw.options()?)?;
         let index = a.slice.unwrap_or(0);
-        let kspace = file.slice_kspace(index)?;
+        // A separate reference scan is what calibrates the maps (as msm reconstruct uses it).
+        let (kspace, source) = match file.slice_reference(index) {
+            Some(r) if a.mask.is_none() => (r.clone(), ", its separate reference scan"),
+            _ => (file.slice_kspace(index)?, ""),
+        };
         let (_, h, w) = kspace.dim();
         let mask = match &a.mask {
             Some(p) => data::read_mask(p, h, w)?,
@@ -54,7 +58,7 @@ fn read_input(a: &Args) -> Result<(Array3<C32>, Option<Mask>, String)> {
                 None => detect_mask(kspace.view()),
             }),
         };
-        let what = format!("slice {index} of {} slices", file.num_slices());
+        let what = format!("slice {index} of {} slices{source}", file.num_slices());
         return Ok((kspace, Some(mask), what));
     }
     if a.slice.is_some() {

@@ -209,6 +209,22 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
             p.kept
         ));
     }
+    // A separate reference scan: the slices it covers, and its columns in the first.
+    let reference_scan = raw.and_then(|r| {
+        let held: Vec<usize> = (0..r.num_slices())
+            .filter(|&i| r.slice_reference(i).is_some())
+            .collect();
+        let first = r.slice_reference(*held.first()?)?;
+        let columns = detect_mask(first.view()).iter().filter(|&&c| c).count();
+        Some((held.len(), columns))
+    });
+    if let Some((n, columns)) = reference_scan {
+        text.push_str(&format!(
+            "  reference scan: separate (the header's calibrationMode), {columns} columns, in \
+             {n} of {} slices; it calibrates the coil maps and is not image data\n",
+            slices.len()
+        ));
+    }
     if let Some(r) = raw {
         for c in r.counters().iter().filter(|c| c.values.len() > 1) {
             text.push_str(&format!(
@@ -302,6 +318,10 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
             "partitions": p.encoded,
             "acquired_per_slab": p.filled,
             "slices_per_slab": p.kept,
+        })),
+        "reference_scan": reference_scan.map(|(n, columns)| json!({
+            "slices": n,
+            "columns": columns,
         })),
         "per_slice": slices.iter().enumerate().map(|(i, s)| json!({
             "slice": i,

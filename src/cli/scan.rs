@@ -227,6 +227,15 @@ impl Scan {
         )
     }
 
+    /// Slice `index`'s k-space of a separate reference scan, where ISMRMRD raw data has one:
+    /// what its coil maps are estimated from.
+    pub fn slice_reference(&self, index: usize) -> Option<&Array3<C32>> {
+        match self {
+            Scan::H5(f) => f.slice_reference(index),
+            Scan::Stack { .. } => None,
+        }
+    }
+
     /// The column mask an HDF5 file stores; a stack stores none (`--mask`, or detected).
     pub fn mask(&self) -> Option<&[bool]> {
         match self {

@@ -229,7 +229,22 @@ impl SliceInputs {
             }
             MapsSource::Estimate(method, opts) => {
                 let what = format!("slice {index}");
-                opts.estimate(*method, kspace.view(), Some(&mask))
+                // A separate reference scan calibrates the maps; else the slice's own ACS.
+                let reference = match self.file.slice_reference(index) {
+                    Some(r) => {
+                        let r = self.plan.kspace_to_model(r.view());
+                        Some(match &cc {
+                            Some(cc) => cc.apply(r.view()).map_err(in_slice)?,
+                            None => r,
+                        })
+                    }
+                    None => None,
+                };
+                let (calib, calib_mask) = match &reference {
+                    Some(r) => (r.view(), Mask::Columns(detect_mask(r.view()))),
+                    None => (kspace.view(), mask.clone()),
+                };
+                opts.estimate(*method, calib, Some(&calib_mask))
                     .map_err(|e| super::ecalib::in_file(path, &what, e))?
                     .maps
             }

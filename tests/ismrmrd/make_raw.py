@@ -12,8 +12,10 @@ channels (NumPy's Cholesky), raw_noise.npy the noise std per real component it l
 raw_as_fastmri.h5: the expected (whitened) k-space in fastMRI's layout with the same header.
 raw_nonoise.h5 and raw_noise_dep.h5: its imaging lines and its noise scan apart.
 raw_contrast.h5: the same with one line of contrast 1; raw_reversed.h5 with one reversed (EPI)
-line; raw_encodings.h5 with one line of a second encoding (encoding_space_ref 1). raw_offcentre.h5: centre counter 10, so
-line 11 falls outside the 12 columns. raw_multi.h5: two repetitions, raw_series.h5 two contrasts of each (write_multi); raw_3d.h5: a 3-D encoding (write_3d).
+line; raw_encodings.h5 with one line of a second encoding (encoding_space_ref 1).
+raw_offcentre.h5: centre counter 10, so line 11 falls outside the 12 columns. raw_multi.h5: two
+repetitions, raw_series.h5 two contrasts of each (write_multi); raw_3d.h5: a 3-D encoding
+(write_3d); raw_separate.h5: a separate reference scan (write_separate).
 """
 import os
 import sys
@@ -155,6 +157,50 @@ def main():
     write_scan(out, rng)
     write_multi(out, rng, recs, noise)
     write_3d(out, rng, noise)
+    write_separate(out, rng, noise)
+
+
+def write_separate(out, rng, noise):
+    """raw_separate.h5: header calibration mode `separate`; imaging lines 0, 2, ..., 10 of 2
+    slices (no calibration block), and reference-scan lines 3..8 flagged parallel calibration
+    only, other data of another scale (another contrast), tagged repetition 1 (a reference
+    scan serves every image). raw_separate_expected.npy: the image k-space (imaging lines only,
+    line 6 not mixed with the reference's), raw_separate_reference.npy: the reference's,
+    both prewhitened; raw_separate_ref0.npy: slice 0's reference k-space as one slice
+    (coils, H, W). raw_separate_embedded.h5: the same lines (all repetition 0), calibration
+    mode `embedded` (the calibration lines are image data)."""
+    image = random_kspace(rng, (S, C, H, W))
+    ref = 0.3 * random_kspace(rng, (S, C, H, W))
+    expected, reference = np.zeros_like(image), np.zeros_like(ref)
+    recs = [acquisition(noise, flags=flag(19))]
+    embedded = list(recs)
+    for s in range(S):
+        for e1 in range(0, W, 2):
+            recs.append(acquisition(image[s, :, :, e1], e1, s))
+            embedded.append(recs[-1])
+            expected[s, :, :, e1] = image[s, :, :, e1]
+        for e1 in range(3, 9):
+            recs.append(acquisition(ref[s, :, :, e1], e1, s, flags=flag(20), repetition=1))
+            embedded.append(acquisition(ref[s, :, :, e1], e1, s, flags=flag(20)))
+            reference[s, :, :, e1] = ref[s, :, :, e1]
+    for mode, name, lines in [("separate", "raw_separate.h5", recs),
+                              ("embedded", "raw_separate_embedded.h5", embedded)]:
+        xml = header(W // 2).replace(
+            "</encodingLimits>",
+            "</encodingLimits><parallelImaging><accelerationFactor><kspace_encoding_step_1>2"
+            "</kspace_encoding_step_1><kspace_encoding_step_2>1</kspace_encoding_step_2>"
+            f"</accelerationFactor><calibrationMode>{mode}</calibrationMode></parallelImaging>")
+        write(os.path.join(out, name), lines, xml=xml)
+    expected, _ = whitened(expected, noise)
+    reference, _ = whitened(reference, noise)
+    np.save(os.path.join(out, "raw_separate_expected.npy"), expected.astype(np.complex64))
+    np.save(os.path.join(out, "raw_separate_reference.npy"), reference.astype(np.complex64))
+    np.save(os.path.join(out, "raw_separate_ref0.npy"), reference[0].astype(np.complex64))
+
+
+def random_kspace(rng, shape):
+    k = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    return k.astype(np.complex64).astype(np.complex128)
 
 
 def write_3d(out, rng, noise):
@@ -211,7 +257,9 @@ def write_scan(out, rng):
     coils, 40 x 32 k-space, every third column and 10 central ones) as raw data with a noise
     scan of std 1e-4, and scan_raw_as_fastmri.h5 the same k-space, prewhitened with that scan, in
     fastMRI's layout; scan_raw_reps.h5 a second repetition beside the first; scan_raw_nonoise.h5
-    and scan_raw_noise.h5 its imaging lines and its noise scan apart."""
+    and scan_raw_noise.h5 its imaging lines and its noise scan apart; scan_raw_separate.h5 its
+    every third column as the image and its 10 central ones as a separate reference scan
+    (calibration mode separate)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "volume"))
     from make_files import column_mask, header as fastmri_header, kspace  # noqa: E402
 
@@ -237,6 +285,15 @@ def write_scan(out, rng):
     reps = recs + [acquisition(again[k, :, :, e1], int(e1), k, repetition=1)
                    for k in range(s) for e1 in np.flatnonzero(mask)]
     write(os.path.join(out, "scan_raw_reps.h5"), reps, xml=xml)
+    # scan_raw_separate.h5: the central block as a reference scan of its own.
+    separate = recs[:1] + [acquisition(full[k, :, :, e1], int(e1), k)
+                           for k in range(s) for e1 in np.flatnonzero(column_mask(w, 3, 0))]
+    separate += [acquisition(full[k, :, :, e1], int(e1), k, flags=flag(20))
+                 for k in range(s) for e1 in range(w // 2 - 5, w // 2 + 5)]
+    write(os.path.join(out, "scan_raw_separate.h5"), separate, xml=xml.replace(
+        "</encoding>",
+        "<parallelImaging><calibrationMode>separate</calibrationMode></parallelImaging>"
+        "</encoding>"))
     with h5py.File(os.path.join(out, "scan_raw_as_fastmri.h5"), "w") as f:
         twin, _ = whitened((full * mask).astype(np.complex64).astype(np.complex128), noise)
         f.create_dataset("kspace", data=twin.astype(np.complex64))

@@ -11,7 +11,8 @@
 //!   ([`msm::coils::Compression`], BART `cc -p N -S -A`), so that scans of different coil
 //!   counts share one;
 //! - coil maps estimated from the slice's ACS by ESPIRiT with BART `ecalib`'s defaults
-//!   ([`msm::coils::espirit`]);
+//!   ([`msm::coils::espirit`]), or from its separate reference scan where ISMRMRD raw data has
+//!   one ([`msm::io::fastmri::RawScan::slice_reference`]);
 //! - the k-space scaled so that the slice's zero-filled image has maximum 1 (a scanner's gain is
 //!   arbitrary; the simulator scales its measurements to 0.8 to 1.2 the same way).
 //!
@@ -290,7 +291,10 @@ fn prepare_image(
                 .noise_scan_std()
                 .unwrap_or_else(|| row_noise(k0.view(), &columns));
             let fitted = plan.kspace_to_model(k0.view());
-            let (measurement, gain) = prepare(fitted, columns, compress)
+            let reference = file
+                .slice_reference(index)
+                .map(|r| plan.kspace_to_model(r.view()));
+            let (measurement, gain) = prepare(fitted, reference, columns, compress)
                 .map_err(|e| fmt(format!("slice {index}: {e}")))?;
             // Zero-padding the readout (a scan shorter than the model) spreads the same noise
             // over more rows: sqrt(H / Hm) of it per entry; a crop keeps it.
@@ -308,16 +312,24 @@ fn prepare_image(
 
 /// One slice's measurement: `kspace` on the model's grid (compressed to `virtual_coils`
 /// virtual coils if set: [`msm::coils::Compression`]), its column mask, ESPIRiT maps from its
-/// ACS, the k-space scaled so that the zero-filled image's maximum is 1 (its noise level
-/// left to the caller: 0); and that gain.
+/// ACS (from `reference`, a separate reference scan on the same grid, when the scan has one),
+/// the k-space scaled so that the zero-filled image's maximum is 1 (its noise level left to
+/// the caller: 0); and that gain.
 fn prepare(
     kspace: ndarray::Array3<msm::C32>,
+    reference: Option<ndarray::Array3<msm::C32>>,
     columns: Vec<bool>,
     virtual_coils: Option<usize>,
 ) -> Result<(Measurement, f64)> {
-    let mut kspace = match virtual_coils {
-        Some(n) => Compression::svd(kspace.view(), n)?.apply(kspace.view())?,
-        None => kspace,
+    let cc = virtual_coils
+        .map(|n| Compression::svd(kspace.view(), n))
+        .transpose()?;
+    let (mut kspace, reference) = match &cc {
+        Some(cc) => (
+            cc.apply(kspace.view())?,
+            reference.map(|r| cc.apply(r.view())).transpose()?,
+        ),
+        None => (kspace, reference),
     };
     let (_, _, w) = kspace.dim();
     if columns.len() != w {
@@ -336,7 +348,13 @@ fn prepare(
                 .fill(msm::C32::new(0.0, 0.0));
         }
     }
-    let maps = espirit(kspace.view(), Some(&mask), &EspiritOptions::default())?;
+    let maps = match &reference {
+        Some(r) => {
+            let calib = Mask::Columns(detect_mask(r.view()));
+            espirit(r.view(), Some(&calib), &EspiritOptions::default())?
+        }
+        None => espirit(kspace.view(), Some(&mask), &EspiritOptions::default())?,
+    };
     let op = Sense::new(maps)?;
     let zf = op.adjoint(kspace.view(), Some(&mask));
     let peak = zf.iter().fold(0.0f32, |m, v| m.max(v.norm()));

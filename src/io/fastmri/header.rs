@@ -32,6 +32,33 @@ pub struct IsmrmrdHeader {
     pub encoded_fov_mm: Option<(f64, f64, f64)>,
     /// `encoding/reconSpace/fieldOfView_mm` `(x, y, z)`; `None` when not given.
     pub recon_fov_mm: Option<(f64, f64, f64)>,
+    /// `encoding/parallelImaging/calibrationMode`; `None` when not given.
+    pub calibration_mode: Option<CalibrationMode>,
+}
+
+/// How a parallel-imaging scan acquired its calibration (autocalibration, ACS) lines: ISMRMRD's
+/// `calibrationMode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CalibrationMode {
+    /// Within the imaging data: calibration lines are image data too (Siemens "integrated").
+    Embedded,
+    /// Spread over the images of a series (TSENSE).
+    Interleaved,
+    /// A reference scan of its own, which may differ in contrast or timing from the imaging
+    /// lines (Siemens "separate"): calibration for the coil maps only.
+    Separate,
+    /// Calibration from outside the scan: as `Separate`.
+    External,
+    /// Another mode the schema allows (`other`).
+    Other,
+}
+
+impl CalibrationMode {
+    /// Whether lines flagged calibration only (not also imaging) are a reference scan of their
+    /// own, not image data.
+    pub fn is_separate(self) -> bool {
+        matches!(self, CalibrationMode::Separate | CalibrationMode::External)
+    }
 }
 
 impl IsmrmrdHeader {
@@ -55,6 +82,7 @@ impl IsmrmrdHeader {
             kspace_center_2: limit_center(encoding, "kspace_encoding_step_2")?,
             encoded_fov_mm: field_of_view(encoding, "encodedSpace")?,
             recon_fov_mm: field_of_view(encoding, "reconSpace")?,
+            calibration_mode: calibration_mode(encoding)?,
         })
     }
 
@@ -89,6 +117,29 @@ fn field_of_view(encoding: &Element, space: &str) -> Result<Option<(f64, f64, f6
         }
     };
     Ok(Some((axis("x")?, axis("y")?, axis("z")?)))
+}
+
+/// `encoding/parallelImaging/calibrationMode`, when the header gives it.
+fn calibration_mode(encoding: &Element) -> Result<Option<CalibrationMode>, HeaderError> {
+    let Some(mode) = encoding
+        .child("parallelImaging")
+        .and_then(|p| p.child("calibrationMode"))
+    else {
+        return Ok(None);
+    };
+    Ok(Some(match mode.text.trim() {
+        "embedded" => CalibrationMode::Embedded,
+        "interleaved" => CalibrationMode::Interleaved,
+        "separate" => CalibrationMode::Separate,
+        "external" => CalibrationMode::External,
+        "other" => CalibrationMode::Other,
+        text => {
+            return Err(HeaderError(format!(
+                "<encoding>/<parallelImaging>/<calibrationMode> is {text:?}, expected \
+                 embedded, interleaved, separate, external or other"
+            )))
+        }
+    }))
 }
 
 /// `encoding/encodingLimits/<counter>/center`, when the header gives it.
@@ -393,6 +444,32 @@ mod tests {
         assert_eq!(h.recon_fov_mm, Some((140.0, 140.0, 3.0)));
         // 140 mm over 320 pixels; the slice thickness.
         assert_eq!(h.voxel_size_mm(), Some([0.4375, 0.4375, 3.0]));
+    }
+
+    #[test]
+    fn calibration_mode_is_read_and_checked() {
+        let with = |mode: &str| {
+            KNEE.replace(
+                "<trajectory>",
+                &format!(
+                    "<parallelImaging><calibrationMode>{mode}</calibrationMode>\
+                     </parallelImaging><trajectory>"
+                ),
+            )
+        };
+        assert_eq!(IsmrmrdHeader::parse(KNEE).unwrap().calibration_mode, None);
+        let separate = IsmrmrdHeader::parse(&with("separate")).unwrap();
+        assert_eq!(separate.calibration_mode, Some(CalibrationMode::Separate));
+        assert!(CalibrationMode::Separate.is_separate());
+        assert!(CalibrationMode::External.is_separate());
+        assert!(!CalibrationMode::Embedded.is_separate());
+        let e = IsmrmrdHeader::parse(&with("grappa"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("calibrationMode") && e.contains("\"grappa\""),
+            "{e}"
+        );
     }
 
     #[test]

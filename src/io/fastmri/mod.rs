@@ -54,7 +54,7 @@ mod raw;
 mod scan;
 mod select;
 
-pub use header::{HeaderError, IsmrmrdHeader};
+pub use header::{CalibrationMode, HeaderError, IsmrmrdHeader};
 pub use image::{center_crop, crop_or_pad, detect_mask, reference_image, rss_image, zero_pad};
 pub use raw::{is_raw, CounterValues, Partitions, RawOptions, RawScan, Selection, COUNTERS};
 pub use scan::HdfScan;

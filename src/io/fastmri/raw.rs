@@ -30,9 +30,12 @@
 //! phase-encode lines in every partition acquired (undersampling along the first phase encode
 //! only; partitions with no line, as under partial Fourier, are zero-filled); other patterns
 //! are refused. Lines of another encoding than the header's first (`encoding_space_ref` > 0,
-//! e.g. a separately encoded reference scan, of other geometry) are not read. Noise
-//! measurements (flag
-//! 19), which scanners take with the RF off, give the noise covariance of the receive channels:
+//! e.g. a separately encoded reference scan, of other geometry) are not read. Where the
+//! header's calibration mode is `separate` or `external`, lines flagged parallel calibration
+//! only (flag 20, not 21) are a reference scan of their own: placed on a grid of their own,
+//! whatever the image's counters ([`RawScan::slice_reference`]), and not image data. Noise
+//! measurements (flag 19), which scanners take with the RF off, give the noise covariance of
+//! the receive channels:
 //! the k-space is prewhitened with it ([`crate::coils::Whitening`]: white noise of the mean
 //! channel's level), and its std per real component, corrected for the noise lines' dwell time,
 //! is [`RawScan::noise_std`]; navigators, phase correction and other non-imaging acquisitions
@@ -40,7 +43,7 @@
 //! W bytes a slice).
 
 use super::geometry::SliceGeometry;
-use super::{open_hdf5, read_text, IsmrmrdHeader, DAMAGED};
+use super::{open_hdf5, read_text, CalibrationMode, IsmrmrdHeader, DAMAGED};
 use crate::coils::Whitening;
 use crate::fft::Fft2;
 use crate::{Error, Result, C32};
@@ -142,6 +145,8 @@ impl CounterValues {
 /// (first / last in an encoding step, average, slice, contrast, phase, repetition, set,
 /// segment), 20 and 21 (parallel calibration) and 25 (last in measurement) mark imaging lines.
 const NOISE_MEASUREMENT: u32 = 19;
+const PARALLEL_CALIBRATION: u32 = 20;
+const PARALLEL_CALIBRATION_AND_IMAGING: u32 = 21;
 const REVERSE: u32 = 22;
 /// Navigators (23), phase correction (24), HP feedback (26), dummy scans (27), RT feedback
 /// (28), surface-coil correction (29) and phase stabilisation (30, 31): not image data.
@@ -179,6 +184,8 @@ pub struct RawScan {
     /// Where each slice lies, as its first imaging line states it (`None` where the file
     /// states no usable geometry).
     geometry: Vec<Option<SliceGeometry>>,
+    /// A separate reference scan's k-space per slice (calibration only).
+    reference: Vec<Option<Array3<C32>>>,
 }
 
 impl std::fmt::Debug for RawScan {
@@ -323,6 +330,9 @@ fn acquisition_bytes(data: &Dataset) -> std::result::Result<(Vec<u8>, usize), St
 
 /// The acquisition-header fields that tell which image a line belongs to.
 struct ImageFields {
+    /// Whether calibration-only lines are a reference scan of their own (the header's
+    /// calibration mode is separate or external), not image data.
+    separate: bool,
     flags: Field,
     /// `encoding_space_ref`: which of the header's encodings the line belongs to.
     encoding: Field,
@@ -332,9 +342,12 @@ struct ImageFields {
 }
 
 impl ImageFields {
-    fn new(dtype: &Datatype) -> std::result::Result<Self, String> {
+    fn new(dtype: &Datatype, header: &IsmrmrdHeader) -> std::result::Result<Self, String> {
         let idx = |name: &str| integer(dtype, &["head", "idx", name]);
         Ok(ImageFields {
+            separate: header
+                .calibration_mode
+                .is_some_and(CalibrationMode::is_separate),
             flags: integer(dtype, &["head", "flags"])?,
             encoding: integer(dtype, &["head", "encoding_space_ref"])?,
             e2: idx("kspace_encode_step_2")?,
@@ -350,7 +363,10 @@ impl ImageFields {
     /// lines in (lines of other encodings, such as a separately encoded reference scan, are not
     /// read).
     fn image(&self, element: &[u8]) -> Option<[u64; 4]> {
-        if !is_imaging(self.flags.read(element)) || self.encoding.read(element) != 0 {
+        if !is_imaging(self.flags.read(element))
+            || self.encoding.read(element) != 0
+            || self.is_reference(element)
+        {
             return None;
         }
         let mut image = [0; 4];
@@ -358,6 +374,18 @@ impl ImageFields {
             *v = field.read(element);
         }
         Some(image)
+    }
+
+    /// Whether `element` is a line of a separate reference scan: flagged parallel calibration
+    /// only (not also imaging), of the header's first encoding, in a file whose calibration
+    /// mode is separate or external.
+    fn is_reference(&self, element: &[u8]) -> bool {
+        let flags = self.flags.read(element);
+        self.separate
+            && has_flag(flags, PARALLEL_CALIBRATION)
+            && !has_flag(flags, PARALLEL_CALIBRATION_AND_IMAGING)
+            && is_imaging(flags)
+            && self.encoding.read(element) == 0
     }
 
     /// The combinations of counter values ([`COUNTERS`]' order) on the imaging lines of the
@@ -403,7 +431,7 @@ impl RawScan {
         let file = open_hdf5(path, RAW_LAYOUT)?;
         let (header, data) = header_and_data(&file).map_err(fmt)?;
         let (bytes, size) = acquisition_bytes(&data).map_err(fmt)?;
-        let images = ImageFields::new(data.dtype())
+        let images = ImageFields::new(data.dtype(), &header)
             .and_then(|f| f.images(&bytes, size, header.encoded_size.2))
             .map_err(fmt)?;
         Ok(images
@@ -440,6 +468,7 @@ impl RawScan {
             counters,
             unselected,
             geometry,
+            mut reference,
         } = assemble(&data, &header, &options.select).map_err(fmt)?;
         let coils = slices[0].dim().0;
         // The noise scan: the file's own, or one taken as a measurement of its own.
@@ -462,7 +491,7 @@ impl RawScan {
                 let wh = Whitening::from_noise(samples.view())
                     .map_err(|e| noise_err(format!("noise measurements: {e}")))?;
                 if prewhiten {
-                    for s in &mut slices {
+                    for s in slices.iter_mut().chain(reference.iter_mut().flatten()) {
                         wh.apply(s)?;
                     }
                 }
@@ -492,6 +521,7 @@ impl RawScan {
             unselected,
             encoding_3d,
             geometry,
+            reference,
         })
     }
 
@@ -575,6 +605,16 @@ impl RawScan {
         self.unselected
     }
 
+    /// Slice `index`'s k-space of the separate reference scan, `(coils, H, W)` on the image's
+    /// grid (prewhitened as the image): lines flagged parallel calibration only, in a file whose
+    /// header's calibration mode is separate or external. They are calibration for the coil
+    /// maps, not image data, so they are not in [`RawScan::slice_kspace`]; `None` when the
+    /// file has none for this slice. Read whatever the image's counters (a reference scan
+    /// serves every image of a series).
+    pub fn slice_reference(&self, index: usize) -> Option<&Array3<C32>> {
+        self.reference.get(index).and_then(Option::as_ref)
+    }
+
     /// Where slice `index` lies in the scanner, as its first imaging line states it (a 3-D
     /// slab's partitions moved along its normal; [`super::geometry`]); `None` when the file
     /// states no usable geometry, or the index is out of range.
@@ -633,8 +673,71 @@ fn along_partitions(mut parts: Vec<Array3<C32>>, keep: usize) -> Vec<Array3<C32>
     parts.drain(first..first + keep).collect()
 }
 
+/// Lines placed on a k-space grid: `(coils, H, W)` sums and per-column counts of the lines
+/// placed, at index `slice * depth + partition` (one partition for a 2-D encoding).
+#[derive(Default)]
+struct Grid {
+    sums: Vec<Array3<C32>>,
+    counts: Vec<Vec<u32>>,
+}
+
+impl Grid {
+    /// The sum and the column counts of partition `k` (`depth` partitions a slab), the grid
+    /// grown by whole slabs of `(coils, h, w)` zeros as needed: a partition no line fills
+    /// (partial Fourier) stays zero.
+    fn at(
+        &mut self,
+        k: usize,
+        depth: usize,
+        (c, h, w): (usize, usize, usize),
+    ) -> (&mut Array3<C32>, &mut Vec<u32>) {
+        while self.sums.len() < (k / depth + 1) * depth {
+            self.sums.push(Array3::zeros((c, h, w)));
+            self.counts.push(vec![0; w]);
+        }
+        (&mut self.sums[k], &mut self.counts[k])
+    }
+
+    /// Lines placed more than once (averages) averaged.
+    fn average(&mut self) {
+        for (sum, count) in self.sums.iter_mut().zip(&self.counts) {
+            for (col, &n) in count.iter().enumerate() {
+                if n > 1 {
+                    sum.slice_mut(ndarray::s![.., .., col])
+                        .mapv_inplace(|v| v / n as f32);
+                }
+            }
+        }
+    }
+
+    /// The grid as `count` slices (the image's), `keep` of each slab of `depth` partitions (an
+    /// inverse FFT along them, as the image's): `None` for a slice no line reached.
+    fn slices(self, depth: usize, keep: usize, count: usize) -> Vec<Option<Array3<C32>>> {
+        let held: Vec<bool> = self
+            .counts
+            .chunks(depth)
+            .map(|slab| slab.iter().flatten().any(|&n| n > 0))
+            .collect();
+        let mut parts = self.sums.into_iter();
+        let mut slices = Vec::with_capacity(count);
+        for any in held {
+            let slab: Vec<Array3<C32>> = parts.by_ref().take(depth).collect();
+            match (any, depth) {
+                (false, _) => slices.extend((0..keep).map(|_| None)),
+                (true, 1) => slices.extend(slab.into_iter().map(Some)),
+                (true, _) => slices.extend(along_partitions(slab, keep).into_iter().map(Some)),
+            }
+        }
+        slices.resize(count, None);
+        slices
+    }
+}
+
 /// What [`assemble`] finds in the acquisitions.
 struct Assembled {
+    /// A separate reference scan's k-space per slice, as the slices' (`None` where it has no
+    /// line; empty when the file has no reference scan).
+    reference: Vec<Option<Array3<C32>>>,
     /// One `(coils, H, W)` k-space per slice (per kept partition of each slab for a 3-D
     /// encoding).
     slices: Vec<Array3<C32>>,
@@ -868,7 +971,7 @@ fn assemble(
     let discard_post = head("discard_post")?;
     let e1 = idx("kspace_encode_step_1")?;
     let slice = idx("slice")?;
-    let fields = ImageFields::new(dtype)?;
+    let fields = ImageFields::new(dtype, header)?;
     let placed = GeometryFields::new(dtype);
     let (flags, e2) = (fields.flags, fields.e2);
     let (bytes, size) = acquisition_bytes(data)?;
@@ -885,10 +988,9 @@ fn assemble(
     let mut unselected = 0;
     let center = header.kspace_center.unwrap_or(w / 2);
     let center_2 = header.kspace_center_2.unwrap_or(depth / 2);
-    // (slice, partition, column) -> (sum, count) of the lines placed there, at index
-    // `slice * depth + partition` (one partition for a 2-D encoding).
-    let mut sums: Vec<Array3<C32>> = Vec::new();
-    let mut counts: Vec<Vec<u32>> = Vec::new();
+    // The image's lines, and a separate reference scan's.
+    let mut image = Grid::default();
+    let mut reference = Grid::default();
     // Each slice's (slab's) geometry, from its first imaging line.
     let mut slab_geometry: Vec<Option<Option<SliceGeometry>>> = Vec::new();
     let mut coils = None;
@@ -898,7 +1000,8 @@ fn assemble(
     for (i, element) in bytes.chunks_exact(size).enumerate() {
         let what = |m: String| format!("acquisition {i}: {m}");
         let fl = flags.read(element);
-        if is_imaging(fl) && fields.image(element) != Some(selected) {
+        let is_reference = fields.is_reference(element);
+        if is_imaging(fl) && !is_reference && fields.image(element) != Some(selected) {
             unselected += 1;
             continue;
         }
@@ -951,15 +1054,12 @@ fn assemble(
                 ))
             })?;
         let k = slice.read(element) as usize * depth + part;
-        // Whole slabs: a partition no line fills (partial Fourier) stays zero.
-        while sums.len() < (k / depth + 1) * depth {
-            sums.push(Array3::zeros((c, h, w)));
-            counts.push(vec![0; w]);
+        if !is_reference {
+            if slab_geometry.len() <= k / depth {
+                slab_geometry.resize(k / depth + 1, None);
+            }
+            slab_geometry[k / depth].get_or_insert_with(|| placed.and_then(|g| g.read(element)));
         }
-        if slab_geometry.len() <= k / depth {
-            slab_geometry.resize(k / depth + 1, None);
-        }
-        slab_geometry[k / depth].get_or_insert_with(|| placed.and_then(|g| g.read(element)));
         // The samples kept: all but `discard_pre` at the start and `discard_post` at the end.
         let (pre, post) = (
             discard_pre.read(element) as usize,
@@ -983,14 +1083,20 @@ fn assemble(
                 h / 2
             )));
         }
+        let grid = if is_reference {
+            &mut reference
+        } else {
+            &mut image
+        };
+        let (sum, count) = grid.at(k, depth, (c, h, w));
         for ch in 0..c {
             for s in 0..kept {
-                sums[k][(ch, first as usize + s, col)] += line[ch * n + pre + s];
+                sum[(ch, first as usize + s, col)] += line[ch * n + pre + s];
             }
         }
-        counts[k][col] += 1;
+        count[col] += 1;
     }
-    if sums.is_empty() {
+    if image.sums.is_empty() {
         let image = counters
             .iter()
             .map(|c| format!("{} {}", c.name, c.selected))
@@ -1001,14 +1107,8 @@ fn assemble(
              values that the file's lines have"
         ));
     }
-    for (sum, count) in sums.iter_mut().zip(&counts) {
-        for (col, &n) in count.iter().enumerate() {
-            if n > 1 {
-                sum.slice_mut(ndarray::s![.., .., col])
-                    .mapv_inplace(|v| v / n as f32);
-            }
-        }
-    }
+    image.average();
+    reference.average();
     // The central partitions of the recon matrix (the slice oversampling removed).
     let keep = match header.recon_size.2 {
         z if (1..=depth).contains(&z) => z,
@@ -1020,6 +1120,7 @@ fn assemble(
         (None, Some((_, _, z))) => Some(z / keep as f64),
         (None, None) => None,
     };
+    let Grid { sums, counts } = image;
     let mut parts = sums.into_iter();
     let mut slices = Vec::with_capacity(counts.len() / depth * keep);
     let mut geometry = Vec::with_capacity(slices.capacity());
@@ -1064,7 +1165,9 @@ fn assemble(
         filled: filled as f64 / (counts.len() / depth) as f64,
     });
     let noise = noise.finish();
+    let reference = reference.slices(depth, keep, slices.len());
     Ok(Assembled {
+        reference,
         slices,
         encoding_3d,
         noise,

@@ -92,6 +92,16 @@ impl HdfScan {
         }
     }
 
+    /// Slice `index`'s k-space of a separate reference scan (ISMRMRD raw data whose header's
+    /// calibration mode is separate: [`RawScan::slice_reference`]), the source of its coil
+    /// maps; fastMRI files keep none.
+    pub fn slice_reference(&self, index: usize) -> Option<&Array3<C32>> {
+        match self {
+            HdfScan::FastMri(_) => None,
+            HdfScan::Raw(r) => r.slice_reference(index),
+        }
+    }
+
     /// Where slice `index` lies in the scanner: ISMRMRD raw data whose acquisitions state it
     /// ([`RawScan::slice_geometry`]); fastMRI files keep no acquisition headers.
     pub fn slice_geometry(&self, index: usize) -> Option<SliceGeometry> {
