@@ -128,7 +128,7 @@ fn a_simulated_slice_shows_its_mask_and_bad_files_are_refused() {
         &["info", s(&d.join("acq_ref.npy"))],
         &[
             "acq_ref.npy",
-            "msm info reads a model (.onnx) or multi-coil k-space",
+            "msm info reads a model (.onnx), a NIfTI volume",
         ],
     );
     std::fs::write(d.join("junk.onnx"), b"junk").unwrap();

@@ -257,6 +257,14 @@ fn real_volumes_turn_to_ras_as_nibabel_turns_them() {
     assert_eq!(lab.data, want);
     let stored = read_nifti(templates.join("natbrainlab.nii.gz")).unwrap();
     assert_ne!(stored.data, want, "stored LAS: x reversed");
+    // `msm info` names the stored axes as nibabel does, and the planes simulate cuts.
+    let lab_path = templates.join("natbrainlab.nii.gz");
+    let info = ok(&["info", s(&lab_path), "--json"]);
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["placement"]["axes"], nibabel(&lab_path).codes.as_str());
+    assert_eq!(info["placement"]["form"], "sform");
+    let (_, _, nz) = want.dim();
+    assert_eq!(info["slices"]["axial"], nz);
     let ch2 = read_nifti(templates.join("ch2.nii.gz")).unwrap();
     let turned = d.join("ch2_pil.nii.gz");
     assert_eq!(nibabel(&turned).codes, "PIL");

@@ -7,6 +7,7 @@
 use super::scan::{Placed, Scan};
 use msm::denoiser::{Backend, OnnxDenoiser};
 use msm::io::fastmri::{detect_mask, FastMriFile, HdfScan, RawOptions, RawScan};
+use msm::io::nifti::{read_nifti_placed, Form, Plane};
 use msm::mask::acs_lines;
 use msm::noise::row_noise;
 use msm::volume::grid::GridPlan;
@@ -36,6 +37,8 @@ pub fn run(a: Args) -> Result<()> {
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     let (text, value) = if is_model {
         model(&a.file)?
+    } else if super::data::kind(&a.file) == super::data::Kind::Nifti {
+        volume(&a.file)?
     } else {
         scan(&a.file, &a.raw.options()?)?
     };
@@ -45,6 +48,57 @@ pub fn run(a: Args) -> Result<()> {
         print!("{text}");
     }
     Ok(())
+}
+
+/// A NIfTI volume: its size, voxel sizes, placement (which form, the axes, the origin) and the
+/// planes `msm simulate` cuts from it (in the voxel order closest to RAS).
+fn volume(path: &Path) -> Result<(String, Value)> {
+    let (vol, placed) = read_nifti_placed(path)?;
+    let (nx, ny, nz) = vol.data.dim();
+    let [vx, vy, vz] = vol.voxel_size;
+    let space = placed.space;
+    let form = match placed.form {
+        Form::Sform(code) => format!("sform (code {code})"),
+        Form::Qform(code) => format!("qform (code {code})"),
+        Form::Pixdim => "neither sform nor qform: pixdim along the world axes".to_string(),
+    };
+    let [x, y, z] = space.world([0.0; 3]);
+    let (canonical, _) = vol.reoriented(&space);
+    let counts = [Plane::Axial, Plane::Coronal, Plane::Sagittal].map(|p| canonical.slice_count(p));
+    let text = format!(
+        "{}: NIfTI-1 volume, {nx} x {ny} x {nz} voxels of {vx:.4} x {vy:.4} x {vz:.4} mm\n  \
+         placement: \
+         {form}: voxel axes i, j, k point to {} (RAS+), voxel (0, 0, 0) at ({x:.2}, {y:.2}, \
+         {z:.2}) mm\n  msm simulate reads it in RAS order: {} axial, {} coronal and {} sagittal \
+         slices\n",
+        path.display(),
+        space.axis_codes(),
+        counts[0],
+        counts[1],
+        counts[2]
+    );
+    let value = json!({
+        "file": path.display().to_string(),
+        "kind": "volume",
+        "format": "NIfTI-1",
+        "shape": [nx, ny, nz],
+        "voxel_size_mm": vol.voxel_size,
+        "placement": {
+            "form": match placed.form {
+                Form::Sform(_) => "sform",
+                Form::Qform(_) => "qform",
+                Form::Pixdim => "pixdim",
+            },
+            "code": match placed.form {
+                Form::Sform(c) | Form::Qform(c) => Some(c),
+                Form::Pixdim => None,
+            },
+            "axes": space.axis_codes(),
+            "affine_ras_mm": space.affine(),
+        },
+        "slices": { "axial": counts[0], "coronal": counts[1], "sagittal": counts[2] },
+    });
+    Ok((text, value))
 }
 
 /// A model's metadata, executor and card.
@@ -106,8 +160,8 @@ struct SliceInfo {
 fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
     let scan = Scan::open(path, raw_options).map_err(|e| {
         Error::invalid(format!(
-            "{e}. msm info reads a model (.onnx) or multi-coil k-space (.h5, .npy (coils, H, W) \
-             or (slices, coils, H, W), .cfl [H, W, 1, coils])"
+            "{e}. msm info reads a model (.onnx), a NIfTI volume (.nii, .nii.gz) or multi-coil \
+             k-space (.h5, .npy (coils, H, W) or (slices, coils, H, W), .cfl [H, W, 1, coils])"
         ))
     })?;
     let (h, w) = scan.kspace_size();

@@ -181,7 +181,10 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
         );
     }
     let (space, placed) = first.scan().voxel_space(&range, first.plan())?;
-    if let Some(note) = placed.note(kspace) {
+    if let Some(note) = placed
+        .note(kspace)
+        .filter(|_| format == VolumeFormat::Nifti)
+    {
         eprintln!("{note}");
     }
     write_series(output, format, &series.shape(), &volumes, &space)?;

@@ -220,7 +220,8 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         }
     }
     let (space, placed) = inputs.scan().voxel_space(&range, inputs.plan())?;
-    if let Some(note) = placed.note(kspace) {
+    let nifti = outputs.iter().any(|(_, f)| *f == VolumeFormat::Nifti);
+    if let Some(note) = placed.note(kspace).filter(|_| nifti) {
         say(note);
     }
     let volumes = (0..series.images.len())

@@ -244,19 +244,39 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
     read_nifti_placed(path).map(|(volume, _)| volume)
 }
 
+/// Which of a NIfTI-1 header's forms placed a volume ([`read_nifti_placed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// The sform, with its code (1 scanner, 2 aligned, 3 Talairach, 4 MNI, ...).
+    Sform(i16),
+    /// The qform, with its code.
+    Qform(i16),
+    /// Neither is set (or usable): `pixdim` along the world axes.
+    Pixdim,
+}
+
+/// A volume's placement as its header states it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Placement {
+    /// The voxel-to-world map.
+    pub space: VoxelSpace,
+    /// The form it came from.
+    pub form: Form,
+}
+
 /// Reads a NIfTI-1 volume as [`read_nifti`] does, turned to the voxel order closest to RAS
 /// ([`Volume::reoriented`], as nibabel's `as_closest_canonical`): `x` towards the subject's
 /// Right, `y` Anterior, `z` Superior, so that [`Volume::slice`]'s planes are the anatomical
 /// ones whatever order the file stores (a sagittal acquisition, a radiological LAS file).
 pub fn read_nifti_canonical(path: impl AsRef<Path>) -> Result<Volume> {
-    let (volume, space) = read_nifti_placed(path)?;
-    Ok(volume.reoriented(&space).0)
+    let (volume, placed) = read_nifti_placed(path)?;
+    Ok(volume.reoriented(&placed.space).0)
 }
 
 /// Reads a NIfTI-1 volume as [`read_nifti`] does, with its placement: the sform when its code
 /// is set (and it is not degenerate), else the qform when its code is set, else NIfTI's
 /// method 1 (`pixdim` along the world axes, no orientation).
-pub fn read_nifti_placed(path: impl AsRef<Path>) -> Result<(Volume, VoxelSpace)> {
+pub fn read_nifti_placed(path: impl AsRef<Path>) -> Result<(Volume, Placement)> {
     let path = path.as_ref();
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
@@ -417,7 +437,7 @@ pub fn read_nifti_placed(path: impl AsRef<Path>) -> Result<(Volume, VoxelSpace)>
 
 /// The header's voxel-to-world map: the sform (code > 0), else the qform (code > 0), else
 /// `pixdim` along the world axes; a degenerate form is passed over for the next.
-fn placement(h: &Fields) -> VoxelSpace {
+fn placement(h: &Fields) -> Placement {
     let pixdim: [f64; 3] = std::array::from_fn(|i| {
         let v = f64::from(h.f32(80 + 4 * i)).abs();
         if v.is_finite() && v > 0.0 {
@@ -426,16 +446,21 @@ fn placement(h: &Fields) -> VoxelSpace {
             1.0
         }
     });
-    let sform = (h.i16(254) > 0)
+    let (sform_code, qform_code) = (h.i16(254), h.i16(252));
+    let sform = (sform_code > 0)
         .then(|| {
             VoxelSpace::new(std::array::from_fn(|r| {
                 std::array::from_fn(|c| f64::from(h.f32(280 + 16 * r + 4 * c)))
             }))
             .ok()
         })
-        .flatten();
+        .flatten()
+        .map(|space| Placement {
+            space,
+            form: Form::Sform(sform_code),
+        });
     let qform = || {
-        (h.i16(252) > 0)
+        (qform_code > 0)
             .then(|| {
                 let q = Quaternion {
                     bcd: std::array::from_fn(|i| f64::from(h.f32(256 + 4 * i))),
@@ -454,12 +479,17 @@ fn placement(h: &Fields) -> VoxelSpace {
                 .ok()
             })
             .flatten()
+            .map(|space| Placement {
+                space,
+                form: Form::Qform(qform_code),
+            })
     };
-    sform.or_else(qform).unwrap_or_else(|| {
-        VoxelSpace::new(std::array::from_fn(|r| {
+    sform.or_else(qform).unwrap_or_else(|| Placement {
+        space: VoxelSpace::new(std::array::from_fn(|r| {
             std::array::from_fn(|c| if c == r { pixdim[r] } else { 0.0 })
         }))
-        .unwrap_or(VoxelSpace::unit())
+        .unwrap_or(VoxelSpace::unit()),
+        form: Form::Pixdim,
     })
 }
 

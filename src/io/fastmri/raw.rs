@@ -996,6 +996,7 @@ fn assemble(
     let mut coils = None;
     let mut noise = NoiseLines::default();
     let mut imaging_dwell = 0.0f32;
+    let mut image_dwell_read = false;
     let mut skipped = 0;
     for (i, element) in bytes.chunks_exact(size).enumerate() {
         let what = |m: String| format!("acquisition {i}: {m}");
@@ -1021,11 +1022,13 @@ fn assemble(
                     .into(),
             ));
         }
+        // The image's dwell time (a reference scan may be read at another bandwidth).
+        if !is_reference && !image_dwell_read {
+            imaging_dwell = lines.dwell(element);
+            image_dwell_read = true;
+        }
         match coils {
-            None => {
-                coils = Some(c);
-                imaging_dwell = lines.dwell(element);
-            }
+            None => coils = Some(c),
             Some(prev) if prev != c => {
                 return Err(what(format!(
                     "has {c} channels where earlier acquisitions have {prev}"
