@@ -11,7 +11,9 @@
 
 mod common;
 
-use common::{fails, h5py_fixtures, kill_after_a_part, msm, ok, python_fixtures, s, tiny_model};
+use common::{
+    fails, h5py_fixtures, kill_after_a_part, msm, ok, python_fixtures, s, tiny_model, zero_filled,
+};
 use msm::io::fastmri::{is_raw, RawOptions, RawScan, Selection};
 use msm::io::{cfl, npy};
 use msm::volume::Parts;
@@ -417,22 +419,6 @@ fn the_cli_reads_raw_data_as_a_volume() {
         &["metrics", s(&raw), s(&img)],
         &["raw.h5", "ISMRMRD raw data, which holds no reference image"],
     );
-}
-
-/// `msm recon` zero-filled (maps from the ratio to the coil combination) of `input` into
-/// `output`, with `extra` options.
-fn zero_filled(input: &Path, output: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "recon",
-        s(input),
-        s(output),
-        "--method",
-        "zero-filled",
-        "--maps-method",
-        "ratio",
-    ];
-    args.extend_from_slice(extra);
-    ok(&args);
 }
 
 #[test]

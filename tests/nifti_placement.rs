@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{msm, ok, python_fixtures, s, tiny_meta, tiny_model_with};
+use common::{msm, ok, python_fixtures, s, tiny_meta, tiny_model_with, zero_filled};
 use msm::io::nifti::{read_nifti, read_nifti_canonical, write_nifti_nd, Volume};
 use msm::io::space::VoxelSpace;
 use ndarray::Array3;
@@ -123,23 +123,10 @@ fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
     let d = dir.path();
     let expected: Value =
         serde_json::from_slice(&std::fs::read(d.join("geometry.json")).unwrap()).unwrap();
-    let recon = |input: &Path, output: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "recon",
-            s(input),
-            s(output),
-            "--method",
-            "zero-filled",
-            "--maps-method",
-            "ratio",
-        ];
-        args.extend_from_slice(extra);
-        ok(&args)
-    };
     for name in ["geom_2d.h5", "geom_3d.h5"] {
         let input = d.join(name);
         let out = d.join(name.replace(".h5", ".nii.gz"));
-        recon(&input, &out, &[]);
+        zero_filled(&input, &out, &[]);
         let nib = assert_placed(&out, &expected[name], 0);
         // Oblique slices: the axes nibabel names, which `msm info` states too.
         let info = ok(&["info", s(&input), "--json"]);
@@ -154,7 +141,7 @@ fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
     }
     // A range of slices starts the affine at the first slice written.
     let part = d.join("part.nii");
-    recon(&d.join("geom_2d.h5"), &part, &["--slices", "1..3"]);
+    zero_filled(&d.join("geom_2d.h5"), &part, &["--slices", "1..3"]);
     assert_placed(&part, &expected["geom_2d.h5"], 1);
     // The model's reconstruction writes the same placement.
     let model = d.join("tiny.onnx");
@@ -178,7 +165,7 @@ fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
     assert_eq!(nibabel(&msm_out).sform, zf.sform);
     // Slices not evenly spaced share no affine: a note, and axes along the world's.
     let uneven = d.join("uneven.nii");
-    let out = recon(&d.join("geom_uneven.h5"), &uneven, &[]);
+    let out = zero_filled(&d.join("geom_uneven.h5"), &uneven, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("not placed in scanner coordinates") && err.contains("evenly spaced"),

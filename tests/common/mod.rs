@@ -30,6 +30,22 @@ pub fn ok(args: &[&str]) -> Output {
     out
 }
 
+/// `msm recon` zero-filled (maps from the ratio to the coil combination) of `input` into
+/// `output`, with `extra` options; asserts success.
+pub fn zero_filled(input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "recon",
+        s(input),
+        s(output),
+        "--method",
+        "zero-filled",
+        "--maps-method",
+        "ratio",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
 /// Runs `msm` and asserts a clean failure: exit code 1, no panic, and an error message that
 /// contains every needle.
 pub fn fails(args: &[&str], needles: &[&str]) {
