@@ -736,7 +736,7 @@ impl Grid {
 /// What [`assemble`] finds in the acquisitions.
 struct Assembled {
     /// A separate reference scan's k-space per slice, as the slices' (`None` where it has no
-    /// line; empty when the file has no reference scan).
+    /// line: every slice of a file without one).
     reference: Vec<Option<Array3<C32>>>,
     /// One `(coils, H, W)` k-space per slice (per kept partition of each slab for a 3-D
     /// encoding).
