@@ -425,13 +425,13 @@ pub fn read_nifti_placed(path: impl AsRef<Path>) -> Result<(Volume, Placement)> 
         .map_err(|e| Error::format(path, e.to_string()))?
         .as_standard_layout()
         .into_owned();
-    let space = placement(&h);
+    let placed = placement(&h);
     Ok((
         Volume {
             data,
             voxel_size: [h.f32(80), h.f32(84), h.f32(88)],
         },
-        space,
+        placed,
     ))
 }
 
@@ -485,10 +485,7 @@ fn placement(h: &Fields) -> Placement {
             })
     };
     sform.or_else(qform).unwrap_or_else(|| Placement {
-        space: VoxelSpace::new(std::array::from_fn(|r| {
-            std::array::from_fn(|c| if c == r { pixdim[r] } else { 0.0 })
-        }))
-        .unwrap_or(VoxelSpace::unit()),
+        space: VoxelSpace::scaled(pixdim.map(|v| v as f32)).unwrap_or(VoxelSpace::unit()),
         form: Form::Pixdim,
     })
 }
