@@ -177,7 +177,11 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
                     let image = solve(a, &op, &k, &mask).map_err(|e| inputs.in_slice(index, e))?;
                     Ok(inputs.plan().image_to_output(image.view()))
                 })
-                .collect::<Result<Vec<Array2<C32>>>>()?,
+                // All slices are solved before the first failure (in slice order) is
+                // reported, so the error does not depend on which thread finished first.
+                .collect::<Vec<Result<Array2<C32>>>>()
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?,
         );
     }
     let (space, placed) = first.scan().voxel_space(&range, first.plan())?;

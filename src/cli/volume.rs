@@ -212,7 +212,13 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
             Ok(())
         };
         if parallel {
-            jobs.par_iter().try_for_each(|&job| one(job, false))?;
+            // Every job runs (a finished slice's part is kept for a resumed run) and the
+            // first failure in job order is reported, whichever thread met it first.
+            jobs.par_iter()
+                .map(|&job| one(job, false))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect::<Result<()>>()?;
         } else {
             for &job in &jobs {
                 one(job, true)?;

@@ -306,6 +306,10 @@ fn prepare_image(
                 noise: raw_noise * gain * rows.sqrt(),
             }))
         })
+        // Every slice is tried, so that the error reported is the first failing slice's
+        // whichever thread finished first (rayon's short-circuit would pick by timing).
+        .collect::<Vec<_>>()
+        .into_iter()
         .collect::<Result<Vec<_>>>()?;
     Ok((prepared.into_iter().flatten().collect(), file.num_slices()))
 }
