@@ -439,6 +439,67 @@ fn recon_runs_every_slice_of_a_volume_as_on_one_slice() {
 }
 
 #[test]
+fn a_2d_pattern_mask_reconstructs_each_slice_of_a_volume_as_on_one_slice() {
+    let Some((dir, model)) = fixtures() else {
+        return;
+    };
+    let d = dir.path();
+    let file = FastMriFile::open(d.join("plain.h5")).unwrap();
+    // A 2-D pattern: a 12 x 12 centre and two thirds of the other entries.
+    let pattern = Array2::from_shape_fn((32, 32), |(r, c)| {
+        let centre = (10..22).contains(&r) && (10..22).contains(&c);
+        f32::from(u8::from(centre || (r * 7 + c * 3) % 3 != 0))
+    });
+    let mask = d.join("pattern.npy");
+    npy::write_npy(&mask, &pattern).unwrap();
+    let slices: Vec<Array3<C32>> = (0..2).map(|i| file.slice_kspace(i).unwrap()).collect();
+    let views: Vec<_> = slices.iter().map(|k| k.view()).collect();
+    let stack = d.join("stack.npy");
+    npy::write_npy(&stack, &ndarray::stack(Axis(0), &views).unwrap()).unwrap();
+    // The volume (maps estimated per slice from the pattern's centre) against the one-slice
+    // commands with the same mask, bit for bit.
+    let vol = d.join("cg.npy");
+    ok(&["recon", "--mask", s(&mask), s(&stack), s(&vol)]);
+    let v: Array3<C32> = npy::read_npy_as(&vol).unwrap();
+    for (i, k) in slices.iter().enumerate() {
+        let (ksp, maps, one) = (
+            d.join(format!("k{i}.npy")),
+            d.join(format!("m{i}.npy")),
+            d.join(format!("one{i}.npy")),
+        );
+        npy::write_npy(&ksp, k).unwrap();
+        ok(&["ecalib", "--mask", s(&mask), s(&ksp), s(&maps)]);
+        ok(&["recon", "--mask", s(&mask), s(&ksp), s(&maps), s(&one)]);
+        let one: Array2<C32> = npy::read_npy_as(&one).unwrap();
+        assert_eq!(v.index_axis(Axis(0), i), one, "slice {i}");
+    }
+    // Under a 2-D pattern no axis is fully sampled, so the rows cannot be padded to the
+    // model's: a 24-row stack and the 32 x 32 model are refused, with both grids.
+    let short: Vec<_> = slices
+        .iter()
+        .map(|k| k.slice(ndarray::s![.., 4..28, ..]))
+        .collect();
+    let short_stack = d.join("short.npy");
+    npy::write_npy(&short_stack, &ndarray::stack(Axis(0), &short).unwrap()).unwrap();
+    let short_mask = d.join("short_pattern.npy");
+    npy::write_npy(
+        &short_mask,
+        &pattern.slice(ndarray::s![4..28, ..]).to_owned(),
+    )
+    .unwrap();
+    let out = d.join("short_out.npy");
+    fails(
+        &recon_args(
+            &model,
+            "3",
+            &["--mask", s(&short_mask), s(&short_stack), s(&out)],
+        ),
+        &["short.npy", "2-D pattern", "24x32", "32x32"],
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn metrics_scores_a_volume_against_the_files_reference_slice_by_slice() {
     let Some((dir, _model)) = fixtures() else {
         return;

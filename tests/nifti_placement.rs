@@ -123,7 +123,7 @@ fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
     let d = dir.path();
     let expected: Value =
         serde_json::from_slice(&std::fs::read(d.join("geometry.json")).unwrap()).unwrap();
-    for name in ["geom_2d.h5", "geom_3d.h5"] {
+    for name in ["geom_2d.h5", "geom_3d.h5", "geom_kykz.h5"] {
         let input = d.join(name);
         let out = d.join(name.replace(".h5", ".nii.gz"));
         zero_filled(&input, &out, &[]);
@@ -133,9 +133,14 @@ fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
         let info: Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(info["placement"]["axes"], nib.codes.as_str(), "{name}");
         // 4 mm pixels; the slice step is the distance between slice centres (a 2 mm gap
-        // between 4 mm slices) or the partition spacing.
-        let step = if name == "geom_2d.h5" { 6.0 } else { 3.0 };
-        for (z, want) in nib.zooms.iter().zip([4.0, 4.0, step]) {
+        // between 4 mm slices) or the partition spacing. Slices along the readout have
+        // 4 mm phase-encode rows, 3 mm partition columns and 4 mm readout steps.
+        let zooms = match name {
+            "geom_2d.h5" => [4.0, 4.0, 6.0],
+            "geom_3d.h5" => [4.0, 4.0, 3.0],
+            _ => [4.0, 3.0, 4.0],
+        };
+        for (z, want) in nib.zooms.iter().zip(zooms) {
             assert!((z - want).abs() < 1e-4, "{name}: zooms {:?}", nib.zooms);
         }
     }
@@ -163,6 +168,22 @@ fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
     ]);
     let zf = nibabel(&d.join("geom_3d.nii.gz"));
     assert_eq!(nibabel(&msm_out).sform, zf.sform);
+    // Slices along the readout, with 2-D masks and maps from the 8 x 8 centre, through the
+    // model (the slices' 16 x 16 grid is the model's): its points, where the zero-filled
+    // recon put them.
+    let kykz_out = d.join("msm_kykz.nii");
+    ok(&[
+        "reconstruct",
+        "--model",
+        s(&model),
+        "--steps",
+        "3",
+        "--quiet",
+        s(&d.join("geom_kykz.h5")),
+        s(&kykz_out),
+    ]);
+    let zf = nibabel(&d.join("geom_kykz.nii.gz"));
+    assert_eq!(nibabel(&kykz_out).sform, zf.sform);
     // Slices not evenly spaced share no affine: a note, and axes along the world's.
     let uneven = d.join("uneven.nii");
     let out = zero_filled(&d.join("geom_uneven.h5"), &uneven, &[]);

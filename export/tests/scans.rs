@@ -819,4 +819,12 @@ fn a_separate_reference_scan_calibrates_the_training_maps() {
             "maps differ from every slice's reference maps by {closest}"
         );
     }
+    // A 3-D scan undersampled along both phase encodes has 2-D masks: refused, by name.
+    let e = Loader::open(&scan_config(dir.path().join("raw_kykz.h5")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("raw_kykz.h5") && e.contains("undersampled along both phase encodes"),
+        "{e}"
+    );
 }

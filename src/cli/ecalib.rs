@@ -53,10 +53,12 @@ fn read_input(a: &Args) -> Result<(Array3<C32>, Option<Mask>, String)> {
         let (_, h, w) = kspace.dim();
         let mask = match &a.mask {
             Some(p) => data::read_mask(p, h, w)?,
-            None => Mask::Columns(match file.mask() {
-                Some(m) => m.to_vec(),
-                None => detect_mask(kspace.view()),
-            }),
+            None => match file.mask() {
+                Some(m) => Mask::Columns(m.to_vec()),
+                // Slices along the readout of a 3-D scan: a 2-D pattern, entry by entry.
+                None if file.along_readout() => data::mask_from_kspace(&kspace),
+                None => Mask::Columns(detect_mask(kspace.view())),
+            },
         };
         let what = format!("slice {index} of {} slices{source}", file.num_slices());
         return Ok((kspace, Some(mask), what));

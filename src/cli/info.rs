@@ -5,8 +5,9 @@
 //! config (`acceleration`, `acs_lines`, `noise_eta`) and a reconstruction need.
 
 use super::scan::{Placed, Scan};
+use msm::coils::calib::calibration_region;
 use msm::denoiser::{Backend, OnnxDenoiser};
-use msm::io::fastmri::{detect_mask, FastMriFile, HdfScan, RawOptions, RawScan};
+use msm::io::fastmri::{detect_mask, FastMriFile, HdfScan, RawOptions, RawScan, Slicing};
 use msm::io::nifti::{read_nifti_placed, Form, Plane};
 use msm::mask::acs_lines;
 use msm::noise::row_noise;
@@ -151,9 +152,14 @@ fn model(path: &Path) -> Result<(String, Value)> {
 
 /// One slice's mask and noise.
 struct SliceInfo {
+    /// Columns kept, or entries for slices along the readout.
     kept: usize,
-    acs: usize,
-    noise: f64,
+    /// ACS columns, or for slices along the readout the rows and columns of the fully
+    /// sampled centre block.
+    acs: (usize, usize),
+    /// The noise estimate of the signal-free rows (`None` for slices along the readout,
+    /// whose rows are a phase encode).
+    noise: Option<f64>,
 }
 
 /// A k-space file's layout, and every slice's mask and noise level.
@@ -166,14 +172,29 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
     })?;
     let (h, w) = scan.kspace_size();
     let stored_mask = scan.mask().map(<[bool]>::to_vec);
+    // Slices along the readout of a 3-D scan have 2-D masks: counted by entry.
+    let entries = scan.along_readout();
+    let units = if entries { h * w } else { w };
     let mut slices = Vec::with_capacity(scan.num_slices());
     for index in 0..scan.num_slices() {
         let k = scan.slice_kspace(index)?;
-        let columns = stored_mask.clone().unwrap_or_else(|| detect_mask(k.view()));
-        slices.push(SliceInfo {
-            kept: columns.iter().filter(|&&c| c).count(),
-            acs: acs_lines(&columns),
-            noise: row_noise(k.view(), &columns),
+        slices.push(if entries {
+            let mask = super::data::mask_from_kspace(&k);
+            let kept = mask.count(h);
+            let acs = calibration_region(k.view(), Some(&mask), h.max(w))
+                .map_or((0, 0), |r| (r.height(), r.width()));
+            SliceInfo {
+                kept,
+                acs,
+                noise: None,
+            }
+        } else {
+            let columns = stored_mask.clone().unwrap_or_else(|| detect_mask(k.view()));
+            SliceInfo {
+                kept: columns.iter().filter(|&&c| c).count(),
+                acs: (h, acs_lines(&columns)),
+                noise: Some(row_noise(k.view(), &columns)),
+            }
         });
     }
     let (format, reference, raw) = match &scan {
@@ -191,13 +212,17 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
             .zip(r.whitening().map(|w| (w.condition(), r.prewhitened())))
     });
     let skipped = raw.map(RawScan::skipped);
-    let accel = |s: &SliceInfo| (s.kept > 0).then(|| w as f64 / s.kept as f64);
+    let accel = |s: &SliceInfo| (s.kept > 0).then(|| units as f64 / s.kept as f64);
     let mut text = format!(
-        "{}: {format} k-space, {} slice(s), {} coils, {h} x {w} (rows: readout; columns: phase \
-         encode)\n",
+        "{}: {format} k-space, {} slice(s), {} coils, {h} x {w} ({})\n",
         path.display(),
         slices.len(),
-        scan.coils()
+        scan.coils(),
+        if entries {
+            "rows: first phase encode; columns: second phase encode; slices: readout positions"
+        } else {
+            "rows: readout; columns: phase encode"
+        }
     );
     text.push_str(&match scan.recon_size() {
         Some((rh, rw)) => format!("  recon size {rh} x {rw} (the ISMRMRD header)\n"),
@@ -238,6 +263,8 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
     });
     text.push_str(if stored_mask.is_some() {
         "  mask: the file's `mask` dataset\n"
+    } else if entries {
+        "  mask: none stored; the entries that hold data, slice by slice (a 2-D pattern)\n"
     } else {
         "  mask: none stored; the columns that hold data, slice by slice\n"
     });
@@ -250,9 +277,21 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
         ));
     }
     if let Some(p) = raw.and_then(RawScan::encoding_3d) {
+        let how = match p.slicing {
+            Slicing::Partitions => format!(
+                "read as 2-D slices by an inverse FFT along them; the central {} of each slab \
+                 kept (the recon matrix)",
+                p.kept
+            ),
+            Slicing::Readout => format!(
+                "undersampled along both phase encodes, so read as 2-D (phase encode x \
+                 partition) slices by an inverse FFT along the readout; the central {} readout \
+                 positions of each slab kept (the recon matrix)",
+                p.kept
+            ),
+        };
         text.push_str(&format!(
-            "  3-D encoding: {} partitions ({} acquired per slab{}), read as 2-D slices by an \
-             inverse FFT along them; the central {} of each slab kept (the recon matrix)\n",
+            "  3-D encoding: {} partitions ({} acquired per slab{}), {how}\n",
             p.encoded,
             p.filled,
             if p.filled < p.encoded as f64 {
@@ -260,7 +299,6 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
             } else {
                 ""
             },
-            p.kept
         ));
     }
     // A separate reference scan: the slices it covers, and its columns in the first.
@@ -310,33 +348,49 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
             }
         ));
     }
-    text.push_str("  slice  kept columns  R      ACS  noise std*\n");
+    text.push_str(if entries {
+        "  slice  kept entries  R      ACS block\n"
+    } else {
+        "  slice  kept columns  R      ACS  noise std*\n"
+    });
     for (i, s) in slices.iter().enumerate() {
-        text.push_str(&format!(
-            "  {i:<5}  {:<12}  {:<5}  {:<3}  {}\n",
-            format!("{} of {w}", s.kept),
-            accel(s).map_or("-".into(), |r| format!("{r:.2}")),
-            s.acs,
-            if s.kept > 0 {
-                format!("{:.3e}", s.noise)
-            } else {
-                "- (nothing measured)".into()
-            }
-        ));
+        let kept = format!("{} of {units}", s.kept);
+        let r = accel(s).map_or("-".into(), |r| format!("{r:.2}"));
+        text.push_str(&match s.noise {
+            // Slices along the readout: no noise column (their rows are a phase encode).
+            None => format!("  {i:<5}  {kept:<12}  {r:<5}  {}x{}\n", s.acs.0, s.acs.1),
+            Some(n) => format!(
+                "  {i:<5}  {kept:<12}  {r:<5}  {:<3}  {}\n",
+                s.acs.1,
+                if s.kept > 0 {
+                    format!("{n:.3e}")
+                } else {
+                    "- (nothing measured)".into()
+                }
+            ),
+        });
     }
-    text.push_str(
-        "  * per real component, on the file's scale, from the eighth of image rows with the \
-         least signal: the noise there when the readout is oversampled (fastMRI's 2x), an upper \
-         bound where the object fills every row\n",
-    );
+    if !entries {
+        text.push_str(
+            "  * per real component, on the file's scale, from the eighth of image rows with the \
+             least signal: the noise there when the readout is oversampled (fastMRI's 2x), an \
+             upper bound where the object fills every row\n",
+        );
+    }
     let measured: Vec<&SliceInfo> = slices.iter().filter(|s| s.kept > 0).collect();
-    if !measured.is_empty() {
+    if !measured.is_empty() && entries {
         let kept: usize = measured.iter().map(|s| s.kept).sum();
-        let fewest_acs = measured.iter().map(|s| s.acs).min().unwrap_or(0);
+        text.push_str(&format!(
+            "  all measured slices: R = {:.2} (mean kept fraction of the {h} x {w} entries)\n",
+            (measured.len() * units) as f64 / kept as f64,
+        ));
+    } else if !measured.is_empty() {
+        let kept: usize = measured.iter().map(|s| s.kept).sum();
+        let fewest_acs = measured.iter().map(|s| s.acs.1).min().unwrap_or(0);
         text.push_str(&format!(
             "  all measured slices: R = {:.2} (mean kept fraction), ACS at least {fewest_acs} \
              columns: a training config's `acceleration` and `acs_lines`\n",
-            (measured.len() * w) as f64 / kept as f64,
+            (measured.len() * units) as f64 / kept as f64,
         ));
     }
     let value = json!({
@@ -372,18 +426,31 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
             "partitions": p.encoded,
             "acquired_per_slab": p.filled,
             "slices_per_slab": p.kept,
+            "slices_along": match p.slicing {
+                Slicing::Partitions => "partitions",
+                Slicing::Readout => "readout",
+            },
         })),
         "reference_scan": reference_scan.map(|(n, columns)| json!({
             "slices": n,
             "columns": columns,
         })),
-        "per_slice": slices.iter().enumerate().map(|(i, s)| json!({
-            "slice": i,
-            "kept_columns": s.kept,
-            "acceleration": accel(s),
-            "acs_lines": s.acs,
-            "noise_std": (s.kept > 0).then_some(s.noise),
-        })).collect::<Vec<_>>(),
+        "per_slice": slices.iter().enumerate().map(|(i, s)| if entries {
+            json!({
+                "slice": i,
+                "kept_entries": s.kept,
+                "acceleration": accel(s),
+                "acs_block": [s.acs.0, s.acs.1],
+            })
+        } else {
+            json!({
+                "slice": i,
+                "kept_columns": s.kept,
+                "acceleration": accel(s),
+                "acs_lines": s.acs.1,
+                "noise_std": s.noise.filter(|_| s.kept > 0),
+            })
+        }).collect::<Vec<_>>(),
     });
     Ok((text, value))
 }

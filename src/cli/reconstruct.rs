@@ -26,7 +26,9 @@ pub struct Args {
     #[arg(num_args = 2..=3, required = true, value_name = "FILES")]
     pub files: Vec<PathBuf>,
     /// Sampling mask (vector over the width or 2-D pattern); default: the non-zero entries (for
-    /// a volume: an .h5 file's `mask` dataset, else the columns with data, per slice).
+    /// a volume: an .h5 file's `mask` dataset, else the columns with data, per slice; the
+    /// entries with data for a 3-D scan undersampled along both phase encodes). A 2-D pattern
+    /// needs a model of exactly the slices' grid.
     #[arg(long)]
     pub mask: Option<PathBuf>,
     /// Data-consistency step lambda, in [0, 2] (1 = replace the estimate by the data on acquired

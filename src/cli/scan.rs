@@ -236,6 +236,15 @@ impl Scan {
         }
     }
 
+    /// Whether the slices are a 3-D raw scan's taken along the readout (undersampled along
+    /// both phase encodes: each slice needs a 2-D mask).
+    pub fn along_readout(&self) -> bool {
+        match self {
+            Scan::H5(f) => f.along_readout(),
+            Scan::Stack { .. } => false,
+        }
+    }
+
     /// The column mask an HDF5 file stores; a stack stores none (`--mask`, or detected).
     pub fn mask(&self) -> Option<&[bool]> {
         match self {

@@ -55,10 +55,13 @@ impl<'a> MapsChoice<'a> {
 /// Where each slice's sampling mask comes from.
 #[derive(Clone)]
 enum MaskSource {
-    /// One column mask for every slice (`--mask`, or the file's `mask` dataset).
-    Fixed(Vec<bool>),
+    /// One mask for every slice (`--mask`, or the file's `mask` dataset).
+    Fixed(Mask),
     /// The columns of each slice that hold data.
     Detect,
+    /// The entries of each slice that hold data: slices of a 3-D scan taken along the
+    /// readout, undersampled along both of their axes.
+    DetectEntries,
 }
 
 /// Where each slice's coil maps come from.
@@ -104,19 +107,32 @@ impl SliceInputs {
         }
         let (h0, w0) = file.kspace_size();
         let mask = match (mask, file.mask()) {
-            (Some(p), _) => match data::read_mask(p, h0, w0)? {
-                Mask::Columns(c) => MaskSource::Fixed(c),
-                Mask::Pattern(_) => {
-                    return Err(Error::format(
-                        p,
-                        "is a 2-D pattern that does not keep whole columns; volumes need a \
-                         column mask (one entry per k-space column)",
-                    ))
-                }
-            },
-            (None, Some(m)) => MaskSource::Fixed(m.to_vec()),
+            (Some(p), _) => MaskSource::Fixed(data::read_mask(p, h0, w0)?),
+            (None, Some(m)) => MaskSource::Fixed(Mask::Columns(m.to_vec())),
+            (None, None) if file.along_readout() => MaskSource::DetectEntries,
             (None, None) => MaskSource::Detect,
         };
+        // A 2-D pattern leaves no axis fully sampled, so the rows cannot be cropped or padded
+        // to the model's (GridPlan's step 2) without spreading the acquired entries.
+        let pattern = match &mask {
+            MaskSource::Fixed(Mask::Pattern(_)) => Some("the mask is a 2-D pattern"),
+            MaskSource::DetectEntries => Some(
+                "the 3-D scan is undersampled along both phase encodes, so its slices are \
+                 taken along the readout",
+            ),
+            _ => None,
+        };
+        if let (Some(why), true) = (pattern, plan.scan.0 != plan.model.0) {
+            let (hm, wm) = plan.model;
+            return Err(Error::format(
+                file.path(),
+                format!(
+                    "{why}: its k-space slices are {h0}x{w0} (height x width), undersampled \
+                     along both axes, but the model's grid is {hm}x{wm}; expected a model of \
+                     exactly the slices' grid, {h0}x{w0}"
+                ),
+            ));
+        }
         let maps = match maps {
             MapsChoice::File(p) => MapsSource::File(Arc::new(read_maps(p, &file)?)),
             MapsChoice::Estimate(method, opts) => MapsSource::Estimate(method, opts),
@@ -142,14 +158,23 @@ impl SliceInputs {
     pub fn for_image(&self, file: Scan, image: String) -> Result<SliceInputs> {
         let shape = |f: &Scan| (f.num_slices(), f.coils(), f.kspace_size());
         let (n, c, grid) = shape(&self.file);
-        if shape(&file) != (n, c, grid) {
+        let along = |f: &Scan| {
+            if f.along_readout() {
+                "slices along the readout"
+            } else {
+                "slices along the partitions or 2-D slices"
+            }
+        };
+        if shape(&file) != (n, c, grid) || along(&file) != along(&self.file) {
             let (n2, c2, grid2) = shape(&file);
             return Err(Error::format(
                 file.path(),
                 format!(
-                    "{image} has {n2} slices of {c2} coils on a {grid2:?} grid, {} has {n} of \
-                     {c} on {grid:?}; expected every image of a series alike",
-                    self.image
+                    "{image} has {n2} slices of {c2} coils on a {grid2:?} grid ({}), {} has \
+                     {n} of {c} on {grid:?} ({}); expected every image of a series alike",
+                    along(&file),
+                    self.image,
+                    along(&self.file)
                 ),
             ));
         }
@@ -187,6 +212,16 @@ impl SliceInputs {
         }
     }
 
+    /// The mask of `kspace` (a slice's, or its reference scan's) from the entries that hold
+    /// data: per entry for slices along the readout, else per column.
+    fn detected(&self, kspace: &Array3<C32>) -> Mask {
+        if self.file.along_readout() {
+            data::mask_from_kspace(kspace)
+        } else {
+            Mask::Columns(detect_mask(kspace.view()))
+        }
+    }
+
     /// Slice `index`: its k-space on the target grid (compressed, with `--virtual-coils`, before
     /// its maps are estimated; given maps go through the same matrix), its column mask and the
     /// SENSE operator of its maps.
@@ -194,20 +229,19 @@ impl SliceInputs {
         let path = self.file.path();
         let in_slice = |e: Error| self.in_slice(index, e);
         let k0 = self.file.slice_kspace(index)?;
-        let columns = match &self.mask {
-            MaskSource::Fixed(c) => c.clone(),
-            MaskSource::Detect => detect_mask(k0.view()),
+        let mask = match &self.mask {
+            MaskSource::Fixed(m) => m.clone(),
+            MaskSource::Detect | MaskSource::DetectEntries => self.detected(&k0),
         };
-        if !columns.iter().any(|&c| c) {
+        if mask.count(k0.dim().1) == 0 {
             return Err(Error::format(
                 path,
                 format!(
                     "slice {index} holds no k-space sample (every value is zero); expected \
-                     acquired columns"
+                     acquired lines"
                 ),
             ));
         }
-        let mask = Mask::Columns(columns);
         let kspace = self.plan.kspace_to_model(k0.view());
         let cc = self
             .virtual_coils
@@ -241,7 +275,7 @@ impl SliceInputs {
                     None => None,
                 };
                 let (calib, calib_mask) = match &reference {
-                    Some(r) => (r.view(), Mask::Columns(detect_mask(r.view()))),
+                    Some(r) => (r.view(), self.detected(r)),
                     None => (kspace.view(), mask.clone()),
                 };
                 opts.estimate(*method, calib, Some(&calib_mask))

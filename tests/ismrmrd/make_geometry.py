@@ -12,6 +12,9 @@ readout oversampling), recon 16 x 16 over 64 x 64 mm (4 mm pixels); 2 coils, ful
 point per slice.
 geom_3d.h5: a 3-D slab of the same orientation, 8 partitions over 24 mm encoded (3 mm), recon
 6 partitions (slice oversampling), two points.
+geom_kykz.h5: a 3-D slab of the same orientation undersampled along both phase encodes (an
+8 x 8 fully sampled centre and 40% of the other (line, partition) pairs at random), 16
+partitions of 3 mm, recon 12: read along the readout, so its slices are readout positions.
 geom_uneven.h5: geom_2d.h5 with slice 2 moved 3 mm further (no common affine).
 geometry.json: for each file, each point's RAS+ position ((-x, -y, z) of LPS) and the output
 slice it lies in.
@@ -112,6 +115,16 @@ def main():
           xml=header(z, recon_z, z * dz, recon_z * dz))
     # Offset -2 is partition 2, kept slice 1; offset 1 partition 5, kept slice 4.
     expected["geom_3d.h5"] = {"points": [ras(p) for p in points], "slices": [1, 4]}
+    # Undersampled along both phase encodes: the slices are the kept readout positions 8..23
+    # of 32, so the points (readout pixels -4 and 2 from the centre) are in slices 4 and 10.
+    z, recon_z = 16, 12
+    rng = np.random.default_rng(5)
+    kept = rng.random((NY, z)) < 0.4
+    kept[NY // 2 - 4:NY // 2 + 4, z // 2 - 4:z // 2 + 4] = True
+    recs = [line(points, centre, e1, e2, z, z * dz) for e2 in range(z) for e1 in range(NY)
+            if kept[e1, e2]]
+    write(os.path.join(out, "geom_kykz.h5"), recs, xml=header(z, recon_z, z * dz, recon_z * dz))
+    expected["geom_kykz.h5"] = {"points": [ras(p) for p in points], "slices": [4, 10]}
     with open(os.path.join(out, "geometry.json"), "w") as f:
         json.dump(expected, f)
 

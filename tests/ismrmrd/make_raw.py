@@ -158,6 +158,7 @@ def main():
     write_multi(out, rng, recs, noise)
     write_3d(out, rng, noise)
     write_separate(out, rng, noise)
+    write_kykz(out)
 
 
 def write_separate(out, rng, noise):
@@ -208,17 +209,21 @@ def write_3d(out, rng, noise):
     3), the recon matrix's central 4 kept, lines LINES in every partition but the first (partial
     Fourier: zero-filled); raw_3d_expected.npy the 4 slices' k-space (an inverse FFT along the
     partitions, centred and orthonormal, prewhitened). raw_3d_mixed.h5: partition 2 without
-    line 4 (2-D undersampling, refused)."""
+    line 4 (undersampled along both phase encodes), read along the readout:
+    raw_3d_mixed_expected.npy its 8 slices (an inverse FFT along the readout, the recon matrix's
+    central 8 of 16 positions kept), each (coils, lines, partitions), prewhitened."""
     z, recon_z = 6, 4
     full = rng.standard_normal((z, C, H, W)) + 1j * rng.standard_normal((z, C, H, W))
     full = full.astype(np.complex64).astype(np.complex128)
     grid = np.zeros_like(full)
+    mixed_grid = np.zeros_like(full)
     recs, mixed = [acquisition(noise, flags=flag(19))], [acquisition(noise, flags=flag(19))]
     for p in range(1, z):
         for e1 in LINES:
             recs.append(acquisition(full[p, :, :, e1], e1, e2=p))
             if not (p == 2 and e1 == 4):
                 mixed.append(recs[-1])
+                mixed_grid[p, :, :, e1] = full[p, :, :, e1]
             grid[p, :, :, e1] = full[p, :, :, e1]
     xml = header(W // 2, z, recon_z)
     write(os.path.join(out, "raw_3d.h5"), recs, xml=xml)
@@ -228,6 +233,56 @@ def write_3d(out, rng, noise):
     slices = slices[z // 2 - recon_z // 2:z // 2 - recon_z // 2 + recon_z]
     expected, _ = whitened(slices, noise)
     np.save(os.path.join(out, "raw_3d_expected.npy"), expected.astype(np.complex64))
+    # Along the readout (axis 2 of (z, coils, H, W)); slice x is (coils, W, z).
+    along = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(mixed_grid, axes=2), axis=2,
+                                        norm="ortho"), axes=2)
+    along = along[:, :, H // 2 - H // 4:H // 2 - H // 4 + H // 2]
+    expected, _ = whitened(along.transpose(2, 1, 3, 0), noise)
+    np.save(os.path.join(out, "raw_3d_mixed_expected.npy"), expected.astype(np.complex64))
+
+
+def write_kykz(out):
+    """raw_kykz.h5: a 3-D encoding of a smooth object (16 readout samples, recon 8; 24 lines; 20
+    partitions) seen by 4 coils whose sensitivities vary across the phase encodes, undersampled
+    along both phase encodes: a 12 x 12 fully sampled centre and, elsewhere, the (line,
+    partition) pairs with line + 2 partition divisible by 4 (a CAIPIRINHA-like shifted
+    lattice), R = 2.1. raw_kykz_reference.npy: the magnitude of the object times the coils' root
+    sum of squares at the recon matrix's central 8 readout positions, (8, 24, 20): the slices
+    along the readout."""
+    nx, ny, nz = 16, 24, 20
+    x, y, z = np.meshgrid(np.arange(nx) - nx // 2, np.arange(ny) - ny // 2,
+                          np.arange(nz) - nz // 2, indexing="ij")
+    edge = lambda r: 1 / (1 + np.exp((r - 1) * 40))  # noqa: E731
+    image = edge(np.sqrt((x / 3.5) ** 2 + (y / 9) ** 2 + (z / 8) ** 2)) * (1 + 0.3 * np.cos(z))
+    image = image + 0.5 * edge(np.sqrt(((x - 1) / 2) ** 2 + ((y + 3) / 3) ** 2 + ((z - 2) / 3) ** 2))
+    image = image * np.exp(0.4j * y / ny)
+    coils = []
+    for c in range(4):
+        t = 2 * np.pi * c / 4
+        yc, zc = 14 * np.cos(t), 12 * np.sin(t)
+        coils.append(np.exp(-((y - yc) ** 2 / 200 + (z - zc) ** 2 / 160) + 0.3j * c))
+    full = np.stack([np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(m * image), norm="ortho"))
+                     for m in coils])  # (coils, nx, ny, nz)
+    full = full.astype(np.complex64).astype(np.complex128)
+    recs = []
+    for p in range(nz):
+        for e1 in range(ny):
+            centre = abs(e1 - ny // 2 + 0.5) < 6 and abs(p - nz // 2 + 0.5) < 6
+            if centre or (e1 + 2 * p) % 4 == 0:
+                recs.append(acquisition(full[:, :, e1, p], e1, e2=p))
+    xml = f"""<?xml version="1.0"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
+<encodedSpace><matrixSize><x>{nx}</x><y>{ny}</y><z>{nz}</z></matrixSize></encodedSpace>
+<reconSpace><matrixSize><x>{nx // 2}</x><y>{ny}</y><z>{nz}</z></matrixSize></reconSpace>
+<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{ny - 1}</maximum>
+<center>{ny // 2}</center></kspace_encoding_step_1><kspace_encoding_step_2><minimum>0</minimum>
+<maximum>{nz - 1}</maximum><center>{nz // 2}</center></kspace_encoding_step_2></encodingLimits>
+</encoding></ismrmrdHeader>"""
+    write(os.path.join(out, "raw_kykz.h5"), recs, xml=xml)
+    # What a SENSE recon with maps of unit root sum of squares (ESPIRiT's) sees.
+    reference = np.abs(image * np.sqrt(sum(abs(m) ** 2 for m in coils)))
+    reference = reference[nx // 2 - nx // 4:nx // 2 + nx // 4]
+    np.save(os.path.join(out, "raw_kykz_reference.npy"), reference.astype(np.float32))
 
 
 def write_multi(out, rng, recs, noise):

@@ -271,6 +271,15 @@ fn prepare_image(
             cfg.coils
         )));
     }
+    if file.along_readout() {
+        return Err(fmt(
+            "is a 3-D scan undersampled along both phase encodes: its slices are taken along \
+             the readout and each has a 2-D mask, but the trainer's measurements are column-\
+             undersampled; expected a 2-D scan, or a 3-D one with the same lines in every \
+             partition (msm reconstruct and msm recon read this scan)"
+                .into(),
+        ));
+    }
     let compress = (file.coils() > cfg.coils).then_some(cfg.coils);
     let n = cfg.image_size;
     let plan = GridPlan::new(file.kspace_size(), Some((n, n)), (n, n))

@@ -77,6 +77,19 @@ impl SliceGeometry {
             ..*self
         }
     }
+
+    /// The plane of a 3-D slab `distance` mm along its readout from its centre, as a slice
+    /// taken along the readout: rows grow along the phase encode, columns along the
+    /// partitions (the slab's normal), and the readout is the new normal. (A cyclic
+    /// permutation of the axes, so the handedness is kept.)
+    pub fn readout_plane(&self, distance: f64) -> SliceGeometry {
+        SliceGeometry {
+            position: std::array::from_fn(|i| self.position[i] + distance * self.read[i]),
+            read: self.phase,
+            phase: self.slice,
+            slice: self.read,
+        }
+    }
 }
 
 /// The voxel-to-world map of a volume whose slices `k = 0, 1, ...` are `slices` (consecutive

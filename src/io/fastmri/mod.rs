@@ -53,12 +53,14 @@ mod image;
 mod raw;
 mod scan;
 mod select;
+mod slab;
 
 pub use header::{CalibrationMode, HeaderError, IsmrmrdHeader};
 pub use image::{center_crop, crop_or_pad, detect_mask, reference_image, rss_image, zero_pad};
-pub use raw::{is_raw, CounterValues, Partitions, RawOptions, RawScan, Selection, COUNTERS};
+pub use raw::{is_raw, CounterValues, RawOptions, RawScan, Selection, COUNTERS};
 pub use scan::HdfScan;
 pub use select::{CounterChoice, ImageChoice, ImageSeries};
+pub use slab::{Encoding3d, Slicing};
 
 use crate::{Error, Result, C32};
 use hdf5_reader::error::{Error as H5Error, Result as H5Result};

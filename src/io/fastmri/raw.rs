@@ -25,11 +25,13 @@
 //! several values of a counter no selection names is refused with the values listed, rather
 //! than mixed. A 3-D encoding (encoded matrix `z` > 1) is read as 2-D slices: each line of
 //! `kspace_encode_step_2 = e2` fills partition `e2 - center_2 + Z / 2` of its slab (the
-//! `slice` counter), and an inverse FFT along the partitions (centred, orthonormal) makes each
-//! of the recon matrix's central `z` partitions a 2-D k-space slice. That needs the same
-//! phase-encode lines in every partition acquired (undersampling along the first phase encode
-//! only; partitions with no line, as under partial Fourier, are zero-filled); other patterns
-//! are refused. Lines of another encoding than the header's first (`encoding_space_ref` > 0,
+//! `slice` counter). When every partition acquired holds the same phase-encode lines, an
+//! inverse FFT along the partitions (centred, orthonormal) makes each of the recon matrix's
+//! central `z` partitions a 2-D k-space slice (partitions with no line, as under partial
+//! Fourier, are zero-filled); when they hold different lines (undersampling along both phase
+//! encodes), an inverse FFT along the readout makes each of the recon matrix's central `x`
+//! readout positions a `(phase encode, partition)` slice with a 2-D mask
+//! ([`super::slab`]). Lines of another encoding than the header's first (`encoding_space_ref` > 0,
 //! e.g. a separately encoded reference scan, of other geometry) are not read. Where the
 //! header's calibration mode is `separate` or `external`, lines flagged parallel calibration
 //! only (flag 20, not 21) are a reference scan of their own: placed on a grid of their own,
@@ -43,13 +45,12 @@
 //! W bytes a slice).
 
 use super::geometry::SliceGeometry;
+use super::slab::{slab_slices, Encoding3d, Slicing};
 use super::{open_hdf5, read_text, CalibrationMode, IsmrmrdHeader, DAMAGED};
 use crate::coils::Whitening;
-use crate::fft::Fft2;
 use crate::{Error, Result, C32};
 use hdf5_reader::{Dataset, Datatype, Hdf5File};
-use ndarray::{Array2, Array3, ArrayViewMut2};
-use rayon::prelude::*;
+use ndarray::{Array2, Array3};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -180,7 +181,7 @@ pub struct RawScan {
     /// Imaging lines of other images (counter values not selected), not read.
     unselected: usize,
     /// How a 3-D encoding became slices.
-    encoding_3d: Option<Partitions>,
+    encoding_3d: Option<Encoding3d>,
     /// Where each slice lies, as its first imaging line states it (`None` where the file
     /// states no usable geometry).
     geometry: Vec<Option<SliceGeometry>>,
@@ -503,9 +504,9 @@ impl RawScan {
                     1.0
                 };
                 // Partitions zero-filled (partial Fourier along the second phase encode) carry
-                // no noise into the inverse FFT along it.
-                let filled = encoding_3d.map_or(1.0, |p| p.filled / p.encoded as f64);
-                let std = wh.noise_std() * ratio * filled.sqrt();
+                // no noise into an inverse FFT along it.
+                let share = encoding_3d.map_or(1.0, |e| e.noise_share());
+                let std = wh.noise_std() * ratio * share.sqrt();
                 (Some(wh), Some(std))
             }
         };
@@ -545,14 +546,46 @@ impl RawScan {
         self.slices[0].dim().0
     }
 
-    /// One coil's k-space grid `(height, width)`: the encoded matrix.
-    pub fn kspace_size(&self) -> (usize, usize) {
-        (self.header.encoded_size.0, self.header.encoded_size.1)
+    /// Whether the slices were taken along the readout ([`Slicing::Readout`]: a 3-D scan
+    /// undersampled along both phase encodes), so that each slice's k-space is `(phase
+    /// encode, partition)` with a 2-D mask.
+    pub fn along_readout(&self) -> bool {
+        self.encoding_3d
+            .is_some_and(|e| e.slicing == Slicing::Readout)
     }
 
-    /// The recon matrix `(height, width)`.
+    /// One coil's k-space grid `(height, width)`: the encoded matrix's `(x, y)`, or its
+    /// `(y, z)` for slices along the readout.
+    pub fn kspace_size(&self) -> (usize, usize) {
+        let (x, y, z) = self.header.encoded_size;
+        if self.along_readout() {
+            (y, z)
+        } else {
+            (x, y)
+        }
+    }
+
+    /// The recon matrix `(height, width)`: its `(x, y)`, or its `(y, z)` for slices along the
+    /// readout.
     pub fn recon_size(&self) -> (usize, usize) {
-        (self.header.recon_size.0, self.header.recon_size.1)
+        let (x, y, z) = self.header.recon_size;
+        if self.along_readout() {
+            (y, z)
+        } else {
+            (x, y)
+        }
+    }
+
+    /// The voxel size in mm of the reconstructed images, `[rows, columns, slices]`: the
+    /// header's recon field of view over its recon matrix ([`IsmrmrdHeader::voxel_size_mm`],
+    /// `[readout, phase encode, slice]`), in the order of the slices' axes.
+    pub fn voxel_size_mm(&self) -> Option<[f32; 3]> {
+        let [x, y, z] = self.header.voxel_size_mm()?;
+        Some(if self.along_readout() {
+            [y, z, x]
+        } else {
+            [x, y, z]
+        })
     }
 
     /// K-space of slice `index`, `(coils, H, W)`.
@@ -595,7 +628,7 @@ impl RawScan {
     }
 
     /// How a 3-D encoding was read as 2-D slices; `None` for a 2-D encoding.
-    pub fn encoding_3d(&self) -> Option<Partitions> {
+    pub fn encoding_3d(&self) -> Option<Encoding3d> {
         self.encoding_3d
     }
 
@@ -621,56 +654,6 @@ impl RawScan {
     pub fn slice_geometry(&self, index: usize) -> Option<SliceGeometry> {
         self.geometry.get(index).copied().flatten()
     }
-}
-
-/// How a 3-D encoding became 2-D slices.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Partitions {
-    /// The encoded matrix's partitions (second phase-encode steps).
-    pub encoded: usize,
-    /// The slices kept from each slab: the recon matrix's central `z`.
-    pub kept: usize,
-    /// The partitions that hold lines, per slab (fewer than `encoded` under partial Fourier:
-    /// the others are zero-filled).
-    pub filled: f64,
-}
-
-/// One slab's k-space partitions `(coils, H, W)`, inverse-Fourier-transformed along the
-/// partitions (centred, orthonormal: the noise level of a full slab is kept) into `keep` 2-D
-/// k-space slices, the central ones. In place, coils in parallel: the slices are the kept
-/// partitions' arrays, so the slab is never held twice.
-fn along_partitions(mut parts: Vec<Array3<C32>>, keep: usize) -> Vec<Array3<C32>> {
-    let depth = parts.len();
-    let coils = parts[0].dim().0;
-    // A `depth x 1` image's centred 2-D transform is the centred 1-D one along the depth.
-    let fft = Fft2::new(depth, 1);
-    let first = depth / 2 - keep / 2;
-    // Each coil's image in every partition, so that coils run in parallel.
-    let mut by_coil: Vec<Vec<ArrayViewMut2<C32>>> = (0..coils).map(|_| Vec::new()).collect();
-    for part in &mut parts {
-        for (list, view) in by_coil.iter_mut().zip(part.outer_iter_mut()) {
-            list.push(view);
-        }
-    }
-    by_coil.into_par_iter().for_each(|mut views| {
-        let (h, w) = views[0].dim();
-        let mut buf = vec![C32::new(0.0, 0.0); depth];
-        for r in 0..h {
-            for col in 0..w {
-                for (b, v) in buf.iter_mut().zip(&views) {
-                    *b = v[(r, col)];
-                }
-                if buf.iter().all(|v| v.norm_sqr() == 0.0) {
-                    continue;
-                }
-                fft.inverse(&mut buf);
-                for (v, x) in views[first..first + keep].iter_mut().zip(&buf[first..]) {
-                    v[(r, col)] = *x;
-                }
-            }
-        }
-    });
-    parts.drain(first..first + keep).collect()
 }
 
 /// Lines placed on a k-space grid: `(coils, H, W)` sums and per-column counts of the lines
@@ -710,9 +693,15 @@ impl Grid {
         }
     }
 
-    /// The grid as `count` slices (the image's), `keep` of each slab of `depth` partitions (an
-    /// inverse FFT along them, as the image's): `None` for a slice no line reached.
-    fn slices(self, depth: usize, keep: usize, count: usize) -> Vec<Option<Array3<C32>>> {
+    /// The grid as `count` slices (the image's), `keep` of each slab of `depth` partitions
+    /// along `slicing`, as the image's: `None` for a slice no line reached.
+    fn slices(
+        self,
+        depth: usize,
+        slicing: Slicing,
+        keep: usize,
+        count: usize,
+    ) -> Vec<Option<Array3<C32>>> {
         let held: Vec<bool> = self
             .counts
             .chunks(depth)
@@ -725,7 +714,7 @@ impl Grid {
             match (any, depth) {
                 (false, _) => slices.extend((0..keep).map(|_| None)),
                 (true, 1) => slices.extend(slab.into_iter().map(Some)),
-                (true, _) => slices.extend(along_partitions(slab, keep).into_iter().map(Some)),
+                (true, _) => slices.extend(slab_slices(slab, slicing, keep).into_iter().map(Some)),
             }
         }
         slices.resize(count, None);
@@ -742,7 +731,7 @@ struct Assembled {
     /// encoding).
     slices: Vec<Array3<C32>>,
     /// How a 3-D encoding was made slices; `None` for a 2-D one.
-    encoding_3d: Option<Partitions>,
+    encoding_3d: Option<Encoding3d>,
     /// The noise measurements' samples `(channels, N)` and their dwell time (µs, 0 unknown).
     noise: Option<(Array2<C32>, f32)>,
     /// The imaging lines' dwell time (µs, 0 unknown).
@@ -753,7 +742,8 @@ struct Assembled {
     counters: Vec<CounterValues>,
     /// Imaging lines of other images, not read.
     unselected: usize,
-    /// Where each slice lies (per kept partition of each slab for a 3-D encoding).
+    /// Where each slice lies (per kept partition or readout position of each slab for a 3-D
+    /// encoding).
     geometry: Vec<Option<SliceGeometry>>,
 }
 
@@ -1112,63 +1102,84 @@ fn assemble(
     }
     image.average();
     reference.average();
-    // The central partitions of the recon matrix (the slice oversampling removed).
-    let keep = match header.recon_size.2 {
-        z if (1..=depth).contains(&z) => z,
-        _ => depth,
+    let Grid { sums, counts } = image;
+    let lines = |count: &[Vec<u32>], p: usize| count[p].iter().map(|&n| n > 0).collect::<Vec<_>>();
+    // Partitions that hold other lines than the slab's first: undersampled along both phase
+    // encodes, so the slices are taken along the readout, the one axis fully sampled.
+    let slicing = if counts.chunks(depth).any(|count| {
+        let mut held = (0..depth)
+            .map(|p| lines(count, p))
+            .filter(|l| l.contains(&true));
+        held.next()
+            .is_some_and(|first| held.any(|other| other != first))
+    }) {
+        Slicing::Readout
+    } else {
+        Slicing::Partitions
     };
-    // The spacing of a slab's partitions, which places them along its normal.
-    let partition_mm = match (header.encoded_fov_mm, header.recon_fov_mm) {
-        (Some((_, _, z)), _) => Some(z / depth as f64),
-        (None, Some((_, _, z))) => Some(z / keep as f64),
+    // The recon matrix's central partitions or readout positions (the oversampling removed),
+    // and their spacing, which places them along the slab's normal or its readout.
+    // (Axis 2 of the matrix and fields of view for partitions, axis 0 for the readout.)
+    let (encoded, axis) = match slicing {
+        Slicing::Partitions => (depth, 2),
+        Slicing::Readout => (h, 0),
+    };
+    let along = |(x, y, z): (f64, f64, f64)| [x, y, z][axis];
+    let recon = [
+        header.recon_size.0,
+        header.recon_size.1,
+        header.recon_size.2,
+    ][axis];
+    let keep = if (1..=encoded).contains(&recon) {
+        recon
+    } else {
+        encoded
+    };
+    let spacing_mm = match (header.encoded_fov_mm, header.recon_fov_mm) {
+        (Some(f), _) => Some(along(f) / encoded as f64),
+        (None, Some(f)) => Some(along(f) / keep as f64),
         (None, None) => None,
     };
-    let Grid { sums, counts } = image;
     let mut parts = sums.into_iter();
     let mut slices = Vec::with_capacity(counts.len() / depth * keep);
     let mut geometry = Vec::with_capacity(slices.capacity());
     let mut filled = 0;
     for (slab, count) in counts.chunks(depth).enumerate() {
         let slab_parts: Vec<Array3<C32>> = parts.by_ref().take(depth).collect();
-        let lines = |p: usize| count[p].iter().map(|&n| n > 0).collect::<Vec<bool>>();
-        let held: Vec<usize> = (0..depth).filter(|&p| lines(p).contains(&true)).collect();
-        let Some(&first) = held.first() else {
+        let held = (0..depth)
+            .filter(|&p| lines(count, p).contains(&true))
+            .count();
+        if held == 0 {
             return Err(format!(
                 "slice {slab} has no acquisition; expected slices numbered from 0 without gaps"
             ));
-        };
-        filled += held.len();
+        }
+        filled += held;
         let placed_at = slab_geometry.get(slab).copied().flatten().flatten();
         if depth == 1 {
             slices.extend(slab_parts);
             geometry.push(placed_at);
             continue;
         }
-        // Kept partition `q` is partition `depth / 2 - keep / 2 + q` of the centred transform.
-        let offset = |q: usize| (depth / 2 - keep / 2 + q) as f64 - (depth / 2) as f64;
+        // Kept slice `q` is index `encoded / 2 - keep / 2 + q` of the centred transform, whose
+        // index `encoded / 2` is the slab's centre.
+        let offset = |q: usize| (encoded / 2 - keep / 2 + q) as f64 - (encoded / 2) as f64;
         geometry.extend((0..keep).map(|q| {
-            placed_at
-                .zip(partition_mm)
-                .map(|(g, dz)| g.along_normal(offset(q) * dz))
+            placed_at.zip(spacing_mm).map(|(g, d)| match slicing {
+                Slicing::Partitions => g.along_normal(offset(q) * d),
+                Slicing::Readout => g.readout_plane(offset(q) * d),
+            })
         }));
-        let first_lines = lines(first);
-        if let Some(&p) = held.iter().find(|&&p| lines(p) != first_lines) {
-            return Err(format!(
-                "slab {slab}: partition {p} holds other phase-encode lines than partition \
-                 {first}; expected the same lines in every partition acquired (undersampling \
-                 along the first phase encode only), since 3-D encodings are read as 2-D \
-                 slices by an inverse FFT along the second"
-            ));
-        }
-        slices.extend(along_partitions(slab_parts, keep));
+        slices.extend(slab_slices(slab_parts, slicing, keep));
     }
-    let encoding_3d = (depth > 1).then(|| Partitions {
+    let encoding_3d = (depth > 1).then(|| Encoding3d {
         encoded: depth,
         kept: keep,
         filled: filled as f64 / (counts.len() / depth) as f64,
+        slicing,
     });
     let noise = noise.finish();
-    let reference = reference.slices(depth, keep, slices.len());
+    let reference = reference.slices(depth, slicing, keep, slices.len());
     Ok(Assembled {
         reference,
         slices,

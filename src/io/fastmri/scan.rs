@@ -88,7 +88,16 @@ impl HdfScan {
     pub fn voxel_size_mm(&self) -> Option<[f32; 3]> {
         match self {
             HdfScan::FastMri(f) => f.header().and_then(IsmrmrdHeader::voxel_size_mm),
-            HdfScan::Raw(r) => r.header().voxel_size_mm(),
+            HdfScan::Raw(r) => r.voxel_size_mm(),
+        }
+    }
+
+    /// Whether the slices were taken along the readout of a 3-D raw scan undersampled along
+    /// both phase encodes ([`RawScan::along_readout`]); never for fastMRI files.
+    pub fn along_readout(&self) -> bool {
+        match self {
+            HdfScan::FastMri(_) => false,
+            HdfScan::Raw(r) => r.along_readout(),
         }
     }
 
