@@ -184,6 +184,38 @@ fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
     ]);
     let zf = nibabel(&d.join("geom_kykz.nii.gz"));
     assert_eq!(nibabel(&kykz_out).sform, zf.sform);
+    // A series has its first image's placement; an image that lies elsewhere is named in a
+    // note (by msm recon and msm reconstruct), one in the same place is not.
+    for (name, moved) in [("geom_series.h5", false), ("geom_moved.h5", true)] {
+        let input = d.join(name);
+        let out = zero_filled(&input, &d.join("series.nii"), &["--repetition", "all"]);
+        let recon_err = String::from_utf8_lossy(&out.stderr).to_string();
+        let out = msm(&[
+            "reconstruct",
+            "--model",
+            s(&model),
+            "--steps",
+            "2",
+            "--repetition",
+            "all",
+            "--maps-method",
+            "ratio",
+            s(&input),
+            s(&d.join("series_msm.nii")),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for err in [recon_err, String::from_utf8_lossy(&out.stderr).to_string()] {
+            assert_eq!(
+                err.contains("repetition 1 up to 2.00 mm away"),
+                moved,
+                "{name}: {err}"
+            );
+        }
+    }
     // Slices not evenly spaced share no affine: a note, and axes along the world's.
     let uneven = d.join("uneven.nii");
     let out = zero_filled(&d.join("geom_uneven.h5"), &uneven, &[]);

@@ -3,7 +3,7 @@
 
 use super::coilmaps::{self, MapsArgs};
 use super::data;
-use super::scan::{self, Scan};
+use super::scan::{self, Scan, SeriesPlacement};
 use super::slices::{parse_slices, MapsChoice, SliceInputs};
 use msm::io::atomic;
 use msm::mask::Mask;
@@ -158,6 +158,9 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
     let mut first = SliceInputs::new(file, plan, a.mask.as_deref(), choice, a.virtual_coils)?;
     first.name_image(series.label(0));
     let start = Instant::now();
+    // The output has the first image's placement; the others are checked against it.
+    let (space, placed) = first.scan().voxel_space(&range, first.plan())?;
+    let mut elsewhere = SeriesPlacement::new(&space, &placed, range.len(), first.plan());
     let mut volumes = Vec::with_capacity(series.images.len());
     for (i, select) in series.images.iter().enumerate() {
         let other;
@@ -166,6 +169,7 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
         } else {
             let file = Scan::open(kspace, &a.raw.options_for(*select))?;
             other = first.for_image(file, series.label(i))?;
+            elsewhere.check(other.scan(), other.image(), &range, other.plan())?;
             &other
         };
         volumes.push(
@@ -184,12 +188,13 @@ fn run_volume(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Re
                 .collect::<Result<Vec<_>>>()?,
         );
     }
-    let (space, placed) = first.scan().voxel_space(&range, first.plan())?;
-    if let Some(note) = placed
-        .note(kspace)
-        .filter(|_| format == VolumeFormat::Nifti)
-    {
-        eprintln!("{note}");
+    if format == VolumeFormat::Nifti {
+        for note in [placed.note(kspace), elsewhere.note(kspace)]
+            .into_iter()
+            .flatten()
+        {
+            eprintln!("{note}");
+        }
     }
     write_series(output, format, &series.shape(), &volumes, &space)?;
     let (ho, wo) = first.plan().output;

@@ -111,6 +111,84 @@ impl Placed {
     }
 }
 
+/// Whether the images of a series lie where its first does: the output of a series has one
+/// placement, the first image's, so the images that lie elsewhere (repositioned between
+/// repetitions, or moved by prospective motion correction) are named in a note.
+pub struct SeriesPlacement {
+    /// The first image's placement, when it is in scanner coordinates.
+    first: Option<VoxelSpace>,
+    /// The output volume's voxels `[rows, columns, slices]`.
+    dims: [usize; 3],
+    /// The images found elsewhere, with the largest distance (mm) between their voxels and
+    /// the first image's.
+    moved: Vec<(String, f64)>,
+}
+
+/// Images closer than this (mm) to the first lie where it does.
+const SAME_PLACE_MM: f64 = 0.01;
+
+impl SeriesPlacement {
+    /// The check against the first image's placement `first` (`placed`), for outputs of
+    /// `slices` slices on `plan`'s output grid.
+    pub fn new(first: &VoxelSpace, placed: &Placed, slices: usize, plan: &GridPlan) -> Self {
+        SeriesPlacement {
+            first: matches!(placed, Placed::Scanner).then_some(*first),
+            dims: [plan.output.0, plan.output.1, slices],
+            moved: Vec::new(),
+        }
+    }
+
+    /// Checks the image `label` of `scan` (slices `range` on `plan`).
+    pub fn check(
+        &mut self,
+        scan: &Scan,
+        label: &str,
+        range: &Range<usize>,
+        plan: &GridPlan,
+    ) -> Result<()> {
+        let Some(first) = &self.first else {
+            return Ok(());
+        };
+        let (space, placed) = scan.voxel_space(range, plan)?;
+        if !matches!(placed, Placed::Scanner) {
+            return Ok(());
+        }
+        // The largest distance over the volume's corners (the maps are affine).
+        let [h, w, n] = self.dims.map(|d| d.saturating_sub(1) as f64);
+        let mut far = 0.0f64;
+        for corner in [0.0, h].into_iter().flat_map(|i| {
+            [0.0, w]
+                .into_iter()
+                .flat_map(move |j| [0.0, n].into_iter().map(move |k| [i, j, k]))
+        }) {
+            let (a, b) = (first.world(corner), space.world(corner));
+            far = far.max((0..3).map(|d| (a[d] - b[d]).powi(2)).sum::<f64>().sqrt());
+        }
+        if far > SAME_PLACE_MM {
+            self.moved.push((label.to_string(), far));
+        }
+        Ok(())
+    }
+
+    /// A note for stderr naming the images that lie elsewhere than the first, if any, for the
+    /// file `path`.
+    pub fn note(&self, path: &Path) -> Option<String> {
+        (!self.moved.is_empty()).then(|| {
+            format!(
+                "note: {}: {} lie elsewhere than the first image (the acquisitions' positions or \
+                 directions differ, e.g. under prospective motion correction); the NIfTI output \
+                 places every image where the first lies",
+                path.display(),
+                self.moved
+                    .iter()
+                    .map(|(label, mm)| format!("{label} up to {mm:.2} mm away"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+}
+
 /// A multi-slice multi-coil k-space.
 pub enum Scan {
     /// A fastMRI HDF5 file, read one slice at a time, or ISMRMRD raw data, assembled.

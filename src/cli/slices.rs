@@ -188,6 +188,11 @@ impl SliceInputs {
         })
     }
 
+    /// The image of a series the scan is (`repetition 1`); empty for one.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
     /// The scan of the image.
     pub fn scan(&self) -> &Scan {
         &self.file

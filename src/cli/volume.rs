@@ -15,7 +15,7 @@
 //! of one slice), the slices of several images run together.
 
 use super::reconstruct::{recon_options, Args};
-use super::scan::Scan;
+use super::scan::{Scan, SeriesPlacement};
 use super::slices::{parse_slices, MapsChoice, SliceInputs};
 use super::{data, model, progress};
 use msm::denoiser::OnnxDenoiser;
@@ -130,6 +130,9 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         opts,
         recon,
     };
+    // The output has the first image's placement; the others are checked against it.
+    let (space, placed) = inputs.scan().voxel_space(&range, inputs.plan())?;
+    let mut elsewhere = SeriesPlacement::new(&space, &placed, range.len(), inputs.plan());
     let finished = AtomicUsize::new(0);
     let threads = rayon::current_num_threads();
     // With more threads than partial scores per step, slices run in parallel, the slices of
@@ -156,6 +159,9 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
                 inputs.for_image(file, series.label(i))
             })
             .collect::<Result<Vec<SliceInputs>>>()?;
+        for image in &opened {
+            elsewhere.check(image.scan(), image.image(), &range, image.plan())?;
+        }
         let mut others = opened.iter();
         let group: Vec<(usize, &SliceInputs, u64)> = members
             .iter()
@@ -225,10 +231,14 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
             }
         }
     }
-    let (space, placed) = inputs.scan().voxel_space(&range, inputs.plan())?;
     let nifti = outputs.iter().any(|(_, f)| *f == VolumeFormat::Nifti);
-    if let Some(note) = placed.note(kspace).filter(|_| nifti) {
-        say(note);
+    for note in [placed.note(kspace), elsewhere.note(kspace)]
+        .into_iter()
+        .flatten()
+    {
+        if nifti {
+            say(note);
+        }
     }
     let volumes = (0..series.images.len())
         .map(|i| range.clone().map(|s| parts.read(part(i, s))).collect())

@@ -16,6 +16,8 @@ geom_kykz.h5: a 3-D slab of the same orientation undersampled along both phase e
 8 x 8 fully sampled centre and 40% of the other (line, partition) pairs at random), 16
 partitions of 3 mm, recon 12: read along the readout, so its slices are readout positions.
 geom_uneven.h5: geom_2d.h5 with slice 2 moved 3 mm further (no common affine).
+geom_series.h5 and geom_moved.h5: two repetitions of geom_2d.h5, the second in the same place
+or moved 2 mm along the readout (as prospective motion correction moves it).
 geometry.json: for each file, each point's RAS+ position ((-x, -y, z) of LPS) and the output
 slice it lies in.
 """
@@ -58,7 +60,7 @@ def header(z=1, recon_z=1, fov_z=4.0, recon_fov_z=4.0):
 </encoding></ismrmrdHeader>"""
 
 
-def line(points, centre, e1, e2=0, z=1, fov_z=1.0, slice_=0):
+def line(points, centre, e1, e2=0, z=1, fov_z=1.0, slice_=0, repetition=0):
     """The acquisition of line e1 (partition e2 of z) of a scan centred at `centre`."""
     kx = (np.arange(NX) - NX // 2) / FOV_X
     ky = (e1 - NY // 2) / FOV_Y
@@ -80,6 +82,7 @@ def line(points, centre, e1, e2=0, z=1, fov_z=1.0, slice_=0):
     h["idx"]["kspace_encode_step_1"] = e1
     h["idx"]["kspace_encode_step_2"] = e2
     h["idx"]["slice"] = slice_
+    h["idx"]["repetition"] = repetition
     data = np.stack([samples.real, samples.imag], -1).astype("<f4").ravel()
     return h, np.zeros(0, "<f4"), data
 
@@ -106,6 +109,12 @@ def main():
         recs = [line([points[k]], centres[k], e1, slice_=k) for k in (1, 0, 2) for e1 in range(NY)]
         write(os.path.join(out, name), recs, xml=header())
         expected[name] = {"points": [ras(p) for p in points], "slices": [0, 1, 2]}
+    # Two repetitions, the second in the same place or moved 2 mm along the readout.
+    centres = [first + 6.0 * k * SLICE for k in range(3)]
+    for name, shift in [("geom_series.h5", 0.0), ("geom_moved.h5", 2.0)]:
+        recs = [line([in_plane(centres[k], 1, 1)], centres[k] + shift * r * READ, e1, slice_=k,
+                     repetition=r) for r in (0, 1) for k in range(3) for e1 in range(NY)]
+        write(os.path.join(out, name), recs, xml=header())
     # 3-D: one slab, partitions 3 mm apart; kept partitions 1..7 of 8 (offsets -3..2).
     z, recon_z, dz = 8, 6, 3.0
     centre = np.array([-8.0, 14.0, -20.0])
