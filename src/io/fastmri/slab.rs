@@ -21,7 +21,7 @@
 
 use crate::fft::Fft2;
 use crate::C32;
-use ndarray::{s, Array3, ArrayViewMut2};
+use ndarray::{Array3, ArrayView1, ArrayViewMut2};
 use rayon::prelude::*;
 
 /// Which axis of a 3-D slab becomes the slices (module documentation).
@@ -69,7 +69,7 @@ pub(super) fn slab_slices(
 ) -> Vec<Array3<C32>> {
     match slicing {
         Slicing::Partitions => along_partitions(parts, keep),
-        Slicing::Readout => along_readout(&parts, keep),
+        Slicing::Readout => along_readout(parts, keep),
     }
 }
 
@@ -112,48 +112,48 @@ fn along_partitions(mut parts: Vec<Array3<C32>>, keep: usize) -> Vec<Array3<C32>
 
 /// The partitions inverse-Fourier-transformed along the readout into `keep` slices
 /// `(coils, Y, Z)`: entry `(c, y, p)` of slice `q` is readout position `X / 2 - keep / 2 + q`
-/// of line `y` of partition `p`; lines not acquired stay exactly zero. The slices are written
-/// in place, each coil's by one task.
-fn along_readout(parts: &[Array3<C32>], keep: usize) -> Vec<Array3<C32>> {
+/// of line `y` of partition `p`; lines not acquired stay exactly zero. First each partition
+/// is transformed to its kept readout positions `(coils, keep, Y)` and dropped, then the
+/// slices are gathered from those: each step's arrays take the memory the previous step
+/// freed, so the slab is not held twice. Coils, then slices, in parallel.
+fn along_readout(parts: Vec<Array3<C32>>, keep: usize) -> Vec<Array3<C32>> {
     let depth = parts.len();
     let (coils, h, w) = parts[0].dim();
     let fft = Fft2::new(h, 1);
     let first = h / 2 - keep / 2;
-    let mut slices: Vec<Array3<C32>> = (0..keep)
-        .map(|_| Array3::zeros((coils, w, depth)))
+    let kept: Vec<Array3<C32>> = parts
+        .into_iter()
+        .map(|part| {
+            let mut out = Array3::<C32>::zeros((coils, keep, w));
+            out.outer_iter_mut()
+                .into_par_iter()
+                .zip(part.outer_iter().into_par_iter())
+                .for_each(|(mut dst, coil)| {
+                    let mut buf = vec![C32::new(0.0, 0.0); h];
+                    for col in 0..w {
+                        let lane = coil.column(col);
+                        if lane.iter().all(|v| v.norm_sqr() == 0.0) {
+                            continue;
+                        }
+                        buf.iter_mut().zip(lane).for_each(|(b, v)| *b = *v);
+                        fft.inverse(&mut buf);
+                        dst.column_mut(col)
+                            .assign(&ArrayView1::from(&buf[first..first + keep]));
+                    }
+                });
+            out
+        })
         .collect();
-    // Each coil's plane in every slice, so that coils run in parallel.
-    let mut by_coil: Vec<Vec<ArrayViewMut2<C32>>> = (0..coils).map(|_| Vec::new()).collect();
-    for slice in &mut slices {
-        for (list, view) in by_coil.iter_mut().zip(slice.outer_iter_mut()) {
-            list.push(view);
-        }
-    }
-    by_coil
+    (0..keep)
         .into_par_iter()
-        .enumerate()
-        .for_each(|(c, mut planes)| {
-            let mut buf = vec![C32::new(0.0, 0.0); h];
-            for (p, part) in parts.iter().enumerate() {
-                for col in 0..w {
-                    let lane = part.slice(s![c, .., col]);
-                    if lane.iter().all(|v| v.norm_sqr() == 0.0) {
-                        continue;
-                    }
-                    buf.iter_mut().zip(lane).for_each(|(b, v)| *b = *v);
-                    fft.inverse(&mut buf);
-                    for (plane, v) in planes.iter_mut().zip(&buf[first..first + keep]) {
-                        plane[(col, p)] = *v;
-                    }
-                }
-            }
-        });
-    slices
+        .map(|q| Array3::from_shape_fn((coils, w, depth), |(c, col, p)| kept[p][(c, q, col)]))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::s;
     use rustfft::num_complex::Complex64 as C64;
 
     /// A slab `(Z, coils, X, Y)` of distinct values, lines `(y, p)` with `kept(y, p)` false
