@@ -246,7 +246,8 @@ def write_kykz(out):
     partitions) seen by 4 coils whose sensitivities vary across the phase encodes, undersampled
     along both phase encodes: a 12 x 12 fully sampled centre and, elsewhere, the (line,
     partition) pairs with line + 2 partition divisible by 4 (a CAIPIRINHA-like shifted
-    lattice), R = 2.1. raw_kykz_reference.npy: the magnitude of the object times the coils' root
+    lattice), R = 2.1. raw_kykz_separate.h5: the lattice and a 4 x 4 centre, with a separate
+    reference scan of the 12 x 12 centre (of another contrast). raw_kykz_reference.npy: the magnitude of the object times the coils' root
     sum of squares at the recon matrix's central 8 readout positions, (8, 24, 20): the slices
     along the readout."""
     nx, ny, nz = 16, 24, 20
@@ -279,6 +280,20 @@ def write_kykz(out):
 <maximum>{nz - 1}</maximum><center>{nz // 2}</center></kspace_encoding_step_2></encodingLimits>
 </encoding></ismrmrdHeader>"""
     write(os.path.join(out, "raw_kykz.h5"), recs, xml=xml)
+    # A separate reference scan of the 12 x 12 centre (another contrast: the object squared),
+    # beside image lines of a 4 x 4 centre only, too small a block for ESPIRiT's kernel.
+    contrast = np.stack([np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(m * image ** 2),
+                                                     norm="ortho")) for m in coils])
+    separate = []
+    for p in range(nz):
+        for e1 in range(ny):
+            if abs(e1 - ny // 2 + 0.5) < 2 and abs(p - nz // 2 + 0.5) < 2 or (e1 + 2 * p) % 4 == 0:
+                separate.append(acquisition(full[:, :, e1, p], e1, e2=p))
+            if abs(e1 - ny // 2 + 0.5) < 6 and abs(p - nz // 2 + 0.5) < 6:
+                separate.append(acquisition(contrast[:, :, e1, p], e1, e2=p, flags=flag(20)))
+    xml = xml.replace("</encodingLimits>", "</encodingLimits><parallelImaging><calibrationMode>"
+                      "separate</calibrationMode></parallelImaging>")
+    write(os.path.join(out, "raw_kykz_separate.h5"), separate, xml=xml)
     # What a SENSE recon with maps of unit root sum of squares (ESPIRiT's) sees.
     reference = np.abs(image * np.sqrt(sum(abs(m) ** 2 for m in coils)))
     reference = reference[nx // 2 - nx // 4:nx // 2 + nx // 4]
