@@ -105,6 +105,7 @@ fn fastmri_layout_reads_back_to_the_same_numbers() {
             encoded_fov_mm: Some((280.0, 210.0, 4.5)),
             recon_fov_mm: Some((140.0, 140.0, 4.5)),
             calibration_mode: None,
+            second_encoding: None,
         })
     );
     // The recon field of view over the recon matrix.

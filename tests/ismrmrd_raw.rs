@@ -890,6 +890,33 @@ fn a_separate_reference_scan_calibrates_the_maps_and_is_not_image_data() {
     let b: ndarray::Array3<C32> = npy::read_npy_as(&given).unwrap();
     assert_eq!(a.dim(), (1, 8, 12));
     assert_eq!(a, b);
+    // A separately encoded reference (the header's second encoding, 8 x 6 of the same field of
+    // view, so the same k-space spacing): placed on the image's grid by its own centre line,
+    // its 8 samples on the central rows; the image as without it.
+    let encoded = RawScan::open(d.join("raw_encoding_ref.h5")).unwrap();
+    assert_assembled(&encoded, &d.join("raw_separate_expected.npy"), 2e-5);
+    let want: Array4<C32> = npy::read_npy_as(d.join("raw_encoding_ref_reference.npy")).unwrap();
+    for (s, want) in want.outer_iter().enumerate() {
+        let got = encoded
+            .slice_reference(s)
+            .expect("a reference for every slice");
+        assert_eq!(got.dim(), want.dim());
+        let err = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).norm())
+            .fold(0.0f32, f32::max);
+        assert!(
+            err < 2e-5,
+            "slice {s}: the second encoding's reference off by {err}"
+        );
+    }
+    assert_eq!(encoded.unselected(), 0);
+    // Of another field of view (another k-space spacing), it cannot be placed: not read.
+    let other = RawScan::open(d.join("raw_encoding_other.h5")).unwrap();
+    assert!(other.slice_reference(0).is_none());
+    assert_eq!(other.unselected(), 12);
+    assert_assembled(&other, &d.join("raw_separate_expected.npy"), 2e-5);
 }
 
 /// The relative error of `got`'s magnitude against `reference` after the least-squares scale.

@@ -310,10 +310,16 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
         let columns = detect_mask(first.view()).iter().filter(|&&c| c).count();
         Some((held.len(), columns))
     });
-    if let Some((n, columns)) = reference_scan {
+    if let (Some((n, columns)), Some(r)) = (reference_scan, raw) {
+        let mode = r.header().calibration_mode.is_some_and(|m| m.is_separate());
+        let source = match (mode, r.header().second_encoding.is_some()) {
+            (true, true) => "the header's calibrationMode, or its second encoding",
+            (true, false) => "the header's calibrationMode",
+            (false, _) => "the header's second encoding",
+        };
         text.push_str(&format!(
-            "  reference scan: separate (the header's calibrationMode), {columns} columns, in \
-             {n} of {} slices; it calibrates the coil maps and is not image data\n",
+            "  reference scan: separate ({source}), {columns} columns, in {n} of {} slices; it \
+             calibrates the coil maps and is not image data\n",
             slices.len()
         ));
     }

@@ -169,7 +169,10 @@ def write_separate(out, rng, noise):
     line 6 not mixed with the reference's), raw_separate_reference.npy: the reference's,
     both prewhitened; raw_separate_ref0.npy: slice 0's reference k-space as one slice
     (coils, H, W). raw_separate_embedded.h5: the same lines (all repetition 0), calibration
-    mode `embedded` (the calibration lines are image data)."""
+    mode `embedded` (the calibration lines are image data). raw_encoding_ref.h5: the image lines
+    and the reference as a second encoding of the same field of view (8 x 6, central);
+    raw_encoding_ref_reference.npy its k-space on the image grid; raw_encoding_other.h5: the
+    same with a second field of view of its own."""
     image = random_kspace(rng, (S, C, H, W))
     ref = 0.3 * random_kspace(rng, (S, C, H, W))
     expected, reference = np.zeros_like(image), np.zeros_like(ref)
@@ -192,6 +195,29 @@ def write_separate(out, rng, noise):
             "</kspace_encoding_step_1><kspace_encoding_step_2>1</kspace_encoding_step_2>"
             f"</accelerationFactor><calibrationMode>{mode}</calibrationMode></parallelImaging>")
         write(os.path.join(out, name), lines, xml=xml)
+    # The reference as a second encoding: matrix 8 x 6 (the central 8 samples of lines 3..8 as
+    # its lines 0..5, centre 3), the image's field of view, flagged parallel calibration; and
+    # the same with a field of view of its own (another k-space spacing: not read).
+    second = list(recs[:1]) + [r for r in recs[1:] if not r[0]["flags"] & flag(20)]
+    encoded = np.zeros_like(ref)
+    for s in range(S):
+        for k in range(6):
+            second.append(acquisition(ref[s, :, H // 4:H // 4 + H // 2, k + 3], k, s,
+                                      flags=flag(20), encoding=1))
+            encoded[s, :, H // 4:H // 4 + H // 2, k + 3] = ref[s, :, H // 4:H // 4 + H // 2, k + 3]
+    for name, fov_y in [("raw_encoding_ref.h5", 240.0), ("raw_encoding_other.h5", 120.0)]:
+        xml = header(W // 2).replace(
+            "<matrixSize>", "<fieldOfView_mm><x>320</x><y>240</y><z>5</z></fieldOfView_mm>"
+            "<matrixSize>", 1).replace(
+            "</encoding>", "</encoding><encoding><encodedSpace><matrixSize><x>8</x><y>6</y>"
+            f"<z>1</z></matrixSize><fieldOfView_mm><x>320</x><y>{fov_y}</y><z>5</z>"
+            "</fieldOfView_mm></encodedSpace><reconSpace><matrixSize><x>8</x><y>6</y><z>1</z>"
+            "</matrixSize></reconSpace><encodingLimits><kspace_encoding_step_1><minimum>0"
+            "</minimum><maximum>5</maximum><center>3</center></kspace_encoding_step_1>"
+            "</encodingLimits></encoding>")
+        write(os.path.join(out, name), second, xml=xml)
+    encoded, _ = whitened(encoded, noise)
+    np.save(os.path.join(out, "raw_encoding_ref_reference.npy"), encoded.astype(np.complex64))
     expected, _ = whitened(expected, noise)
     reference, _ = whitened(reference, noise)
     np.save(os.path.join(out, "raw_separate_expected.npy"), expected.astype(np.complex64))

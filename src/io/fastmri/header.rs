@@ -34,6 +34,23 @@ pub struct IsmrmrdHeader {
     pub recon_fov_mm: Option<(f64, f64, f64)>,
     /// `encoding/parallelImaging/calibrationMode`; `None` when not given.
     pub calibration_mode: Option<CalibrationMode>,
+    /// The encoded space of the header's second `<encoding>`, if it has one (lines with
+    /// `encoding_space_ref` 1: a separately encoded reference scan, for instance). Further
+    /// encodings are not read.
+    pub second_encoding: Option<EncodedSpace>,
+}
+
+/// One `<encoding>`'s encoded space: where its acquisitions lie in k-space.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EncodedSpace {
+    /// `encodedSpace/matrixSize` `(x, y, z)`.
+    pub size: (usize, usize, usize),
+    /// `encodedSpace/fieldOfView_mm` `(x, y, z)`; `None` when not given.
+    pub fov_mm: Option<(f64, f64, f64)>,
+    /// `encodingLimits/kspace_encoding_step_1/center`; `None` when not given.
+    pub center: Option<usize>,
+    /// `encodingLimits/kspace_encoding_step_2/center`; `None` when not given.
+    pub center_2: Option<usize>,
 }
 
 /// How a parallel-imaging scan acquired its calibration (autocalibration, ACS) lines: ISMRMRD's
@@ -83,6 +100,21 @@ impl IsmrmrdHeader {
             encoded_fov_mm: field_of_view(encoding, "encodedSpace")?,
             recon_fov_mm: field_of_view(encoding, "reconSpace")?,
             calibration_mode: calibration_mode(encoding)?,
+            second_encoding: root
+                .children
+                .iter()
+                .filter(|c| c.name == "encoding")
+                .nth(1)
+                .map(|e| -> Result<EncodedSpace, HeaderError> {
+                    Ok(EncodedSpace {
+                        size: matrix_size(e, "encodedSpace")?,
+                        fov_mm: field_of_view(e, "encodedSpace")?,
+                        center: limit_center(e, "kspace_encoding_step_1")?,
+                        center_2: limit_center(e, "kspace_encoding_step_2")?,
+                    })
+                })
+                .transpose()
+                .map_err(|e| HeaderError(format!("the second <encoding>: {}", e.0)))?,
         })
     }
 
@@ -468,6 +500,57 @@ mod tests {
             .to_string();
         assert!(
             e.contains("calibrationMode") && e.contains("\"grappa\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_second_encoding_is_read_and_checked() {
+        // KNEE's own second encoding, a 1 x 1 matrix without a field of view.
+        assert_eq!(
+            IsmrmrdHeader::parse(KNEE).unwrap().second_encoding,
+            Some(EncodedSpace {
+                size: (1, 1, 1),
+                fov_mm: None,
+                center: None,
+                center_2: None,
+            })
+        );
+        let one = "<ismrmrdHeader><encoding><encodedSpace><matrixSize><x>8</x><y>8</y>\
+                   </matrixSize></encodedSpace><reconSpace><matrixSize><x>8</x><y>8</y>\
+                   </matrixSize></reconSpace></encoding></ismrmrdHeader>";
+        assert_eq!(IsmrmrdHeader::parse(one).unwrap().second_encoding, None);
+        // One inserted after the first becomes the second.
+        let second = |x: &str| {
+            KNEE.replace(
+                "</encoding>",
+                &format!(
+                    "</encoding><encoding><encodedSpace><matrixSize><x>{x}</x><y>24</y><z>1</z>\
+                     </matrixSize><fieldOfView_mm><x>280</x><y>210</y><z>4.5</z>\
+                     </fieldOfView_mm></encodedSpace><reconSpace><matrixSize><x>32</x><y>24</y>\
+                     </matrixSize></reconSpace><encodingLimits><kspace_encoding_step_1>\
+                     <center>12</center></kspace_encoding_step_1></encodingLimits></encoding>"
+                ),
+            )
+        };
+        let h = IsmrmrdHeader::parse(&second("64")).unwrap();
+        assert_eq!(
+            h.second_encoding,
+            Some(EncodedSpace {
+                size: (64, 24, 1),
+                fov_mm: Some((280.0, 210.0, 4.5)),
+                center: Some(12),
+                center_2: None,
+            })
+        );
+        // The first encoding is still the image's.
+        assert_eq!(
+            h.encoded_size,
+            IsmrmrdHeader::parse(KNEE).unwrap().encoded_size
+        );
+        let e = IsmrmrdHeader::parse(&second("-2")).unwrap_err().to_string();
+        assert!(
+            e.contains("second <encoding>") && e.contains("\"-2\""),
             "{e}"
         );
     }

@@ -31,11 +31,14 @@
 //! Fourier, are zero-filled); when they hold different lines (undersampling along both phase
 //! encodes), an inverse FFT along the readout makes each of the recon matrix's central `x`
 //! readout positions a `(phase encode, partition)` slice with a 2-D mask
-//! ([`super::slab`]). Lines of another encoding than the header's first (`encoding_space_ref` > 0,
-//! e.g. a separately encoded reference scan, of other geometry) are not read. Where the
-//! header's calibration mode is `separate` or `external`, lines flagged parallel calibration
-//! only (flag 20, not 21) are a reference scan of their own: placed on a grid of their own,
-//! whatever the image's counters ([`RawScan::slice_reference`]), and not image data. Noise
+//! ([`super::slab`]). Where the header's calibration mode is `separate` or `external`, lines
+//! flagged parallel calibration only (flag 20, not 21) are a reference scan of their own:
+//! placed on a grid of their own, whatever the image's counters
+//! ([`RawScan::slice_reference`]), and not image data. So are the calibration lines (flag 20
+//! or 21) of the header's second encoding (`encoding_space_ref` 1, a separately encoded
+//! reference scan) when it has the image's encoded field of view (so the same k-space
+//! spacing) and a matrix no larger: its centre line and partition are placed on the image's.
+//! Other lines of other encodings than the first are not read. Noise
 //! measurements (flag 19), which scanners take with the RF off, give the noise covariance of
 //! the receive channels:
 //! the k-space is prewhitened with it ([`crate::coils::Whitening`]: white noise of the mean
@@ -46,7 +49,7 @@
 
 use super::geometry::SliceGeometry;
 use super::slab::{slab_slices, Encoding3d, Slicing};
-use super::{open_hdf5, read_text, CalibrationMode, IsmrmrdHeader, DAMAGED};
+use super::{open_hdf5, read_text, CalibrationMode, EncodedSpace, IsmrmrdHeader, DAMAGED};
 use crate::coils::Whitening;
 use crate::{Error, Result, C32};
 use hdf5_reader::{Dataset, Datatype, Hdf5File};
@@ -329,11 +332,26 @@ fn acquisition_bytes(data: &Dataset) -> std::result::Result<(Vec<u8>, usize), St
     Ok((bytes, size))
 }
 
+/// The header's second encoding when its lines can serve as a reference scan on the image's
+/// grid: its encoded field of view is the image's (the same k-space spacing), stated for both,
+/// and its matrix fits within the image's. `None` otherwise (its lines are then not read).
+fn reference_space(header: &IsmrmrdHeader) -> Option<EncodedSpace> {
+    let second = header.second_encoding?;
+    let ((fx, fy, fz), (gx, gy, gz)) = (header.encoded_fov_mm?, second.fov_mm?);
+    let same = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(b.abs());
+    let (h, w, d) = header.encoded_size;
+    let (x, y, z) = second.size;
+    (same(fx, gx) && same(fy, gy) && same(fz, gz) && x <= h && y <= w && z <= d).then_some(second)
+}
+
 /// The acquisition-header fields that tell which image a line belongs to.
 struct ImageFields {
     /// Whether calibration-only lines are a reference scan of their own (the header's
     /// calibration mode is separate or external), not image data.
     separate: bool,
+    /// Whether the header's second encoding is a reference scan on the image's grid
+    /// ([`reference_space`]): its calibration lines are then one.
+    second: bool,
     flags: Field,
     /// `encoding_space_ref`: which of the header's encodings the line belongs to.
     encoding: Field,
@@ -349,6 +367,7 @@ impl ImageFields {
             separate: header
                 .calibration_mode
                 .is_some_and(CalibrationMode::is_separate),
+            second: reference_space(header).is_some(),
             flags: integer(dtype, &["head", "flags"])?,
             encoding: integer(dtype, &["head", "encoding_space_ref"])?,
             e2: idx("kspace_encode_step_2")?,
@@ -377,16 +396,22 @@ impl ImageFields {
         Some(image)
     }
 
-    /// Whether `element` is a line of a separate reference scan: flagged parallel calibration
-    /// only (not also imaging), of the header's first encoding, in a file whose calibration
-    /// mode is separate or external.
+    /// Whether `element` is a line of a separate reference scan: of the header's first
+    /// encoding, flagged parallel calibration only (not also imaging), in a file whose
+    /// calibration mode is separate or external; or of its second encoding, flagged parallel
+    /// calibration, when that encoding lies on the image's grid ([`reference_space`]).
     fn is_reference(&self, element: &[u8]) -> bool {
         let flags = self.flags.read(element);
-        self.separate
-            && has_flag(flags, PARALLEL_CALIBRATION)
-            && !has_flag(flags, PARALLEL_CALIBRATION_AND_IMAGING)
-            && is_imaging(flags)
-            && self.encoding.read(element) == 0
+        let calibration = has_flag(flags, PARALLEL_CALIBRATION)
+            || has_flag(flags, PARALLEL_CALIBRATION_AND_IMAGING);
+        let only = !has_flag(flags, PARALLEL_CALIBRATION_AND_IMAGING);
+        is_imaging(flags)
+            && calibration
+            && match self.encoding.read(element) {
+                0 => self.separate && only,
+                1 => self.second,
+                _ => false,
+            }
     }
 
     /// The combinations of counter values ([`COUNTERS`]' order) on the imaging lines of the
@@ -978,6 +1003,13 @@ fn assemble(
     let mut unselected = 0;
     let center = header.kspace_center.unwrap_or(w / 2);
     let center_2 = header.kspace_center_2.unwrap_or(depth / 2);
+    // A reference scan of the second encoding: its own centre line and partition.
+    let second = reference_space(header).map(|e| {
+        (
+            e.center.unwrap_or(e.size.1 / 2),
+            e.center_2.unwrap_or(e.size.2 / 2),
+        )
+    });
     // The image's lines, and a separate reference scan's.
     let mut image = Grid::default();
     let mut reference = Grid::default();
@@ -1026,6 +1058,10 @@ fn assemble(
             }
             Some(_) => {}
         }
+        let (center, center_2) = match second {
+            Some(centres) if is_reference && fields.encoding.read(element) == 1 => centres,
+            _ => (center, center_2),
+        };
         let col = (e1.read(element) as usize + w / 2)
             .checked_sub(center)
             .filter(|&col| col < w)
