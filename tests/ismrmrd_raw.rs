@@ -19,7 +19,7 @@ use msm::io::fastmri::{is_raw, RawOptions, RawScan, Selection, Slicing};
 use msm::io::{cfl, npy};
 use msm::volume::Parts;
 use msm::C32;
-use ndarray::{Array3, Array4, Axis};
+use ndarray::{Array3, Array4, ArrayView3, Axis};
 use std::path::Path;
 use std::process::Command;
 
@@ -29,15 +29,31 @@ fn assert_assembled(scan: &RawScan, expected: &Path, tolerance: f32) {
     let expected: Array4<C32> = npy::read_npy_as(expected).unwrap();
     assert_eq!(scan.num_slices(), expected.dim().0);
     for (k, want) in expected.outer_iter().enumerate() {
-        let got = scan.slice_kspace(k).unwrap();
-        assert_eq!(got.dim(), want.dim(), "slice {k}'s shape");
-        let err = got
-            .iter()
-            .zip(want.iter())
-            .map(|(a, b)| (a - b).norm())
-            .fold(0.0f32, f32::max);
+        let err = max_diff(&scan.slice_kspace(k).unwrap(), want);
         assert!(err < tolerance, "slice {k} differs by {err}");
     }
+}
+
+/// Asserts that every slice of `scan` has the separate reference scan the NumPy file
+/// `expected` holds `(slices, coils, H, W)`.
+fn assert_references(scan: &RawScan, expected: &Path) {
+    let expected: Array4<C32> = npy::read_npy_as(expected).unwrap();
+    for (k, want) in expected.outer_iter().enumerate() {
+        let got = scan
+            .slice_reference(k)
+            .expect("a reference for every slice");
+        let err = max_diff(got, want);
+        assert!(err < 2e-5, "slice {k}: the reference differs by {err}");
+    }
+}
+
+/// The largest entry-wise difference of two arrays of one shape (asserted).
+fn max_diff(got: &Array3<C32>, want: ArrayView3<C32>) -> f32 {
+    assert_eq!(got.dim(), want.dim(), "shapes");
+    got.iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - b).norm())
+        .fold(0.0f32, f32::max)
 }
 
 #[test]
@@ -824,18 +840,8 @@ fn a_separate_reference_scan_calibrates_the_maps_and_is_not_image_data() {
     // image, so the file is still one image.
     let scan = RawScan::open(&path).unwrap();
     assert_assembled(&scan, &d.join("raw_separate_expected.npy"), 2e-5);
+    assert_references(&scan, &d.join("raw_separate_reference.npy"));
     let want: Array4<C32> = npy::read_npy_as(d.join("raw_separate_reference.npy")).unwrap();
-    for (s, want) in want.outer_iter().enumerate() {
-        let got = scan
-            .slice_reference(s)
-            .expect("a reference for every slice");
-        let err = got
-            .iter()
-            .zip(want.iter())
-            .map(|(a, b)| (a - b).norm())
-            .fold(0.0f32, f32::max);
-        assert!(err < 2e-5, "slice {s}: reference off by {err}");
-    }
     // Under calibration mode `embedded` the same lines are image data: columns 3..8 filled.
     let embedded = RawScan::open(d.join("raw_separate_embedded.h5")).unwrap();
     assert!(embedded.slice_reference(0).is_none());
@@ -895,22 +901,7 @@ fn a_separate_reference_scan_calibrates_the_maps_and_is_not_image_data() {
     // its 8 samples on the central rows; the image as without it.
     let encoded = RawScan::open(d.join("raw_encoding_ref.h5")).unwrap();
     assert_assembled(&encoded, &d.join("raw_separate_expected.npy"), 2e-5);
-    let want: Array4<C32> = npy::read_npy_as(d.join("raw_encoding_ref_reference.npy")).unwrap();
-    for (s, want) in want.outer_iter().enumerate() {
-        let got = encoded
-            .slice_reference(s)
-            .expect("a reference for every slice");
-        assert_eq!(got.dim(), want.dim());
-        let err = got
-            .iter()
-            .zip(want.iter())
-            .map(|(a, b)| (a - b).norm())
-            .fold(0.0f32, f32::max);
-        assert!(
-            err < 2e-5,
-            "slice {s}: the second encoding's reference off by {err}"
-        );
-    }
+    assert_references(&encoded, &d.join("raw_encoding_ref_reference.npy"));
     assert_eq!(encoded.unselected(), 0);
     // Of another field of view (another k-space spacing), it cannot be placed: not read.
     let other = RawScan::open(d.join("raw_encoding_other.h5")).unwrap();

@@ -154,36 +154,24 @@ fn nifti_outputs_lie_where_the_acquisitions_put_the_slices() {
     let mut meta = tiny_meta(16);
     meta.train_acceleration = 2.0;
     tiny_model_with(&model, 16, Some(meta));
-    let msm_out = d.join("msm.nii");
-    let input = d.join("geom_3d.h5");
-    ok(&[
-        "reconstruct",
-        "--model",
-        s(&model),
-        "--steps",
-        "3",
-        "--quiet",
-        s(&input),
-        s(&msm_out),
-    ]);
-    let zf = nibabel(&d.join("geom_3d.nii.gz"));
-    assert_eq!(nibabel(&msm_out).sform, zf.sform);
-    // Slices along the readout, with 2-D masks and maps from the 8 x 8 centre, through the
-    // model (the slices' 16 x 16 grid is the model's): its points, where the zero-filled
-    // recon put them.
-    let kykz_out = d.join("msm_kykz.nii");
-    ok(&[
-        "reconstruct",
-        "--model",
-        s(&model),
-        "--steps",
-        "3",
-        "--quiet",
-        s(&d.join("geom_kykz.h5")),
-        s(&kykz_out),
-    ]);
-    let zf = nibabel(&d.join("geom_kykz.nii.gz"));
-    assert_eq!(nibabel(&kykz_out).sform, zf.sform);
+    // Slices along the readout too, with 2-D masks and maps from the 8 x 8 centre (the
+    // slices' 16 x 16 grid is the model's): where the zero-filled recon put them.
+    for name in ["geom_3d", "geom_kykz"] {
+        let out = d.join(format!("msm_{name}.nii"));
+        let input = d.join(format!("{name}.h5"));
+        ok(&[
+            "reconstruct",
+            "--model",
+            s(&model),
+            "--steps",
+            "3",
+            "--quiet",
+            s(&input),
+            s(&out),
+        ]);
+        let zf = nibabel(&d.join(format!("{name}.nii.gz")));
+        assert_eq!(nibabel(&out).sform, zf.sform, "{name}");
+    }
     // A series has its first image's placement; an image that lies elsewhere is named in a
     // note (by msm recon and msm reconstruct), one in the same place is not.
     for (name, moved) in [("geom_series.h5", false), ("geom_moved.h5", true)] {
