@@ -18,20 +18,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "ismrmrd"))
-from make_raw import acquisition, write  # noqa: E402
+from make_raw import acquisition, header_3d, write  # noqa: E402
 
 C, X, Y, Z = 8, 256, 192, 64
-
-
-def header():
-    return f"""<?xml version="1.0"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
-<encodedSpace><matrixSize><x>{X}</x><y>{Y}</y><z>{Z}</z></matrixSize></encodedSpace>
-<reconSpace><matrixSize><x>{X // 2}</x><y>{Y}</y><z>{Z}</z></matrixSize></reconSpace>
-<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{Y - 1}</maximum>
-<center>{Y // 2}</center></kspace_encoding_step_1><kspace_encoding_step_2><minimum>0</minimum>
-<maximum>{Z - 1}</maximum><center>{Z // 2}</center></kspace_encoding_step_2></encodingLimits>
-</encoding></ismrmrdHeader>"""
 
 
 def main():
@@ -47,7 +36,7 @@ def main():
     for name, keep in patterns.items():
         recs = [acquisition(line * (1 + 0.01 * e1 + 0.1j * p), e1, e2=p)
                 for p in range(Z) for e1 in range(Y) if keep(e1, p)]
-        write(os.path.join(out, name), recs, xml=header())
+        write(os.path.join(out, name), recs, xml=header_3d(X, Y, Z))
         print(f"{name}: {len(recs)} lines")
 
 

@@ -101,6 +101,19 @@ def header(center, z=1, recon_z=1):
 </encoding></ismrmrdHeader>"""
 
 
+def header_3d(nx, ny, nz):
+    """The header of a 3-D encoding of nx x ny x nz, centred counters, recon x of nx / 2 (2x
+    readout oversampling), no field of view."""
+    return f"""<?xml version="1.0"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
+<encodedSpace><matrixSize><x>{nx}</x><y>{ny}</y><z>{nz}</z></matrixSize></encodedSpace>
+<reconSpace><matrixSize><x>{nx // 2}</x><y>{ny}</y><z>{nz}</z></matrixSize></reconSpace>
+<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{ny - 1}</maximum>
+<center>{ny // 2}</center></kspace_encoding_step_1><kspace_encoding_step_2><minimum>0</minimum>
+<maximum>{nz - 1}</maximum><center>{nz // 2}</center></kspace_encoding_step_2></encodingLimits>
+</encoding></ismrmrdHeader>"""
+
+
 def write(path, recs, center=W // 2, xml=None):
     arr = np.empty(len(recs), ACQ)
     for i, r in enumerate(recs):
@@ -297,14 +310,7 @@ def write_kykz(out):
             centre = abs(e1 - ny // 2 + 0.5) < 6 and abs(p - nz // 2 + 0.5) < 6
             if centre or (e1 + 2 * p) % 4 == 0:
                 recs.append(acquisition(full[:, :, e1, p], e1, e2=p))
-    xml = f"""<?xml version="1.0"?>
-<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>
-<encodedSpace><matrixSize><x>{nx}</x><y>{ny}</y><z>{nz}</z></matrixSize></encodedSpace>
-<reconSpace><matrixSize><x>{nx // 2}</x><y>{ny}</y><z>{nz}</z></matrixSize></reconSpace>
-<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{ny - 1}</maximum>
-<center>{ny // 2}</center></kspace_encoding_step_1><kspace_encoding_step_2><minimum>0</minimum>
-<maximum>{nz - 1}</maximum><center>{nz // 2}</center></kspace_encoding_step_2></encodingLimits>
-</encoding></ismrmrdHeader>"""
+    xml = header_3d(nx, ny, nz)
     write(os.path.join(out, "raw_kykz.h5"), recs, xml=xml)
     # A separate reference scan of the 12 x 12 centre (another contrast: the object squared),
     # beside image lines of a 4 x 4 centre only, too small a block for ESPIRiT's kernel.
