@@ -387,7 +387,8 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
     if !measured.is_empty() && entries {
         let kept: usize = measured.iter().map(|s| s.kept).sum();
         text.push_str(&format!(
-            "  all measured slices: R = {:.2} (mean kept fraction of the {h} x {w} entries)\n",
+            "  all measured slices: R = {:.2} (mean kept fraction of the {h} x {w} entries); \
+             no axis is fully sampled, so msm reconstruct needs a model of exactly {h} x {w}\n",
             (measured.len() * units) as f64 / kept as f64,
         ));
     } else if !measured.is_empty() {
