@@ -943,6 +943,20 @@ fn a_3d_scan_undersampled_along_both_phase_encodes_reconstructs_along_the_readou
         e_zf > 0.05,
         "zero-filled error {e_zf}: the scan should alias"
     );
+    // Undersampled along the partitions only (every other one beyond the central 12): an
+    // inverse FFT along them would alias the slices, so they are read along the readout too,
+    // with whole-column masks (a model as wide as the partitions, any height).
+    let kz = d.join("raw_kz.h5");
+    assert!(RawScan::open(&kz).unwrap().along_readout());
+    let info = ok(&["info", s(&kz)]);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("whole columns"));
+    let kz_cg = d.join("kz.npy");
+    ok(&["recon", s(&kz), s(&kz_cg)]);
+    let e = scaled_error(&npy::read_npy_as(&kz_cg).unwrap(), &reference);
+    assert!(
+        e < 0.02,
+        "CG-SENSE error of the partition-undersampled scan {e}"
+    );
     // msm ecalib finds the same 2-D mask and maps as the run: slice 3 with its maps given
     // equals slice 3 with them estimated in the run.
     let (maps, given) = (d.join("maps3.npy"), d.join("given3.npy"));

@@ -9,7 +9,7 @@ use msm::coils::calib::calibration_region;
 use msm::denoiser::{Backend, OnnxDenoiser};
 use msm::io::fastmri::{detect_mask, FastMriFile, HdfScan, RawOptions, RawScan, Slicing};
 use msm::io::nifti::{read_nifti_placed, Form, Plane};
-use msm::mask::acs_lines;
+use msm::mask::{acs_lines, Mask};
 use msm::noise::row_noise;
 use msm::volume::grid::GridPlan;
 use msm::{Error, Result};
@@ -160,6 +160,8 @@ struct SliceInfo {
     /// The noise estimate of the signal-free rows (`None` for slices along the readout,
     /// whose rows are a phase encode).
     noise: Option<f64>,
+    /// Whether the mask is a 2-D pattern (not whole columns).
+    pattern: bool,
 }
 
 /// A k-space file's layout, and every slice's mask and noise level.
@@ -187,6 +189,7 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
                 kept,
                 acs,
                 noise: None,
+                pattern: matches!(mask, Mask::Pattern(_)),
             }
         } else {
             let columns = stored_mask.clone().unwrap_or_else(|| detect_mask(k.view()));
@@ -194,6 +197,7 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
                 kept: columns.iter().filter(|&&c| c).count(),
                 acs: (h, acs_lines(&columns)),
                 noise: Some(row_noise(k.view(), &columns)),
+                pattern: false,
             }
         });
     }
@@ -264,7 +268,8 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
     text.push_str(if stored_mask.is_some() {
         "  mask: the file's `mask` dataset\n"
     } else if entries {
-        "  mask: none stored; the entries that hold data, slice by slice (a 2-D pattern)\n"
+        "  mask: none stored; the entries that hold data, slice by slice (a 2-D pattern, or \
+         whole columns)\n"
     } else {
         "  mask: none stored; the columns that hold data, slice by slice\n"
     });
@@ -284,9 +289,10 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
                 p.kept
             ),
             Slicing::Readout => format!(
-                "undersampled along both phase encodes, so read as 2-D (phase encode x \
-                 partition) slices by an inverse FFT along the readout; the central {} readout \
-                 positions of each slab kept (the recon matrix)",
+                "undersampled along the partitions (other lines in some, or some missing \
+                 between acquired ones), so read as 2-D (phase encode x partition) slices by an \
+                 inverse FFT along the readout; the central {} readout positions of each slab \
+                 kept (the recon matrix)",
                 p.kept
             ),
         };
@@ -387,9 +393,16 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
     if !measured.is_empty() && entries {
         let kept: usize = measured.iter().map(|s| s.kept).sum();
         text.push_str(&format!(
-            "  all measured slices: R = {:.2} (mean kept fraction of the {h} x {w} entries); \
-             no axis is fully sampled, so msm reconstruct needs a model of exactly {h} x {w}\n",
+            "  all measured slices: R = {:.2} (mean kept fraction of the {h} x {w} entries); {}\n",
             (measured.len() * units) as f64 / kept as f64,
+            if measured.iter().any(|s| s.pattern) {
+                format!(
+                    "no axis is fully sampled, so msm reconstruct needs a model of exactly \
+                     {h} x {w}"
+                )
+            } else {
+                format!("whole columns (the second phase encode undersampled), so a model {w} wide")
+            }
         ));
     } else if !measured.is_empty() {
         let kept: usize = measured.iter().map(|s| s.kept).sum();

@@ -112,26 +112,8 @@ impl SliceInputs {
             (None, None) if file.along_readout() => MaskSource::DetectEntries,
             (None, None) => MaskSource::Detect,
         };
-        // A 2-D pattern leaves no axis fully sampled, so the rows cannot be cropped or padded
-        // to the model's (GridPlan's step 2) without spreading the acquired entries.
-        let pattern = match &mask {
-            MaskSource::Fixed(Mask::Pattern(_)) => Some("the mask is a 2-D pattern"),
-            MaskSource::DetectEntries => Some(
-                "the 3-D scan is undersampled along both phase encodes, so its slices are \
-                 taken along the readout",
-            ),
-            _ => None,
-        };
-        if let (Some(why), true) = (pattern, plan.scan.0 != plan.model.0) {
-            let (hm, wm) = plan.model;
-            return Err(Error::format(
-                file.path(),
-                format!(
-                    "{why}: its k-space slices are {h0}x{w0} (height x width), undersampled \
-                     along both axes, but the model's grid is {hm}x{wm}; expected a model of \
-                     exactly the slices' grid, {h0}x{w0}"
-                ),
-            ));
+        if let MaskSource::Fixed(m) = &mask {
+            fits_pattern(m, &plan, &file, "the mask is a 2-D pattern")?;
         }
         let maps = match maps {
             MapsChoice::File(p) => MapsSource::File(Arc::new(read_maps(p, &file)?)),
@@ -238,6 +220,17 @@ impl SliceInputs {
             MaskSource::Fixed(m) => m.clone(),
             MaskSource::Detect | MaskSource::DetectEntries => self.detected(&k0),
         };
+        if let MaskSource::DetectEntries = &self.mask {
+            fits_pattern(
+                &mask,
+                &self.plan,
+                &self.file,
+                &format!(
+                    "slice {index} of the 3-D scan is undersampled along both of its axes (both \
+                     phase encodes)"
+                ),
+            )?;
+        }
         if mask.count(k0.dim().1) == 0 {
             return Err(Error::format(
                 path,
@@ -290,6 +283,24 @@ impl SliceInputs {
         };
         let op = Sense::new(maps).map_err(in_slice)?;
         Ok((kspace, mask, op))
+    }
+}
+
+/// Checks that a 2-D pattern `mask` (one that does not keep whole columns) fits `plan` as it
+/// is: no axis is fully sampled, so the rows cannot be cropped or padded to the model's
+/// (GridPlan's step 2) without spreading the acquired entries. `why` says where it came from.
+fn fits_pattern(mask: &Mask, plan: &GridPlan, file: &Scan, why: &str) -> Result<()> {
+    let ((h0, w0), (hm, wm)) = (plan.scan, plan.model);
+    match mask {
+        Mask::Pattern(_) if h0 != hm => Err(Error::format(
+            file.path(),
+            format!(
+                "{why}: its k-space slices are {h0}x{w0} (height x width), undersampled along \
+                 both axes, but the model's grid is {hm}x{wm}; expected a model of exactly the \
+                 slices' grid, {h0}x{w0}"
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

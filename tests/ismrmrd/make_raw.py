@@ -285,7 +285,8 @@ def write_kykz(out):
     partitions) seen by 4 coils whose sensitivities vary across the phase encodes, undersampled
     along both phase encodes: a 12 x 12 fully sampled centre and, elsewhere, the (line,
     partition) pairs with line + 2 partition divisible by 4 (a CAIPIRINHA-like shifted
-    lattice), R = 2.1. raw_kykz_separate.h5: the lattice and a 4 x 4 centre, with a separate
+    lattice), R = 2.1. raw_kz.h5: every line, in the central 8 partitions and every other
+    one beyond (undersampled along the second phase encode only). raw_kykz_separate.h5: the lattice and a 4 x 4 centre, with a separate
     reference scan of the 12 x 12 centre (of another contrast). raw_kykz_reference.npy: the magnitude of the object times the coils' root
     sum of squares at the recon matrix's central 8 readout positions, (8, 24, 20): the slices
     along the readout."""
@@ -312,6 +313,11 @@ def write_kykz(out):
                 recs.append(acquisition(full[:, :, e1, p], e1, e2=p))
     xml = header_3d(nx, ny, nz)
     write(os.path.join(out, "raw_kykz.h5"), recs, xml=xml)
+    # Undersampled along the partitions only: every line of the central 8 partitions and of
+    # every other one beyond.
+    kz_only = [acquisition(full[:, :, e1, p], e1, e2=p) for p in range(nz) for e1 in range(ny)
+               if abs(p - nz // 2 + 0.5) < 6 or p % 2 == 0]
+    write(os.path.join(out, "raw_kz.h5"), kz_only, xml=xml)
     # A separate reference scan of the 12 x 12 centre (another contrast: the object squared),
     # beside image lines of a 4 x 4 centre only, too small a block for ESPIRiT's kernel.
     contrast = np.stack([np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(m * image ** 2),

@@ -25,12 +25,14 @@
 //! several values of a counter no selection names is refused with the values listed, rather
 //! than mixed. A 3-D encoding (encoded matrix `z` > 1) is read as 2-D slices: each line of
 //! `kspace_encode_step_2 = e2` fills partition `e2 - center_2 + Z / 2` of its slab (the
-//! `slice` counter). When every partition acquired holds the same phase-encode lines, an
-//! inverse FFT along the partitions (centred, orthonormal) makes each of the recon matrix's
-//! central `z` partitions a 2-D k-space slice (partitions with no line, as under partial
-//! Fourier, are zero-filled); when they hold different lines (undersampling along both phase
-//! encodes), an inverse FFT along the readout makes each of the recon matrix's central `x`
-//! readout positions a `(phase encode, partition)` slice with a 2-D mask
+//! `slice` counter). When every partition acquired holds the same phase-encode lines and the
+//! partitions acquired are contiguous, an inverse FFT along the partitions (centred,
+//! orthonormal) makes each of the recon matrix's central `z` partitions a 2-D k-space slice
+//! (partitions missing at an edge, as under partial Fourier, are zero-filled); when they hold
+//! different lines (undersampling along both phase encodes) or partitions are missing between
+//! acquired ones (undersampling along the second), an inverse FFT along the readout makes each
+//! of the recon matrix's central `x` readout positions a `(phase encode, partition)` slice
+//! with its mask (2-D, or whole columns when only the partitions are undersampled)
 //! ([`super::slab`]). Where the header's calibration mode is `separate` or `external`, lines
 //! flagged parallel calibration only (flag 20, not 21) are a reference scan of their own:
 //! placed on a grid of their own, whatever the image's counters
@@ -1140,14 +1142,19 @@ fn assemble(
     reference.average();
     let Grid { sums, counts } = image;
     let lines = |count: &[Vec<u32>], p: usize| count[p].iter().map(|&n| n > 0).collect::<Vec<_>>();
-    // Partitions that hold other lines than the slab's first: undersampled along both phase
-    // encodes, so the slices are taken along the readout, the one axis fully sampled.
+    // An inverse FFT along the partitions needs them fully sampled but for a run missing at
+    // an edge (partial Fourier) and the same lines in each. Partitions that hold other lines
+    // than the slab's first (undersampling along both phase encodes), or partitions missing
+    // between acquired ones (undersampling along the second phase encode), leave the readout
+    // the one axis fully sampled: the slices are taken along it.
     let slicing = if counts.chunks(depth).any(|count| {
-        let mut held = (0..depth)
-            .map(|p| lines(count, p))
-            .filter(|l| l.contains(&true));
-        held.next()
-            .is_some_and(|first| held.any(|other| other != first))
+        let held: Vec<usize> = (0..depth)
+            .filter(|&p| lines(count, p).contains(&true))
+            .collect();
+        let gap = held.windows(2).any(|pair| pair[1] != pair[0] + 1);
+        gap || held
+            .iter()
+            .any(|&p| lines(count, p) != lines(count, held[0]))
     }) {
         Slicing::Readout
     } else {

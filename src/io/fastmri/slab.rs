@@ -10,9 +10,11 @@
 //!   gives `Z` slices of `(coils, X, Y)` k-space, each with the column mask of the lines. The
 //!   recon matrix's central `z` partitions are kept (slice oversampling removed).
 //! - **along the readout**: when the partitions hold different lines (undersampling along both
-//!   phase encodes: CAIPIRINHA, Poisson-disc and other `ky-kz` patterns), the readout is the only
-//!   fully sampled axis. An inverse FFT along it gives `X` slices of `(coils, Y, Z)` k-space,
-//!   each with a 2-D mask (the lines acquired, by partition). The recon matrix's central `x`
+//!   phase encodes: CAIPIRINHA, Poisson-disc and other `ky-kz` patterns) or some are missing
+//!   between acquired ones (undersampling along the second phase encode), the readout is the
+//!   only fully sampled axis. An inverse FFT along it gives `X` slices of `(coils, Y, Z)`
+//!   k-space, each with the mask of the lines acquired, by partition: 2-D, or whole columns
+//!   when only the partitions are undersampled. The recon matrix's central `x`
 //!   readout positions are kept (readout oversampling removed). Rows are the first phase encode
 //!   and columns the second, so a slice is the plane the two phase encodes span.
 //!
@@ -29,7 +31,8 @@ use rayon::prelude::*;
 pub enum Slicing {
     /// Slices along the partitions: `(coils, readout, phase encode)` k-space, column masks.
     Partitions,
-    /// Slices along the readout: `(coils, phase encode, partition)` k-space, 2-D masks.
+    /// Slices along the readout: `(coils, phase encode, partition)` k-space, 2-D masks (or
+    /// whole columns).
     Readout,
 }
 
