@@ -60,7 +60,7 @@ enum MaskSource {
     /// The columns of each slice that hold data.
     Detect,
     /// The entries of each slice that hold data: slices of a 3-D scan taken along the
-    /// readout, undersampled along both of their axes.
+    /// readout (a 2-D pattern, or whole columns when only the partitions are undersampled).
     DetectEntries,
 }
 
@@ -210,8 +210,8 @@ impl SliceInputs {
     }
 
     /// Slice `index`: its k-space on the target grid (compressed, with `--virtual-coils`, before
-    /// its maps are estimated; given maps go through the same matrix), its column mask and the
-    /// SENSE operator of its maps.
+    /// its maps are estimated; given maps go through the same matrix), its mask and the SENSE
+    /// operator of its maps.
     pub fn acquire(&self, index: usize) -> Result<(Array3<C32>, Mask, Sense)> {
         let path = self.file.path();
         let in_slice = |e: Error| self.in_slice(index, e);
