@@ -1141,20 +1141,23 @@ fn assemble(
     image.average();
     reference.average();
     let Grid { sums, counts } = image;
-    let lines = |count: &[Vec<u32>], p: usize| count[p].iter().map(|&n| n > 0).collect::<Vec<_>>();
+    // Each partition's lines acquired, and each slab's partitions that hold any.
+    let lines: Vec<Vec<bool>> = counts
+        .iter()
+        .map(|count| count.iter().map(|&n| n > 0).collect())
+        .collect();
+    let held: Vec<Vec<usize>> = lines
+        .chunks(depth)
+        .map(|slab| (0..depth).filter(|&p| slab[p].contains(&true)).collect())
+        .collect();
     // An inverse FFT along the partitions needs them fully sampled but for a run missing at
     // an edge (partial Fourier) and the same lines in each. Partitions that hold other lines
     // than the slab's first (undersampling along both phase encodes), or partitions missing
     // between acquired ones (undersampling along the second phase encode), leave the readout
     // the one axis fully sampled: the slices are taken along it.
-    let slicing = if counts.chunks(depth).any(|count| {
-        let held: Vec<usize> = (0..depth)
-            .filter(|&p| lines(count, p).contains(&true))
-            .collect();
+    let slicing = if lines.chunks(depth).zip(&held).any(|(slab, held)| {
         let gap = held.windows(2).any(|pair| pair[1] != pair[0] + 1);
-        gap || held
-            .iter()
-            .any(|&p| lines(count, p) != lines(count, held[0]))
+        gap || held.iter().any(|&p| slab[p] != slab[held[0]])
     }) {
         Slicing::Readout
     } else {
@@ -1184,20 +1187,17 @@ fn assemble(
         (None, None) => None,
     };
     let mut parts = sums.into_iter();
-    let mut slices = Vec::with_capacity(counts.len() / depth * keep);
+    let mut slices = Vec::with_capacity(held.len() * keep);
     let mut geometry = Vec::with_capacity(slices.capacity());
     let mut filled = 0;
-    for (slab, count) in counts.chunks(depth).enumerate() {
+    for (slab, acquired) in held.iter().map(Vec::len).enumerate() {
         let slab_parts: Vec<Array3<C32>> = parts.by_ref().take(depth).collect();
-        let held = (0..depth)
-            .filter(|&p| lines(count, p).contains(&true))
-            .count();
-        if held == 0 {
+        if acquired == 0 {
             return Err(format!(
                 "slice {slab} has no acquisition; expected slices numbered from 0 without gaps"
             ));
         }
-        filled += held;
+        filled += acquired;
         let placed_at = slab_geometry.get(slab).copied().flatten().flatten();
         if depth == 1 {
             slices.extend(slab_parts);
@@ -1218,7 +1218,7 @@ fn assemble(
     let encoding_3d = (depth > 1).then(|| Encoding3d {
         encoded: depth,
         kept: keep,
-        filled: filled as f64 / (counts.len() / depth) as f64,
+        filled: filled as f64 / held.len() as f64,
         slicing,
     });
     let noise = noise.finish();
