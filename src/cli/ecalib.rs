@@ -4,7 +4,6 @@ use super::coilmaps::{MapsArgs, Method};
 use super::data;
 use super::scan::{self, Scan};
 use msm::io::atomic;
-use msm::io::fastmri::detect_mask;
 use msm::mask::Mask;
 use msm::{Error, Result, C32};
 use ndarray::Array3;
@@ -55,9 +54,7 @@ fn read_input(a: &Args) -> Result<(Array3<C32>, Option<Mask>, String)> {
             Some(p) => data::read_mask(p, h, w)?,
             None => match file.mask() {
                 Some(m) => Mask::Columns(m.to_vec()),
-                // Slices along the readout of a 3-D scan: a 2-D pattern, entry by entry.
-                None if file.along_readout() => data::mask_from_kspace(&kspace),
-                None => Mask::Columns(detect_mask(kspace.view())),
+                None => file.detected_mask(&kspace),
             },
         };
         let what = format!("slice {index} of {} slices{source}", file.num_slices());

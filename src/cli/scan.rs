@@ -4,9 +4,12 @@
 
 use super::data;
 use msm::io::fastmri::geometry::placement;
-use msm::io::fastmri::{CounterChoice, HdfScan, ImageChoice, RawOptions, Selection, COUNTERS};
+use msm::io::fastmri::{
+    detect_mask, CounterChoice, HdfScan, ImageChoice, RawOptions, Selection, COUNTERS,
+};
 use msm::io::space::VoxelSpace;
 use msm::io::{cfl, npy};
+use msm::mask::Mask;
 use msm::volume::grid::GridPlan;
 use msm::volume::output::{BART_SLICE_DIM, UNPLACED};
 use msm::{Error, Result, C32};
@@ -315,11 +318,22 @@ impl Scan {
     }
 
     /// Whether the slices are a 3-D raw scan's taken along the readout (undersampled along
-    /// both phase encodes: each slice needs a 2-D mask).
+    /// both phase encodes, or along the partitions: a slice's mask is per entry).
     pub fn along_readout(&self) -> bool {
         match self {
             Scan::H5(f) => f.along_readout(),
             Scan::Stack { .. } => false,
+        }
+    }
+
+    /// The mask of one slice's k-space (or its reference scan's) `(coils, H, W)` from the
+    /// entries that hold data: per entry for slices along the readout (a 2-D pattern, or whole
+    /// columns), else per column.
+    pub fn detected_mask(&self, kspace: &Array3<C32>) -> Mask {
+        if self.along_readout() {
+            data::mask_from_kspace(kspace)
+        } else {
+            Mask::Columns(detect_mask(kspace.view()))
         }
     }
 

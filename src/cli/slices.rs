@@ -6,7 +6,6 @@ use super::coilmaps::{MapsArgs, Method};
 use super::data;
 use super::scan::{read_stack, Scan};
 use msm::coils::Compression;
-use msm::io::fastmri::detect_mask;
 use msm::mask::Mask;
 use msm::sense::Sense;
 use msm::volume::GridPlan;
@@ -57,11 +56,9 @@ impl<'a> MapsChoice<'a> {
 enum MaskSource {
     /// One mask for every slice (`--mask`, or the file's `mask` dataset).
     Fixed(Mask),
-    /// The columns of each slice that hold data.
+    /// The columns of each slice that hold data, or its entries for slices along the readout
+    /// ([`Scan::detected_mask`]).
     Detect,
-    /// The entries of each slice that hold data: slices of a 3-D scan taken along the
-    /// readout (a 2-D pattern, or whole columns when only the partitions are undersampled).
-    DetectEntries,
 }
 
 /// Where each slice's coil maps come from.
@@ -109,7 +106,6 @@ impl SliceInputs {
         let mask = match (mask, file.mask()) {
             (Some(p), _) => MaskSource::Fixed(data::read_mask(p, h0, w0)?),
             (None, Some(m)) => MaskSource::Fixed(Mask::Columns(m.to_vec())),
-            (None, None) if file.along_readout() => MaskSource::DetectEntries,
             (None, None) => MaskSource::Detect,
         };
         if let MaskSource::Fixed(m) = &mask {
@@ -199,16 +195,6 @@ impl SliceInputs {
         }
     }
 
-    /// The mask of `kspace` (a slice's, or its reference scan's) from the entries that hold
-    /// data: per entry for slices along the readout, else per column.
-    fn detected(&self, kspace: &Array3<C32>) -> Mask {
-        if self.file.along_readout() {
-            data::mask_from_kspace(kspace)
-        } else {
-            Mask::Columns(detect_mask(kspace.view()))
-        }
-    }
-
     /// Slice `index`: its k-space on the target grid (compressed, with `--virtual-coils`, before
     /// its maps are estimated; given maps go through the same matrix), its mask and the SENSE
     /// operator of its maps.
@@ -218,19 +204,20 @@ impl SliceInputs {
         let k0 = self.file.slice_kspace(index)?;
         let mask = match &self.mask {
             MaskSource::Fixed(m) => m.clone(),
-            MaskSource::Detect | MaskSource::DetectEntries => self.detected(&k0),
+            MaskSource::Detect => {
+                let mask = self.file.detected_mask(&k0);
+                fits_pattern(
+                    &mask,
+                    &self.plan,
+                    &self.file,
+                    &format!(
+                        "slice {index} of the 3-D scan is undersampled along both of its axes \
+                         (both phase encodes)"
+                    ),
+                )?;
+                mask
+            }
         };
-        if let MaskSource::DetectEntries = &self.mask {
-            fits_pattern(
-                &mask,
-                &self.plan,
-                &self.file,
-                &format!(
-                    "slice {index} of the 3-D scan is undersampled along both of its axes (both \
-                     phase encodes)"
-                ),
-            )?;
-        }
         if mask.count(k0.dim().1) == 0 {
             return Err(Error::format(
                 path,
@@ -273,7 +260,7 @@ impl SliceInputs {
                     None => None,
                 };
                 let (calib, calib_mask) = match &reference {
-                    Some(r) => (r.view(), self.detected(r)),
+                    Some(r) => (r.view(), self.file.detected_mask(r)),
                     None => (kspace.view(), mask.clone()),
                 };
                 opts.estimate(*method, calib, Some(&calib_mask))
