@@ -37,7 +37,7 @@ pub struct Args {
     pub method: Method,
     /// Sampling mask (vector over the width or 2-D pattern); default: the non-zero entries of
     /// the k-space (for a volume: an .h5 file's `mask` dataset, else the columns with data, per
-    /// slice; the entries with data for a 3-D scan undersampled along both phase encodes).
+    /// slice; the entries with data for a 3-D scan read along the readout).
     #[arg(long)]
     pub mask: Option<PathBuf>,
     /// Tikhonov weight of CG-SENSE.

@@ -27,7 +27,7 @@ pub struct Args {
     pub files: Vec<PathBuf>,
     /// Sampling mask (vector over the width or 2-D pattern); default: the non-zero entries (for
     /// a volume: an .h5 file's `mask` dataset, else the columns with data, per slice; the
-    /// entries with data for a 3-D scan undersampled along both phase encodes). A 2-D pattern
+    /// entries with data for a 3-D scan read along the readout). A 2-D pattern
     /// needs a model of exactly the slices' grid.
     #[arg(long)]
     pub mask: Option<PathBuf>,

@@ -232,11 +232,11 @@ pub fn run(a: &Args, kspace: &Path, maps: Option<&Path>, output: &Path) -> Resul
         }
     }
     let nifti = outputs.iter().any(|(_, f)| *f == VolumeFormat::Nifti);
-    for note in [placed.note(kspace), elsewhere.note(kspace)]
-        .into_iter()
-        .flatten()
-    {
-        if nifti {
+    if nifti {
+        for note in [placed.note(kspace), elsewhere.note(kspace)]
+            .into_iter()
+            .flatten()
+        {
             say(note);
         }
     }

@@ -273,10 +273,11 @@ fn prepare_image(
     }
     if file.along_readout() {
         return Err(fmt(
-            "is a 3-D scan undersampled along both phase encodes: its slices are taken along \
-             the readout and each has a 2-D mask, but the trainer's measurements are column-\
-             undersampled; expected a 2-D scan, or a 3-D one with the same lines in every \
-             partition (msm reconstruct and msm recon read this scan)"
+            "is a 3-D scan undersampled along both phase encodes or along the partitions: its \
+             slices are taken along the readout, each with a mask per entry, but the trainer \
+             reads slices along the partitions only; expected a 2-D scan, or a 3-D one with \
+             the same lines in every partition acquired, partitions missing at an edge only \
+             (msm reconstruct and msm recon read this scan)"
                 .into(),
         ));
     }

@@ -574,8 +574,8 @@ impl RawScan {
     }
 
     /// Whether the slices were taken along the readout ([`Slicing::Readout`]: a 3-D scan
-    /// undersampled along both phase encodes), so that each slice's k-space is `(phase
-    /// encode, partition)` with a 2-D mask.
+    /// undersampled along both phase encodes, or along the partitions), so that each slice's
+    /// k-space is `(phase encode, partition)` with a mask per entry.
     pub fn along_readout(&self) -> bool {
         self.encoding_3d
             .is_some_and(|e| e.slicing == Slicing::Readout)

@@ -93,7 +93,8 @@ impl HdfScan {
     }
 
     /// Whether the slices were taken along the readout of a 3-D raw scan undersampled along
-    /// both phase encodes ([`RawScan::along_readout`]); never for fastMRI files.
+    /// both phase encodes or along the partitions ([`RawScan::along_readout`]); never for
+    /// fastMRI files.
     pub fn along_readout(&self) -> bool {
         match self {
             HdfScan::FastMri(_) => false,
