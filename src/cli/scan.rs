@@ -156,17 +156,15 @@ impl SeriesPlacement {
         if !matches!(placed, Placed::Scanner) {
             return Ok(());
         }
-        // The largest distance over the volume's corners (the maps are affine).
-        let [h, w, n] = self.dims.map(|d| d.saturating_sub(1) as f64);
-        let mut far = 0.0f64;
-        for corner in [0.0, h].into_iter().flat_map(|i| {
-            [0.0, w]
-                .into_iter()
-                .flat_map(move |j| [0.0, n].into_iter().map(move |k| [i, j, k]))
-        }) {
-            let (a, b) = (first.world(corner), space.world(corner));
-            far = far.max((0..3).map(|d| (a[d] - b[d]).powi(2)).sum::<f64>().sqrt());
-        }
+        // The largest distance over the volume's 8 corners (the maps are affine).
+        let last = self.dims.map(|d| d.saturating_sub(1) as f64);
+        let far = (0..8)
+            .map(|bits: u32| {
+                let corner = std::array::from_fn(|d| f64::from(bits >> d & 1) * last[d]);
+                let (a, b) = (first.world(corner), space.world(corner));
+                (0..3).map(|d| (a[d] - b[d]).powi(2)).sum::<f64>().sqrt()
+            })
+            .fold(0.0f64, f64::max);
         if far > SAME_PLACE_MM {
             self.moved.push((label.to_string(), far));
         }
