@@ -1,5 +1,6 @@
 //! Sampling masks: Cartesian column masks for k-space (random with an ACS block, equispaced),
-//! pixel and block masks for image-domain problems, and the coverage-aware partial-mask sampler
+//! 2-D masks for k-space undersampled along both phase encodes (random entries with an ACS
+//! square), pixel and block masks for image-domain problems, and the coverage-aware partial-mask sampler
 //! that MSM draws its partial scores with (MSM.md section 4).
 //!
 //! A [`Mask`] is either a set of kept columns (the width axis is the phase-encode axis, as in
@@ -157,6 +158,77 @@ pub fn random_cartesian<R: Rng + ?Sized>(
         .collect())
 }
 
+/// The central `side x side` block of a `height x width` grid (the ACS of a 2-D mask), placed
+/// on each axis as [`acs_range`] places ACS columns: rows, then columns.
+pub fn acs_square(
+    height: usize,
+    width: usize,
+    side: usize,
+) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+    (
+        acs_range(height, Acs::Lines(side)),
+        acs_range(width, Acs::Lines(side)),
+    )
+}
+
+/// The side of the largest fully sampled [`acs_square`] of a 2-D pattern (0 if its centre entry
+/// is not kept): the ACS block of a 2-D mask. The squares of growing side are nested, so the
+/// first one with an entry missing ends the search.
+pub fn acs_side(pattern: &Array2<bool>) -> usize {
+    let (h, w) = pattern.dim();
+    (1..=h.min(w))
+        .take_while(|&side| {
+            let (rows, cols) = acs_square(h, w, side);
+            rows.into_iter()
+                .all(|i| cols.clone().all(|j| pattern[(i, j)]))
+        })
+        .last()
+        .unwrap_or(0)
+}
+
+/// A random 2-D mask for k-space undersampled along both axes (the `(phase encode, partition)`
+/// slices of a 3-D scan): the central `acs x acs` square ([`acs_square`]) is always kept, every
+/// other entry is kept independently with the probability that makes the expected kept fraction
+/// `1 / accel`. The 2-D counterpart of [`random_cartesian`].
+pub fn random_entries<R: Rng + ?Sized>(
+    height: usize,
+    width: usize,
+    accel: f64,
+    acs: usize,
+    rng: &mut R,
+) -> Result<Array2<bool>> {
+    check_accel_square(accel, height, width, acs)?;
+    let (rows, cols) = acs_square(height, width, acs);
+    let (n, n_acs) = (height * width, rows.len() * cols.len());
+    let prob = if n == n_acs {
+        0.0
+    } else {
+        (n as f64 / accel - n_acs as f64) / (n - n_acs) as f64
+    };
+    Ok(Array2::from_shape_fn((height, width), |(i, j)| {
+        let draw: f64 = rng.random();
+        (rows.contains(&i) && cols.contains(&j)) || draw < prob
+    }))
+}
+
+/// Checks an acceleration and an ACS square of side `acs` on a `height x width` grid.
+fn check_accel_square(accel: f64, height: usize, width: usize, acs: usize) -> Result<()> {
+    check_accel(accel, width, 0)?;
+    if acs > height.min(width) {
+        return Err(Error::invalid(format!(
+            "an ACS square of side {acs} does not fit a {height}x{width} grid"
+        )));
+    }
+    let kept = (height * width) as f64 / accel;
+    if (acs * acs) as f64 > kept + 1e-9 {
+        return Err(Error::invalid(format!(
+            "an ACS square of {acs}x{acs} already exceeds the {kept:.1} entries that \
+             acceleration {accel} keeps of {height}x{width}"
+        )));
+    }
+    Ok(())
+}
+
 /// An equispaced column mask: every `accel`-th column starting at `offset`, plus the ACS block.
 /// `accel` must be a whole number >= 1.
 pub fn equispaced(width: usize, accel: usize, acs: Acs, offset: usize) -> Result<Vec<bool>> {
@@ -217,6 +289,19 @@ pub enum PartialKind {
         /// ACS block kept by every partial mask.
         acs: Acs,
     },
+    /// 2-D masks for k-space undersampled along both axes: an ACS square that every partial
+    /// mask keeps, plus random entries, `1 / accel` of the grid in all (the distribution of
+    /// [`random_entries`]).
+    Entries {
+        /// Height of k-space.
+        height: usize,
+        /// Width of k-space.
+        width: usize,
+        /// Acceleration of each partial mask.
+        accel: f64,
+        /// Side of the ACS square kept by every partial mask.
+        acs: usize,
+    },
     /// Block masks for images: `block x block` tiles, `1 / accel` of them per mask.
     Blocks {
         /// Image height.
@@ -259,6 +344,21 @@ impl CoverageSampler {
                 let total = ((*width as f64 / accel).round() as usize).max(r.len());
                 (*width, r.collect::<Vec<_>>(), total)
             }
+            PartialKind::Entries {
+                height,
+                width,
+                accel,
+                acs,
+            } => {
+                check_accel_square(*accel, *height, *width, *acs)?;
+                let (rows, cols) = acs_square(*height, *width, *acs);
+                let fixed: Vec<usize> = rows
+                    .flat_map(|i| cols.clone().map(move |j| i * width + j))
+                    .collect();
+                let n = height * width;
+                let total = ((n as f64 / accel).round() as usize).max(fixed.len());
+                (n, fixed, total)
+            }
             PartialKind::Blocks {
                 height,
                 width,
@@ -273,7 +373,11 @@ impl CoverageSampler {
                 (n, vec![], ((n as f64 / accel).round() as usize).max(1))
             }
         };
-        let free: Vec<usize> = (0..units).filter(|u| !fixed.contains(u)).collect();
+        let mut is_fixed = vec![false; units];
+        for &u in &fixed {
+            is_fixed[u] = true;
+        }
+        let free: Vec<usize> = (0..units).filter(|&u| !is_fixed[u]).collect();
         let per_mask = per_mask_total - fixed.len();
         if per_mask == 0 && !free.is_empty() {
             return Err(Error::invalid(
@@ -312,13 +416,13 @@ impl CoverageSampler {
         let mut need = self.per_mask.min(self.free.len());
         while need > 0 {
             if self.uncovered.is_empty() {
-                // Restart coverage with every free unit not already in this mask.
-                self.uncovered = self
-                    .free
-                    .iter()
-                    .copied()
-                    .filter(|u| !chosen.contains(u))
-                    .collect();
+                // Restart coverage with every free unit not already in this mask (a membership
+                // table: 2-D masks have thousands of units).
+                let mut in_mask = vec![false; self.fixed.len() + self.free.len()];
+                for &u in &chosen {
+                    in_mask[u] = true;
+                }
+                self.uncovered = self.free.iter().copied().filter(|&u| !in_mask[u]).collect();
             }
             self.uncovered.shuffle(rng);
             let take = need.min(self.uncovered.len());
@@ -337,6 +441,13 @@ impl CoverageSampler {
                     cols[u] = true;
                 }
                 Mask::Columns(cols)
+            }
+            PartialKind::Entries { height, width, .. } => {
+                let mut p = Array2::from_elem((*height, *width), false);
+                for &u in units {
+                    p[(u / width, u % width)] = true;
+                }
+                Mask::Pattern(p)
             }
             PartialKind::Blocks {
                 height,

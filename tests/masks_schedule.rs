@@ -151,6 +151,109 @@ fn coverage_sampler_blocks_cover_the_image() {
 }
 
 #[test]
+fn random_entries_keep_the_acs_square_and_the_expected_fraction() {
+    for &(h, w, r, acs) in &[
+        (64usize, 48usize, 4.0, 12usize),
+        (33, 40, 6.0, 7),
+        (16, 16, 2.0, 0),
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (rows, cols) = mask::acs_square(h, w, acs);
+        assert_eq!((rows.len(), cols.len()), (acs, acs));
+        let mut total = 0.0;
+        for _ in 0..400 {
+            let m = mask::random_entries(h, w, r, acs, &mut rng).unwrap();
+            assert_eq!(m.dim(), (h, w));
+            for i in rows.clone() {
+                assert!(cols.clone().all(|j| m[(i, j)]), "ACS entry missing");
+            }
+            assert!(mask::acs_side(&m) >= acs);
+            total += m.iter().filter(|&&k| k).count() as f64 / (h * w) as f64;
+        }
+        let mean = total / 400.0;
+        assert!(
+            (mean - 1.0 / r).abs() < 0.01,
+            "{h}x{w} R={r}: mean kept fraction {mean:.4}, expected {:.4}",
+            1.0 / r
+        );
+    }
+    // Same seed, same mask.
+    let draw = |seed| mask::random_entries(32, 32, 4.0, 8, &mut ChaCha8Rng::seed_from_u64(seed));
+    assert_eq!(draw(1).unwrap(), draw(1).unwrap());
+    assert_ne!(draw(1).unwrap(), draw(2).unwrap());
+    // Squares that do not fit are refused with the sizes.
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let e = mask::random_entries(32, 16, 4.0, 17, &mut rng)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("17") && e.contains("32x16"), "{e}");
+    let e = mask::random_entries(32, 32, 8.0, 12, &mut rng)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("12x12") && e.contains("128.0"), "{e}");
+}
+
+#[test]
+fn acs_side_finds_the_largest_centred_square() {
+    // A 10 x 12 grid with the centred 4 x 4 square kept, then a neighbour of the 5 x 5 square.
+    let mut p = ndarray::Array2::from_elem((10, 12), false);
+    let (rows, cols) = mask::acs_square(10, 12, 4);
+    assert_eq!((rows.clone(), cols.clone()), (3..7, 4..8));
+    for i in rows {
+        for j in cols.clone() {
+            p[(i, j)] = true;
+        }
+    }
+    assert_eq!(mask::acs_side(&p), 4);
+    // The 5 x 5 square (pad (10 - 5 + 1) / 2 = 3 rows, (12 - 5 + 1) / 2 = 4 columns) adds row
+    // 7 and column 8.
+    let (r5, c5) = mask::acs_square(10, 12, 5);
+    assert_eq!((r5.clone(), c5.clone()), (3..8, 4..9));
+    for i in r5 {
+        for j in c5.clone() {
+            p[(i, j)] = true;
+        }
+    }
+    assert_eq!(mask::acs_side(&p), 5);
+    p[(5, 6)] = false;
+    assert_eq!(mask::acs_side(&p), 0, "the centre entry is missing");
+}
+
+#[test]
+fn coverage_sampler_entries_tile_the_grid_within_its_bound() {
+    let (h, w) = (24usize, 20usize);
+    let kind = PartialKind::Entries {
+        height: h,
+        width: w,
+        accel: 4.0,
+        acs: 6,
+    };
+    let mut s = CoverageSampler::new(kind).unwrap();
+    // 480 entries, 36 in the ACS square, 120 per mask: 444 free, 84 free per mask, cycles of at
+    // most 1 + ceil(443 / 84) = 7 draws, window 13.
+    assert_eq!(s.coverage_bound(), 13);
+    let (rows, cols) = mask::acs_square(h, w, 6);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let masks: Vec<Mask> = (0..100).map(|_| s.next_mask(&mut rng)).collect();
+    for m in &masks {
+        assert!(matches!(m, Mask::Pattern(_)));
+        assert_eq!(m.count(h), 120, "every partial mask keeps 1/R of the grid");
+        for i in rows.clone() {
+            assert!(
+                cols.clone().all(|j| m.keeps(i, j)),
+                "ACS in every partial mask"
+            );
+        }
+    }
+    let bound = s.coverage_bound();
+    for start in 0..masks.len() - bound {
+        let covered = (0..h)
+            .all(|i| (0..w).all(|j| masks[start..start + bound].iter().any(|m| m.keeps(i, j))));
+        assert!(covered, "window at {start} misses an entry");
+    }
+}
+
+#[test]
 fn schedule_matches_numpy() {
     // np.cumprod(1 - np.linspace(1e-4, 0.02, 1000, dtype=np.float64))[[0, 499, 999]]
     let s = Schedule::reference();

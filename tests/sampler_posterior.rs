@@ -156,6 +156,30 @@ fn msm_posterior_approaches_closed_form() {
     }
 }
 
+/// The same with 2-D partial masks (random entries around a 2 x 2 ACS square, half the grid
+/// each), as a `random-2d` model draws them: the partial scores of entries, not columns, still
+/// take the sample mean most of the way to the closed form and onto the data.
+#[test]
+fn msm_posterior_with_2d_partial_masks_approaches_closed_form() {
+    let entries = PartialKind::Entries {
+        height: N,
+        width: N,
+        accel: 2.0,
+        acs: 2,
+    };
+    for mode in [Mode::Parallel, Mode::Sequential] {
+        let o = posterior_run(mode, 3, 200, entries.clone(), 0);
+        let msg = format!(
+            "{mode:?}: posterior mean relative error {:.4} (prior mean {:.4}); worst data \
+             residual {:.2} noise std (data rms {:.1})",
+            o.rel, o.prior_rel, o.dc, o.rms_y
+        );
+        println!("MSM 2-D partial masks, w = 3, K = 200, 64 samples: {msg}");
+        assert!(o.rel < 0.3 && o.rel < 0.4 * o.prior_rel, "{msg}");
+        assert!(o.dc < 0.25 * o.rms_y, "{msg}");
+    }
+}
+
 /// Final data consistency (a few CG iterations on the normal equations from each sample)
 /// brings the MSM samples onto the data to the noise level, as the exact-score sampler's are,
 /// without moving the posterior mean away from the closed form.

@@ -2,9 +2,9 @@
 
 use super::shipped;
 use msm::denoiser::{Backend, OnnxDenoiser};
-use msm::mask::{Acs, PartialKind};
+use msm::mask::PartialKind;
 use msm::onnx::meta::DEFAULT_RECON_ETA;
-use msm::sampler::{Mode, SamplerOptions};
+use msm::sampler::{model_partial_kind, Mode, SamplerOptions};
 use msm::{Error, Result};
 use std::path::PathBuf;
 
@@ -97,7 +97,8 @@ pub enum Job {
 }
 
 /// Loads the model and builds sampler options from its metadata and the arguments; partial
-/// masks are `width` columns wide (default: the model's width).
+/// column masks are `width` columns wide (default: the model's width); 2-D masks
+/// (`random-2d` models) are on the model's grid.
 pub fn load(
     a: &SamplerArgs,
     job: Job,
@@ -130,16 +131,16 @@ pub fn load(
             None => DEFAULT_RECON_ETA,
         },
     };
+    let mut partial = model_partial_kind(&m);
+    if let (PartialKind::Columns { width: w, .. }, Some(width)) = (&mut partial, width) {
+        *w = width;
+    }
     let opts = SamplerOptions {
         steps: a.steps.unwrap_or(default_steps),
         partials: a.partials,
         eta,
         seed: a.seed,
-        partial: Some(PartialKind::Columns {
-            width: width.unwrap_or(m.width),
-            accel: m.train_acceleration,
-            acs: Acs::Lines(m.train_acs_lines),
-        }),
+        partial: Some(partial),
         mode: match a.mode {
             ModeArg::Parallel => Mode::Parallel,
             ModeArg::Sequential => Mode::Sequential,

@@ -18,9 +18,11 @@
 //! | `msm.beta_start`        | yes      | real, 0 < beta_start < beta_end    |
 //! | `msm.beta_end`          | yes      | real, beta_end < 1                 |
 //! | `msm.num_timesteps`     | yes      | positive integer                   |
-//! | `msm.train_mask`        | yes      | `random` or `equispaced`           |
+//! | `msm.train_mask`        | yes      | `random`, `equispaced`, `random-2d`|
 //! | `msm.train_acceleration`| yes      | real >= 1                          |
-//! | `msm.train_acs_lines`   | yes      | integer, 0 to image width          |
+//! | `msm.train_acs_lines`   | yes      | integer, 0 to image width (side of |
+//! |                         |          | the ACS square for `random-2d`: 0  |
+//! |                         |          | to the smaller image side)         |
 //! | `msm.train_noise_eta`   | yes      | real >= 0                          |
 //! | `msm.coils`             | no       | positive integer                   |
 //! | `msm.architecture`      | no       | free text                          |
@@ -122,6 +124,9 @@ pub enum MaskPattern {
     Random,
     /// ACS block plus every R-th column.
     Equispaced,
+    /// 2-D masks: a central ACS square plus entries drawn at random
+    /// ([`crate::mask::random_entries`]), for k-space undersampled along both phase encodes.
+    Random2d,
 }
 
 impl MaskPattern {
@@ -130,6 +135,7 @@ impl MaskPattern {
         match self {
             MaskPattern::Random => "random",
             MaskPattern::Equispaced => "equispaced",
+            MaskPattern::Random2d => "random-2d",
         }
     }
 }
@@ -140,6 +146,7 @@ impl FromStr for MaskPattern {
         match s {
             "random" => Ok(MaskPattern::Random),
             "equispaced" => Ok(MaskPattern::Equispaced),
+            "random-2d" => Ok(MaskPattern::Random2d),
             _ => Err(()),
         }
     }
@@ -166,11 +173,12 @@ pub struct ModelMeta {
     pub beta_end: f64,
     /// Number of training timesteps; `t` runs over `0..num_timesteps` (required).
     pub num_timesteps: usize,
-    /// Column mask pattern used in training (required).
+    /// Mask pattern used in training (required).
     pub train_mask: MaskPattern,
     /// Acceleration R of the training masks (required).
     pub train_acceleration: f64,
-    /// Number of always-kept central (ACS) columns of the training masks (required).
+    /// Number of always-kept central (ACS) columns of the training masks; for
+    /// [`MaskPattern::Random2d`] the side of the always-kept central square (required).
     pub train_acs_lines: usize,
     /// Standard deviation of the measurement noise in the training data, 0 for noiseless
     /// (required).
@@ -363,7 +371,8 @@ impl ModelMeta {
         if num_timesteps == 0 {
             return Err(r.bad("num_timesteps", "0", "a positive integer such as 1000"));
         }
-        let train_mask: MaskPattern = r.required("train_mask", "`random` or `equispaced`")?;
+        let train_mask: MaskPattern =
+            r.required("train_mask", "`random`, `equispaced` or `random-2d`")?;
         let train_acceleration: f64 =
             r.required("train_acceleration", "a real number >= 1 such as 4")?;
         if !(train_acceleration >= 1.0 && train_acceleration.is_finite()) {
@@ -374,11 +383,18 @@ impl ModelMeta {
             ));
         }
         let train_acs_lines: usize = r.required("train_acs_lines", "an integer such as 20")?;
-        if train_acs_lines > width {
+        let acs_limit = match train_mask {
+            MaskPattern::Random2d => (
+                height.min(width),
+                "the side of the ACS square, at most the smaller image side",
+            ),
+            _ => (width, "at most the image width"),
+        };
+        if train_acs_lines > acs_limit.0 {
             return Err(r.bad(
                 "train_acs_lines",
                 &train_acs_lines.to_string(),
-                &format!("at most the image width {width}"),
+                &format!("{} {}", acs_limit.1, acs_limit.0),
             ));
         }
         let train_noise_eta: f64 = r.required("train_noise_eta", "a real number >= 0")?;
@@ -434,7 +450,7 @@ impl fmt::Display for ModelMeta {
         write!(
             f,
             "{}x{} {}-prediction, {} betas {}..{} over {} steps, trained on {} masks R={} \
-             ({} ACS lines), eta={}",
+             ({}), eta={}",
             self.height,
             self.width,
             self.prediction.as_str(),
@@ -444,7 +460,13 @@ impl fmt::Display for ModelMeta {
             self.num_timesteps,
             self.train_mask.as_str(),
             self.train_acceleration,
-            self.train_acs_lines,
+            match self.train_mask {
+                MaskPattern::Random2d => format!(
+                    "{}x{} ACS square",
+                    self.train_acs_lines, self.train_acs_lines
+                ),
+                _ => format!("{} ACS lines", self.train_acs_lines),
+            },
             self.train_noise_eta
         )
     }
@@ -549,7 +571,11 @@ mod tests {
             ("msm.schedule", "cosine", "`linear`"),
             ("msm.channels", "3", "2 (real and imaginary)"),
             ("msm.format_version", "2", "newer msm"),
-            ("msm.train_mask", "radial", "`random` or `equispaced`"),
+            (
+                "msm.train_mask",
+                "radial",
+                "`random`, `equispaced` or `random-2d`",
+            ),
             ("msm.train_acs_lines", "49", "at most the image width 48"),
             ("msm.train_noise_eta", "-1", ">= 0"),
             ("msm.beta_start", "0.5", "beta_start < beta_end"),
@@ -567,6 +593,30 @@ mod tests {
                 .to_string();
             assert!(e.contains(key) && e.contains(expected), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn random_2d_masks_round_trip_and_bound_the_acs_square_by_the_smaller_side() {
+        let mut m = ModelMeta::new(40, 64);
+        m.train_mask = MaskPattern::Random2d;
+        m.train_acs_lines = 40;
+        let props = m.to_props();
+        assert!(props.contains(&("msm.train_mask".into(), "random-2d".into())));
+        assert_eq!(
+            ModelMeta::from_props(Path::new("m.onnx"), props).unwrap(),
+            m
+        );
+        m.train_acs_lines = 41;
+        let e = ModelMeta::from_props(Path::new("m.onnx"), m.to_props())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("msm.train_acs_lines") && e.contains("smaller image side 40"),
+            "{e}"
+        );
+        // Column masks are bounded by the width alone.
+        m.train_mask = MaskPattern::Random;
+        assert!(ModelMeta::from_props(Path::new("m.onnx"), m.to_props()).is_ok());
     }
 
     #[test]

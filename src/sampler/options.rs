@@ -1,7 +1,7 @@
 //! Sampler options, their defaults, and the checks made before any work starts.
 
 use crate::mask::{Acs, Mask, PartialKind};
-use crate::onnx::meta::ModelMeta;
+use crate::onnx::meta::{MaskPattern, ModelMeta};
 use crate::schedule::Schedule;
 use crate::sense::Operator;
 use crate::{Error, Result};
@@ -61,12 +61,21 @@ pub fn eta_in_range(eta: f64) -> bool {
 
 /// The partial masks a model was trained with, from its metadata: random columns at the
 /// training acceleration with the training ACS block (the coverage-aware sampler draws its
-/// free columns at random whatever the training pattern was).
+/// free columns at random whatever the training column pattern was), or for `random-2d` models
+/// random entries of the model's grid with the training ACS square.
 pub fn model_partial_kind(meta: &ModelMeta) -> PartialKind {
-    PartialKind::Columns {
-        width: meta.width,
-        accel: meta.train_acceleration,
-        acs: Acs::Lines(meta.train_acs_lines),
+    match meta.train_mask {
+        MaskPattern::Random | MaskPattern::Equispaced => PartialKind::Columns {
+            width: meta.width,
+            accel: meta.train_acceleration,
+            acs: Acs::Lines(meta.train_acs_lines),
+        },
+        MaskPattern::Random2d => PartialKind::Entries {
+            height: meta.height,
+            width: meta.width,
+            accel: meta.train_acceleration,
+            acs: meta.train_acs_lines,
+        },
     }
 }
 
@@ -149,6 +158,11 @@ impl SamplerOptions {
             PartialKind::Columns { width, .. } if width != w => Err(Error::invalid(format!(
                 "partial masks are {width} columns wide but the k-space is {w} wide"
             ))),
+            PartialKind::Entries { height, width, .. } if (height, width) != (h, w) => {
+                Err(Error::invalid(format!(
+                    "partial 2-D masks are for {height}x{width} k-space but the data is {h}x{w}"
+                )))
+            }
             PartialKind::Blocks { height, width, .. } if (height, width) != (h, w) => {
                 Err(Error::invalid(format!(
                     "partial block masks are for {height}x{width} images but the data is {h}x{w}"
