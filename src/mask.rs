@@ -26,6 +26,14 @@ impl Mask {
         Mask::Columns(vec![true; width])
     }
 
+    /// The kept columns of a column mask; `None` for a 2-D pattern.
+    pub fn columns(&self) -> Option<&[bool]> {
+        match self {
+            Mask::Columns(c) => Some(c),
+            Mask::Pattern(_) => None,
+        }
+    }
+
     /// Whether entry `(row, col)` is kept.
     #[inline]
     pub fn keeps(&self, row: usize, col: usize) -> bool {
@@ -67,6 +75,27 @@ impl Mask {
                 width
             ))),
             _ => Ok(()),
+        }
+    }
+
+    /// The same mask as [`Mask::Columns`] if it is a pattern that keeps or drops whole
+    /// columns; otherwise unchanged.
+    pub fn simplified(self) -> Mask {
+        match self {
+            Mask::Pattern(p) if p.nrows() > 0 => {
+                let cols: Vec<bool> = p.columns().into_iter().map(|c| c[0]).collect();
+                let whole = p
+                    .columns()
+                    .into_iter()
+                    .zip(&cols)
+                    .all(|(c, &k)| c.iter().all(|&v| v == k));
+                if whole {
+                    Mask::Columns(cols)
+                } else {
+                    Mask::Pattern(p)
+                }
+            }
+            m => m,
         }
     }
 

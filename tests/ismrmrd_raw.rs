@@ -975,3 +975,74 @@ fn a_3d_scan_undersampled_along_both_phase_encodes_reconstructs_along_the_readou
         "CG-SENSE error with the reference scan's maps {e}"
     );
 }
+
+/// A model of 2-D masks (`msm.train_mask` `random-2d`, as `msm-train` records with
+/// `data.mask = "random-2d"`) reconstructs the slices of a 3-D scan along its readout
+/// (`raw_kykz32.h5`, 32 x 32 (line, partition) slices under a random 2-D pattern), drawing 2-D
+/// partial masks on its grid: seeded (the same output twice), not the run of a column-mask
+/// model with the same seed, and a model of 2-D masks on another grid is refused with both.
+#[test]
+fn a_model_of_2d_masks_reconstructs_a_3d_scan_along_its_readout() {
+    let Some(dir) = h5py_fixtures("tests/ismrmrd/make_raw.py", "the 2-D mask model test") else {
+        return;
+    };
+    let d = dir.path();
+    let scan = d.join("raw_kykz32.h5");
+    let meta_2d = |size| {
+        let mut m = common::tiny_meta(size);
+        m.train_mask = msm::onnx::meta::MaskPattern::Random2d;
+        m.train_acceleration = 2.5;
+        m.train_acs_lines = 12;
+        m
+    };
+    // The same network, acceleration and ACS size, with column masks.
+    let (model_2d, model_cols) = (d.join("tiny2d.onnx"), d.join("tiny.onnx"));
+    common::tiny_model_with(&model_2d, 32, Some(meta_2d(32)));
+    let columns = msm::onnx::ModelMeta {
+        train_mask: msm::onnx::meta::MaskPattern::Random,
+        ..meta_2d(32)
+    };
+    common::tiny_model_with(&model_cols, 32, Some(columns));
+    let run = |model: &Path, out: &Path| {
+        ok(&[
+            "reconstruct",
+            "--model",
+            s(model),
+            "--steps",
+            "4",
+            "--seed",
+            "5",
+            "--quiet",
+            s(&scan),
+            s(out),
+        ])
+    };
+    let (a, b, c) = (d.join("a.npy"), d.join("b.npy"), d.join("c.npy"));
+    run(&model_2d, &a);
+    run(&model_2d, &b);
+    run(&model_cols, &c);
+    let a: Array3<C32> = npy::read_npy_as(&a).unwrap();
+    assert_eq!(a.dim(), (4, 32, 32));
+    assert!(a.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
+    assert_eq!(a, npy::read_npy_as::<C32, _>(&b).unwrap(), "not seeded");
+    assert_ne!(
+        a,
+        npy::read_npy_as::<C32, _>(&c).unwrap(),
+        "2-D partial masks gave the column masks' run"
+    );
+    let small = d.join("tiny2d16.onnx");
+    common::tiny_model_with(&small, 16, Some(meta_2d(16)));
+    fails(
+        &[
+            "reconstruct",
+            "--model",
+            s(&small),
+            "--steps",
+            "2",
+            s(&scan),
+            s(&d.join("no.npy")),
+        ],
+        &["raw_kykz32.h5", "32x32", "16x16"],
+    );
+    assert!(!d.join("no.npy").exists());
+}

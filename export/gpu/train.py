@@ -90,6 +90,7 @@ def default_config():
             "volume": DEFAULT_VOLUME,
             "image_size": 128,
             "coils": 8,
+            "mask": "random",
             "acceleration": 4.0,
             "acs_lines": 10,
             "noise_eta": 0.0,
@@ -379,12 +380,15 @@ def ifft2c(x):
 
 
 class Operator:
-    """A_S with maps `[B or 1, Nc, H, W]` and column masks `[B, W]`."""
+    """A_S with maps `[B or 1, Nc, H, W]` and column masks `[B, W]` (or masks of entries
+    `[B, H, W]`, as msm-train's batches hold them)."""
 
     def __init__(self, maps, mask):
         self.maps = maps
-        self.mask = mask.float()[:, None, None, :]
-        self.nc, self.h = maps.shape[1], maps.shape[2]
+        mask = mask.float()
+        self.mask = mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]
+        # Entries per coil that each kept mask value stands for: the rows of a column.
+        self.nc, self.h = maps.shape[1], maps.shape[2] // self.mask.shape[2]
 
     def restrict(self, y):
         return y * self.mask
@@ -966,6 +970,11 @@ def main(argv=None):
     if args.init_from and init_meta["config"]["unet"] != cfg["unet"]:
         raise SystemExit(f"{args.init_from}: checkpoint holds a different architecture (`unet` section) than the config")
 
+    if cfg["data"]["mask"] != "random":
+        raise SystemExit(
+            f"config: data.mask {cfg['data']['mask']!r}; this trainer draws and reads column masks "
+            "only (\"random\"); train models of 2-D masks (\"random-2d\") with msm-train"
+        )
     eta = cfg["data"]["noise_eta"]
     scans = cfg["data"]["scans"]
     number = not isinstance(eta, bool) and isinstance(eta, (int, float)) and eta >= 0

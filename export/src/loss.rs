@@ -21,7 +21,7 @@ pub struct MeasBatch {
     pub kspace: Tensor,
     /// Coil maps `[B, Nc, H, W]` complex.
     pub maps: Tensor,
-    /// Column masks `[B, W]` (1 measured, 0 not).
+    /// Masks `[B, H, W]` (1 measured, 0 not; column masks repeat down the rows).
     pub mask: Tensor,
     /// Measurement noise std per real component, one per example: all 0 (noiseless) or all
     /// > 0 (noisy; a real scan's level differs from slice to slice).

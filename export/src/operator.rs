@@ -2,7 +2,8 @@
 //! A_S^H y = sum_c conj(C_c) F^H (S y_c), with F the centred orthonormal 2-D DFT.
 //!
 //! Batched: images `[B, H, W]` complex, k-space and maps `[B, Nc, H, W]` complex, masks `[B, W]`
-//! (1 keeps a phase-encode column of the width axis, 0 drops it).
+//! (1 keeps a phase-encode column of the width axis, 0 drops it) or `[B, H, W]` (1 keeps an
+//! entry: 2-D masks).
 
 use tch::{Kind, Tensor};
 
@@ -30,7 +31,7 @@ pub fn from_channels(x: &Tensor) -> Tensor {
     Tensor::complex(&x.select(1, 0), &x.select(1, 1))
 }
 
-/// A_S for a batch: coil maps and column masks.
+/// A_S for a batch: coil maps and masks.
 #[derive(Debug)]
 pub struct Operator {
     maps: Tensor,
@@ -38,16 +39,20 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// `maps` `[B, Nc, H, W]` complex, `mask` `[B, W]` real (0 or 1).
+    /// `maps` `[B, Nc, H, W]` complex, `mask` real (0 or 1): `[B, W]` (columns) or
+    /// `[B, H, W]` (entries).
     pub fn new(maps: &Tensor, mask: &Tensor) -> Operator {
-        let mask = mask.to_kind(Kind::Float).unsqueeze(1).unsqueeze(1);
+        let mut mask = mask.to_kind(Kind::Float).unsqueeze(1);
+        if mask.dim() == 3 {
+            mask = mask.unsqueeze(1);
+        }
         Operator {
             maps: maps.shallow_clone(),
             mask,
         }
     }
 
-    /// The column mask broadcast to `[B, 1, 1, W]`.
+    /// The mask broadcast to `[B, 1, 1, W]` (columns) or `[B, 1, H, W]` (entries).
     pub fn mask(&self) -> &Tensor {
         &self.mask
     }
@@ -79,13 +84,14 @@ impl Operator {
     /// Number of real measured values of each example.
     pub fn measured_reals_each(&self) -> Vec<f64> {
         let size = self.maps.size();
-        let (nc, h) = (size[1], size[2]);
-        let columns = Vec::<f64>::try_from(
+        // Entries per coil: a column mask's sum counts each column once, for all its rows.
+        let (nc, rows) = (size[1], size[2] / self.mask.size()[2]);
+        let kept = Vec::<f64>::try_from(
             self.mask
                 .sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double)
                 .to_device(tch::Device::Cpu),
         )
         .expect("a real mask");
-        columns.iter().map(|c| 2.0 * (nc * h) as f64 * c).collect()
+        kept.iter().map(|c| 2.0 * (nc * rows) as f64 * c).collect()
     }
 }

@@ -138,44 +138,63 @@ fn rel_err(a: &[C32], b: &[C32]) -> f64 {
 #[test]
 fn tch_operator_equals_runtime_sense_operator() {
     // Odd and even sizes, so that the centring shifts of both FFTs are exercised; each batch
-    // item has its own maps and column mask.
+    // item has its own maps and mask: columns (`[B, W]`), or entries (`[B, H, W]`, 2-D masks).
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    for (nc, h, w) in [(3usize, 12usize, 9usize), (4, 16, 16), (2, 7, 10)] {
+    for ((nc, h, w), entries) in [(3usize, 12usize, 9usize), (4, 16, 16), (2, 7, 10)]
+        .into_iter()
+        .flat_map(|size| [(size, false), (size, true)])
+    {
         let b = 2;
         let maps: Vec<Array3<C32>> = (0..b).map(|_| crandn_nd((nc, h, w), &mut rng)).collect();
-        let masks: Vec<Vec<bool>> = (0..b)
-            .map(|_| (0..w).map(|_| rng.random_bool(0.5)).collect())
+        let masks: Vec<Mask> = (0..b)
+            .map(|_| match entries {
+                false => Mask::Columns((0..w).map(|_| rng.random_bool(0.5)).collect()),
+                true => Mask::Pattern(Array2::from_shape_simple_fn((h, w), || {
+                    rng.random_bool(0.4)
+                })),
+            })
             .collect();
         let xs: Vec<Array2<C32>> = (0..b).map(|_| crandn_nd((h, w), &mut rng)).collect();
         let ys: Vec<Array3<C32>> = (0..b).map(|_| crandn_nd((nc, h, w), &mut rng)).collect();
         let stack = |parts: Vec<Tensor>| Tensor::stack(&parts, 0);
         let maps_t = stack(maps.iter().map(to_tensor).collect());
-        let mask_t = Tensor::from_slice(
-            &masks
-                .iter()
-                .flatten()
-                .map(|&k| if k { 1.0f32 } else { 0.0 })
-                .collect::<Vec<_>>(),
-        )
-        .reshape([b as i64, w as i64]);
+        let kept: Vec<f32> = masks
+            .iter()
+            .flat_map(|m| match m {
+                Mask::Columns(c) => c.iter().map(|&k| f32::from(k)).collect::<Vec<_>>(),
+                Mask::Pattern(p) => p.iter().map(|&k| f32::from(k)).collect(),
+            })
+            .collect();
+        let mask_t = match entries {
+            false => Tensor::from_slice(&kept).reshape([b as i64, w as i64]),
+            true => Tensor::from_slice(&kept).reshape([b as i64, h as i64, w as i64]),
+        };
         let op = Operator::new(&maps_t, &mask_t);
+        let counts: Vec<f64> = masks
+            .iter()
+            .map(|m| 2.0 * (nc * m.count(h)) as f64)
+            .collect();
+        assert_eq!(op.measured_reals_each(), counts, "measured real values");
         let fwd = op.forward(&stack(xs.iter().map(to_tensor).collect()));
         let adj = op.adjoint(&stack(ys.iter().map(to_tensor).collect()));
         for i in 0..b {
             let sense = Sense::new(maps[i].clone()).unwrap();
-            let mask = Mask::Columns(masks[i].clone());
-            let want_fwd = sense.forward(xs[i].view(), Some(&mask));
-            let want_adj = sense.adjoint(ys[i].view(), Some(&mask));
+            let mask = &masks[i];
+            let want_fwd = sense.forward(xs[i].view(), Some(mask));
+            let want_adj = sense.adjoint(ys[i].view(), Some(mask));
             let got_fwd = to_values(&fwd.select(0, i as i64));
             let got_adj = to_values(&adj.select(0, i as i64));
             let (ef, ea) = (
                 rel_err(&got_fwd, want_fwd.as_slice().unwrap()),
                 rel_err(&got_adj, want_adj.as_slice().unwrap()),
             );
-            eprintln!("({nc}, {h}, {w}) item {i}: forward {ef:.2e}, adjoint {ea:.2e}");
+            eprintln!(
+                "({nc}, {h}, {w}) entries {entries} item {i}: forward {ef:.2e}, adjoint {ea:.2e}"
+            );
             assert!(
                 ef < 1e-5 && ea < 1e-5,
-                "({nc}, {h}, {w}) item {i}: forward rel err {ef:.2e}, adjoint rel err {ea:.2e}"
+                "({nc}, {h}, {w}) entries {entries} item {i}: forward rel err {ef:.2e}, adjoint \
+                 rel err {ea:.2e}"
             );
         }
     }

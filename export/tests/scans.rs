@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::denoiser::OnnxDenoiser;
 use msm::io::fastmri::FastMriFile;
-use msm::mask::Mask;
+use msm::mask::{Mask, PartialKind};
+use msm::onnx::meta::MaskPattern;
 use msm::onnx::WeightType;
+use msm::sampler::{model_partial_kind, reconstruct, NetworkPrior, ReconOptions, SamplerOptions};
 use msm::sense::{Operator, Sense};
 use msm::volume::GridPlan;
-use msm_export::data::{CounterChoice, DataConfig, Loader, NoiseEta};
+use msm_export::data::{CounterChoice, DataConfig, Loader, MaskKind, NoiseEta};
 use msm_export::onnx::export_run;
 use msm_export::train::{checkpoint_path, TrainConfig, Trainer};
 use msm_export::validation::ValidationConfig;
@@ -59,7 +61,11 @@ fn loader_reads_every_slice_as_msm_reconstruct_would() {
     for step in 0..40 {
         for m in loader.batch(3, step, 2).unwrap() {
             assert_eq!(m.kspace().dim(), (4, 32, 32));
-            assert_eq!(m.mask(), &columns[..], "not the file's mask");
+            assert_eq!(
+                m.mask().columns(),
+                Some(&columns[..]),
+                "not the file's mask"
+            );
             assert_eq!(NoiseEta::Fixed(m.eta()), cfg.noise_eta);
             // The k-space is one slice of the file on the model's grid, times one gain.
             let which = fitted
@@ -574,7 +580,7 @@ fn raw_ismrmrd_scans_train_as_their_fastmri_twin_with_the_noise_scan_level() {
             let rows: Vec<f64> = (0..3)
                 .map(|k| {
                     let ks = scan.slice_kspace(k).unwrap();
-                    msm::noise::row_noise(ks.view(), a.mask())
+                    msm::noise::row_noise(ks.view(), a.mask().columns().unwrap())
                 })
                 .collect();
             let ratio = b.eta() / a.eta();
@@ -804,7 +810,10 @@ fn a_separate_reference_scan_calibrates_the_training_maps() {
         .collect();
     for m in loader.batch(5, 0, 6).unwrap() {
         // The image is the every-third columns only: the reference is not image data.
-        assert_eq!(m.mask().iter().filter(|&&c| c).count(), 11);
+        assert_eq!(
+            m.mask().columns().unwrap().iter().filter(|&&c| c).count(),
+            11
+        );
         let closest = maps
             .iter()
             .map(|want| {
@@ -819,12 +828,159 @@ fn a_separate_reference_scan_calibrates_the_training_maps() {
             "maps differ from every slice's reference maps by {closest}"
         );
     }
-    // A 3-D scan undersampled along both phase encodes has 2-D masks: refused, by name.
+    // A 3-D scan undersampled along both phase encodes has 2-D masks: refused for a model of
+    // column masks, by name.
     let e = Loader::open(&scan_config(dir.path().join("raw_kykz.h5")))
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("raw_kykz.h5") && e.contains("undersampled along both phase encodes"),
+        e.contains("raw_kykz.h5")
+            && e.contains("undersampled along both phase encodes")
+            && e.contains("data.mask = \"random-2d\""),
+        "{e}"
+    );
+}
+
+/// A 3-D scan undersampled along both phase encodes (`raw_kykz32.h5`: a random 2-D pattern, the
+/// same at every readout position) trains a model of 2-D masks: each slice along the readout is
+/// a measurement with the file's pattern as its mask, noise from the file's noise scan; the
+/// prepared file keeps the patterns; the exported model records `random-2d` masks, and the
+/// runtime's posterior sampler reconstructs a slice with it, drawing 2-D partial masks.
+#[test]
+fn a_model_of_2d_masks_trains_on_a_3d_scan_read_along_its_readout() {
+    let Some(dir) = h5py::h5py_fixtures("../tests/ismrmrd/make_raw.py", "the 2-D mask test") else {
+        return;
+    };
+    tch::set_num_threads(2);
+    let d = dir.path();
+    let pattern = msm::io::npy::read_npy_as::<f32, ndarray::Ix2>(&d.join("raw_kykz32_mask.npy"))
+        .unwrap()
+        .mapv(|v| v != 0.0);
+    let fraction = pattern.iter().filter(|&&k| k).count() as f64 / pattern.len() as f64;
+    let data = DataConfig {
+        scans: vec![d.join("raw_kykz32.h5")],
+        mask: MaskKind::Random2d,
+        acceleration: 1.0 / fraction,
+        acs_lines: 12,
+        noise_eta: NoiseEta::Estimate,
+        ..tiny().data
+    };
+    let loader = Loader::open(&data).unwrap();
+    assert_eq!(loader.scan_slices(), 4);
+    let noise = loader.scan_noise().unwrap();
+    assert!(noise.median > 0.0 && noise.median.is_finite(), "{noise}");
+    let want = Mask::Pattern(pattern.clone());
+    for m in loader.batch(3, 0, 4).unwrap() {
+        assert_eq!(m.mask(), &want, "not the file's pattern");
+        assert!(m.eta() > 0.0 && m.eta().is_finite());
+        for ((_, i, j), v) in m.kspace().indexed_iter() {
+            assert!(
+                pattern[(i, j)] || v.norm() == 0.0,
+                "data off the pattern at ({i}, {j})"
+            );
+        }
+    }
+    // The prepared file holds the patterns: the same measurements from it.
+    let file = d.join("kykz32.safetensors");
+    loader.write_prepared(&file).unwrap();
+    let prepared = Loader::open(&DataConfig {
+        scans: vec![file],
+        ..data.clone()
+    })
+    .unwrap();
+    for (a, b) in loader
+        .batch(5, 1, 3)
+        .unwrap()
+        .iter()
+        .zip(&prepared.batch(5, 1, 3).unwrap())
+    {
+        assert_eq!(
+            (a.mask(), a.kspace(), a.eta()),
+            (b.mask(), b.kspace(), b.eta())
+        );
+    }
+    // Trained and exported, the model records its masks, and the runtime draws 2-D partial
+    // masks of them.
+    let mut cfg = tiny();
+    cfg.data = data.clone();
+    cfg.steps = 2;
+    let mut tr = Trainer::new(&cfg).unwrap();
+    tr.run(&d.join("run2d"), |_| {}).unwrap();
+    let path = d.join("kykz.onnx");
+    export_run(&tr, &path, WeightType::F16, "test".into(), None).unwrap();
+    let net = OnnxDenoiser::load(&path).unwrap();
+    let meta = net.meta().clone();
+    assert_eq!(meta.train_mask, MaskPattern::Random2d);
+    assert_eq!(meta.train_acs_lines, 12);
+    let source = meta.data_source.as_deref().unwrap();
+    assert!(source.contains("12x12 ACS square"), "{source}");
+    let kind = model_partial_kind(&meta);
+    assert!(
+        matches!(
+            kind,
+            PartialKind::Entries {
+                height: 32,
+                width: 32,
+                acs: 12,
+                ..
+            }
+        ),
+        "{kind:?}"
+    );
+    let m = &loader.batch(0, 0, 1).unwrap()[0];
+    let op = Sense::new(m.maps().clone()).unwrap();
+    let opts = SamplerOptions {
+        steps: 4,
+        partial: Some(kind),
+        ..SamplerOptions::default()
+    };
+    let out = reconstruct(
+        &NetworkPrior::new(net),
+        &op,
+        m.kspace().view(),
+        m.mask(),
+        &opts,
+        &ReconOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(out.mean.dim(), (32, 32));
+    assert!(out
+        .mean
+        .iter()
+        .all(|v| v.re.is_finite() && v.im.is_finite()));
+    // A model of column masks refuses these scans, and one of 2-D masks refuses column scans
+    // and 2-D slices that are not its square grid.
+    let e = Loader::open(&DataConfig {
+        mask: MaskKind::Random,
+        acs_lines: 4,
+        ..data.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("raw_kykz32.h5") && e.contains("slice 0") && e.contains("random-2d"),
+        "{e}"
+    );
+    let e = Loader::open(&DataConfig {
+        scans: vec![d.join("scan_raw.h5")],
+        ..data.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("scan_raw.h5") && e.contains("whole phase-encode columns"),
+        "{e}"
+    );
+    let e = Loader::open(&DataConfig {
+        scans: vec![d.join("raw_kykz.h5")],
+        acceleration: 2.1,
+        acs_lines: 4,
+        ..data.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("raw_kykz.h5") && e.contains("24x20") && e.contains("image_size 32"),
         "{e}"
     );
 }

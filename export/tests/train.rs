@@ -4,10 +4,13 @@
 use std::path::PathBuf;
 
 use msm::denoiser::OnnxDenoiser;
-use msm::mask::Mask;
+use msm::mask::{acs_side, Mask};
+use msm::onnx::meta::MaskPattern;
 use msm::onnx::WeightType;
 use msm::sense::{Operator, Sense};
-use msm_export::data::{DataConfig, Loader, NoiseEta, DEFAULT_VOLUME, SCALE_DRAWS, SCALE_KEY};
+use msm_export::data::{
+    DataConfig, Loader, MaskKind, NoiseEta, DEFAULT_VOLUME, SCALE_DRAWS, SCALE_KEY,
+};
 use msm_export::onnx::export_run;
 use msm_export::train::Trainer;
 use msm_export::unet::Precision;
@@ -53,6 +56,69 @@ fn short_training_lowers_the_loss() {
         "log: {log}"
     );
     assert!(dir.path().join("checkpoint.safetensors").exists());
+}
+
+/// With `data.mask = "random-2d"` the simulator draws 2-D masks (an ACS square and random
+/// entries, 1/R of the grid on average, each example its own), the k-space holds nothing off
+/// them, a short run learns from them as from column masks, and the model records them.
+#[test]
+fn simulated_2d_masks_train_and_are_recorded() {
+    have_volume();
+    tch::set_num_threads(2);
+    let mut cfg = tiny();
+    cfg.data.mask = MaskKind::Random2d;
+    cfg.data.acs_lines = 8;
+    let loader = Loader::open(&cfg.data).unwrap();
+    let ms = loader.batch(2, 0, 16).unwrap();
+    let mut fraction = 0.0;
+    for m in &ms {
+        let Mask::Pattern(p) = m.mask() else {
+            panic!("a column mask")
+        };
+        assert!(acs_side(p) >= 8, "the 8x8 ACS square is not kept");
+        fraction += m.mask().fraction() / ms.len() as f64;
+        for ((_, i, j), v) in m.kspace().indexed_iter() {
+            assert!(
+                p[(i, j)] || v.norm() == 0.0,
+                "data off the mask at ({i}, {j})"
+            );
+        }
+    }
+    assert!(
+        (fraction - 0.25).abs() < 0.02,
+        "mean kept fraction {fraction}"
+    );
+    assert_ne!(ms[0].mask(), ms[1].mask());
+    // A square that 1/R of the grid cannot hold is refused.
+    let e = Loader::open(&DataConfig {
+        acs_lines: 17,
+        ..cfg.data.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("17x17 ACS square") && e.contains("random-2d"),
+        "{e}"
+    );
+    let mut tr = Trainer::new(&cfg).unwrap();
+    let before = eval(&tr);
+    let dir = tempfile::tempdir().unwrap();
+    tr.run(dir.path(), |_| {}).unwrap();
+    let after = eval(&tr);
+    assert!(
+        after < 0.8 * before,
+        "2-D masks: loss did not drop: before {before:.5}, after {after:.5}"
+    );
+    let path = dir.path().join("m2d.onnx");
+    export_run(&tr, &path, WeightType::F16, "test".into(), None).unwrap();
+    let meta = OnnxDenoiser::load(&path).unwrap().meta().clone();
+    assert_eq!(meta.train_mask, MaskPattern::Random2d);
+    assert_eq!((meta.train_acs_lines, meta.train_acceleration), (8, 4.0));
+    let source = meta.data_source.unwrap();
+    assert!(
+        source.contains("random 2-D (entries) R = 4 with a 8x8 ACS square"),
+        "{source}"
+    );
 }
 
 /// A run in bf16 mixed precision trains (the loss drops as far as the f32 test asks), keeps
@@ -148,9 +214,10 @@ fn loader_yields_undersampled_measurements_only() {
     for m in &ms {
         let (c, h, w) = m.kspace().dim();
         assert_eq!((c, h, w), (4, 32, 32));
-        let kept = m.mask().iter().filter(|&&k| k).count();
+        let cols = m.mask().columns().expect("column masks");
+        let kept = cols.iter().filter(|&&k| k).count();
         assert!((4..20).contains(&kept), "kept {kept} of 32 columns");
-        for (j, &keep) in m.mask().iter().enumerate() {
+        for (j, &keep) in cols.iter().enumerate() {
             let energy: f32 = (0..c)
                 .flat_map(|ci| (0..h).map(move |i| (ci, i)))
                 .map(|(ci, i)| m.kspace()[(ci, i, j)].norm_sqr())
@@ -211,7 +278,7 @@ fn export_records_the_runtime_input_scale() {
         .iter()
         .map(|m| {
             let op = Sense::new(m.maps().clone()).unwrap();
-            let zf = op.adjoint(m.kspace().view(), Some(&Mask::Columns(m.mask().to_vec())));
+            let zf = op.adjoint(m.kspace().view(), Some(m.mask()));
             p99_by_sorting(zf.iter().map(|v| v.norm()).collect())
         })
         .collect();

@@ -3,6 +3,7 @@
 //! image), anything else a BART `.cfl/.hdr` pair.
 
 use msm::coils::Compression;
+use msm::io::fastmri::detect_entries;
 use msm::io::nifti::{self, Volume};
 use msm::io::{atomic, cfl, npy, png};
 use msm::mask::Mask;
@@ -172,7 +173,7 @@ pub fn read_mask(path: &Path, height: usize, width: usize) -> Result<Mask> {
         Kind::Nifti => Mask::Pattern(read_image(path)?.mapv(|v| v.re != 0.0)),
         Kind::Cfl => cfl::read_mask(path)?,
     };
-    let mask = simplify(mask);
+    let mask = mask.simplified();
     if mask.fraction() == 0.0 {
         return Err(Error::format(
             path,
@@ -187,38 +188,6 @@ pub fn read_mask(path: &Path, height: usize, width: usize) -> Result<Mask> {
         )
     })?;
     Ok(mask)
-}
-
-/// Turns a 2-D pattern that keeps whole columns into a column mask.
-pub fn simplify(mask: Mask) -> Mask {
-    match mask {
-        Mask::Pattern(p) if p.nrows() > 0 => {
-            let cols: Vec<bool> = p.columns().into_iter().map(|c| c[0]).collect();
-            let whole = p
-                .columns()
-                .into_iter()
-                .zip(&cols)
-                .all(|(c, &k)| c.iter().all(|&v| v == k));
-            if whole {
-                Mask::Columns(cols)
-            } else {
-                Mask::Pattern(p)
-            }
-        }
-        m => m,
-    }
-}
-
-/// The mask implied by k-space itself: entries that are non-zero in any coil.
-pub fn mask_from_kspace(kspace: &Array3<C32>) -> Mask {
-    let (_, h, w) = kspace.dim();
-    let mut p = Array2::from_elem((h, w), false);
-    for coil in kspace.outer_iter() {
-        ndarray::Zip::from(&mut p)
-            .and(&coil)
-            .for_each(|m, v| *m |= v.re != 0.0 || v.im != 0.0);
-    }
-    simplify(Mask::Pattern(p))
 }
 
 /// An acquisition read from files: k-space, its SENSE operator and the sampling mask.
@@ -283,7 +252,7 @@ pub fn read_acquisition(kspace: &Path, maps: &Path, mask: Option<&Path>) -> Resu
     let (_, h, w) = ksp.dim();
     let mask = match mask {
         Some(p) => read_mask(p, h, w)?,
-        None => mask_from_kspace(&ksp),
+        None => detect_entries(ksp.view()),
     };
     if mask.fraction() == 0.0 {
         return Err(Error::format(

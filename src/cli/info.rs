@@ -181,7 +181,7 @@ fn scan(path: &Path, raw_options: &RawOptions) -> Result<(String, Value)> {
     for index in 0..scan.num_slices() {
         let k = scan.slice_kspace(index)?;
         slices.push(if entries {
-            let mask = super::data::mask_from_kspace(&k);
+            let mask = msm::io::fastmri::detect_entries(k.view());
             let kept = mask.count(h);
             let acs = calibration_region(k.view(), Some(&mask), h.max(w))
                 .map_or((0, 0), |r| (r.height(), r.width()));

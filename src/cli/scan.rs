@@ -5,7 +5,8 @@
 use super::data;
 use msm::io::fastmri::geometry::placement;
 use msm::io::fastmri::{
-    detect_mask, CounterChoice, HdfScan, ImageChoice, RawOptions, Selection, COUNTERS,
+    detect_entries, detect_mask, CounterChoice, HdfScan, ImageChoice, RawOptions, Selection,
+    COUNTERS,
 };
 use msm::io::space::VoxelSpace;
 use msm::io::{cfl, npy};
@@ -329,7 +330,7 @@ impl Scan {
     /// columns), else per column.
     pub fn detected_mask(&self, kspace: &Array3<C32>) -> Mask {
         if self.along_readout() {
-            data::mask_from_kspace(kspace)
+            detect_entries(kspace.view())
         } else {
             Mask::Columns(detect_mask(kspace.view()))
         }

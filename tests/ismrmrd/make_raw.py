@@ -15,7 +15,9 @@ raw_contrast.h5: the same with one line of contrast 1; raw_reversed.h5 with one 
 line; raw_encodings.h5 with one line of a second encoding (encoding_space_ref 1).
 raw_offcentre.h5: centre counter 10, so line 11 falls outside the 12 columns. raw_multi.h5: two
 repetitions, raw_series.h5 two contrasts of each (write_multi); raw_3d.h5: a 3-D encoding
-(write_3d); raw_separate.h5: a separate reference scan (write_separate).
+(write_3d); raw_separate.h5: a separate reference scan (write_separate); raw_kykz*.h5 and
+raw_kz.h5: 3-D encodings undersampled along both phase encodes or the partitions (write_kykz,
+write_kykz_square).
 """
 import os
 import sys
@@ -172,6 +174,7 @@ def main():
     write_3d(out, rng, noise)
     write_separate(out, rng, noise)
     write_kykz(out)
+    write_kykz_square(out)
 
 
 def write_separate(out, rng, noise):
@@ -336,6 +339,43 @@ def write_kykz(out):
     reference = np.abs(image * np.sqrt(sum(abs(m) ** 2 for m in coils)))
     reference = reference[nx // 2 - nx // 4:nx // 2 + nx // 4]
     np.save(os.path.join(out, "raw_kykz_reference.npy"), reference.astype(np.float32))
+
+
+def write_kykz_square(out):
+    """raw_kykz32.h5: a 3-D encoding of 8 readout samples (recon 4) x 32 lines x 32 partitions, 4
+    coils, with a noise scan (white, std 0.01 per real component) and that noise on the data,
+    undersampled along both phase encodes by a random 2-D pattern: a 12 x 12 fully sampled
+    centre and each other (line, partition) entry with probability 0.22 (R about 3), the same for
+    every readout position. Its slices along the readout are 32 x 32, the grid of a square
+    model. raw_kykz32_mask.npy: the pattern, (lines, partitions), 1 where acquired."""
+    rng = np.random.default_rng(32)
+    nx, ny, nz = 8, 32, 32
+    x, y, z = np.meshgrid(np.arange(nx) - nx // 2, np.arange(ny) - ny // 2,
+                          np.arange(nz) - nz // 2, indexing="ij")
+    edge = lambda r: 1 / (1 + np.exp((r - 1) * 30))  # noqa: E731
+    image = edge(np.sqrt((x / 3.5) ** 2 + (y / 12) ** 2 + (z / 10) ** 2)) * (1 + 0.3 * np.cos(y / 2))
+    image = image + 0.5 * edge(np.sqrt((x / 2) ** 2 + ((y + 4) / 4) ** 2 + ((z - 3) / 3) ** 2))
+    image = image * np.exp(0.5j * z / nz)
+    coils = []
+    for c in range(4):
+        t = 2 * np.pi * c / 4 + 0.3
+        yc, zc = 20 * np.cos(t), 20 * np.sin(t)
+        coils.append(np.exp(-((y - yc) ** 2 + (z - zc) ** 2) / 500 + 0.4j * c))
+    full = np.stack([np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(m * image), norm="ortho"))
+                     for m in coils])  # (coils, nx, ny, nz)
+    std = 0.01
+    def noise(shape):  # noqa: E306
+        return std * (rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+    centre = (np.abs(np.arange(ny)[:, None] - ny // 2 + 0.5) < 6) & \
+        (np.abs(np.arange(nz)[None, :] - nz // 2 + 0.5) < 6)
+    pattern = centre | (rng.random((ny, nz)) < 0.22)
+    recs = [acquisition(noise((4, 256)), flags=flag(19))]
+    for p in range(nz):
+        for e1 in range(ny):
+            if pattern[e1, p]:
+                recs.append(acquisition(full[:, :, e1, p] + noise((4, nx)), e1, e2=p))
+    write(os.path.join(out, "raw_kykz32.h5"), recs, xml=header_3d(nx, ny, nz))
+    np.save(os.path.join(out, "raw_kykz32_mask.npy"), pattern.astype(np.float32))
 
 
 def write_multi(out, rng, recs, noise):

@@ -32,6 +32,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::loss::MeasBatch;
 use msm::io::nifti::{read_nifti_canonical, Plane};
+use msm::mask::Mask;
+use msm::onnx::meta::MaskPattern;
 use msm::{Error, Result, C32};
 
 pub use msm::io::fastmri::{CounterChoice, ImageChoice};
@@ -52,9 +54,15 @@ pub struct DataConfig {
     pub image_size: usize,
     /// Receive coils.
     pub coils: usize,
-    /// Acceleration R of the random Cartesian masks.
+    /// Which masks: `"random"` (the default: random phase-encode columns with a central ACS
+    /// block, fastMRI's) or `"random-2d"` (random entries with a central ACS square, for
+    /// k-space undersampled along both phase encodes: the slices of a 3-D scan taken along
+    /// its readout).
+    pub mask: MaskKind,
+    /// Acceleration R of the random masks.
     pub acceleration: f64,
-    /// Central (ACS) columns always kept.
+    /// Central (ACS) columns always kept; for `"random-2d"` masks, the side of the central
+    /// square always kept.
     pub acs_lines: usize,
     /// Measurement noise std per real component (0: noiseless), on the scale where the
     /// zero-filled image's maximum is about 1; or, for scans, `"estimate"`: each slice's own
@@ -107,6 +115,7 @@ impl Default for DataConfig {
             volume: PathBuf::from(DEFAULT_VOLUME),
             image_size: 128,
             coils: 8,
+            mask: MaskKind::default(),
             acceleration: 4.0,
             acs_lines: 10,
             noise_eta: NoiseEta::default(),
@@ -121,17 +130,41 @@ impl Default for DataConfig {
     }
 }
 
+/// The masks a model trains with (`data.mask`), recorded in its metadata as `msm.train_mask`:
+/// the runtime draws its partial masks from the same distribution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MaskKind {
+    /// Random phase-encode columns around a central ACS block
+    /// ([`msm::mask::random_cartesian`]).
+    #[default]
+    #[serde(rename = "random")]
+    Random,
+    /// Random entries around a central ACS square ([`msm::mask::random_entries`]).
+    #[serde(rename = "random-2d")]
+    Random2d,
+}
+
+impl MaskKind {
+    /// The metadata's name for these masks.
+    pub fn pattern(self) -> MaskPattern {
+        match self {
+            MaskKind::Random => MaskPattern::Random,
+            MaskKind::Random2d => MaskPattern::Random2d,
+        }
+    }
+}
+
 /// One scan as a scanner delivers it. No field holds, or can give back, a clean image.
 #[derive(Debug, Clone)]
 pub struct Measurement {
     kspace: Array3<C32>,
     maps: Array3<C32>,
-    mask: Vec<bool>,
+    mask: Mask,
     eta: f64,
 }
 
 impl Measurement {
-    /// Undersampled k-space `(coils, H, W)`, zero on unmeasured columns.
+    /// Undersampled k-space `(coils, H, W)`, zero where the mask measures nothing.
     pub fn kspace(&self) -> &Array3<C32> {
         &self.kspace
     }
@@ -141,8 +174,8 @@ impl Measurement {
         &self.maps
     }
 
-    /// Column mask over the width axis.
-    pub fn mask(&self) -> &[bool] {
+    /// The mask: columns of the width axis, or entries (2-D masks).
+    pub fn mask(&self) -> &Mask {
         &self.mask
     }
 
@@ -298,15 +331,26 @@ fn check(cfg: &DataConfig) -> Result<()> {
             cfg.image_size, cfg.coils
         )));
     }
-    if cfg.acceleration.is_nan()
-        || cfg.acceleration < 1.0
-        || cfg.acs_lines > cfg.image_size
-        || cfg.acs_lines as f64 > cfg.image_size as f64 / cfg.acceleration
-    {
-        return Err(Error::invalid(format!(
-            "data config: acceleration {} with {} ACS lines does not fit width {} (need R >= 1 and ACS <= width / R)",
-            cfg.acceleration, cfg.acs_lines, cfg.image_size
-        )));
+    let n = cfg.image_size;
+    let fits = match cfg.mask {
+        MaskKind::Random => cfg.acs_lines as f64 <= n as f64 / cfg.acceleration,
+        MaskKind::Random2d => {
+            (cfg.acs_lines * cfg.acs_lines) as f64 <= (n * n) as f64 / cfg.acceleration
+        }
+    };
+    if cfg.acceleration.is_nan() || cfg.acceleration < 1.0 || cfg.acs_lines > n || !fits {
+        return Err(Error::invalid(match cfg.mask {
+            MaskKind::Random => format!(
+                "data config: acceleration {} with {} ACS lines does not fit width {n} (need R \
+                 >= 1 and ACS <= width / R)",
+                cfg.acceleration, cfg.acs_lines
+            ),
+            MaskKind::Random2d => format!(
+                "data config: acceleration {} with a {}x{} ACS square does not fit the {n}x{n} \
+                 grid of random-2d masks (need R >= 1 and ACS side^2 <= {n}^2 / R)",
+                cfg.acceleration, cfg.acs_lines, cfg.acs_lines
+            ),
+        }));
     }
     if let Some(scan) = cfg.noise_scans.keys().find(|k| !cfg.scans.contains(k)) {
         return Err(Error::invalid(format!(
@@ -369,16 +413,16 @@ pub fn to_batch(ms: &[Measurement], device: Device) -> Result<MeasBatch> {
     }
     let ks: Vec<&Array3<C32>> = ms.iter().map(|m| &m.kspace).collect();
     let maps: Vec<&Array3<C32>> = ms.iter().map(|m| &m.maps).collect();
-    let w = first.mask.len();
+    let (_, h, w) = first.kspace.dim();
     let mask: Vec<f32> = ms
         .iter()
-        .flat_map(|m| m.mask.iter().map(|&b| if b { 1.0 } else { 0.0 }))
+        .flat_map(|m| m.mask.to_pattern(h).into_iter().map(f32::from))
         .collect();
     Ok(MeasBatch {
         kspace: complex_tensor(&ks, device),
         maps: complex_tensor(&maps, device),
         mask: Tensor::from_slice(&mask)
-            .reshape([ms.len() as i64, w as i64])
+            .reshape([ms.len() as i64, h as i64, w as i64])
             .to_kind(Kind::Float)
             .to_device(device),
         eta: ms.iter().map(|m| m.eta).collect(),

@@ -5,7 +5,7 @@
 //! the `.h5` files, so a run, a resume and an export skip the per-slice preparation.
 //!
 //! Entries: `kspace` and `maps` `[N, coils, H, W, 2]` f32 (real, imaginary), `mask` `[N, W]`
-//! u8, `noise` `[N]` f64 (each slice's estimate, on the training scale), and `__meta` (JSON:
+//! u8 (column masks) or `[N, H, W]` u8 (when any slice has a 2-D mask), `noise` `[N]` f64 (each slice's estimate, on the training scale), and `__meta` (JSON:
 //! format, grid, coils, and each slice's source file and index).
 //!
 //! Reading maps the file into memory ([`PreparedFile`]): the masks, noise estimates and sources
@@ -21,6 +21,7 @@ use tch::Tensor;
 use super::Measurement;
 use crate::store;
 use memmap2::Mmap;
+use msm::mask::Mask;
 use msm::{Error, Result, C32};
 
 /// The `format` of a prepared-scans file.
@@ -71,10 +72,34 @@ pub(super) fn write(path: &Path, slices: &[PreparedSlice]) -> Result<()> {
     let shape = [n, coils as i64, height as i64, width as i64, 2];
     let kspace = interleave(slices.iter().map(|s| &s.measurement.kspace));
     let maps = interleave(slices.iter().map(|s| &s.measurement.maps));
-    let mask: Vec<u8> = slices
+    let columns: Option<Vec<&[bool]>> = slices
         .iter()
-        .flat_map(|s| s.measurement.mask.iter().map(|&k| u8::from(k)))
+        .map(|s| match &s.measurement.mask {
+            Mask::Columns(c) => Some(c.as_slice()),
+            Mask::Pattern(_) => None,
+        })
         .collect();
+    let (mask, mask_shape): (Vec<u8>, Vec<i64>) = match columns {
+        Some(cols) => (
+            cols.iter()
+                .flat_map(|c| c.iter().map(|&k| u8::from(k)))
+                .collect(),
+            vec![n, width as i64],
+        ),
+        None => (
+            slices
+                .iter()
+                .flat_map(|s| {
+                    s.measurement
+                        .mask
+                        .to_pattern(height)
+                        .into_iter()
+                        .map(u8::from)
+                })
+                .collect(),
+            vec![n, height as i64, width as i64],
+        ),
+    };
     let noise: Vec<f64> = slices.iter().map(|s| s.noise).collect();
     let meta = PreparedMeta {
         format: PREPARED_FORMAT.into(),
@@ -91,7 +116,7 @@ pub(super) fn write(path: &Path, slices: &[PreparedSlice]) -> Result<()> {
             ("maps".into(), Tensor::from_slice(&maps).view(shape)),
             (
                 "mask".into(),
-                Tensor::from_slice(&mask).view([n, width as i64]),
+                Tensor::from_slice(&mask).view(mask_shape.as_slice()),
             ),
             ("noise".into(), Tensor::from_slice(&noise)),
         ],
@@ -103,7 +128,7 @@ pub(super) fn write(path: &Path, slices: &[PreparedSlice]) -> Result<()> {
 pub(super) struct PreparedEntry {
     pub(super) source: PathBuf,
     pub(super) index: usize,
-    pub(super) mask: Vec<bool>,
+    pub(super) mask: Mask,
     pub(super) noise: f64,
 }
 
@@ -194,7 +219,18 @@ impl PreparedFile {
         let shape = [n, coils, h, w, 2];
         let (kspace, _) = entry("kspace", "F32", 4, Some(&shape))?;
         let (maps, _) = entry("maps", "F32", 4, Some(&shape))?;
-        let (k0, _) = entry("mask", "U8", 1, Some(&[n, w]))?;
+        let (k0, k1) = entry("mask", "U8", 1, None)?;
+        // Column masks `[N, W]`, or 2-D masks `[N, H, W]`.
+        let per_slice = match (k1 - k0) / n.max(1) {
+            p if p == w && k1 - k0 == n * w => w,
+            p if p == h * w && k1 - k0 == n * h * w => h * w,
+            _ => {
+                return Err(fmt(format!(
+                    "`mask` holds {} bytes, expected U8 [{n}, {w}] or [{n}, {h}, {w}]",
+                    k1 - k0
+                )))
+            }
+        };
         let (n0, _) = entry("noise", "F64", 8, Some(&[n]))?;
         let entries = meta
             .sources
@@ -203,10 +239,19 @@ impl PreparedFile {
             .map(|(i, (source, index))| PreparedEntry {
                 source,
                 index,
-                mask: map[k0 + i * w..k0 + (i + 1) * w]
-                    .iter()
-                    .map(|&k| k != 0)
-                    .collect(),
+                mask: {
+                    let kept = map[k0 + i * per_slice..k0 + (i + 1) * per_slice]
+                        .iter()
+                        .map(|&k| k != 0);
+                    if per_slice == w {
+                        Mask::Columns(kept.collect())
+                    } else {
+                        Mask::Pattern(
+                            ndarray::Array2::from_shape_vec((h, w), kept.collect())
+                                .expect("h x w entries"),
+                        )
+                    }
+                },
                 noise: f64::from_le_bytes(
                     map[n0 + 8 * i..n0 + 8 * i + 8].try_into().unwrap_or([0; 8]),
                 ),

@@ -9,7 +9,6 @@
 //! noise and scanner gain), then takes the median over [`SCALE_DRAWS`] seeded draws.
 
 use super::Measurement;
-use msm::mask::Mask;
 use msm::sampler::scale::robust_max;
 use msm::sense::Sense;
 use msm::{Error, Result};
@@ -43,11 +42,7 @@ impl ScaleEstimate {
             .iter()
             .map(|m| {
                 let op = Sense::new(m.maps().clone())?;
-                Ok(robust_max(
-                    &op,
-                    m.kspace().view(),
-                    &Mask::Columns(m.mask().to_vec()),
-                ))
+                Ok(robust_max(&op, m.kspace().view(), m.mask()))
             })
             .collect::<Result<Vec<f64>>>()?;
         if values.is_empty() {

@@ -25,11 +25,11 @@ use std::path::{Path, PathBuf};
 use ndarray::Array3;
 
 use super::prepared::{self, PreparedFile, PreparedSlice};
-use super::{DataConfig, Measurement, NoiseEta, NoiseSummary};
+use super::{DataConfig, MaskKind, Measurement, NoiseEta, NoiseSummary};
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
-use msm::io::fastmri::{detect_mask, HdfScan, RawOptions};
-use msm::mask::{acs_lines, Mask};
+use msm::io::fastmri::{detect_entries, detect_mask, HdfScan, RawOptions};
+use msm::mask::{acs_lines, acs_side, Mask};
 use msm::noise::row_noise;
 use msm::sense::{Operator, Sense};
 use msm::volume::grid::GridPlan;
@@ -50,9 +50,10 @@ pub(super) struct Scans {
 struct ScanSlice {
     source: PathBuf,
     index: usize,
-    mask: Vec<bool>,
+    mask: Mask,
     /// Its noise std per real component, estimated from its image rows with the least signal
-    /// ([`msm::noise::row_noise`]) or a raw file's noise scan, on the training scale.
+    /// ([`msm::noise::row_noise`]) or a raw file's noise scan, on the training scale; NaN for
+    /// a 2-D mask without a noise scan (no image row is free of aliasing then).
     noise: f64,
     eta: f64,
     data: SliceData,
@@ -108,6 +109,18 @@ impl Scans {
             s.eta = match cfg.noise_eta {
                 NoiseEta::Fixed(eta) => eta,
                 NoiseEta::Estimate if s.noise > 0.0 && s.noise.is_finite() => s.noise,
+                NoiseEta::Estimate if s.noise.is_nan() => {
+                    return Err(Error::format(
+                        &s.source,
+                        format!(
+                            "slice {}: no noise estimate: its mask is 2-D, so no image row is \
+                             free of aliasing to estimate the noise from, and the scan has no \
+                             noise scan; expected a raw scan with its noise measurements, or \
+                             noise_eta stated as a number",
+                            s.index
+                        ),
+                    ))
+                }
                 NoiseEta::Estimate => {
                     return Err(Error::format(
                         &s.source,
@@ -198,31 +211,42 @@ impl Scans {
         self.measurement(&self.slices[rng.random_range(0..self.slices.len())])
     }
 
-    /// The configured `acceleration` and `acs_lines` go into the model's metadata, where the
-    /// runtime's partial masks take them from: they must describe the scans' masks. Checks that
-    /// the mean kept fraction is within 10% of `1 / acceleration` and that every mask keeps at
-    /// least `acs_lines` central columns, and says what the scans have otherwise.
+    /// The configured `mask`, `acceleration` and `acs_lines` go into the model's metadata,
+    /// where the runtime's partial masks take them from: they must describe the scans' masks.
+    /// Checks that every mask is of the configured kind (columns for `"random"`, 2-D for
+    /// `"random-2d"`), that the mean kept fraction is within 10% of `1 / acceleration` and that
+    /// every mask keeps at least `acs_lines` central columns (the central square of that side
+    /// for 2-D masks), and says what the scans have otherwise.
     fn check_masks(&self, cfg: &DataConfig) -> Result<()> {
-        let fraction = self
-            .slices
-            .iter()
-            .map(|s| s.mask.iter().filter(|&&k| k).count() as f64 / s.mask.len() as f64)
-            .sum::<f64>()
-            / self.slices.len() as f64;
+        for s in &self.slices {
+            check_kind(&s.mask, cfg, &s.source, s.index)?;
+        }
+        let fraction =
+            self.slices.iter().map(|s| s.mask.fraction()).sum::<f64>() / self.slices.len() as f64;
         let accel = 1.0 / fraction;
         let (path, index, fewest) = self
             .slices
             .iter()
-            .map(|s| (&s.source, s.index, acs_lines(&s.mask)))
+            .map(|s| {
+                let acs = match &s.mask {
+                    Mask::Columns(c) => acs_lines(c),
+                    Mask::Pattern(p) => acs_side(p),
+                };
+                (&s.source, s.index, acs)
+            })
             .min_by_key(|&(_, _, n)| n)
             .expect("at least one slice");
         if (accel - cfg.acceleration).abs() > 0.1 * cfg.acceleration || fewest < cfg.acs_lines {
+            let (units, acs) = match cfg.mask {
+                MaskKind::Random => ("columns", "central columns kept are"),
+                MaskKind::Random2d => ("entries", "side of a fully sampled central square is"),
+            };
             return Err(Error::invalid(format!(
-                "data config: acceleration {} with {} ACS lines does not describe the scans' \
-                 masks: they keep {:.1}% of the columns on average (R = {accel:.2}), and the \
-                 fewest central columns kept are {fewest} ({}, slice {index}); expected \
-                 acceleration within 10% of {accel:.2} and acs_lines at most {fewest} (the model \
-                 records both, and the runtime draws its partial masks from them)",
+                "data config: acceleration {} with acs_lines {} does not describe the scans' \
+                 masks: they keep {:.1}% of the {units} on average (R = {accel:.2}), and the \
+                 fewest {acs} {fewest} ({}, slice {index}); expected acceleration within 10% of \
+                 {accel:.2} and acs_lines at most {fewest} (the model records both, and the \
+                 runtime draws its partial masks from them)",
                 cfg.acceleration,
                 cfg.acs_lines,
                 100.0 * fraction,
@@ -231,6 +255,31 @@ impl Scans {
         }
         Ok(())
     }
+}
+
+/// Checks that slice `index` of `source`, with mask `mask`, has the kind of mask the data
+/// config trains on: whole columns for `"random"`, 2-D masks for `"random-2d"`.
+fn check_kind(mask: &Mask, cfg: &DataConfig, source: &Path, index: usize) -> Result<()> {
+    let (has, want) = match (mask, cfg.mask) {
+        (Mask::Pattern(_), MaskKind::Random) => (
+            "is 2-D (k-space undersampled along both axes: a 3-D scan undersampled along both \
+             phase encodes, read along its readout)",
+            "data.mask = \"random-2d\"",
+        ),
+        (Mask::Columns(_), MaskKind::Random2d) => {
+            ("keeps whole phase-encode columns", "data.mask = \"random\"")
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::format(
+        source,
+        format!(
+            "slice {index}: its mask {has}, but the data config trains on {} masks; expected \
+             {want} for these scans (a model learns one kind of mask, and the runtime draws its \
+             partial masks of that kind)",
+            cfg.mask.pattern().as_str()
+        ),
+    ))
 }
 
 /// Reads and prepares every slice of the scan `path` that holds data, of every image
@@ -271,40 +320,47 @@ fn prepare_image(
             cfg.coils
         )));
     }
-    if file.along_readout() {
-        return Err(fmt(
-            "is a 3-D scan undersampled along both phase encodes or along the partitions: its \
-             slices are taken along the readout, each with a mask per entry, but the trainer \
-             reads slices along the partitions only; expected a 2-D scan, or a 3-D one with \
-             the same lines in every partition acquired, partitions missing at an edge only \
-             (msm reconstruct and msm recon read this scan)"
-                .into(),
-        ));
-    }
     let compress = (file.coils() > cfg.coils).then_some(cfg.coils);
     let n = cfg.image_size;
+    // A grid that does not fit is reported after the mask's kind, the likelier mistake.
     let plan = GridPlan::new(file.kspace_size(), Some((n, n)), (n, n))
-        .map_err(|e| fmt(format!("does not fit image_size {n}: {e}")))?;
+        .map_err(|e| format!("does not fit image_size {n}: {e}"));
     let prepared = (0..file.num_slices())
         .into_par_iter()
         .map(|index| -> Result<Option<PreparedSlice>> {
             let k0 = file.slice_kspace(index)?;
-            let columns = match file.mask() {
-                Some(m) => m.to_vec(),
-                None => detect_mask(k0.view()),
+            // Slices along the readout of a 3-D scan have a mask per entry (whole columns when
+            // only partitions are missing); others keep whole phase-encode columns.
+            let mask = match file.mask() {
+                Some(m) => Mask::Columns(m.to_vec()),
+                None if file.along_readout() => detect_entries(k0.view()),
+                None => Mask::Columns(detect_mask(k0.view())),
             };
-            if !columns.iter().any(|&c| c) {
+            if mask.fraction() == 0.0 {
                 return Ok(None); // An empty slice: nothing was measured.
             }
-            // ISMRMRD raw data with a noise scan states its noise; else it is estimated.
-            let raw_noise = file
-                .noise_scan_std()
-                .unwrap_or_else(|| row_noise(k0.view(), &columns));
+            check_kind(&mask, cfg, path, index)?;
+            let plan = plan.as_ref().map_err(|e| fmt(e.clone()))?;
+            if matches!(mask, Mask::Pattern(_)) && file.kspace_size() != (n, n) {
+                let (h, w) = file.kspace_size();
+                return Err(fmt(format!(
+                    "slice {index}: its k-space is {h}x{w} (height x width), undersampled along \
+                     both axes, so it cannot be cropped or padded to the model's {n}x{n} grid; \
+                     expected image_size {n} to be the slices' size (the model's grid is \
+                     square)"
+                )));
+            }
+            // ISMRMRD raw data with a noise scan states its noise; else it is estimated from
+            // the image rows with the least signal, which only column masks leave alias-free.
+            let raw_noise = file.noise_scan_std().unwrap_or_else(|| match &mask {
+                Mask::Columns(c) => row_noise(k0.view(), c),
+                Mask::Pattern(_) => f64::NAN,
+            });
             let fitted = plan.kspace_to_model(k0.view());
             let reference = file
                 .slice_reference(index)
                 .map(|r| plan.kspace_to_model(r.view()));
-            let (measurement, gain) = prepare(fitted, reference, columns, compress)
+            let (measurement, gain) = prepare(fitted, reference, mask, compress)
                 .map_err(|e| fmt(format!("slice {index}: {e}")))?;
             // Zero-padding the readout (a scan shorter than the model) spreads the same noise
             // over more rows: sqrt(H / Hm) of it per entry; a crop keeps it.
@@ -325,14 +381,14 @@ fn prepare_image(
 }
 
 /// One slice's measurement: `kspace` on the model's grid (compressed to `virtual_coils`
-/// virtual coils if set: [`msm::coils::Compression`]), its column mask, ESPIRiT maps from its
+/// virtual coils if set: [`msm::coils::Compression`]), its mask, ESPIRiT maps from its
 /// ACS (from `reference`, a separate reference scan on the same grid, when the scan has one),
 /// the k-space scaled so that the zero-filled image's maximum is 1 (its noise level left to
 /// the caller: 0); and that gain.
 fn prepare(
     kspace: ndarray::Array3<msm::C32>,
     reference: Option<ndarray::Array3<msm::C32>>,
-    columns: Vec<bool>,
+    mask: Mask,
     virtual_coils: Option<usize>,
 ) -> Result<(Measurement, f64)> {
     let cc = virtual_coils
@@ -345,21 +401,15 @@ fn prepare(
         ),
         None => (kspace, reference),
     };
-    let (_, _, w) = kspace.dim();
-    if columns.len() != w {
-        return Err(Error::invalid(format!(
-            "the mask has {} entries but the k-space is {w} wide",
-            columns.len()
-        )));
-    }
-    let mask = Mask::Columns(columns.clone());
-    // Unmeasured columns are zero, as the trainer's operator expects (a file's mask may keep
+    let (_, h, w) = kspace.dim();
+    mask.check_shape(h, w)?;
+    // Unmeasured entries are zero, as the trainer's operator expects (a file's mask may keep
     // fewer columns than hold data).
-    for (c, &kept) in columns.iter().enumerate() {
-        if !kept {
-            kspace
-                .slice_mut(ndarray::s![.., .., c])
-                .fill(msm::C32::new(0.0, 0.0));
+    for mut coil in kspace.outer_iter_mut() {
+        for ((i, j), v) in coil.indexed_iter_mut() {
+            if !mask.keeps(i, j) {
+                *v = msm::C32::new(0.0, 0.0);
+            }
         }
     }
     let maps = match &reference {
@@ -382,7 +432,7 @@ fn prepare(
     let m = Measurement {
         kspace,
         maps: op.maps().clone(),
-        mask: columns,
+        mask,
         eta: 0.0,
     };
     Ok((m, 1.0 / peak as f64))

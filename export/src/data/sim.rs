@@ -2,7 +2,7 @@
 //! The clean slice lives only inside [`Simulator::simulate`]; what leaves is a [`Measurement`].
 //!
 //! Shared with the runtime: slices are cut with [`Volume::slice`] (display orientation), the
-//! coil maps are [`msm::coils::birdcage`], masks [`msm::mask::random_cartesian`], the smooth
+//! coil maps are [`msm::coils::birdcage`], masks [`msm::mask::random_cartesian`] (or [`msm::mask::random_entries`]: `data.mask`), the smooth
 //! phase [`msm::simulate::smooth_phase`], the noise [`msm::simulate::add_noise`] and the
 //! operator [`msm::sense::Sense`]. The geometric augmentation (zoom, rotation, flips) is one
 //! bilinear warp of the source slice ([`Warp`]); without zoom, rotation or flips it samples the
@@ -14,9 +14,9 @@ use std::f64::consts::PI;
 use ndarray::{Array2, ArrayView2, Zip};
 use rand::{Rng, RngExt};
 
-use super::{DataConfig, Measurement};
+use super::{DataConfig, MaskKind, Measurement};
 use msm::io::nifti::{Plane, Volume};
-use msm::mask::{random_cartesian, Acs, Mask};
+use msm::mask::{random_cartesian, random_entries, Acs, Mask};
 use msm::sense::{Operator, Sense};
 use msm::simulate::{add_noise, smooth_phase};
 use msm::{Error, Result, C32};
@@ -133,13 +133,11 @@ impl Simulator {
         let x = Zip::from(&image)
             .and(&phase)
             .map_collect(|&m, &p| C32::from_polar(m, p));
-        let cols = random_cartesian(
-            n,
-            self.cfg.acceleration,
-            Acs::Lines(self.cfg.acs_lines),
-            rng,
-        )?;
-        let mask = Mask::Columns(cols.clone());
+        let (accel, acs) = (self.cfg.acceleration, self.cfg.acs_lines);
+        let mask = match self.cfg.mask {
+            MaskKind::Random => Mask::Columns(random_cartesian(n, accel, Acs::Lines(acs), rng)?),
+            MaskKind::Random2d => Mask::Pattern(random_entries(n, n, accel, acs, rng)?),
+        };
         let mut k = self.op.forward(x.view(), Some(&mask));
         // Scanner gain: scale so that the zero-filled image's maximum is 0.8 to 1.2.
         let zf = self.op.adjoint(k.view(), Some(&mask));
@@ -155,7 +153,7 @@ impl Simulator {
         Ok(Measurement {
             kspace: k,
             maps: self.op.maps().clone(),
-            mask: cols,
+            mask,
             eta: self.eta,
         })
     }

@@ -7,7 +7,7 @@ pub mod emit;
 use std::path::{Path, PathBuf};
 
 use crate::config::UNetConfig;
-use crate::data::{DataConfig, NoiseEta, NoiseSummary, SCALE_DRAWS, SCALE_KEY};
+use crate::data::{DataConfig, MaskKind, NoiseEta, NoiseSummary, SCALE_DRAWS, SCALE_KEY};
 use crate::train::Trainer;
 use emit::{emit_unet, Weights};
 use msm::onnx::meta::RECON_ETA_KEY;
@@ -114,8 +114,19 @@ pub fn metadata(
         extra(RECON_ETA_KEY, eta.to_string());
     }
     if let Some(data) = &prov.data {
+        m.train_mask = data.mask.pattern();
         m.train_acceleration = data.acceleration;
         m.train_acs_lines = data.acs_lines;
+        let masks = match data.mask {
+            MaskKind::Random => format!(
+                "random Cartesian R = {} with {} ACS columns",
+                data.acceleration, data.acs_lines
+            ),
+            MaskKind::Random2d => format!(
+                "random 2-D (entries) R = {} with a {}x{} ACS square",
+                data.acceleration, data.acs_lines, data.acs_lines
+            ),
+        };
         m.train_noise_eta = data.noise_eta.fixed().unwrap_or(0.0);
         m.coils = Some(data.coils);
         if data.from_scans() {
@@ -134,12 +145,10 @@ pub fn metadata(
             );
             m.data_source = Some(format!(
                 "{sources}; every slice as measured (fastMRI / ISMRMRD HDF5, {} coils, readout \
-                 fitted to {} rows), coil maps by ESPIRiT from each slice's ACS, masks R = {:.2} \
-                 with {} ACS columns or more, {}",
+                 fitted to {} rows), coil maps by ESPIRiT from each slice's ACS, masks as \
+                 acquired ({masks} or more), {}",
                 data.coils,
                 data.image_size,
-                data.acceleration,
-                data.acs_lines,
                 match data.noise_eta {
                     NoiseEta::Estimate => format!(
                         "each slice's noise std per real component estimated from its image rows \
@@ -157,14 +166,12 @@ pub fn metadata(
                 "k-space scaled so that max |A_S^H s| is 0.8 to 1.2 (uniform) before noise".into(),
             );
             m.data_source = Some(format!(
-                "{} (Colin27 T1, mricron-data); simulated {}-coil birdcage acquisitions, random \
-                 Cartesian R = {} with {} ACS columns, axial/coronal/sagittal slices, smooth random \
+                "{} (Colin27 T1, mricron-data); simulated {}-coil birdcage acquisitions, \
+                 {masks}, axial/coronal/sagittal slices, smooth random \
                  phase of strength {} to {} rad, flips, zoom 0.9-1.1, rotations up to {} deg, gamma \
                  0.8-1.25, zero-filled max scaled to 0.8-1.2, noise std {} per real component",
                 data.volume.display(),
                 data.coils,
-                data.acceleration,
-                data.acs_lines,
                 data.phase_strength[0],
                 data.phase_strength[1],
                 data.max_rotation_deg,

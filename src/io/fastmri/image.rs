@@ -6,6 +6,7 @@
 //! larger grid, so cropping a padded image gives back the original exactly.
 
 use crate::fft::Fft2;
+use crate::mask::Mask;
 use crate::{Error, Result, C32};
 use ndarray::{s, Array2, ArrayView2, ArrayView3, Axis, Zip};
 
@@ -25,6 +26,20 @@ pub fn detect_mask(kspace: ArrayView3<C32>) -> Vec<bool> {
         }
     }
     mask
+}
+
+/// The entries of one slice's `(coils, height, width)` k-space that hold a non-zero sample in
+/// any coil: the sampling pattern of data undersampled along both axes (the slices of a 3-D
+/// scan taken along its readout), as [`Mask::Columns`] when it keeps whole columns.
+pub fn detect_entries(kspace: ArrayView3<C32>) -> Mask {
+    let (_, h, w) = kspace.dim();
+    let mut p = Array2::from_elem((h, w), false);
+    for coil in kspace.outer_iter() {
+        Zip::from(&mut p)
+            .and(&coil)
+            .for_each(|m, v| *m |= v.re != 0.0 || v.im != 0.0);
+    }
+    Mask::Pattern(p).simplified()
 }
 
 /// fastMRI's multi-coil image of one slice: per coil `fftshift(ifft2(ifftshift(k)))` with the

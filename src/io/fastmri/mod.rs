@@ -56,7 +56,9 @@ mod select;
 mod slab;
 
 pub use header::{CalibrationMode, EncodedSpace, HeaderError, IsmrmrdHeader};
-pub use image::{center_crop, crop_or_pad, detect_mask, reference_image, rss_image, zero_pad};
+pub use image::{
+    center_crop, crop_or_pad, detect_entries, detect_mask, reference_image, rss_image, zero_pad,
+};
 pub use raw::{is_raw, CounterValues, RawOptions, RawScan, Selection, COUNTERS};
 pub use scan::HdfScan;
 pub use select::{CounterChoice, ImageChoice, ImageSeries};
