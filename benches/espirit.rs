@@ -9,7 +9,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use msm::coils::{espirit, ratio_maps, EspiritOptions, RatioOptions};
 use msm::io::cfl;
-use msm::mask::{Acs, Mask};
+use msm::mask::Acs;
 use msm::simulate::{simulate, Pattern, SimOptions};
 use ndarray::Array2;
 use rand::SeedableRng;
@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
         };
         let acq = simulate(phantom(n).view(), &opts, &mut ChaCha8Rng::seed_from_u64(1))
             .expect("simulation");
-        let mask = Mask::Columns(acq.mask.clone());
+        let mask = acq.mask.clone();
         let eopts = EspiritOptions::default();
         group.bench_function(format!("msm_espirit_8coils_{n}"), |b| {
             b.iter(|| black_box(espirit(acq.kspace.view(), Some(&mask), &eopts).unwrap()))

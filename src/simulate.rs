@@ -21,6 +21,10 @@ pub enum Pattern {
     Random,
     /// Every R-th column with an ACS block.
     Equispaced,
+    /// Random entries around a central ACS square whose side is the ACS size
+    /// ([`mask::random_entries`]): k-space undersampled along both axes, as the `(phase
+    /// encode, partition)` slices of a 3-D scan are.
+    Random2d,
 }
 
 /// Options of [`simulate`].
@@ -66,8 +70,8 @@ pub struct Acquisition {
     pub kspace: Array3<C32>,
     /// Coil maps `(coils, height, width)`.
     pub maps: Array3<C32>,
-    /// Kept columns.
-    pub mask: Vec<bool>,
+    /// The sampling mask: columns, or entries for [`Pattern::Random2d`].
+    pub mask: Mask,
     /// The complex ground-truth image (magnitude peak 1, smooth phase).
     pub reference: Array2<C32>,
 }
@@ -172,8 +176,10 @@ pub fn simulate<R: Rng + ?Sized>(
         .and(&phase)
         .map_collect(|&m, &p| C32::from_polar(m / peak, p));
     let maps = coils::birdcage(opts.coils, opts.height, opts.width)?;
-    let cols = match opts.pattern {
-        Pattern::Random => mask::random_cartesian(opts.width, opts.accel, opts.acs, rng)?,
+    let m = match opts.pattern {
+        Pattern::Random => Mask::Columns(mask::random_cartesian(
+            opts.width, opts.accel, opts.acs, rng,
+        )?),
         Pattern::Equispaced => {
             let r = opts.accel.round();
             if (r - opts.accel).abs() > 1e-9 || r < 1.0 {
@@ -183,17 +189,26 @@ pub fn simulate<R: Rng + ?Sized>(
                 )));
             }
             let offset = rng.random_range(0..r as usize);
-            mask::equispaced(opts.width, r as usize, opts.acs, offset)?
+            Mask::Columns(mask::equispaced(opts.width, r as usize, opts.acs, offset)?)
+        }
+        Pattern::Random2d => {
+            let side = opts.acs.lines(opts.height.min(opts.width));
+            Mask::Pattern(mask::random_entries(
+                opts.height,
+                opts.width,
+                opts.accel,
+                side,
+                rng,
+            )?)
         }
     };
-    let m = Mask::Columns(cols.clone());
     let op = Sense::new(maps.clone())?;
     let mut kspace = op.forward(reference.view(), Some(&m));
     add_noise(&mut kspace, &m, opts.noise_std, rng);
     Ok(Acquisition {
         kspace,
         maps,
-        mask: cols,
+        mask: m,
         reference,
     })
 }

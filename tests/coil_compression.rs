@@ -3,7 +3,6 @@
 
 use msm::coils::Compression;
 use msm::io::cfl;
-use msm::mask::Mask;
 use msm::recon::{cg_sense, CgOptions};
 use msm::sense::Sense;
 use msm::simulate::{simulate, SimOptions};
@@ -85,7 +84,7 @@ fn compressed_energy_matches_bart_cc_at_every_entry() {
 #[test]
 fn all_virtual_coils_leave_cg_sense_unchanged_and_fewer_keep_it_close() {
     let acq = scan();
-    let mask = Mask::Columns(acq.mask.clone());
+    let mask = acq.mask.clone();
     let cg = |k: &ndarray::Array3<C32>, maps: ndarray::Array3<C32>| {
         let op = Sense::new(maps).unwrap();
         let opts = CgOptions {

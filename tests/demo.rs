@@ -4,7 +4,6 @@
 
 use msm::denoiser::OnnxDenoiser;
 use msm::io::npy;
-use msm::mask::Mask;
 use msm::metrics::compare;
 use msm::onnx::meta::DEFAULT_RECON_ETA;
 use msm::recon::zero_filled;
@@ -47,7 +46,7 @@ fn twenty_step_psnr(model: &str) -> (f64, f64) {
         ..SimOptions::default()
     };
     let acq = simulate(image.view(), &sim, &mut ChaCha8Rng::seed_from_u64(1000)).unwrap();
-    let mask = Mask::Columns(acq.mask.clone());
+    let mask = acq.mask.clone();
     let op = Sense::new(acq.maps.clone()).unwrap();
     let zf = zero_filled(&op, acq.kspace.view(), &mask);
     let opts = SamplerOptions {

@@ -267,7 +267,7 @@ fn colin27_maps_match_bart_ecalib() {
     require_bart!();
     require_colin27!();
     let acq = colin27_acquisition(0.002, 11);
-    let m = Mask::Columns(acq.mask.clone());
+    let m = acq.mask.clone();
     let (corr, p_ours, p_bart) = compare_with_bart("colin27", &acq.kspace, &m, &acq.reference);
     assert!(
         corr > 0.999,
@@ -283,7 +283,7 @@ fn colin27_maps_match_bart_ecalib() {
 fn espirit_recovers_the_true_birdcage_maps() {
     require_colin27!();
     let acq = colin27_acquisition(0.002, 11);
-    let m = Mask::Columns(acq.mask.clone());
+    let m = acq.mask.clone();
     let est = espirit_full(acq.kspace.view(), Some(&m), &EspiritOptions::default()).unwrap();
     // Unit norm where kept, zero where cropped, eigenvalues in [0, 1].
     let (_, h, w) = est.maps.dim();
@@ -371,7 +371,7 @@ fn espirit_finds_exact_smooth_maps_in_full_data() {
 fn maps_are_deterministic_and_the_mask_is_optional() {
     require_colin27!();
     let acq = colin27_acquisition(0.002, 5);
-    let m = Mask::Columns(acq.mask.clone());
+    let m = acq.mask.clone();
     let opts = EspiritOptions::default();
     let a = espirit(acq.kspace.view(), Some(&m), &opts).unwrap();
     let b = espirit(acq.kspace.view(), None, &opts).unwrap();

@@ -8,7 +8,6 @@
 use msm::denoiser::onnx::Backend;
 use msm::denoiser::OnnxDenoiser;
 use msm::io::{nifti, npy};
-use msm::mask::Mask;
 use msm::metrics::compare;
 use msm::sampler::{self, model_partial_kind, NetworkPrior, ReconOptions, SamplerOptions};
 use msm::sense::Sense;
@@ -78,7 +77,7 @@ fn fast_executor_gives_the_f32_psnr() {
             &mut ChaCha8Rng::seed_from_u64(100 + i as u64),
         )
         .unwrap();
-        let mask = Mask::Columns(acq.mask.clone());
+        let mask = acq.mask.clone();
         let op = Sense::new(acq.maps.clone()).unwrap();
         for seed in [1, 2] {
             let opts = SamplerOptions {

@@ -199,11 +199,7 @@ fn shipped_example_input() -> Array4<f32> {
     let acq =
         msm::simulate::simulate(slice.view(), &sim, &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
     let op = msm::sense::Sense::new(acq.maps.clone()).unwrap();
-    let zf = msm::recon::zero_filled(
-        &op,
-        acq.kspace.view(),
-        &msm::mask::Mask::Columns(acq.mask.clone()),
-    );
+    let zf = msm::recon::zero_filled(&op, acq.kspace.view(), &acq.mask);
     let peak = zf.iter().map(|v| v.norm()).fold(0.0f32, f32::max);
     msm::sampler::pack(&zf.mapv(|v| v / peak))
 }

@@ -7,7 +7,7 @@
 use super::model::DEFAULT_MODEL;
 use super::progress;
 use msm::denoiser::{Backend, Denoiser, OnnxDenoiser};
-use msm::mask::{Acs, Mask};
+use msm::mask::Acs;
 use msm::metrics::compare;
 use msm::onnx::meta::DEFAULT_RECON_ETA;
 use msm::recon::zero_filled;
@@ -156,7 +156,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let acq = simulate(image.view(), &sim, &mut ChaCha8Rng::seed_from_u64(1))?;
     let op = Sense::new(acq.maps.clone())?;
-    let mask = Mask::Columns(acq.mask.clone());
+    let mask = acq.mask.clone();
     let zf = zero_filled(&op, acq.kspace.view(), &mask);
     let x = pack(&zf);
 

@@ -184,7 +184,7 @@ fn acquire(
     };
     let mut rng = ChaCha8Rng::seed_from_u64(1000 + si as u64);
     let acq = simulate(image.view(), &sim, &mut rng)?;
-    let mask = Mask::Columns(acq.mask.clone());
+    let mask = acq.mask.clone();
     let maps = match a.maps_method {
         Some(m) => {
             a.maps_opts

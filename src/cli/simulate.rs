@@ -37,7 +37,8 @@ pub struct Args {
     /// Acceleration R.
     #[arg(long, default_value_t = 4.0)]
     pub accel: f64,
-    /// Number of fully sampled central (ACS) lines.
+    /// Number of fully sampled central (ACS) lines (for random-2d: the side of the fully
+    /// sampled central square).
     #[arg(long, default_value_t = 20)]
     pub acs: usize,
     /// Sampling pattern.
@@ -76,6 +77,11 @@ pub enum PatternArg {
     Random,
     /// Every R-th column plus ACS.
     Equispaced,
+    /// Random entries plus a central ACS square (side --acs): k-space undersampled along both
+    /// axes, like the (phase encode, partition) slices of a 3-D scan; for models trained with
+    /// 2-D masks (msm-train data.mask "random-2d").
+    #[value(name = "random-2d")]
+    Random2d,
 }
 
 /// Loads a magnitude slice from a NIfTI volume, PNG or 2-D `.npy`.
@@ -124,6 +130,7 @@ pub fn run(a: Args) -> Result<()> {
         pattern: match a.pattern {
             PatternArg::Random => Pattern::Random,
             PatternArg::Equispaced => Pattern::Equispaced,
+            PatternArg::Random2d => Pattern::Random2d,
         },
         noise_std: a.noise,
         ..SimOptions::default()
@@ -139,19 +146,28 @@ pub fn run(a: Args) -> Result<()> {
         ));
     }
     let acq = simulate(image.view(), &opts, &mut rng)?;
-    let mask = msm::mask::Mask::Columns(acq.mask.clone());
+    let mask = &acq.mask;
     let p = |s: &str| super::data::with_suffix(&a.output, s);
     // Every output or none: a failure half-way must not leave k-space beside stale maps.
     let mut files = cfl::encode_coils(p("_ksp"), &acq.kspace)?;
     files.extend(cfl::encode_coils(p("_maps"), &acq.maps)?);
-    files.extend(cfl::encode_mask(p("_mask"), &mask)?);
+    files.extend(cfl::encode_mask(p("_mask"), mask)?);
     files.extend(cfl::encode_image(p("_ref"), &acq.reference)?);
     if a.npy {
-        let cols = ndarray::Array1::from_iter(acq.mask.iter().map(|&k| k as u8 as f32));
+        // Column masks as a 1-D array (one value per column), 2-D masks as `(H, W)`.
+        let mask_npy = match mask {
+            msm::mask::Mask::Columns(c) => npy::encode_npy(
+                &p("_mask.npy"),
+                &ndarray::Array1::from_iter(c.iter().map(|&k| f32::from(u8::from(k)))),
+            )?,
+            msm::mask::Mask::Pattern(m) => {
+                npy::encode_npy(&p("_mask.npy"), &m.mapv(|k| f32::from(u8::from(k))))?
+            }
+        };
         for (suffix, bytes) in [
             ("_ksp.npy", npy::encode_npy(&p("_ksp.npy"), &acq.kspace)?),
             ("_maps.npy", npy::encode_npy(&p("_maps.npy"), &acq.maps)?),
-            ("_mask.npy", npy::encode_npy(&p("_mask.npy"), &cols)?),
+            ("_mask.npy", mask_npy),
             ("_ref.npy", npy::encode_npy(&p("_ref.npy"), &acq.reference)?),
         ] {
             files.push((p(suffix), bytes));
@@ -164,11 +180,15 @@ pub fn run(a: Args) -> Result<()> {
     }
     msm::io::atomic::write_atomic_set(&files)?;
     eprintln!(
-        "simulated {}x{} k-space, {} coils, {:.1}% of columns kept (R = {}), noise std {}",
+        "simulated {}x{} k-space, {} coils, {:.1}% of {} kept (R = {}), noise std {}",
         opts.height,
         opts.width,
         opts.coils,
         100.0 * mask.fraction(),
+        match mask {
+            msm::mask::Mask::Columns(_) => "columns",
+            msm::mask::Mask::Pattern(_) => "entries",
+        },
         a.accel,
         a.noise
     );
