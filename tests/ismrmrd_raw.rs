@@ -980,7 +980,8 @@ fn a_3d_scan_undersampled_along_both_phase_encodes_reconstructs_along_the_readou
 /// `data.mask = "random-2d"`) reconstructs the slices of a 3-D scan along its readout
 /// (`raw_kykz32.h5`, 32 x 32 (line, partition) slices under a random 2-D pattern), drawing 2-D
 /// partial masks on its grid: seeded (the same output twice), not the run of a column-mask
-/// model with the same seed, and a model of 2-D masks on another grid is refused with both.
+/// model with the same seed; a non-square one (24 x 20) reconstructs `raw_kykz.h5`'s slices,
+/// and a model of 2-D masks on another grid is refused with both.
 #[test]
 fn a_model_of_2d_masks_reconstructs_a_3d_scan_along_its_readout() {
     let Some(dir) = h5py_fixtures("tests/ismrmrd/make_raw.py", "the 2-D mask model test") else {
@@ -1030,6 +1031,28 @@ fn a_model_of_2d_masks_reconstructs_a_3d_scan_along_its_readout() {
         npy::read_npy_as::<C32, _>(&c).unwrap(),
         "2-D partial masks gave the column masks' run"
     );
+    // A non-square model of the slices' grid: the 24 x 20 (line, partition) slices of
+    // `raw_kykz.h5` under its CAIPIRINHA-like lattice (12 x 12 centre).
+    let model_24x20 = d.join("tiny24x20.onnx");
+    let mut meta = msm::onnx::ModelMeta::new(24, 20);
+    meta.train_mask = msm::onnx::meta::MaskPattern::Random2d;
+    meta.train_acceleration = 2.0;
+    meta.train_acs_lines = 12;
+    common::tiny_model_grid(&model_24x20, (24, 20), Some(meta));
+    let out = d.join("kykz24x20.npy");
+    ok(&[
+        "reconstruct",
+        "--model",
+        s(&model_24x20),
+        "--steps",
+        "4",
+        "--quiet",
+        s(&d.join("raw_kykz.h5")),
+        s(&out),
+    ]);
+    let image: Array3<C32> = npy::read_npy_as(&out).unwrap();
+    assert_eq!(image.dim(), (8, 24, 20));
+    assert!(image.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
     let small = d.join("tiny2d16.onnx");
     common::tiny_model_with(&small, 16, Some(meta_2d(16)));
     fails(

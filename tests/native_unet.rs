@@ -51,7 +51,7 @@ impl StateDict for RandomWeights {
 }
 
 fn meta_for(cfg: &UNetConfig) -> ModelMeta {
-    let mut m = ModelMeta::new(cfg.image_size, cfg.image_size);
+    let mut m = ModelMeta::new(cfg.image_size, cfg.width());
     m.extra.insert(
         UNET_CONFIG_KEY.to_string(),
         serde_json::to_string(cfg).unwrap(),
@@ -74,9 +74,9 @@ fn write_unet(
     path
 }
 
-fn inputs(size: usize, n: usize, seed: u64) -> Array4<f32> {
+fn inputs(size: (usize, usize), n: usize, seed: u64) -> Array4<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Array4::from_shape_simple_fn((n, 2, size, size), || rng.random::<f32>() * 2.0 - 1.0)
+    Array4::from_shape_simple_fn((n, 2, size.0, size.1), || rng.random::<f32>() * 2.0 - 1.0)
 }
 
 /// Largest |a - b| over the largest |b|.
@@ -127,6 +127,13 @@ fn architectures() -> Vec<(&'static str, UNetConfig)> {
                 ..small(16)
             },
         ),
+        (
+            "non-square 16 x 24 (a ky-kz grid), attention at 8 x 12",
+            UNetConfig {
+                image_width: Some(24),
+                ..small(16)
+            },
+        ),
     ]
 }
 
@@ -145,7 +152,7 @@ fn native_matches_tract_on_emitted_unets() {
                 Backend::Native,
                 "{what}: auto should pick the native executor"
             );
-            let x = inputs(cfg.image_size, 3, i as u64);
+            let x = inputs((cfg.image_size, cfg.width()), 3, i as u64);
             let t = [0.0, 431.0, 999.0];
             let a = native.predict_eps(x.view(), &t).unwrap();
             let b = tract.predict_eps(x.view(), &t).unwrap();
@@ -269,7 +276,7 @@ fn concurrent_native_calls_match_serial_calls() {
     let cfg = small(16);
     let path = write_unet(dir.path(), "net", &cfg, &meta_for(&cfg), WeightType::F16);
     let net = OnnxDenoiser::load(&path).unwrap();
-    let xs: Vec<Array4<f32>> = (0..4).map(|i| inputs(16, 1, 100 + i)).collect();
+    let xs: Vec<Array4<f32>> = (0..4).map(|i| inputs((16, 16), 1, 100 + i)).collect();
     let serial: Vec<Array4<f32>> = xs
         .iter()
         .map(|x| net.predict_eps(x.view(), &[500.0]).unwrap())

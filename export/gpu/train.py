@@ -89,6 +89,7 @@ def default_config():
         "data": {
             "volume": DEFAULT_VOLUME,
             "image_size": 128,
+            "image_width": None,
             "coils": 8,
             "mask": "random",
             "acceleration": 4.0,
@@ -970,6 +971,11 @@ def main(argv=None):
     if args.init_from and init_meta["config"]["unet"] != cfg["unet"]:
         raise SystemExit(f"{args.init_from}: checkpoint holds a different architecture (`unet` section) than the config")
 
+    if any(c["image_width"] not in (None, c["image_size"]) for c in (cfg["unet"], cfg["data"])):
+        raise SystemExit(
+            "config: image_width differs from image_size; this trainer trains square grids only; "
+            "train non-square ones with msm-train"
+        )
     if cfg["data"]["mask"] != "random":
         raise SystemExit(
             f"config: data.mask {cfg['data']['mask']!r}; this trainer draws and reads column masks "

@@ -9,6 +9,7 @@ def default_unet():
     """msm-train's `UNetConfig::default()` as JSON values (a fresh dict per call)."""
     return {
         "image_size": 128,
+        "image_width": None,
         "in_channels": 2,
         "out_channels": 2,
         "model_channels": 32,

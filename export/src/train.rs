@@ -126,10 +126,13 @@ impl TrainConfig {
     /// Checks the architecture, the data settings against it, and the optimizer settings.
     pub fn validate(&self) -> Result<()> {
         self.unet.validate()?;
-        if self.unet.image_size != self.data.image_size {
+        if (self.unet.image_size, self.unet.width()) != self.data.grid() {
+            let (h, w) = self.data.grid();
             return Err(Error::invalid(format!(
-                "unet.image_size {} differs from data.image_size {}",
-                self.unet.image_size, self.data.image_size
+                "the network's images are {}x{} (unet.image_size, unet.image_width) but the \
+                 data's grid is {h}x{w} (data.image_size, data.image_width); expected the same",
+                self.unet.image_size,
+                self.unet.width()
             )));
         }
         if self.unet.in_channels != 2 {

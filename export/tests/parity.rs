@@ -92,13 +92,13 @@ fn write_npy(path: &Path, shape: &[i64], data: &[f32]) {
 fn check(cfg: &UNetConfig, weights: WeightType, tol: f64, ort: bool) {
     let (vs, net) = random_net(cfg, 7);
     let n = 2;
-    let s = cfg.image_size as i64;
-    let x = Tensor::randn([n, 2, s, s], (Kind::Float, Device::Cpu));
+    let (h, w) = (cfg.image_size as i64, cfg.width() as i64);
+    let x = Tensor::randn([n, 2, h, w], (Kind::Float, Device::Cpu));
     let t = Tensor::from_slice(&[17.0f32, 940.0]);
     let expected = tch::no_grad(|| net.eps(&x, &t, false));
     let vars = vs.variables();
     let w = tensors_to_weights(vars.iter().map(|(k, v)| (k.as_str(), v))).expect("weights");
-    let meta = ModelMeta::new(cfg.image_size, cfg.image_size);
+    let meta = ModelMeta::new(cfg.image_size, cfg.width());
     let model = emit_unet(cfg, &w, weights, &meta).expect("emit");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("model.onnx");
@@ -144,6 +144,18 @@ fn default_variant_matches_in_tract_and_onnxruntime_f32() {
 #[test]
 fn default_variant_matches_in_tract_and_onnxruntime_f16() {
     check(&tiny(|_| {}), WeightType::F16, 5e-3, true);
+}
+
+/// A non-square grid (the `(phase encode, partition)` slices of a 3-D scan): 16 x 24, the
+/// attention block on 8 x 12 feature maps.
+#[test]
+fn non_square_network_matches_in_tract_and_onnxruntime() {
+    check(
+        &tiny(|c| c.image_width = Some(24)),
+        WeightType::F32,
+        1e-4,
+        true,
+    );
 }
 
 #[test]

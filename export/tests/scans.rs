@@ -327,7 +327,10 @@ fn scans_that_do_not_fit_give_clear_errors() {
         coils: 3,
         ..scan_config(d.join("wide.h5"))
     });
-    assert!(e.contains("wide.h5") && e.contains("image_size 32"), "{e}");
+    assert!(
+        e.contains("wide.h5") && e.contains("grid 32x32") && e.contains("a model 30 wide"),
+        "{e}"
+    );
     let e = open(DataConfig {
         coils: 3,
         ..scan_config(d.join("small_acs.h5"))
@@ -971,16 +974,65 @@ fn a_model_of_2d_masks_trains_on_a_3d_scan_read_along_its_readout() {
         e.contains("scan_raw.h5") && e.contains("whole phase-encode columns"),
         "{e}"
     );
-    let e = Loader::open(&DataConfig {
+    let kykz = DataConfig {
         scans: vec![d.join("raw_kykz.h5")],
         acceleration: 2.1,
-        acs_lines: 4,
         ..data.clone()
-    })
-    .unwrap_err()
-    .to_string();
+    };
+    let e = Loader::open(&kykz).unwrap_err().to_string();
     assert!(
-        e.contains("raw_kykz.h5") && e.contains("24x20") && e.contains("image_size 32"),
+        e.contains("raw_kykz.h5")
+            && e.contains("24x20")
+            && e.contains("32x32")
+            && e.contains("image_size 24 and image_width 20"),
         "{e}"
     );
+    // A non-square grid: the 24 x 20 slices of `raw_kykz.h5` train a 24 x 20 network. That
+    // file has no noise scan, and under a 2-D mask no image row is free of aliasing, so the
+    // noise level must be stated.
+    let kykz = DataConfig {
+        image_width: Some(20),
+        image_size: 24,
+        ..kykz
+    };
+    let e = Loader::open(&kykz).unwrap_err().to_string();
+    assert!(
+        e.contains("raw_kykz.h5") && e.contains("no noise estimate") && e.contains("noise scan"),
+        "{e}"
+    );
+    let mut cfg = tiny();
+    cfg.unet.image_size = 24;
+    cfg.unet.image_width = Some(20);
+    cfg.unet.attention_resolutions = vec![12];
+    cfg.data = DataConfig {
+        noise_eta: NoiseEta::Fixed(0.01),
+        ..kykz
+    };
+    cfg.steps = 1;
+    let mut tr = Trainer::new(&cfg).unwrap();
+    tr.run(&d.join("run24x20"), |_| {}).unwrap();
+    let path = d.join("kykz24x20.onnx");
+    export_run(&tr, &path, WeightType::F16, "test".into(), None).unwrap();
+    let net = OnnxDenoiser::load(&path).unwrap();
+    assert_eq!((net.meta().height, net.meta().width), (24, 20));
+    let m = &Loader::open(&cfg.data).unwrap().batch(0, 0, 1).unwrap()[0];
+    let opts = SamplerOptions {
+        steps: 2,
+        partial: Some(model_partial_kind(net.meta())),
+        ..SamplerOptions::default()
+    };
+    let out = reconstruct(
+        &NetworkPrior::new(net),
+        &Sense::new(m.maps().clone()).unwrap(),
+        m.kspace().view(),
+        m.mask(),
+        &opts,
+        &ReconOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(out.mean.dim(), (24, 20));
+    assert!(out
+        .mean
+        .iter()
+        .all(|v| v.re.is_finite() && v.im.is_finite()));
 }

@@ -14,8 +14,11 @@ pub const GROUPS: usize = 32;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UNetConfig {
-    /// Height and width of the (square) input images.
+    /// Height of the input images, and their width unless `image_width` says otherwise.
     pub image_size: usize,
+    /// Width of the input images when they are not square (`None`: `image_size`). Not a
+    /// guided-diffusion flag: its networks are square.
+    pub image_width: Option<usize>,
     /// Input channels (2: real and imaginary part).
     pub in_channels: usize,
     /// Output channels: `in_channels` (eps) or `2 * in_channels` (eps and a learned variance, as in
@@ -27,8 +30,8 @@ pub struct UNetConfig {
     pub channel_mult: Vec<usize>,
     /// Residual blocks per level.
     pub num_res_blocks: usize,
-    /// Feature-map sizes (in pixels, e.g. 16 for 16x16) at which self-attention is applied, as in
-    /// guided-diffusion's `--attention_resolutions` flag.
+    /// Feature-map sizes (in pixels, e.g. 16 for 16x16; the heights of non-square maps) at
+    /// which self-attention is applied, as in guided-diffusion's `--attention_resolutions` flag.
     pub attention_resolutions: Vec<usize>,
     /// Attention heads, used when `num_head_channels` is `None`.
     pub num_heads: usize,
@@ -53,6 +56,7 @@ impl Default for UNetConfig {
     fn default() -> Self {
         UNetConfig {
             image_size: 128,
+            image_width: None,
             in_channels: 2,
             out_channels: 2,
             model_channels: 32,
@@ -102,12 +106,17 @@ impl UNetConfig {
         }
         let levels = self.channel_mult.len();
         let factor = 1usize << (levels - 1);
-        if self.image_size == 0 || !self.image_size.is_multiple_of(factor) {
-            return Err(Error::invalid(format!(
-                "unet config: image_size {} must be a positive multiple of {factor} (halved {} times by {levels} levels)",
-                self.image_size,
-                levels - 1
-            )));
+        for (name, n) in [
+            ("image_size", self.image_size),
+            ("image_width", self.width()),
+        ] {
+            if n == 0 || !n.is_multiple_of(factor) {
+                return Err(Error::invalid(format!(
+                    "unet config: {name} {n} must be a positive multiple of {factor} (halved {} \
+                     times by {levels} levels)",
+                    levels - 1
+                )));
+            }
         }
         for (level, &mult) in self.channel_mult.iter().enumerate() {
             let ch = self.model_channels * mult;
@@ -124,7 +133,7 @@ impl UNetConfig {
             if !reachable.contains(&res) {
                 return Err(Error::invalid(format!(
                     "unet config: attention resolution {res} never occurs; with image_size {} and {levels} levels \
-                     the feature maps are {reachable:?} pixels wide",
+                     the feature maps are {reachable:?} pixels high",
                     self.image_size
                 )));
             }
@@ -168,7 +177,12 @@ impl UNetConfig {
         Ok(())
     }
 
-    /// Feature-map sizes at each level (image_size, image_size / 2, ...).
+    /// Width of the input images: `image_width`, else `image_size` (square).
+    pub fn width(&self) -> usize {
+        self.image_width.unwrap_or(self.image_size)
+    }
+
+    /// Feature-map heights at each level (image_size, image_size / 2, ...).
     pub fn resolutions(&self) -> Vec<usize> {
         (0..self.channel_mult.len())
             .map(|l| self.image_size >> l)
@@ -199,7 +213,7 @@ impl UNetConfig {
     /// One-line human description, for metadata and logs.
     pub fn describe(&self) -> String {
         format!(
-            "guided-diffusion UNetModel: image {0}x{0}, in {1}, out {2}, base {3}, mult {4:?}, {5} res-block(s)/level, \
+            "guided-diffusion UNetModel: image {0}x{12}, in {1}, out {2}, base {3}, mult {4:?}, {5} res-block(s)/level, \
              attention at {6:?} (head channels {7}, heads {8}), scale-shift norm {9}, resblock up/down {10}, \
              attention order {11}",
             self.image_size,
@@ -214,6 +228,7 @@ impl UNetConfig {
             self.use_scale_shift_norm,
             self.resblock_updown,
             if self.use_new_attention_order { "new" } else { "legacy" },
+            self.width(),
         )
     }
 
@@ -229,5 +244,44 @@ impl UNetConfig {
         cfg.validate()
             .map_err(|e| Error::format(path, e.to_string()))?;
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UNetConfig;
+
+    #[test]
+    fn both_sides_must_halve_cleanly_and_attention_is_named_by_height() {
+        let square = UNetConfig::default();
+        assert_eq!((square.image_size, square.width()), (128, 128));
+        let wide = UNetConfig {
+            image_width: Some(96),
+            ..UNetConfig::default()
+        };
+        wide.validate().unwrap();
+        assert!(wide.describe().contains("image 128x96"));
+        // Four levels halve three times: 100 is not a multiple of 8.
+        let e = UNetConfig {
+            image_width: Some(100),
+            ..UNetConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("image_width 100") && e.contains("multiple of 8"),
+            "{e}"
+        );
+        // Attention resolutions are feature-map heights: 16 is 128 / 8, whatever the width.
+        let e = UNetConfig {
+            image_size: 96,
+            image_width: Some(128),
+            ..UNetConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("attention resolution 16 never occurs"), "{e}");
     }
 }

@@ -2,7 +2,8 @@
 //! runtime's [`OnnxBuilder`].
 //!
 //! Graph interface: inputs `x` `[N, 2, H, W]` f32 and `t` `[N]` f32 (timestep on the 0..999 scale),
-//! output `eps` `[N, 2, H, W]`. `N` is symbolic; `H = W = image_size` are fixed.
+//! output `eps` `[N, 2, H, W]`. `N` is symbolic; `H = image_size` and `W` (`image_width`, else
+//! `image_size`) are fixed.
 //!
 //! Op mapping: GroupNorm(32) = Reshape to `[N, 32, -1]` + InstanceNormalization + Reshape + affine;
 //! SiLU = x * Sigmoid(x); nearest 2x upsampling = Reshape + Expand + Reshape (exact); average
@@ -241,18 +242,14 @@ impl Emitter<'_> {
         cin: usize,
         cout: usize,
         updown: UpDown,
-        res: i64,
+        res: (i64, i64),
     ) -> Result<String> {
         let (ci, co) = (cin as i64, cout as i64);
-        let h = self.group_norm(&format!("{p}.in_layers.0"), x, &[ci, res, res])?;
+        let h = self.group_norm(&format!("{p}.in_layers.0"), x, &[ci, res.0, res.1])?;
         let h = self.silu(&h)?;
-        let h = self.resample(&h, ci, res, res, updown)?;
-        let xs = self.resample(x, ci, res, res, updown)?;
-        let r = match updown {
-            UpDown::None => res,
-            UpDown::Up => 2 * res,
-            UpDown::Down => res / 2,
-        };
+        let h = self.resample(&h, ci, res.0, res.1, updown)?;
+        let xs = self.resample(x, ci, res.0, res.1, updown)?;
+        let r = resampled(res, updown);
         let h = self.conv3(&format!("{p}.in_layers.2"), &h, cin, cout, 1)?;
         let ted = self.cfg.time_embed_dim();
         let emb_p = format!("{p}.emb_layers.1");
@@ -263,7 +260,7 @@ impl Emitter<'_> {
                 self.linear_rows(&emb_p, emb_silu, ted, 2 * cout, cout..2 * cout, ".shift")?;
             let scale = self.node("Unsqueeze", &[&scale, &axes], vec![])?;
             let shift = self.node("Unsqueeze", &[&shift, &axes], vec![])?;
-            let n = self.group_norm(&format!("{p}.out_layers.0"), &h, &[co, r, r])?;
+            let n = self.group_norm(&format!("{p}.out_layers.0"), &h, &[co, r.0, r.1])?;
             let one = self.const_f32("one", &[1], &[1.0])?;
             let s1 = self.node("Add", &[&scale, &one], vec![])?;
             let m = self.node("Mul", &[&n, &s1], vec![])?;
@@ -272,7 +269,7 @@ impl Emitter<'_> {
             let e = self.linear_rows(&emb_p, emb_silu, ted, cout, 0..cout, "")?;
             let e = self.node("Unsqueeze", &[&e, &axes], vec![])?;
             let s = self.node("Add", &[&h, &e], vec![])?;
-            self.group_norm(&format!("{p}.out_layers.0"), &s, &[co, r, r])?
+            self.group_norm(&format!("{p}.out_layers.0"), &s, &[co, r.0, r.1])?
         };
         let h = self.silu(&h)?;
         let h = self.conv3(&format!("{p}.out_layers.3"), &h, cout, cout, 1)?;
@@ -284,9 +281,16 @@ impl Emitter<'_> {
         self.node("Add", &[&skip, &h], vec![])
     }
 
-    fn attention(&mut self, p: &str, x: &str, ch: usize, heads: usize, res: i64) -> Result<String> {
+    fn attention(
+        &mut self,
+        p: &str,
+        x: &str,
+        ch: usize,
+        heads: usize,
+        res: (i64, i64),
+    ) -> Result<String> {
         let c = ch as i64;
-        let t = res * res;
+        let t = res.0 * res.1;
         let hc = ch / heads;
         let flat = self.reshape(x, &[0, c, t])?;
         let n = self.group_norm(&format!("{p}.norm"), &flat, &[c, t])?;
@@ -346,7 +350,7 @@ impl Emitter<'_> {
         let y = self.node("MatMul", &[&wp, &a], vec![])?;
         let y = self.node("Add", &[&y, &bp], vec![])?;
         let y = self.node("Add", &[&flat, &y], vec![])?;
-        self.reshape(&y, &[0, c, res, res])
+        self.reshape(&y, &[0, c, res.0, res.1])
     }
 
     fn layer(
@@ -355,17 +359,13 @@ impl Emitter<'_> {
         layer: &Layer,
         x: &str,
         emb: &str,
-        res: &mut i64,
+        res: &mut (i64, i64),
     ) -> Result<String> {
         match *layer {
             Layer::Conv { cin, cout } => self.conv3(p, x, cin, cout, 1),
             Layer::Res { cin, cout, updown } => {
                 let y = self.resblock(p, x, emb, cin, cout, updown, *res)?;
-                match updown {
-                    UpDown::Up => *res *= 2,
-                    UpDown::Down => *res /= 2,
-                    UpDown::None => {}
-                }
+                *res = resampled(*res, updown);
                 Ok(y)
             }
             Layer::Attn { ch, heads } => self.attention(p, x, ch, heads, *res),
@@ -373,14 +373,14 @@ impl Emitter<'_> {
                 let y = if conv {
                     self.conv3(&format!("{p}.op"), x, ch, ch, 2)?
                 } else {
-                    self.resample(x, ch as i64, *res, *res, UpDown::Down)?
+                    self.resample(x, ch as i64, res.0, res.1, UpDown::Down)?
                 };
-                *res /= 2;
+                *res = resampled(*res, UpDown::Down);
                 Ok(y)
             }
             Layer::Up { ch, conv } => {
-                let y = self.resample(x, ch as i64, *res, *res, UpDown::Up)?;
-                *res *= 2;
+                let y = self.resample(x, ch as i64, res.0, res.1, UpDown::Up)?;
+                *res = resampled(*res, UpDown::Up);
                 if conv {
                     self.conv3(&format!("{p}.conv"), &y, ch, ch, 1)
                 } else {
@@ -396,13 +396,22 @@ impl Emitter<'_> {
         layers: &[Layer],
         x: &str,
         emb: &str,
-        res: &mut i64,
+        res: &mut (i64, i64),
     ) -> Result<String> {
         let mut h = x.to_string();
         for (j, l) in layers.iter().enumerate() {
             h = self.layer(&format!("{p}.{j}"), l, &h, emb, res)?;
         }
         Ok(h)
+    }
+}
+
+/// The feature-map size `(height, width)` after `updown`.
+fn resampled(res: (i64, i64), updown: UpDown) -> (i64, i64) {
+    match updown {
+        UpDown::None => res,
+        UpDown::Up => (2 * res.0, 2 * res.1),
+        UpDown::Down => (res.0 / 2, res.1 / 2),
     }
 }
 
@@ -435,22 +444,20 @@ pub fn emit(
             cfg.in_channels
         )));
     }
-    if (meta.height, meta.width) != (cfg.image_size, cfg.image_size) {
+    let (rows, cols) = (cfg.image_size, cfg.width());
+    if (meta.height, meta.width) != (rows, cols) {
         return Err(Error::invalid(format!(
-            "model metadata says {}x{} images but the network is built for {s}x{s}",
-            meta.height,
-            meta.width,
-            s = cfg.image_size
+            "model metadata says {}x{} images but the network is built for {rows}x{cols}",
+            meta.height, meta.width
         )));
     }
     let layout = Layout::new(cfg);
     let mut g = OnnxBuilder::new("msm_unet", weights);
-    let size = cfg.image_size;
     let image = [
         Dim::Batch,
         Dim::Fixed(cfg.in_channels),
-        Dim::Fixed(size),
-        Dim::Fixed(size),
+        Dim::Fixed(rows),
+        Dim::Fixed(cols),
     ];
     g.add_input("x", &image)?;
     g.add_input("t", &[Dim::Batch])?;
@@ -487,7 +494,7 @@ pub fn emit(
     // Every residual block starts its emb_layers with SiLU: compute it once.
     let emb_silu = e.silu(&emb)?;
 
-    let mut res = size as i64;
+    let mut res = (rows as i64, cols as i64);
     let mut hs = Vec::new();
     let mut h = "x".to_string();
     for (i, b) in layout.input_blocks.iter().enumerate() {
@@ -507,8 +514,7 @@ pub fn emit(
         h = e.block(&format!("output_blocks.{i}"), b, &cat, &emb_silu, &mut res)?;
     }
     let oc = layout.out_ch as i64;
-    let side = size as i64;
-    let h = e.group_norm("out.0", &h, &[oc, side, side])?;
+    let h = e.group_norm("out.0", &h, &[oc, res.0, res.1])?;
     let h = e.silu(&h)?;
     // Keep only the eps channels of a learned-variance network.
     let wo = w.param("out.2.weight", &[cfg.out_channels, layout.out_ch, 3, 3])?;

@@ -50,12 +50,13 @@ pub fn native_from_proto(
     meta: &ModelMeta,
 ) -> std::result::Result<NativeUNet, NotNative> {
     let cfg = unet_config(meta)?;
-    if (cfg.image_size, cfg.image_size) != (meta.height, meta.width) {
+    if (cfg.image_size, cfg.width()) != (meta.height, meta.width) {
         return Err(NotNative(format!(
-            "`{UNET_CONFIG_KEY}` is for {s}x{s} images, the metadata says {}x{}",
+            "`{UNET_CONFIG_KEY}` is for {}x{} images, the metadata says {}x{}",
+            cfg.image_size,
+            cfg.width(),
             meta.height,
-            meta.width,
-            s = cfg.image_size
+            meta.width
         )));
     }
     let graph = proto

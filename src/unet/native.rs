@@ -229,8 +229,7 @@ impl NativeUNet {
     /// Calls `f(conv, h, w)` for the residual blocks' and the upsampling units' 3x3
     /// convolutions, with the input size each runs at in a pass at the model's image size.
     fn each_inner_conv(&mut self, mut f: impl FnMut(&mut Conv, usize, usize)) {
-        let s = self.cfg.image_size;
-        let (mut h, mut w) = (s, s);
+        let (mut h, mut w) = (self.cfg.image_size, self.cfg.width());
         for u in self.units_mut() {
             match u {
                 Unit::Conv(_) | Unit::Attn(_) => {}
@@ -428,8 +427,7 @@ impl NativeUNet {
                 }
             }
         }
-        let s = self.cfg.image_size;
-        let (mut c, mut h, mut w) = (self.cfg.in_channels, s, s);
+        let (mut c, mut h, mut w) = (self.cfg.in_channels, self.cfg.image_size, self.cfg.width());
         let mut total =
             2.0 * (self.time0.din * self.time0.dout + self.time2.din * self.time2.dout) as f64;
         let mut skips = Vec::new();
@@ -451,14 +449,14 @@ impl NativeUNet {
         total + conv_f(&self.out_conv, h, w).0
     }
 
-    /// The noise estimate for one image `x` (`[2, H, W]` row-major, `H = W = image_size`) at
-    /// timestep `t`; returns `[2, H, W]`.
+    /// The noise estimate for one image `x` (`[2, H, W]` row-major, `H = image_size`, `W` its
+    /// width) at timestep `t`; returns `[2, H, W]`.
     pub fn eps(&self, x: &[f32], t: f32) -> Result<Vec<f32>> {
-        let s = self.cfg.image_size;
+        let (rows, cols) = (self.cfg.image_size, self.cfg.width());
         let c = self.cfg.in_channels;
-        if x.len() != c * s * s {
+        if x.len() != c * rows * cols {
             return Err(Error::invalid(format!(
-                "native UNet input has {} values; expected {c} x {s} x {s}",
+                "native UNet input has {} values; expected {c} x {rows} x {cols}",
                 x.len()
             )));
         }
@@ -466,8 +464,8 @@ impl NativeUNet {
         let mut h = Act {
             data: x.to_vec(),
             c,
-            h: s,
-            w: s,
+            h: rows,
+            w: cols,
         };
         // Each input block's output is kept for the decoder: it is the next unit's input as
         // well, so it moves into `skips` when that unit has run instead of being copied.

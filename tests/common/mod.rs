@@ -81,11 +81,16 @@ pub fn tiny_meta(size: usize) -> ModelMeta {
 
 /// [`tiny_model`] with the metadata `meta` (none: a bare ONNX file).
 pub fn tiny_model_with(path: &Path, size: usize, meta: Option<ModelMeta>) {
+    tiny_model_grid(path, (size, size), meta);
+}
+
+/// [`tiny_model_with`] on a `(height, width)` grid.
+pub fn tiny_model_grid(path: &Path, (height, width): (usize, usize), meta: Option<ModelMeta>) {
     let dims = [
         Dim::Batch,
         Dim::Fixed(2),
-        Dim::Fixed(size),
-        Dim::Fixed(size),
+        Dim::Fixed(height),
+        Dim::Fixed(width),
     ];
     let mut b = OnnxBuilder::new("tiny", WeightType::F16);
     b.add_input("x", &dims).unwrap();

@@ -50,8 +50,12 @@ pub const DEFAULT_VOLUME: &str = "/usr/share/mricron/templates/ch2.nii.gz";
 pub struct DataConfig {
     /// The magnitude volume (NIfTI-1).
     pub volume: PathBuf,
-    /// Grid size (square).
+    /// Grid height, and width unless `image_width` says otherwise.
     pub image_size: usize,
+    /// Grid width when it is not square (`None`: `image_size`): for scans whose slices are
+    /// not square, such as the `(phase encode, partition)` slices of a 3-D scan. Simulated
+    /// measurements are square.
+    pub image_width: Option<usize>,
     /// Receive coils.
     pub coils: usize,
     /// Which masks: `"random"` (the default: random phase-encode columns with a central ACS
@@ -81,7 +85,9 @@ pub struct DataConfig {
     /// read in place of the scans without preparing them again). Every slice of every file is a training measurement, as `msm
     /// reconstruct` would read it (module `scans`): `coils` is at most the files' coil count
     /// (scans with more are compressed to `coils` virtual coils),
-    /// `image_size` their width (the readout is cropped or padded to it), `acceleration` and
+    /// the grid's width (`image_width`, else `image_size`) their width (the readout is
+    /// cropped or padded to the grid's height; slices with 2-D masks must be the grid),
+    /// `mask`, `acceleration` and
     /// `acs_lines` must describe their masks (checked), and `noise_eta` is their noise std on
     /// the scale where each slice's zero-filled maximum is 1, or `"estimate"`. `volume`, `held_out_axial`,
     /// `max_rotation_deg` and `phase_strength` are not used: hold out whole files yourself.
@@ -103,6 +109,11 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
+    /// The grid `(height, width)`: `image_size` by `image_width` (or `image_size`).
+    pub fn grid(&self) -> (usize, usize) {
+        (self.image_size, self.image_width.unwrap_or(self.image_size))
+    }
+
     /// Whether measurements are read from scans rather than simulated.
     pub fn from_scans(&self) -> bool {
         !self.scans.is_empty()
@@ -114,6 +125,7 @@ impl Default for DataConfig {
         DataConfig {
             volume: PathBuf::from(DEFAULT_VOLUME),
             image_size: 128,
+            image_width: None,
             coils: 8,
             mask: MaskKind::default(),
             acceleration: 4.0,
@@ -325,29 +337,37 @@ impl Loader {
 }
 
 fn check(cfg: &DataConfig) -> Result<()> {
-    if cfg.image_size < 8 || cfg.coils == 0 {
+    let (h, w) = cfg.grid();
+    if h < 8 || w < 8 || cfg.coils == 0 {
         return Err(Error::invalid(format!(
-            "data config: image_size {} and coils {} must be >= 8 and >= 1",
-            cfg.image_size, cfg.coils
+            "data config: the grid {h}x{w} (image_size, image_width) and coils {} must be at \
+             least 8x8 and 1",
+            cfg.coils
         )));
     }
-    let n = cfg.image_size;
-    let fits = match cfg.mask {
-        MaskKind::Random => cfg.acs_lines as f64 <= n as f64 / cfg.acceleration,
-        MaskKind::Random2d => {
-            (cfg.acs_lines * cfg.acs_lines) as f64 <= (n * n) as f64 / cfg.acceleration
-        }
+    if h != w && !cfg.from_scans() {
+        return Err(Error::invalid(format!(
+            "data config: image_width {w} differs from image_size {h}, but simulated \
+             measurements are square slices; expected image_width unset (or {h}), or scans"
+        )));
+    }
+    let (fits, side) = match cfg.mask {
+        MaskKind::Random => (cfg.acs_lines as f64 <= w as f64 / cfg.acceleration, w),
+        MaskKind::Random2d => (
+            (cfg.acs_lines * cfg.acs_lines) as f64 <= (h * w) as f64 / cfg.acceleration,
+            h.min(w),
+        ),
     };
-    if cfg.acceleration.is_nan() || cfg.acceleration < 1.0 || cfg.acs_lines > n || !fits {
+    if cfg.acceleration.is_nan() || cfg.acceleration < 1.0 || cfg.acs_lines > side || !fits {
         return Err(Error::invalid(match cfg.mask {
             MaskKind::Random => format!(
-                "data config: acceleration {} with {} ACS lines does not fit width {n} (need R \
+                "data config: acceleration {} with {} ACS lines does not fit width {w} (need R \
                  >= 1 and ACS <= width / R)",
                 cfg.acceleration, cfg.acs_lines
             ),
             MaskKind::Random2d => format!(
-                "data config: acceleration {} with a {}x{} ACS square does not fit the {n}x{n} \
-                 grid of random-2d masks (need R >= 1 and ACS side^2 <= {n}^2 / R)",
+                "data config: acceleration {} with a {}x{} ACS square does not fit the {h}x{w} \
+                 grid of random-2d masks (need R >= 1 and ACS side^2 <= {h} x {w} / R)",
                 cfg.acceleration, cfg.acs_lines, cfg.acs_lines
             ),
         }));

@@ -151,11 +151,11 @@ struct Entry {
 }
 
 impl PreparedFile {
-    /// Opens `path` for a model grid of `image_size` and `coils` coils: checks its format,
+    /// Opens `path` for a model grid `grid` (height, width) and `coils` coils: checks its format,
     /// grid, coils and every entry's type, shape and extent, and lists its slices.
     pub(super) fn open(
         path: &Path,
-        image_size: usize,
+        grid: (usize, usize),
         coils: usize,
     ) -> Result<(PreparedFile, Vec<PreparedEntry>)> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -207,12 +207,12 @@ impl PreparedFile {
         let (m0, m1) = entry(store::META_ENTRY, "U8", 1, None)?;
         let meta: PreparedMeta =
             store::parse_meta(path, &map[m0..m1], PREPARED_FORMAT, "prepared scans")?;
-        if (meta.height, meta.width, meta.coils) != (image_size, image_size, coils) {
+        if (meta.height, meta.width, meta.coils) != (grid.0, grid.1, coils) {
             return Err(fmt(format!(
-                "prepared for a {} x {} grid with {} coils, but the data config says image_size \
-                 {} and coils {}; expected the same (run `msm-train prepare` again with this \
-                 config)",
-                meta.height, meta.width, meta.coils, image_size, coils
+                "prepared for a {} x {} grid with {} coils, but the data config says {} x {} \
+                 (image_size, image_width) with {} coils; expected the same (run `msm-train \
+                 prepare` again with this config)",
+                meta.height, meta.width, meta.coils, grid.0, grid.1, coils
             )));
         }
         let (n, h, w) = (meta.sources.len(), meta.height, meta.width);

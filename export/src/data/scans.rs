@@ -78,7 +78,7 @@ impl Scans {
         let mut files = Vec::new();
         for path in &cfg.scans {
             if prepared::is_prepared(path) {
-                let (file, entries) = PreparedFile::open(path, cfg.image_size, cfg.coils)?;
+                let (file, entries) = PreparedFile::open(path, cfg.grid(), cfg.coils)?;
                 files.push(file);
                 slices.extend(entries.into_iter().enumerate().map(|(i, e)| ScanSlice {
                     source: e.source,
@@ -321,10 +321,10 @@ fn prepare_image(
         )));
     }
     let compress = (file.coils() > cfg.coils).then_some(cfg.coils);
-    let n = cfg.image_size;
+    let (n, nw) = cfg.grid();
     // A grid that does not fit is reported after the mask's kind, the likelier mistake.
-    let plan = GridPlan::new(file.kspace_size(), Some((n, n)), (n, n))
-        .map_err(|e| format!("does not fit image_size {n}: {e}"));
+    let plan = GridPlan::new(file.kspace_size(), Some((n, nw)), (n, nw))
+        .map_err(|e| format!("does not fit the grid {n}x{nw} (image_size, image_width): {e}"));
     let prepared = (0..file.num_slices())
         .into_par_iter()
         .map(|index| -> Result<Option<PreparedSlice>> {
@@ -340,16 +340,15 @@ fn prepare_image(
                 return Ok(None); // An empty slice: nothing was measured.
             }
             check_kind(&mask, cfg, path, index)?;
-            let plan = plan.as_ref().map_err(|e| fmt(e.clone()))?;
-            if matches!(mask, Mask::Pattern(_)) && file.kspace_size() != (n, n) {
+            if matches!(mask, Mask::Pattern(_)) && file.kspace_size() != (n, nw) {
                 let (h, w) = file.kspace_size();
                 return Err(fmt(format!(
                     "slice {index}: its k-space is {h}x{w} (height x width), undersampled along \
-                     both axes, so it cannot be cropped or padded to the model's {n}x{n} grid; \
-                     expected image_size {n} to be the slices' size (the model's grid is \
-                     square)"
+                     both axes, so it cannot be cropped or padded to the model's {n}x{nw} grid; \
+                     expected image_size {h} and image_width {w}, the slices' size"
                 )));
             }
+            let plan = plan.as_ref().map_err(|e| fmt(e.clone()))?;
             // ISMRMRD raw data with a noise scan states its noise; else it is estimated from
             // the image rows with the least signal, which only column masks leave alias-free.
             let raw_noise = file.noise_scan_std().unwrap_or_else(|| match &mask {

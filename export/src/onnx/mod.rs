@@ -91,7 +91,7 @@ pub fn metadata(
     prov: &Provenance,
     weights: WeightType,
 ) -> Result<ModelMeta> {
-    let mut m = ModelMeta::new(cfg.image_size, cfg.image_size);
+    let mut m = ModelMeta::new(cfg.image_size, cfg.width());
     m.beta_start = sched.beta(0);
     m.beta_end = sched.beta(sched.len() - 1);
     m.num_timesteps = sched.len();
