@@ -140,43 +140,29 @@ fn exact_score_posterior_matches_closed_form() {
 /// MSM posterior sampling (partial scores, w = 3): the sample mean moves most of the way from
 /// the prior mean to the closed-form posterior mean, and the samples fit the data to a small
 /// fraction of its size; the remaining error is the partial-score approximation (it is the
-/// same at w = 8, and the exact score above removes it).
+/// same at w = 8, and the exact score above removes it). Likewise with 2-D partial masks
+/// (random entries around a 2 x 2 ACS square, half the grid each), as a `random-2d` model
+/// draws them.
 #[test]
 fn msm_posterior_approaches_closed_form() {
-    for mode in [Mode::Parallel, Mode::Sequential] {
-        let o = posterior_run(mode, 3, 200, kind(), 0);
-        let msg = format!(
-            "{mode:?}: posterior mean relative error {:.4} (prior mean {:.4}); worst data \
-             residual {:.2} noise std (data rms {:.1})",
-            o.rel, o.prior_rel, o.dc, o.rms_y
-        );
-        println!("MSM w = 3, K = 200, 64 samples: {msg}");
-        assert!(o.rel < 0.3 && o.rel < 0.4 * o.prior_rel, "{msg}");
-        assert!(o.dc < 0.25 * o.rms_y, "{msg}");
-    }
-}
-
-/// The same with 2-D partial masks (random entries around a 2 x 2 ACS square, half the grid
-/// each), as a `random-2d` model draws them: the partial scores of entries, not columns, still
-/// take the sample mean most of the way to the closed form and onto the data.
-#[test]
-fn msm_posterior_with_2d_partial_masks_approaches_closed_form() {
     let entries = PartialKind::Entries {
         height: N,
         width: N,
         accel: 2.0,
         acs: 2,
     };
-    for mode in [Mode::Parallel, Mode::Sequential] {
-        let o = posterior_run(mode, 3, 200, entries.clone(), 0);
-        let msg = format!(
-            "{mode:?}: posterior mean relative error {:.4} (prior mean {:.4}); worst data \
-             residual {:.2} noise std (data rms {:.1})",
-            o.rel, o.prior_rel, o.dc, o.rms_y
-        );
-        println!("MSM 2-D partial masks, w = 3, K = 200, 64 samples: {msg}");
-        assert!(o.rel < 0.3 && o.rel < 0.4 * o.prior_rel, "{msg}");
-        assert!(o.dc < 0.25 * o.rms_y, "{msg}");
+    for (masks, partial) in [("column", kind()), ("2-D", entries)] {
+        for mode in [Mode::Parallel, Mode::Sequential] {
+            let o = posterior_run(mode, 3, 200, partial.clone(), 0);
+            let msg = format!(
+                "{mode:?}: posterior mean relative error {:.4} (prior mean {:.4}); worst data \
+                 residual {:.2} noise std (data rms {:.1})",
+                o.rel, o.prior_rel, o.dc, o.rms_y
+            );
+            println!("MSM {masks} partial masks, w = 3, K = 200, 64 samples: {msg}");
+            assert!(o.rel < 0.3 && o.rel < 0.4 * o.prior_rel, "{masks}: {msg}");
+            assert!(o.dc < 0.25 * o.rms_y, "{masks}: {msg}");
+        }
     }
 }
 
