@@ -848,7 +848,9 @@ fn a_separate_reference_scan_calibrates_the_training_maps() {
 /// same at every readout position) trains a model of 2-D masks: each slice along the readout is
 /// a measurement with the file's pattern as its mask, noise from the file's noise scan; the
 /// prepared file keeps the patterns; the exported model records `random-2d` masks, and the
-/// runtime's posterior sampler reconstructs a slice with it, drawing 2-D partial masks.
+/// runtime's posterior sampler reconstructs a slice with it, drawing 2-D partial masks. The
+/// 24 x 20 slices of `raw_kykz.h5` train a 24 x 20 network, and a scan undersampled along
+/// its partitions only (`raw_kz.h5`) trains with whole-column masks.
 #[test]
 fn a_model_of_2d_masks_trains_on_a_3d_scan_read_along_its_readout() {
     let Some(dir) = h5py::h5py_fixtures("../tests/ismrmrd/make_raw.py", "the 2-D mask test") else {
@@ -1035,4 +1037,19 @@ fn a_model_of_2d_masks_trains_on_a_3d_scan_read_along_its_readout() {
         .mean
         .iter()
         .all(|v| v.re.is_finite() && v.im.is_finite()));
+    // A 3-D scan undersampled along the partitions only (`raw_kz.h5`: 16 of 20) is read
+    // along the readout with whole-column masks: it trains a model of column masks.
+    let kz = Loader::open(&DataConfig {
+        scans: vec![d.join("raw_kz.h5")],
+        mask: MaskKind::Random,
+        acceleration: 20.0 / 16.0,
+        acs_lines: 12,
+        ..cfg.data.clone()
+    })
+    .unwrap();
+    assert_eq!(kz.scan_slices(), 8);
+    for m in kz.batch(1, 0, 4).unwrap() {
+        let columns = m.mask().columns().expect("whole-column masks");
+        assert_eq!(columns.iter().filter(|&&k| k).count(), 16);
+    }
 }
