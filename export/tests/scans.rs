@@ -918,7 +918,10 @@ fn a_model_of_2d_masks_trains_on_a_3d_scan_read_along_its_readout() {
     assert_eq!(meta.train_mask, MaskPattern::Random2d);
     assert_eq!(meta.train_acs_lines, 12);
     let source = meta.data_source.as_deref().unwrap();
-    assert!(source.contains("12x12 ACS square"), "{source}");
+    assert!(
+        source.contains("masks as acquired (random 2-D (entries) R = 2.96 with a 12x12 ACS square"),
+        "{source}"
+    );
     let kind = model_partial_kind(&meta);
     assert!(
         matches!(

@@ -117,14 +117,17 @@ pub fn metadata(
         m.train_mask = data.mask.pattern();
         m.train_acceleration = data.acceleration;
         m.train_acs_lines = data.acs_lines;
+        // R to two decimals, without trailing zeros (4, 1.78).
+        let r = format!("{:.2}", data.acceleration);
+        let r = r.trim_end_matches('0').trim_end_matches('.');
         let masks = match data.mask {
             MaskKind::Random => format!(
-                "random Cartesian R = {} with {} ACS columns",
-                data.acceleration, data.acs_lines
+                "random Cartesian R = {r} with {} ACS columns",
+                data.acs_lines
             ),
             MaskKind::Random2d => format!(
-                "random 2-D (entries) R = {} with a {}x{} ACS square",
-                data.acceleration, data.acs_lines, data.acs_lines
+                "random 2-D (entries) R = {r} with a {}x{} ACS square",
+                data.acs_lines, data.acs_lines
             ),
         };
         m.train_noise_eta = data.noise_eta.fixed().unwrap_or(0.0);
