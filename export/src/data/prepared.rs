@@ -74,10 +74,7 @@ pub(super) fn write(path: &Path, slices: &[PreparedSlice]) -> Result<()> {
     let maps = interleave(slices.iter().map(|s| &s.measurement.maps));
     let columns: Option<Vec<&[bool]>> = slices
         .iter()
-        .map(|s| match &s.measurement.mask {
-            Mask::Columns(c) => Some(c.as_slice()),
-            Mask::Pattern(_) => None,
-        })
+        .map(|s| s.measurement.mask.columns())
         .collect();
     let (mask, mask_shape): (Vec<u8>, Vec<i64>) = match columns {
         Some(cols) => (

@@ -351,10 +351,9 @@ fn prepare_image(
             let plan = plan.as_ref().map_err(|e| fmt(e.clone()))?;
             // ISMRMRD raw data with a noise scan states its noise; else it is estimated from
             // the image rows with the least signal, which only column masks leave alias-free.
-            let raw_noise = file.noise_scan_std().unwrap_or_else(|| match &mask {
-                Mask::Columns(c) => row_noise(k0.view(), c),
-                Mask::Pattern(_) => f64::NAN,
-            });
+            let raw_noise = file
+                .noise_scan_std()
+                .unwrap_or_else(|| mask.columns().map_or(f64::NAN, |c| row_noise(k0.view(), c)));
             let fitted = plan.kspace_to_model(k0.view());
             let reference = file
                 .slice_reference(index)
