@@ -405,7 +405,14 @@ fn msm_train_trains_on_scans_and_leaves_nothing_on_a_bad_one() {
         ok && err.contains("6 scan slices") && err.contains("its own estimate"),
         "{err}"
     );
-    assert!(!err.contains("warning"), "{err}");
+    assert!(!err.contains("warning: data.noise_eta"), "{err}");
+    // The file's one mask keeps 18 of 32 columns in every slice: the other 14 columns (448 of
+    // the 32 x 32 grid's 1024 entries) are never measured, and the run says so.
+    assert!(
+        err.contains("scan masks: 6 slice(s), 1 distinct mask(s); together they measure 56.2%")
+            && err.contains("warning: 448 of the grid's 1024 k-space entries (43.8%)"),
+        "{err}"
+    );
     // A missing scan: an error naming it, and no run folder.
     cfg.data.scans = vec![d.join("missing.h5")];
     let bad = d.join("bad_run");
@@ -874,6 +881,12 @@ fn a_model_of_2d_masks_trains_on_a_3d_scan_read_along_its_readout() {
     assert_eq!(loader.scan_slices(), 4);
     let noise = loader.scan_noise().unwrap();
     assert!(noise.median > 0.0 && noise.median.is_finite(), "{noise}");
+    // One pattern for every slice: the entries off it are never measured.
+    let coverage = loader.mask_coverage().unwrap();
+    assert_eq!(
+        (coverage.slices, coverage.distinct, coverage.unmeasured),
+        (4, 1, pattern.iter().filter(|&&k| !k).count())
+    );
     let want = Mask::Pattern(pattern.clone());
     for m in loader.batch(3, 0, 4).unwrap() {
         assert_eq!(m.mask(), &want, "not the file's pattern");

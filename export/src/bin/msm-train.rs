@@ -214,6 +214,12 @@ fn run(cli: Cli) -> msm::Result<()> {
                     );
                 }
             }
+            if let Some(coverage) = tr.loader().mask_coverage() {
+                eprintln!("scan masks: {coverage}");
+                if let Some(w) = coverage.warning() {
+                    eprintln!("warning: {w}");
+                }
+            }
             eprintln!(
                 "training from step {} to {} in {}",
                 tr.step_count(),

@@ -15,6 +15,7 @@
 //! and it is cut out of the volume before coronal and sagittal slices are taken (the parts above
 //! and below are joined), so no voxel of the held-out block is ever seen in training.
 
+mod coverage;
 mod noise;
 mod prepared;
 mod scale;
@@ -36,6 +37,7 @@ use msm::mask::Mask;
 use msm::onnx::meta::MaskPattern;
 use msm::{Error, Result, C32};
 
+pub use coverage::MaskCoverage;
 pub use msm::io::fastmri::{CounterChoice, ImageChoice};
 pub use noise::{NoiseEta, NoiseSummary};
 pub use prepared::PREPARED_FORMAT;
@@ -282,6 +284,15 @@ impl Loader {
         match &self.source {
             Source::Simulated(_) => None,
             Source::Scans(scans) => Some(scans.noise_summary()),
+        }
+    }
+
+    /// For measurements read from scans, how their masks cover the model's k-space grid
+    /// together: entries that no slice measured are never learned ([`MaskCoverage`]).
+    pub fn mask_coverage(&self) -> Option<MaskCoverage> {
+        match &self.source {
+            Source::Simulated(_) => None,
+            Source::Scans(scans) => Some(scans.mask_coverage(self.cfg.grid())),
         }
     }
 

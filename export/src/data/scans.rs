@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use ndarray::Array3;
 
 use super::prepared::{self, PreparedFile, PreparedSlice};
-use super::{DataConfig, MaskKind, Measurement, NoiseEta, NoiseSummary};
+use super::{DataConfig, MaskCoverage, MaskKind, Measurement, NoiseEta, NoiseSummary};
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
 use msm::io::fastmri::{detect_entries, detect_mask, HdfScan, RawOptions};
@@ -204,6 +204,11 @@ impl Scans {
     pub(super) fn noise_summary(&self) -> NoiseSummary {
         let noise: Vec<f64> = self.slices.iter().map(|s| s.noise).collect();
         NoiseSummary::of(&noise)
+    }
+
+    /// How the slices' masks cover the `grid` together.
+    pub(super) fn mask_coverage(&self, grid: (usize, usize)) -> MaskCoverage {
+        MaskCoverage::of(self.slices.iter().map(|s| &s.mask), grid)
     }
 
     /// A slice drawn uniformly with `rng`.
