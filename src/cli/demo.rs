@@ -3,6 +3,7 @@
 //! zero-filled, CG-SENSE, BART `pics` l1-wavelet (when `bart` is on PATH) and MSM posterior
 //! sampling with the shipped model. Prints a table and writes a PNG panel per slice.
 
+use super::simulate::PatternArg;
 use super::{coilmaps, model, progress};
 use msm::io::{cfl, nifti, npy, png};
 use msm::mask::{Acs, Mask};
@@ -10,7 +11,7 @@ use msm::metrics::{compare, ls_scale, Quality};
 use msm::recon::{cg_sense, zero_filled, CgOptions};
 use msm::sampler::{self, NetworkPrior, ReconOptions, SamplerOptions};
 use msm::sense::Sense;
-use msm::simulate::{simulate, Acquisition, Pattern, SimOptions};
+use msm::simulate::{simulate, Acquisition, SimOptions};
 use msm::{Error, Result, C32};
 use ndarray::{Array2, Ix2};
 use rand::SeedableRng;
@@ -59,9 +60,14 @@ pub struct Args {
     /// Acceleration R of the simulated scans.
     #[arg(long, default_value_t = 4.0)]
     pub accel: f64,
-    /// ACS lines of the simulated scans.
+    /// ACS lines of the simulated scans (for random-2d: the side of the fully sampled central
+    /// square).
     #[arg(long, default_value_t = 20)]
     pub acs: usize,
+    /// Sampling pattern of the simulated scans: random-2d undersamples both axes, like the
+    /// (phase encode, partition) slices of a 3-D scan.
+    #[arg(long, value_enum, default_value_t = PatternArg::Random)]
+    pub pattern: PatternArg,
     /// Coils of the simulated scans.
     #[arg(long, default_value_t = 8)]
     pub coils: usize,
@@ -178,7 +184,7 @@ fn acquire(
         coils: a.coils,
         accel: a.accel,
         acs: Acs::Lines(a.acs),
-        pattern: Pattern::Random,
+        pattern: a.pattern.into(),
         noise_std: a.noise,
         ..SimOptions::default()
     };
@@ -240,6 +246,22 @@ fn noise_note(scan_noise: f64, train_noise: f64) -> Option<String> {
             model::DEFAULT_MODEL
         )
     })
+}
+
+/// How the demo's scans are sampled, for the table's notes.
+fn scan_note(a: &Args) -> String {
+    let pattern = match a.pattern {
+        PatternArg::Random => format!("random Cartesian columns with {} ACS lines", a.acs),
+        PatternArg::Equispaced => format!("every R-th column with {} ACS lines", a.acs),
+        PatternArg::Random2d => format!(
+            "random entries (undersampled along both axes) with a {0}x{0} ACS square",
+            a.acs
+        ),
+    };
+    format!(
+        "{} coils, R = {}, {pattern}, noise std {}",
+        a.coils, a.accel, a.noise
+    )
 }
 
 /// Runs `msm demo`.
@@ -409,7 +431,7 @@ pub fn run(a: Args) -> Result<()> {
         write_panel(&a.out, si, reference, &images, &msm_out.std)?;
         table.push((label.clone(), rows));
     }
-    let text = format_table(&table, &maps_note);
+    let text = format_table(&table, &maps_note, &scan_note(&a));
     println!("{text}");
     let results = a.out.join("results.md");
     msm::io::atomic::write_atomic(&results, |f| f.write_all(text.as_bytes()))?;
@@ -460,8 +482,8 @@ fn write_panel(
 }
 
 /// The results table (per slice, then mean and std over slices) and its notes; `maps` says
-/// which coil maps the methods used.
-fn format_table(table: &[(String, Vec<Row>)], maps: &str) -> String {
+/// which coil maps the methods used, `scans` how the scans were sampled.
+fn format_table(table: &[(String, Vec<Row>)], maps: &str, scans: &str) -> String {
     let mut s = String::new();
     s.push_str("| slice | method | PSNR (dB) | SSIM | SSIM (object) | NMSE | seconds |\n");
     s.push_str("|---|---|---|---|---|---|---|\n");
@@ -506,5 +528,6 @@ fn format_table(table: &[(String, Vec<Row>)], maps: &str) -> String {
          and |error|, both x5.\n",
     );
     s.push_str(&format!("Coil maps of every method: {maps}.\n"));
+    s.push_str(&format!("Scans: {scans}.\n"));
     s
 }

@@ -84,6 +84,16 @@ pub enum PatternArg {
     Random2d,
 }
 
+impl From<PatternArg> for Pattern {
+    fn from(p: PatternArg) -> Self {
+        match p {
+            PatternArg::Random => Pattern::Random,
+            PatternArg::Equispaced => Pattern::Equispaced,
+            PatternArg::Random2d => Pattern::Random2d,
+        }
+    }
+}
+
 /// Loads a magnitude slice from a NIfTI volume, PNG or 2-D `.npy`.
 pub fn load_magnitude(path: &Path, plane: PlaneArg, slice: Option<usize>) -> Result<Array2<f32>> {
     let name = path.to_string_lossy().to_ascii_lowercase();
@@ -127,11 +137,7 @@ pub fn run(a: Args) -> Result<()> {
         coils: a.coils,
         accel: a.accel,
         acs: Acs::Lines(a.acs),
-        pattern: match a.pattern {
-            PatternArg::Random => Pattern::Random,
-            PatternArg::Equispaced => Pattern::Equispaced,
-            PatternArg::Random2d => Pattern::Random2d,
-        },
+        pattern: a.pattern.into(),
         noise_std: a.noise,
         ..SimOptions::default()
     };
