@@ -24,7 +24,9 @@ pub struct MaskCoverage {
 }
 
 impl MaskCoverage {
-    /// The coverage of `masks` (each checked to fit) on a `height x width` grid.
+    /// The coverage of `masks` (each already checked to fit the grid) on a `height x width`
+    /// grid. Distinct masks are told apart by their entries, packed 64 to a word (2 KiB a
+    /// mask at 128 x 128).
     pub fn of<'a>(
         masks: impl IntoIterator<Item = &'a Mask>,
         (height, width): (usize, usize),
@@ -34,14 +36,17 @@ impl MaskCoverage {
         let mut slices = 0;
         for m in masks {
             slices += 1;
-            let pattern: Vec<bool> = (0..height)
-                .flat_map(|y| (0..width).map(move |x| (y, x)))
-                .map(|(y, x)| m.keeps(y, x))
-                .collect();
-            for (s, &k) in seen.iter_mut().zip(&pattern) {
-                *s |= k;
+            let mut bits = vec![0u64; (height * width).div_ceil(64)];
+            for y in 0..height {
+                for x in 0..width {
+                    if m.keeps(y, x) {
+                        let i = y * width + x;
+                        seen[i] = true;
+                        bits[i / 64] |= 1 << (i % 64);
+                    }
+                }
             }
-            distinct.insert(pattern);
+            distinct.insert(bits);
         }
         MaskCoverage {
             slices,
