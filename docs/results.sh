@@ -106,6 +106,12 @@ run r4-noise-model-k200-eta1 --model "$NOISY" --slices 20 --accel 4 \
     --noise 0.01 --steps 200 --eta 1 --samples 1 --final-dc 3 --no-bart
 run r4-noise-model-k200-eta1-s8 --model "$NOISY" --slices 20 --accel 4 \
     --noise 0.01 --steps 200 --eta 1 --samples 8 --final-dc 3 --no-bart
+# Scans undersampled along both axes (random entries around a 20 x 20 ACS square, like the
+# ky-kz planes of a 3-D scan), noisy, 5 slices: the noisy-data prior with its column partial
+# masks; final DC 3 is the tuning slice's pick (docs/results.md, "Scans undersampled along both
+# axes"; the 2-D fine-tune compared there is not shipped).
+run r4-2d-noise --model "$NOISY" --slices 5 --accel 4 --pattern random-2d --noise 0.01 \
+    --steps 200 --samples 2 --final-dc 3
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
 run r6 --model "$NOISELESS" --slices 20 --accel 6 --steps "$K" --samples 1 --final-dc 10
 # R = 8 keeps 16 of 128 columns, fewer than the 20 ACS lines used above: 10 ACS lines (the
