@@ -37,14 +37,9 @@ impl MaskCoverage {
         for m in masks {
             slices += 1;
             let mut bits = vec![0u64; (height * width).div_ceil(64)];
-            for y in 0..height {
-                for x in 0..width {
-                    if m.keeps(y, x) {
-                        let i = y * width + x;
-                        seen[i] = true;
-                        bits[i / 64] |= 1 << (i % 64);
-                    }
-                }
+            for (i, _) in m.to_pattern(height).iter().enumerate().filter(|(_, &k)| k) {
+                seen[i] = true;
+                bits[i / 64] |= 1 << (i % 64);
             }
             distinct.insert(bits);
         }
