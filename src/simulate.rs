@@ -25,6 +25,10 @@ pub enum Pattern {
     /// ([`mask::random_entries`]): k-space undersampled along both axes, as the `(phase
     /// encode, partition)` slices of a 3-D scan are.
     Random2d,
+    /// Like [`Pattern::Random2d`], but entries far from the centre are kept less often: the
+    /// variable density `(1 - r)^2` ([`mask::variable_density_entries`] with
+    /// [`mask::density::SIMULATED_DENSITY_POWER`]), as compressed-sensing 3-D protocols sample.
+    VariableDensity2d,
 }
 
 /// Options of [`simulate`].
@@ -198,6 +202,18 @@ pub fn simulate<R: Rng + ?Sized>(
                 opts.width,
                 opts.accel,
                 side,
+                rng,
+            )?)
+        }
+        Pattern::VariableDensity2d => {
+            let side = opts.acs.lines(opts.height.min(opts.width));
+            let density = mask::RadialDensity::polynomial(mask::density::SIMULATED_DENSITY_POWER)?;
+            Mask::Pattern(mask::variable_density_entries(
+                opts.height,
+                opts.width,
+                opts.accel,
+                side,
+                &density,
                 rng,
             )?)
         }

@@ -190,8 +190,16 @@ fn simulate_recon_metrics_pipeline() {
 /// `msm simulate --pattern random-2d` undersamples along both axes: a 2-D mask (`_mask.npy`
 /// `(H, W)`) of random entries around the `--acs` square, R of the grid, nothing measured off
 /// it; CG-SENSE unfolds it far beyond zero-filled, and a model of 2-D masks reconstructs it.
+/// `--pattern variable-density-2d` does the same with masks denser at the centre than at the
+/// edge, for a model that records its density.
 #[test]
-fn simulate_random_2d_masks_for_cg_sense_and_2d_models() {
+fn simulate_2d_masks_for_cg_sense_and_2d_models() {
+    for pattern in ["random-2d", "variable-density-2d"] {
+        simulate_2d_masks(pattern);
+    }
+}
+
+fn simulate_2d_masks(pattern: &str) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let input = phantom_npy(d);
@@ -207,7 +215,7 @@ fn simulate_random_2d_masks_for_cg_sense_and_2d_models() {
         "--coils",
         "4",
         "--pattern",
-        "random-2d",
+        pattern,
         "--seed",
         "3",
         "--npy",
@@ -221,8 +229,31 @@ fn simulate_random_2d_masks_for_cg_sense_and_2d_models() {
     let fraction = mask.iter().filter(|&&k| k).count() as f64 / 1024.0;
     assert!(
         (fraction - 1.0 / 3.0).abs() < 0.05,
-        "kept fraction {fraction}"
+        "{pattern}: kept fraction {fraction}"
     );
+    // Entries near the centre (radius 0.2 to 0.4, outside the ACS square) against those near
+    // the corners (radius over 0.7): equally often for random-2d, far more often for
+    // variable-density-2d.
+    let kept_at = |lo: f64, hi: f64| {
+        let (mut kept, mut all) = (0.0, 0.0);
+        for ((i, j), &k) in mask.indexed_iter() {
+            let r = msm::mask::density::normalised_radius(i, j, 32, 32);
+            if (lo..hi).contains(&r) {
+                all += 1.0;
+                kept += f64::from(u8::from(k));
+            }
+        }
+        kept / all
+    };
+    let (inner, outer) = (kept_at(0.2, 0.4), kept_at(0.7, 1.1));
+    if pattern == "random-2d" {
+        assert!(
+            (inner - outer).abs() < 0.15,
+            "{pattern}: {inner} vs {outer}"
+        );
+    } else {
+        assert!(inner > 3.0 * outer, "{pattern}: {inner} vs {outer}");
+    }
     assert!(
         mask.columns()
             .into_iter()
@@ -248,10 +279,18 @@ fn simulate_random_2d_masks_for_cg_sense_and_2d_models() {
             .psnr
     };
     let (cg, zf) = (psnr("cg-sense"), psnr("zero-filled"));
-    assert!(cg > zf + 6.0, "CG-SENSE {cg:.2} dB, zero-filled {zf:.2} dB");
+    assert!(
+        cg > zf + 6.0,
+        "{pattern}: CG-SENSE {cg:.2} dB, zero-filled {zf:.2} dB"
+    );
     let model = d.join("tiny2d.onnx");
     let mut meta = common::tiny_meta(32);
-    meta.train_mask = msm::onnx::meta::MaskPattern::Random2d;
+    if pattern == "random-2d" {
+        meta.train_mask = msm::onnx::meta::MaskPattern::Random2d;
+    } else {
+        meta.train_mask = msm::onnx::meta::MaskPattern::VariableDensity2d;
+        meta.train_density = Some(msm::mask::RadialDensity::polynomial(2.0).unwrap());
+    }
     meta.train_acceleration = 3.0;
     meta.train_acs_lines = 8;
     common::tiny_model_with(&model, 32, Some(meta));

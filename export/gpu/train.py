@@ -979,7 +979,8 @@ def main(argv=None):
     if cfg["data"]["mask"] != "random":
         raise SystemExit(
             f"config: data.mask {cfg['data']['mask']!r}; this trainer draws and reads column masks "
-            "only (\"random\"); train models of 2-D masks (\"random-2d\") with msm-train"
+            "only (\"random\"); train models of 2-D masks (\"random-2d\", \"variable-density-2d\") "
+            "with msm-train"
         )
     eta = cfg["data"]["noise_eta"]
     scans = cfg["data"]["scans"]

@@ -969,6 +969,16 @@ fn a_model_of_2d_masks_trains_on_a_3d_scan_read_along_its_readout() {
         .mean
         .iter()
         .all(|v| v.re.is_finite() && v.im.is_finite()));
+    // As variable-density masks, the scans give the density their pattern measures, which
+    // the runtime's partial masks are then drawn with.
+    let vd = Loader::open(&DataConfig {
+        mask: MaskKind::VariableDensity2d,
+        ..data.clone()
+    })
+    .unwrap();
+    let want = msm::mask::RadialDensity::estimate([&pattern], 12).unwrap();
+    assert_eq!(vd.mask_density(), Some(&want));
+    assert_eq!(loader.mask_density(), None);
     // A model of column masks refuses these scans, and one of 2-D masks refuses column scans
     // and 2-D slices that are not its square grid.
     let e = Loader::open(&DataConfig {

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use msm::denoiser::OnnxDenoiser;
-use msm::mask::{acs_side, Mask};
+use msm::mask::density::normalised_radius;
+use msm::mask::{acs_side, Mask, RadialDensity};
 use msm::onnx::meta::MaskPattern;
 use msm::onnx::WeightType;
 use msm::sense::{Operator, Sense};
@@ -115,6 +116,65 @@ fn simulated_2d_masks_train_and_are_recorded() {
     let source = meta.data_source.unwrap();
     assert!(
         source.contains("random 2-D (entries) R = 4 with a 8x8 ACS square"),
+        "{source}"
+    );
+}
+
+/// With `data.mask = "variable-density-2d"` the simulator draws 2-D masks that keep the
+/// centre of k-space more often than its edge (each example its own, 1/R of the grid on
+/// average), and the exported model records the density, so that the runtime draws its
+/// partial masks with it.
+#[test]
+fn simulated_variable_density_masks_are_drawn_and_recorded() {
+    have_volume();
+    tch::set_num_threads(2);
+    let mut cfg = tiny();
+    cfg.data.mask = MaskKind::VariableDensity2d;
+    cfg.data.acs_lines = 4;
+    let loader = Loader::open(&cfg.data).unwrap();
+    let density = RadialDensity::polynomial(2.0).unwrap();
+    assert_eq!(loader.mask_density(), Some(&density));
+    let ms = loader.batch(2, 0, 64).unwrap();
+    let n = cfg.data.image_size;
+    let (mut fraction, mut inner, mut outer) = (0.0, 0.0, 0.0);
+    for m in &ms {
+        let Mask::Pattern(p) = m.mask() else {
+            panic!("a column mask")
+        };
+        assert!(acs_side(p) >= 4, "the 4x4 ACS square is not kept");
+        fraction += m.mask().fraction() / ms.len() as f64;
+        for ((i, j), &k) in p.indexed_iter() {
+            let r = normalised_radius(i, j, n, n);
+            if (0.25..0.4).contains(&r) {
+                inner += f64::from(u8::from(k));
+            } else if r > 0.7 {
+                outer += f64::from(u8::from(k));
+            }
+        }
+    }
+    assert!(
+        (fraction - 0.25).abs() < 0.02,
+        "mean kept fraction {fraction}"
+    );
+    assert!(inner > 4.0 * outer.max(1.0), "inner {inner}, outer {outer}");
+    assert_ne!(ms[0].mask(), ms[1].mask());
+    cfg.steps = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tr = Trainer::new(&cfg).unwrap();
+    tr.run(dir.path(), |_| {}).unwrap();
+    let path = dir.path().join("vd.onnx");
+    export_run(&tr, &path, WeightType::F16, "test".into(), None).unwrap();
+    let meta = OnnxDenoiser::load(&path).unwrap().meta().clone();
+    assert_eq!(meta.train_mask, MaskPattern::VariableDensity2d);
+    let recorded = meta.train_density.clone().unwrap();
+    for (a, b) in recorded.weights().iter().zip(density.weights()) {
+        assert!((a - b).abs() <= 1e-4 * b, "recorded {a}, simulated {b}");
+    }
+    let source = meta.data_source.unwrap();
+    assert!(
+        source.contains(
+            "variable-density 2-D (entries) R = 4 with a 4x4 ACS square, density (1 - r)^2"
+        ),
         "{source}"
     );
 }

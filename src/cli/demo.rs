@@ -60,12 +60,12 @@ pub struct Args {
     /// Acceleration R of the simulated scans.
     #[arg(long, default_value_t = 4.0)]
     pub accel: f64,
-    /// ACS lines of the simulated scans (for random-2d: the side of the fully sampled central
-    /// square).
+    /// ACS lines of the simulated scans (for 2-D patterns: the side of the fully sampled
+    /// central square).
     #[arg(long, default_value_t = 20)]
     pub acs: usize,
-    /// Sampling pattern of the simulated scans: random-2d undersamples both axes, like the
-    /// (phase encode, partition) slices of a 3-D scan.
+    /// Sampling pattern of the simulated scans: random-2d and variable-density-2d undersample
+    /// both axes, like the (phase encode, partition) slices of a 3-D scan.
     #[arg(long, value_enum, default_value_t = PatternArg::Random)]
     pub pattern: PatternArg,
     /// Coils of the simulated scans.
@@ -255,6 +255,11 @@ fn scan_note(a: &Args) -> String {
         PatternArg::Equispaced => format!("every R-th column with {} ACS lines", a.acs),
         PatternArg::Random2d => format!(
             "random entries (undersampled along both axes) with a {0}x{0} ACS square",
+            a.acs
+        ),
+        PatternArg::VariableDensity2d => format!(
+            "entries of variable density (1 - r)^2 (undersampled along both axes) with a \
+             {0}x{0} ACS square",
             a.acs
         ),
     };

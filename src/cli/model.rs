@@ -98,7 +98,7 @@ pub enum Job {
 
 /// Loads the model and builds sampler options from its metadata and the arguments; partial
 /// column masks are `width` columns wide (default: the model's width); 2-D masks
-/// (`random-2d` models) are on the model's grid.
+/// (`random-2d` and `variable-density-2d` models) are on the model's grid.
 pub fn load(
     a: &SamplerArgs,
     job: Job,

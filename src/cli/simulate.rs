@@ -82,6 +82,11 @@ pub enum PatternArg {
     /// 2-D masks (msm-train data.mask "random-2d").
     #[value(name = "random-2d")]
     Random2d,
+    /// Like random-2d, but entries far from the centre are kept less often (density
+    /// (1 - r)^2, r the k-space radius, 1 at the corners), as compressed-sensing 3-D protocols
+    /// sample; for models trained with msm-train data.mask "variable-density-2d".
+    #[value(name = "variable-density-2d")]
+    VariableDensity2d,
 }
 
 impl From<PatternArg> for Pattern {
@@ -90,6 +95,7 @@ impl From<PatternArg> for Pattern {
             PatternArg::Random => Pattern::Random,
             PatternArg::Equispaced => Pattern::Equispaced,
             PatternArg::Random2d => Pattern::Random2d,
+            PatternArg::VariableDensity2d => Pattern::VariableDensity2d,
         }
     }
 }

@@ -19,10 +19,15 @@
 //! | `msm.beta_end`          | yes      | real, beta_end < 1                 |
 //! | `msm.num_timesteps`     | yes      | positive integer                   |
 //! | `msm.train_mask`        | yes      | `random`, `equispaced`, `random-2d`|
+//! |                         |          | `variable-density-2d`              |
 //! | `msm.train_acceleration`| yes      | real >= 1                          |
 //! | `msm.train_acs_lines`   | yes      | integer, 0 to image width (side of |
-//! |                         |          | the ACS square for `random-2d`: 0  |
+//! |                         |          | the ACS square for 2-D masks: 0    |
 //! |                         |          | to the smaller image side)         |
+//! | `msm.train_density`     | for      | comma-separated weights >= 0 over  |
+//! |                         | variable-| equal bins of the normalised       |
+//! |                         | density- | k-space radius, centre to corners  |
+//! |                         | 2d only  | ([`RadialDensity`])                |
 //! | `msm.train_noise_eta`   | yes      | real >= 0                          |
 //! | `msm.coils`             | no       | positive integer                   |
 //! | `msm.architecture`      | no       | free text                          |
@@ -42,6 +47,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::mask::RadialDensity;
 use crate::schedule::Schedule;
 use crate::{Error, Result};
 
@@ -50,6 +56,9 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Prefix of every key this module reads or writes.
 pub const KEY_PREFIX: &str = "msm.";
+
+/// The values `msm.train_mask` takes, for messages.
+const MASK_PATTERNS: &str = "`random`, `equispaced`, `random-2d` or `variable-density-2d`";
 
 /// Key (kept in [`ModelMeta::extra`]) of the training scale: the 99th percentile of the
 /// zero-filled magnitude `|A_P^H y|` of the training data, which the posterior sampler
@@ -127,6 +136,11 @@ pub enum MaskPattern {
     /// 2-D masks: a central ACS square plus entries drawn at random
     /// ([`crate::mask::random_entries`]), for k-space undersampled along both phase encodes.
     Random2d,
+    /// 2-D masks of a variable density: a central ACS square plus entries kept with a
+    /// probability that falls with the k-space radius
+    /// ([`crate::mask::variable_density_entries`]; the density is `msm.train_density`), as
+    /// compressed-sensing 3-D protocols sample their phase encodes.
+    VariableDensity2d,
 }
 
 impl MaskPattern {
@@ -136,7 +150,13 @@ impl MaskPattern {
             MaskPattern::Random => "random",
             MaskPattern::Equispaced => "equispaced",
             MaskPattern::Random2d => "random-2d",
+            MaskPattern::VariableDensity2d => "variable-density-2d",
         }
+    }
+
+    /// Whether the masks are 2-D (entries) rather than columns.
+    pub fn is_2d(self) -> bool {
+        matches!(self, MaskPattern::Random2d | MaskPattern::VariableDensity2d)
     }
 }
 
@@ -147,6 +167,7 @@ impl FromStr for MaskPattern {
             "random" => Ok(MaskPattern::Random),
             "equispaced" => Ok(MaskPattern::Equispaced),
             "random-2d" => Ok(MaskPattern::Random2d),
+            "variable-density-2d" => Ok(MaskPattern::VariableDensity2d),
             _ => Err(()),
         }
     }
@@ -177,9 +198,12 @@ pub struct ModelMeta {
     pub train_mask: MaskPattern,
     /// Acceleration R of the training masks (required).
     pub train_acceleration: f64,
-    /// Number of always-kept central (ACS) columns of the training masks; for
-    /// [`MaskPattern::Random2d`] the side of the always-kept central square (required).
+    /// Number of always-kept central (ACS) columns of the training masks; for 2-D masks the
+    /// side of the always-kept central square (required).
     pub train_acs_lines: usize,
+    /// The sampling density of [`MaskPattern::VariableDensity2d`] masks (required for them,
+    /// absent otherwise).
+    pub train_density: Option<RadialDensity>,
     /// Standard deviation of the measurement noise in the training data, 0 for noiseless
     /// (required).
     pub train_noise_eta: f64,
@@ -257,6 +281,7 @@ impl ModelMeta {
             train_mask: MaskPattern::Random,
             train_acceleration: 4.0,
             train_acs_lines: ((20 * width + 128) / 256).clamp(1, width.max(1)),
+            train_density: None,
             train_noise_eta: 0.0,
             coils: None,
             architecture: None,
@@ -287,6 +312,9 @@ impl ModelMeta {
         put("train_mask", self.train_mask.as_str().to_string());
         put("train_acceleration", self.train_acceleration.to_string());
         put("train_acs_lines", self.train_acs_lines.to_string());
+        if let Some(d) = &self.train_density {
+            put("train_density", d.to_string());
+        }
         put("train_noise_eta", self.train_noise_eta.to_string());
         if let Some(c) = self.coils {
             put("coils", c.to_string());
@@ -371,8 +399,7 @@ impl ModelMeta {
         if num_timesteps == 0 {
             return Err(r.bad("num_timesteps", "0", "a positive integer such as 1000"));
         }
-        let train_mask: MaskPattern =
-            r.required("train_mask", "`random`, `equispaced` or `random-2d`")?;
+        let train_mask: MaskPattern = r.required("train_mask", MASK_PATTERNS)?;
         let train_acceleration: f64 =
             r.required("train_acceleration", "a real number >= 1 such as 4")?;
         if !(train_acceleration >= 1.0 && train_acceleration.is_finite()) {
@@ -383,12 +410,13 @@ impl ModelMeta {
             ));
         }
         let train_acs_lines: usize = r.required("train_acs_lines", "an integer such as 20")?;
-        let acs_limit = match train_mask {
-            MaskPattern::Random2d => (
+        let acs_limit = if train_mask.is_2d() {
+            (
                 height.min(width),
                 "the side of the ACS square, at most the smaller image side",
-            ),
-            _ => (width, "at most the image width"),
+            )
+        } else {
+            (width, "at most the image width")
         };
         if train_acs_lines > acs_limit.0 {
             return Err(r.bad(
@@ -397,6 +425,23 @@ impl ModelMeta {
                 &format!("{} {}", acs_limit.1, acs_limit.0),
             ));
         }
+        let density_form = "comma-separated weights >= 0 such as 1,0.6,0.2, one of them > 0";
+        let train_density: Option<RadialDensity> = if train_mask == MaskPattern::VariableDensity2d {
+            Some(r.required("train_density", density_form)?)
+        } else {
+            if let Some(v) = r.text("train_density") {
+                return Err(r.bad(
+                    "train_density",
+                    &v,
+                    &format!(
+                        "no density: `{KEY_PREFIX}train_mask` is `{}`, not \
+                         `variable-density-2d`",
+                        train_mask.as_str()
+                    ),
+                ));
+            }
+            None
+        };
         let train_noise_eta: f64 = r.required("train_noise_eta", "a real number >= 0")?;
         if !(train_noise_eta >= 0.0 && train_noise_eta.is_finite()) {
             return Err(r.bad(
@@ -430,6 +475,7 @@ impl ModelMeta {
             train_mask,
             train_acceleration,
             train_acs_lines,
+            train_density,
             train_noise_eta,
             coils,
             architecture,
@@ -460,12 +506,13 @@ impl fmt::Display for ModelMeta {
             self.num_timesteps,
             self.train_mask.as_str(),
             self.train_acceleration,
-            match self.train_mask {
-                MaskPattern::Random2d => format!(
+            if self.train_mask.is_2d() {
+                format!(
                     "{}x{} ACS square",
                     self.train_acs_lines, self.train_acs_lines
-                ),
-                _ => format!("{} ACS lines", self.train_acs_lines),
+                )
+            } else {
+                format!("{} ACS lines", self.train_acs_lines)
             },
             self.train_noise_eta
         )
@@ -571,11 +618,7 @@ mod tests {
             ("msm.schedule", "cosine", "`linear`"),
             ("msm.channels", "3", "2 (real and imaginary)"),
             ("msm.format_version", "2", "newer msm"),
-            (
-                "msm.train_mask",
-                "radial",
-                "`random`, `equispaced` or `random-2d`",
-            ),
+            ("msm.train_mask", "radial", MASK_PATTERNS),
             ("msm.train_acs_lines", "49", "at most the image width 48"),
             ("msm.train_noise_eta", "-1", ">= 0"),
             ("msm.beta_start", "0.5", "beta_start < beta_end"),
@@ -617,6 +660,56 @@ mod tests {
         // Column masks are bounded by the width alone.
         m.train_mask = MaskPattern::Random;
         assert!(ModelMeta::from_props(Path::new("m.onnx"), m.to_props()).is_ok());
+    }
+
+    /// A `variable-density-2d` model carries its density and gives it back; without one it is
+    /// refused, as is a density on a model of other masks or a density that is no density.
+    #[test]
+    fn variable_density_masks_need_their_density_and_round_trip_it() {
+        let path = Path::new("dir/m.onnx");
+        let mut m = ModelMeta::new(32, 32);
+        m.train_mask = MaskPattern::VariableDensity2d;
+        m.train_acs_lines = 8;
+        m.train_density = Some("1,0.5,0.25".parse().unwrap());
+        let props = m.to_props();
+        assert!(props.contains(&("msm.train_density".into(), "1,0.5,0.25".into())));
+        assert_eq!(ModelMeta::from_props(path, props).unwrap(), m);
+        assert!(m
+            .to_string()
+            .contains("variable-density-2d masks R=4 (8x8 ACS square)"));
+        let without: Vec<_> = m
+            .to_props()
+            .into_iter()
+            .filter(|(k, _)| k != "msm.train_density")
+            .collect();
+        let e = ModelMeta::from_props(path, without)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dir/m.onnx") && e.contains("lacks `msm.train_density`"),
+            "{e}"
+        );
+        let with = |mask: &str, density: &str| {
+            let mut props = m.to_props();
+            for (k, v) in props.iter_mut() {
+                if k == "msm.train_mask" {
+                    *v = mask.into();
+                } else if k == "msm.train_density" {
+                    *v = density.into();
+                }
+            }
+            ModelMeta::from_props(path, props).unwrap_err().to_string()
+        };
+        let e = with("random-2d", "1,0.5");
+        assert!(
+            e.contains("msm.train_density") && e.contains("is `random-2d`"),
+            "{e}"
+        );
+        let e = with("variable-density-2d", "1,-2");
+        assert!(
+            e.contains("msm.train_density") && e.contains("comma-separated weights"),
+            "{e}"
+        );
     }
 
     #[test]

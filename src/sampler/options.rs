@@ -61,8 +61,9 @@ pub fn eta_in_range(eta: f64) -> bool {
 
 /// The partial masks a model was trained with, from its metadata: random columns at the
 /// training acceleration with the training ACS block (the coverage-aware sampler draws its
-/// free columns at random whatever the training column pattern was), or for `random-2d` models
-/// random entries of the model's grid with the training ACS square.
+/// free columns at random whatever the training column pattern was), or for 2-D models
+/// entries of the model's grid with the training ACS square, uniform (`random-2d`) or of the
+/// training density (`variable-density-2d`).
 pub fn model_partial_kind(meta: &ModelMeta) -> PartialKind {
     match meta.train_mask {
         MaskPattern::Random | MaskPattern::Equispaced => PartialKind::Columns {
@@ -70,11 +71,12 @@ pub fn model_partial_kind(meta: &ModelMeta) -> PartialKind {
             accel: meta.train_acceleration,
             acs: Acs::Lines(meta.train_acs_lines),
         },
-        MaskPattern::Random2d => PartialKind::Entries {
+        MaskPattern::Random2d | MaskPattern::VariableDensity2d => PartialKind::Entries {
             height: meta.height,
             width: meta.width,
             accel: meta.train_acceleration,
             acs: meta.train_acs_lines,
+            density: meta.train_density.clone(),
         },
     }
 }

@@ -33,7 +33,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::loss::MeasBatch;
 use msm::io::nifti::{read_nifti_canonical, Plane};
-use msm::mask::Mask;
+use msm::mask::density::SIMULATED_DENSITY_POWER;
+use msm::mask::{Mask, RadialDensity};
 use msm::onnx::meta::MaskPattern;
 use msm::{Error, Result, C32};
 
@@ -61,14 +62,16 @@ pub struct DataConfig {
     /// Receive coils.
     pub coils: usize,
     /// Which masks: `"random"` (the default: random phase-encode columns with a central ACS
-    /// block, fastMRI's) or `"random-2d"` (random entries with a central ACS square, for
+    /// block, fastMRI's), `"random-2d"` (random entries with a central ACS square, for
     /// k-space undersampled along both phase encodes: the slices of a 3-D scan taken along
-    /// its readout).
+    /// its readout) or `"variable-density-2d"` (entries kept more often near the centre, as
+    /// compressed-sensing 3-D protocols sample; simulated with the density `(1 - r)^2`, and
+    /// for scans the density their masks measure, which the model records).
     pub mask: MaskKind,
     /// Acceleration R of the random masks.
     pub acceleration: f64,
-    /// Central (ACS) columns always kept; for `"random-2d"` masks, the side of the central
-    /// square always kept.
+    /// Central (ACS) columns always kept; for 2-D masks, the side of the central square always
+    /// kept.
     pub acs_lines: usize,
     /// Measurement noise std per real component (0: noiseless), on the scale where the
     /// zero-filled image's maximum is about 1; or, for scans, `"estimate"`: each slice's own
@@ -156,6 +159,16 @@ pub enum MaskKind {
     /// Random entries around a central ACS square ([`msm::mask::random_entries`]).
     #[serde(rename = "random-2d")]
     Random2d,
+    /// Entries of a variable density around a central ACS square
+    /// ([`msm::mask::variable_density_entries`]): simulated with the density `(1 - r)^2`; for
+    /// scans, the density their masks measure ([`Loader::mask_density`]).
+    #[serde(rename = "variable-density-2d")]
+    VariableDensity2d,
+}
+
+/// The density of simulated `"variable-density-2d"` masks.
+pub(crate) fn simulated_density() -> RadialDensity {
+    RadialDensity::polynomial(SIMULATED_DENSITY_POWER).expect("a finite power >= 0")
 }
 
 impl MaskKind {
@@ -164,6 +177,7 @@ impl MaskKind {
         match self {
             MaskKind::Random => MaskPattern::Random,
             MaskKind::Random2d => MaskPattern::Random2d,
+            MaskKind::VariableDensity2d => MaskPattern::VariableDensity2d,
         }
     }
 }
@@ -203,6 +217,8 @@ impl Measurement {
 pub struct Loader {
     source: Source,
     cfg: DataConfig,
+    /// The sampling density of `"variable-density-2d"` masks.
+    density: Option<RadialDensity>,
 }
 
 /// Where a [`Loader`]'s measurements come from.
@@ -233,9 +249,15 @@ impl Loader {
     pub fn open(cfg: &DataConfig) -> Result<Loader> {
         check(cfg)?;
         if cfg.from_scans() {
+            let scans = scans::Scans::open(cfg)?;
+            let density = match cfg.mask {
+                MaskKind::VariableDensity2d => Some(scans.mask_density(cfg)?),
+                _ => None,
+            };
             return Ok(Loader {
-                source: Source::Scans(scans::Scans::open(cfg)?),
+                source: Source::Scans(scans),
                 cfg: cfg.clone(),
+                density,
             });
         }
         if !cfg.volume.exists() {
@@ -251,7 +273,19 @@ impl Loader {
         Ok(Loader {
             source: Source::Simulated(Box::new(sim)),
             cfg: cfg.clone(),
+            density: match cfg.mask {
+                MaskKind::VariableDensity2d => Some(simulated_density()),
+                _ => None,
+            },
         })
+    }
+
+    /// The sampling density of the training masks, for `"variable-density-2d"` masks (`None`
+    /// otherwise): for simulated measurements the simulator's `(1 - r)^2`, for scans the
+    /// density their masks measure ([`RadialDensity::estimate`]). The model records it, and
+    /// the runtime draws its partial masks with it.
+    pub fn mask_density(&self) -> Option<&RadialDensity> {
+        self.density.as_ref()
     }
 
     /// The configuration.
@@ -364,7 +398,7 @@ fn check(cfg: &DataConfig) -> Result<()> {
     }
     let (fits, side) = match cfg.mask {
         MaskKind::Random => (cfg.acs_lines as f64 <= w as f64 / cfg.acceleration, w),
-        MaskKind::Random2d => (
+        MaskKind::Random2d | MaskKind::VariableDensity2d => (
             (cfg.acs_lines * cfg.acs_lines) as f64 <= (h * w) as f64 / cfg.acceleration,
             h.min(w),
         ),
@@ -376,10 +410,13 @@ fn check(cfg: &DataConfig) -> Result<()> {
                  >= 1 and ACS <= width / R)",
                 cfg.acceleration, cfg.acs_lines
             ),
-            MaskKind::Random2d => format!(
+            MaskKind::Random2d | MaskKind::VariableDensity2d => format!(
                 "data config: acceleration {} with a {}x{} ACS square does not fit the {h}x{w} \
-                 grid of random-2d masks (need R >= 1 and ACS side^2 <= {h} x {w} / R)",
-                cfg.acceleration, cfg.acs_lines, cfg.acs_lines
+                 grid of {} masks (need R >= 1 and ACS side^2 <= {h} x {w} / R)",
+                cfg.acceleration,
+                cfg.acs_lines,
+                cfg.acs_lines,
+                cfg.mask.pattern().as_str()
             ),
         }));
     }

@@ -29,7 +29,7 @@ use super::{DataConfig, MaskCoverage, MaskKind, Measurement, NoiseEta, NoiseSumm
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
 use msm::io::fastmri::{detect_entries, detect_mask, HdfScan, RawOptions};
-use msm::mask::{acs_lines, acs_side, Mask};
+use msm::mask::{acs_lines, acs_side, CoverageSampler, Mask, PartialKind, RadialDensity};
 use msm::noise::row_noise;
 use msm::sense::{Operator, Sense};
 use msm::volume::grid::GridPlan;
@@ -211,6 +211,31 @@ impl Scans {
         MaskCoverage::of(self.slices.iter().map(|s| &s.mask), grid)
     }
 
+    /// The sampling density the slices' 2-D masks measure outside the configured ACS square
+    /// ([`RadialDensity::estimate`]), checked to leave the runtime's partial masks (at the
+    /// configured acceleration) enough entries to draw.
+    pub(super) fn mask_density(&self, cfg: &DataConfig) -> Result<RadialDensity> {
+        let patterns = self.slices.iter().filter_map(|s| match &s.mask {
+            Mask::Pattern(p) => Some(p),
+            Mask::Columns(_) => None,
+        });
+        let density = RadialDensity::estimate(patterns, cfg.acs_lines)?;
+        let (height, width) = cfg.grid();
+        CoverageSampler::new(PartialKind::Entries {
+            height,
+            width,
+            accel: cfg.acceleration,
+            acs: cfg.acs_lines,
+            density: Some(density.clone()),
+        })
+        .map_err(|e| {
+            Error::invalid(format!(
+                "the scans' masks measure the density {density}: {e}"
+            ))
+        })?;
+        Ok(density)
+    }
+
     /// A slice drawn uniformly with `rng`.
     pub(super) fn draw<R: Rng + ?Sized>(&self, rng: &mut R) -> Measurement {
         self.measurement(&self.slices[rng.random_range(0..self.slices.len())])
@@ -219,7 +244,7 @@ impl Scans {
     /// The configured `mask`, `acceleration` and `acs_lines` go into the model's metadata,
     /// where the runtime's partial masks take them from: they must describe the scans' masks.
     /// Checks that every mask is of the configured kind (columns for `"random"`, 2-D for
-    /// `"random-2d"`), that the mean kept fraction is within 10% of `1 / acceleration` and that
+    /// `"random-2d"` and `"variable-density-2d"`), that the mean kept fraction is within 10% of `1 / acceleration` and that
     /// every mask keeps at least `acs_lines` central columns (the central square of that side
     /// for 2-D masks), and says what the scans have otherwise.
     fn check_masks(&self, cfg: &DataConfig) -> Result<()> {
@@ -244,7 +269,9 @@ impl Scans {
         if (accel - cfg.acceleration).abs() > 0.1 * cfg.acceleration || fewest < cfg.acs_lines {
             let (units, acs) = match cfg.mask {
                 MaskKind::Random => ("columns", "central columns kept are"),
-                MaskKind::Random2d => ("entries", "side of a fully sampled central square is"),
+                MaskKind::Random2d | MaskKind::VariableDensity2d => {
+                    ("entries", "side of a fully sampled central square is")
+                }
             };
             return Err(Error::invalid(format!(
                 "data config: acceleration {} with acs_lines {} does not describe the scans' \
@@ -263,15 +290,17 @@ impl Scans {
 }
 
 /// Checks that slice `index` of `source`, with mask `mask`, has the kind of mask the data
-/// config trains on: whole columns for `"random"`, 2-D masks for `"random-2d"`.
+/// config trains on: whole columns for `"random"`, 2-D masks for `"random-2d"` and
+/// `"variable-density-2d"`.
 fn check_kind(mask: &Mask, cfg: &DataConfig, source: &Path, index: usize) -> Result<()> {
     let (has, want) = match (mask, cfg.mask) {
         (Mask::Pattern(_), MaskKind::Random) => (
             "is 2-D (k-space undersampled along both axes: a 3-D scan undersampled along both \
              phase encodes, read along its readout)",
-            "data.mask = \"random-2d\"",
+            "data.mask = \"random-2d\" (or \"variable-density-2d\" for masks that sample the \
+             centre more densely)",
         ),
-        (Mask::Columns(_), MaskKind::Random2d) => {
+        (Mask::Columns(_), MaskKind::Random2d | MaskKind::VariableDensity2d) => {
             ("keeps whole phase-encode columns", "data.mask = \"random\"")
         }
         _ => return Ok(()),

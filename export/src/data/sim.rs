@@ -2,7 +2,8 @@
 //! The clean slice lives only inside [`Simulator::simulate`]; what leaves is a [`Measurement`].
 //!
 //! Shared with the runtime: slices are cut with [`Volume::slice`] (display orientation), the
-//! coil maps are [`msm::coils::birdcage`], masks [`msm::mask::random_cartesian`] (or [`msm::mask::random_entries`]: `data.mask`), the smooth
+//! coil maps are [`msm::coils::birdcage`], masks [`msm::mask::random_cartesian`] (or
+//! [`msm::mask::random_entries`], [`msm::mask::variable_density_entries`]: `data.mask`), the smooth
 //! phase [`msm::simulate::smooth_phase`], the noise [`msm::simulate::add_noise`] and the
 //! operator [`msm::sense::Sense`]. The geometric augmentation (zoom, rotation, flips) is one
 //! bilinear warp of the source slice ([`Warp`]); without zoom, rotation or flips it samples the
@@ -16,7 +17,9 @@ use rand::{Rng, RngExt};
 
 use super::{DataConfig, MaskKind, Measurement};
 use msm::io::nifti::{Plane, Volume};
-use msm::mask::{random_cartesian, random_entries, Acs, Mask};
+use msm::mask::{
+    random_cartesian, random_entries, variable_density_entries, Acs, Mask, RadialDensity,
+};
 use msm::sense::{Operator, Sense};
 use msm::simulate::{add_noise, smooth_phase};
 use msm::{Error, Result, C32};
@@ -36,6 +39,8 @@ pub(super) struct Simulator {
     /// The noise std added to every measurement.
     eta: f64,
     op: Sense,
+    /// The density of `"variable-density-2d"` masks.
+    density: RadialDensity,
 }
 
 /// Whether at least 15% of a slice's pixels exceed 10% of the volume maximum (1).
@@ -95,6 +100,7 @@ impl Simulator {
             cfg: cfg.clone(),
             eta,
             op,
+            density: super::simulated_density(),
         })
     }
 
@@ -137,6 +143,14 @@ impl Simulator {
         let mask = match self.cfg.mask {
             MaskKind::Random => Mask::Columns(random_cartesian(n, accel, Acs::Lines(acs), rng)?),
             MaskKind::Random2d => Mask::Pattern(random_entries(n, n, accel, acs, rng)?),
+            MaskKind::VariableDensity2d => Mask::Pattern(variable_density_entries(
+                n,
+                n,
+                accel,
+                acs,
+                &self.density,
+                rng,
+            )?),
         };
         let mut k = self.op.forward(x.view(), Some(&mask));
         // Scanner gain: scale so that the zero-filled image's maximum is 0.8 to 1.2.

@@ -10,6 +10,7 @@ use crate::config::UNetConfig;
 use crate::data::{DataConfig, MaskKind, NoiseEta, NoiseSummary, SCALE_DRAWS, SCALE_KEY};
 use crate::train::Trainer;
 use emit::{emit_unet, Weights};
+use msm::mask::RadialDensity;
 use msm::onnx::meta::RECON_ETA_KEY;
 use msm::onnx::{ModelMeta, WeightType};
 use msm::schedule::Schedule;
@@ -31,6 +32,9 @@ pub struct Provenance {
     pub scan_noise: Option<NoiseSummary>,
     /// For scans, the files the slices came from (count and names).
     pub scan_sources: Option<String>,
+    /// The sampling density of `"variable-density-2d"` training masks
+    /// ([`crate::data::Loader::mask_density`]).
+    pub mask_density: Option<RadialDensity>,
     /// Optimizer steps trained.
     pub steps_trained: Option<u64>,
     /// Loss at the end of training.
@@ -129,7 +133,23 @@ pub fn metadata(
                 "random 2-D (entries) R = {r} with a {}x{} ACS square",
                 data.acs_lines, data.acs_lines
             ),
+            MaskKind::VariableDensity2d => format!(
+                "variable-density 2-D (entries) R = {r} with a {}x{} ACS square, density {} \
+                 over the k-space radius (`msm.train_density`)",
+                data.acs_lines,
+                data.acs_lines,
+                if data.from_scans() {
+                    "as the scans' masks measure it"
+                } else {
+                    "(1 - r)^2"
+                }
+            ),
         };
+        if data.mask == MaskKind::VariableDensity2d {
+            m.train_density = Some(prov.mask_density.clone().ok_or_else(|| {
+                msm::Error::invalid("a variable-density-2d model needs its masks' density recorded")
+            })?);
+        }
         m.train_noise_eta = data.noise_eta.fixed().unwrap_or(0.0);
         m.coils = Some(data.coils);
         if data.from_scans() {
@@ -321,6 +341,7 @@ pub fn export_run(
         data: Some(cfg.data.clone()),
         scan_noise: tr.loader().scan_noise(),
         scan_sources: tr.loader().scan_sources(),
+        mask_density: tr.loader().mask_density().cloned(),
         steps_trained: Some(tr.step_count()),
         final_loss: tr.last_loss(),
         scale_p99: Some(scale.median),
