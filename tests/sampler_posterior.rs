@@ -4,7 +4,7 @@
 
 mod sampler_common;
 
-use msm::mask::{Acs, Mask, PartialKind, RadialDensity};
+use msm::mask::{Acs, Mask, PartialKind};
 use msm::sampler::{reconstruct, Mode, ReconOptions, SamplerOptions, C64};
 use msm::C32;
 use nalgebra::{DMatrix, DVector};
@@ -142,8 +142,7 @@ fn exact_score_posterior_matches_closed_form() {
 /// fraction of its size; the remaining error is the partial-score approximation (it is the
 /// same at w = 8, and the exact score above removes it). Likewise with 2-D partial masks
 /// (random entries around a 2 x 2 ACS square, half the grid each), as a `random-2d` model
-/// draws them, and with variable-density 2-D partial masks (density `(1 - r)^2`), as a
-/// `variable-density-2d` model draws them.
+/// draws them.
 #[test]
 fn msm_posterior_approaches_closed_form() {
     let entries = PartialKind::Entries {
@@ -151,20 +150,8 @@ fn msm_posterior_approaches_closed_form() {
         width: N,
         accel: 2.0,
         acs: 2,
-        density: None,
     };
-    let variable = PartialKind::Entries {
-        height: N,
-        width: N,
-        accel: 2.0,
-        acs: 2,
-        density: Some(RadialDensity::polynomial(2.0).unwrap()),
-    };
-    for (masks, partial) in [
-        ("column", kind()),
-        ("2-D", entries),
-        ("variable-density 2-D", variable),
-    ] {
+    for (masks, partial) in [("column", kind()), ("2-D", entries)] {
         for mode in [Mode::Parallel, Mode::Sequential] {
             let o = posterior_run(mode, 3, 200, partial.clone(), 0);
             let msg = format!(

@@ -970,7 +970,7 @@ fn a_model_of_2d_masks_trains_on_a_3d_scan_read_along_its_readout() {
         .iter()
         .all(|v| v.re.is_finite() && v.im.is_finite()));
     // As variable-density masks, the scans give the density their pattern measures, which
-    // the runtime's partial masks are then drawn with.
+    // the model records.
     let vd = Loader::open(&DataConfig {
         mask: MaskKind::VariableDensity2d,
         ..data.clone()
@@ -979,6 +979,27 @@ fn a_model_of_2d_masks_trains_on_a_3d_scan_read_along_its_readout() {
     let want = msm::mask::RadialDensity::estimate([&pattern], 12).unwrap();
     assert_eq!(vd.mask_density(), Some(&want));
     assert_eq!(loader.mask_density(), None);
+    // msm-train says which density the model will record.
+    let mut vd_cfg = tiny();
+    vd_cfg.data = DataConfig {
+        mask: MaskKind::VariableDensity2d,
+        ..data.clone()
+    };
+    vd_cfg.steps = 1;
+    let config = d.join("vd.json");
+    std::fs::write(&config, serde_json::to_string(&vd_cfg).unwrap()).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_msm-train"))
+        .args(["train", "--threads", "2", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(d.join("run-vd"))
+        .output()
+        .expect("msm-train runs");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains(&format!("centre to corners): {want}\n")),
+        "{err}"
+    );
     // A model of column masks refuses these scans, and one of 2-D masks refuses column scans
     // and 2-D slices that are not its square grid.
     let e = Loader::open(&DataConfig {

@@ -1,7 +1,8 @@
 //! Sampling masks: Cartesian column masks for k-space (random with an ACS block, equispaced),
 //! 2-D masks for k-space undersampled along both phase encodes (random entries with an ACS
-//! square, uniform or of a variable density, module [`density`]), pixel and block masks for image-domain problems, and the coverage-aware partial-mask sampler
-//! that MSM draws its partial scores with (MSM.md section 4).
+//! square, uniform or of a variable density, module [`density`]), pixel and block masks for
+//! image-domain problems, and the coverage-aware partial-mask sampler that MSM draws its
+//! partial scores with (MSM.md section 4).
 //!
 //! A [`Mask`] is either a set of kept columns (the width axis is the phase-encode axis, as in
 //! fastMRI) or a full 2-D pattern over one coil's `height x width` grid.
@@ -323,9 +324,8 @@ pub enum PartialKind {
         acs: Acs,
     },
     /// 2-D masks for k-space undersampled along both axes: an ACS square that every partial
-    /// mask keeps, plus random entries, `1 / accel` of the grid in all: uniform (the
-    /// distribution of [`random_entries`]) or of a variable density (that of
-    /// [`variable_density_entries`]).
+    /// mask keeps, plus random entries, `1 / accel` of the grid in all (the distribution of
+    /// [`random_entries`]).
     Entries {
         /// Height of k-space.
         height: usize,
@@ -335,11 +335,6 @@ pub enum PartialKind {
         accel: f64,
         /// Side of the ACS square kept by every partial mask.
         acs: usize,
-        /// `None`: the free entries are drawn uniformly, coverage-aware. `Some`: each free entry
-        /// is kept with the probability this density gives it ([`RadialDensity::inclusion`]),
-        /// independently of earlier masks: a coverage cycle would visit every entry equally
-        /// often and undo the density.
-        density: Option<RadialDensity>,
     },
     /// Block masks for images: `block x block` tiles, `1 / accel` of them per mask.
     Blocks {
@@ -364,10 +359,6 @@ pub enum PartialKind {
 /// draws and covers every unit, so any `2B - 1` consecutive draws cover every unit
 /// (for 128 columns at R = 4 with 20 ACS lines: n = 108, m = 12, B = 10, window 19; i.i.d.
 /// masks need about 40 draws on average).
-///
-/// Variable-density 2-D masks (`Entries` with a density) are the exception: every mask keeps
-/// the same number of entries, each free entry with its own inclusion probability, drawn
-/// independently of the earlier masks.
 #[derive(Clone, Debug)]
 pub struct CoverageSampler {
     kind: PartialKind,
@@ -375,8 +366,6 @@ pub struct CoverageSampler {
     free: Vec<usize>,
     per_mask: usize,
     uncovered: Vec<usize>,
-    /// Inclusion probability of each free unit, for variable-density masks.
-    inclusion: Option<Vec<f64>>,
 }
 
 impl CoverageSampler {
@@ -394,7 +383,6 @@ impl CoverageSampler {
                 width,
                 accel,
                 acs,
-                ..
             } => {
                 check_accel_square(*accel, *height, *width, *acs)?;
                 let (rows, cols) = acs_square(*height, *width, *acs);
@@ -430,26 +418,12 @@ impl CoverageSampler {
                 "partial masks would keep only the ACS block; lower the acceleration",
             ));
         }
-        let inclusion = match &kind {
-            PartialKind::Entries {
-                height,
-                width,
-                acs,
-                density: Some(density),
-                ..
-            } => {
-                let pi = density.inclusion(*height, *width, *acs, per_mask)?;
-                Some(free.iter().map(|&u| pi[(u / width, u % width)]).collect())
-            }
-            _ => None,
-        };
         Ok(CoverageSampler {
             kind,
             uncovered: free.clone(),
             fixed,
             free,
             per_mask,
-            inclusion,
         })
     }
 
@@ -460,26 +434,19 @@ impl CoverageSampler {
 
     /// Number of consecutive draws that always cover every unit: `2B - 1` with
     /// `B = 1 + ceil((n - 1) / m)` the longest coverage cycle, `n` free units and `m` free units
-    /// per mask (1 when nothing is free). `None` for variable-density masks, which are drawn
-    /// independently.
-    pub fn coverage_bound(&self) -> Option<usize> {
-        if self.inclusion.is_some() {
-            None
-        } else if self.free.is_empty() {
-            Some(1)
+    /// per mask (1 when nothing is free).
+    pub fn coverage_bound(&self) -> usize {
+        if self.free.is_empty() {
+            1
         } else {
             let cycle = 1 + (self.free.len() - 1).div_ceil(self.per_mask);
-            Some(2 * cycle - 1)
+            2 * cycle - 1
         }
     }
 
     /// Draws the next partial mask.
     pub fn next_mask<R: Rng + ?Sized>(&mut self, rng: &mut R) -> Mask {
         let mut chosen = self.fixed.clone();
-        if let Some(pi) = &self.inclusion {
-            chosen.extend(density::draw_exact(&self.free, pi, rng));
-            return self.units_to_mask(&chosen);
-        }
         let mut need = self.per_mask.min(self.free.len());
         while need > 0 {
             if self.uncovered.is_empty() {

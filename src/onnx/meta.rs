@@ -139,7 +139,8 @@ pub enum MaskPattern {
     /// 2-D masks of a variable density: a central ACS square plus entries kept with a
     /// probability that falls with the k-space radius
     /// ([`crate::mask::variable_density_entries`]; the density is `msm.train_density`), as
-    /// compressed-sensing 3-D protocols sample their phase encodes.
+    /// compressed-sensing 3-D protocols sample their phase encodes. Sampled with uniform
+    /// partial masks, as [`MaskPattern::Random2d`].
     VariableDensity2d,
 }
 
@@ -202,7 +203,8 @@ pub struct ModelMeta {
     /// side of the always-kept central square (required).
     pub train_acs_lines: usize,
     /// The sampling density of [`MaskPattern::VariableDensity2d`] masks (required for them,
-    /// absent otherwise).
+    /// absent otherwise): what the model was trained on. The runtime's partial masks stay
+    /// uniform ([`crate::mask::density`] says why).
     pub train_density: Option<RadialDensity>,
     /// Standard deviation of the measurement noise in the training data, 0 for noiseless
     /// (required).

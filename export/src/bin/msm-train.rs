@@ -220,6 +220,13 @@ fn run(cli: Cli) -> msm::Result<()> {
                     eprintln!("warning: {w}");
                 }
             }
+            if let Some(density) = tr.loader().mask_density() {
+                eprintln!(
+                    "mask density (msm.train_density; weights over {} bins of the k-space \
+                     radius, centre to corners): {density}",
+                    density.weights().len()
+                );
+            }
             eprintln!(
                 "training from step {} to {} in {}",
                 tr.step_count(),

@@ -251,7 +251,7 @@ impl Loader {
         if cfg.from_scans() {
             let scans = scans::Scans::open(cfg)?;
             let density = match cfg.mask {
-                MaskKind::VariableDensity2d => Some(scans.mask_density(cfg)?),
+                MaskKind::VariableDensity2d => Some(scans.mask_density(cfg.acs_lines)?),
                 _ => None,
             };
             return Ok(Loader {
@@ -282,8 +282,9 @@ impl Loader {
 
     /// The sampling density of the training masks, for `"variable-density-2d"` masks (`None`
     /// otherwise): for simulated measurements the simulator's `(1 - r)^2`, for scans the
-    /// density their masks measure ([`RadialDensity::estimate`]). The model records it, and
-    /// the runtime draws its partial masks with it.
+    /// density their masks measure ([`RadialDensity::estimate`]). The model records it
+    /// (`msm.train_density`); the runtime's partial masks stay uniform
+    /// ([`msm::mask::density`] says why).
     pub fn mask_density(&self) -> Option<&RadialDensity> {
         self.density.as_ref()
     }

@@ -29,7 +29,7 @@ use super::{DataConfig, MaskCoverage, MaskKind, Measurement, NoiseEta, NoiseSumm
 use msm::coils::espirit::{espirit, EspiritOptions};
 use msm::coils::Compression;
 use msm::io::fastmri::{detect_entries, detect_mask, HdfScan, RawOptions};
-use msm::mask::{acs_lines, acs_side, CoverageSampler, Mask, PartialKind, RadialDensity};
+use msm::mask::{acs_lines, acs_side, Mask, RadialDensity};
 use msm::noise::row_noise;
 use msm::sense::{Operator, Sense};
 use msm::volume::grid::GridPlan;
@@ -212,28 +212,15 @@ impl Scans {
     }
 
     /// The sampling density the slices' 2-D masks measure outside the configured ACS square
-    /// ([`RadialDensity::estimate`]), checked to leave the runtime's partial masks (at the
-    /// configured acceleration) enough entries to draw.
-    pub(super) fn mask_density(&self, cfg: &DataConfig) -> Result<RadialDensity> {
-        let patterns = self.slices.iter().filter_map(|s| match &s.mask {
-            Mask::Pattern(p) => Some(p),
-            Mask::Columns(_) => None,
-        });
-        let density = RadialDensity::estimate(patterns, cfg.acs_lines)?;
-        let (height, width) = cfg.grid();
-        CoverageSampler::new(PartialKind::Entries {
-            height,
-            width,
-            accel: cfg.acceleration,
-            acs: cfg.acs_lines,
-            density: Some(density.clone()),
-        })
-        .map_err(|e| {
-            Error::invalid(format!(
-                "the scans' masks measure the density {density}: {e}"
-            ))
-        })?;
-        Ok(density)
+    /// ([`RadialDensity::estimate`]).
+    pub(super) fn mask_density(&self, acs: usize) -> Result<RadialDensity> {
+        RadialDensity::estimate(
+            self.slices.iter().filter_map(|s| match &s.mask {
+                Mask::Pattern(p) => Some(p),
+                Mask::Columns(_) => None,
+            }),
+            acs,
+        )
     }
 
     /// A slice drawn uniformly with `rng`.

@@ -3,8 +3,8 @@
 //!
 //! Shared with the runtime: slices are cut with [`Volume::slice`] (display orientation), the
 //! coil maps are [`msm::coils::birdcage`], masks [`msm::mask::random_cartesian`] (or
-//! [`msm::mask::random_entries`], [`msm::mask::variable_density_entries`]: `data.mask`), the smooth
-//! phase [`msm::simulate::smooth_phase`], the noise [`msm::simulate::add_noise`] and the
+//! [`msm::mask::random_entries`], [`msm::mask::variable_density_entries`]: `data.mask`), the
+//! smooth phase [`msm::simulate::smooth_phase`], the noise [`msm::simulate::add_noise`] and the
 //! operator [`msm::sense::Sense`]. The geometric augmentation (zoom, rotation, flips) is one
 //! bilinear warp of the source slice ([`Warp`]); without zoom, rotation or flips it samples the
 //! same points as [`msm::simulate::resample`] (tested below), so training slices and the
