@@ -11,8 +11,8 @@
 //! and lost: the sampler builds the whole k-space from its partial estimates, and entries that
 //! the density rarely draws (the outermost bins keep under 1% of their entries) are rarely
 //! written, so the image loses its high frequencies. On a tuning slice at K = 200 the
-//! density's partial masks gave 29.57 dB against 31.09 for uniform ones with the same model
-//! (docs/results.md, "Variable-density 2-D masks").
+//! density's partial masks gave 29.57 dB against 31.09 for uniform ones with the same model,
+//! and 1.10 dB less on 5 held-out slices (docs/results.md, "Variable-density 2-D masks").
 //!
 //! The density is a function of the normalised radius ([`normalised_radius`]): 0 at the centre
 //! entry, 1 at the corners of the grid, with the two axes scaled to the same extent (an ellipse on
@@ -90,12 +90,6 @@ impl RadialDensity {
     /// The bin weights, centre to corners (the largest is 1).
     pub fn weights(&self) -> &[f64] {
         &self.weights
-    }
-
-    /// The weight at normalised radius `r` (clamped to `[0, 1]`).
-    pub fn weight(&self, r: f64) -> f64 {
-        let n = self.weights.len();
-        self.weights[((r.clamp(0.0, 1.0) * n as f64) as usize).min(n - 1)]
     }
 
     /// The density of a set of measured 2-D masks of one shape: per bin, the fraction of its
