@@ -207,13 +207,12 @@ pub fn simulate<R: Rng + ?Sized>(
         }
         Pattern::VariableDensity2d => {
             let side = opts.acs.lines(opts.height.min(opts.width));
-            let density = mask::RadialDensity::polynomial(mask::density::SIMULATED_DENSITY_POWER)?;
             Mask::Pattern(mask::variable_density_entries(
                 opts.height,
                 opts.width,
                 opts.accel,
                 side,
-                &density,
+                &mask::RadialDensity::simulated(),
                 rng,
             )?)
         }

@@ -87,6 +87,13 @@ impl RadialDensity {
         )
     }
 
+    /// The density of simulated variable-density masks: `(1 - r)^p` with
+    /// [`SIMULATED_DENSITY_POWER`] (`msm simulate --pattern variable-density-2d`, and
+    /// `msm-train` on simulated data).
+    pub fn simulated() -> Self {
+        RadialDensity::polynomial(SIMULATED_DENSITY_POWER).expect("a finite power >= 0")
+    }
+
     /// The bin weights, centre to corners (the largest is 1).
     pub fn weights(&self) -> &[f64] {
         &self.weights

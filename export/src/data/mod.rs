@@ -33,7 +33,6 @@ use tch::{Device, Kind, Tensor};
 
 use crate::loss::MeasBatch;
 use msm::io::nifti::{read_nifti_canonical, Plane};
-use msm::mask::density::SIMULATED_DENSITY_POWER;
 use msm::mask::{Mask, RadialDensity};
 use msm::onnx::meta::MaskPattern;
 use msm::{Error, Result, C32};
@@ -166,11 +165,6 @@ pub enum MaskKind {
     VariableDensity2d,
 }
 
-/// The density of simulated `"variable-density-2d"` masks.
-pub(crate) fn simulated_density() -> RadialDensity {
-    RadialDensity::polynomial(SIMULATED_DENSITY_POWER).expect("a finite power >= 0")
-}
-
 impl MaskKind {
     /// The metadata's name for these masks.
     pub fn pattern(self) -> MaskPattern {
@@ -274,7 +268,7 @@ impl Loader {
             source: Source::Simulated(Box::new(sim)),
             cfg: cfg.clone(),
             density: match cfg.mask {
-                MaskKind::VariableDensity2d => Some(simulated_density()),
+                MaskKind::VariableDensity2d => Some(RadialDensity::simulated()),
                 _ => None,
             },
         })

@@ -231,9 +231,9 @@ impl Scans {
     /// The configured `mask`, `acceleration` and `acs_lines` go into the model's metadata,
     /// where the runtime's partial masks take them from: they must describe the scans' masks.
     /// Checks that every mask is of the configured kind (columns for `"random"`, 2-D for
-    /// `"random-2d"` and `"variable-density-2d"`), that the mean kept fraction is within 10% of `1 / acceleration` and that
-    /// every mask keeps at least `acs_lines` central columns (the central square of that side
-    /// for 2-D masks), and says what the scans have otherwise.
+    /// `"random-2d"` and `"variable-density-2d"`), that the mean kept fraction is within 10% of
+    /// `1 / acceleration` and that every mask keeps at least `acs_lines` central columns (the
+    /// central square of that side for 2-D masks), and says what the scans have otherwise.
     fn check_masks(&self, cfg: &DataConfig) -> Result<()> {
         for s in &self.slices {
             check_kind(&s.mask, cfg, &s.source, s.index)?;

@@ -39,8 +39,6 @@ pub(super) struct Simulator {
     /// The noise std added to every measurement.
     eta: f64,
     op: Sense,
-    /// The density of `"variable-density-2d"` masks.
-    density: RadialDensity,
 }
 
 /// Whether at least 15% of a slice's pixels exceed 10% of the volume maximum (1).
@@ -100,7 +98,6 @@ impl Simulator {
             cfg: cfg.clone(),
             eta,
             op,
-            density: super::simulated_density(),
         })
     }
 
@@ -148,7 +145,7 @@ impl Simulator {
                 n,
                 accel,
                 acs,
-                &self.density,
+                &RadialDensity::simulated(),
                 rng,
             )?),
         };
