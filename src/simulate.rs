@@ -25,10 +25,29 @@ pub enum Pattern {
     /// ([`mask::random_entries`]): k-space undersampled along both axes, as the `(phase
     /// encode, partition)` slices of a 3-D scan are.
     Random2d,
-    /// Like [`Pattern::Random2d`], but entries far from the centre are kept less often: the
-    /// variable density `(1 - r)^2` ([`mask::variable_density_entries`] with
-    /// [`mask::density::SIMULATED_DENSITY_POWER`]), as compressed-sensing 3-D protocols sample.
+    /// Like [`Pattern::Random2d`], but entries far from the centre are kept less often, with
+    /// the density [`SimOptions::density`] (by default `(1 - r)^2`,
+    /// [`mask::density::SIMULATED_DENSITY_POWER`]; [`mask::variable_density_entries`]), as
+    /// compressed-sensing 3-D protocols sample.
     VariableDensity2d,
+    /// The same density as [`Pattern::VariableDensity2d`], drawn as a Poisson disc
+    /// ([`mask::poisson_disc_entries`]): no kept entries closer than a radius that grows with
+    /// the distance from the centre, and no gaps wider, as BART's `poisson` and the vendors'
+    /// compressed-sensing 3-D sequences sample.
+    PoissonDisc2d,
+}
+
+impl std::fmt::Display for Pattern {
+    /// The pattern's name on the command line (`msm simulate --pattern`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pattern::Random => "random",
+            Pattern::Equispaced => "equispaced",
+            Pattern::Random2d => "random-2d",
+            Pattern::VariableDensity2d => "variable-density-2d",
+            Pattern::PoissonDisc2d => "poisson-disc-2d",
+        })
+    }
 }
 
 /// Options of [`simulate`].
@@ -50,6 +69,9 @@ pub struct SimOptions {
     pub noise_std: f64,
     /// Peak magnitude of the random phase's deviation from its mean, in radians.
     pub phase_strength: f64,
+    /// The sampling density of [`Pattern::VariableDensity2d`] and [`Pattern::PoissonDisc2d`]
+    /// masks; `None`: [`mask::RadialDensity::simulated`]. Must be `None` for other patterns.
+    pub density: Option<mask::RadialDensity>,
 }
 
 impl Default for SimOptions {
@@ -63,6 +85,7 @@ impl Default for SimOptions {
             pattern: Pattern::Random,
             noise_std: 0.0,
             phase_strength: std::f64::consts::FRAC_PI_2,
+            density: None,
         }
     }
 }
@@ -180,6 +203,20 @@ pub fn simulate<R: Rng + ?Sized>(
         .and(&phase)
         .map_collect(|&m, &p| C32::from_polar(m / peak, p));
     let maps = coils::birdcage(opts.coils, opts.height, opts.width)?;
+    let simulated = mask::RadialDensity::simulated();
+    let density = opts.density.as_ref().unwrap_or(&simulated);
+    if opts.density.is_some()
+        && !matches!(
+            opts.pattern,
+            Pattern::VariableDensity2d | Pattern::PoissonDisc2d
+        )
+    {
+        return Err(Error::invalid(format!(
+            "a sampling density is for variable-density-2d and poisson-disc-2d masks, not for \
+             {} ones",
+            opts.pattern
+        )));
+    }
     let m = match opts.pattern {
         Pattern::Random => Mask::Columns(mask::random_cartesian(
             opts.width, opts.accel, opts.acs, rng,
@@ -212,7 +249,18 @@ pub fn simulate<R: Rng + ?Sized>(
                 opts.width,
                 opts.accel,
                 side,
-                &mask::RadialDensity::simulated(),
+                density,
+                rng,
+            )?)
+        }
+        Pattern::PoissonDisc2d => {
+            let side = opts.acs.lines(opts.height.min(opts.width));
+            Mask::Pattern(mask::poisson_disc_entries(
+                opts.height,
+                opts.width,
+                opts.accel,
+                side,
+                density,
                 rng,
             )?)
         }

@@ -191,10 +191,11 @@ fn simulate_recon_metrics_pipeline() {
 /// `(H, W)`) of random entries around the `--acs` square, R of the grid, nothing measured off
 /// it; CG-SENSE unfolds it far beyond zero-filled, and a model of 2-D masks reconstructs it.
 /// `--pattern variable-density-2d` does the same with masks denser at the centre than at the
-/// edge, for a model that records its density.
+/// edge, for a model that records its density, and `--pattern poisson-disc-2d` with masks of
+/// that density whose outer entries are never next to each other.
 #[test]
 fn simulate_2d_masks_for_cg_sense_and_2d_models() {
-    for pattern in ["random-2d", "variable-density-2d"] {
+    for pattern in ["random-2d", "variable-density-2d", "poisson-disc-2d"] {
         simulate_2d_masks(pattern);
     }
 }
@@ -233,7 +234,7 @@ fn simulate_2d_masks(pattern: &str) {
     );
     // Entries near the centre (radius 0.2 to 0.4, outside the ACS square) against those near
     // the corners (radius over 0.7): equally often for random-2d, far more often for
-    // variable-density-2d.
+    // variable-density-2d and poisson-disc-2d.
     let kept_at = |lo: f64, hi: f64| {
         let (mut kept, mut all) = (0.0, 0.0);
         for ((i, j), &k) in mask.indexed_iter() {
@@ -253,6 +254,25 @@ fn simulate_2d_masks(pattern: &str) {
         );
     } else {
         assert!(inner > 3.0 * outer, "{pattern}: {inner} vs {outer}");
+    }
+    // Near the corners the Poisson disc's radius is several grid steps: no two kept entries
+    // there touch, not even diagonally.
+    if pattern == "poisson-disc-2d" {
+        for ((i, j), &k) in mask.indexed_iter() {
+            if k && msm::mask::density::normalised_radius(i, j, 32, 32) > 0.7 {
+                for (a, b) in [
+                    (i + 1, j),
+                    (i, j + 1),
+                    (i + 1, j + 1),
+                    (i + 1, j.wrapping_sub(1)),
+                ] {
+                    assert!(
+                        !mask.get((a, b)).copied().unwrap_or(false),
+                        "kept neighbours ({i}, {j}) and ({a}, {b})"
+                    );
+                }
+            }
+        }
     }
     assert!(
         mask.columns()
@@ -288,6 +308,7 @@ fn simulate_2d_masks(pattern: &str) {
     if pattern == "random-2d" {
         meta.train_mask = msm::onnx::meta::MaskPattern::Random2d;
     } else {
+        // Poisson-disc scans have the variable density such a model trained on.
         meta.train_mask = msm::onnx::meta::MaskPattern::VariableDensity2d;
         meta.train_density = Some(msm::mask::RadialDensity::polynomial(2.0).unwrap());
     }
@@ -308,6 +329,105 @@ fn simulate_2d_masks(pattern: &str) {
     ]);
     let image: ndarray::Array2<msm::C32> = msm::io::npy::read_npy_as(&out).unwrap();
     assert!(image.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
+}
+
+/// `msm simulate --pattern poisson-disc-2d --density-of` a `bart poisson -v` mask (BART's
+/// `[1, H, W]` layout) draws a Poisson disc spaced as BART's: the same kept count, and the
+/// mean distance from each kept entry outside the centre to its nearest kept neighbour within
+/// 5% of BART's (the two were level, 2.50 grid steps, at 128 x 128 on tuning slice 60), where
+/// independent draws of the same density (`variable-density-2d`) are far closer (1.71).
+#[test]
+fn poisson_disc_is_spaced_as_bart_poisson() {
+    if !has_bart() {
+        eprintln!("SKIPPED: bart is not installed (apt-get install bart)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let theirs = d.join("bart_mask");
+    bart(&[
+        "poisson",
+        "-Y",
+        "96",
+        "-Z",
+        "96",
+        "-y",
+        "1.2",
+        "-z",
+        "1.2",
+        "-C",
+        "16",
+        "-v",
+        "-s",
+        "1",
+        s(&theirs),
+    ]);
+    let pattern = |m: msm::mask::Mask| match m {
+        msm::mask::Mask::Pattern(p) => p,
+        other => panic!("a 2-D mask, got {other:?}"),
+    };
+    let bart_mask = pattern(msm::io::cfl::read_mask(&theirs).unwrap());
+    assert_eq!(bart_mask.dim(), (96, 96));
+    let count = |m: &ndarray::Array2<bool>| m.iter().filter(|&&k| k).count();
+    let accel = (96 * 96) as f64 / count(&bart_mask) as f64;
+    // Mean distance to the nearest kept entry, over the kept entries outside the central
+    // 32 x 32 (where both are fully sampled or nearly).
+    let spacing = |m: &ndarray::Array2<bool>| {
+        let pts: Vec<(f64, f64)> = m
+            .indexed_iter()
+            .filter(|((i, j), &k)| k && (i.abs_diff(48) >= 16 || j.abs_diff(48) >= 16))
+            .map(|((i, j), _)| (i as f64, j as f64))
+            .collect();
+        let nearest = |&(y, x): &(f64, f64)| {
+            pts.iter()
+                .filter(|&&(a, b)| (a, b) != (y, x))
+                .map(|&(a, b)| ((a - y).powi(2) + (b - x).powi(2)).sqrt())
+                .fold(f64::INFINITY, f64::min)
+        };
+        pts.iter().map(nearest).sum::<f64>() / pts.len() as f64
+    };
+    let input = phantom_npy(d);
+    let ours = |pattern_name: &str| {
+        let pre = d.join(pattern_name);
+        ok(&[
+            "simulate",
+            "--size",
+            "96",
+            "--coils",
+            "2",
+            "--acs",
+            "16",
+            "--accel",
+            &accel.to_string(),
+            "--pattern",
+            pattern_name,
+            "--density-of",
+            s(&theirs),
+            "--seed",
+            "1",
+            s(&input),
+            s(&pre),
+        ]);
+        let mut mask_file = pre.into_os_string();
+        mask_file.push("_mask");
+        pattern(msm::io::cfl::read_mask(PathBuf::from(mask_file)).unwrap())
+    };
+    let (disc, independent) = (ours("poisson-disc-2d"), ours("variable-density-2d"));
+    let n = count(&bart_mask) as f64;
+    assert!(
+        (count(&disc) as f64 - n).abs() <= 0.01 * n,
+        "{} kept, BART {n}",
+        count(&disc)
+    );
+    let (b, p, v) = (spacing(&bart_mask), spacing(&disc), spacing(&independent));
+    assert!(
+        (p / b - 1.0).abs() < 0.05,
+        "mean nearest-neighbour distance {p:.3}, BART's {b:.3}"
+    );
+    assert!(
+        v < 0.85 * b,
+        "independent draws {v:.3} against BART's {b:.3}"
+    );
 }
 
 #[test]
@@ -424,6 +544,27 @@ fn bad_input_gives_clear_errors_and_no_output() {
     fails(
         &["recon", s(&d.join("nope")), s(&maps), s(&out)],
         &["nope.hdr"],
+    );
+    // A sampling density measured from a column mask, or given to a pattern that takes none.
+    let column_mask = d.join("acq_mask");
+    let sim = |extra: &[&str], needles: &[&str]| {
+        let mut args = vec!["simulate", "--size", "32", "--acs", "4", "--coils", "2"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[s(&input), s(&out)]);
+        fails(&args, needles);
+    };
+    sim(
+        &[
+            "--pattern",
+            "poisson-disc-2d",
+            "--density-of",
+            s(&column_mask),
+        ],
+        &["acq_mask", "column mask", "expected a 2-D mask"],
+    );
+    sim(
+        &["--pattern", "random", "--density", "1,0.5"],
+        &["poisson-disc-2d", "not for random ones"],
     );
     // Truncated .cfl.
     let trunc = d.join("trunc");

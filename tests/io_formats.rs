@@ -303,7 +303,18 @@ fn cfl_mask_shapes() {
     let pattern = dir.path().join("pat");
     raw_cfl(&pattern, "# Dimensions\n2 3 1 1\n", &ones(6));
     let expected = Array2::from_shape_fn((2, 3), |(h, w)| (h + 2 * w) % 2 == 1);
-    assert_eq!(cfl::read_mask(&pattern).unwrap(), Mask::Pattern(expected));
+    assert_eq!(
+        cfl::read_mask(&pattern).unwrap(),
+        Mask::Pattern(expected.clone())
+    );
+    // [1, H, W], the phase-encode plane `bart poisson` writes: the same pattern.
+    let plane = dir.path().join("plane");
+    raw_cfl(&plane, "# Dimensions\n1 2 3 1\n", &ones(6));
+    assert_eq!(cfl::read_mask(&plane).unwrap(), Mask::Pattern(expected));
+    // [H, W, D] is a volume, not a mask.
+    let volume = dir.path().join("vol");
+    raw_cfl(&volume, "# Dimensions\n2 2 3\n", &ones(12));
+    assert_err(cfl::read_mask(&volume), &volume, &["READ", "[1, H, W]"]);
     // Complex mask values are refused.
     let complex = dir.path().join("cplx");
     raw_cfl(

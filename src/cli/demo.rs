@@ -64,8 +64,9 @@ pub struct Args {
     /// central square).
     #[arg(long, default_value_t = 20)]
     pub acs: usize,
-    /// Sampling pattern of the simulated scans: random-2d and variable-density-2d undersample
-    /// both axes, like the (phase encode, partition) slices of a 3-D scan.
+    /// Sampling pattern of the simulated scans: random-2d, variable-density-2d and
+    /// poisson-disc-2d undersample both axes, like the (phase encode, partition) slices of a
+    /// 3-D scan.
     #[arg(long, value_enum, default_value_t = PatternArg::Random)]
     pub pattern: PatternArg,
     /// Coils of the simulated scans.
@@ -259,6 +260,11 @@ fn scan_note(a: &Args) -> String {
         ),
         PatternArg::VariableDensity2d => format!(
             "entries of variable density (1 - r)^2 (undersampled along both axes) with a \
+             {0}x{0} ACS square",
+            a.acs
+        ),
+        PatternArg::PoissonDisc2d => format!(
+            "a Poisson disc of variable density (1 - r)^2 (undersampled along both axes) with a \
              {0}x{0} ACS square",
             a.acs
         ),

@@ -1,7 +1,7 @@
 //! `msm simulate`: a simulated undersampled multi-coil acquisition from a magnitude image.
 
 use msm::io::{cfl, nifti, npy, png};
-use msm::mask::Acs;
+use msm::mask::{Acs, Mask, RadialDensity};
 use msm::simulate::{simulate, Pattern, SimOptions};
 use msm::{Error, Result};
 use ndarray::Array2;
@@ -44,6 +44,17 @@ pub struct Args {
     /// Sampling pattern.
     #[arg(long, value_enum, default_value_t = PatternArg::Random)]
     pub pattern: PatternArg,
+    /// Sampling density of variable-density-2d and poisson-disc-2d masks: relative weights
+    /// over equal bins of the normalised k-space radius, centre to corners, comma-separated
+    /// (default: (1 - r)^2 over 16 bins).
+    #[arg(long, conflicts_with = "density_of")]
+    pub density: Option<msm::mask::RadialDensity>,
+    /// Sampling density of variable-density-2d and poisson-disc-2d masks, measured from a 2-D
+    /// mask of the same grid (.npy, .cfl, .png, .nii): per radius bin, the fraction it keeps
+    /// outside the central --acs square, as msm-train measures scans' masks. Simulates a
+    /// scanner's compressed-sensing pattern (e.g. one written by `bart poisson`).
+    #[arg(long)]
+    pub density_of: Option<PathBuf>,
     /// Noise std of the real and of the imaginary part of each measured k-space entry
     /// (image peak is 1).
     #[arg(long, default_value_t = 0.0)]
@@ -87,6 +98,12 @@ pub enum PatternArg {
     /// sample; for models trained with msm-train data.mask "variable-density-2d".
     #[value(name = "variable-density-2d")]
     VariableDensity2d,
+    /// The density of variable-density-2d drawn as a Poisson disc: kept entries no closer than
+    /// a radius that grows towards the edge, and no gaps wider (BART's poisson, the vendors'
+    /// compressed-sensing 3-D sequences); for models trained with msm-train data.mask
+    /// "variable-density-2d".
+    #[value(name = "poisson-disc-2d")]
+    PoissonDisc2d,
 }
 
 impl From<PatternArg> for Pattern {
@@ -96,6 +113,7 @@ impl From<PatternArg> for Pattern {
             PatternArg::Equispaced => Pattern::Equispaced,
             PatternArg::Random2d => Pattern::Random2d,
             PatternArg::VariableDensity2d => Pattern::VariableDensity2d,
+            PatternArg::PoissonDisc2d => Pattern::PoissonDisc2d,
         }
     }
 }
@@ -134,6 +152,21 @@ pub fn load_magnitude(path: &Path, plane: PlaneArg, slice: Option<usize>) -> Res
     }
 }
 
+/// The sampling density of a 2-D mask file on the simulation's grid, outside its central
+/// `acs x acs` square.
+fn measured_density(path: &Path, opts: &SimOptions, acs: usize) -> Result<RadialDensity> {
+    match super::data::read_mask(path, opts.height, opts.width)? {
+        Mask::Pattern(p) => {
+            RadialDensity::estimate([&p], acs).map_err(|e| Error::format(path, e.to_string()))
+        }
+        Mask::Columns(_) => Err(Error::format(
+            path,
+            "a column mask has no 2-D sampling density; expected a 2-D mask whose entries \
+             vary within columns",
+        )),
+    }
+}
+
 /// Runs `msm simulate`.
 pub fn run(a: Args) -> Result<()> {
     let image = load_magnitude(&a.input, a.plane, a.slice)?;
@@ -150,6 +183,15 @@ pub fn run(a: Args) -> Result<()> {
     if opts.height == 0 || opts.width == 0 {
         return Err(Error::invalid("the grid size must be at least 1x1"));
     }
+    let density = match (&a.density, &a.density_of) {
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(path)) => Some(measured_density(path, &opts, a.acs)?),
+        (None, None) => None,
+    };
+    if let Some(d) = &density {
+        println!("sampling density (centre to corners): {d}");
+    }
+    let opts = SimOptions { density, ..opts };
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
     if image.iter().all(|&v| v == 0.0) {
         return Err(Error::format(

@@ -257,12 +257,19 @@ pub fn encode_image(
 }
 
 /// Reads a sampling mask: `[1, W]` or `[W]` gives [`Mask::Columns`], `[H, W]` with `H > 1` and
-/// `W > 1` gives [`Mask::Pattern`]. Non-zero values are kept samples; values must be real (zero
-/// imaginary part).
+/// `W > 1` gives [`Mask::Pattern`], and so does `[1, H, W]`, the phase-encode plane of a 3-D
+/// scan as `bart poisson` writes it. Non-zero values are kept samples; values must be real
+/// (zero imaginary part).
 pub fn read_mask(path: impl AsRef<Path>) -> Result<Mask> {
     let path = path.as_ref();
     let array = read_array(path)?;
-    expect_dims(path, &array, &[0, 1], "a mask [1, W], [W] or [H, W]")?;
+    let what = "a mask [1, W], [W], [H, W] or [1, H, W]";
+    if array.dim(2) > 1 {
+        // [1, H, W]: the same column-major order as [H, W].
+        expect_dims(path, &array, &[1, 2], what)?;
+    } else {
+        expect_dims(path, &array, &[0, 1], what)?;
+    }
     if let Some(i) = array.data.iter().position(|z| z.im != 0.0) {
         return Err(Error::format(
             path,
@@ -273,7 +280,10 @@ pub fn read_mask(path: impl AsRef<Path>) -> Result<Mask> {
         ));
     }
     let kept: Vec<bool> = array.data.iter().map(|z| z.re != 0.0).collect();
-    let (h, w) = (array.dim(0), array.dim(1));
+    let (h, w) = match array.dim(2) {
+        1 => (array.dim(0), array.dim(1)),
+        w => (array.dim(1), w),
+    };
     if h == 1 || w == 1 {
         return Ok(Mask::Columns(kept));
     }

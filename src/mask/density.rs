@@ -285,30 +285,31 @@ pub fn variable_density_entries<R: Rng + ?Sized>(
 }
 
 #[cfg(test)]
+/// Mean of `values` over the entries of each radius bin outside the ACS square, for the
+/// bins that have such entries.
+pub(super) fn per_bin(values: &Array2<f64>, acs: usize) -> Vec<f64> {
+    let (h, w) = values.dim();
+    let bins = bin_map(h, w, acs, DENSITY_BINS);
+    let mut sum = [0.0; DENSITY_BINS];
+    let mut n = [0usize; DENSITY_BINS];
+    for (v, b) in values.iter().zip(bins.iter()) {
+        if let Some(b) = *b {
+            sum[b] += v;
+            n[b] += 1;
+        }
+    }
+    sum.iter()
+        .zip(&n)
+        .filter(|(_, &n)| n > 0)
+        .map(|(s, &n)| s / n as f64)
+        .collect()
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
-
-    /// Mean of `values` over the entries of each radius bin outside the ACS square, for the
-    /// bins that have such entries.
-    fn per_bin(values: &Array2<f64>, acs: usize) -> Vec<f64> {
-        let (h, w) = values.dim();
-        let bins = bin_map(h, w, acs, DENSITY_BINS);
-        let mut sum = [0.0; DENSITY_BINS];
-        let mut n = [0usize; DENSITY_BINS];
-        for (v, b) in values.iter().zip(bins.iter()) {
-            if let Some(b) = *b {
-                sum[b] += v;
-                n[b] += 1;
-            }
-        }
-        sum.iter()
-            .zip(&n)
-            .filter(|(_, &n)| n > 0)
-            .map(|(s, &n)| s / n as f64)
-            .collect()
-    }
 
     #[test]
     fn radius_is_zero_at_the_centre_and_one_at_the_corners() {

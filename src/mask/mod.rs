@@ -1,6 +1,7 @@
 //! Sampling masks: Cartesian column masks for k-space (random with an ACS block, equispaced),
 //! 2-D masks for k-space undersampled along both phase encodes (random entries with an ACS
-//! square, uniform or of a variable density, module [`density`]), pixel and block masks for
+//! square, uniform or of a variable density, module [`density`], drawn independently or as a
+//! Poisson disc, module [`poisson`]), pixel and block masks for
 //! image-domain problems, and the coverage-aware partial-mask sampler that MSM draws its
 //! partial scores with (MSM.md section 4).
 //!
@@ -8,8 +9,10 @@
 //! fastMRI) or a full 2-D pattern over one coil's `height x width` grid.
 
 pub mod density;
+pub mod poisson;
 
 pub use density::{variable_density_entries, RadialDensity};
+pub use poisson::poisson_disc_entries;
 
 use crate::{Error, Result};
 use ndarray::Array2;
