@@ -116,6 +116,9 @@ run r4-2d-noise --model "$NOISY" --slices 5 --accel 4 --pattern random-2d --nois
 # 2-D masks"; the variable-density fine-tune compared there is not shipped).
 run r4-vd-noise --model "$NOISY" --slices 5 --accel 4 --pattern variable-density-2d \
     --noise 0.01 --steps 200 --samples 2 --final-dc 3
+# The same density drawn as a Poisson disc (docs/results.md, "Poisson-disc 2-D masks").
+run r4-pd-noise --model "$NOISY" --slices 5 --accel 4 --pattern poisson-disc-2d \
+    --noise 0.01 --steps 200 --samples 2 --final-dc 3
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
 run r6 --model "$NOISELESS" --slices 20 --accel 6 --steps "$K" --samples 1 --final-dc 10
 # R = 8 keeps 16 of 128 columns, fewer than the 20 ACS lines used above: 10 ACS lines (the
