@@ -232,37 +232,16 @@ pub fn simulate<R: Rng + ?Sized>(
             let offset = rng.random_range(0..r as usize);
             Mask::Columns(mask::equispaced(opts.width, r as usize, opts.acs, offset)?)
         }
-        Pattern::Random2d => {
-            let side = opts.acs.lines(opts.height.min(opts.width));
-            Mask::Pattern(mask::random_entries(
-                opts.height,
-                opts.width,
-                opts.accel,
-                side,
-                rng,
-            )?)
-        }
-        Pattern::VariableDensity2d => {
-            let side = opts.acs.lines(opts.height.min(opts.width));
-            Mask::Pattern(mask::variable_density_entries(
-                opts.height,
-                opts.width,
-                opts.accel,
-                side,
-                density,
-                rng,
-            )?)
-        }
-        Pattern::PoissonDisc2d => {
-            let side = opts.acs.lines(opts.height.min(opts.width));
-            Mask::Pattern(mask::poisson_disc_entries(
-                opts.height,
-                opts.width,
-                opts.accel,
-                side,
-                density,
-                rng,
-            )?)
+        Pattern::Random2d | Pattern::VariableDensity2d | Pattern::PoissonDisc2d => {
+            let (h, w, r) = (opts.height, opts.width, opts.accel);
+            let side = opts.acs.lines(h.min(w));
+            Mask::Pattern(match opts.pattern {
+                Pattern::VariableDensity2d => {
+                    mask::variable_density_entries(h, w, r, side, density, rng)?
+                }
+                Pattern::PoissonDisc2d => mask::poisson_disc_entries(h, w, r, side, density, rng)?,
+                _ => mask::random_entries(h, w, r, side, rng)?,
+            })
         }
     };
     let op = Sense::new(maps.clone())?;
