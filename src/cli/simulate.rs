@@ -188,9 +188,6 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(path)) => Some(measured_density(path, &opts, a.acs)?),
         (None, None) => None,
     };
-    if let Some(d) = &density {
-        println!("sampling density (centre to corners): {d}");
-    }
     let opts = SimOptions { density, ..opts };
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
     if image.iter().all(|&v| v == 0.0) {
@@ -233,6 +230,9 @@ pub fn run(a: Args) -> Result<()> {
         files.push((p("_ref.png"), bytes));
     }
     msm::io::atomic::write_atomic_set(&files)?;
+    if let Some(d) = &opts.density {
+        eprintln!("sampling density (centre to corners): {d}");
+    }
     eprintln!(
         "simulated {}x{} k-space, {} coils, {:.1}% of {} kept (R = {}), noise std {}",
         opts.height,
