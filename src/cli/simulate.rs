@@ -47,13 +47,13 @@ pub struct Args {
     /// Sampling density of variable-density-2d and poisson-disc-2d masks: relative weights
     /// over equal bins of the normalised k-space radius, centre to corners, comma-separated
     /// (default: (1 - r)^2 over 16 bins).
-    #[arg(long, conflicts_with = "density_of")]
+    #[arg(long, value_name = "WEIGHTS", conflicts_with = "density_of")]
     pub density: Option<msm::mask::RadialDensity>,
     /// Sampling density of variable-density-2d and poisson-disc-2d masks, measured from a 2-D
     /// mask of the same grid (.npy, .cfl, .png, .nii): per radius bin, the fraction it keeps
     /// outside the central --acs square, as msm-train measures scans' masks. Simulates a
     /// scanner's compressed-sensing pattern (e.g. one written by `bart poisson`).
-    #[arg(long)]
+    #[arg(long, value_name = "MASK")]
     pub density_of: Option<PathBuf>,
     /// Noise std of the real and of the imaginary part of each measured k-space entry
     /// (image peak is 1).
