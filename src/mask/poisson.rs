@@ -102,10 +102,12 @@ fn draw<R: Rng + ?Sized>(
     check_accel_square(accel, height, width, acs)?;
     let target = ((height * width) as f64 / accel).round() as usize;
     let (rows, cols) = acs_square(height, width, acs);
-    let in_acs = |i: usize, j: usize| rows.contains(&i) && cols.contains(&j);
+    let acs_mask = Array2::from_shape_fn((height, width), |(i, j)| {
+        rows.contains(&i) && cols.contains(&j)
+    });
     let position = Array2::from_shape_fn((height, width), |(i, j)| {
         let jitter: [f64; 2] = [rng.random(), rng.random()];
-        if in_acs(i, j) {
+        if acs_mask[(i, j)] {
             [i as f64, j as f64]
         } else {
             [i as f64 + jitter[0] - 0.5, j as f64 + jitter[1] - 0.5]
@@ -113,7 +115,7 @@ fn draw<R: Rng + ?Sized>(
     });
     let mut order: Vec<(usize, usize)> = (0..height)
         .flat_map(|i| (0..width).map(move |j| (i, j)))
-        .filter(|&(i, j)| !in_acs(i, j))
+        .filter(|&p| !acs_mask[p])
         .collect();
     order.shuffle(rng);
     let w = interpolated(height, width, density);
@@ -131,17 +133,15 @@ fn draw<R: Rng + ?Sized>(
     // gives weights down to rounding error), so it is halved geometrically.
     let smallest = w.iter().copied().filter(|&w| w > 0.0).fold(1.0, f64::min);
     let (mut lo, mut hi) = (LOWEST_SCALE, (1.0 / smallest).max(LOWEST_SCALE));
-    let mut best: Option<(Array2<bool>, Array2<f64>)> = None;
+    // The closest mask so far: its distance from the target count, the mask, its radii.
+    let mut best: Option<(usize, Array2<bool>, Array2<f64>)> = None;
     for _ in 0..SCALE_STEPS {
         let mid = (lo * hi).sqrt();
         let radius = radii(mid);
-        let mask = adsorb(&order, &radius, &position, acs);
+        let mask = adsorb(&order, &radius, &position, &acs_mask);
         let n = kept(&mask);
-        if best
-            .as_ref()
-            .is_none_or(|(b, _)| n.abs_diff(target) < kept(b).abs_diff(target))
-        {
-            best = Some((mask, radius));
+        if best.as_ref().is_none_or(|b| n.abs_diff(target) < b.0) {
+            best = Some((n.abs_diff(target), mask, radius));
         }
         if n < target {
             lo = mid;
@@ -149,7 +149,7 @@ fn draw<R: Rng + ?Sized>(
             hi = mid;
         }
     }
-    let (mask, _radius) = best.expect("at least one bisection step");
+    let (_, mask, _radius) = best.expect("at least one bisection step");
     Ok(Drawn {
         mask,
         #[cfg(test)]
@@ -203,18 +203,17 @@ fn radius_for(fraction: f64) -> f64 {
     r0 + (r1 - r0) * (f0 - fraction) / (f0 - f1)
 }
 
-/// Random sequential adsorption: the ACS square is kept, then each entry of `order` is kept
-/// when no kept entry's position lies closer to its position than its radius (`radius[p]`, in
-/// grid steps).
+/// Random sequential adsorption: the entries of `kept_first` (the ACS square) are kept, then
+/// each entry of `order` is kept when no kept entry's position lies closer to its position than
+/// its radius (`radius[p]`, in grid steps).
 fn adsorb(
     order: &[(usize, usize)],
     radius: &Array2<f64>,
     position: &Array2<[f64; 2]>,
-    acs: usize,
+    kept_first: &Array2<bool>,
 ) -> Array2<bool> {
     let (h, w) = radius.dim();
-    let (rows, cols) = acs_square(h, w, acs);
-    let mut mask = Array2::from_shape_fn((h, w), |(i, j)| rows.contains(&i) && cols.contains(&j));
+    let mut mask = kept_first.clone();
     // Kept entries bucketed by CELL x CELL cells, for a search that grows with the radius only.
     let (ch, cw) = (h.div_ceil(CELL), w.div_ceil(CELL));
     let mut cells: Vec<Vec<[f64; 2]>> = vec![Vec::new(); ch * cw];
@@ -333,7 +332,8 @@ mod tests {
                 let mut order: Vec<(usize, usize)> =
                     (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).collect();
                 order.shuffle(&mut rng);
-                let m = adsorb(&order, &Array2::from_elem((n, n), r), &position, 0);
+                let none = Array2::from_elem((n, n), false);
+                let m = adsorb(&order, &Array2::from_elem((n, n), r), &position, &none);
                 let inner = m.slice(ndarray::s![50..150, 50..150]);
                 sum += inner.iter().filter(|&&k| k).count() as f64 / 10000.0;
             }
