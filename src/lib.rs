@@ -23,6 +23,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod sense;
 pub mod simulate;
+pub mod uncertainty;
 pub mod unet;
 pub mod volume;
 

@@ -194,6 +194,24 @@ fn demo_runs_and_writes_table_and_panel() {
         table.contains("final DC 1000)"),
         "MSM row without final DC 1000 on noiseless scans:\n{table}"
     );
+    // Two samples (the default): their std map is scored against the error of their mean,
+    // beside what a calibrated map of two samples gives (Student's t, 1 degree of freedom).
+    let u = table
+        .lines()
+        .find(|l| l.starts_with("| axial") && l.matches(" / ").count() == 2)
+        .unwrap_or_else(|| panic!("no uncertainty row:\n{table}"));
+    let cells: Vec<&str> = u.split('|').map(str::trim).collect();
+    let ratio: f64 = cells[2].parse().unwrap();
+    let coverage: Vec<f64> = cells[3].split(" / ").map(|v| v.parse().unwrap()).collect();
+    assert!(ratio > 0.0 && ratio.is_finite(), "{u}");
+    assert!(
+        coverage.windows(2).all(|c| c[0] <= c[1]) && coverage[2] <= 1.0,
+        "{u}"
+    );
+    assert!(
+        table.contains("| calibrated, 2 samples | 1 | 0.500 / 0.705 / 0.795 | | |"),
+        "no calibrated row:\n{table}"
+    );
     assert!(run.out.join("slice0.png").exists(), "panel missing");
     assert!(
         run.stdout.contains("PSNR"),

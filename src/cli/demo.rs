@@ -12,6 +12,7 @@ use msm::recon::{cg_sense, zero_filled, CgOptions};
 use msm::sampler::{self, NetworkPrior, ReconOptions, SamplerOptions};
 use msm::sense::Sense;
 use msm::simulate::{simulate, Acquisition, SimOptions};
+use msm::uncertainty::{calibrate, expected_coverage, Uncertainty, BLOCK};
 use msm::{Error, Result, C32};
 use ndarray::{Array2, Ix2};
 use rand::SeedableRng;
@@ -328,6 +329,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut bart_setting = None;
     let mut cg_iters = a.cg_iters;
     let mut table: Vec<(String, Vec<Row>)> = Vec::new();
+    let mut uncertainty: Vec<(String, Uncertainty)> = Vec::new();
     let maps_note = match a.maps_method {
         Some(m) => format!("{} from each scan's ACS", a.maps_opts.describe(m)),
         None => "the simulation's true birdcage maps".to_string(),
@@ -438,11 +440,24 @@ pub fn run(a: Args) -> Result<()> {
             t,
         )?);
         images.push(("MSM".into(), msm_out.mean.clone()));
+        if ropts.samples >= 2 {
+            let u = calibrate(
+                reference.view(),
+                msm_out.mean.view(),
+                msm_out.std.view(),
+                ropts.samples,
+                true,
+            )?;
+            uncertainty.push((label.clone(), u));
+        }
 
         write_panel(&a.out, si, reference, &images, &msm_out.std)?;
         table.push((label.clone(), rows));
     }
-    let text = format_table(&table, &maps_note, &scan_note(&a));
+    let mut text = format_table(&table, &maps_note, &scan_note(&a));
+    if !uncertainty.is_empty() {
+        text.push_str(&format_uncertainty(&uncertainty));
+    }
     println!("{text}");
     let results = a.out.join("results.md");
     msm::io::atomic::write_atomic(&results, |f| f.write_all(text.as_bytes()))?;
@@ -490,6 +505,53 @@ fn write_panel(
         &grid,
         png::Window::Fixed(0.0, peak),
     )
+}
+
+/// The calibration of MSM's uncertainty maps over the object (per slice, the mean over
+/// slices, and what a calibrated map would give; [`msm::uncertainty`]).
+fn format_uncertainty(rows: &[(String, Uncertainty)]) -> String {
+    let samples = rows[0].1.samples;
+    let mut s = format!(
+        "\nMSM uncertainty: the std of the {samples} samples against the error of their mean, \
+         over the object (predicted std = std x sqrt(1 + 1/{samples})):\n\n| slice | rms error / \
+         rms predicted std | error within 1 / 2 / 3 predicted std | Spearman (std, error), \
+         pixels | the same, {BLOCK} x {BLOCK} blocks |\n|---|---|---|---|---|\n"
+    );
+    let line = |label: &str, ratio: f64, c: [f64; 3], rho: f64, block: f64| {
+        format!(
+            "| {label} | {ratio:.2} | {:.3} / {:.3} / {:.3} | {rho:.3} | {block:.3} |\n",
+            c[0], c[1], c[2]
+        )
+    };
+    for (label, u) in rows {
+        let o = &u.object;
+        s.push_str(&line(
+            label,
+            o.ratio,
+            o.coverage,
+            o.spearman,
+            o.block_spearman,
+        ));
+    }
+    let n = rows.len() as f64;
+    let mean = |f: &dyn Fn(&Uncertainty) -> f64| rows.iter().map(|(_, u)| f(u)).sum::<f64>() / n;
+    if rows.len() > 1 {
+        s.push_str(&line(
+            "mean",
+            mean(&|u| u.object.ratio),
+            [0, 1, 2].map(|k| mean(&|u| u.object.coverage[k])),
+            mean(&|u| u.object.spearman),
+            mean(&|u| u.object.block_spearman),
+        ));
+    }
+    let e = expected_coverage(samples);
+    s.push_str(&format!(
+        "| calibrated, {samples} samples | 1 | {:.3} / {:.3} / {:.3} | | |\n\nA ratio above 1 and \
+         coverage below a calibrated map's: the error is larger than the samples' spread \
+         admits (over-confident).\n",
+        e[0], e[1], e[2]
+    ));
+    s
 }
 
 /// The results table (per slice, then mean and std over slices) and its notes; `maps` says

@@ -6,6 +6,7 @@ use super::slices::parse_slices;
 use msm::io::fastmri::{is_raw, FastMriFile};
 use msm::io::{cfl, npy};
 use msm::metrics::{check_reference, compare, Quality};
+use msm::uncertainty::{calibrate, expected_coverage, Calibration, Uncertainty, BLOCK, LEVELS};
 use msm::volume::output::BART_SLICE_DIM;
 use msm::volume::read_volume;
 use msm::{Error, Result, C32};
@@ -31,6 +32,15 @@ pub struct Args {
     /// `..b` or one index (default: all, in order).
     #[arg(long)]
     pub slices: Option<String>,
+    /// A posterior std map to score as the image's uncertainty (as `msm reconstruct --std`
+    /// writes it; a volume of maps for a volume): how well its spread predicts the image's
+    /// error (magnitudes, scaled with the image), against what a calibrated map of `--samples`
+    /// samples would give.
+    #[arg(long, value_name = "STD", requires = "samples")]
+    pub std: Option<PathBuf>,
+    /// The number of posterior samples the `--std` map is the std of (at least 2).
+    #[arg(long, value_name = "N", requires = "std")]
+    pub samples: Option<usize>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -62,16 +72,114 @@ pub fn run(a: Args) -> Result<()> {
             format!("{e} (reference {})", a.reference.display()),
         )
     })?;
+    let uncertainty = match (&a.std, a.samples) {
+        (Some(path), Some(n)) => {
+            let std = real_map(path, data::read_image(path)?)?;
+            Some(score_std(path, &r, &x, &std, n, a.scale)?)
+        }
+        _ => None,
+    };
     if a.json {
-        println!("{{{}, \"scaled\": {}}}", json_fields(&q), a.scale);
+        let u = uncertainty.map_or(String::new(), |u| {
+            format!(", \"uncertainty\": {}", uncertainty_json(&u))
+        });
+        println!("{{{}{u}, \"scaled\": {}}}", json_fields(&q), a.scale);
     } else {
         println!(
             "{}  (magnitude, peak = reference max, {})",
             text(&q),
             scaling(a.scale)
         );
+        if let Some(u) = uncertainty {
+            println!("{}", uncertainty_text(&u));
+        }
     }
     Ok(())
+}
+
+/// A std map read as an image: its real values, refused when it holds a complex value.
+fn real_map(path: &Path, map: Array2<C32>) -> Result<Array2<f32>> {
+    if map.iter().any(|v| v.im != 0.0) {
+        return Err(Error::format(
+            path,
+            "holds complex values; expected a real std map (msm reconstruct --std writes one)",
+        ));
+    }
+    Ok(map.mapv(|v| v.re))
+}
+
+/// The calibration of the std map in `path` (of `samples` samples) against the image's error,
+/// its errors naming the file.
+fn score_std(
+    path: &Path,
+    reference: &Array2<C32>,
+    image: &Array2<C32>,
+    std: &Array2<f32>,
+    samples: usize,
+    scale: bool,
+) -> Result<Uncertainty> {
+    calibrate(reference.view(), image.view(), std.view(), samples, scale)
+        .map_err(|e| Error::format(path, e.to_string()))
+}
+
+/// One region's calibration as JSON fields.
+fn calibration_json(c: &Calibration) -> String {
+    format!(
+        "{{\"pixels\": {}, \"ratio\": {}, \"coverage\": [{}], \"spearman\": {}, \
+         \"block_spearman\": {}}}",
+        c.pixels,
+        num(c.ratio),
+        c.coverage.map(num).join(", "),
+        num(c.spearman),
+        num(c.block_spearman)
+    )
+}
+
+/// A std map's calibration as a JSON object.
+fn uncertainty_json(u: &Uncertainty) -> String {
+    format!(
+        "{{\"samples\": {}, \"levels\": [{}], \"expected_coverage\": [{}], \"whole\": {}, \
+         \"object\": {}}}",
+        u.samples,
+        LEVELS.map(|k| k.to_string()).join(", "),
+        expected_coverage(u.samples).map(num).join(", "),
+        calibration_json(&u.whole),
+        calibration_json(&u.object)
+    )
+}
+
+/// One region's calibration as text.
+fn calibration_text(c: &Calibration) -> String {
+    format!(
+        "rms |error| / rms predicted std {:.2}, |error| within 1 / 2 / 3 predicted std on {:.3} \
+         / {:.3} / {:.3} of {} pixels, Spearman(std, |error|) {:.3} over pixels, {:.3} over \
+         {BLOCK} x {BLOCK} blocks",
+        c.ratio,
+        c.coverage[0],
+        c.coverage[1],
+        c.coverage[2],
+        c.pixels,
+        c.spearman,
+        c.block_spearman
+    )
+}
+
+/// A std map's calibration as text: the object, the whole image and what a calibrated map
+/// would give.
+fn uncertainty_text(u: &Uncertainty) -> String {
+    let e = expected_coverage(u.samples);
+    format!(
+        "uncertainty, object: {}\nuncertainty, whole image: {}\n(predicted std = std x sqrt(1 \
+         + 1/{n}); a calibrated map of {n} samples: ratio 1, coverage {:.3} / {:.3} / {:.3}, \
+         Student's t with {} degrees of freedom)",
+        calibration_text(&u.object),
+        calibration_text(&u.whole),
+        e[0],
+        e[1],
+        e[2],
+        u.samples - 1,
+        n = u.samples
+    )
 }
 
 /// The reference in `path`, each file read once: a volume for an `.h5` file (its
@@ -143,14 +251,41 @@ fn run_volume(a: &Args, reference: Vec<Array2<C32>>) -> Result<()> {
             ),
         ));
     }
+    let std = match &a.std {
+        Some(path) => {
+            let maps = read_volume(path)?;
+            if maps.len() != image.len() {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "holds {} std maps but the image {} holds {} slices; expected one map \
+                         for each",
+                        maps.len(),
+                        a.image.display(),
+                        image.len()
+                    ),
+                ));
+            }
+            maps.into_iter()
+                .map(|m| real_map(path, m).map(Some))
+                .collect::<Result<Vec<_>>>()?
+        }
+        None => vec![None; image.len()],
+    };
     let mut rows = Vec::with_capacity(range.len());
-    for (k, x) in range.clone().zip(image) {
+    let mut uncertainty = Vec::new();
+    for ((k, x), std) in range.clone().zip(image).zip(std) {
         let r = &reference[k];
         let in_slice = |path: &Path, e: Error| Error::format(path, format!("slice {k}: {e}"));
         check_reference(r.view()).map_err(|e| in_slice(&a.reference, e))?;
         let x = magnitude_if_real(r, x);
         let q = compare(r.view(), x.view(), a.scale).map_err(|e| in_slice(&a.image, e))?;
         rows.push((k, q));
+        if let (Some(std), Some(path), Some(n)) = (std, &a.std, a.samples) {
+            let u = calibrate(r.view(), x.view(), std.view(), n, a.scale)
+                .map_err(|e| in_slice(path, e))?;
+            uncertainty.push(u);
+        }
     }
     // Mean and sample standard deviation over the slices (NaN, JSON's null, for one slice).
     let mean = |f: fn(&Quality) -> f64| {
@@ -181,15 +316,27 @@ fn run_volume(a: &Args, reference: Vec<Array2<C32>>) -> Result<()> {
                 )
             })
             .collect();
+        let u = if uncertainty.is_empty() {
+            String::new()
+        } else {
+            let each: Vec<String> = uncertainty.iter().map(uncertainty_json).collect();
+            format!(", \"uncertainty\": [{}]", each.join(", "))
+        };
         println!(
-            "{{\"slices\": [{}], {}, \"scaled\": {}}}",
+            "{{\"slices\": [{}], {}{u}, \"scaled\": {}}}",
             slices.join(", "),
             summary.join(", "),
             a.scale
         );
     } else {
-        for (k, q) in &rows {
+        for (i, (k, q)) in rows.iter().enumerate() {
             println!("slice {k}: {}", text(q));
+            if let Some(u) = uncertainty.get(i) {
+                println!(
+                    "slice {k}: uncertainty, object: {}",
+                    calibration_text(&u.object)
+                );
+            }
         }
         let [p, s, so, n] = stats.map(|(_, v)| v);
         println!(
@@ -207,8 +354,37 @@ fn run_volume(a: &Args, reference: Vec<Array2<C32>>) -> Result<()> {
             n.1,
             scaling(a.scale)
         );
+        if !uncertainty.is_empty() {
+            println!("{}", uncertainty_summary(&uncertainty));
+        }
     }
     Ok(())
+}
+
+/// The mean over slices of the std maps' calibration over the object, and what a calibrated
+/// map would give.
+fn uncertainty_summary(slices: &[Uncertainty]) -> String {
+    let n = slices.len() as f64;
+    let mean =
+        |f: &dyn Fn(&Calibration) -> f64| slices.iter().map(|u| f(&u.object)).sum::<f64>() / n;
+    let samples = slices[0].samples;
+    let e = expected_coverage(samples);
+    format!(
+        "uncertainty, object, mean over {} slices: rms |error| / rms predicted std {:.2}, \
+         |error| within 1 / 2 / 3 predicted std on {:.3} / {:.3} / {:.3}, Spearman(std, \
+         |error|) {:.3} over pixels, {:.3} over {BLOCK} x {BLOCK} blocks (a calibrated map of \
+         {samples} samples: ratio 1, coverage {:.3} / {:.3} / {:.3})",
+        slices.len(),
+        mean(&|c| c.ratio),
+        mean(&|c| c.coverage[0]),
+        mean(&|c| c.coverage[1]),
+        mean(&|c| c.coverage[2]),
+        mean(&|c| c.spearman),
+        mean(&|c| c.block_spearman),
+        e[0],
+        e[1],
+        e[2]
+    )
 }
 
 /// The image's magnitude when the reference is real (a magnitude image: fastMRI's

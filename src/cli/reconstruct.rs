@@ -51,7 +51,8 @@ pub struct Args {
     pub raw: super::scan::RawArgs,
     /// Write the pixel-wise standard deviation of the samples' magnitude here (.png, .nii,
     /// .nii.gz, .npy, .cfl): an uncertainty map (zero for one sample). For a volume, a volume
-    /// in the output's layout (.nii, .nii.gz, float32 .npy or .cfl), resumed with it.
+    /// in the output's layout (.nii, .nii.gz, float32 .npy or .cfl), resumed with it. `msm
+    /// metrics REF OUT --std FILE --samples N` scores how well it predicts the error.
     #[arg(long)]
     pub std: Option<PathBuf>,
     /// Scale the k-space so that the 99th percentile of the zero-filled magnitude equals this
