@@ -66,6 +66,11 @@ struct Outcome {
     dc: f64,
     /// rms of the acquired data, in noise stds.
     rms_y: f64,
+    /// Total variance of the samples (the trace of their covariance) over the closed-form
+    /// posterior's: 1 when the samples spread as the posterior does.
+    spread: f64,
+    /// The prior's total variance over the posterior's (where the spread starts from).
+    prior_spread: f64,
 }
 
 fn posterior_run(
@@ -74,14 +79,16 @@ fn posterior_run(
     steps: usize,
     partial: PartialKind,
     final_dc: usize,
+    eta: f64,
 ) -> Outcome {
     let c = case(21);
     let prior = c.p.prior();
     let exact = posterior_mean(&c.p, &c.rows, &c.y_rows, NOISE);
+    let post_var = posterior_cov(&c.p, &c.rows, NOISE).trace().re;
     let opts = SamplerOptions {
         steps,
         partials,
-        eta: 0.85,
+        eta,
         seed: 9,
         partial: Some(partial),
         mode,
@@ -113,6 +120,8 @@ fn posterior_run(
         prior_rel: (to_vec(&c.p.mean) - &exact).norm() / exact.norm(),
         dc,
         rms_y: (c.y_rows.norm_squared() / (2.0 * c.rows.len() as f64)).sqrt() / NOISE,
+        spread: moments(&out.samples).1.trace().re / post_var,
+        prior_spread: c.p.cov.trace().re / post_var,
     }
 }
 
@@ -126,15 +135,51 @@ fn exact_score_posterior_matches_closed_form() {
         accel: 1.0,
         acs: Acs::Lines(0),
     };
-    let o = posterior_run(Mode::Parallel, 1, 200, full, 0);
+    let o = posterior_run(Mode::Parallel, 1, 200, full, 0, 0.85);
     let msg = format!(
         "posterior mean relative error {:.4} (prior mean {:.4}); worst data residual {:.2} \
-         noise std (data rms {:.1})",
-        o.rel, o.prior_rel, o.dc, o.rms_y
+         noise std (data rms {:.1}); spread {:.3} of the posterior's (prior {:.2})",
+        o.rel, o.prior_rel, o.dc, o.rms_y, o.spread, o.prior_spread
     );
     println!("exact score, K = 200, 64 samples: {msg}");
     assert!(o.rel < 0.06, "{msg}");
     assert!(o.dc < 3.0, "{msg}");
+}
+
+/// With the exact score and DDPM moves (eta 1), the samples spread as the closed-form posterior
+/// does once the steps are fine: their total variance is within 25% of the posterior's at
+/// K = 1000. At K = 200 and 50 the samples fit the data less closely (their residual is over
+/// a noise std), and that misfit is spread the posterior does not have: an uncertainty map from
+/// a coarse sampler overstates the spread in directions the data determine.
+#[test]
+fn exact_score_samples_spread_as_the_posterior() {
+    let full = PartialKind::Columns {
+        width: N,
+        accel: 1.0,
+        acs: Acs::Lines(0),
+    };
+    let runs: Vec<(usize, Outcome)> = [50, 200, 1000]
+        .into_iter()
+        .map(|k| (k, posterior_run(Mode::Parallel, 1, k, full.clone(), 0, 1.0)))
+        .collect();
+    let msg: Vec<String> = runs
+        .iter()
+        .map(|(k, o)| {
+            format!(
+                "K = {k}: spread {:.3} of the posterior's (prior {:.1}), worst data residual \
+                 {:.2} noise std",
+                o.spread, o.prior_spread, o.dc
+            )
+        })
+        .collect();
+    let msg = msg.join("; ");
+    println!("exact score, eta 1, 64 samples: {msg}");
+    let fine = &runs[2].1;
+    assert!((fine.spread - 1.0).abs() < 0.25, "{msg}");
+    assert!(
+        runs[1].1.spread > 1.5 && runs[0].1.spread > runs[1].1.spread,
+        "{msg}"
+    );
 }
 
 /// MSM posterior sampling (partial scores, w = 3): the sample mean moves most of the way from
@@ -153,11 +198,12 @@ fn msm_posterior_approaches_closed_form() {
     };
     for (masks, partial) in [("column", kind()), ("2-D", entries)] {
         for mode in [Mode::Parallel, Mode::Sequential] {
-            let o = posterior_run(mode, 3, 200, partial.clone(), 0);
+            let o = posterior_run(mode, 3, 200, partial.clone(), 0, 0.85);
             let msg = format!(
                 "{mode:?}: posterior mean relative error {:.4} (prior mean {:.4}); worst data \
-                 residual {:.2} noise std (data rms {:.1})",
-                o.rel, o.prior_rel, o.dc, o.rms_y
+                 residual {:.2} noise std (data rms {:.1}); spread {:.3} of the posterior's \
+                 (prior {:.2})",
+                o.rel, o.prior_rel, o.dc, o.rms_y, o.spread, o.prior_spread
             );
             println!("MSM {masks} partial masks, w = 3, K = 200, 64 samples: {msg}");
             assert!(o.rel < 0.3 && o.rel < 0.4 * o.prior_rel, "{masks}: {msg}");
@@ -172,12 +218,12 @@ fn msm_posterior_approaches_closed_form() {
 #[test]
 fn final_data_consistency_fits_the_data_to_the_noise_level() {
     for mode in [Mode::Parallel, Mode::Sequential] {
-        let plain = posterior_run(mode, 3, 200, kind(), 0);
-        let dc = posterior_run(mode, 3, 200, kind(), 10);
+        let plain = posterior_run(mode, 3, 200, kind(), 0, 0.85);
+        let dc = posterior_run(mode, 3, 200, kind(), 10, 0.85);
         let msg = format!(
             "{mode:?}: worst data residual {:.2} -> {:.2} noise std; posterior mean relative \
-             error {:.4} -> {:.4} (prior mean {:.4})",
-            plain.dc, dc.dc, plain.rel, dc.rel, dc.prior_rel
+             error {:.4} -> {:.4} (prior mean {:.4}); spread {:.3} -> {:.3} of the posterior's",
+            plain.dc, dc.dc, plain.rel, dc.rel, dc.prior_rel, plain.spread, dc.spread
         );
         println!("MSM w = 3, K = 200, 64 samples, final DC 10 iterations: {msg}");
         assert!(dc.dc < 2.0, "{msg}");

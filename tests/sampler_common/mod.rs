@@ -145,6 +145,19 @@ pub fn posterior_mean(
     &mu + gain * (y_rows - &b * &mu)
 }
 
+/// Exact posterior covariance `Cov[x | B x + noise = y_rows]` (`E[e e^H]`) for `rows` of the
+/// dense forward matrix, noise as in [`posterior_mean`]; it does not depend on the data.
+pub fn posterior_cov(p: &Problem, rows: &[usize], noise_std: f64) -> DMatrix<C64> {
+    let a = dense(&p.op);
+    let b = DMatrix::from_fn(rows.len(), a.ncols(), |i, j| a[(rows[i], j)]);
+    let mut gram = &b * &p.cov * b.adjoint();
+    for i in 0..rows.len() {
+        gram[(i, i)] += C64::new(2.0 * noise_std * noise_std, 0.0);
+    }
+    let gain = &p.cov * b.adjoint() * gram.try_inverse().unwrap();
+    &p.cov - gain * &b * &p.cov
+}
+
 /// A real affine map on the packed `[re; im]` vector equivalent to the complex map
 /// `v -> l v + c`: returns the `2n x 2n` matrix (row-major) and the bias.
 pub fn real_affine(l: &DMatrix<C64>, c: &DVector<C64>) -> (Vec<f32>, Vec<f32>) {
