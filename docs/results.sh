@@ -119,6 +119,17 @@ run r4-vd-noise --model "$NOISY" --slices 5 --accel 4 --pattern variable-density
 # The same density drawn as a Poisson disc (docs/results.md, "Poisson-disc 2-D masks").
 run r4-pd-noise --model "$NOISY" --slices 5 --accel 4 --pattern poisson-disc-2d \
     --noise 0.01 --steps 200 --samples 2 --final-dc 3
+# The calibration of MSM's uncertainty maps (docs/results.md, "Is the uncertainty map
+# calibrated?"; the demo's second table): the best noisy setting with 8 and with 2 samples,
+# the latter also without final data consistency, and the noiseless scans at K = 30, 8 samples.
+run unc-noise-s8 --model "$NOISY" --slices 5 --accel 4 --noise 0.01 --steps 200 --samples 8 \
+    --final-dc 3 --no-bart
+run unc-noise-s2 --model "$NOISY" --slices 5 --accel 4 --noise 0.01 --steps 200 --samples 2 \
+    --final-dc 3 --no-bart
+run unc-noise-s2-dc0 --model "$NOISY" --slices 5 --accel 4 --noise 0.01 --steps 200 \
+    --samples 2 --final-dc 0 --no-bart
+run unc-k30-s8 --model "$NOISY" --slices 5 --accel 4 --steps 30 --samples 8 --final-dc 1000 \
+    --no-bart
 # The R = 4 model at higher accelerations (BART's lambda re-chosen on the first slice).
 run r6 --model "$NOISELESS" --slices 20 --accel 6 --steps "$K" --samples 1 --final-dc 10
 # R = 8 keeps 16 of 128 columns, fewer than the 20 ACS lines used above: 10 ACS lines (the
@@ -173,6 +184,8 @@ run noisy-prior-sequential --model "$NOISY" --slices 5 --accel 4 --steps 200 --s
 for d in "$OUT"/*/; do
     name=$(basename "$d")
     echo "### $name"
-    awk '/Mean \(std\)/{f=1} f && /^\|/' "$d/results.md"
+    awk '/Mean \(std\)/{f=1} /MSM uncertainty/{f=0} f && /^\|/' "$d/results.md"
+    # The uncertainty maps' calibration (runs of several samples): the mean and calibrated rows.
+    awk '/MSM uncertainty/{f=1} f && /^\| (mean|calibrated)/' "$d/results.md"
     echo
 done
