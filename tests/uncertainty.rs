@@ -222,6 +222,15 @@ fn bad_std_maps_are_refused() {
         args(&small, "2"),
         &["small.npy", "std map is 8x16", "reference is 16x16"],
     );
+    // A PNG holds a display window, not the std's values.
+    let png = d.join("std.png");
+    msm::io::png::write_png(
+        &png,
+        &ndarray::Array2::<f32>::ones((16, 16)),
+        msm::io::png::Window::Auto,
+    )
+    .unwrap();
+    run(args(&png, "2"), &["std.png", "display window", ".npy"]);
     // A volume's maps must match its slices one for one.
     let ref_vol = write("ref_vol.npy", &[2, 16, 16], true);
     let img_vol = write("img_vol.npy", &[2, 16, 16], true);

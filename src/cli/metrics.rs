@@ -97,8 +97,16 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// A std map read as an image: its real values, refused when it holds a complex value.
+/// A std map read as an image: its real values, refused when it holds a complex value or
+/// comes from a PNG (which holds a display window of the map, not its values).
 fn real_map(path: &Path, map: Array2<C32>) -> Result<Array2<f32>> {
+    if data::kind(path) == data::Kind::Png {
+        return Err(Error::format(
+            path,
+            "is a PNG, which holds a display window of the std map, not its values; expected \
+             the map as .npy, .nii, .nii.gz or .cfl",
+        ));
+    }
     if map.iter().any(|v| v.im != 0.0) {
         return Err(Error::format(
             path,
