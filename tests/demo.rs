@@ -194,6 +194,18 @@ fn demo_runs_and_writes_table_and_panel() {
         table.contains("final DC 1000)"),
         "MSM row without final DC 1000 on noiseless scans:\n{table}"
     );
+    // With BART installed (as on CI), both of its regularisers, each tuned on the slice.
+    if bart_installed() {
+        for peer in ["| BART l1-wavelet (", "| BART TV ("] {
+            assert!(table.contains(peer), "table lacks {peer}:\n{table}");
+        }
+        let (wavelet, tv) = (
+            psnr_of(&table, "BART l1-wavelet"),
+            psnr_of(&table, "BART TV"),
+        );
+        let zero_filled = psnr_of(&table, "zero-filled");
+        assert!(tv > zero_filled && wavelet > zero_filled, "{table}");
+    }
     // Two samples (the default): their std map is scored against the error of their mean,
     // beside what a calibrated map of two samples gives (Student's t, 1 degree of freedom).
     let u = table
@@ -218,6 +230,14 @@ fn demo_runs_and_writes_table_and_panel() {
         "table not printed: {}",
         run.stdout
     );
+}
+
+/// Whether `bart` runs here (CI installs it; elsewhere the BART rows are skipped).
+fn bart_installed() -> bool {
+    Command::new("bart")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Runs a two-step, one-sample demo of one slice without BART, with `extra` arguments.

@@ -1,6 +1,6 @@
 //! `msm demo`: the main job. Held-out slices of the Colin27 brain (Debian package
 //! `mricron-data`) are turned into simulated 4x accelerated 8-coil scans and reconstructed with
-//! zero-filled, CG-SENSE, BART `pics` l1-wavelet (when `bart` is on PATH) and MSM posterior
+//! zero-filled, CG-SENSE, BART `pics` l1-wavelet and TV (when `bart` is on PATH) and MSM posterior
 //! sampling with the shipped model. Prints a table and writes a PNG panel per slice.
 
 use super::simulate::PatternArg;
@@ -25,7 +25,7 @@ use std::time::Instant;
 pub const COLIN27: &str = "/usr/share/mricron/templates/ch2.nii.gz";
 /// A held-out slice shipped with the repository, used when `mricron-data` is missing.
 pub const SHIPPED_SLICE: &str = "models/examples/colin27-axial-90.npy";
-/// Regularisation weights tried for BART's l1-wavelet on the first slice.
+/// Regularisation weights tried for each BART regulariser on the first slice.
 const BART_LAMBDAS: [f64; 4] = [0.001, 0.003, 0.01, 0.03];
 /// Iteration limits (`pics -i`) tried for BART on the first slice, with each lambda: on
 /// noiseless data more iterations keep gaining (30 is BART's default).
@@ -90,7 +90,7 @@ pub struct Args {
     /// noiseless scans, 100 on noiseless scans with --maps-method, 3 on noisy ones).
     #[arg(long)]
     pub final_dc: Option<usize>,
-    /// Skip BART even when it is installed.
+    /// Skip BART (l1-wavelet and TV) even when it is installed.
     #[arg(long)]
     pub no_bart: bool,
     /// Estimate the coil maps of each scan from its ACS with this method, as on real scans,
@@ -211,16 +211,45 @@ fn scaled(reference: &Array2<C32>, image: &Array2<C32>) -> Array2<f32> {
     image.mapv(|v| (v * s).norm())
 }
 
-/// Runs BART pics l1-wavelet with weight `lambda` and at most `iters` iterations on files
-/// under `dir`.
-fn bart_pics(dir: &Path, lambda: f64, iters: usize) -> Result<Array2<C32>> {
-    let out = dir.join(format!("pics_{lambda}_{iters}"));
+/// The regularisers of BART `pics` the demo runs (`shared/DATA.md`'s peers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BartReg {
+    /// l1-wavelet, `-R W:7:0:lambda` (the peer).
+    Wavelet,
+    /// Total variation over both image axes, `-R T:3:0:lambda`.
+    Tv,
+}
+
+impl BartReg {
+    const ALL: [BartReg; 2] = [BartReg::Wavelet, BartReg::Tv];
+
+    /// The method's name in the tables.
+    fn name(self) -> &'static str {
+        match self {
+            BartReg::Wavelet => "BART l1-wavelet",
+            BartReg::Tv => "BART TV",
+        }
+    }
+
+    /// The `pics -R` argument for weight `lambda`.
+    fn flag(self, lambda: f64) -> String {
+        match self {
+            BartReg::Wavelet => format!("W:7:0:{lambda}"),
+            BartReg::Tv => format!("T:3:0:{lambda}"),
+        }
+    }
+}
+
+/// Runs BART pics with regulariser `reg` of weight `lambda` and at most `iters` iterations on
+/// files under `dir`.
+fn bart_pics(dir: &Path, reg: BartReg, lambda: f64, iters: usize) -> Result<Array2<C32>> {
+    let out = dir.join(format!("pics_{reg:?}_{lambda}_{iters}"));
     let status = Command::new("bart")
         .arg("pics")
         .arg("-i")
         .arg(iters.to_string())
         .arg("-R")
-        .arg(format!("W:7:0:{lambda}"))
+        .arg(reg.flag(lambda))
         .arg(dir.join("ksp"))
         .arg(dir.join("maps"))
         .arg(&out)
@@ -233,6 +262,32 @@ fn bart_pics(dir: &Path, lambda: f64, iters: usize) -> Result<Array2<C32>> {
         )));
     }
     cfl::read_image(&out)
+}
+
+/// BART's lambda and iteration limit for `reg`: the best PSNR on `reference` over
+/// [`BART_LAMBDAS`] x [`BART_ITERS`] (the sweep printed on stderr).
+fn bart_sweep(work: &Path, reg: BartReg, reference: &Array2<C32>) -> Result<(f64, usize)> {
+    let mut best = (f64::NEG_INFINITY, (BART_LAMBDAS[0], BART_ITERS[0]));
+    for &l in &BART_LAMBDAS {
+        for &n in &BART_ITERS {
+            let img = bart_pics(work, reg, l, n)?;
+            let q = compare(reference.view(), img.view(), true)?;
+            eprintln!(
+                "{} lambda {l}, {n} iterations: {:.2} dB",
+                reg.name(),
+                q.psnr
+            );
+            if q.psnr > best.0 {
+                best = (q.psnr, (l, n));
+            }
+        }
+    }
+    let (l, n) = best.1;
+    eprintln!(
+        "{} fixed at lambda {l}, {n} iterations (best on the first slice)",
+        reg.name()
+    );
+    Ok(best.1)
 }
 
 /// A note when the simulated scans are noisy but the model was trained on noiseless
@@ -326,7 +381,8 @@ pub fn run(a: Args) -> Result<()> {
         .map_err(|e| Error::io(&a.out, e))?;
     let work = scratch.path();
     let prior = NetworkPrior::new(net);
-    let mut bart_setting = None;
+    // Each regulariser's (lambda, iterations), chosen on the first slice.
+    let mut bart_settings: [Option<(f64, usize)>; 2] = [None; 2];
     let mut cg_iters = a.cg_iters;
     let mut table: Vec<(String, Vec<Row>)> = Vec::new();
     let mut uncertainty: Vec<(String, Uncertainty)> = Vec::new();
@@ -382,38 +438,25 @@ pub fn run(a: Args) -> Result<()> {
         if use_bart {
             cfl::write_coils(work.join("ksp"), &acq.kspace)?;
             cfl::write_coils(work.join("maps"), op.maps())?;
-            let (lambda, iters) = match bart_setting {
-                Some(s) => s,
-                None => {
-                    let mut best = (f64::NEG_INFINITY, (BART_LAMBDAS[0], BART_ITERS[0]));
-                    for &l in &BART_LAMBDAS {
-                        for &n in &BART_ITERS {
-                            let img = bart_pics(work, l, n)?;
-                            let q = compare(reference.view(), img.view(), true)?;
-                            eprintln!(
-                                "BART l1-wavelet lambda {l}, {n} iterations: {:.2} dB",
-                                q.psnr
-                            );
-                            if q.psnr > best.0 {
-                                best = (q.psnr, (l, n));
-                            }
-                        }
+            for (reg, setting) in BartReg::ALL.into_iter().zip(bart_settings.iter_mut()) {
+                let (lambda, iters) = match *setting {
+                    Some(s) => s,
+                    None => {
+                        let chosen = bart_sweep(work, reg, reference)?;
+                        *setting = Some(chosen);
+                        chosen
                     }
-                    let (l, n) = best.1;
-                    eprintln!("BART fixed at lambda {l}, {n} iterations (best on the first slice)");
-                    bart_setting = Some(best.1);
-                    best.1
-                }
-            };
-            let t = Instant::now();
-            let img = bart_pics(work, lambda, iters)?;
-            rows.push(row(
-                &format!("BART l1-wavelet ({lambda}, {iters} it.)"),
-                reference,
-                &img,
-                t,
-            )?);
-            images.push(("BART".into(), img));
+                };
+                let t = Instant::now();
+                let img = bart_pics(work, reg, lambda, iters)?;
+                rows.push(row(
+                    &format!("{} ({lambda}, {iters} it.)", reg.name()),
+                    reference,
+                    &img,
+                    t,
+                )?);
+                images.push((reg.name().into(), img));
+            }
         }
 
         let t = Instant::now();
