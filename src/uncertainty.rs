@@ -58,6 +58,21 @@ pub struct Uncertainty {
     pub samples: usize,
 }
 
+/// The mean of each figure of the maps' calibration over the object, over several slices
+/// (`pixels` summed); `None` for no slices.
+pub fn mean_object(slices: &[Uncertainty]) -> Option<Calibration> {
+    let n = slices.len() as f64;
+    let mean =
+        |f: &dyn Fn(&Calibration) -> f64| slices.iter().map(|u| f(&u.object)).sum::<f64>() / n;
+    (!slices.is_empty()).then(|| Calibration {
+        pixels: slices.iter().map(|u| u.object.pixels).sum(),
+        ratio: mean(&|c| c.ratio),
+        coverage: [0, 1, 2].map(|k| mean(&|c| c.coverage[k])),
+        spearman: mean(&|c| c.spearman),
+        block_spearman: mean(&|c| c.block_spearman),
+    })
+}
+
 /// `P(|T| <= k)` for Student's t with `dof` degrees of freedom (at least 1), by the finite
 /// series of Abramowitz and Stegun 26.7.3 (odd) and 26.7.4 (even): exact for every integer
 /// `dof`, and the degrees of freedom here are always integers (`N - 1`).

@@ -12,7 +12,7 @@ use msm::recon::{cg_sense, zero_filled, CgOptions};
 use msm::sampler::{self, NetworkPrior, ReconOptions, SamplerOptions};
 use msm::sense::Sense;
 use msm::simulate::{simulate, Acquisition, SimOptions};
-use msm::uncertainty::{calibrate, expected_coverage, Uncertainty, BLOCK};
+use msm::uncertainty::{calibrate, expected_coverage, mean_object, Uncertainty, BLOCK};
 use msm::{Error, Result, C32};
 use ndarray::{Array2, Ix2};
 use rand::SeedableRng;
@@ -576,16 +576,17 @@ fn format_uncertainty(rows: &[(String, Uncertainty)]) -> String {
             o.block_spearman,
         ));
     }
-    let n = rows.len() as f64;
-    let mean = |f: &dyn Fn(&Uncertainty) -> f64| rows.iter().map(|(_, u)| f(u)).sum::<f64>() / n;
     if rows.len() > 1 {
-        s.push_str(&line(
-            "mean",
-            mean(&|u| u.object.ratio),
-            [0, 1, 2].map(|k| mean(&|u| u.object.coverage[k])),
-            mean(&|u| u.object.spearman),
-            mean(&|u| u.object.block_spearman),
-        ));
+        let all: Vec<Uncertainty> = rows.iter().map(|(_, u)| *u).collect();
+        if let Some(m) = mean_object(&all) {
+            s.push_str(&line(
+                "mean",
+                m.ratio,
+                m.coverage,
+                m.spearman,
+                m.block_spearman,
+            ));
+        }
     }
     let e = expected_coverage(samples);
     s.push_str(&format!(

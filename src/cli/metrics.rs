@@ -6,7 +6,9 @@ use super::slices::parse_slices;
 use msm::io::fastmri::{is_raw, FastMriFile};
 use msm::io::{cfl, npy};
 use msm::metrics::{check_reference, compare, Quality};
-use msm::uncertainty::{calibrate, expected_coverage, Calibration, Uncertainty, BLOCK, LEVELS};
+use msm::uncertainty::{
+    calibrate, expected_coverage, mean_object, Calibration, Uncertainty, BLOCK, LEVELS,
+};
 use msm::volume::output::BART_SLICE_DIM;
 use msm::volume::read_volume;
 use msm::{Error, Result, C32};
@@ -372,9 +374,7 @@ fn run_volume(a: &Args, reference: Vec<Array2<C32>>) -> Result<()> {
 /// The mean over slices of the std maps' calibration over the object, and what a calibrated
 /// map would give.
 fn uncertainty_summary(slices: &[Uncertainty]) -> String {
-    let n = slices.len() as f64;
-    let mean =
-        |f: &dyn Fn(&Calibration) -> f64| slices.iter().map(|u| f(&u.object)).sum::<f64>() / n;
+    let m = mean_object(slices).expect("a summary of at least one slice");
     let samples = slices[0].samples;
     let e = expected_coverage(samples);
     format!(
@@ -383,12 +383,12 @@ fn uncertainty_summary(slices: &[Uncertainty]) -> String {
          |error|) {:.3} over pixels, {:.3} over {BLOCK} x {BLOCK} blocks (a calibrated map of \
          {samples} samples: ratio 1, coverage {:.3} / {:.3} / {:.3})",
         slices.len(),
-        mean(&|c| c.ratio),
-        mean(&|c| c.coverage[0]),
-        mean(&|c| c.coverage[1]),
-        mean(&|c| c.coverage[2]),
-        mean(&|c| c.spearman),
-        mean(&|c| c.block_spearman),
+        m.ratio,
+        m.coverage[0],
+        m.coverage[1],
+        m.coverage[2],
+        m.spearman,
+        m.block_spearman,
         e[0],
         e[1],
         e[2]
